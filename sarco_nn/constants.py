@@ -1,0 +1,38 @@
+"""Facts that must be defined exactly once in the whole toolkit.
+
+Everything else imports from here: the CT window used for normalisation, the muscle HU gate,
+the label names and the geometry conventions of converted L3 slices.
+"""
+
+from __future__ import annotations
+
+#: CT window (HU) clipped and scaled to [0, 1] before the network, as in the reference study.
+CT_WINDOW_HU: tuple[float, float] = (-175.0, 250.0)
+
+#: Skeletal-muscle attenuation gate (Mitsiopoulos 1998); applied to SMA only when asked for.
+MUSCLE_HU_GATE: tuple[float, float] = (-29.0, 150.0)
+
+#: nnU-Net label map written into every dataset.json. Muscle is always label 1.
+LABELS: dict[str, int] = {"background": 0, "muscle": 1}
+MUSCLE_LABEL: int = LABELS["muscle"]
+
+#: Channel name of the single CT input; "CT" makes nnU-Net choose CTNormalization.
+CHANNEL_NAMES: dict[str, str] = {"0": "CT"}
+
+#: File ending of every image nnU-Net reads or writes for sarco.
+FILE_ENDING: str = ".nii.gz"
+
+#: Spacing (mm) written on the slice axis of a single extracted L3 slice. Only the in-plane
+#: spacing is physical; this placeholder is larger than any in-plane spacing so that nnU-Net
+#: plans a pure `2d` configuration (see shared/notes/nnunet-2.8.1.md, 2D spacing-order trap).
+SLICE_AXIS_SPACING_MM: float = 10.0
+
+#: Orientation every image is brought to before slicing (SimpleITK/DICOM convention: axes
+#: increase towards patient Left, Posterior, Superior). Axial slices are then array[z].
+CANONICAL_ORIENTATION: str = "LPS"
+
+#: Plausible body-CT intensity range; outside it an image is probably not CT in HU.
+CT_PLAUSIBLE_RANGE_HU: tuple[float, float] = (-1100.0, 4000.0)
+
+#: First dataset id sarco uses when it creates nnU-Net datasets.
+FIRST_DATASET_ID: int = 501

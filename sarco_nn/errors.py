@@ -1,0 +1,25 @@
+"""User-facing errors: one line that names the file and says what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SarcoError(Exception):
+    """An input or usage problem the user can fix; the CLI prints it as one line, no traceback."""
+
+    def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
+        self.path = None if path is None else str(path)
+        self.fix = fix
+        parts = [f"{self.path}: {message}" if self.path else message]
+        if fix:
+            parts.append(f"Fix: {fix}")
+        super().__init__(" ".join(parts))
+
+
+class InputError(SarcoError):
+    """A file or folder the user gave is unusable (wrong type, corrupt, inconsistent geometry)."""
+
+
+class ClinicalDataError(SarcoError):
+    """clinical.csv is malformed or holds a value sarco cannot interpret (unknown sex, height)."""
