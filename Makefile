@@ -1,0 +1,42 @@
+# sarco_nn — two commands for a fresh machine:
+#   make demo   installs, makes phantom data, converts, plans, trains, predicts and evaluates (CPU, < 15 min)
+#   make test   installs and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SARCO := $(BIN)/sarco
+DEMO ?= demo
+DEMO_WS := $(DEMO)/workspace
+DEMO_TRAIN_CASES ?= 40
+DEMO_TEST_CASES ?= 12
+DEMO_TRAINER ?= smit
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo clean-demo bench
+
+$(BIN)/sarco: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(BIN)/sarco
+
+install: $(BIN)/sarco
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The demo only ever writes below $(DEMO)/, which it owns and recreates.
+demo: install
+	rm -rf $(DEMO)
+	$(SARCO) demo-data $(DEMO)/drop --cases $(DEMO_TRAIN_CASES) --seed 1
+	$(SARCO) demo-data $(DEMO)/heldout --cases $(DEMO_TEST_CASES) --seed 2 --case-prefix heldout
+	$(SARCO) convert $(DEMO)/drop --name Demo --workspace $(DEMO_WS)
+	$(SARCO) plan --preset cpu --workspace $(DEMO_WS)
+	$(SARCO) train all --trainer $(DEMO_TRAINER) --workspace $(DEMO_WS)
+	$(SARCO) predict -i $(DEMO)/heldout/images -o $(DEMO)/predictions --clinical $(DEMO)/heldout/clinical.csv --workspace $(DEMO_WS)
+	$(SARCO) evaluate $(DEMO)/predictions --reference $(DEMO)/heldout/masks --clinical $(DEMO)/heldout/clinical.csv --images $(DEMO)/heldout/images -o $(DEMO)/report
+
+clean-demo:
+	rm -rf $(DEMO)

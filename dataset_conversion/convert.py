@@ -1,0 +1,323 @@
+"""Convert a dropped folder (images + L3 masks + clinical.csv) into an nnU-Net v2 raw dataset.
+
+Input (read only, never modified)::
+
+    drop_dir/images/<case>.nii.gz | .mha | .nrrd | <case>/ (one DICOM series per folder)
+    drop_dir/masks/<case>.<any SimpleITK format>   muscle = 1 (or as declared in labels.json)
+    drop_dir/labels.json                           optional: {"muscle": 1, "imat": 2, ...}
+    drop_dir/clinical.csv                          case_id, sex, height_m[, weight_kg, age, sarcopenic]
+
+Output: raw_root/DatasetNNN_<name>/ with imagesTr, labelsTr, dataset.json, clinical.csv (pseudonymous
+ids) and manifest.csv (pseudonym → source case; this file re-identifies: keep it private).
+
+Every case goes through `sarco_nn.image_io` (the reader `sarco predict` uses too), is reoriented to
+LPS, and each annotated axial slice becomes one 2-D training case on exactly the image's grid. All
+problems are collected and reported together; the dataset folder appears only when everything
+converted (it is written to a temporary folder and renamed at the end).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from sarco_nn import __version__
+from sarco_nn.clinical import ClinicalRecord, read_clinical_csv, write_clinical_csv
+from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM
+from sarco_nn.errors import ClinicalDataError, InputError, SarcoError
+from sarco_nn.image_io import (
+    IMAGE_SUFFIXES,
+    check_ct_intensities,
+    check_same_grid,
+    extract_axial_slice,
+    read_image,
+    read_label_image,
+    require_axial,
+    to_canonical,
+)
+
+#: Bumped whenever the converter's output for the same input changes.
+CONVERTER_VERSION = "1"
+
+MANIFEST_COLUMNS = (
+    "pid", "source_case_id", "image_path", "mask_path", "slice_index", "n_slices", "z_mm",
+    "spacing_x_mm", "spacing_y_mm", "source_spacing_z_mm", "annotated_slices",
+)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_COMPANION_SUFFIXES = (".raw", ".zraw", ".raw.gz")  # pixel files beside a .mhd header
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    dataset_dir: Path
+    dataset_name: str
+    n_cases: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Case:
+    case_id: str
+    image: Path
+    mask: Path
+
+
+def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, dataset_id: int,
+                   overwrite: bool = False) -> ConversionResult:
+    """Convert `drop_dir` into raw_root/Dataset{dataset_id:03d}_{name}; raise one InputError listing all problems."""
+    drop_dir, raw_root = Path(drop_dir), Path(raw_root)
+    dataset_name = _check_target(raw_root, name, dataset_id, overwrite)
+    problems: list[str] = []
+    notes: list[str] = []
+    cases = _pair_cases(drop_dir, problems)
+    try:
+        muscle_value, allowed_values = _read_label_map(drop_dir / "labels.json")
+    except InputError as error:
+        problems.append(str(error))
+        muscle_value, allowed_values = MUSCLE_LABEL, {0, MUSCLE_LABEL}
+    clinical = _read_clinical(drop_dir / "clinical.csv", cases, problems, notes)
+
+    raw_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dataset_name}.partial-", dir=raw_root))
+    try:
+        (staging / "imagesTr").mkdir()
+        (staging / "labelsTr").mkdir()
+        manifest: list[dict] = []
+        clinical_out: list[ClinicalRecord] = []
+        for number, case in enumerate(cases, start=1):
+            try:
+                rows = _convert_case(case, f"{name}_{number:04d}", staging, drop_dir, muscle_value, allowed_values)
+            except SarcoError as error:
+                problems.append(f"case {case.case_id!r}: {error}")
+                continue
+            if len(rows) > 1:
+                notes.append(f"case {case.case_id!r}: muscle annotated on {len(rows)} axial slices "
+                             f"→ {len(rows)} training cases ({rows[0]['pid']}…); keep them in one fold")
+            manifest.extend(rows)
+            if case.case_id in clinical:
+                record = clinical[case.case_id]
+                clinical_out.extend(_with_id(record, row["pid"]) for row in rows)
+        if problems:
+            raise InputError(_summary(problems, drop_dir))
+        _write_metadata(staging, name, drop_dir, manifest, clinical_out)
+        target = raw_root / dataset_name
+        if target.exists():  # only reachable with overwrite=True (checked above)
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return ConversionResult(dataset_dir=target, dataset_name=dataset_name, n_cases=len(manifest), notes=notes)
+
+
+# ------------------------------------------------------------------------------ input checks
+
+
+def _check_target(raw_root: Path, name: str, dataset_id: int, overwrite: bool) -> str:
+    if not _NAME_RE.match(name):
+        raise InputError(f"dataset name {name!r} is not usable", None,
+                         "use letters, digits, '_' and '-' only (it becomes part of folder and file names)")
+    if not 1 <= int(dataset_id) <= 999:
+        raise InputError(f"dataset id {dataset_id} outside 1..999", None, "nnU-Net dataset ids have three digits")
+    dataset_name = f"Dataset{int(dataset_id):03d}_{name}"
+    if raw_root.is_dir():
+        clashes = sorted(p.name for p in raw_root.glob(f"Dataset{int(dataset_id):03d}_*")
+                         if p.is_dir() and p.name != dataset_name)
+        if clashes:
+            raise InputError(f"dataset id {dataset_id} is already used by {clashes[0]}", raw_root,
+                             "choose another dataset id")
+        if (raw_root / dataset_name).exists() and not overwrite:
+            raise InputError(f"{dataset_name} already exists", raw_root,
+                             "choose another name/id, or pass overwrite=True (--overwrite) to replace it")
+    return dataset_name
+
+
+def _case_id(path: Path) -> str:
+    if path.is_dir():
+        return path.name
+    lower = path.name.lower()
+    for suffix in (*IMAGE_SUFFIXES, ".dcm", ".dicom"):
+        if lower.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem if path.suffix and not path.suffix[1:].isdigit() else path.name
+
+
+def _list_entries(folder: Path, problems: list[str], what: str) -> tuple[dict[str, Path], set[str]]:
+    """(case id → file or folder, duplicated ids); duplicated ids are problems."""
+    if not folder.is_dir():
+        problems.append(f"missing folder {folder}: put the {what} there (one per case)")
+        return {}, set()
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    mhd_stems = {p.name[:-4] for p in entries if p.name.lower().endswith(".mhd")}
+    found: dict[str, list[Path]] = {}
+    for entry in entries:
+        lower = entry.name.lower()
+        if entry.is_file() and any(lower.endswith(s) for s in _COMPANION_SUFFIXES) and \
+                entry.name.split(".")[0] in mhd_stems:
+            continue  # pixel data of a .mhd header
+        found.setdefault(_case_id(entry), []).append(entry)
+    result: dict[str, Path] = {}
+    duplicated: set[str] = set()
+    for case_id, paths in found.items():
+        if len(paths) > 1:
+            problems.append(f"case {case_id!r}: duplicate case id in {folder.name}/ "
+                            f"({', '.join(p.name for p in paths)}): keep one")
+            duplicated.add(case_id)
+        else:
+            result[case_id] = paths[0]
+    return result, duplicated
+
+
+def _pair_cases(drop_dir: Path, problems: list[str]) -> list[_Case]:
+    if not drop_dir.is_dir():
+        raise InputError("drop-in folder not found", drop_dir, "give the folder holding images/, masks/ and clinical.csv")
+    images, duplicated_images = _list_entries(drop_dir / "images", problems, "CT images")
+    masks, duplicated_masks = _list_entries(drop_dir / "masks", problems, "muscle masks")
+    for case_id in sorted(set(images) - set(masks) - duplicated_masks):
+        problems.append(f"case {case_id!r}: image without mask: add masks/{case_id}.nii.gz or remove the image")
+    for case_id in sorted(set(masks) - set(images) - duplicated_images):
+        problems.append(f"case {case_id!r}: mask without image: add the image or remove masks/{masks[case_id].name}")
+    cases = [_Case(c, images[c], masks[c]) for c in sorted(set(images) & set(masks))]
+    if not cases and not problems:
+        problems.append("no cases found: put images in images/ and masks in masks/")
+    return cases
+
+
+def _read_label_map(path: Path) -> tuple[int, set[int]]:
+    """(muscle value in the masks, all values allowed) from labels.json, default muscle=1 only."""
+    if not path.exists():
+        return MUSCLE_LABEL, {0, MUSCLE_LABEL}
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("not valid JSON", path, 'write it like {"muscle": 1, "imat": 2}') from None
+    if not isinstance(labels, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
+        raise InputError("must map label names to integers", path, 'write it like {"muscle": 1, "imat": 2}')
+    if "muscle" not in labels:
+        raise InputError("declares no 'muscle' label", path, 'add "muscle": <value used for muscle in the masks>')
+    values = list(labels.values())
+    if len(set(values)) != len(values):
+        raise InputError("two labels share one value", path, "give every label its own value")
+    if labels["muscle"] <= 0 or any(v < 0 for v in values):
+        raise InputError("muscle must be a positive value and no label negative", path, "0 is background")
+    return labels["muscle"], {0, *values}
+
+
+def _read_clinical(path: Path, cases: list[_Case], problems: list[str], notes: list[str]) -> dict[str, ClinicalRecord]:
+    if not path.is_file():
+        problems.append(f"missing {path.name}: add it with columns case_id,sex,height_m (one row per case)")
+        return {}
+    try:
+        clinical = read_clinical_csv(path)
+    except ClinicalDataError as error:
+        problems.append(str(error))
+        return {}
+    lower = {k.lower(): k for k in clinical}
+    for case in cases:
+        if case.case_id not in clinical:
+            hint = f" (found {lower[case.case_id.lower()]!r}: ids are case-sensitive)" \
+                if case.case_id.lower() in lower else ""
+            problems.append(f"case {case.case_id!r}: missing from {path.name}{hint}: add a row for it")
+    extra = sorted(set(clinical) - {c.case_id for c in cases})
+    if extra:
+        notes.append(f"{len(extra)} row(s) of {path.name} have no image and were ignored: {', '.join(extra[:5])}")
+    return clinical
+
+
+# -------------------------------------------------------------------------------- per case
+
+
+def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_value: int,
+                  allowed_values: set[int]) -> list[dict]:
+    image = read_image(case.image)
+    check_ct_intensities(image, case.image)
+    require_axial(image, case.image)
+    mask = read_label_image(case.mask)
+    check_same_grid(image, mask, case.mask)
+    values = set(np.unique(sitk.GetArrayViewFromImage(mask)).astype(int).tolist())
+    undeclared = sorted(values - allowed_values)
+    if undeclared:
+        raise InputError(f"mask holds label value(s) {undeclared} not declared", case.mask,
+                         "use 1 for muscle, or declare every label in labels.json (e.g. {\"muscle\": 1, \"imat\": 2})")
+    canonical_image = to_canonical(image)
+    canonical_mask = to_canonical(mask)
+    muscle = sitk.GetArrayViewFromImage(canonical_mask) == muscle_value
+    annotated = [int(z) for z in np.flatnonzero(muscle.any(axis=(1, 2)))]
+    if not annotated:
+        raise InputError(f"empty mask: no voxel has the muscle label {muscle_value}", case.mask,
+                         "give the L3 muscle annotation (muscle = 1)")
+
+    n_slices = canonical_image.GetSize()[2]
+    spacing = canonical_image.GetSpacing()
+    rows = []
+    for z in annotated:
+        slice_pid = pid if len(annotated) == 1 else f"{pid}_s{z:03d}"
+        image_slice = extract_axial_slice(canonical_image, z)
+        label = sitk.GetImageFromArray(muscle[z][None].astype(np.uint8))
+        label.CopyInformation(image_slice)  # exactly the image's grid
+        sitk.WriteImage(image_slice, str(staging / "imagesTr" / f"{slice_pid}_0000{FILE_ENDING}"), useCompression=True)
+        sitk.WriteImage(label, str(staging / "labelsTr" / f"{slice_pid}{FILE_ENDING}"), useCompression=True)
+        rows.append({
+            "pid": slice_pid, "source_case_id": case.case_id,
+            "image_path": _relative(case.image, drop_dir), "mask_path": _relative(case.mask, drop_dir),
+            "slice_index": z, "n_slices": n_slices, "z_mm": repr(image_slice.GetOrigin()[2]),
+            "spacing_x_mm": repr(spacing[0]), "spacing_y_mm": repr(spacing[1]),
+            "source_spacing_z_mm": repr(spacing[2]) if n_slices > 1 else "",
+            "annotated_slices": len(annotated),
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def _with_id(record: ClinicalRecord, pid: str) -> ClinicalRecord:
+    return ClinicalRecord(case_id=pid, sex=record.sex, height_m=record.height_m, weight_kg=record.weight_kg,
+                          age=record.age, sarcopenic=record.sarcopenic)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _write_metadata(staging: Path, name: str, drop_dir: Path, manifest: list[dict],
+                    clinical: list[ClinicalRecord]) -> None:
+    dataset = {
+        "channel_names": CHANNEL_NAMES,
+        "labels": LABELS,
+        "numTraining": len(manifest),
+        "file_ending": FILE_ENDING,
+        "name": name,
+        "description": f"L3 skeletal-muscle slices converted by sarco_nn from a drop-in folder ({drop_dir.name})",
+        "sarco": {
+            "converter_version": CONVERTER_VERSION,
+            "sarco_nn_version": __version__,
+            "slice_axis_spacing_mm": SLICE_AXIS_SPACING_MM,
+            "n_source_cases": len({row["source_case_id"] for row in manifest}),
+        },
+    }
+    (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n", encoding="utf-8")
+    write_clinical_csv(staging / "clinical.csv", clinical)
+    with open(staging / "manifest.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(manifest)
+
+
+def _summary(problems: list[str], drop_dir: Path) -> str:
+    lines = [f"{drop_dir}: {len(problems)} problem(s), nothing was converted; fix them all, then run again:"]
+    lines.extend(f"  - {p}" for p in problems)
+    return "\n".join(lines)

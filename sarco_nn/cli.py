@@ -1,0 +1,188 @@
+"""The `sarco` command: one thin function per command; the work lives in the library modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sarco_nn.errors import SarcoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Skeletal muscle area at L3 on CT and sarcopenia detection, built on nnU-Net v2 with a SMIT trainer.")
+
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $SARCO_HOME or ./sarco_workspace).")
+DatasetOpt = typer.Option(None, "--dataset", "-d", help="Dataset id or name (default: the only one in the workspace).")
+
+
+def _workspace(path: Optional[Path]):
+    from sarco_nn.workspace import Workspace
+
+    return Workspace.resolve(path)
+
+
+@app.command("demo-data")
+def demo_data(out_dir: Path = typer.Argument(..., help="New folder for the drop-in phantom dataset."),
+              cases: int = typer.Option(40, help="Number of phantom cases."),
+              seed: int = typer.Option(0, help="Random seed (different seeds give disjoint cohorts)."),
+              matrix: int = typer.Option(512, help="Image matrix size in pixels."),
+              volumes: bool = typer.Option(False, help="Whole T12-S1 volumes with the mask on the L3 slice."),
+              case_prefix: str = typer.Option("case", help="Prefix of the case ids.")):
+    """Write synthetic L3 phantoms in the drop-in layout (images/, masks/, clinical.csv, truth.csv).
+
+    Example: sarco demo-data demo/drop --cases 40 --seed 1
+    """
+    from dataset_conversion.phantom import write_dropin_dataset
+
+    folder = write_dropin_dataset(out_dir, n_cases=cases, seed=seed, matrix=matrix, volumes=volumes,
+                                  case_prefix=case_prefix)
+    typer.echo(f"wrote {cases} phantom cases to {folder}")
+
+
+@app.command()
+def convert(drop_dir: Path = typer.Argument(..., help="Dropped folder with images/, masks/ and clinical.csv."),
+            name: str = typer.Option(..., "--name", "-n", help="Dataset name, e.g. Freeman."),
+            dataset_id: Optional[int] = typer.Option(None, "--id", help="nnU-Net dataset id (default: next free from 501)."),
+            overwrite: bool = typer.Option(False, help="Replace an existing converted dataset of that id and name."),
+            workspace: Optional[Path] = WorkspaceOpt):
+    """Turn a dropped dataset into an nnU-Net raw dataset (one L3 slice per case, pseudonymised ids).
+
+    Example: sarco convert ~/l3_drop --name Freeman
+    """
+    from dataset_conversion.convert import convert_dropin
+    from sarco_nn.constants import FIRST_DATASET_ID
+
+    ws = _workspace(workspace).activate()
+    result = convert_dropin(drop_dir, ws.raw, name, dataset_id or ws.next_dataset_id(FIRST_DATASET_ID), overwrite=overwrite)
+    typer.echo(f"{result.dataset_name}: {result.n_cases} cases written to {result.dataset_dir}")
+    for note in result.notes:
+        typer.echo(f"  note: {note}")
+
+
+@app.command()
+def plan(dataset: Optional[str] = typer.Argument(None, help="Dataset id or name (default: every dataset not yet planned)."),
+         preset: str = typer.Option("default", "--preset", "-p", help="Plan preset from plans/ (default, cpu, smoke) or a JSON file."),
+         processes: Optional[int] = typer.Option(None, help="Worker processes (default: up to 4)."),
+         workspace: Optional[Path] = WorkspaceOpt):
+    """Fingerprint, plan and preprocess with nnU-Net, then apply a preset (CT window -175..250 HU -> [0,1]).
+
+    Example: sarco plan --preset cpu
+    """
+    from sarco_nn.planning import plan_dataset
+    from sarco_nn.presets import load_preset, plans_identifier
+
+    ws = _workspace(workspace).activate()
+    if dataset is None:
+        identifier = plans_identifier(load_preset(preset)["name"])
+        names = [n for n in ws.datasets().values() if not (ws.preprocessed / n / f"{identifier}.json").exists()]
+        if not names:
+            typer.echo(f"every dataset is already planned with preset {preset!r}; name one to re-plan it.")
+            return
+    else:
+        names = [ws.dataset_name(dataset)]
+    for name in names:
+        summary = plan_dataset(ws, name, preset, processes)
+        typer.echo(f"\n{summary['dataset']} planned with preset {summary['preset']} ({summary['plans']})")
+        for key in ("cases", "median_inplane_spacing_mm", "target_spacing_mm", "patch_size", "batch_size", "network",
+                    "normalization"):
+            typer.echo(f"  {key.replace('_', ' ')}: {summary[key]}")
+
+
+@app.command()
+def train(fold: str = typer.Argument(..., help="Fold 0-4, `all` (every case, no validation) or `5fold` (0-4 in turn)."),
+          dataset: Optional[str] = DatasetOpt,
+          trainer: str = typer.Option("smit", "--trainer", "-t", help="smit (default), nnunet, resenc, or an nnU-Net trainer class."),
+          preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Which planned preset (default: the only one)."),
+          epochs: Optional[int] = typer.Option(None, help="Override the preset's number of epochs."),
+          iterations: Optional[int] = typer.Option(None, help="Override the preset's iterations per epoch."),
+          device: str = typer.Option("auto", help="auto, cpu or cuda."),
+          continue_training: bool = typer.Option(False, "--continue", "-c", help="Resume from the last checkpoint."),
+          pretrained: Optional[Path] = typer.Option(None, help="SMIT encoder weights (sarco pretrain output or official checkpoint)."),
+          workspace: Optional[Path] = WorkspaceOpt):
+    """Train one nnU-Net fold with the SMIT trainer (or a baseline); resumable with --continue.
+
+    Example: sarco train 0 --trainer smit --pretrained encoder.pt
+    """
+    from sarco_nn.training.run import train_fold
+
+    folds = ["0", "1", "2", "3", "4"] if fold == "5fold" else [fold]
+    for f in folds:
+        out = train_fold(_workspace(workspace), f, dataset, trainer, preset, epochs, iterations, device,
+                         continue_training, pretrained)
+        typer.echo(f"fold {f} done: {out}")
+
+
+@app.command()
+def postprocess(dataset: Optional[str] = DatasetOpt,
+                trainer: Optional[str] = typer.Option(None, "--trainer", "-t"),
+                preset: Optional[str] = typer.Option(None, "--preset", "-p"),
+                workspace: Optional[Path] = WorkspaceOpt):
+    """Let nnU-Net decide the postprocessing on the cross-validation predictions (run after all folds).
+
+    Example: sarco postprocess --trainer smit
+    """
+    from sarco_nn.model_store import find_model
+    from sarco_nn.postprocessing import determine_postprocessing
+
+    ws = _workspace(workspace)
+    decision = determine_postprocessing(ws, find_model(ws, dataset, trainer, preset))
+    before = decision.get("input_folder", {}).get("foreground_mean", {}).get("Dice")
+    after = decision.get("postprocessed", {}).get("foreground_mean", {}).get("Dice")
+    typer.echo(f"postprocessing: {decision.get('postprocessing_fns') or 'none'} (cross-validation Dice {before} -> {after})")
+
+
+@app.command()
+def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DICOM series folder, or folder of scans."),
+            out_dir: Path = typer.Option(..., "--output", "-o", help="Output folder (masks/, overlays/, results.csv)."),
+            clinical: Optional[Path] = typer.Option(None, help="clinical.csv (case_id, sex, height_m) for SMI and flags."),
+            thresholds: str = typer.Option("paper", help="Threshold set: paper, prado, martin, or a JSON file."),
+            fast: bool = typer.Option(False, "--fast", help="No test-time mirroring."),
+            l3_slice: Optional[int] = typer.Option(None, "--l3-slice", help="Axial slice index to use in a volume."),
+            hu_gate: bool = typer.Option(False, "--hu-gate", help="Count only muscle pixels within -29..150 HU."),
+            dataset: Optional[str] = DatasetOpt,
+            trainer: Optional[str] = typer.Option(None, "--trainer", "-t", help="Which trained model (default: the only one)."),
+            preset: Optional[str] = typer.Option(None, "--preset", "-p"),
+            device: str = typer.Option("auto", help="auto, cpu or cuda."),
+            overwrite: bool = typer.Option(False, help="Allow an output folder holding another model's results."),
+            workspace: Optional[Path] = WorkspaceOpt):
+    """Segment muscle with the fold ensemble and report SMA (cm²), SMI, muscle HU and the sarcopenia flag.
+
+    Example: sarco predict -i scans/ -o results/ --clinical clinical.csv
+    """
+    from sarco_nn.inference import predict as run_predict
+
+    results, failures = run_predict(_workspace(workspace), inputs, out_dir, dataset, trainer, preset, clinical,
+                                    thresholds, fast, device, l3_slice, hu_gate, overwrite)
+    typer.echo(f"results: {results}")
+    if failures:
+        typer.echo(f"{failures} case(s) failed; see {results.parent / 'errors.log'}", err=True)
+        raise typer.Exit(1)
+
+
+def _register_command_modules() -> None:
+    from sarco_nn.commands.check_weights_cmd import check_weights
+    from sarco_nn.commands.evaluate_cmd import evaluate
+    from sarco_nn.commands.measure_cmd import measure
+
+    app.command()(measure)
+    app.command()(evaluate)
+    app.command("check-weights")(check_weights)
+
+
+_register_command_modules()
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr (exit 2), never a traceback."""
+    try:
+        app()
+    except SarcoError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""clinical.csv: the per-patient facts SMI and the sarcopenia flag need (sex, height).
+
+Why strict: a height in centimetres or an unknown sex code would silently give an SMI off by a
+factor of 10 000 or the wrong cutoff. Every problem in the file is reported at once (row and
+value), so a user fixes the spreadsheet in one go.
+
+Format: UTF-8 (an Excel BOM is fine), comma- or semicolon-separated, a header row with at least
+`case_id, sex, height_m`; optional `weight_kg, age, sarcopenic`; other columns are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from sarco_nn.errors import ClinicalDataError
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("case_id", "sex", "height_m")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("weight_kg", "age", "sarcopenic")
+
+_SEX_CODES = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
+_BOOL_CODES = {"1": True, "true": True, "yes": True, "y": True, "0": False, "false": False, "no": False, "n": False}
+
+#: Anybody taller than this (in metres) has been entered in centimetres.
+_MAX_HEIGHT_M = 3.0
+
+
+@dataclass(frozen=True)
+class ClinicalRecord:
+    case_id: str
+    sex: str | None = None  # "M" or "F"
+    height_m: float | None = None
+    weight_kg: float | None = None
+    age: float | None = None
+    sarcopenic: bool | None = None  # reference label, when the site provides one
+
+    @property
+    def bmi(self) -> float | None:
+        """Body-mass index (kg/m²), or None when height or weight is unknown."""
+        if self.height_m is None or self.weight_kg is None:
+            return None
+        return self.weight_kg / self.height_m**2
+
+
+def read_clinical_csv(path: Path | str) -> dict[str, ClinicalRecord]:
+    """Read clinical.csv into {case_id: ClinicalRecord}; raise ClinicalDataError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ClinicalDataError("file not found", path, "create clinical.csv with columns case_id,sex,height_m") from None
+    except UnicodeDecodeError:
+        raise ClinicalDataError("not UTF-8 text", path, "save it as 'CSV UTF-8' (comma-separated)") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise ClinicalDataError("empty file or empty header row", path, "the first row must name the columns")
+    delimiter = ";" if lines[0].count(";") > lines[0].count(",") else ","
+    reader = csv.reader(lines, delimiter=delimiter)
+    header = [h.strip().lower() for h in next(reader)]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ClinicalDataError(f"missing column(s) {', '.join(missing)} (found: {', '.join(header)})", path,
+                                f"the header must name at least {', '.join(REQUIRED_COLUMNS)}")
+    column = {name: header.index(name) for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if name in header}
+
+    records: dict[str, ClinicalRecord] = {}
+    problems: list[str] = []
+    seen: set[str] = set()
+    for row_number, row in enumerate(reader, start=2):  # spreadsheet row numbers: header is row 1
+        if not any(cell.strip() for cell in row):
+            continue
+        cell = {name: (row[i].strip() if i < len(row) else "") for name, i in column.items()}
+        case_id = cell["case_id"]
+        if not case_id:
+            problems.append(f"row {row_number}: empty case_id")
+            continue
+        if case_id in seen:
+            problems.append(f"row {row_number}: duplicate case_id {case_id!r}")
+            continue
+        seen.add(case_id)
+        errors: list[str] = []
+        record = ClinicalRecord(
+            case_id=case_id,
+            sex=_parse_sex(cell["sex"], errors),
+            height_m=_parse_height(cell["height_m"], errors, decimal_comma=delimiter == ";"),
+            weight_kg=_parse_positive(cell.get("weight_kg", ""), "weight_kg", errors, delimiter == ";"),
+            age=_parse_positive(cell.get("age", ""), "age", errors, delimiter == ";", allow_zero=True),
+            sarcopenic=_parse_bool(cell.get("sarcopenic", ""), errors),
+        )
+        if errors:
+            problems.extend(f"row {row_number} ({case_id}): {e}" for e in errors)
+        else:
+            records[case_id] = record
+    if problems:
+        raise ClinicalDataError(_summary(problems), path, "correct these rows and run again")
+    return records
+
+
+def write_clinical_csv(path: Path | str, records: Iterable[ClinicalRecord]) -> None:
+    """Write records in the format read_clinical_csv reads (UTF-8, comma-separated)."""
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS])
+        for r in records:
+            writer.writerow([
+                r.case_id, r.sex or "", _fmt(r.height_m), _fmt(r.weight_kg), _fmt(r.age),
+                "" if r.sarcopenic is None else int(r.sarcopenic),
+            ])
+
+
+def _summary(problems: list[str]) -> str:
+    shown = problems[:20]
+    more = f"; and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    return f"{len(problems)} problem(s): " + "; ".join(shown) + more
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _parse_sex(value: str, errors: list[str]) -> str | None:
+    if not value:
+        return None
+    code = _SEX_CODES.get(value.lower())
+    if code is None:
+        errors.append(f"sex {value!r} not understood (use M/F, male/female or man/woman)")
+    return code
+
+
+def _parse_number(value: str, name: str, errors: list[str], decimal_comma: bool) -> float | None:
+    if not value:
+        return None
+    text = value.replace(",", ".") if decimal_comma and value.count(",") == 1 and "." not in value else value
+    try:
+        number = float(text)
+    except ValueError:
+        errors.append(f"{name} {value!r} is not a number")
+        return None
+    if not math.isfinite(number):
+        errors.append(f"{name} {value!r} is not a finite number")
+        return None
+    return number
+
+
+def _parse_height(value: str, errors: list[str], decimal_comma: bool) -> float | None:
+    height = _parse_number(value, "height_m", errors, decimal_comma)
+    if height is None:
+        return None
+    if height > _MAX_HEIGHT_M:
+        errors.append(f"height_m {value!r} looks like centimetres; give metres (e.g. 1.75)")
+        return None
+    if height <= 0:
+        errors.append(f"height_m {value!r} must be positive (metres)")
+        return None
+    return height
+
+
+def _parse_positive(value: str, name: str, errors: list[str], decimal_comma: bool,
+                    allow_zero: bool = False) -> float | None:
+    number = _parse_number(value, name, errors, decimal_comma)
+    if number is None:
+        return None
+    if number < 0 or (number == 0 and not allow_zero):
+        errors.append(f"{name} {value!r} must be positive")
+        return None
+    return number
+
+
+def _parse_bool(value: str, errors: list[str]) -> bool | None:
+    if not value:
+        return None
+    flag = _BOOL_CODES.get(value.lower())
+    if flag is None:
+        errors.append(f"sarcopenic {value!r} not understood (use 1/0, yes/no or true/false)")
+    return flag

@@ -1,0 +1,83 @@
+"""`sarco evaluate`: predictions vs reference masks → cases.csv, summary.json, report.md, plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET
+
+
+def evaluate(
+    pred_dir: Optional[Path] = typer.Argument(
+        None, help="Predicted masks (<case>.nii.gz), or a `sarco predict` output folder. Not with --crossval."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Reference (manual) masks, same case names."),
+    clinical: Optional[Path] = typer.Option(None, "--clinical", "-c", help="clinical.csv (case_id, sex, height_m, …)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Report folder (default PRED_DIR/evaluation; crossval: <model>/sarco_evaluation)."),
+    thresholds: str = typer.Option(DEFAULT_THRESHOLD_SET, "--thresholds", help="paper, prado, martin, or a JSON/YAML file."),
+    images: Optional[Path] = typer.Option(None, "--images", help="CT images (<case>.nii.gz or <case>_0000.nii.gz): HU, overlays."),
+    crossval: bool = typer.Option(False, "--crossval", help="Evaluate nnU-Net's cross-validation predictions per fold."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset id or name (crossval)."),
+    trainer: Optional[str] = typer.Option(None, "--trainer", help="Trained model folder (crossval, when several exist)."),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace (default $SARCO_HOME or ./sarco_workspace)."),
+):
+    """Dice/HD95, SMA agreement (Bland–Altman, ICC), sarcopenia accuracy with Wilson CIs, threshold impact.
+
+    Examples:
+      sarco evaluate results/ --reference manual_masks/ --clinical clinical.csv -o report/
+      sarco evaluate --crossval --dataset Freeman
+    """
+    from sarco_nn.errors import SarcoError
+    from sarco_nn.evaluation.evaluate import evaluate_crossval, evaluate_folder
+
+    if crossval:
+        if pred_dir is not None or reference is not None:
+            raise SarcoError("--crossval finds predictions and references itself", fix="drop PRED_DIR and --reference.")
+        summary = evaluate_crossval(workspace, dataset, output, thresholds, trainer=trainer)
+    else:
+        if pred_dir is None or reference is None:
+            raise SarcoError("PRED_DIR and --reference are required", fix="or use --crossval.")
+        out = output if output is not None else pred_dir / "evaluation"
+        summary = evaluate_folder(pred_dir, reference, clinical, out, thresholds, images_dir=images)
+    _print_cases(Path(summary["report_dir"]) / "cases.csv")
+    _print_summary(summary)
+
+
+def _print_cases(cases_csv: Path, limit: int = 50) -> None:
+    """Per-case table (true vs predicted SMA, Dice, flags) for small cohorts such as the demo."""
+    import csv
+
+    if not cases_csv.exists():
+        return
+    with open(cases_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or len(rows) > limit:
+        return
+    typer.echo(f"{'case':<22}{'SMA ref':>9}{'SMA pred':>10}{'err %':>8}{'Dice':>8}  flag ref/pred")
+    for r in rows:
+        typer.echo(f"{r['case_id']:<22}{r['sma_ref_cm2']:>9}{r['sma_pred_cm2']:>10}{r['sma_error_percent']:>8}"
+                   f"{r['dice']:>8}  {r['sarcopenic_ref'] or '?'}/{r['sarcopenic_pred'] or '?'}")
+
+
+def _print_summary(s: dict) -> None:
+    def f(value, digits=2, pct=False):
+        if value is None:
+            return "n/a"
+        return f"{value * 100:.1f} %" if pct else f"{value:.{digits}f}"
+
+    typer.echo(f"cases: {s['n_cases']} (classified {s['n_cases_classified']}), threshold set {s['threshold_set']}")
+    typer.echo(f"Dice {f(s['dice_mean'], 4)} (median {f(s['dice_median'], 4)}), HD95 {f(s['hd95_mean_mm'])} mm")
+    typer.echo(f"SMA: MAE {f(s['sma_mae_cm2'])} cm² ({f(s['sma_mape_percent'])} %), bias {f(s['sma_bias_cm2'])} cm², "
+               f"LoA {f(s['sma_loa_low_cm2'])}..{f(s['sma_loa_high_cm2'])} cm², ICC(2,1) {f(s['sma_icc'], 3)}")
+    typer.echo(f"sarcopenia: accuracy {f(s['accuracy'], pct=True)}, sensitivity {f(s['sensitivity'], pct=True)}, "
+               f"specificity {f(s['specificity'], pct=True)}")
+    for row in [*s["folds"], s["pooled"]]:
+        typer.echo(f"  fold {row['fold']}: n {row['n']}, Dice {f(row['dice_mean'], 4)}, "
+                   f"|SMA err| mean {f(row['sma_abs_error_percent_mean'])} % max {f(row['sma_abs_error_percent_max'])} %, "
+                   f"accuracy {f(row['accuracy'], pct=True)}")
+    for what, cases in (s.get("problems") or {}).items():
+        typer.echo(f"warning: {what} ({len(cases)}): {', '.join(cases)}", err=True)
+    typer.echo(f"report: {s['report_dir']}")

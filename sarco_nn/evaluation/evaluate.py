@@ -1,0 +1,489 @@
+"""`sarco evaluate`: predictions vs reference masks → every figure a clinical paper reports.
+
+Two entry points, the CLI being a thin layer over them:
+  evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, …)  one folder of predictions
+  evaluate_crossval(workspace, dataset, out_dir, …)                    nnU-Net's fold_k/validation
+Both return the summary dict that is also written to summary.json.
+
+Each case is measured on its annotated slice (the one reference slice holding the label; a
+single-slice image is that slice) through `sarco_nn.measure`, the same code path as `sarco
+measure` and `sarco predict`. Problems with single cases (missing reference, unreadable file,
+unknown sex, missing height for an SMI set) are collected per kind, listed in the summary and
+the report, and the remaining cases are still evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sarco_nn.constants import FILE_ENDING, MUSCLE_LABEL
+from sarco_nn.errors import InputError, SarcoError
+from sarco_nn.evaluation import report
+from sarco_nn.evaluation.agreement import agreement
+from sarco_nn.evaluation.classification import Confusion
+from sarco_nn.evaluation.metrics import segmentation_metrics
+from sarco_nn.evaluation.threshold_impact import IMPACT_PERCENTS, at_risk_counts, case_impact
+from sarco_nn.image_io import read_image, read_label_image
+from sarco_nn.measure import axial_stack, check_same_grid, measure_slice, smi
+from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, ThresholdSet, get_threshold_set
+
+#: Mask file endings accepted besides nnU-Net's .nii.gz (longest first so .nii.gz wins over .gz).
+MASK_ENDINGS: tuple[str, ...] = (FILE_ENDING, ".nii", ".mha", ".nrrd")
+#: Number of worst cases (largest |SMA error|) drawn as overlays.
+N_WORST = 5
+#: Folder name where `sarco predict` writes its masks inside its output folder.
+PREDICT_MASK_FOLDER = "masks"
+_FOLD_RE = re.compile(r"^fold_(\d+)$")
+
+
+@dataclass
+class CaseInput:
+    case_id: str
+    prediction: Path
+    reference: Path
+    image: Path | None = None
+    fold: str = "all"
+
+
+@dataclass
+class _Problems:
+    """kind -> case ids (or "case: detail"); ordered as first seen."""
+
+    items: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, kind: str, case: str) -> None:
+        if case not in self.items[kind]:
+            self.items[kind].append(case)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self.items.items() if v}
+
+
+# ---------------------------------------------------------------------------- discovery
+def list_masks(folder: Path) -> dict[str, Path]:
+    """case id -> mask file for every mask file in `folder` (not recursive)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        for ending in MASK_ENDINGS:
+            if path.name.endswith(ending):
+                found.setdefault(path.name[: -len(ending)], path)
+                break
+    return found
+
+
+def _prediction_folder(pred_dir: Path) -> Path:
+    """Accept the masks folder itself or `sarco predict`'s output folder (which has masks/)."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError("prediction folder not found", path=pred_dir, fix="give the folder of predicted masks.")
+    inner = pred_dir / PREDICT_MASK_FOLDER
+    if inner.is_dir() and not list_masks(pred_dir):
+        return inner
+    return pred_dir
+
+
+def find_image(images_dir: Path | None, case_id: str) -> Path | None:
+    """<case>.nii.gz or nnU-Net's <case>_0000.nii.gz (any accepted ending) in images_dir."""
+    if images_dir is None:
+        return None
+    for stem in (f"{case_id}_0000", case_id):
+        for ending in MASK_ENDINGS:
+            candidate = Path(images_dir) / f"{stem}{ending}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _pair_cases(predictions: dict[str, Path], references: dict[str, Path], images_dir: Path | None,
+                folds: dict[str, str] | None, problems: _Problems) -> list[CaseInput]:
+    cases = []
+    for case_id, pred in predictions.items():
+        if case_id not in references:
+            problems.add("prediction without reference mask", case_id)
+            continue
+        image = find_image(images_dir, case_id)
+        if images_dir is not None and image is None:
+            problems.add("CT image not found (no HU, overlay without CT)", case_id)
+        cases.append(CaseInput(case_id, pred, references[case_id], image, (folds or {}).get(case_id, "all")))
+    for case_id in references:
+        if case_id not in predictions:
+            problems.add("reference mask without prediction", case_id)
+    return cases
+
+
+def _read_clinical(clinical_csv: Path | None, problems: _Problems) -> dict | None:
+    """{case_id: ClinicalRecord}, or None when there is no usable clinical.csv (listed as a problem)."""
+    if clinical_csv is None:
+        problems.add("no clinical.csv given: sex/height unknown, classification skipped", "all cases")
+        return None
+    from sarco_nn.clinical import read_clinical_csv
+    from sarco_nn.errors import ClinicalDataError
+
+    try:
+        return read_clinical_csv(Path(clinical_csv))
+    except ClinicalDataError as exc:  # segmentation and SMA agreement are still worth reporting
+        problems.add("clinical.csv unusable, classification skipped", str(exc))
+        return None
+
+
+# ---------------------------------------------------------------------------- one case
+def _annotated_slice(ref_stack, label: int, case_id: str) -> int:
+    """Canonical index of the one annotated L3 slice of this case."""
+    n = ref_stack.array.shape[0]
+    if n == 1:
+        return 0
+    labelled = np.flatnonzero((ref_stack.array == label).any(axis=(1, 2)))
+    if len(labelled) == 1:
+        return int(labelled[0])
+    if len(labelled) == 0:
+        raise InputError(f"reference of case {case_id} is empty on all {n} slices")
+    raise InputError(f"reference of case {case_id} is labelled on {len(labelled)} slices; "
+                     "evaluation expects one annotated L3 slice per case")
+
+
+def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, label: int, problems: _Problems) -> dict:
+    pred_img = read_label_image(case.prediction)
+    ref_img = read_label_image(case.reference)
+    check_same_grid(pred_img, ref_img, str(case.prediction), str(case.reference))
+    ref_stack, pred_stack = axial_stack(ref_img, str(case.reference)), axial_stack(pred_img, str(case.prediction))
+    z = _annotated_slice(ref_stack, label, case.case_id)
+    spacing = ref_stack.spacing_yx_mm
+    ct2d = None
+    if case.image is not None:
+        try:
+            ct_img = read_image(case.image)
+            check_same_grid(ref_img, ct_img, str(case.reference), str(case.image))
+            ct2d = axial_stack(ct_img, str(case.image)).array[z]
+        except SarcoError as exc:
+            problems.add("CT image unusable (no HU for this case)", f"{case.case_id}: {exc}")
+    ref2d, pred2d = ref_stack.array[z] == label, pred_stack.array[z] == label
+    seg = segmentation_metrics(pred2d, ref2d, spacing)
+    m_ref = measure_slice(ref2d.astype(np.uint8), spacing, ct2d, label=1)
+    m_pred = measure_slice(pred2d.astype(np.uint8), spacing, ct2d, label=1)
+
+    record = None if clinical is None else clinical.get(case.case_id)
+    if clinical is not None and record is None:
+        problems.add("no row in clinical.csv", case.case_id)
+    sex = getattr(record, "sex", None)
+    height = getattr(record, "height_m", None)
+    bmi = getattr(record, "bmi", None)
+    smi_ref, smi_pred = smi(m_ref.sma_cm2, height), smi(m_pred.sma_cm2, height)
+    flag_ref = ts.is_sarcopenic(sex, m_ref.sma_cm2, smi_ref, bmi)
+    flag_pred = ts.is_sarcopenic(sex, m_pred.sma_cm2, smi_pred, bmi)
+    reason = ts.why_undecidable(sex, m_ref.sma_cm2, smi_ref, bmi)
+    if reason and record is not None:
+        problems.add(f"{reason}: not classified under '{ts.name}'", case.case_id)
+    impact = case_impact(ts, sex, m_ref.sma_cm2, smi_ref, bmi)
+    sma_err = m_pred.sma_cm2 - m_ref.sma_cm2
+    notes = [n for n, on in (("empty prediction", seg.prediction_empty), ("empty reference", seg.reference_empty)) if on]
+    if seg.prediction_empty:
+        problems.add("empty prediction (surface distances undefined)", case.case_id)
+    if seg.reference_empty:
+        problems.add("empty reference mask (SMA % error undefined)", case.case_id)
+    return {
+        "case_id": case.case_id,
+        "fold": case.fold,
+        "sex": sex,
+        "height_m": height,
+        "bmi": bmi,
+        **seg.to_dict(),
+        "sma_ref_cm2": m_ref.sma_cm2,
+        "sma_pred_cm2": m_pred.sma_cm2,
+        "sma_error_cm2": sma_err,
+        "sma_error_percent": sma_err / m_ref.sma_cm2 * 100.0 if m_ref.sma_cm2 > 0 else math.nan,
+        "smi_ref_cm2_m2": smi_ref,
+        "smi_pred_cm2_m2": smi_pred,
+        "smi_error_cm2_m2": None if smi_ref is None else smi_pred - smi_ref,
+        "hu_ref": m_ref.muscle_hu_mean,
+        "hu_pred": m_pred.muscle_hu_mean,
+        "hu_error": None if m_ref.muscle_hu_mean is None or m_pred.muscle_hu_mean is None
+        else m_pred.muscle_hu_mean - m_ref.muscle_hu_mean,
+        "threshold": ts.describe(sex, bmi),
+        "sarcopenic_ref": flag_ref,
+        "sarcopenic_pred": flag_pred,
+        "sarcopenic_clinical": getattr(record, "sarcopenic", None),
+        "flag_correct": None if flag_ref is None or flag_pred is None else flag_ref == flag_pred,
+        "flip_k_percent": impact.flip_k,
+        "distance_to_cutoff_percent": impact.distance_to_cutoff_percent,
+        "note": "; ".join(notes),
+        "_slice": z,  # canonical slice, for the overlays (not written to cases.csv)
+    }
+
+
+# ---------------------------------------------------------------------------- aggregation
+def _nanmean(values) -> float:
+    arr = np.array([v for v in values if v is not None], dtype=float)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.mean()) if arr.size else math.nan
+
+
+def _nanstat(values, fn) -> float:
+    arr = np.array([v for v in values if v is not None], dtype=float)
+    arr = arr[~np.isnan(arr)]
+    return float(fn(arr)) if arr.size else math.nan
+
+
+def _agreement_keys(prefix: str, unit: str, pred, ref) -> dict:
+    a = agreement(pred, ref)
+    u = f"_{unit}" if unit else ""
+    return {
+        f"{prefix}_n": a.n,
+        f"{prefix}_mae{u}": a.mae,
+        f"{prefix}_mape_percent": a.mape_percent,
+        f"{prefix}_bias{u}": a.bias,
+        f"{prefix}_sd_diff{u}": a.sd_diff,
+        f"{prefix}_loa_low{u}": a.loa_low,
+        f"{prefix}_loa_high{u}": a.loa_high,
+        f"{prefix}_icc": a.icc_2_1,
+        f"{prefix}_icc_2_1": a.icc_2_1,
+        f"{prefix}_icc_3_1": a.icc_3_1,
+        f"{prefix}_pearson_r": a.pearson_r,
+    }
+
+
+def _fold_row(fold: str, rows: list[dict]) -> dict:
+    abs_pct = [abs(r["sma_error_percent"]) for r in rows if not math.isnan(r["sma_error_percent"])]
+    confusion = Confusion.from_flags([r["sarcopenic_pred"] for r in rows], [r["sarcopenic_ref"] for r in rows])
+    return {
+        "fold": fold,
+        "n": len(rows),
+        "dice_mean": _nanmean(r["dice"] for r in rows),
+        "sma_abs_error_percent_mean": _nanmean(abs_pct),
+        "sma_abs_error_percent_max": max(abs_pct) if abs_pct else math.nan,
+        "n_classified": confusion.n,
+        "accuracy": (confusion.tp + confusion.tn) / confusion.n if confusion.n else math.nan,
+    }
+
+
+def _fold_sort_key(fold: str):
+    return (0, int(fold)) if fold.isdigit() else (1, fold)
+
+
+def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) -> dict:
+    """The summary.json content (stable keys; see the README of the evaluator)."""
+    confusion = Confusion.from_flags([r["sarcopenic_pred"] for r in rows], [r["sarcopenic_ref"] for r in rows])
+    cls = confusion.summary()
+    with_clinical = [r for r in rows if r["sarcopenic_clinical"] is not None]
+    vs_clinical = None
+    if with_clinical:
+        vs_clinical = Confusion.from_flags([r["sarcopenic_pred"] for r in with_clinical],
+                                           [r["sarcopenic_clinical"] for r in with_clinical]).summary()
+    flip_ks = [r["flip_k_percent"] for r in rows]
+    impact = at_risk_counts(flip_ks)
+    sma_agreement = _agreement_keys("sma", "cm2", [r["sma_pred_cm2"] for r in rows], [r["sma_ref_cm2"] for r in rows])
+    mape = sma_agreement["sma_mape_percent"]
+    observed = {"k_percent": None, "cases_at_risk": None,
+                "flags_changed": sum(1 for r in rows if r["flag_correct"] is False)}
+    if not math.isnan(mape):
+        k = min(max(1, math.ceil(mape)), max(IMPACT_PERCENTS))
+        observed.update(k_percent=k, cases_at_risk=impact[k])
+    folds = sorted({r["fold"] for r in rows}, key=_fold_sort_key)
+    ranked = sorted((r for r in rows if not math.isnan(r["sma_error_percent"])),
+                    key=lambda r: abs(r["sma_error_percent"]), reverse=True)
+    abs_pct = [abs(r["sma_error_percent"]) for r in ranked]
+    return {
+        "n_cases": len(rows),
+        "n_cases_classified": confusion.n,
+        "threshold_set": ts.name,
+        "threshold_metric": ts.metric,
+        "label": label,
+        "hu_gate": None,
+        "dice_mean": _nanmean(r["dice"] for r in rows),
+        "dice_std": _nanstat([r["dice"] for r in rows], np.std),
+        "dice_median": _nanstat([r["dice"] for r in rows], np.median),
+        "dice_min": _nanstat([r["dice"] for r in rows], np.min),
+        "iou_mean": _nanmean(r["iou"] for r in rows),
+        "hd95_mean_mm": _nanmean(r["hd95_mm"] for r in rows),
+        "hd95_median_mm": _nanstat([r["hd95_mm"] for r in rows], np.median),
+        "msd_mean_mm": _nanmean(r["msd_mm"] for r in rows),
+        "fp_mean_cm2": _nanmean(r["fp_cm2"] for r in rows),
+        "fn_mean_cm2": _nanmean(r["fn_cm2"] for r in rows),
+        "n_empty_prediction": sum(1 for r in rows if r["prediction_empty"]),
+        "n_empty_reference": sum(1 for r in rows if r["reference_empty"]),
+        **sma_agreement,
+        "sma_abs_error_percent_max": max(abs_pct) if abs_pct else math.nan,
+        **_agreement_keys("smi", "cm2_m2", [r["smi_pred_cm2_m2"] for r in rows], [r["smi_ref_cm2_m2"] for r in rows]),
+        **_agreement_keys("hu", "", [r["hu_pred"] for r in rows], [r["hu_ref"] for r in rows]),
+        **{k: v for k, v in cls.items() if k not in ("n", "tp", "fp", "tn", "fn")},
+        "confusion": {k: cls[k] for k in ("tp", "fp", "tn", "fn")},
+        "classification_vs_clinical": vs_clinical,
+        "threshold_impact": {str(k): v for k, v in impact.items()},
+        "threshold_impact_observed": observed,
+        "folds": [_fold_row(f, [r for r in rows if r["fold"] == f]) for f in folds] if len(folds) > 1 else [],
+        "pooled": _fold_row("pooled", rows),
+        "worst_cases": [r["case_id"] for r in ranked[:N_WORST]],
+        "problems": problems,
+    }
+
+
+# ---------------------------------------------------------------------------- orchestration
+def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path, thresholds: str = DEFAULT_THRESHOLD_SET,
+                   label: int = MUSCLE_LABEL, problems: _Problems | None = None, extra: dict | None = None) -> dict:
+    """Evaluate paired cases, write cases.csv / summary.json / report.md / plots, return the summary.
+
+    extra: keys added to the summary (e.g. dataset and model of a cross-validation).
+    """
+    ts = get_threshold_set(thresholds)
+    problems = problems or _Problems()
+    rows, inputs = [], {}
+    for case in cases:
+        try:
+            row = _evaluate_case(case, clinical, ts, label, problems)
+        except SarcoError as exc:
+            problems.add("unreadable or inconsistent files (case skipped)", f"{case.case_id}: {exc}")
+            continue
+        rows.append(row)
+        inputs[case.case_id] = case
+    if not rows:
+        listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in problems.as_dict().items())
+        raise SarcoError(f"no case could be evaluated ({listing or 'no predictions found'})",
+                         fix="check that predictions and reference masks share case names and geometry.")
+    summary = summarise(rows, ts, label, problems.as_dict())
+    out_dir = Path(out_dir)
+    summary.update(extra or {})
+    summary["report_dir"] = str(out_dir.resolve())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = _write_plots(rows, summary, inputs, label, out_dir)
+    summary["plots"] = plots
+    report.write_cases_csv(rows, out_dir / "cases.csv")
+    report.write_summary_json(summary, out_dir / "summary.json")
+    report.write_report_md(summary, rows, out_dir / "report.md", plots)
+    return report.clean_json(summary)
+
+
+def _write_plots(rows: list[dict], summary: dict, inputs: dict[str, CaseInput], label: int, out_dir: Path) -> dict:
+    plots: dict[str, str] = {}
+    pairs = [(r["sma_pred_cm2"], r["sma_ref_cm2"]) for r in rows]
+    pred, ref = zip(*pairs)
+    report.plot_bland_altman(pred, ref, out_dir / "bland_altman_sma.png", "SMA", "cm²",
+                             summary["sma_bias_cm2"], summary["sma_loa_low_cm2"], summary["sma_loa_high_cm2"])
+    plots["Bland–Altman SMA"] = "bland_altman_sma.png"
+    report.plot_scatter(pred, ref, out_dir / "scatter_sma.png", "SMA", "cm²")
+    plots["predicted vs reference SMA"] = "scatter_sma.png"
+    smi_pairs = [(r["smi_pred_cm2_m2"], r["smi_ref_cm2_m2"]) for r in rows if r["smi_ref_cm2_m2"] is not None]
+    if len(smi_pairs) >= 2:
+        sp, sr = zip(*smi_pairs)
+        report.plot_scatter(sp, sr, out_dir / "scatter_smi.png", "SMI", "cm²/m²")
+        plots["predicted vs reference SMI"] = "scatter_smi.png"
+    dice_by_fold: dict[str, list[float]] = defaultdict(list)
+    for r in sorted(rows, key=lambda r: _fold_sort_key(r["fold"])):
+        dice_by_fold[r["fold"]].append(r["dice"])
+    report.plot_fold_dice(dict(dice_by_fold), out_dir / "dice_per_fold.png")
+    plots["Dice per fold"] = "dice_per_fold.png"
+    by_id = {r["case_id"]: r for r in rows}
+    for case_id in summary["worst_cases"]:
+        row, case = by_id[case_id], inputs[case_id]
+        ref_stack = axial_stack(read_label_image(case.reference))
+        pred_stack = axial_stack(read_label_image(case.prediction))
+        z = row["_slice"]
+        ct2d = None
+        if case.image is not None and row["hu_ref"] is not None:
+            ct2d = axial_stack(read_image(case.image)).array[z]
+        name = f"worst_{len([p for p in plots if p.startswith('worst')]) + 1}_{_safe(case_id)}.png"
+        title = (f"{case_id} (fold {row['fold']}): SMA ref {row['sma_ref_cm2']:.1f} cm², "
+                 f"pred {row['sma_pred_cm2']:.1f} cm² ({row['sma_error_percent']:+.1f} %), Dice {row['dice']:.3f}")
+        report.plot_overlay(ct2d, ref_stack.array[z] == label, pred_stack.array[z] == label,
+                            ref_stack.spacing_yx_mm, title, out_dir / "overlays" / name)
+        plots[f"worst case {case_id}"] = f"overlays/{name}"
+    return plots
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: str = DEFAULT_THRESHOLD_SET,
+                    images_dir=None, folds: dict[str, str] | None = None, label: int = MUSCLE_LABEL) -> dict:
+    """Evaluate a folder of predicted masks against reference masks with the same case names.
+
+    pred_dir: the masks folder, or `sarco predict`'s output folder (its masks/ is used).
+    reference_dir: reference masks, <case>.nii.gz. clinical_csv: read with
+    `sarco_nn.clinical.read_clinical_csv` (None: classification skipped). images_dir: optional CT
+    (<case>.nii.gz or <case>_0000.nii.gz) for mean HU and overlays. folds: case -> fold label.
+    Returns the summary (also written to out_dir/summary.json).
+    """
+    reference_dir = Path(reference_dir)
+    if not reference_dir.is_dir():
+        raise InputError("reference mask folder not found", path=reference_dir, fix="pass --reference MASKS_DIR.")
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise InputError("image folder not found", path=images_dir, fix="pass --images with the CT folder.")
+    predictions = list_masks(_prediction_folder(Path(pred_dir)))
+    if not predictions:
+        raise InputError("no predicted masks (*.nii.gz) found", path=pred_dir, fix="run `sarco predict` first.")
+    problems = _Problems()
+    clinical = _read_clinical(clinical_csv, problems)
+    cases = _pair_cases(predictions, list_masks(reference_dir), images_dir and Path(images_dir), folds, problems)
+    return evaluate_cases(cases, clinical, Path(out_dir), thresholds, label, problems)
+
+
+def crossval_model_dirs(workspace, dataset: str | int | None = None) -> tuple[str, list[Path]]:
+    """(dataset name, result folders Trainer__Plans__config that hold fold_k/validation)."""
+    from sarco_nn.workspace import Workspace
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+    name = ws.dataset_name(dataset)
+    root = ws.results / name
+    models = sorted(p for p in root.glob("*__*__*") if p.is_dir()
+                    and any(_FOLD_RE.match(f.name) and (f / "validation").is_dir() for f in p.iterdir()))
+    return name, models
+
+
+def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=None,
+                      thresholds: str = DEFAULT_THRESHOLD_SET, trainer: str | None = None,
+                      label: int = MUSCLE_LABEL) -> dict:
+    """Evaluate nnU-Net's cross-validation predictions per fold and pooled.
+
+    Predictions: nnUNet_results/<Dataset>/<Trainer>__<Plans>__<config>/fold_k/validation/<case>.nii.gz
+    (a case's fold is the fold folder it is found in); references: nnUNet_raw/<Dataset>/labelsTr;
+    CT: imagesTr/<case>_0000.nii.gz; clinical: nnUNet_raw/<Dataset>/clinical.csv.
+    trainer: the result folder name Trainer__Plans__config (or a part of it) when several exist.
+    out_dir: default <model folder>/sarco_evaluation.
+    """
+    from sarco_nn.workspace import Workspace
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+    name, models = crossval_model_dirs(ws, dataset)
+    if trainer is not None:
+        models = [m for m in models if trainer in m.name]
+    if not models:
+        raise SarcoError(f"no cross-validation predictions (fold_k/validation) for {name} in {ws.results / name}",
+                         fix="train the folds first (`sarco train 0` … `sarco train 4`).")
+    if len(models) > 1:
+        raise SarcoError(f"several trained models for {name}: {', '.join(m.name for m in models)}",
+                         fix="choose one with --trainer.")
+    model_dir = models[0]
+    problems = _Problems()
+    predictions: dict[str, Path] = {}
+    folds: dict[str, str] = {}
+    fold_dirs = sorted((f for f in model_dir.iterdir() if _FOLD_RE.match(f.name) and (f / "validation").is_dir()),
+                       key=lambda f: int(_FOLD_RE.match(f.name).group(1)))
+    for fold_dir in fold_dirs:
+        fold = _FOLD_RE.match(fold_dir.name).group(1)
+        for case_id, path in list_masks(fold_dir / "validation").items():
+            if case_id in predictions:
+                problems.add("case predicted in several folds (first fold kept)", f"{case_id}: fold {fold}")
+                continue
+            predictions[case_id] = path
+            folds[case_id] = fold
+    raw = ws.raw / name
+    labels_dir = raw / "labelsTr"
+    if not labels_dir.is_dir():
+        raise InputError("reference labels not found", path=labels_dir, fix="convert the dataset with `sarco convert`.")
+    clinical_csv = raw / "clinical.csv"
+    clinical = _read_clinical(clinical_csv if clinical_csv.is_file() else None, problems)
+    references = list_masks(labels_dir)
+    # A crossval covers only the folds trained so far: untrained cases are not "missing predictions".
+    cases = _pair_cases(predictions, references, raw / "imagesTr" if (raw / "imagesTr").is_dir() else None,
+                        folds, problems)
+    problems.items.pop("reference mask without prediction", None)
+    out = Path(out_dir) if out_dir is not None else model_dir / "sarco_evaluation"
+    return evaluate_cases(cases, clinical, out, thresholds, label, problems,
+                          extra={"dataset": name, "model": model_dir.name})

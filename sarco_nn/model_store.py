@@ -1,0 +1,100 @@
+"""Finding a trained sarco model in the workspace and loading it for inference (weights_only)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sarco_nn.errors import SarcoError
+from sarco_nn.planning import CONFIGURATION
+from sarco_nn.workspace import Workspace
+
+POSTPROCESSING_FILE = "sarco_postprocessing.json"
+
+
+@dataclass
+class TrainedModel:
+    folder: Path                   # <results>/<Dataset>/<Trainer>__<Plans>__2d
+    folds: list[str]               # "0".."4" or ["all"]
+    trainer_name: str = field(init=False)
+    plans_name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.trainer_name, self.plans_name, _ = self.folder.name.split("__")
+
+    def checkpoint(self, fold: str) -> Path:
+        return self.folder / f"fold_{fold}" / "checkpoint_final.pth"
+
+    def provenance(self) -> dict:
+        """Trainer, plans, folds and pretrained source of the model, for results.csv."""
+        pretrained = set()
+        for fold in self.folds:
+            path = self.folder / f"fold_{fold}" / "sarco_provenance.json"
+            if path.exists():
+                info = json.loads(path.read_text()).get("pretrained")
+                if info:
+                    pretrained.add(f"{Path(info['path']).name}@{info['sha256'][:12]}")
+        return {"trainer": self.trainer_name, "plans": self.plans_name, "folds": "+".join(self.folds),
+                "pretrained": ";".join(sorted(pretrained)) or "none"}
+
+
+def trained_folds(model_folder: Path) -> list[str]:
+    """Cross-validation folds with a final checkpoint; fold `all` only when no numbered fold exists."""
+    numbered = sorted(p.parent.name[5:] for p in model_folder.glob("fold_[0-9]*/checkpoint_final.pth"))
+    if numbered:
+        return numbered
+    return ["all"] if (model_folder / "fold_all" / "checkpoint_final.pth").exists() else []
+
+
+def find_model(workspace: Workspace, dataset: str | int | None = None, trainer: str | None = None,
+               preset: str | None = None) -> TrainedModel:
+    """The one trained model matching the filters (trainer: smit/nnunet/resenc or a class name)."""
+    from sarco_nn.presets import plans_identifier
+    from sarco_nn.training.trainers import TRAINERS
+
+    dataset_name = workspace.dataset_name(dataset)
+    root = workspace.results / dataset_name
+    trainer_name = TRAINERS.get(trainer, trainer) if trainer else None
+    candidates = []
+    for folder in sorted(root.glob(f"*__*__{CONFIGURATION}")) if root.is_dir() else []:
+        t, p, _ = folder.name.split("__")
+        if trainer_name and t != trainer_name or preset and p != plans_identifier(preset):
+            continue
+        if trained_folds(folder):
+            candidates.append(folder)
+    if not candidates:
+        raise SarcoError(f"no trained model for {dataset_name} in {workspace.root}",
+                         fix="run `sarco train FOLD` first (or check --trainer / --preset).")
+    if len(candidates) > 1:
+        names = ", ".join(c.name for c in candidates)
+        raise SarcoError(f"several trained models ({names})", fix="choose with --trainer and/or --preset.")
+    return TrainedModel(candidates[0], trained_folds(candidates[0]))
+
+
+def build_predictor(model: TrainedModel, device, use_mirroring: bool = True):
+    """nnU-Net's predictor, initialised by hand so checkpoints load with weights_only=True."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from sarco_nn.training.checkpoints import load_trainer_checkpoint
+    from sarco_nn.training.run import trainer_class
+
+    plans_manager = PlansManager(str(model.folder / "plans.json"))
+    dataset_json = json.loads((model.folder / "dataset.json").read_text())
+    checkpoints = [load_trainer_checkpoint(model.checkpoint(f)) for f in model.folds]
+    configuration_manager = plans_manager.get_configuration(checkpoints[0]["init_args"]["configuration"])
+    cls = trainer_class(checkpoints[0]["trainer_name"])
+    network = cls.build_network_architecture(
+        plans_manager, configuration_manager,
+        determine_num_input_channels(plans_manager, configuration_manager, dataset_json),
+        plans_manager.get_label_manager(dataset_json).num_segmentation_heads, False)
+    mirror_axes = checkpoints[0].get("inference_allowed_mirroring_axes")
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring and bool(mirror_axes),
+                                perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
+                                verbose_preprocessing=False, allow_tqdm=False)
+    predictor.manual_initialization(network, plans_manager, configuration_manager,
+                                    [c["network_weights"] for c in checkpoints], dataset_json,
+                                    checkpoints[0]["trainer_name"], mirror_axes)
+    return predictor

@@ -1,0 +1,129 @@
+"""`sarco plan`: nnU-Net fingerprint → planner → preset → preprocessing, through nnU-Net's own API.
+
+The CT window is baked into the plans data (CTNormalization with fixed statistics, see
+shared/notes/nnunet-2.8.1.md §0.3): no fork of nnU-Net's normalisation, and it survives spawned
+workers, model sharing and inference because the plans travel with the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from sarco_nn.constants import CT_WINDOW_HU, SLICE_AXIS_SPACING_MM
+from sarco_nn.errors import SarcoError
+from sarco_nn.presets import load_preset, plans_identifier
+from sarco_nn.workspace import Workspace
+
+#: Every patch edge must be divisible by this (the SMIT encoder downsamples 2 * 2**4 = 32-fold).
+SMIT_DIVISOR = 32
+CONFIGURATION = "2d"
+
+
+def _window_plans(plans: dict[str, Any]) -> None:
+    """Make nnU-Net's CTNormalization compute (clip(x, lo, hi) - lo) / (hi - lo), i.e. the study's window → [0, 1]."""
+    lo, hi = CT_WINDOW_HU
+    for channel in plans["foreground_intensity_properties_per_channel"].values():
+        channel.update({"percentile_00_5": lo, "percentile_99_5": hi, "mean": lo, "std": hi - lo})
+    for config in plans["configurations"].values():
+        if "normalization_schemes" in config:
+            config["normalization_schemes"] = ["CTNormalization"] * len(config["normalization_schemes"])
+            config["use_mask_for_norm"] = [False] * len(config["use_mask_for_norm"])
+
+
+def _round_patch(patch: list[int], cap: list[int] | None, divisors: list[int]) -> list[int]:
+    """Cap the patch, then round each edge to a multiple of its divisor (never below one divisor)."""
+    capped = [min(p, c) for p, c in zip(patch, cap)] if cap else list(patch)
+    return [max(d, int(round(p / d)) * d) for p, d in zip(capped, divisors)]
+
+
+def apply_preset(plans: dict[str, Any], preset: dict[str, Any]) -> None:
+    """Edit nnU-Net's 2d plan in place: patch cap/rounding, batch size, CT window, preset record."""
+    _window_plans(plans)
+    config = plans["configurations"][CONFIGURATION]
+    strides = config["architecture"]["arch_kwargs"]["strides"]
+    # every trainer (U-Net, ResEnc, SMIT) must accept the same patch, so divide by all their downsamplings
+    divisors = [math.lcm(math.prod(s[axis] for s in strides), SMIT_DIVISOR) for axis in range(len(strides[0]))]
+    config["patch_size"] = _round_patch(config["patch_size"], preset.get("max_patch_size"), divisors)
+    if preset.get("batch_size"):
+        config["batch_size"] = int(preset["batch_size"])
+    plans["sarco"] = {"preset": preset, "ct_window_hu": list(CT_WINDOW_HU)}
+
+
+def _make_planner_class(preset: dict[str, Any]):
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    class SarcoPlanner(ExperimentPlanner):
+        """nnU-Net's default planner; the preset is applied to the plan just before it is saved."""
+
+        def generate_data_identifier(self, configuration_name: str) -> str:
+            return self.plans_identifier + "_" + configuration_name
+
+        def save_plans(self, plans: dict) -> None:
+            apply_preset(plans, preset)
+            super().save_plans(plans)
+
+    return SarcoPlanner
+
+
+def _ensure_splits(preprocessed_dir: Path, case_ids: list[str]) -> Path:
+    """5-fold splits (nnU-Net's own generator and seed), written once so every trainer and the classifier share them."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    splits_file = preprocessed_dir / "splits_final.json"
+    if not splits_file.exists():
+        if len(case_ids) < 2:
+            raise SarcoError(f"only {len(case_ids)} case(s): cross-validation needs at least 2", fix="add cases, or train fold `all`.")
+        splits = generate_crossval_split(sorted(case_ids), seed=12345, n_splits=min(5, len(case_ids)))
+        tmp = splits_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(splits, indent=1))
+        os.replace(tmp, splits_file)
+    return splits_file
+
+
+def plan_dataset(workspace: Workspace, dataset: str | int | None = None, preset_name: str = "default",
+                 num_processes: int | None = None) -> dict[str, Any]:
+    """Fingerprint, plan and preprocess one dataset; return a short summary for humans."""
+    workspace.activate()
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset, plan_experiment_dataset, preprocess_dataset)
+
+    preset = load_preset(preset_name)
+    dataset_name = workspace.dataset_name(dataset)
+    dataset_id = Workspace.dataset_id(dataset_name)
+    n_proc = num_processes or max(1, min(4, os.cpu_count() or 1))
+
+    extract_fingerprint_dataset(dataset_id, num_processes=n_proc, check_dataset_integrity=True, clean=True,
+                                verbose=False)
+    fingerprint = json.loads((workspace.preprocessed / dataset_name / "dataset_fingerprint.json").read_text())
+    spacing = preset.get("target_spacing_mm")
+    target = None if spacing is None else [SLICE_AXIS_SPACING_MM, float(spacing), float(spacing)]
+    plans, identifier = plan_experiment_dataset(
+        dataset_id, _make_planner_class(preset), overwrite_target_spacing=target,
+        overwrite_plans_name=plans_identifier(preset["name"]))
+    if CONFIGURATION not in plans["configurations"]:
+        raise SarcoError(f"nnU-Net planned no 2d configuration for {dataset_name}",
+                         fix="convert the dataset with `sarco convert` (one axial slice per case).")
+    preprocess_dataset(dataset_id, identifier, configurations=(CONFIGURATION,), num_processes=(n_proc,))
+    case_ids = [p.name[: -len("_0000.nii.gz")] for p in (workspace.raw / dataset_name / "imagesTr").glob("*_0000.nii.gz")]
+    _ensure_splits(workspace.preprocessed / dataset_name, case_ids)
+
+    config = plans["configurations"][CONFIGURATION]
+    spacings = fingerprint["spacings"]
+    median_inplane = sorted(s[-1] for s in spacings)[len(spacings) // 2]
+    return {
+        "dataset": dataset_name,
+        "plans": identifier,
+        "preset": preset["name"],
+        "cases": len(case_ids),
+        "median_inplane_spacing_mm": round(median_inplane, 3),
+        "target_spacing_mm": config["spacing"][-2:],
+        "patch_size": config["patch_size"],
+        "batch_size": config["batch_size"],
+        "network": f"{preset['training'].get('trainer', 'smit')} (default trainer); nnU-Net U-Net baseline: "
+                   f"{len(config['architecture']['arch_kwargs']['strides'])} stages",
+        "normalization": f"CT window {CT_WINDOW_HU[0]:g}..{CT_WINDOW_HU[1]:g} HU -> [0, 1]",
+    }

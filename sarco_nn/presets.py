@@ -1,0 +1,54 @@
+"""Plan presets: JSON files in `plans/` applied on top of nnU-Net's automatic plan.
+
+A preset decides what nnU-Net cannot know about the user's hardware: the in-plane target spacing,
+a patch-size cap, the batch size and the training schedule. It is copied into the plans (key
+`sarco`), so the trained model folder records exactly what it was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sarco_nn.errors import SarcoError
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "plans"
+DEFAULT_PRESET = "default"
+REQUIRED_KEYS = ("name", "target_spacing_mm", "max_patch_size", "batch_size", "training")
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(name_or_path: str | Path) -> dict[str, Any]:
+    """A preset by name (`cpu`) or by path to a JSON file of the same schema."""
+    path = Path(name_or_path)
+    if not path.suffix == ".json":
+        path = PRESET_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise SarcoError(
+            f"unknown plan preset {str(name_or_path)!r}",
+            fix=f"use one of {', '.join(available_presets())} or a path to a preset JSON file.",
+        )
+    try:
+        preset = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SarcoError(f"not valid JSON ({exc})", path=path, fix="correct the preset file.") from None
+    missing = [k for k in REQUIRED_KEYS if k not in preset]
+    if missing:
+        raise SarcoError(f"preset lacks keys {missing}", path=path, fix="copy plans/default.json and edit it.")
+    return preset
+
+
+def plans_identifier(preset_name: str) -> str:
+    """nnU-Net plans name (and data identifier prefix) of a preset, so presets never share folders."""
+    return f"sarcoPlans_{preset_name}"
+
+
+def training_settings(preset: dict[str, Any], trainer_key: str) -> dict[str, Any]:
+    """Common training settings merged with the ones specific to one trainer family."""
+    settings = dict(preset.get("training", {}))
+    settings.update(preset.get("trainer_overrides", {}).get(trainer_key, {}))
+    return settings

@@ -1,0 +1,226 @@
+"""Sarcopenia cut-offs: the ONE place where they are defined.
+
+A threshold set says which measure it applies to (`sma`, cm², or `smi`, cm²/m²) and, per sex,
+the cut-off below which a patient is sarcopenic (strictly below: a value equal to the cut-off
+is not sarcopenic). A cut-off may depend on BMI through bands.
+
+Built-in sets:
+  paper  — SMA < 144 cm² (male), < 92 cm² (female); the reference study's (Derstine 2018, rounded).
+  prado  — SMI < 52.4 (male), < 38.5 (female) cm²/m² (Prado 2008).
+  martin — SMI < 43 (male, BMI < 25), < 53 (male, BMI ≥ 25), < 41 (female) cm²/m² (Martin 2013).
+
+A user file (JSON; YAML too when PyYAML is installed) follows this schema:
+
+    {"name": "my_set",            # optional, defaults to the file name
+     "metric": "sma" | "smi",
+     "male":   52.4,              # a number, or a list of BMI bands:
+     "female": [{"bmi_max": 25, "cutoff": 41}, {"bmi_min": 25, "cutoff": 45}]}
+
+A band applies when bmi_min <= BMI < bmi_max (either bound may be omitted); bands must not
+overlap. The first matching band wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sarco_nn.errors import InputError, SarcoError
+
+DEFAULT_THRESHOLD_SET = "paper"
+
+_UNITS = {"sma": "cm²", "smi": "cm²/m²"}
+
+
+@dataclass(frozen=True)
+class BmiBand:
+    """Cut-off that applies when bmi_min <= BMI < bmi_max (None = unbounded)."""
+
+    cutoff: float
+    bmi_min: float | None = None
+    bmi_max: float | None = None
+
+    @property
+    def needs_bmi(self) -> bool:
+        return self.bmi_min is not None or self.bmi_max is not None
+
+    def contains(self, bmi: float) -> bool:
+        return (self.bmi_min is None or bmi >= self.bmi_min) and (self.bmi_max is None or bmi < self.bmi_max)
+
+
+@dataclass(frozen=True)
+class ThresholdSet:
+    """A named set of sex-specific (and optionally BMI-specific) cut-offs on SMA or SMI."""
+
+    name: str
+    metric: str  # "sma" | "smi"
+    bands: dict[str, tuple[BmiBand, ...]] = field(default_factory=dict)  # "M"/"F" -> bands
+
+    @property
+    def unit(self) -> str:
+        return _UNITS[self.metric]
+
+    def cutoff_for(self, sex: str | None, bmi: float | None = None) -> float | None:
+        """Cut-off for this patient; None when sex is unknown or a BMI band needs a missing BMI."""
+        key = normalise_sex(sex)
+        if key is None or key not in self.bands:
+            return None
+        bands = self.bands[key]
+        if len(bands) == 1 and not bands[0].needs_bmi:
+            return bands[0].cutoff
+        if bmi is None or _nan(bmi):
+            return None
+        for band in bands:
+            if band.contains(float(bmi)):
+                return band.cutoff
+        return None
+
+    def why_undecidable(self, sex: str | None, sma_cm2: float | None, smi: float | None = None,
+                        bmi: float | None = None) -> str | None:
+        """Short reason why no flag can be given ("unknown sex", "missing height", …), else None."""
+        key = normalise_sex(sex)
+        if key is None:
+            return "unknown sex"
+        if key not in self.bands:
+            return f"no {self.name} cut-off for sex {key}"
+        if self.cutoff_for(key, bmi) is None:
+            return "missing BMI (height/weight)" if bmi is None or _nan(bmi) else f"BMI {bmi:.1f} outside every band"
+        value = sma_cm2 if self.metric == "sma" else smi
+        if value is None or _nan(value):
+            return "missing SMA" if self.metric == "sma" else "missing height (SMI)"
+        return None
+
+    def is_sarcopenic(self, sex: str | None, sma_cm2: float | None, smi: float | None = None,
+                      bmi: float | None = None) -> bool | None:
+        """True if the measure is strictly below the cut-off; None when it cannot be decided."""
+        if self.why_undecidable(sex, sma_cm2, smi, bmi) is not None:
+            return None
+        value = sma_cm2 if self.metric == "sma" else smi
+        return bool(value < self.cutoff_for(sex, bmi))
+
+    def describe(self, sex: str | None, bmi: float | None = None) -> str:
+        """E.g. "SMA<144 cm² (paper, M)"; says why when no cut-off applies."""
+        key = normalise_sex(sex) or "?"
+        cutoff = self.cutoff_for(sex, bmi)
+        if cutoff is None:
+            reason = self.why_undecidable(sex, 0.0, 0.0, bmi) or "no cut-off"
+            return f"{self.metric.upper()} cut-off undecidable ({self.name}, {key}: {reason})"
+        return f"{self.metric.upper()}<{cutoff:g} {self.unit} ({self.name}, {key})"
+
+
+def normalise_sex(sex: str | None) -> str | None:
+    """"M"/"F" from M, F, male, female (any case); None for anything else."""
+    if sex is None or (isinstance(sex, float) and math.isnan(sex)):
+        return None
+    text = str(sex).strip().upper()
+    return {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F"}.get(text)
+
+
+def _simple(name: str, metric: str, male: float, female: float) -> ThresholdSet:
+    return ThresholdSet(name, metric, {"M": (BmiBand(male),), "F": (BmiBand(female),)})
+
+
+#: The built-in sets, by name.
+THRESHOLD_SETS: dict[str, ThresholdSet] = {
+    "paper": _simple("paper", "sma", 144.0, 92.0),
+    "prado": _simple("prado", "smi", 52.4, 38.5),
+    "martin": ThresholdSet(
+        "martin",
+        "smi",
+        {"M": (BmiBand(43.0, bmi_max=25.0), BmiBand(53.0, bmi_min=25.0)), "F": (BmiBand(41.0),)},
+    ),
+}
+
+
+def get_threshold_set(name_or_path: str | Path) -> ThresholdSet:
+    """A built-in set by name, or a user JSON/YAML file (schema in the module docstring)."""
+    text = str(name_or_path)
+    if text.lower() in THRESHOLD_SETS:
+        return THRESHOLD_SETS[text.lower()]
+    path = Path(text).expanduser()
+    if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
+        return load_threshold_file(path)
+    raise SarcoError(
+        f"unknown threshold set {text!r}",
+        fix=f"use one of: {', '.join(THRESHOLD_SETS)}, or a JSON/YAML file path.",
+    )
+
+
+def load_threshold_file(path: str | Path) -> ThresholdSet:
+    """Parse and validate a user threshold file; every problem is a one-line InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("threshold file not found", path=path, fix="check the path given to --thresholds.")
+    raw_text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise InputError("YAML threshold files need PyYAML", path=path, fix="write the file as JSON.") from None
+            data = yaml.safe_load(raw_text)
+        else:
+            data = json.loads(raw_text)
+    except InputError:
+        raise
+    except Exception as exc:  # json.JSONDecodeError / yaml.YAMLError
+        raise InputError(f"cannot parse threshold file ({str(exc).splitlines()[0]})", path=path) from None
+    fix = 'expected {"metric": "sma"|"smi", "male": <number or bands>, "female": <number or bands>}.'
+    if not isinstance(data, dict):
+        raise InputError("threshold file must hold one object", path=path, fix=fix)
+    metric = str(data.get("metric", "")).lower()
+    if metric not in _UNITS:
+        raise InputError(f"metric must be 'sma' or 'smi', got {data.get('metric')!r}", path=path, fix=fix)
+    bands: dict[str, tuple[BmiBand, ...]] = {}
+    for key, sex in (("male", "M"), ("female", "F")):
+        if key not in data:
+            raise InputError(f"missing '{key}' cut-off", path=path, fix=fix)
+        bands[sex] = _parse_bands(data[key], key, path, fix)
+    name = str(data.get("name") or path.stem)
+    return ThresholdSet(name, metric, bands)
+
+
+def _parse_bands(value, key: str, path: Path, fix: str) -> tuple[BmiBand, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (BmiBand(_positive(value, key, path, fix)),)
+    if not isinstance(value, list) or not value:
+        raise InputError(f"'{key}' must be a number or a non-empty list of BMI bands", path=path, fix=fix)
+    bands = []
+    for item in value:
+        if not isinstance(item, dict) or "cutoff" not in item or set(item) - {"cutoff", "bmi_min", "bmi_max"}:
+            raise InputError(f"'{key}' band {item!r} needs 'cutoff' and optional 'bmi_min'/'bmi_max' only",
+                             path=path, fix=fix)
+        lo, hi = item.get("bmi_min"), item.get("bmi_max")
+        if lo is not None and hi is not None and not float(lo) < float(hi):
+            raise InputError(f"'{key}' band has bmi_min >= bmi_max", path=path, fix=fix)
+        bands.append(BmiBand(_positive(item["cutoff"], key, path, fix),
+                             None if lo is None else float(lo), None if hi is None else float(hi)))
+    for i, a in enumerate(bands):  # overlapping bands would make the answer order-dependent
+        for b in bands[i + 1:]:
+            if _lo(a) < _hi(b) and _lo(b) < _hi(a):
+                raise InputError(f"'{key}' BMI bands overlap", path=path, fix=fix)
+    return tuple(bands)
+
+
+def _lo(band: BmiBand) -> float:
+    return -math.inf if band.bmi_min is None else band.bmi_min
+
+
+def _hi(band: BmiBand) -> float:
+    return math.inf if band.bmi_max is None else band.bmi_max
+
+
+def _positive(value, key: str, path: Path, fix: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"'{key}' cut-off {value!r} is not a number", path=path, fix=fix) from None
+    if not number > 0 or math.isinf(number):
+        raise InputError(f"'{key}' cut-off {value!r} must be a positive number", path=path, fix=fix)
+    return number
+
+
+def _nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)

@@ -1,0 +1,238 @@
+"""nnU-Net trainer subclasses used by sarco. Each overrides only what differs from nnU-Net:
+the network, the optimizer/schedule and the preset-driven length of training.
+
+Found by nnU-Net through `nnUNet_extTrainer` (see sarco_nn/training/nnunet_trainers/), so
+nnU-Net's own tools (nnUNetv2_predict, find_best_configuration) can load our models too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from sarco_nn.presets import training_settings
+from sarco_nn.training.checkpoints import load_trainer_checkpoint
+from sarco_nn.training.schedule import ProgressLRScheduler
+
+PROGRESS_FILE = "sarco_progress.json"
+
+
+class TrainingBudgetReached(Exception):
+    """Raised at an epoch end when the preset's wall-clock budget would be exceeded by another epoch."""
+
+
+class SarcoTrainerBase(nnUNetTrainer):
+    """Schedule, augmentation and checkpoint safety shared by every sarco trainer."""
+
+    trainer_key = "nnunet"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        sarco = self.plans_manager.plans.get("sarco", {})
+        self.settings: dict[str, Any] = training_settings(sarco.get("preset", {}), self.trainer_key)
+        self.settings.update(sarco.get("overrides", {}))
+        s = self.settings
+        self.num_epochs = int(s.get("num_epochs", self.num_epochs))
+        self.num_iterations_per_epoch = int(s.get("iterations_per_epoch", self.num_iterations_per_epoch))
+        self.num_val_iterations_per_epoch = int(s.get("val_iterations_per_epoch", self.num_val_iterations_per_epoch))
+        self.initial_lr = float(s.get("initial_lr", self.initial_lr))
+        self.weight_decay = float(s.get("weight_decay", self.weight_decay))
+        self.save_every = int(s.get("save_every", self.save_every))
+        self.time_budget_s: float | None = s.get("time_budget_s")
+        self._elapsed_before_s = 0.0
+        self._clock_start: float | None = None
+        self._progress_bar = None
+
+    # ---- progress and time budget -------------------------------------------------------------
+    def elapsed_s(self) -> float:
+        running = 0.0 if self._clock_start is None else time.monotonic() - self._clock_start
+        return self._elapsed_before_s + running
+
+    def training_progress(self, epoch: int) -> float:
+        fraction = epoch / max(self.num_epochs, 1)
+        if self.time_budget_s:
+            fraction = max(fraction, self.elapsed_s() / float(self.time_budget_s))
+        return min(fraction, 1.0)
+
+    def _progress_path(self) -> str:
+        return os.path.join(self.output_folder, PROGRESS_FILE)
+
+    def on_train_start(self):
+        if os.path.isfile(self._progress_path()) and self.current_epoch > 0:
+            self._elapsed_before_s = json.loads(open(self._progress_path()).read()).get("elapsed_s", 0.0)
+        super().on_train_start()
+        self._clock_start = time.monotonic()
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        from tqdm import tqdm
+
+        self._progress_bar = tqdm(total=self.num_iterations_per_epoch, desc=f"epoch {self.current_epoch}",
+                                  unit="it", leave=False, dynamic_ncols=True)
+
+    def train_step(self, batch: dict) -> dict:
+        out = super().train_step(batch)
+        if self._progress_bar is not None:
+            self._progress_bar.update(1)
+            self._progress_bar.set_postfix(loss=f"{float(out['loss']):.3f}")
+        return out
+
+    def on_train_epoch_end(self, train_outputs):
+        if self._progress_bar is not None:
+            self._progress_bar.close()
+            self._progress_bar = None
+        super().on_train_epoch_end(train_outputs)
+
+    def on_epoch_end(self):
+        epoch_s = time.time() - self.logger.get_value("epoch_start_timestamps", step=-1)
+        super().on_epoch_end()
+        state = {"elapsed_s": self.elapsed_s(), "epochs_done": self.current_epoch}
+        tmp = self._progress_path() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, self._progress_path())
+        if self.time_budget_s and self.elapsed_s() + epoch_s > float(self.time_budget_s):
+            self.print_to_log_file(f"Time budget of {self.time_budget_s:g} s reached after {self.current_epoch} epochs.")
+            raise TrainingBudgetReached()
+
+    # ---- augmentation: the preset decides rotation and mirroring ----------------------------------
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        patch_size = self.configuration_manager.patch_size
+        if len(patch_size) == 2 and "rotation_deg" in self.settings:
+            radians = float(self.settings["rotation_deg"]) / 180.0 * np.pi
+            rotation = (-radians, radians)
+            initial_patch = get_patch_size(patch_size, rotation, rotation, rotation, (0.85, 1.25))
+        if "mirror_axes" in self.settings:
+            mirror_axes = tuple(self.settings["mirror_axes"]) or None
+        self.inference_allowed_mirroring_axes = mirror_axes
+        return rotation, dummy_2d, initial_patch, mirror_axes
+
+    # ---- checkpoints: never unpickle arbitrary objects ------------------------------------------
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's restore, but loaded with weights_only=True.
+
+        nnunetv2 2.8.1's own load_checkpoint cannot take a dict (it reads an unassigned local),
+        so the restore of network, optimizer and logs is done here with nnU-Net's own objects.
+        """
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, (str, os.PathLike)):
+            checkpoint = load_trainer_checkpoint(checkpoint, map_location=self.device)
+        network = self.network.module if self.is_ddp else self.network
+        network = getattr(network, "_orig_mod", network)
+        own_keys = network.state_dict().keys()
+        weights = {(k[7:] if k not in own_keys and k.startswith("module.") else k): v
+                   for k, v in checkpoint["network_weights"].items()}
+        network.load_state_dict(weights)
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                               self.inference_allowed_mirroring_axes)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                    momentum=0.99, nesterov=True)
+        return optimizer, ProgressLRScheduler(optimizer, self.training_progress, kind="poly")
+
+
+class SarcoUNetTrainer(SarcoTrainerBase):
+    """nnU-Net's default U-Net (from the plans) on sarco's preset schedule: the baseline `--trainer nnunet`."""
+
+    trainer_key = "nnunet"
+
+
+class SarcoResEncTrainer(SarcoTrainerBase):
+    """nnU-Net's residual-encoder U-Net (ResEnc) on the same plan: the baseline `--trainer resenc`."""
+
+    trainer_key = "resenc"
+    BLOCKS_PER_STAGE = (1, 3, 4, 6, 6, 6, 6, 6, 6)
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+        kwargs = dict(configuration_manager.network_arch_init_kwargs)
+        n_stages = kwargs["n_stages"]
+        kwargs.pop("n_conv_per_stage", None)
+        kwargs["n_blocks_per_stage"] = list(SarcoResEncTrainer.BLOCKS_PER_STAGE[:n_stages])
+        kwargs["n_conv_per_stage_decoder"] = [1] * (n_stages - 1)
+        return get_network_from_plans(
+            "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet", kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels,
+            allow_init=True, deep_supervision=enable_deep_supervision)
+
+
+class SarcoSMITTrainer(SarcoTrainerBase):
+    """SMIT student (Swin encoder + conv decoder), AdamW with warm-up + cosine, optional layer-wise lr decay.
+
+    Deep supervision is off: the SMIT decoder predicts at full resolution only, and nnU-Net's loss
+    is then built without its deep-supervision wrapper, so network and loss always agree.
+    """
+
+    trainer_key = "smit"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+        self.layer_decay = float(self.settings.get("layer_decay", 1.0))
+        self.warmup_fraction = float(self.settings.get("warmup_fraction", 0.05))
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        from sarco_nn.models.smit import build_smit_for_plans
+
+        return build_smit_for_plans(num_input_channels, num_output_channels, configuration_manager.patch_size,
+                                    deep_supervision=False)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        return None
+
+    def _param_groups(self) -> list[dict]:
+        """Layer-wise lr decay: encoder stage k of n gets lr * decay**(n - k); decoder and head get the full lr."""
+        if self.layer_decay >= 1.0:
+            return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr_scale": 1.0}]
+        groups: dict[float, list] = {}
+        n_stages = 5
+        for name, param in self.network.named_parameters():
+            if not param.requires_grad:
+                continue
+            if name.startswith("encoder."):
+                match = re.search(r"layers\.?(\d)", name)
+                depth = int(match.group(1)) + (0 if ".layers." in name else -1) + 1 if match else 0
+                scale = self.layer_decay ** (n_stages - min(depth, n_stages))
+            else:
+                scale = 1.0
+            groups.setdefault(scale, []).append(param)
+        return [{"params": params, "lr_scale": scale} for scale, params in groups.items()]
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self._param_groups(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, ProgressLRScheduler(optimizer, self.training_progress, kind="cosine",
+                                              warmup_fraction=self.warmup_fraction)
+
+
+#: CLI name → trainer class name.
+TRAINERS: dict[str, str] = {"smit": "SarcoSMITTrainer", "nnunet": "SarcoUNetTrainer", "resenc": "SarcoResEncTrainer"}
+TRAINER_CLASSES = {cls.__name__: cls for cls in (SarcoSMITTrainer, SarcoUNetTrainer, SarcoResEncTrainer)}

@@ -1,0 +1,226 @@
+"""SMA / SMI / HU measurement: analytic shapes, orientations, spacing, slice mapping, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import typer
+from typer.testing import CliRunner
+
+from sarco_nn.commands.measure_cmd import measure as measure_command
+from sarco_nn.constants import MUSCLE_HU_GATE
+from sarco_nn.errors import InputError, SarcoError
+from sarco_nn.measure import axial_stack, measure_image, measure_slice, sma_cm2, smi
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TOTALSEG = DATA / "totalsegmentator"
+
+
+def disc(shape: tuple[int, int], spacing_yx: tuple[float, float], radius_mm: float,
+         centre_mm: tuple[float, float] | None = None) -> np.ndarray:
+    """Pixels whose centre lies within radius_mm of the centre, in physical (mm) coordinates."""
+    sy, sx = spacing_yx
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = centre_mm if centre_mm else (shape[0] * sy / 2, shape[1] * sx / 2)
+    return (((yy + 0.5) * sy - cy) ** 2 + ((xx + 0.5) * sx - cx) ** 2 <= radius_mm**2).astype(np.uint8)
+
+
+def volume(array_zyx: np.ndarray, spacing_xyz, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> sitk.Image:
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing(tuple(float(s) for s in spacing_xyz))
+    image.SetDirection(tuple(float(d) for d in direction))
+    return image
+
+
+# ------------------------------------------------------------------------------ analytic areas
+@pytest.mark.parametrize("spacing_yx", [(0.6, 0.6), (0.8, 0.8), (1.0, 1.0), (0.9, 0.6), (0.6, 0.9)])
+@pytest.mark.parametrize("radius_mm", [30.0, 80.0])
+def test_disc_area_is_pi_r_squared(spacing_yx, radius_mm):
+    shape = (int(2.4 * radius_mm / spacing_yx[0]), int(2.4 * radius_mm / spacing_yx[1]))
+    mask = disc(shape, spacing_yx, radius_mm)
+    expected = math.pi * radius_mm**2 / 100.0
+    # pixelisation: error scales with perimeter × pixel size; 1 % is generous at r >= 30 mm, s <= 1 mm
+    assert sma_cm2(mask, spacing_yx) == pytest.approx(expected, rel=0.01)
+
+
+def test_area_uses_both_in_plane_spacings_never_the_thickness():
+    mask = np.zeros((10, 20), np.uint8)
+    mask[2:6, 3:13] = 1  # 4 rows × 10 columns = 40 pixels
+    assert sma_cm2(mask, (0.9, 0.6)) == pytest.approx(40 * 0.9 * 0.6 / 100)
+    thin, thick = volume(mask[None], (0.6, 0.9, 1.0)), volume(mask[None], (0.6, 0.9, 10.0))
+    assert measure_image(thin)[0].sma_cm2 == measure_image(thick)[0].sma_cm2 == pytest.approx(0.216)
+
+
+def test_2d_image_spacing_order_and_other_labels_ignored():
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:15, 5:25] = 1  # 200 px muscle
+    mask[20:25, 5:10] = 2  # 25 px of another tissue
+    image = sitk.GetImageFromArray(mask)
+    image.SetSpacing((0.7, 0.8))  # SimpleITK order: (x = column, y = row)
+    (m,) = measure_image(image)
+    assert m.n_pixels == 200 and m.sma_cm2 == pytest.approx(200 * 0.7 * 0.8 / 100)
+    assert m.slice_index == 0 and m.hu_gate is None and m.muscle_hu_mean is None
+    assert measure_image(image, label=2)[0].sma_cm2 == pytest.approx(25 * 0.56 / 100)
+
+
+def test_float_mask_is_rounded_not_truncated():
+    mask = np.zeros((8, 8), np.float32)
+    mask[2:4, 2:4] = 0.9999999  # a resampled / float-saved mask
+    assert measure_slice(mask, (1.0, 1.0)).n_pixels == 4
+
+
+def test_ras_and_lps_storage_of_the_same_anisotropic_disc_give_the_same_area():
+    spacing_yx = (0.9, 0.6)
+    lps = disc((140, 200), spacing_yx, 50.0, centre_mm=(60.0, 55.0))  # off-centre: flips move it
+    img_lps = volume(lps[None], (0.6, 0.9, 5.0))
+    img_ras = volume(lps[None, ::-1, ::-1].copy(), (0.6, 0.9, 5.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    a, b = measure_image(img_lps)[0], measure_image(img_ras)[0]
+    assert a.sma_cm2 == pytest.approx(b.sma_cm2) == pytest.approx(math.pi * 50**2 / 100, rel=0.01)
+    # after canonical reorientation both are the same array, pixel for pixel
+    assert np.array_equal(axial_stack(img_lps).array, axial_stack(img_ras).array)
+    assert axial_stack(img_ras).spacing_yx_mm == (0.9, 0.6)
+
+
+# ------------------------------------------------------------------------------ 3-D slice mapping
+RADII = {1: 20.0, 3: 35.0, 4: 50.0}  # stored slice index -> radius (mm); other slices empty
+
+
+def _stack(direction_z: int) -> sitk.Image:
+    """6-slice mask where STORED slice k holds a disc of radius RADII[k], z axis up (+1) or down (−1)."""
+    arr = np.zeros((6, 120, 120), np.uint8)
+    for k, r in RADII.items():
+        arr[k] = disc((120, 120), (1.0, 1.0), r)
+    return volume(arr, (1.0, 1.0, 2.5), direction=(1, 0, 0, 0, 1, 0, 0, 0, direction_z))
+
+
+@pytest.mark.parametrize("direction_z", [1, -1])
+def test_slice_index_means_the_stored_index_whatever_the_z_direction(direction_z):
+    image = _stack(direction_z)
+    for k, r in RADII.items():
+        (m,) = measure_image(image, slice_index=k)
+        assert m.slice_index == k
+        assert m.sma_cm2 == pytest.approx(math.pi * r * r / 100, rel=0.02)
+    (empty,) = measure_image(image, slice_index=0)
+    assert empty.sma_cm2 == 0 and empty.n_pixels == 0
+
+
+@pytest.mark.parametrize("direction_z", [1, -1])
+def test_3d_without_slice_reports_every_labelled_slice_in_stored_order(direction_z):
+    results = measure_image(_stack(direction_z))
+    assert [m.slice_index for m in results] == sorted(RADII)
+    for m in results:
+        assert m.sma_cm2 == pytest.approx(math.pi * RADII[m.slice_index] ** 2 / 100, rel=0.02)
+
+
+def test_coronally_stored_volume_is_sliced_along_its_head_foot_axis():
+    image = _stack(1)
+    coronal = sitk.DICOMOrient(image, "LIP")  # stored axes: x, head→foot (inferior), y
+    assert coronal.GetSize() == (120, 6, 120)
+    # stored head-foot index k' in the LIP image is canonical slice 5 - k'
+    for k, r in RADII.items():
+        (m,) = measure_image(coronal, slice_index=5 - k)
+        assert m.slice_index == 5 - k
+        assert m.sma_cm2 == pytest.approx(math.pi * r * r / 100, rel=0.02)
+
+
+def test_slice_out_of_range_is_an_input_error():
+    with pytest.raises(InputError, match="slice 6 is outside"):
+        measure_image(_stack(1), slice_index=6)
+
+
+# ------------------------------------------------------------------------------ HU and gate
+def _ct_and_mask():
+    mask = np.zeros((1, 20, 20), np.uint8)
+    mask[0, 5:15, 5:15] = 1  # 100 px
+    ct = np.full((1, 20, 20), -1000, np.int16)
+    ct[0, 5:10, 5:15] = 50  # 50 px inside the gate
+    ct[0, 10:15, 5:15] = -50  # 50 px below it (fat-infiltrated)
+    return volume(mask, (0.8, 0.8, 10)), volume(ct, (0.8, 0.8, 10))
+
+
+def test_hu_mean_and_gate():
+    mask, ct = _ct_and_mask()
+    (plain,) = measure_image(mask, ct)
+    assert plain.n_pixels == 100 and plain.muscle_hu_mean == pytest.approx(0.0) and plain.hu_gate is None
+    (gated,) = measure_image(mask, ct, hu_gate=MUSCLE_HU_GATE)
+    assert gated.n_pixels == 50 and gated.muscle_hu_mean == pytest.approx(50.0)
+    assert gated.sma_cm2 == pytest.approx(50 * 0.64 / 100) and gated.hu_gate == MUSCLE_HU_GATE
+
+
+def test_gate_without_ct_and_grid_mismatch_are_refused():
+    mask, ct = _ct_and_mask()
+    with pytest.raises(SarcoError, match="HU gate needs the CT"):
+        measure_image(mask, hu_gate=MUSCLE_HU_GATE)
+    ct.SetSpacing((0.7, 0.8, 10))
+    with pytest.raises(InputError, match=r"mask\.nii\.gz and ct\.nii\.gz are not on the same grid"):
+        measure_image(mask, ct, mask_name="mask.nii.gz", ct_name="ct.nii.gz")
+
+
+def test_smi():
+    assert smi(100.0, 2.0) == pytest.approx(25.0)
+    assert smi(130.0, 1.62) == pytest.approx(130 / 1.62**2)
+    assert smi(100.0, None) is None
+    with pytest.raises(SarcoError):
+        smi(100.0, 0.0)
+
+
+# ------------------------------------------------------------------------------ real data
+@pytest.mark.skipif(not TOTALSEG.is_dir(), reason="shared test data folder absent")
+def test_real_ras_segmentation_at_l3_matches_reference_areas_in_both_z_directions():
+    seg = sitk.ReadImage(str(TOTALSEG / "example_seg_fast_force_split.nii.gz"))  # RAS, 3 mm
+    reference = json.loads((TOTALSEG / "example_ct_L3_reference.json").read_text())
+    parts = reference["partial_muscle_area_cm2_at_L3_max_slice_from_total_fast"]
+    z = reference["example_seg_fast_force_split (total --fast)"]["L3_max_area_slice"]
+    labels = {"autochthon_left": 86, "autochthon_right": 87, "iliopsoas_left": 88, "iliopsoas_right": 89}
+    flipped = sitk.Flip(seg, [False, False, True])  # same anatomy stored head→foot
+    n = seg.GetSize()[2]
+    for name, label in labels.items():
+        assert measure_image(seg, label=label, slice_index=z)[0].sma_cm2 == pytest.approx(parts[name], abs=0.01)
+        assert measure_image(flipped, label=label, slice_index=n - 1 - z)[0].sma_cm2 == pytest.approx(parts[name], abs=0.01)
+
+
+# ------------------------------------------------------------------------------ the command
+def _cli():
+    app = typer.Typer()
+    app.command()(measure_command)
+    return app
+
+
+def test_measure_command_json_single_slice_and_per_slice(tmp_path):
+    mask, ct = _ct_and_mask()
+    sitk.WriteImage(mask, str(tmp_path / "m.nii.gz"))
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    runner = CliRunner()
+    result = runner.invoke(_cli(), [str(tmp_path / "m.nii.gz"), "--image", str(tmp_path / "ct.nii.gz"),
+                                    "--sex", "F", "--height", "1.6", "--hu-gate", "--json"])
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.output)
+    assert set(obj) >= {"sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "slice_index", "hu_gate", "sarcopenic"}
+    assert obj["sma_cm2"] == pytest.approx(0.32) and obj["smi_cm2_m2"] == pytest.approx(0.32 / 2.56, abs=1e-4)
+    assert obj["hu_gate"] == list(MUSCLE_HU_GATE) and obj["muscle_hu_mean"] == pytest.approx(50.0)
+    assert obj["sarcopenic"] is True and obj["slice_index"] == 0
+
+    sitk.WriteImage(_stack(-1), str(tmp_path / "vol.nii.gz"))
+    listed = json.loads(runner.invoke(_cli(), [str(tmp_path / "vol.nii.gz"), "--json"]).output)
+    assert isinstance(listed, list) and [o["slice_index"] for o in listed] == sorted(RADII)
+    assert all(o["sarcopenic"] is None and o["hu_gate"] is None for o in listed)  # no sex given
+    one = json.loads(runner.invoke(_cli(), [str(tmp_path / "vol.nii.gz"), "--slice", "4", "--json"]).output)
+    assert isinstance(one, dict) and one["sma_cm2"] == pytest.approx(math.pi * 25, rel=0.02)
+
+    human = runner.invoke(_cli(), [str(tmp_path / "vol.nii.gz"), "--slice", "4", "--sex", "M"])
+    assert human.exit_code == 0 and "SMA" in human.output and "SMA<144 cm² (paper, M)" in human.output
+
+
+def test_measure_command_refuses_gate_without_image_and_unreadable_mask(tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image")
+    runner = CliRunner()
+    result = runner.invoke(_cli(), [str(bad)])
+    assert isinstance(result.exception, InputError)
+    result = runner.invoke(_cli(), [str(bad), "--hu-gate"])
+    assert isinstance(result.exception, SarcoError) and "--hu-gate needs the CT" in str(result.exception)

@@ -1,0 +1,130 @@
+"""SMITSegNet: shapes in 2D/3D for plan patch sizes, deep supervision, odd sizes, size rounding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sarco_nn.models.smit import (
+    TRANS_SMALL,
+    SMITConfig,
+    SMITSegNet,
+    build_smit_for_plans,
+    count_parameters,
+)
+
+TINY = SMITConfig(embed_dim=12, drop_path=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def _forward_backward(net: torch.nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+    x = torch.randn(*shape, requires_grad=False)
+    out = net(x)
+    first = out[0] if isinstance(out, list) else out
+    first.float().mean().backward()
+    return out
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 128), (70, 90)])
+def test_2d_shapes_and_gradients(size):
+    net = SMITSegNet(in_channels=1, num_classes=3, spatial_dims=2, config=TINY)
+    out = _forward_backward(net, (2, 1, *size))
+    assert out.shape == (2, 3, *size)
+    # gradients reach the first encoder layer and the last decoder layer
+    assert net.encoder.patch_embed.proj.weight.grad is not None
+    assert net.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert net.decoder.head.conv.conv.weight.grad.abs().sum() > 0
+
+
+def test_2d_256_trans_small_shape():
+    net = SMITSegNet(in_channels=1, num_classes=2, spatial_dims=2)  # the real Trans-Small
+    out = _forward_backward(net, (1, 1, 256, 256))
+    assert out.shape == (1, 2, 256, 256)
+
+
+@pytest.mark.parametrize("size", [(32, 32, 32), (64, 64, 32)])
+def test_3d_shapes_and_gradients(size):
+    net = SMITSegNet(in_channels=2, num_classes=2, spatial_dims=3, config=TINY)
+    out = _forward_backward(net, (1, 2, *size))
+    assert out.shape == (1, 2, *size)
+    assert net.encoder.layers4[0].blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_deep_supervision_outputs_highest_resolution_first():
+    net = SMITSegNet(1, 2, 2, TINY, deep_supervision=True)
+    out = _forward_backward(net, (2, 1, 64, 96))
+    assert isinstance(out, list) and len(out) == 5
+    assert [tuple(o.shape[2:]) for o in out] == [(64, 96), (32, 48), (16, 24), (8, 12), (4, 6)]
+    assert net.deep_supervision_scales == [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25], [0.125, 0.125], [0.0625, 0.0625]]
+    # scales agree with the shapes actually produced
+    for o, scale in zip(out, net.deep_supervision_scales):
+        assert tuple(o.shape[2:]) == (round(64 * scale[0]), round(96 * scale[1]))
+    net.set_deep_supervision(False)
+    assert isinstance(net(torch.zeros(1, 1, 64, 64)), torch.Tensor)
+    net.decoder.deep_supervision = True  # the attribute nnU-Net's set_deep_supervision_enabled sets
+    assert isinstance(net(torch.zeros(1, 1, 64, 64)), list)
+
+
+def test_deep_supervision_odd_input_3d_crops_every_output():
+    net = SMITSegNet(1, 2, 3, TINY, deep_supervision=True).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 33, 40, 20))
+    assert [tuple(o.shape[2:]) for o in out] == [(33, 40, 20), (17, 20, 10), (9, 10, 5), (5, 5, 3), (3, 3, 2)]
+
+
+def test_padding_does_not_leak_into_valid_region_scale():
+    """An odd input is padded and cropped: logits are finite and of the input size."""
+    net = SMITSegNet(1, 2, 2, TINY).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 70, 90))
+    assert out.shape == (1, 2, 70, 90) and torch.isfinite(out).all()
+
+
+def test_valid_patch_size_rounding():
+    vp = SMITSegNet.valid_patch_size
+    assert vp((256, 256)) == (256, 256)
+    assert vp((70, 90)) == (64, 96)
+    assert vp((47, 48, 15)) == (32, 64, 32)  # nearest multiple, never below 32
+    assert vp((1, 16)) == (32, 32)
+    assert vp((80,)) == (96,)  # 2.5 rounds up
+    assert all(s % 32 == 0 for s in vp((123, 201, 333)))
+    big = SMITConfig(patch_size=4)
+    assert vp((100, 70), big) == (128, 64)
+
+
+def test_build_for_plans_picks_dimensionality():
+    net2 = build_smit_for_plans(1, 2, (64, 64), deep_supervision=True, config=TINY)
+    net3 = build_smit_for_plans(1, 2, (32, 32, 32), deep_supervision=False, config=TINY)
+    assert net2.spatial_dims == 2 and net2.decoder.deep_supervision
+    assert net3.spatial_dims == 3 and not net3.decoder.deep_supervision
+
+
+def test_trans_small_is_the_official_encoder():
+    cfg = TRANS_SMALL
+    assert (cfg.embed_dim, cfg.depths, cfg.num_heads, cfg.window_size, cfg.patch_size, cfg.qkv_bias) == (
+        48, (2, 2, 4, 2), (4, 4, 4, 4), 4, 2, False)
+    net = SMITSegNet(1, 2, 3)
+    enc = net.encoder.state_dict()
+    # official shapes: 2x2x2 patch conv, 7^3 bias tables, 8C -> 2C merging, stage norms, no qkv bias
+    assert enc["patch_embed.proj.weight"].shape == (48, 1, 2, 2, 2)
+    assert enc["layers1.0.blocks.0.attn.relative_position_bias_table"].shape == (343, 4)
+    assert enc["layers4.0.downsample.reduction.weight"].shape == (768, 8 * 384)
+    assert enc["norm3.weight"].shape == (384,)
+    assert not any(k.endswith("qkv.bias") for k in enc)
+    n_enc = count_parameters(net.encoder)
+    assert 8_000_000 < n_enc < 9_500_000, n_enc
+    assert 20_000_000 < count_parameters(net) < 35_000_000
+
+
+def test_rejects_bad_configs():
+    with pytest.raises(ValueError):
+        SMITConfig(depths=(2, 2, 2))
+    with pytest.raises(ValueError):
+        SMITConfig(embed_dim=10, num_heads=(4, 4, 4, 4))
+    with pytest.raises(ValueError):
+        SMITSegNet(1, 2, 4, TINY)

@@ -1,0 +1,111 @@
+"""Threshold sets: cut-offs, strictness at the border, undecidable cases, user files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sarco_nn.errors import InputError, SarcoError
+from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, THRESHOLD_SETS, get_threshold_set, normalise_sex
+
+
+def test_default_is_the_papers_sma_set():
+    assert DEFAULT_THRESHOLD_SET == "paper"
+    ts = get_threshold_set(DEFAULT_THRESHOLD_SET)
+    assert ts.metric == "sma" and ts.cutoff_for("M") == 144 and ts.cutoff_for("F") == 92
+
+
+@pytest.mark.parametrize("sex, sma, expected", [
+    ("M", 143.99, True), ("M", 144.0, False), ("M", 144.01, False),
+    ("F", 91.99, True), ("F", 92.0, False), ("F", 120.0, False),
+    ("male", 100.0, True), ("f", 100.0, False),
+])
+def test_paper_borderline(sex, sma, expected):
+    assert get_threshold_set("paper").is_sarcopenic(sex, sma) is expected
+
+
+@pytest.mark.parametrize("sex, smi, expected", [
+    ("M", 52.39, True), ("M", 52.4, False), ("F", 38.49, True), ("F", 38.5, False),
+])
+def test_prado_borderline(sex, smi, expected):
+    assert get_threshold_set("prado").is_sarcopenic(sex, 999.0, smi=smi) is expected
+
+
+@pytest.mark.parametrize("sex, smi, bmi, expected", [
+    ("M", 42.9, 24.9, True), ("M", 43.0, 24.9, False),  # BMI < 25: cut-off 43
+    ("M", 43.0, 25.0, True), ("M", 52.9, 25.0, True), ("M", 53.0, 30.0, False),  # BMI >= 25: 53
+    ("F", 40.9, None, True), ("F", 41.0, 18.0, False),  # women: 41 whatever the BMI (not needed)
+])
+def test_martin_bmi_bands(sex, smi, bmi, expected):
+    assert get_threshold_set("martin").is_sarcopenic(sex, 100.0, smi=smi, bmi=bmi) is expected
+
+
+def test_undecidable_cases_return_none_with_a_reason():
+    paper, prado, martin = (THRESHOLD_SETS[n] for n in ("paper", "prado", "martin"))
+    assert paper.is_sarcopenic(None, 100.0) is None
+    assert paper.is_sarcopenic("X", 100.0) is None
+    assert paper.why_undecidable("", 100.0) == "unknown sex"
+    assert prado.is_sarcopenic("F", 100.0, smi=None) is None
+    assert prado.why_undecidable("F", 100.0, None) == "missing height (SMI)"
+    assert martin.is_sarcopenic("M", 100.0, smi=40.0, bmi=None) is None
+    assert martin.why_undecidable("M", 100.0, 40.0, None) == "missing BMI (height/weight)"
+    assert martin.cutoff_for("M") is None and martin.cutoff_for("M", 22.0) == 43
+
+
+def test_describe():
+    assert THRESHOLD_SETS["paper"].describe("M") == "SMA<144 cm² (paper, M)"
+    assert THRESHOLD_SETS["prado"].describe("female") == "SMI<38.5 cm²/m² (prado, F)"
+    assert THRESHOLD_SETS["martin"].describe("M", 27.0) == "SMI<53 cm²/m² (martin, M)"
+    assert "undecidable" in THRESHOLD_SETS["martin"].describe("M") and "BMI" in THRESHOLD_SETS["martin"].describe("M")
+    assert "unknown sex" in THRESHOLD_SETS["paper"].describe(None)
+
+
+def test_normalise_sex():
+    assert [normalise_sex(s) for s in ("M", "m", " Male ", "F", "female", None, "", "x", float("nan"))] == \
+        ["M", "M", "M", "F", "F", None, None, None, None]
+
+
+def test_unknown_name_lists_the_sets():
+    with pytest.raises(SarcoError) as info:
+        get_threshold_set("baumgartner")
+    assert all(name in str(info.value) for name in ("paper", "prado", "martin"))
+
+
+def test_user_json_file_with_bmi_bands(tmp_path):
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps({
+        "name": "site", "metric": "smi", "male": 50,
+        "female": [{"bmi_max": 25, "cutoff": 40}, {"bmi_min": 25, "cutoff": 45}],
+    }))
+    ts = get_threshold_set(str(path))
+    assert ts.name == "site" and ts.metric == "smi"
+    assert ts.is_sarcopenic("M", 1.0, smi=49.9) is True and ts.is_sarcopenic("M", 1.0, smi=50.0) is False
+    assert ts.is_sarcopenic("F", 1.0, smi=42.0, bmi=24.0) is False
+    assert ts.is_sarcopenic("F", 1.0, smi=42.0, bmi=26.0) is True
+    assert ts.is_sarcopenic("F", 1.0, smi=42.0) is None
+
+
+def test_user_yaml_file(tmp_path):
+    pytest.importorskip("yaml")  # YAML is optional; JSON always works
+    path = tmp_path / "site.yaml"
+    path.write_text("metric: sma\nmale: 150\nfemale: 100\n")
+    ts = get_threshold_set(path)
+    assert ts.name == "site" and ts.is_sarcopenic("F", 99.0) is True and ts.is_sarcopenic("M", 150.0) is False
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "cannot parse"),
+    ('{"metric": "bmi", "male": 1, "female": 1}', "metric must be"),
+    ('{"metric": "sma", "male": 144}', "missing 'female'"),
+    ('{"metric": "sma", "male": -1, "female": 92}', "positive"),
+    ('{"metric": "smi", "male": [{"bmi_max": 30, "cutoff": 43}, {"bmi_min": 25, "cutoff": 53}], "female": 41}',
+     "overlap"),
+    ('{"metric": "smi", "male": [{"cut": 43}], "female": 41}', "needs 'cutoff'"),
+])
+def test_bad_user_files_are_one_line_input_errors(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message) as info:
+        get_threshold_set(str(path))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
