@@ -25,10 +25,11 @@ import numpy as np
 
 from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import SarcoError
+from sarco_nn.thresholds import THRESHOLD_SETS
 
-# The generator's own truth label (Derstine 2018, rounded, as in the reference study). Kept local
-# on purpose: truth.csv must not change if the toolkit's configurable threshold sets change.
-_SMA_CUTOFF_CM2: dict[str, float] = {"M": 144.0, "F": 92.0}
+# The generator's truth label uses the reference study's built-in `paper` set (fixed cut-offs, never
+# user-edited), taken from the one place the toolkit defines thresholds.
+_SMA_CUTOFF_CM2: dict[str, float] = {sex: THRESHOLD_SETS["paper"].cutoff_for(sex) for sex in ("M", "F")}
 # Target SMA ranges (cm²) per sex: [lo, hi] overall, and the sarcopenic / non-sarcopenic sub-ranges
 # keep a margin from the cutoff so that rasterisation never flips the requested class.
 _SMA_RANGE_CM2: dict[str, tuple[float, float]] = {"M": (108.0, 200.0), "F": (68.0, 140.0)}

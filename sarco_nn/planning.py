@@ -69,15 +69,35 @@ def _make_planner_class(preset: dict[str, Any]):
     return SarcoPlanner
 
 
-def _ensure_splits(preprocessed_dir: Path, case_ids: list[str]) -> Path:
-    """5-fold splits (nnU-Net's own generator and seed), written once so every trainer and the classifier share them."""
+def _patient_groups(raw_dataset_dir: Path, case_ids: list[str]) -> dict[str, list[str]]:
+    """Cases grouped by source patient (manifest.csv), so slices of one patient never straddle folds."""
+    import csv
+
+    groups: dict[str, list[str]] = {}
+    manifest = raw_dataset_dir / "manifest.csv"
+    source = {}
+    if manifest.exists():
+        with open(manifest, newline="", encoding="utf-8") as f:
+            source = {row["pid"]: row.get("source_case_id") or row["pid"] for row in csv.DictReader(f)}
+    for case in sorted(case_ids):
+        groups.setdefault(source.get(case, case), []).append(case)
+    return groups
+
+
+def ensure_splits(raw_dataset_dir: Path, preprocessed_dir: Path, case_ids: list[str]) -> Path:
+    """5-fold splits by patient (nnU-Net's own generator and seed), written once so every trainer and the
+    classifier share them."""
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
     splits_file = preprocessed_dir / "splits_final.json"
     if not splits_file.exists():
-        if len(case_ids) < 2:
-            raise SarcoError(f"only {len(case_ids)} case(s): cross-validation needs at least 2", fix="add cases, or train fold `all`.")
-        splits = generate_crossval_split(sorted(case_ids), seed=12345, n_splits=min(5, len(case_ids)))
+        groups = _patient_groups(raw_dataset_dir, case_ids)
+        if len(groups) < 2:
+            raise SarcoError(f"only {len(groups)} patient(s): cross-validation needs at least 2",
+                             fix="add cases, or train fold `all`.")
+        patient_splits = generate_crossval_split(sorted(groups), seed=12345, n_splits=min(5, len(groups)))
+        splits = [{part: sorted(c for p in split[part] for c in groups[p]) for part in ("train", "val")}
+                  for split in patient_splits]
         tmp = splits_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(splits, indent=1))
         os.replace(tmp, splits_file)
@@ -109,7 +129,7 @@ def plan_dataset(workspace: Workspace, dataset: str | int | None = None, preset_
                          fix="convert the dataset with `sarco convert` (one axial slice per case).")
     preprocess_dataset(dataset_id, identifier, configurations=(CONFIGURATION,), num_processes=(n_proc,))
     case_ids = [p.name[: -len("_0000.nii.gz")] for p in (workspace.raw / dataset_name / "imagesTr").glob("*_0000.nii.gz")]
-    _ensure_splits(workspace.preprocessed / dataset_name, case_ids)
+    ensure_splits(workspace.raw / dataset_name, workspace.preprocessed / dataset_name, case_ids)
 
     config = plans["configurations"][CONFIGURATION]
     spacings = fingerprint["spacings"]

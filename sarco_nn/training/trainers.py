@@ -210,20 +210,17 @@ class SarcoSMITTrainer(SarcoTrainerBase):
         return None
 
     def _param_groups(self) -> list[dict]:
-        """Layer-wise lr decay: encoder stage k of n gets lr * decay**(n - k); decoder and head get the full lr."""
-        if self.layer_decay >= 1.0:
-            return [{"params": [p for p in self.network.parameters() if p.requires_grad], "lr_scale": 1.0}]
+        """Layer-wise lr decay for a pretrained encoder: the patch embedding (depth 0) and Swin stages
+        `encoder.layers1..4` get lr * decay**(5 - depth); decoder and head get the full lr."""
         groups: dict[float, list] = {}
-        n_stages = 5
         for name, param in self.network.named_parameters():
             if not param.requires_grad:
                 continue
-            if name.startswith("encoder."):
-                match = re.search(r"layers\.?(\d)", name)
-                depth = int(match.group(1)) + (0 if ".layers." in name else -1) + 1 if match else 0
-                scale = self.layer_decay ** (n_stages - min(depth, n_stages))
-            else:
-                scale = 1.0
+            scale = 1.0
+            if self.layer_decay < 1.0 and name.startswith("encoder."):
+                match = re.search(r"\.(?:layers|norm)(\d)", name)
+                depth = int(match.group(1)) + (1 if ".norm" in name else 0) if match else 0
+                scale = self.layer_decay ** (5 - min(depth, 4))
             groups.setdefault(scale, []).append(param)
         return [{"params": params, "lr_scale": scale} for scale, params in groups.items()]
 

@@ -1,0 +1,38 @@
+"""What every L3 locator returns, and the one error it raises when L3 is not in the field of view."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sarco_nn.errors import SarcoError
+
+
+class L3NotFound(SarcoError):
+    """The scan does not show the whole L3 vertebra (chest-only, pelvis-only, neck...): no SMA is reported."""
+
+    def __init__(self, reason: str, path: str | Path | None = None, fix: str | None = None):
+        super().__init__(f"L3 not in field of view: {reason}", path,
+                         fix or "give a CT that covers the whole third lumbar vertebra, or pass --l3-slice N")
+
+
+@dataclass(frozen=True)
+class L3Location:
+    """The chosen L3 level of a volume.
+
+    slice_index: canonical (LPS) axial index, 0 = most inferior slice, the convention of
+        `sarco_nn.image_io.load_axial_slice`.
+    z_mm: world z (LPS/RAS share z: + towards Superior) of that slice's centre.
+    method: which locator answered ("vertebrae", "model", "totalsegmentator", "user", "csv", "single-slice").
+    rule: "centroid" or "max-area" for label-based methods, "" otherwise.
+    confidence: 1.0 for labels and user input; the localizer's probability mass at the level for "model".
+    """
+
+    slice_index: int
+    z_mm: float
+    method: str
+    rule: str = ""
+    confidence: float = 1.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,119 @@
+"""The L3 slice from a vertebra label map (TotalSegmentator numbering), by one of two documented rules.
+
+Label ids: TotalSegmentator v2 `total` task (see shared/data/totalsegmentator/class_map_total_and_tissue_types.json):
+26 vertebrae_S1, 27 L5, 28 L4, **29 L3**, 30 L2, 31 L1, 32 T12 ... 43 T1, 44 C7 ... 50 C1. This module is the one
+place sarco_nn names them; the phantom generator's VERTEBRA_LABELS uses the same numbers (a test checks it).
+
+Rules for "the L3 slice" (both are used in the literature; on real CT they differ by about one slice):
+- ``centroid``: the axial slice nearest the centroid (along z) of all L3 voxels. TotalSegmentator's L3 label holds
+  the body and the posterior elements; the posterior arch lags the body caudally by a few mm, so this lies
+  slightly below the pure vertebral-body centre (by well under one 3 mm slice on example_ct).
+- ``max-area``: the axial slice with the largest L3 cross-section (voxel count; in-plane spacing is constant).
+  Ties go to the slice nearest the centroid.
+
+"L3 not in field of view" (L3NotFound): label 29 is absent, or it touches the first or last slice, so the
+vertebra is cut and neither rule can be trusted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from sarco_nn.errors import InputError
+from sarco_nn.l3.result import L3Location, L3NotFound
+
+#: TotalSegmentator v2 vertebra label ids, caudal to cranial (S1 = 26 ... C1 = 50).
+VERTEBRA_LABELS: dict[str, int] = {
+    name: 26 + i for i, name in enumerate(
+        ["S1", "L5", "L4", "L3", "L2", "L1"] + [f"T{k}" for k in range(12, 0, -1)] + [f"C{k}" for k in range(7, 0, -1)])
+}
+L3_LABEL: int = VERTEBRA_LABELS["L3"]
+_NAMES = {v: k for k, v in VERTEBRA_LABELS.items()}
+
+#: Rules for choosing the L3 slice from labels (documented in the module docstring).
+RULES: tuple[str, ...] = ("centroid", "max-area")
+
+#: File TotalSegmentator writes for L3 when run without --ml (one binary mask per structure).
+TOTALSEG_L3_FILE = "vertebrae_L3.nii.gz"
+
+
+def check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise InputError(f"unknown L3 rule {rule!r}", None, f"use one of: {', '.join(RULES)}")
+    return rule
+
+
+def describe_vertebrae(labels: np.ndarray) -> str:
+    """'vertebrae C3-C7' style summary of the vertebra labels present (for error messages)."""
+    present = sorted(int(v) for v in np.unique(labels) if int(v) in _NAMES)
+    if not present:
+        return "no vertebra labels (TotalSegmentator ids 26-50)"
+    low, high = _NAMES[present[0]], _NAMES[present[-1]]
+    return f"vertebrae {high}" if low == high else f"vertebrae {high}-{low}"
+
+
+def l3_index_from_labels(labels_zyx: np.ndarray, rule: str = "centroid", where: str | Path | None = None) -> int:
+    """Canonical axial index of the L3 slice in a (z, y, x) label array with z[0] the most inferior slice."""
+    check_rule(rule)
+    l3 = np.asarray(labels_zyx) == L3_LABEL
+    per_slice = l3.reshape(l3.shape[0], -1).sum(axis=1)
+    occupied = np.flatnonzero(per_slice)
+    if occupied.size == 0:
+        raise L3NotFound(f"the vertebra mask has no L3 (label {L3_LABEL}); it shows {describe_vertebrae(labels_zyx)}",
+                         where)
+    n = len(per_slice)
+    if occupied[0] == 0 or occupied[-1] == n - 1:
+        edge = "lower (caudal)" if occupied[0] == 0 else "upper (cranial)"
+        raise L3NotFound(f"L3 (label {L3_LABEL}) touches the {edge} edge of the scan, so the vertebra is cut", where)
+    centroid = float(np.sum(np.arange(n) * per_slice) / per_slice.sum())
+    if rule == "centroid":
+        return int(np.floor(centroid + 0.5))
+    best = np.flatnonzero(per_slice == per_slice.max())
+    return int(best[np.argmin(np.abs(best - centroid))])
+
+
+def read_vertebra_mask(mask: sitk.Image | str | Path) -> tuple[sitk.Image, str]:
+    """A vertebra label image (as stored) and its name; a TotalSegmentator output folder gives L3 = 29.
+
+    Accepts one multi-label file (TotalSegmentator `--ml`, or any map in its numbering) or the folder of
+    per-structure files TotalSegmentator writes without `--ml` (only vertebrae_L3.nii.gz is read).
+    """
+    from sarco_nn.image_io import read_label_image
+
+    if isinstance(mask, sitk.Image):
+        return mask, "vertebra mask"
+    path = Path(mask)
+    if path.is_dir():
+        single = path / TOTALSEG_L3_FILE
+        if not single.is_file():
+            raise InputError(f"folder has no {TOTALSEG_L3_FILE}", path,
+                             "give a vertebra label file (TotalSegmentator numbering, L3 = 29) or its output folder")
+        image = read_label_image(single)
+        array = (sitk.GetArrayViewFromImage(image) > 0).astype(np.uint16) * L3_LABEL
+        relabelled = sitk.GetImageFromArray(array)
+        relabelled.CopyInformation(image)
+        return relabelled, str(single)
+    return read_label_image(path), str(path)
+
+
+def locate_from_vertebrae(mask: sitk.Image | str | Path, image: sitk.Image | None = None,
+                          rule: str = "centroid") -> L3Location:
+    """L3 level from a vertebra label map on the CT's grid (checked when `image` is given)."""
+    from sarco_nn.image_io import check_same_grid, to_canonical
+
+    check_rule(rule)
+    labels, name = read_vertebra_mask(mask)
+    if image is not None:
+        check_same_grid(image, labels, name)
+    canonical = to_canonical(labels)
+    array = sitk.GetArrayViewFromImage(canonical)
+    values = set(np.unique(array).astype(int).tolist())
+    if values <= {0, 1}:
+        raise InputError("binary mask, not vertebra labels", name,
+                         f"give TotalSegmentator vertebra labels (L3 = {L3_LABEL}) or its output folder")
+    index = l3_index_from_labels(array, rule, name)
+    z_mm = canonical.GetOrigin()[2] + index * canonical.GetSpacing()[2]
+    return L3Location(slice_index=index, z_mm=float(z_mm), method="vertebrae", rule=rule, confidence=1.0)

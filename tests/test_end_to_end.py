@@ -1,0 +1,109 @@
+"""One tiny run through the real CLI: phantoms → convert → plan → train (SMIT) → predict → evaluate.
+
+Uses the `smoke` preset (3 mm, 64² patches, two tiny epochs): it checks plumbing and the
+measurement contract, not accuracy (accuracy lives in `make demo` and bench/).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from dataset_conversion.phantom import write_dropin_dataset
+
+SARCO = [sys.executable, "-m", "sarco_nn.cli"]
+pytestmark = pytest.mark.slow
+
+
+def sarco(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([*SARCO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"sarco {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    write_dropin_dataset(root / "drop", n_cases=8, seed=1, matrix=128)
+    write_dropin_dataset(root / "held", n_cases=3, seed=2, matrix=128, case_prefix="held")
+    sarco("convert", "drop", "--name", "E2E", "-w", "ws", cwd=root)
+    sarco("plan", "--preset", "smoke", "-w", "ws", cwd=root)
+    sarco("train", "all", "-w", "ws", cwd=root)
+    return root
+
+
+def test_plan_bakes_ct_window_and_patient_splits(trained: Path):
+    pre = trained / "ws" / "nnUNet_preprocessed" / "Dataset501_E2E"
+    plans = json.loads((pre / "sarcoPlans_smoke.json").read_text())
+    props = plans["foreground_intensity_properties_per_channel"]["0"]
+    assert (props["percentile_00_5"], props["percentile_99_5"]) == (-175.0, 250.0)
+    assert (props["mean"], props["std"]) == (-175.0, 425.0)
+    config = plans["configurations"]["2d"]
+    assert list(plans["configurations"]) == ["2d"]
+    assert all(p % 32 == 0 and p <= 64 for p in config["patch_size"])
+    splits = json.loads((pre / "splits_final.json").read_text())
+    assert len(splits) == 5
+    assert sorted(c for s in splits for c in s["val"]) == sorted(f"E2E_{i:04d}" for i in range(1, 9))
+
+
+def test_predict_writes_masks_on_input_grid_and_exact_sma(trained: Path):
+    sarco("predict", "-i", "held/images", "-o", "pred", "--clinical", "held/clinical.csv", "-w", "ws", cwd=trained)
+    with open(trained / "pred" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case_id"] for r in rows] == ["held_000", "held_001", "held_002"]
+    for row in rows:
+        assert row["status"] == "ok", row["reason"]
+        assert row["trainer"] == "SarcoSMITTrainer" and row["folds"] == "all"
+        image = sitk.ReadImage(str(trained / "held" / "images" / f"{row['case_id']}.nii.gz"))
+        mask = sitk.ReadImage(str(trained / "pred" / row["mask"]))
+        assert mask.GetSize() == image.GetSize()
+        assert np.allclose(mask.GetOrigin(), image.GetOrigin()) and np.allclose(mask.GetDirection(), image.GetDirection())
+        sy, sx = image.GetSpacing()[1], image.GetSpacing()[0]
+        expected = float((sitk.GetArrayFromImage(mask) == 1).sum()) * sx * sy / 100.0
+        assert float(row["sma_cm2"]) == pytest.approx(expected, abs=0.006)
+        assert float(row["spacing_x_mm"]) == pytest.approx(sx, abs=1e-4)
+        assert row["sarcopenic"] in {"yes", "no"}
+        assert (trained / "pred" / row["overlay"]).stat().st_size > 1000
+
+    # a restarted run with the same model skips finished cases and keeps the results
+    before = (trained / "pred" / "results.csv").read_text()
+    masks_before = {p.name: p.stat().st_mtime_ns for p in (trained / "pred" / "masks").iterdir()}
+    sarco("predict", "-i", "held/images", "-o", "pred", "--clinical", "held/clinical.csv", "-w", "ws", cwd=trained)
+    assert (trained / "pred" / "results.csv").read_text() == before
+    assert {p.name: p.stat().st_mtime_ns for p in (trained / "pred" / "masks").iterdir()} == masks_before
+
+
+def test_evaluate_reports_against_reference(trained: Path):
+    if not (trained / "pred" / "results.csv").exists():
+        sarco("predict", "-i", "held/images", "-o", "pred", "-w", "ws", cwd=trained)
+    out = sarco("evaluate", "pred", "--reference", "held/masks", "--clinical", "held/clinical.csv", "-o", "report",
+                cwd=trained)
+    summary = json.loads((trained / "report" / "summary.json").read_text())
+    assert summary["n_cases"] == 3
+    assert "held_001" in out.stdout  # per-case table
+
+
+def test_baseline_trainer_and_model_choice(trained: Path):
+    sarco("train", "all", "--trainer", "nnunet", "-w", "ws", cwd=trained)
+    ambiguous = sarco("predict", "-i", "held/images", "-o", "pred_unet", "-w", "ws", cwd=trained, check=False)
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr.count("error:") == 1 and "--trainer" in ambiguous.stderr and "Traceback" not in ambiguous.stderr
+    sarco("predict", "-i", "held/images", "-o", "pred_unet", "--trainer", "nnunet", "--fast", "-w", "ws", cwd=trained)
+    with open(trained / "pred_unet" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["trainer"] for r in rows} == {"SarcoUNetTrainer"} and {r["tta"] for r in rows} == {"no"}
+
+
+def test_retraining_a_finished_fold_is_refused(trained: Path):
+    result = sarco("train", "all", "-w", "ws", cwd=trained, check=False)
+    assert result.returncode == 2 and "--continue" in result.stderr

@@ -1,0 +1,74 @@
+"""Plan presets and the planner's edits, without running nnU-Net."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sarco_nn.constants import CT_WINDOW_HU
+from sarco_nn.errors import SarcoError
+from sarco_nn.planning import _round_patch, apply_preset, ensure_splits
+from sarco_nn.presets import available_presets, load_preset, training_settings
+
+
+def _plans(patch=(320, 320), strides=((1, 1), (2, 2), (2, 2), (2, 2), (2, 2), (2, 2), (2, 2))):
+    return {
+        "foreground_intensity_properties_per_channel": {"0": {"mean": 40.0, "std": 100.0, "percentile_00_5": -900.0,
+                                                              "percentile_99_5": 900.0}},
+        "configurations": {"2d": {"patch_size": list(patch), "batch_size": 12, "normalization_schemes": ["ZScoreNormalization"],
+                                  "use_mask_for_norm": [True], "architecture": {"arch_kwargs": {"strides": [list(s) for s in strides]}}}},
+    }
+
+
+def test_presets_ship_and_load():
+    assert {"default", "cpu", "smoke"} <= set(available_presets())
+    cpu = load_preset("cpu")
+    assert cpu["target_spacing_mm"] == 1.5
+    assert training_settings(cpu, "smit")["initial_lr"] == pytest.approx(3e-4)
+    assert training_settings(cpu, "nnunet")["initial_lr"] == pytest.approx(1e-2)
+
+
+def test_unknown_preset_is_a_clear_error(tmp_path):
+    with pytest.raises(SarcoError, match="unknown plan preset"):
+        load_preset("gpu-please")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SarcoError, match="not valid JSON"):
+        load_preset(bad)
+
+
+def test_apply_preset_windows_caps_and_rounds_patch():
+    plans = _plans()
+    apply_preset(plans, load_preset("cpu"))
+    props = plans["foreground_intensity_properties_per_channel"]["0"]
+    lo, hi = CT_WINDOW_HU
+    # CTNormalization computes (clip(x, p0.5, p99.5) - mean) / std  ==  (clip(x, lo, hi) - lo) / (hi - lo)
+    assert (props["percentile_00_5"], props["percentile_99_5"], props["mean"], props["std"]) == (lo, hi, lo, hi - lo)
+    config = plans["configurations"]["2d"]
+    assert config["normalization_schemes"] == ["CTNormalization"] and config["use_mask_for_norm"] == [False]
+    assert config["patch_size"] == [256, 256]
+    assert config["batch_size"] == 2
+    assert plans["sarco"]["preset"]["name"] == "cpu"
+
+
+def test_round_patch_respects_every_divisor():
+    assert _round_patch([40, 40], [64, 64], [32, 32]) == [32, 32]
+    assert _round_patch([200, 150], None, [64, 32]) == [192, 160]
+    assert _round_patch([10, 10], None, [32, 32]) == [32, 32]
+
+
+def test_splits_keep_slices_of_one_patient_together(tmp_path):
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    raw.mkdir(), pre.mkdir()
+    rows = ["pid,source_case_id"] + [f"D_{i:04d},{'p' + str(i // 2)}" for i in range(12)]
+    (raw / "manifest.csv").write_text("\n".join(rows) + "\n")
+    cases = [f"D_{i:04d}" for i in range(12)]
+    splits = json.loads(ensure_splits(raw, pre, cases).read_text())
+    assert len(splits) == 5
+    for split in splits:
+        val = set(split["val"])
+        assert not val & set(split["train"])
+        for i in range(0, 12, 2):
+            assert (cases[i] in val) == (cases[i + 1] in val)
+    assert sorted(c for s in splits for c in s["val"]) == cases
