@@ -56,10 +56,17 @@ def _print_cases(cases_csv: Path, limit: int = 50) -> None:
         rows = list(csv.DictReader(f))
     if not rows or len(rows) > limit:
         return
-    typer.echo(f"{'case':<22}{'SMA ref':>9}{'SMA pred':>10}{'err %':>8}{'Dice':>8}  flag ref/pred")
+    def num(value: str, digits: int) -> str:
+        try:
+            return f"{float(value):.{digits}f}"
+        except ValueError:
+            return value or "n/a"
+
+    typer.echo(f"{'case':<22}{'SMA ref':>10}{'SMA pred':>10}{'err %':>8}{'Dice':>8}  flag ref/pred")
     for r in rows:
-        typer.echo(f"{r['case_id']:<22}{r['sma_ref_cm2']:>9}{r['sma_pred_cm2']:>10}{r['sma_error_percent']:>8}"
-                   f"{r['dice']:>8}  {r['sarcopenic_ref'] or '?'}/{r['sarcopenic_pred'] or '?'}")
+        typer.echo(f"{r['case_id']:<22}{num(r['sma_ref_cm2'], 1):>10}{num(r['sma_pred_cm2'], 1):>10}"
+                   f"{num(r['sma_error_percent'], 1):>8}{num(r['dice'], 3):>8}  "
+                   f"{r['sarcopenic_ref'] or '?'}/{r['sarcopenic_pred'] or '?'}")
 
 
 def _print_summary(s: dict) -> None:

@@ -41,7 +41,6 @@ the loaded network computes the same function on the reoriented image (tested ex
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -54,6 +53,7 @@ import torch
 from torch import nn
 
 from sarco_nn.constants import CANONICAL_ORIENTATION
+from sarco_nn.hashing import sha256_file
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.models.smit import SMITConfig, SMITEncoder, SMITSegNet, merge_offsets
 
@@ -127,14 +127,6 @@ class _Checkpoint:
     fmt: str
     dims: int | None = None
     axes: str | None = None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -409,7 +401,7 @@ def inspect_pretrained_encoder(network: nn.Module, path: Path, source_axes: str 
 
     own = encoder.state_dict()
     new_state = {k: v.clone() for k, v in own.items()}
-    report = LoadReport(source=str(path.resolve()), sha256=_sha256(path), unexpected=list(unexpected),
+    report = LoadReport(source=str(path.resolve()), sha256=sha256_file(path), unexpected=list(unexpected),
                         source_format=ckpt.fmt, source_dims=src_dims, target_dims=target_dims,
                         source_axes=source_axes, target_axes=target_axes, total=len(own))
     for key, ref in own.items():

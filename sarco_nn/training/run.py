@@ -6,7 +6,6 @@ user's overrides travel inside the plans the trainer copies into its model folde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 from sarco_nn import __version__
 from sarco_nn.errors import SarcoError
+from sarco_nn.hashing import sha256_file
 from sarco_nn.planning import CONFIGURATION
 from sarco_nn.presets import plans_identifier
 from sarco_nn.workspace import Workspace
@@ -66,14 +66,6 @@ def trainer_class(trainer: str):
         return recursive_find_trainer_class_by_name(name)
     except RuntimeError:
         raise SarcoError(f"unknown trainer {trainer!r}", fix=f"use one of {', '.join(TRAINERS)} or an nnU-Net trainer class name.") from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -150,6 +142,6 @@ def train_fold(workspace: Workspace, fold: str, dataset: str | int | None = None
     if validate if validate is not None else fold_value != "all":
         nnunet_trainer.perform_actual_validation(save_probabilities=False)
     provenance["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    provenance["checkpoint_sha256"] = _sha256(out / "checkpoint_final.pth")
+    provenance["checkpoint_sha256"] = sha256_file(out / "checkpoint_final.pth")
     _write_json_atomic(provenance_path, provenance)
     return out
