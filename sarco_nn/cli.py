@@ -164,12 +164,14 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
 
 def _register_command_modules() -> None:
     from sarco_nn.commands.check_weights_cmd import check_weights
+    from sarco_nn.commands.classify_cmd import classify_app
     from sarco_nn.commands.evaluate_cmd import evaluate
     from sarco_nn.commands.measure_cmd import measure
 
     app.command()(measure)
     app.command()(evaluate)
     app.command("check-weights")(check_weights)
+    app.add_typer(classify_app, name="classify", help="Image-level sarcopenia classifier baseline (DenseNet/ResNet/Inception).")
 
 
 _register_command_modules()
