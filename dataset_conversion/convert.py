@@ -318,6 +318,9 @@ def _write_metadata(staging: Path, name: str, drop_dir: Path, manifest: list[dic
 
 
 def _summary(problems: list[str], drop_dir: Path) -> str:
+    """One line for one problem (the usual case in a batch log), else a header line and a list."""
+    if len(problems) == 1:
+        return f"{problems[0]} (nothing was converted from {drop_dir}; fix it and run again)"
     lines = [f"{drop_dir}: {len(problems)} problem(s), nothing was converted; fix them all, then run again:"]
     lines.extend(f"  - {p}" for p in problems)
     return "\n".join(lines)

@@ -140,7 +140,12 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
             clinical: Optional[Path] = typer.Option(None, help="clinical.csv (case_id, sex, height_m) for SMI and flags."),
             thresholds: str = typer.Option("paper", help="Threshold set: paper, prado, martin, or a JSON file."),
             fast: bool = typer.Option(False, "--fast", help="No test-time mirroring."),
-            l3_slice: Optional[int] = typer.Option(None, "--l3-slice", help="Axial slice index to use in a volume."),
+            l3_slice: Optional[int] = typer.Option(None, "--l3-slice", help="L3 slice of a volume, counted along the file's own slice axis."),
+            l3_csv: Optional[Path] = typer.Option(None, "--l3-csv", help="CSV case_id,l3_slice giving each volume's L3 slice."),
+            l3_from: Optional[Path] = typer.Option(None, "--l3-from", help="Vertebra label map (TotalSegmentator numbering, L3 = 29): a file or a folder of <case>.nii.gz."),
+            locator: str = typer.Option("auto", "--locator", help="L3 localizer for volumes: auto, vertebrae, model, totalsegmentator."),
+            l3_rule: str = typer.Option("centroid", "--l3-rule", help="L3 slice from vertebra labels: centroid or max-area."),
+            slab: int = typer.Option(1, "--slab", help="Measure the mean of N slices around the L3 level (1 = the slice)."),
             hu_gate: bool = typer.Option(False, "--hu-gate", help="Count only muscle pixels within -29..150 HU."),
             dataset: Optional[str] = DatasetOpt,
             trainer: Optional[str] = typer.Option(None, "--trainer", "-t", help="Which trained model (default: the only one)."),
@@ -155,9 +160,16 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
     from sarco_nn.inference import predict as run_predict
 
     results, failures = run_predict(_workspace(workspace), inputs, out_dir, dataset, trainer, preset, clinical,
-                                    thresholds, fast, device, l3_slice, hu_gate, overwrite)
+                                    thresholds, fast, device, l3_slice, hu_gate, overwrite, l3_csv=l3_csv,
+                                    l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab)
     typer.echo(f"results: {results}")
     if failures:
+        import csv
+
+        with open(results, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row["status"] == "failed":
+                    typer.echo(f"error: {row['reason']}", err=True)
         typer.echo(f"{failures} case(s) failed; see {results.parent / 'errors.log'}", err=True)
         raise typer.Exit(1)
 
@@ -166,11 +178,14 @@ def _register_command_modules() -> None:
     from sarco_nn.commands.check_weights_cmd import check_weights
     from sarco_nn.commands.classify_cmd import classify_app
     from sarco_nn.commands.evaluate_cmd import evaluate
+    from sarco_nn.commands.l3_cmd import locate, train_l3
     from sarco_nn.commands.measure_cmd import measure
 
     app.command()(measure)
     app.command()(evaluate)
     app.command("check-weights")(check_weights)
+    app.command("locate-l3")(locate)
+    app.command("train-l3")(train_l3)
     app.add_typer(classify_app, name="classify", help="Image-level sarcopenia classifier baseline (DenseNet/ResNet/Inception).")
 
 

@@ -45,8 +45,28 @@ class ClinicalRecord:
         return self.weight_kg / self.height_m**2
 
 
-def read_clinical_csv(path: Path | str) -> dict[str, ClinicalRecord]:
-    """Read clinical.csv into {case_id: ClinicalRecord}; raise ClinicalDataError listing every problem."""
+class ClinicalTable(dict):
+    """{case_id: ClinicalRecord}, plus `problems`: one line per value that was not usable.
+
+    Strict reading returns it with no problems (or raises); lenient reading keeps every row,
+    with each unusable value set to None and listed here (row number, case id, what and why).
+    """
+
+    def __init__(self, records: dict[str, ClinicalRecord] | None = None, problems: list[str] | None = None):
+        super().__init__(records or {})
+        self.problems: list[str] = list(problems or [])
+
+
+def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
+    """Read clinical.csv into {case_id: ClinicalRecord}.
+
+    strict=True (default): raise ClinicalDataError listing every problem, so a spreadsheet is fixed
+    in one go before anything is measured. strict=False (evaluation of many cases): a bad value
+    becomes None (that case gets no SMI or flag, never a wrong one), a duplicated case id is
+    dropped altogether (which row is right is unknown), and the problems are returned in
+    `.problems`. File-level problems (unreadable, not UTF-8, no header, missing required column)
+    raise in both modes: nothing in such a file can be trusted.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -68,7 +88,7 @@ def read_clinical_csv(path: Path | str) -> dict[str, ClinicalRecord]:
 
     records: dict[str, ClinicalRecord] = {}
     problems: list[str] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for row_number, row in enumerate(reader, start=2):  # spreadsheet row numbers: header is row 1
         if not any(cell.strip() for cell in row):
             continue
@@ -78,9 +98,14 @@ def read_clinical_csv(path: Path | str) -> dict[str, ClinicalRecord]:
             problems.append(f"row {row_number}: empty case_id")
             continue
         if case_id in seen:
-            problems.append(f"row {row_number}: duplicate case_id {case_id!r}")
+            if strict:
+                problems.append(f"row {row_number}: duplicate case_id {case_id!r}")
+            else:
+                problems.append(f"row {row_number}: duplicate case_id {case_id!r} (also row {seen[case_id]}): "
+                                "both rows ignored")
+                records.pop(case_id, None)
             continue
-        seen.add(case_id)
+        seen[case_id] = row_number
         errors: list[str] = []
         record = ClinicalRecord(
             case_id=case_id,
@@ -90,13 +115,12 @@ def read_clinical_csv(path: Path | str) -> dict[str, ClinicalRecord]:
             age=_parse_positive(cell.get("age", ""), "age", errors, delimiter == ";", allow_zero=True),
             sarcopenic=_parse_bool(cell.get("sarcopenic", ""), errors),
         )
-        if errors:
-            problems.extend(f"row {row_number} ({case_id}): {e}" for e in errors)
-        else:
-            records[case_id] = record
-    if problems:
+        problems.extend(f"row {row_number} ({case_id}): {e}" for e in errors)
+        if not errors or not strict:
+            records[case_id] = record  # lenient: the unusable values are None already
+    if problems and strict:
         raise ClinicalDataError(_summary(problems), path, "correct these rows and run again")
-    return records
+    return ClinicalTable(records, problems)
 
 
 def write_clinical_csv(path: Path | str, records: Iterable[ClinicalRecord]) -> None:

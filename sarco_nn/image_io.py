@@ -18,7 +18,11 @@ name, id, birth date...) travels with a returned image.
 
 from __future__ import annotations
 
+import gzip
 import math
+import os
+import struct
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,10 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", "
 #: Largest angle (degrees) between an image's slice normal and the head-feet axis still treated as
 #: axial. Beyond it the cross-section is oblique and the muscle area is inflated by 1/cos(angle).
 AXIAL_TOLERANCE_DEG: float = 5.0
+
+#: Fewest pixels an axial slice may have along each in-plane axis; fewer means the file is a
+#: handful of sagittal/coronal slices that reorientation would turn into a sliver.
+MIN_AXIAL_PIXELS: int = 16
 
 #: Largest gantry tilt (degrees, tag or sheared slice stack) accepted as "no tilt".
 GANTRY_TILT_TOLERANCE_DEG: float = 0.5
@@ -59,6 +67,7 @@ class SliceSource:
     path: Path
     slice_index: int  # index in the canonical (LPS) image: 0 = most inferior slice
     n_slices: int
+    stored_index: int  # the same slice counted along the file's own slice axis (what a viewer shows)
     z_mm: float  # world z (LPS, mm) of the slice
     original: sitk.Image  # the image as read, in its stored orientation
 
@@ -99,8 +108,11 @@ def read_label_image(path: Path | str) -> sitk.Image:
     problem = _header_spacing_problem(path)
     if problem:
         raise InputError(problem, path, "re-export the mask with its pixel spacing (mm) in the header")
+    problem = _nifti_payload_problem(path)
+    if problem:
+        raise InputError(problem.replace("image holds", "mask holds"), path, "re-export the mask")
     try:
-        image = sitk.ReadImage(str(path))
+        image = _sitk_read(path)
     except RuntimeError:
         raise InputError("cannot read this mask file (unknown format or corrupt)", path,
                          "save the mask as .nii.gz, .mha or .nrrd") from None
@@ -128,7 +140,6 @@ def _header_spacing_problem(path: Path) -> str | None:
     try:
         if name.endswith((".nii", ".nii.gz")):
             import gzip
-            import struct
 
             opener = gzip.open if name.endswith(".gz") else open
             with opener(path, "rb") as handle:
@@ -151,13 +162,115 @@ def _header_spacing_problem(path: Path) -> str | None:
         elif name.endswith((".nrrd", ".nhdr", ".mha", ".mhd")):
             with open(path, "rb") as handle:
                 head = handle.read(8192).split(b"\n\n", 1)[0].decode("latin-1").lower()
+            first = head.split("\n", 1)[0]
+            if name.endswith((".nrrd", ".nhdr")) and not first.startswith("nrrd"):
+                return "not a NRRD file: the content does not match the name (another format renamed?)"
+            if name.endswith((".mha", ".mhd")) and "=" not in first:
+                return "not a MetaImage file: the content does not match the name (another format renamed?)"
             keys = {line.split(":", 1)[0].split("=", 1)[0].strip() for line in head.splitlines()}
             if name.endswith((".nrrd", ".nhdr")) and not keys & {"space directions", "spacings"}:
                 return "no voxel spacing in the NRRD header ('space directions' or 'spacings')"
             if name.endswith((".mha", ".mhd")) and not keys & {"elementspacing", "elementsize"}:
                 return "no ElementSpacing in the MetaImage header"
-    except (OSError, EOFError, ValueError):
+    except (OSError, EOFError, ValueError, struct.error):
         return None  # unreadable: SimpleITK's reader gives the error
+    return None
+
+
+#: The ITK reader each file ending must be read with: a PNG or a text file renamed .nii.gz is
+#: refused instead of being read by whichever reader recognises its bytes.
+_IMAGE_IO = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".mha": "MetaImageIO", ".mhd": "MetaImageIO",
+             ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO"}
+
+#: NIfTI datatype codes of floating-point voxels (float32, float64, float128).
+_NIFTI_FLOAT_TYPES = {16: "<f4", 64: "<f8"}
+
+
+def printable_path(path: Path | str) -> str:
+    """The path as text that can always be printed and written to UTF-8 files: bytes of a name
+    that is not UTF-8 (Linux allows any) are shown as \\xNN escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _sitk_name(path: Path, where: Path | None = None) -> str:
+    """The file name handed to SimpleITK/GDCM. A name that is not valid UTF-8 aborts the whole
+    Python process inside SimpleITK (no exception), so it is refused here first."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"file name {printable_path(Path(name).name)} is not valid UTF-8", printable_path(where or path),
+                         "rename the file (letters, digits, '_' and '-'), then run again") from None
+    return name
+
+
+def _sitk_read(path: Path) -> sitk.Image:
+    """sitk.ReadImage with the reader fixed by the file ending (RuntimeError when it does not fit)."""
+    reader = sitk.ImageFileReader()
+    io = _IMAGE_IO.get(_image_suffix(path) or "")
+    if io:
+        reader.SetImageIO(io)
+    reader.SetFileName(_sitk_name(path))
+    return reader.Execute()
+
+
+def _nifti_payload_problem(path: Path) -> str | None:
+    """What ITK's NIfTI reader would hide: a truncated voxel block (it fills the rest with zeros)
+    and NaN/Inf float voxels (it turns them into 0, which is water/muscle HU)."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        if name.endswith(".gz"):
+            with open(path, "rb") as raw:
+                if raw.read(2) != b"\x1f\x8b":
+                    return "not a NIfTI file: the name ends in .nii.gz but the content is not gzip-compressed " \
+                           "(another format renamed?)"
+        with opener(path, "rb") as handle:
+            head = handle.read(540)
+            for endian in "<>":
+                if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+                    dims = struct.unpack(endian + "8h", head[40:56])
+                    datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
+                    offset = int(struct.unpack(endian + "f", head[108:112])[0])
+                    slope_inter = struct.unpack(endian + "2f", head[112:120])
+                    header_size = 348
+                    break
+                if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+                    datatype, bitpix = struct.unpack(endian + "2h", head[12:16])
+                    dims = struct.unpack(endian + "8q", head[16:80])
+                    offset = struct.unpack(endian + "q", head[168:176])[0]
+                    slope_inter = struct.unpack(endian + "2d", head[176:192])
+                    header_size = 540
+                    break
+            else:
+                return None  # not NIfTI at all: the reader refuses it
+            ndim = dims[0]
+            if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix <= 0 or offset < header_size:
+                return "corrupt NIfTI header (dimensions, datatype or voxel offset)"
+            if not all(math.isfinite(v) for v in slope_inter):
+                return f"NIfTI scaling (scl_slope, scl_inter) {slope_inter} is not finite"
+            expected = int(np.prod(dims[1:ndim + 1], dtype=np.int64)) * bitpix // 8
+            dtype = np.dtype(_NIFTI_FLOAT_TYPES[datatype]).newbyteorder(endian) if datatype in _NIFTI_FLOAT_TYPES else None
+            handle.seek(offset)
+            got, pending, finite = 0, b"", True
+            while got < expected:
+                chunk = handle.read(min(1 << 22, expected - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+                if dtype is not None and finite:
+                    pending += chunk
+                    usable = len(pending) - len(pending) % dtype.itemsize
+                    finite = bool(np.all(np.isfinite(np.frombuffer(pending[:usable], dtype=dtype))))
+                    pending = pending[usable:]
+    except (OSError, EOFError, zlib.error, struct.error, ValueError, OverflowError):
+        return "corrupt or truncated NIfTI file (the compressed data ends early or is damaged)"
+    if got < expected:
+        return f"truncated NIfTI file: {got} of {expected} voxel bytes present"
+    if not finite:
+        return "image holds NaN or infinite voxel values"
     return None
 
 
@@ -165,11 +278,14 @@ def _read_sitk_file(path: Path) -> sitk.Image:
     problem = _header_spacing_problem(path)
     if problem:
         raise InputError(problem, path, "re-export the image with its pixel spacing (mm) in the header")
+    problem = _nifti_payload_problem(path)
+    if problem:
+        raise InputError(problem, path, "re-export the image from the original CT")
     try:
-        image = sitk.ReadImage(str(path))
+        image = _sitk_read(path)
     except RuntimeError:
-        raise InputError("cannot read this image file (corrupt, truncated or not an image)", path,
-                         "re-export the image") from None
+        raise InputError(f"cannot read this image file (corrupt, truncated, or not a {_image_suffix(path)} image)",
+                         path, "re-export the image in the format its name says (.nii.gz, .mha or .nrrd)") from None
     _check_dimensions(image, path)
     array = sitk.GetArrayViewFromImage(image)
     return _fresh(_hu_array(array), image)
@@ -259,31 +375,37 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
 
 def _read_header(path: Path, where: Path):
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+    except Exception as exc:  # untrusted bytes: pydicom raises many kinds; every one means "corrupt"
         raise InputError(f"corrupt or truncated DICOM file {path.name} ({type(exc).__name__})", where,
                          "re-export the series from PACS") from None
 
 
 def _read_dicom_files(where: Path, paths: list[Path]) -> sitk.Image:
     """Assemble DICOM files into one volume from their positions (UIDs may be empty)."""
-    images: list[_DicomFile] = []
-    for path in paths:
-        header = _read_header(path, where)
-        modality = str(header.get("Modality", "") or "").upper()
-        if modality in _NON_IMAGE_MODALITIES and len(paths) > 1:
-            continue  # a segmentation or report stored beside the series
-        images.append(_DicomFile(path, header))
-    if not images:
-        raise InputError("folder holds no DICOM images (only segmentations or reports)", where,
-                         "give the folder of the CT series")
-    for item in images:
-        _check_dicom_header(item, where)
-    _check_single_series(images, where)
-    ordered, spacing_z = _sort_and_check_stack(images, where)
+    try:
+        images: list[_DicomFile] = []
+        for path in paths:
+            header = _read_header(path, where)
+            modality = str(header.get("Modality", "") or "").upper()
+            if modality in _NON_IMAGE_MODALITIES and len(paths) > 1:
+                continue  # a segmentation or report stored beside the series
+            images.append(_DicomFile(path, header))
+        if not images:
+            raise InputError("folder holds no DICOM images (only segmentations or reports)", where,
+                             "give the folder of the CT series")
+        for item in images:
+            _check_dicom_header(item, where)
+        _check_single_series(images, where)
+        ordered, spacing_z = _sort_and_check_stack(images, where)
+    except InputError:
+        raise
+    except Exception as exc:  # pydicom parses element values lazily: a damaged value fails on first use
+        detail = " ".join(str(exc).split())[:80]
+        raise InputError(f"corrupt DICOM header values ({type(exc).__name__}: {detail})", where,
+                         "re-export the series from PACS") from None
     return _assemble(ordered, spacing_z, where)
 
 
@@ -309,6 +431,18 @@ def _check_dicom_header(item: _DicomFile, where: Path) -> None:
     if tilt not in (None, "") and abs(float(tilt)) > GANTRY_TILT_TOLERANCE_DEG:
         raise InputError(f"acquired with gantry tilt {float(tilt):.1f} degrees", where,
                          "reconstruct the series without tilt (axial, untilted) and try again")
+    if len(header.ImageOrientationPatient) != 6:
+        raise InputError(f"corrupt DICOM file {name} (ImageOrientationPatient needs 6 values)", where,
+                         "re-export the series from PACS")
+    normal = _orientation(header)[2]
+    if not np.all(np.isfinite(normal)) or np.linalg.norm(normal) < 0.5:
+        raise InputError(f"corrupt DICOM file {name} (ImageOrientationPatient is not two directions)", where,
+                         "re-export the series from PACS")
+    angle = math.degrees(math.acos(min(1.0, abs(float(normal[2])) / float(np.linalg.norm(normal)))))
+    if angle > 45.0:  # smaller angles: gantry tilt or oblique, told apart from the stack below
+        plane = "sagittal" if abs(normal[0]) > abs(normal[1]) else "coronal"
+        raise InputError(f"not an axial acquisition: the images are {plane} ({angle:.0f} degrees from axial)", where,
+                         "give the axial CT series (sarco measures muscle on axial slices)")
 
 
 def _orientation(header) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -393,12 +527,28 @@ def _assemble(images: list[_DicomFile], spacing_z: float, where: Path) -> sitk.I
     return image
 
 
+def _native_pixel_data_too_short(item: _DicomFile) -> bool:
+    """Uncompressed pixel data shorter than Rows x Columns (GDCM would pad it with memory garbage)."""
+    import pydicom
+
+    try:
+        if item.header.file_meta.TransferSyntaxUID.is_compressed:
+            return False
+        expected = (int(item.header.Rows) * int(item.header.Columns) * int(item.header.get("SamplesPerPixel", 1) or 1)
+                    * int(item.header.get("BitsAllocated", 16) or 16) // 8)
+        pixels = pydicom.dcmread(str(item.path), specific_tags=["PixelData"]).get("PixelData")
+    except Exception:  # unreadable pixel data element: corrupt
+        return True
+    return pixels is None or len(pixels) < expected
+
+
 def _read_dicom_pixels(item: _DicomFile, where: Path) -> np.ndarray:
     """Decode one slice in HU (GDCM applies slope/intercept); padding voxels become air."""
+    name = _sitk_name(item.path, where)
     try:
         reader = sitk.ImageFileReader()
         reader.SetImageIO("GDCMImageIO")
-        reader.SetFileName(str(item.path))
+        reader.SetFileName(name)
         array = sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError:
         raise InputError(f"corrupt or truncated DICOM file {item.path.name} (pixel data cannot be decoded)", where,
@@ -406,9 +556,13 @@ def _read_dicom_pixels(item: _DicomFile, where: Path) -> np.ndarray:
     header = item.header
     if array.ndim == 3:
         array = array[0]
-    if array.shape != (int(header.Rows), int(header.Columns)):
+    if array.shape != (int(header.Rows), int(header.Columns)) or _native_pixel_data_too_short(item):
         raise InputError(f"corrupt DICOM file {item.path.name} (pixel data does not match Rows x Columns)", where,
                          "re-export the series from PACS")
+    finite = np.isfinite(array) if np.issubdtype(array.dtype, np.floating) else True
+    if not np.all(finite) or np.abs(array).max(initial=0) > np.finfo(np.float32).max:
+        raise InputError(f"RescaleSlope/RescaleIntercept of {item.path.name} give infinite HU values", where,
+                         "re-export the series with a valid rescale slope and intercept")
     array = array.astype(np.float32)
     padding = header.get("PixelPaddingValue")
     if padding is not None and not isinstance(padding, (bytes, bytearray)):
@@ -483,6 +637,10 @@ def require_axial(image: sitk.Image, path: Path | str) -> None:
     flat = [k for k in range(3) if size[k] == 1]
     if flat and z_axis not in flat:
         raise InputError("a single sagittal or coronal slice, not an axial one", path, "give the axial L3 slice")
+    in_plane = [size[k] for k in range(3) if k != z_axis]
+    if min(in_plane) < MIN_AXIAL_PIXELS:
+        raise InputError(f"axial slices would be only {in_plane[0]} x {in_plane[1]} pixels: a stack of a few "
+                         "sagittal or coronal slices, not an axial CT", path, "give the axial CT series")
 
 
 def _reorient(image: sitk.Image) -> sitk.Image:
@@ -586,14 +744,26 @@ def load_axial_slice(path: Path | str, slice_index: int | None = None) -> tuple[
     else:
         if slice_index is None:
             raise InputError(f"volume with {n} slices: pass --l3-slice", path,
-                             f"give the L3 slice index (0 = most inferior slice, up to {n - 1})")
+                             f"give the L3 slice index as your viewer counts it along the file's slice axis (0..{n - 1})")
         if not 0 <= slice_index < n:
             raise InputError(f"--l3-slice {slice_index} outside the volume's 0..{n - 1}", path,
-                             "count slices from the most inferior one (0), upward")
-        index = int(slice_index)
+                             "count slices along the file's own slice axis, from 0")
+        index = canonical_slice_index(original, int(slice_index))
     slice_image = extract_axial_slice(canonical, index)
     z_mm = canonical.GetOrigin()[2] + index * canonical.GetSpacing()[2]
-    return slice_image, SliceSource(path=path, slice_index=index, n_slices=n, z_mm=float(z_mm), original=original)
+    return slice_image, SliceSource(path=path, slice_index=index, n_slices=n,
+                                    stored_index=canonical_slice_index(original, index), z_mm=float(z_mm),
+                                    original=original)
+
+
+def canonical_slice_index(image: sitk.Image, index: int) -> int:
+    """Map a slice index along the file's own head–foot axis to the canonical (LPS, 0 = most inferior)
+    index, or back: the map is its own inverse (identity, or a reversal when the file runs head→foot)."""
+    image3d = _as_3d(image)
+    direction = _direction(image3d)
+    stored_axis = int(np.argmax(np.abs(direction[2, :])))  # the stored axis that runs head–foot
+    n = image3d.GetSize()[stored_axis]
+    return n - 1 - index if direction[2, stored_axis] < 0 else index
 
 
 def mask_to_source_geometry(mask_slice: sitk.Image, source: SliceSource) -> sitk.Image:

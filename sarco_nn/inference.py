@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from sarco_nn.atomic import write_text_atomic
 from sarco_nn.errors import SarcoError
+from sarco_nn.image_io import printable_path
 from sarco_nn.workspace import Workspace
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm")
@@ -24,6 +25,7 @@ RESULT_COLUMNS = [
     "case_id", "status", "reason", "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
     "threshold_set", "threshold", "sarcopenic", "slice_index", "z_mm", "spacing_y_mm", "spacing_x_mm",
     "input", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
+    "l3_method", "l3_rule", "l3_confidence", "l3_slice_canonical", "l3_slab", "l3_thumbnail",
 ]
 
 
@@ -34,7 +36,7 @@ class Scan:
 
 
 def case_id_from_path(path: Path) -> str:
-    name = path.name
+    name = printable_path(path.name)  # a name that is not UTF-8 must not break results.csv
     for suffix in IMAGE_SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
@@ -50,11 +52,11 @@ def discover_scans(source: Path) -> list[Scan]:
     if source.is_file():
         return [Scan(case_id_from_path(source), source)]
     files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if p.name.lower().endswith(IMAGE_SUFFIXES[:-1])]
+    images = [p for p in files if p.name.lower().endswith(IMAGE_SUFFIXES)]
     series = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not images and not series and files:
-        return [Scan(source.name, source)]  # the folder itself is one DICOM series
-    scans = [Scan(case_id_from_path(p), p) for p in images] + [Scan(p.name, p) for p in series]
+        return [Scan(printable_path(source.name), source)]  # the folder itself is one DICOM series
+    scans = [Scan(case_id_from_path(p), p) for p in images] + [Scan(printable_path(p.name), p) for p in series]
     seen: dict[str, Path] = {}
     for scan in scans:
         if scan.case_id in seen:
@@ -107,17 +109,26 @@ def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> Non
 def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | int | None = None,
             trainer: str | None = None, preset: str | None = None, clinical_csv: Path | None = None,
             thresholds: str = "paper", fast: bool = False, device: str = "auto", l3_slice: int | None = None,
-            hu_gate: bool = False, overwrite: bool = False, progress: bool = True) -> tuple[Path, int]:
-    """Segment and measure every scan; return (results.csv path, number of failed cases)."""
+            hu_gate: bool = False, overwrite: bool = False, progress: bool = True, l3_csv: Path | None = None,
+            l3_from: Path | None = None, locator: str = "auto", l3_rule: str = "centroid", slab: int = 1,
+            l3_model_dir: Path | None = None) -> tuple[Path, int]:
+    """Segment and measure every scan; return (results.csv path, number of failed cases).
+
+    Whole volumes get their L3 slice from --l3-slice, an --l3-csv row, a vertebra mask (--l3-from),
+    or the L3 localizer (`sarco train-l3`, or TotalSegmentator when installed), in that order.
+    """
     import SimpleITK as sitk
 
     from sarco_nn.clinical import read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
-    from sarco_nn.image_io import load_axial_slice, mask_to_source_geometry
+    from sarco_nn.image_io import mask_to_source_geometry, to_canonical
+    from sarco_nn.l3.choose import l3_result_fields, load_l3_slice, read_l3_csv, vertebra_mask_for
+    from sarco_nn.l3.localizer import default_model_dir
+    from sarco_nn.l3.thumbnail import save_l3_thumbnail
     from sarco_nn.measure import measure_slice, smi
     from sarco_nn.model_store import build_predictor, find_model
     from sarco_nn.overlay import save_overlay
-    from sarco_nn.postprocessing import apply_postprocessing, load_postprocessing, postprocessing_functions
+    from sarco_nn.postprocessing import apply_postprocessing, ensure_postprocessing, postprocessing_functions
     from sarco_nn.thresholds import get_threshold_set
     from sarco_nn.training.run import resolve_device
 
@@ -125,10 +136,11 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     threshold_set = get_threshold_set(thresholds)
     clinical = read_clinical_csv(clinical_csv) if clinical_csv else {}
     model = find_model(workspace, dataset, trainer, preset)
-    decision = load_postprocessing(model)
+    decision = ensure_postprocessing(workspace, model)
     signature = {"model": str(model.folder), "folds": model.folds, "tta": not fast,
                  "postprocessing": (decision or {}).get("postprocessing_fns", []), "thresholds": thresholds,
-                 "hu_gate": hu_gate, "l3_slice": l3_slice}
+                 "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None,
+                 "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab}
     out_dir = Path(out_dir)
     _check_output_folder(out_dir, signature, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +157,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         else:
             todo.append(scan)
 
+    l3_rows = read_l3_csv(l3_csv) if l3_csv else {}
+    l3_dir = Path(l3_model_dir) if l3_model_dir else default_model_dir(workspace.root)
     torch_device = resolve_device(device)
     predictor = build_predictor(model, torch_device, use_mirroring=not fast) if todo else None
     pp_functions = postprocessing_functions(decision)
@@ -156,10 +170,16 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     from tqdm import tqdm
 
     for scan in tqdm(todo, desc="predict", unit="scan", disable=not progress):
-        row: dict[str, Any] = {"case_id": scan.case_id, "input": str(scan.path), **provenance,
+        row: dict[str, Any] = {"case_id": scan.case_id, "input": printable_path(scan.path), **provenance,
                                "tta": _fmt(not fast and predictor.use_mirroring), "threshold_set": threshold_set.name}
         try:
-            slice_image, source = load_axial_slice(scan.path, l3_slice)
+            slice_image, source, location = load_l3_slice(
+                scan.path, l3_slice, l3_rows.get(scan.case_id), vertebra_mask_for(l3_from, scan.case_id),
+                locator, l3_rule, l3_dir, slab)
+            thumbnail_rel = None
+            if source.n_slices > 1:
+                thumbnail_rel = Path("thumbnails") / f"{scan.case_id}.png"
+                save_l3_thumbnail(to_canonical(source.original), location, out_dir / thumbnail_rel, title=scan.case_id)
             ct = sitk.GetArrayFromImage(slice_image).astype("float32")  # (1, y, x)
             spacing_zyx = list(slice_image.GetSpacing())[::-1]
             seg = predictor.predict_single_npy_array(ct[None], {"spacing": spacing_zyx}, None, None, False)
@@ -167,7 +187,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             mask_slice = sitk.GetImageFromArray(seg)
             mask_slice.CopyInformation(slice_image)
             spacing_yx = (spacing_zyx[1], spacing_zyx[2])
-            measurement = measure_slice(seg[0], spacing_yx, ct[0], hu_gate=gate, slice_index=source.slice_index)
+            measurement = measure_slice(seg[0], spacing_yx, ct[0], hu_gate=gate, slice_index=source.stored_index)
             record = clinical.get(scan.case_id)
             sex = record.sex if record else None
             height = record.height_m if record else None
@@ -189,9 +209,10 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
                 "hu_gate": f"{gate[0]:g}..{gate[1]:g}" if gate else "off",
                 "sex": sex or "", "height_m": _fmt(height), "threshold": threshold_set.describe(sex, bmi),
                 "sarcopenic": _fmt(flag) if flag is not None else "unknown",
-                "slice_index": _fmt(source.slice_index), "z_mm": _fmt(source.z_mm),
+                "slice_index": _fmt(source.stored_index), "z_mm": _fmt(source.z_mm),
                 "spacing_y_mm": _fmt(spacing_yx[0], 4), "spacing_x_mm": _fmt(spacing_yx[1], 4),
                 "mask": str(mask_rel), "overlay": str(overlay_rel),
+                **l3_result_fields(location, slab, thumbnail_rel),
             })
         except Exception as exc:  # one bad scan must never stop a night's batch
             failures += 1

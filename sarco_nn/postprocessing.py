@@ -45,6 +45,15 @@ def load_postprocessing(model: TrainedModel) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def ensure_postprocessing(workspace: Workspace, model: TrainedModel) -> dict | None:
+    """The decision if made; made now when every trained fold has its validation predictions; else None."""
+    decision = load_postprocessing(model)
+    if decision is None and len(model.folds) >= 2 and model.folds != ["all"] and all(
+            (model.folder / f"fold_{f}" / "validation" / "summary.json").exists() for f in model.folds):
+        decision = determine_postprocessing(workspace, model)
+    return decision
+
+
 def postprocessing_functions(decision: dict | None) -> list[tuple[Callable, dict]]:
     """Only nnU-Net's own connected-component functions may be named in the decision."""
     if not decision:

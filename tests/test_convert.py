@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from sarco_nn.clinical import read_clinical_csv
 from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, SLICE_AXIS_SPACING_MM
 from sarco_nn.errors import InputError
 from sarco_nn.image_io import read_image, to_canonical
-from test_image_io import DATA, as_ras, make_image, muscle_of, needs_data, phantom_array, write
+from helpers import DATA, as_ras, make_image, muscle_of, needs_data, phantom_array, tree_digest, write
 
 CLINICAL_HEADER = "case_id,sex,height_m,weight_kg,age\n"
 
@@ -34,11 +33,6 @@ def add_case(drop: Path, case_id: str, image: sitk.Image, mask: sitk.Image | Non
     if mask is None:
         mask = _default_mask(image)
     write(mask, drop / "masks" / f"{case_id}{mask_ext}")
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -107,3 +107,38 @@ def test_baseline_trainer_and_model_choice(trained: Path):
 def test_retraining_a_finished_fold_is_refused(trained: Path):
     result = sarco("train", "all", "-w", "ws", cwd=trained, check=False)
     assert result.returncode == 2 and "--continue" in result.stderr
+
+
+def test_crossval_folds_postprocessing_and_ensemble(trained: Path):
+    for fold in ("0", "1"):
+        sarco("train", fold, "--trainer", "smit", "-w", "ws", cwd=trained)
+    model = trained / "ws" / "nnUNet_results" / "Dataset501_E2E" / "SarcoSMITTrainer__sarcoPlans_smoke__2d"
+    assert (model / "fold_0" / "validation" / "summary.json").exists()
+    out = sarco("postprocess", "--trainer", "smit", "-w", "ws", cwd=trained)
+    assert "cross-validation Dice" in out.stdout
+    decision = json.loads((model / "crossval_results_folds_0_1" / "postprocessing.json").read_text())
+    assert "postprocessing_fns" in decision
+    sarco("predict", "-i", "held/images", "-o", "pred_cv", "--trainer", "smit", "--fast", "-w", "ws", cwd=trained)
+    with open(trained / "pred_cv" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["folds"] for r in rows} == {"0+1"} and {r["status"] for r in rows} == {"ok"}
+    evaluation = sarco("evaluate", "--crossval", "--trainer", "smit", "-w", "ws", cwd=trained)
+    assert "fold 0" in evaluation.stdout and "fold 1" in evaluation.stdout
+
+
+def test_predict_on_whole_volumes_finds_l3_from_vertebra_masks(trained: Path):
+    write_dropin_dataset(trained / "vol", n_cases=2, seed=5, matrix=128, volumes=True)
+    sarco("predict", "-i", "vol/images", "-o", "pred_vol", "--l3-from", "vol/vertebrae", "--trainer", "smit",
+          "-w", "ws", cwd=trained)
+    with open(trained / "pred_vol" / "results.csv", newline="") as f:
+        rows = {r["case_id"]: r for r in csv.DictReader(f)}
+    with open(trained / "vol" / "truth.csv", newline="") as f:
+        truth = {r["case_id"]: int(r["l3_slice_index"]) for r in csv.DictReader(f)}
+    for case, row in rows.items():
+        assert row["status"] == "ok" and row["l3_method"] == "vertebrae"
+        assert abs(int(row["slice_index"]) - truth[case]) <= 3
+        assert (trained / "pred_vol" / row["l3_thumbnail"]).is_file()
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(trained / "pred_vol" / row["mask"])))
+        image = sitk.ReadImage(str(trained / "vol" / "images" / f"{case}.nii.gz"))
+        assert mask.shape == sitk.GetArrayFromImage(image).shape
+        assert set(np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]) <= {int(row["slice_index"])}

@@ -127,11 +127,14 @@ def _read_clinical(clinical_csv: Path | None, problems: _Problems) -> dict | Non
     from sarco_nn.clinical import read_clinical_csv
     from sarco_nn.errors import ClinicalDataError
 
-    try:
-        return read_clinical_csv(Path(clinical_csv))
+    try:  # lenient: one bad row must not cost the classification of every other case
+        records = read_clinical_csv(Path(clinical_csv), strict=False)
     except ClinicalDataError as exc:  # segmentation and SMA agreement are still worth reporting
         problems.add("clinical.csv unusable, classification skipped", str(exc))
         return None
+    for problem in records.problems:
+        problems.add(f"{clinical_csv}: values ignored (those cases not classified)", problem)
+    return records
 
 
 # ---------------------------------------------------------------------------- one case
@@ -149,9 +152,22 @@ def _annotated_slice(ref_stack, label: int, case_id: str) -> int:
                      "evaluation expects one annotated L3 slice per case")
 
 
+def _require_label(image, label: int, path: Path) -> None:
+    """A mask with voxels but none of `label` (e.g. muscle saved as 255) would silently read as empty."""
+    import SimpleITK as sitk
+
+    values = np.unique(sitk.GetArrayViewFromImage(image))
+    others = [int(v) for v in values if v not in (0, label)]
+    if others and label not in values:
+        raise InputError(f"mask holds label value(s) {others[:5]} but no voxel of the muscle label {label}", path=path,
+                         fix=f"save muscle as {label} (0 = background).")
+
+
 def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, label: int, problems: _Problems) -> dict:
     pred_img = read_label_image(case.prediction)
     ref_img = read_label_image(case.reference)
+    _require_label(pred_img, label, case.prediction)
+    _require_label(ref_img, label, case.reference)
     check_same_grid(pred_img, ref_img, str(case.prediction), str(case.reference))
     ref_stack, pred_stack = axial_stack(ref_img, str(case.reference)), axial_stack(pred_img, str(case.prediction))
     z = _annotated_slice(ref_stack, label, case.case_id)
@@ -452,6 +468,9 @@ def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     name, models = crossval_model_dirs(ws, dataset)
     if trainer is not None:
+        from sarco_nn.training.trainers import TRAINERS  # `smit` / `nnunet` / `resenc` → class name
+
+        trainer = TRAINERS.get(trainer, trainer)
         models = [m for m in models if trainer in m.name]
     if not models:
         raise SarcoError(f"no cross-validation predictions (fold_k/validation) for {name} in {ws.results / name}",

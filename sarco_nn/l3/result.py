@@ -26,6 +26,8 @@ class L3Location:
     method: which locator answered ("vertebrae", "model", "totalsegmentator", "user", "csv", "single-slice").
     rule: "centroid" or "max-area" for label-based methods, "" otherwise.
     confidence: 1.0 for labels and user input; the localizer's probability mass at the level for "model".
+    stored_index: the same slice counted along the file's own slice axis (what a viewer shows, and what
+        --l3-slice / --l3-csv take; see image_io.canonical_slice_index); None when no file geometry is known.
     """
 
     slice_index: int
@@ -33,6 +35,7 @@ class L3Location:
     method: str
     rule: str = ""
     confidence: float = 1.0
+    stored_index: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

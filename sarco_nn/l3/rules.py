@@ -102,7 +102,7 @@ def read_vertebra_mask(mask: sitk.Image | str | Path) -> tuple[sitk.Image, str]:
 def locate_from_vertebrae(mask: sitk.Image | str | Path, image: sitk.Image | None = None,
                           rule: str = "centroid") -> L3Location:
     """L3 level from a vertebra label map on the CT's grid (checked when `image` is given)."""
-    from sarco_nn.image_io import check_same_grid, to_canonical
+    from sarco_nn.image_io import canonical_slice_index, check_same_grid, to_canonical
 
     check_rule(rule)
     labels, name = read_vertebra_mask(mask)
@@ -116,4 +116,5 @@ def locate_from_vertebrae(mask: sitk.Image | str | Path, image: sitk.Image | Non
                          f"give TotalSegmentator vertebra labels (L3 = {L3_LABEL}) or its output folder")
     index = l3_index_from_labels(array, rule, name)
     z_mm = canonical.GetOrigin()[2] + index * canonical.GetSpacing()[2]
-    return L3Location(slice_index=index, z_mm=float(z_mm), method="vertebrae", rule=rule, confidence=1.0)
+    return L3Location(slice_index=index, z_mm=float(z_mm), method="vertebrae", rule=rule, confidence=1.0,
+                      stored_index=canonical_slice_index(labels, index))

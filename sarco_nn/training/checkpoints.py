@@ -14,8 +14,9 @@ from sarco_nn.errors import InputError
 
 # nnU-Net checkpoints hold numpy scalars in their logs and a torch.device in init_args; these are
 # plain data, allow-listed explicitly rather than turning weights_only off.
-_SAFE_GLOBALS = [np.core.multiarray.scalar, np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType,
-                 np.dtypes.Int64DType, np.ndarray, np.core.multiarray._reconstruct]
+_NP_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+_SAFE_GLOBALS = [_NP_CORE.multiarray.scalar, np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType,
+                 np.dtypes.Int64DType, np.ndarray, _NP_CORE.multiarray._reconstruct]
 
 
 def load_trainer_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:

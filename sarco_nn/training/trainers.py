@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,6 +146,16 @@ class SarcoTrainerBase(nnUNetTrainer):
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written beside the target and renamed: a run killed while saving never
+        leaves a half-written checkpoint_latest.pth for `--continue` to choke on."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)
+        from sarco_nn.atomic import atomic_path
+
+        with atomic_path(Path(filename)) as tmp:
+            super().save_checkpoint(str(tmp))
 
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,

@@ -1,0 +1,68 @@
+"""Builders shared by several test files: small synthetic CT volumes in HU, their muscle masks,
+and where the real CT test data lives. Plain functions (not fixtures) so any test can call them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+#: Real CT test data (read-only), beside the repository; tests that need it skip only when it is absent.
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data (real CT test data) is absent")
+
+
+def phantom_array(nz: int = 4, ny: int = 40, nx: int = 48, seed: int = 0) -> np.ndarray:
+    """A small abdominal-like volume in HU (air, fat, muscle ring, bone), varying along z and x."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:nz, :ny, :nx]
+    cy, cx = ny / 2, nx / 2
+    r = np.sqrt(((y - cy) / (ny * 0.42)) ** 2 + ((x - cx) / (nx * 0.45)) ** 2)
+    hu = np.full((nz, ny, nx), -1000, np.int16)
+    hu[r < 1.0] = -100  # fat
+    hu[(r < 0.8) & (r > 0.55)] = 45  # muscle ring
+    hu[r < 0.2] = 700  # bone
+    hu += (z * 3 + (x > cx) * 7).astype(np.int16)  # make slices and left/right distinguishable
+    hu += rng.integers(-5, 6, hu.shape).astype(np.int16)
+    return hu
+
+
+def muscle_of(hu: np.ndarray) -> np.ndarray:
+    return ((hu > 20) & (hu < 150)).astype(np.uint8)
+
+
+def make_image(array: np.ndarray, spacing=(0.7, 0.8, 2.5), origin=(-10.0, -20.0, 100.0), direction=None) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing[: image.GetDimension()])
+    image.SetOrigin(origin[: image.GetDimension()])
+    if direction is not None:
+        image.SetDirection(direction)
+    return image
+
+
+def as_ras(image: sitk.Image) -> sitk.Image:
+    """The same world content stored RAS (x and y flipped), as NIfTI tools write it."""
+    array = sitk.GetArrayFromImage(image)[:, ::-1, ::-1]
+    nx, ny, _ = image.GetSize()
+    sx, sy, _ = image.GetSpacing()
+    ox, oy, oz = image.GetOrigin()
+    ras = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    ras.SetSpacing(image.GetSpacing())
+    ras.SetOrigin((ox + (nx - 1) * sx, oy + (ny - 1) * sy, oz))
+    ras.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    return ras
+
+
+def write(image: sitk.Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file below `folder`: equal digests mean nothing was touched."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}

@@ -1,0 +1,121 @@
+"""Interrupted work resumes, inputs are never touched, another model's results are never overwritten.
+
+Real `sarco` subprocesses are killed with SIGKILL (no cleanup handler runs) and restarted with the
+same arguments; the resumed outputs must equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import sarco_popen, sarco_subprocess
+from helpers import tree_digest
+
+pytestmark = pytest.mark.slow
+
+#: results.csv columns that must agree between a resumed and an uninterrupted run.
+COMPARED = ("case_id", "status", "sma_cm2", "muscle_hu_mean", "slice_index", "spacing_y_mm", "spacing_x_mm", "mask")
+
+
+def _kill_when(process, ready, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            pytest.fail(f"process ended (exit {process.returncode}) before it could be killed")
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail("the awaited output never appeared")
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the command and its worker processes, no cleanup
+    process.wait(timeout=30)
+
+
+def _ok(path: Path) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [row["case_id"] for row in csv.DictReader(handle) if row["status"] == "ok"]
+    except (OSError, KeyError):
+        return []
+
+
+def _rows(path: Path) -> dict[str, dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["case_id"]: {k: row[k] for k in COMPARED} for row in csv.DictReader(handle)}
+
+
+def test_killed_predict_resumes_and_equals_an_uninterrupted_run(tiny_model, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(tiny_model.held / "images", images)
+    before = tree_digest(images)
+    args = ["-i", images, "--fast", "--device", "cpu", "--clinical", tiny_model.held / "clinical.csv",
+            "-w", tiny_model.workspace]
+    resumed = tmp_path / "resumed"
+    masks = resumed / "masks"
+    process = sarco_popen("predict", "-o", resumed, *args)
+    # finished = recorded as ok in results.csv (a mask without its row is redone, by design)
+    _kill_when(process, lambda: len(_ok(resumed / "results.csv")) >= 1)
+    finished = {f"{case}.nii.gz" for case in _ok(resumed / "results.csv")}
+    n_cases = len(list(images.iterdir()))
+    assert 1 <= len(finished) < n_cases, "the run was not interrupted midway"
+    stamps = {name: (masks / name).stat().st_mtime_ns for name in finished}
+
+    again = sarco_subprocess("predict", "-o", resumed, *args)
+    assert again.code == 0, again.output
+    assert {name: (masks / name).stat().st_mtime_ns for name in finished} == stamps, "finished cases were redone"
+    assert not [p.name for p in masks.iterdir() if p.name.startswith(".")], "a partial file was left behind"
+
+    straight = tmp_path / "straight"
+    once = sarco_subprocess("predict", "-o", straight, *args)
+    assert once.code == 0, once.output
+    assert _rows(resumed / "results.csv") == _rows(straight / "results.csv")
+    for mask in (straight / "masks").iterdir():
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(masks / mask.name)))
+        assert np.array_equal(a, b), mask.name
+    assert tree_digest(images) == before, "predict modified its inputs"
+
+    # the same folder with other settings (another model's results) is refused unless --overwrite
+    other = sarco_subprocess("predict", "-o", resumed, *[a for a in args if a != "--fast"])
+    assert other.code == 2 and len(other.error_lines()) == 1 and "--overwrite" in other.output, other.output
+    assert _rows(resumed / "results.csv") == _rows(straight / "results.csv")
+
+
+def test_predict_refuses_a_foreign_output_folder(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's work")
+    scan = sorted((tiny_model.held / "images").iterdir())[0]
+    result = sarco_subprocess("predict", "-i", scan, "-o", out, "--fast", "-w", tiny_model.workspace)
+    assert result.code == 2 and len(result.error_lines()) == 1 and str(out) in result.error_lines()[0], result.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_killed_training_resumes_with_continue(tiny_model, tmp_path):
+    """SIGKILL after the first epoch's checkpoint_latest, then `sarco train all --continue` finishes."""
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_model.workspace / "nnUNet_raw", ws / "nnUNet_raw")
+    shutil.copytree(tiny_model.workspace / "nnUNet_preprocessed", ws / "nnUNet_preprocessed")
+    raw_before = tree_digest(ws / "nnUNet_raw")
+    args = ["train", "all", "--trainer", "smit", "--device", "cpu", "--epochs", "4", "-w", ws]
+    fold = ws / "nnUNet_results" / "Dataset501_Tiny" / "SarcoSMITTrainer__sarcoPlans_smoke__2d" / "fold_all"
+    process = sarco_popen(*args)
+    _kill_when(process, lambda: (fold / "checkpoint_latest.pth").is_file())
+    assert not (fold / "checkpoint_final.pth").exists(), "training finished before it was killed"
+
+    resumed = sarco_subprocess(*args, "--continue", timeout=400)
+    assert resumed.code == 0, resumed.output
+    assert "Epoch 0\n" not in resumed.stdout and "Epoch 3" in resumed.stdout, "training did not resume"
+    assert (fold / "checkpoint_final.pth").is_file()
+    provenance = json.loads((fold / "sarco_provenance.json").read_text())
+    assert provenance["epochs_done"] == 4
+    assert tree_digest(ws / "nnUNet_raw") == raw_before
