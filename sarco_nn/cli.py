@@ -180,10 +180,12 @@ def _register_command_modules() -> None:
     from sarco_nn.commands.evaluate_cmd import evaluate
     from sarco_nn.commands.l3_cmd import locate, train_l3
     from sarco_nn.commands.measure_cmd import measure
+    from sarco_nn.commands.pretrain_cmd import pretrain
 
     app.command()(measure)
     app.command()(evaluate)
     app.command("check-weights")(check_weights)
+    app.command()(pretrain)
     app.command("locate-l3")(locate)
     app.command("train-l3")(train_l3)
     app.add_typer(classify_app, name="classify", help="Image-level sarcopenia classifier baseline (DenseNet/ResNet/Inception).")

@@ -11,3 +11,4 @@ Modules: `config` (every hyper-parameter, official defaults), `data` (streaming 
 `masking`, `model` (student/teacher network: encoder + mask token + heads), `heads`, `losses`,
 `ema`, `trainer` (loop, checkpoints, DDP), `card` (card.json, loss curve).
 Nothing here imports torch at package import time, so `sarco --help` stays fast.
+"""

@@ -1,0 +1,107 @@
+"""Every pretraining hyper-parameter in one place, with the official SMIT defaults.
+
+Official values (The-Veeraraghavan-Lab/SMIT `train_self_supervised.py`, `Cls_Patch_Loss`,
+`MaskGenerator`, `iBOTHead_w_Cls_Token`): 2 mm resampling, 96^3 crops, two views per volume,
+70 % of 16^3-voxel blocks masked, loss weights 1 (reconstruction) / 0.1 (image-level) /
+0.1 (patch-level), heads of 8192 outputs (hidden 2048, bottleneck 256), student temperature
+0.1, teacher temperature 0.04 -> 0.07 over 30 epochs (patch teacher: held at 0.04 until epoch
+30, then the same warm-up), centre momentum 0.9, EMA momentum 0.996 -> 1 (cosine), AdamW at
+1e-4 x batch (batch 6), linear warm-up 20 epochs then cosine, 500 epochs, last layer of the
+heads frozen during the first epoch. No torch import here: the CLI reads these defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+#: Official 3D resampling (mm, isotropic).
+OFFICIAL_SPACING_3D_MM = 2.0
+#: In-plane spacing of 2D pretraining when none is given: the reference study's 1.5 mm (the `cpu`
+#: plan preset). Give `--spacing` equal to your plan's target spacing when it differs.
+DEFAULT_SPACING_2D_MM = 1.5
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining settings. `encoder` holds SMITConfig fields (None: Trans-Small)."""
+
+    dims: int = 2
+    crop_size: int = 96
+    spacing_mm: float | None = None  # None: 2.0 (3D, official) or 1.5 in-plane (2D)
+    epochs: int = 500
+    steps_per_epoch: int | None = None  # None: one pass over the volumes per epoch, as the official loader
+    batch_size: int = 6
+    lr_per_sample: float = 1e-4  # lr = lr_per_sample x global batch size
+    weight_decay: float = 0.01  # torch AdamW default, what the official script gets
+    warmup_epochs: int = 20
+    min_lr: float = 0.0
+    # masking
+    mask_ratio: float = 0.7
+    mask_block: int = 16  # voxels per block edge
+    # losses
+    rec_weight: float = 1.0
+    cls_weight: float = 0.1
+    patch_weight: float = 0.1
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.07
+    warmup_teacher_patch_temp: float = 0.04
+    teacher_patch_temp: float = 0.07
+    teacher_temp_warmup_epochs: int = 30
+    patch_temp_start_epoch: int = 30  # official `pred_start_epoch` (mim_start_epoch)
+    center_momentum: float = 0.9
+    # teacher
+    momentum_teacher: float = 0.996
+    freeze_last_layer_epochs: int = 1
+    # heads
+    out_dim: int = 8192
+    patch_out_dim: int = 8192
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    # data
+    samples_per_read: int = 1  # consecutive samples cut from one read volume (official: 1, both views from it)
+    cache_volumes: int = 4  # preprocessed volumes kept per loader process (streaming: never the whole archive)
+    min_body_area_cm2: float = 250.0  # 2D: slices with at least this much body (abdomen, not neck/head)
+    intensity_jitter: float = 0.1  # view augmentation: scale in 1 +- j, shift in +- j/2 (window units)
+    seed: int = 123  # official set_determinism(seed=123)
+    encoder: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {self.dims}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.crop_size % self.mask_block:
+            raise ValueError(f"crop size {self.crop_size} is not a multiple of the mask block {self.mask_block}")
+        if self.batch_size < 1 or self.epochs < 1 or self.samples_per_read < 1:
+            raise ValueError("batch size, epochs and samples per read must be at least 1")
+
+    @property
+    def spacing(self) -> float:
+        if self.spacing_mm is not None:
+            return float(self.spacing_mm)
+        return OFFICIAL_SPACING_3D_MM if self.dims == 3 else DEFAULT_SPACING_2D_MM
+
+    def smit_config(self):
+        from sarco_nn.models.smit import TRANS_SMALL, SMITConfig
+
+        if not self.encoder:
+            return TRANS_SMALL
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.encoder.items()}
+        return SMITConfig(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["spacing_mm"] = self.spacing
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PretrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def defaults() -> PretrainConfig:
+    """The official defaults (what every CLI option starts from)."""
+    return PretrainConfig()
