@@ -142,3 +142,20 @@ def test_predict_on_whole_volumes_finds_l3_from_vertebra_masks(trained: Path):
         image = sitk.ReadImage(str(trained / "vol" / "images" / f"{case}.nii.gz"))
         assert mask.shape == sitk.GetArrayFromImage(image).shape
         assert set(np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]) <= {int(row["slice_index"])}
+
+
+def test_preset_file_with_deep_supervision_trains_and_predicts(trained: Path):
+    preset = json.loads((Path(__file__).resolve().parents[1] / "plans" / "smoke.json").read_text())
+    preset["name"] = "smokeds"
+    preset["trainer_overrides"]["smit"]["deep_supervision"] = True
+    (trained / "smokeds.json").write_text(json.dumps(preset))
+    sarco("plan", "E2E", "--preset", "smokeds.json", "-w", "ws", cwd=trained)
+    out = sarco("train", "all", "--preset", "smokeds", "-w", "ws", cwd=trained)
+    assert "fold all done" in out.stdout
+    model = trained / "ws" / "nnUNet_results" / "Dataset501_E2E" / "SarcoSMITTrainer__sarcoPlans_smokeds__2d"
+    plans = json.loads((model / "plans.json").read_text())
+    assert plans["sarco"]["preset"]["trainer_overrides"]["smit"]["deep_supervision"] is True
+    sarco("predict", "-i", "held/images", "-o", "pred_ds", "--preset", "smokeds", "--trainer", "smit", "-w", "ws",
+          cwd=trained)
+    with open(trained / "pred_ds" / "results.csv", newline="") as f:
+        assert {r["status"] for r in csv.DictReader(f)} == {"ok"}

@@ -195,8 +195,8 @@ class SarcoResEncTrainer(SarcoTrainerBase):
 class SarcoSMITTrainer(SarcoTrainerBase):
     """SMIT student (Swin encoder + conv decoder), AdamW with warm-up + cosine, optional layer-wise lr decay.
 
-    Deep supervision is off: the SMIT decoder predicts at full resolution only, and nnU-Net's loss
-    is then built without its deep-supervision wrapper, so network and loss always agree.
+    Deep supervision follows the preset (`deep_supervision`, default off); when on, the loss targets
+    use the network's own output scales, so network and nnU-Net's loss always agree.
     """
 
     trainer_key = "smit"
@@ -204,7 +204,7 @@ class SarcoSMITTrainer(SarcoTrainerBase):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.enable_deep_supervision = False
+        self.enable_deep_supervision = bool(self.settings.get("deep_supervision", False))
         self.layer_decay = float(self.settings.get("layer_decay", 1.0))
         self.warmup_fraction = float(self.settings.get("warmup_fraction", 0.05))
 
@@ -215,10 +215,24 @@ class SarcoSMITTrainer(SarcoTrainerBase):
         from sarco_nn.models.smit import build_smit_for_plans
 
         return build_smit_for_plans(num_input_channels, num_output_channels, configuration_manager.patch_size,
-                                    deep_supervision=False)
+                                    deep_supervision=enable_deep_supervision)
+
+    def _smit(self):
+        network = self.network.module if self.is_ddp else self.network
+        return getattr(network, "_orig_mod", network)
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision:
+            return None
+        from sarco_nn.models.smit import SMITSegNet
+
+        network = self._smit() if self.network is not None else None
+        if network is None:  # scales are needed before the network exists only for its default config
+            network = SMITSegNet(1, 2, len(self.configuration_manager.patch_size))
+        return network.deep_supervision_scales
 
     def set_deep_supervision_enabled(self, enabled: bool):
-        return None
+        self._smit().set_deep_supervision(enabled)
 
     def _param_groups(self) -> list[dict]:
         """Layer-wise lr decay for a pretrained encoder: the patch embedding (depth 0) and Swin stages
