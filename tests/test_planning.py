@@ -25,7 +25,7 @@ def test_presets_ship_and_load():
     assert {"default", "cpu", "smoke"} <= set(available_presets())
     cpu = load_preset("cpu")
     assert cpu["target_spacing_mm"] == 1.5
-    assert training_settings(cpu, "smit")["initial_lr"] == pytest.approx(3e-4)
+    assert training_settings(cpu, "smit")["initial_lr"] == pytest.approx(1e-3)
     assert training_settings(cpu, "nnunet")["initial_lr"] == pytest.approx(1e-2)
 
 
