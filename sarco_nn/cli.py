@@ -194,13 +194,18 @@ def _register_command_modules() -> None:
 _register_command_modules()
 
 
-def main() -> None:
-    """Entry point: user errors become one line on stderr (exit 2), never a traceback."""
+def run_app(typer_app: typer.Typer) -> None:
+    """Run a typer app so that user errors become one line on stderr (exit 2), never a traceback."""
     try:
-        app()
+        typer_app()
     except SarcoError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def main() -> None:
+    """Entry point of the `sarco` console script."""
+    run_app(app)
 
 
 if __name__ == "__main__":

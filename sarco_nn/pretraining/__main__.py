@@ -5,22 +5,16 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
+from sarco_nn.cli import run_app
 from sarco_nn.commands.pretrain_cmd import pretrain
-from sarco_nn.errors import SarcoError
 
 
 def main() -> None:
     app = typer.Typer(add_completion=False)
     app.command()(pretrain)
-    try:
-        app()
-    except SarcoError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run_app(app)
 
 
 if __name__ == "__main__":
