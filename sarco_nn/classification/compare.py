@@ -13,8 +13,6 @@ Writes comparison.md, comparison.csv (per fold and pooled) and comparison_cases.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -171,34 +169,18 @@ def compare(workspace=None, dataset: str | int | None = None, arch: str | None =
     return summary
 
 
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 def _write_table_csv(rows: list[dict], path: Path) -> None:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(TABLE_COLUMNS)
-    for row in rows:
-        flat = {**row, **{f"{m}_ci_low": row[f"{m}_ci"][0] for m in METRICS},
-                **{f"{m}_ci_high": row[f"{m}_ci"][1] for m in METRICS}}
-        writer.writerow([_cell(flat.get(col)) for col in TABLE_COLUMNS])
-    write_text_atomic(path, out.getvalue())
+    from sarco_nn.evaluation.report import write_csv
+
+    flat = [{**row, **{f"{m}_ci_low": row[f"{m}_ci"][0] for m in METRICS},
+             **{f"{m}_ci_high": row[f"{m}_ci"][1] for m in METRICS}} for row in rows]
+    write_csv(path, TABLE_COLUMNS, flat)
 
 
 def _write_cases_csv(cases: list[dict], path: Path) -> None:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CASE_COLUMNS)
-    for case in cases:
-        writer.writerow([_cell(case.get(col)) for col in CASE_COLUMNS])
-    write_text_atomic(path, out.getvalue())
+    from sarco_nn.evaluation.report import write_csv
+
+    write_csv(path, CASE_COLUMNS, cases)
 
 
 def _pct(value, ci=None) -> str:

@@ -67,7 +67,8 @@ def write_summary_json(summary: dict, path: Path) -> None:
     atomic_write_text(path, json.dumps(clean_json(summary), indent=2, ensure_ascii=False) + "\n")
 
 
-def _csv_cell(value) -> str:
+def csv_cell(value) -> str:
+    """One CSV cell in sarco's convention: empty for missing/NaN, yes/no, floats to 6 significant digits."""
     value = clean_json(value)
     if value is None:
         return ""
@@ -78,13 +79,18 @@ def _csv_cell(value) -> str:
     return str(value)
 
 
-def write_cases_csv(rows: list[dict], path: Path) -> None:
+def write_csv(path: Path, columns, rows: list[dict]) -> None:
+    """A table of dicts as CSV (columns in the given order), written atomically."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CASE_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_cell(row.get(col)) for col in CASE_COLUMNS])
+        writer.writerow([csv_cell(row.get(col)) for col in columns])
     atomic_write_text(path, out.getvalue())
+
+
+def write_cases_csv(rows: list[dict], path: Path) -> None:
+    write_csv(path, CASE_COLUMNS, rows)
 
 
 def _fmt(value, digits: int = 2, percent: bool = False) -> str:
