@@ -2,18 +2,24 @@
 
 One training iteration = forward + backward + AdamW step at batch 2 (deep supervision on, the
 nnU-Net training setting), for the 2D L3 configuration (256^2) and a 3D crop (96^3 by default).
+Each network is timed in float32 and in mixed precision: bf16 autocast on CPU (attached the way
+the trainers do it, preset field `cpu_bf16`), fp16 autocast on CUDA (what nnU-Net uses there).
+Networks: the official Trans-Small, and every preset in plans/ that names a different one.
 Run:  python bench/model_bench.py [--device cuda] [--threads 2] [--iters 3] [--size3d 96]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sarco_nn.models.smit import TRANS_SMALL, SMITSegNet, count_parameters
+from sarco_nn.models.smit import TRANS_SMALL, SMITConfig, SMITSegNet, count_parameters
+from sarco_nn.presets import available_presets, load_preset, training_settings
+from sarco_nn.training.cpu_autocast import attach_cpu_bf16_autocast, cpu_bf16_supported
 
 
 def _loss(out) -> torch.Tensor:
@@ -21,27 +27,50 @@ def _loss(out) -> torch.Tensor:
     return sum(o.float().square().mean() / 2**i for i, o in enumerate(outs))
 
 
-def bench(dims: int, size: int, device: str, iters: int, batch: int = 2) -> dict:
-    net = SMITSegNet(1, 2, dims, TRANS_SMALL, deep_supervision=True).to(device)
+def networks() -> dict[str, SMITConfig]:
+    """Trans-Small plus each distinct network a preset asks for (named after the first such preset)."""
+    found = {"Trans-Small": TRANS_SMALL}
+    for name in available_presets():
+        config = SMITConfig.from_dict(training_settings(load_preset(name), "smit").get("network"))
+        if config not in found.values():
+            found[f"{name} preset (embed {config.embed_dim})"] = config
+    return found
+
+
+def bench(config: SMITConfig, dims: int, size: int, device: str, iters: int, mixed: bool, batch: int = 2) -> dict:
+    net = SMITSegNet(1, 2, dims, config, deep_supervision=True).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-5)
     x = torch.randn(batch, 1, *([size] * dims), device=device)
     with FlopCounterMode(display=False) as fc:
         net(x[:1])
     fwd_flops = fc.get_total_flops()
+    cuda = device.startswith("cuda")
+    if mixed and not cuda:
+        attach_cpu_bf16_autocast(net)
+    scaler = torch.amp.GradScaler("cuda") if mixed and cuda else None
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        _loss(net(x)).backward()
+        context = torch.autocast("cuda", dtype=torch.float16) if scaler else contextlib.nullcontext()
+        with context:
+            loss = _loss(net(x))
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-        opt.step()
+        scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
 
     step()  # warm-up (allocations, cudnn autotune)
-    if device.startswith("cuda"):
+    if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(iters):
         step()
-    if device.startswith("cuda"):
+    if cuda:
         torch.cuda.synchronize()
     return {"dims": dims, "size": size, "params": count_parameters(net), "encoder_params": count_parameters(net.encoder),
             "gflops_fwd_per_sample": fwd_flops / 1e9, "s_per_iter": (time.perf_counter() - t0) / iters}
@@ -58,15 +87,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = [bench(2, args.size2d, args.device, args.iters)]
-    if not args.skip3d:
-        rows.append(bench(3, args.size3d, args.device, args.iters))
-    print(f"SMIT Trans-Small on {args.device} ({args.threads} threads), batch 2, fwd+bwd+AdamW step, deep supervision")
-    print(f"{'config':<12}{'params':>12}{'encoder':>12}{'GFLOPs/fwd':>12}{'s/iter':>10}")
-    for r in rows:
-        name = f"{r['dims']}D {r['size']}" + ("²" if r["dims"] == 2 else "³")
-        print(f"{name:<12}{r['params'] / 1e6:>11.2f}M{r['encoder_params'] / 1e6:>11.2f}M"
-              f"{r['gflops_fwd_per_sample']:>12.1f}{r['s_per_iter']:>10.2f}")
+    cuda = args.device.startswith("cuda")
+    precisions = ["fp32"] + (["fp16 autocast"] if cuda else ["bf16 autocast"] if cpu_bf16_supported() else [])
+    print(f"SMIT on {args.device} ({args.threads} threads), batch 2, fwd+bwd+AdamW step, deep supervision")
+    print(f"{'network':<30}{'config':<10}{'params':>9}{'encoder':>9}{'GFLOPs/fwd':>11}"
+          + "".join(f"{'s/iter ' + p:>20}" for p in precisions))
+    for label, config in networks().items():
+        shapes = [(2, args.size2d)] + ([] if args.skip3d else [(3, args.size3d)])
+        for dims, size in shapes:
+            rows = [bench(config, dims, size, args.device, args.iters, mixed=p != "fp32") for p in precisions]
+            r = rows[0]
+            name = f"{dims}D {size}" + ("²" if dims == 2 else "³")
+            print(f"{label:<30}{name:<10}{r['params'] / 1e6:>8.2f}M{r['encoder_params'] / 1e6:>8.2f}M"
+                  f"{r['gflops_fwd_per_sample']:>11.1f}" + "".join(f"{x['s_per_iter']:>20.2f}" for x in rows))
 
 
 if __name__ == "__main__":

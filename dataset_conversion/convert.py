@@ -307,6 +307,8 @@ def _write_metadata(staging: Path, name: str, drop_dir: Path, manifest: list[dic
             "sarco_nn_version": __version__,
             "slice_axis_spacing_mm": SLICE_AXIS_SPACING_MM,
             "n_source_cases": len({row["source_case_id"] for row in manifest}),
+            # manifest image paths are relative to it: lets `sarco train-l3` find the volumes again
+            "source_dir": str(drop_dir.resolve()),
         },
     }
     (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n", encoding="utf-8")

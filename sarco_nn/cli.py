@@ -73,9 +73,10 @@ def plan(dataset: Optional[str] = typer.Argument(None, help="Dataset id or name 
     from sarco_nn.planning import plan_dataset
     from sarco_nn.presets import load_preset, plans_identifier
 
+    preset_name = load_preset(preset)["name"]  # refuse an unknown preset before touching the workspace
     ws = _workspace(workspace).activate()
     if dataset is None:
-        identifier = plans_identifier(load_preset(preset)["name"])
+        identifier = plans_identifier(preset_name)
         names = [n for n in ws.datasets().values() if not (ws.preprocessed / n / f"{identifier}.json").exists()]
         if not names:
             typer.echo(f"every dataset is already planned with preset {preset!r}; name one to re-plan it.")
@@ -117,7 +118,7 @@ def train(fold: str = typer.Argument(..., help="Fold 0-4, `all` (every case, no 
 @app.command()
 def postprocess(dataset: Optional[str] = DatasetOpt,
                 trainer: Optional[str] = typer.Option(None, "--trainer", "-t"),
-                preset: Optional[str] = typer.Option(None, "--preset", "-p"),
+                preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Which planned preset (default: the only one)."),
                 workspace: Optional[Path] = WorkspaceOpt):
     """Let nnU-Net decide the postprocessing on the cross-validation predictions (run after all folds).
 
@@ -148,7 +149,7 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
             hu_gate: bool = typer.Option(False, "--hu-gate", help="Count only muscle pixels within -29..150 HU."),
             dataset: Optional[str] = DatasetOpt,
             trainer: Optional[str] = typer.Option(None, "--trainer", "-t", help="Which trained model (default: the only one)."),
-            preset: Optional[str] = typer.Option(None, "--preset", "-p"),
+            preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Which planned preset (default: the only one)."),
             device: str = typer.Option("auto", help="auto, cpu or cuda."),
             overwrite: bool = typer.Option(False, help="Allow an output folder holding another model's results."),
             workspace: Optional[Path] = WorkspaceOpt):

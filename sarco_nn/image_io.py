@@ -677,28 +677,33 @@ _DIRECTION_ATOL = 1e-3
 _ORIGIN_TOL_VOXELS = 0.1
 
 
-def check_same_grid(image: sitk.Image, mask: sitk.Image, mask_path: Path | str) -> None:
+def check_same_grid(image: sitk.Image, mask: sitk.Image, mask_path: Path | str | None,
+                    image_path: Path | str | None = None) -> None:
     """Refuse a mask whose voxel grid is not the image's (compared after both are reoriented to LPS,
     so a LAS-stored mask may belong to an LPS-stored DICOM series). For a single slice, the slice
-    thickness and, for 2-D files, the slice position are not compared (they carry no information)."""
+    thickness and, for 2-D files, the slice position are not compared (they carry no information).
+
+    The one grid check of sarco (convert, measure, evaluate, L3): the error names `mask_path` and,
+    when given, the image it was compared with."""
     a, b = _reorient(image), _reorient(mask)
     fix = "give the mask on the image's own grid (same size, spacing, origin and orientation)"
+    of = f" of {image_path}" if image_path else ""
     if a.GetSize() != b.GetSize():
-        raise InputError(f"mask size {_as_3d(mask).GetSize()} does not match image size {_as_3d(image).GetSize()}",
+        raise InputError(f"mask size {_as_3d(mask).GetSize()} does not match image size {_as_3d(image).GetSize()}{of}",
                          mask_path, fix)
     both_3d = image.GetDimension() == 3 and mask.GetDimension() == 3
     axes = 3 if both_3d and a.GetSize()[2] > 1 else 2
     sa, sb = np.array(a.GetSpacing())[:axes], np.array(b.GetSpacing())[:axes]
     if np.any(np.abs(sa - sb) > _SPACING_RTOL * sa):
         raise InputError(f"mask spacing {tuple(np.round(sb, 4).tolist())} does not match image spacing "
-                         f"{tuple(np.round(sa, 4).tolist())}", mask_path, fix)
+                         f"{tuple(np.round(sa, 4).tolist())}{of}", mask_path, fix)
     if np.any(np.abs(_direction(a) - _direction(b)) > _DIRECTION_ATOL):
-        raise InputError("mask orientation (direction cosines) does not match the image", mask_path, fix)
+        raise InputError(f"mask orientation (direction cosines) does not match the image{of}", mask_path, fix)
     axes = 3 if both_3d else 2
     oa, ob = np.array(a.GetOrigin())[:axes], np.array(b.GetOrigin())[:axes]
     if np.any(np.abs(oa - ob) > _ORIGIN_TOL_VOXELS * np.array(a.GetSpacing())[:axes]):
         raise InputError(f"mask origin {tuple(np.round(ob, 2).tolist())} does not match image origin "
-                         f"{tuple(np.round(oa, 2).tolist())} (after reorientation to LPS)", mask_path, fix)
+                         f"{tuple(np.round(oa, 2).tolist())}{of} (after reorientation to LPS)", mask_path, fix)
 
 
 # -------------------------------------------------------------------------------- slices

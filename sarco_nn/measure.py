@@ -13,14 +13,13 @@ kept apart.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
 import numpy as np
 import SimpleITK as sitk
 
 from sarco_nn.constants import CANONICAL_ORIENTATION, MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
-
-#: Relative tolerance when comparing the spacing / origin / direction of a mask and its CT.
-_GRID_TOLERANCE = 1e-4
+from sarco_nn.image_io import check_same_grid
 
 
 @dataclass
@@ -57,6 +56,7 @@ class AxialStack:
     array: np.ndarray
     spacing_yx_mm: tuple[float, float]
     stored_indices: list[int]
+    spacing_z_mm: float | None = None  # distance between slices; None for a single 2-D slice
 
     def canonical_index(self, stored_index: int) -> int:
         return self.stored_indices.index(stored_index)
@@ -133,30 +133,9 @@ def axial_stack(image: sitk.Image, name: str | None = None) -> AxialStack:
     canonical = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
     if canonical.GetSize()[2] != n_slices:  # would mean our axis bookkeeping disagrees with ITK
         raise SarcoError(f"internal: reorientation changed the slice count of {name or 'image'}")
-    sx, sy, _ = canonical.GetSpacing()
+    sx, sy, sz = canonical.GetSpacing()
     stored = [n_slices - 1 - z for z in range(n_slices)] if runs_inferior else list(range(n_slices))
-    return AxialStack(sitk.GetArrayFromImage(canonical), (float(sy), float(sx)), stored)
-
-
-def check_same_grid(a: sitk.Image, b: sitk.Image, name_a: str | None, name_b: str | None) -> None:
-    """Raise InputError naming both images unless they share size, spacing, origin and direction."""
-    problems = []
-    if a.GetDimension() != b.GetDimension() or a.GetSize() != b.GetSize():
-        problems.append(f"size {a.GetSize()} vs {b.GetSize()}")
-    else:
-        scale = max(max(a.GetSpacing()), 1.0)
-        for what, va, vb, atol in (
-            ("spacing", a.GetSpacing(), b.GetSpacing(), _GRID_TOLERANCE * scale),
-            ("origin", a.GetOrigin(), b.GetOrigin(), 1e-2 * scale),
-            ("direction", a.GetDirection(), b.GetDirection(), _GRID_TOLERANCE),
-        ):
-            if not np.allclose(va, vb, rtol=_GRID_TOLERANCE, atol=atol):
-                problems.append(f"{what} {tuple(round(v, 4) for v in va)} vs {tuple(round(v, 4) for v in vb)}")
-    if problems:
-        raise InputError(
-            f"{name_a or 'mask'} and {name_b or 'CT'} are not on the same grid ({'; '.join(problems)})",
-            fix="give the CT the mask was drawn on (same size, spacing, origin and direction).",
-        )
+    return AxialStack(sitk.GetArrayFromImage(canonical), (float(sy), float(sx)), stored, float(sz))
 
 
 def measure_image(
@@ -182,7 +161,7 @@ def measure_image(
     stack = axial_stack(mask, mask_name)
     ct_stack = None
     if ct is not None:
-        check_same_grid(mask, ct, mask_name, ct_name)
+        check_same_grid(ct, mask, mask_name or "mask", ct_name)
         ct_stack = axial_stack(ct, ct_name)
     if hu_gate is not None and ct_stack is None:
         raise SarcoError("the HU gate needs the CT image", fix="pass the CT with --image.")

@@ -143,6 +143,24 @@ def test_predict_on_whole_volumes_finds_l3_from_vertebra_masks(trained: Path):
         assert mask.shape == sitk.GetArrayFromImage(image).shape
         assert set(np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]) <= {int(row["slice_index"])}
 
+    # the evaluator compares the chosen level with the annotated one, then the same model at the annotated slice
+    sarco("evaluate", "pred_vol", "--reference", "vol/masks", "-o", "report_vol", cwd=trained)
+    with open(trained / "report_vol" / "annotated_l3.csv", newline="") as f:
+        assert {r["case_id"]: int(r["l3_slice"]) for r in csv.DictReader(f)} == truth
+    sarco("predict", "-i", "vol/images", "-o", "pred_annot", "--l3-csv", "report_vol/annotated_l3.csv",
+          "--trainer", "smit", "-w", "ws", cwd=trained)
+    out = sarco("evaluate", "pred_vol", "--reference", "vol/masks", "--at-annotated", "pred_annot", "-o", "report_vol",
+                cwd=trained)
+    with open(trained / "report_vol" / "cases.csv", newline="") as f:
+        cases = {r["case_id"]: r for r in csv.DictReader(f)}
+    for case, row in rows.items():
+        assert int(cases[case]["l3_slice_ref"]) == truth[case]
+        if cases[case]["l3_error_slices"]:  # empty when the tiny model predicted no muscle at all
+            assert int(cases[case]["l3_slice_pred"]) == int(row["slice_index"])
+            assert abs(int(cases[case]["l3_error_slices"])) == abs(int(row["slice_index"]) - truth[case])
+        assert cases[case]["sma_pred_annotated_cm2"] != ""
+    assert "at the annotated slice" in out.stdout or "L3 level" not in out.stdout
+
 
 def test_preset_file_with_deep_supervision_trains_and_predicts(trained: Path):
     preset = json.loads((Path(__file__).resolve().parents[1] / "plans" / "smoke.json").read_text())

@@ -305,3 +305,64 @@ def test_empty_prediction_and_empty_reference_cases_are_evaluated_and_listed(tmp
     assert s["problems"]["empty reference mask (SMA % error undefined)"] == ["y", "z"]
     assert s["n_cases_classified"] == 0 and s["accuracy"] is None  # no clinical.csv: nothing to classify
     assert (tmp_path / "out" / "overlays" / "worst_1_x.png").is_file()
+
+
+# ------------------------------------------------------------------------------ L3 level on whole volumes
+def _volume(path, slices: dict[int, np.ndarray], n=9, spacing_xyz=(0.8, 0.8, 2.5), flip_z=False):
+    """A 3-D mask with the given 2-D masks on the given stored slices; flip_z stores it superior→inferior."""
+    array = np.zeros((n, 40, 40), np.uint8)
+    for z, mask in slices.items():
+        array[z] = mask
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(spacing_xyz)
+    if flip_z:  # stored axis runs head→foot: stored index 0 is the most superior slice
+        img.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))
+    sitk.WriteImage(img, str(path))
+
+
+@pytest.mark.parametrize("flip_z", [False, True])
+def test_volume_level_error_in_slices_and_mm_and_sma_at_each_level(tmp_path, flip_z):
+    big, small = np.zeros((40, 40), np.uint8), np.zeros((40, 40), np.uint8)
+    big[5:35, 5:35] = 1      # 900 px x 0.64 mm² = 5.76 cm²
+    small[10:30, 10:30] = 1  # 400 px = 2.56 cm²
+    for d in ("pred", "ref", "annot"):
+        (tmp_path / d).mkdir()
+    # case a: annotated on stored slice 4, predicted 2 slices away; case b: the right slice
+    _volume(tmp_path / "ref" / "a.nii.gz", {4: big}, flip_z=flip_z)
+    _volume(tmp_path / "pred" / "a.nii.gz", {6: small}, flip_z=flip_z)
+    _volume(tmp_path / "annot" / "a.nii.gz", {4: big}, flip_z=flip_z)
+    _volume(tmp_path / "ref" / "b.nii.gz", {3: big}, flip_z=flip_z)
+    _volume(tmp_path / "pred" / "b.nii.gz", {3: big}, flip_z=flip_z)
+    _volume(tmp_path / "annot" / "b.nii.gz", {3: big}, flip_z=flip_z)
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out", annotated_dir=tmp_path / "annot")
+    rows = {r["case_id"]: r for r in csv.DictReader(open(tmp_path / "out" / "cases.csv"))}
+    a, b = rows["a"], rows["b"]
+    assert (a["l3_slice_ref"], a["l3_slice_pred"]) == ("4", "6")  # the user's own (stored) slice numbers
+    sign = -1 if flip_z else 1  # stored index grows inferiorly when flipped: +2 stored = 2 slices lower
+    assert int(a["l3_error_slices"]) == 2 * sign
+    assert float(a["l3_error_mm"]) == pytest.approx(5.0 * sign)
+    # SMA of each mask on its own level, never the prediction read at the annotated slice (which is empty)
+    assert float(a["sma_pred_cm2"]) == pytest.approx(2.56) and float(a["sma_ref_cm2"]) == pytest.approx(5.76)
+    assert float(a["sma_error_annotated_percent"]) == pytest.approx(0.0)
+    assert "another level" in a["note"]
+    assert (b["l3_error_slices"], float(b["l3_error_mm"])) == ("0", 0.0)
+    l3 = s["l3"]
+    assert l3["n"] == 2 and l3["within_1_slice"] == 1
+    assert l3["error_mm_mean_abs"] == pytest.approx(2.5) and l3["error_mm_max_abs"] == pytest.approx(5.0)
+    assert l3["sma_abs_error_percent_at_predicted_level"] == pytest.approx((5.76 - 2.56) / 5.76 * 100 / 2)
+    assert l3["sma_abs_error_percent_at_annotated_level"] == pytest.approx(0.0)
+    annotated = list(csv.DictReader(open(tmp_path / "out" / "annotated_l3.csv")))
+    assert {r["case_id"]: r["l3_slice"] for r in annotated} == {"a": "4", "b": "3"}
+    assert "L3 level" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_single_slice_cases_have_no_level_columns(tmp_path):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:25, 5:25] = 1
+    for d in ("pred", "ref"):
+        (tmp_path / d).mkdir()
+        _write(tmp_path / d / "c.nii.gz", mask)
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+    row = next(csv.DictReader(open(tmp_path / "out" / "cases.csv")))
+    assert row["l3_error_mm"] == "" and s["l3"] is None
+    assert not (tmp_path / "out" / "annotated_l3.csv").exists()

@@ -364,10 +364,15 @@ def test_training_cases_from_dropin_and_manifest_use_the_annotated_slice(dropin,
     assert {c.name: c.l3_slice_index for c in from_manifest} == truth
     with pytest.raises(InputError, match="--drop-dir"):
         cases_from_manifest(result.dataset_dir, tmp_path)
-    info = json.loads((result.dataset_dir / "dataset.json").read_text())
-    if "source_dir" not in info.get("sarco", {}):
-        with pytest.raises(InputError, match="needs the original drop-in folder"):
-            cases_from_manifest(result.dataset_dir)
+    # the converter records where it converted from, so no --drop-dir is needed while that folder exists
+    from_record, _ = cases_from_manifest(result.dataset_dir)
+    assert {c.name: c.l3_slice_index for c in from_record} == truth
+    info_path = result.dataset_dir / "dataset.json"
+    info = json.loads(info_path.read_text())
+    del info["sarco"]["source_dir"]
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(InputError, match="needs the original drop-in folder"):
+        cases_from_manifest(result.dataset_dir)
 
 
 def test_cli_locate_and_train_l3(dropin, tmp_path):

@@ -24,7 +24,7 @@ def _plans(patch=(320, 320), strides=((1, 1), (2, 2), (2, 2), (2, 2), (2, 2), (2
 def test_presets_ship_and_load():
     assert {"default", "cpu", "smoke"} <= set(available_presets())
     cpu = load_preset("cpu")
-    assert cpu["target_spacing_mm"] == 1.5
+    assert cpu["target_spacing_mm"] == 1.0 and cpu["training"]["cpu_bf16"] is True
     assert training_settings(cpu, "smit")["initial_lr"] == pytest.approx(1e-3)
     assert training_settings(cpu, "nnunet")["initial_lr"] == pytest.approx(1e-2)
 
@@ -72,3 +72,21 @@ def test_splits_keep_slices_of_one_patient_together(tmp_path):
         for i in range(0, 12, 2):
             assert (cases[i] in val) == (cases[i + 1] in val)
     assert sorted(c for s in splits for c in s["val"]) == cases
+
+
+def test_plan_with_unknown_preset_leaves_no_workspace_behind(tmp_path):
+    from conftest import sarco_inprocess
+
+    result = sarco_inprocess("plan", "--preset", "gpu-please", "--workspace", tmp_path / "ws")
+    assert result.code == 2 and "unknown plan preset" in result.stderr
+    assert not (tmp_path / "ws").exists()
+
+
+def test_invalid_smit_network_in_a_preset_is_refused_at_plan_time():
+    preset = load_preset("cpu")
+    preset["trainer_overrides"]["smit"]["network"] = {"embed_dim": 24, "heads": [2, 2, 2, 2]}
+    with pytest.raises(SarcoError, match="invalid SMIT network settings"):
+        apply_preset(_plans(), preset)
+    preset["trainer_overrides"]["smit"]["network"] = {"embed_dim": 30}  # 30 is not divisible by 4 heads
+    with pytest.raises(SarcoError, match="invalid SMIT network settings"):
+        apply_preset(_plans(), preset)

@@ -128,3 +128,44 @@ def test_rejects_bad_configs():
         SMITConfig(embed_dim=10, num_heads=(4, 4, 4, 4))
     with pytest.raises(ValueError):
         SMITSegNet(1, 2, 4, TINY)
+
+
+def test_config_from_preset_values():
+    from sarco_nn.models.smit import SMITConfig
+
+    assert SMITConfig.from_dict(None) == SMITConfig() == SMITConfig.from_dict({})
+    tiny = SMITConfig.from_dict({"embed_dim": 24, "num_heads": [2, 2, 2, 2]})
+    assert tiny.embed_dim == 24 and tiny.num_heads == (2, 2, 2, 2) and tiny.size_divisor == 32
+    with pytest.raises(ValueError, match="embed_dims"):
+        SMITConfig.from_dict({"embed_dims": 24})  # a typo must not train the default network
+
+
+def test_smit_trainer_builds_the_network_the_preset_names():
+    from sarco_nn.models.smit import count_parameters
+    from sarco_nn.training.trainers import SarcoSMITTrainer
+
+    tiny = {"sarco": {"preset": {"trainer_overrides": {"smit": {"network": {"embed_dim": 24, "num_heads": [2, 2, 2, 2]}}}}}}
+    assert SarcoSMITTrainer.network_config(tiny).embed_dim == 24
+    assert SarcoSMITTrainer.network_config({}).embed_dim == 48  # no preset: Trans-Small
+    small = SMITSegNet(1, 2, 2, SarcoSMITTrainer.network_config(tiny))
+    assert count_parameters(small) < count_parameters(SMITSegNet(1, 2, 2)) / 3
+
+
+def test_cpu_bf16_autocast_hooks_run_forward_in_bf16_and_return_float32():
+    from sarco_nn.training.cpu_autocast import attach_cpu_bf16_autocast
+
+    inner_dtypes = []
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    net[0].register_forward_hook(lambda m, a, out: inner_dtypes.append(out.dtype))
+    handles = attach_cpu_bf16_autocast(net)
+    out = net(torch.randn(4, 8))
+    assert inner_dtypes == [torch.bfloat16] and out.dtype == torch.float32
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks into the loss or the optimizer step
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
+    with pytest.raises(RuntimeError):
+        net(torch.randn(4, 3))  # a failing forward must still leave autocast off
+    assert not torch.is_autocast_enabled("cpu")
+    for h in handles:
+        h.remove()
+    assert net(torch.randn(4, 8)).dtype == torch.float32 and inner_dtypes[-1] == torch.float32

@@ -1,8 +1,7 @@
 """Threshold-free and thresholded scores for a sarcopenia classifier.
 
-AUROC is computed as the Mann-Whitney probability that a random sarcopenic case scores above a
-random non-sarcopenic one (ties count one half): exact, no curve interpolation, no sklearn.
-The thresholded numbers (accuracy, sensitivity, ... with Wilson intervals) come from
+AUROC comes from scikit-learn (already installed with nnU-Net): the exact Mann-Whitney area, ties
+counting one half. The thresholded numbers (accuracy, sensitivity, ... with Wilson intervals) come from
 `sarco_nn.evaluation.classification`, the same code segmentation is judged with.
 """
 
@@ -15,14 +14,13 @@ from sarco_nn.evaluation.classification import Confusion
 
 def auroc(scores, labels) -> float:
     """Area under the ROC curve; NaN when either class is absent. Higher score = more sarcopenic."""
+    from sklearn.metrics import roc_auc_score
+
     pairs = [(float(s), bool(t)) for s, t in zip(scores, labels) if s is not None and t is not None
              and not math.isnan(float(s))]
-    positives = [s for s, t in pairs if t]
-    negatives = [s for s, t in pairs if not t]
-    if not positives or not negatives:
+    if len({t for _, t in pairs}) < 2:  # sklearn would raise: AUROC is undefined with one class
         return math.nan
-    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
-    return wins / (len(positives) * len(negatives))
+    return float(roc_auc_score([t for _, t in pairs], [s for s, _ in pairs]))
 
 
 def flag_summary(predicted, truth, scores=None) -> dict:

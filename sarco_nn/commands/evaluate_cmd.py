@@ -19,12 +19,18 @@ def evaluate(
         None, "--output", "-o", help="Report folder (default PRED_DIR/evaluation; crossval: <model>/sarco_evaluation)."),
     thresholds: str = typer.Option(DEFAULT_THRESHOLD_SET, "--thresholds", help="paper, prado, martin, or a JSON/YAML file."),
     images: Optional[Path] = typer.Option(None, "--images", help="CT images (<case>.nii.gz or <case>_0000.nii.gz): HU, overlays."),
+    at_annotated: Optional[Path] = typer.Option(
+        None, "--at-annotated",
+        help="Volumes: predictions made at the annotated L3 slices (sarco predict --l3-csv REPORT/annotated_l3.csv)."),
     crossval: bool = typer.Option(False, "--crossval", help="Evaluate nnU-Net's cross-validation predictions per fold."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset id or name (crossval)."),
     trainer: Optional[str] = typer.Option(None, "--trainer", help="Trained model folder (crossval, when several exist)."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace (default $SARCO_HOME or ./sarco_workspace)."),
 ):
     """Dice/HD95, SMA agreement (Bland–Altman, ICC), sarcopenia accuracy with Wilson CIs, threshold impact.
+
+    Whole volumes: the prediction's level (the slice `sarco predict` chose) is compared with the
+    annotated slice, in slices and mm, and SMA is measured at each one's own level.
 
     Examples:
       sarco evaluate results/ --reference manual_masks/ --clinical clinical.csv -o report/
@@ -41,7 +47,8 @@ def evaluate(
         if pred_dir is None or reference is None:
             raise SarcoError("PRED_DIR and --reference are required", fix="or use --crossval.")
         out = output if output is not None else pred_dir / "evaluation"
-        summary = evaluate_folder(pred_dir, reference, clinical, out, thresholds, images_dir=images)
+        summary = evaluate_folder(pred_dir, reference, clinical, out, thresholds, images_dir=images,
+                                  annotated_dir=at_annotated)
     _print_cases(Path(summary["report_dir"]) / "cases.csv")
     _print_summary(summary)
 
@@ -81,6 +88,14 @@ def _print_summary(s: dict) -> None:
                f"LoA {f(s['sma_loa_low_cm2'])}..{f(s['sma_loa_high_cm2'])} cm², ICC(2,1) {f(s['sma_icc'], 3)}")
     typer.echo(f"sarcopenia: accuracy {f(s['accuracy'], pct=True)}, sensitivity {f(s['sensitivity'], pct=True)}, "
                f"specificity {f(s['specificity'], pct=True)}")
+    l3 = s.get("l3")
+    if l3:
+        at_annotated = (f", at the annotated slice {f(l3['sma_abs_error_percent_at_annotated_level'])} %"
+                        if l3["n_with_annotated_level_prediction"] else "")
+        typer.echo(f"L3 level ({l3['n']} volumes): error {f(l3['error_slices_mean_abs'])} slices / "
+                   f"{f(l3['error_mm_mean_abs'])} mm (max {f(l3['error_mm_max_abs'])} mm), "
+                   f"{l3['within_1_slice']}/{l3['n']} within ±1 slice; |SMA err| at predicted level "
+                   f"{f(l3['sma_abs_error_percent_at_predicted_level'])} %{at_annotated}")
     for row in [*s["folds"], s["pooled"]]:
         typer.echo(f"  fold {row['fold']}: n {row['n']}, Dice {f(row['dice_mean'], 4)}, "
                    f"|SMA err| mean {f(row['sma_abs_error_percent_mean'])} % max {f(row['sma_abs_error_percent_max'])} %, "

@@ -21,6 +21,8 @@ def pretrain(
     unlabeled_dir: Path = typer.Argument(..., help="Folder of unlabeled CTs (NIfTI/MHA/NRRD files, DICOM series folders)."),
     out_dir: Path = typer.Option(Path("sarco_pretrain"), "--output", "-o", help="Checkpoint folder (encoder.pt, card.json, loss_curve.png, checkpoint.pt)."),
     dims: int = typer.Option(_D.dims, "--dims", help="2: axial slices of the abdomen (the L3 network); 3: sub-volumes."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", "-p", help="Pretrain the SMIT encoder this plan preset fine-tunes (default: Trans-Small)."),
     epochs: int = typer.Option(_D.epochs, help="Epochs (official 500)."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default: one pass over the volumes)."),
     batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Samples (two views each) per step and process."),
@@ -64,9 +66,12 @@ def pretrain(
     from sarco_nn.errors import SarcoError
     from sarco_nn.pretraining.trainer import run_pretraining
 
+    from sarco_nn.presets import load_preset, training_settings
+
+    encoder = training_settings(load_preset(preset), "smit").get("network") if preset else None
     try:
         cfg = PretrainConfig(
-            dims=dims, crop_size=crop_size, spacing_mm=spacing, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            encoder=encoder, dims=dims, crop_size=crop_size, spacing_mm=spacing, epochs=epochs, steps_per_epoch=steps_per_epoch,
             batch_size=batch_size, lr_per_sample=lr_per_sample, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
             mask_ratio=mask_ratio, mask_block=mask_block, rec_weight=rec_weight, cls_weight=cls_weight,
             patch_weight=patch_weight, student_temp=student_temp, warmup_teacher_temp=warmup_teacher_temp,

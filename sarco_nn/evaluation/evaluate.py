@@ -27,10 +27,11 @@ from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.evaluation import report
 from sarco_nn.evaluation.agreement import agreement
 from sarco_nn.evaluation.classification import Confusion
+from sarco_nn.evaluation.localization import level_summary, predicted_level
 from sarco_nn.evaluation.metrics import segmentation_metrics
 from sarco_nn.evaluation.threshold_impact import IMPACT_PERCENTS, at_risk_counts, case_impact
-from sarco_nn.image_io import read_image, read_label_image
-from sarco_nn.measure import axial_stack, check_same_grid, measure_slice, smi
+from sarco_nn.image_io import check_same_grid, read_image, read_label_image
+from sarco_nn.measure import axial_stack, measure_slice, smi
 from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, ThresholdSet, get_threshold_set
 
 #: Mask file endings accepted besides nnU-Net's .nii.gz (longest first so .nii.gz wins over .gz).
@@ -39,6 +40,8 @@ MASK_ENDINGS: tuple[str, ...] = (FILE_ENDING, ".nii", ".mha", ".nrrd")
 N_WORST = 5
 #: Folder name where `sarco predict` writes its masks inside its output folder.
 PREDICT_MASK_FOLDER = "masks"
+#: Annotated L3 slice per volume (case_id,l3_slice), written beside cases.csv for `sarco predict --l3-csv`.
+ANNOTATED_L3_CSV = "annotated_l3.csv"
 _FOLD_RE = re.compile(r"^fold_(\d+)$")
 
 
@@ -49,6 +52,7 @@ class CaseInput:
     reference: Path
     image: Path | None = None
     fold: str = "all"
+    annotated_prediction: Path | None = None  # the same model's mask made at the annotated L3 slice
 
 
 @dataclass
@@ -103,7 +107,8 @@ def find_image(images_dir: Path | None, case_id: str) -> Path | None:
 
 
 def _pair_cases(predictions: dict[str, Path], references: dict[str, Path], images_dir: Path | None,
-                folds: dict[str, str] | None, problems: _Problems) -> list[CaseInput]:
+                folds: dict[str, str] | None, problems: _Problems,
+                annotated: dict[str, Path] | None = None) -> list[CaseInput]:
     cases = []
     for case_id, pred in predictions.items():
         if case_id not in references:
@@ -112,7 +117,10 @@ def _pair_cases(predictions: dict[str, Path], references: dict[str, Path], image
         image = find_image(images_dir, case_id)
         if images_dir is not None and image is None:
             problems.add("CT image not found (no HU, overlay without CT)", case_id)
-        cases.append(CaseInput(case_id, pred, references[case_id], image, (folds or {}).get(case_id, "all")))
+        if annotated is not None and case_id not in annotated:
+            problems.add("no prediction at the annotated slice (--at-annotated)", case_id)
+        cases.append(CaseInput(case_id, pred, references[case_id], image, (folds or {}).get(case_id, "all"),
+                               (annotated or {}).get(case_id)))
     for case_id in references:
         if case_id not in predictions:
             problems.add("reference mask without prediction", case_id)
@@ -168,22 +176,25 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
     ref_img = read_label_image(case.reference)
     _require_label(pred_img, label, case.prediction)
     _require_label(ref_img, label, case.reference)
-    check_same_grid(pred_img, ref_img, str(case.prediction), str(case.reference))
+    check_same_grid(ref_img, pred_img, case.prediction, case.reference)
     ref_stack, pred_stack = axial_stack(ref_img, str(case.reference)), axial_stack(pred_img, str(case.prediction))
     z = _annotated_slice(ref_stack, label, case.case_id)
+    level = predicted_level(ref_stack, pred_stack, z, label)
+    z_pred = level.pred_slice if level is not None else z
     spacing = ref_stack.spacing_yx_mm
-    ct2d = None
+    ct = None
     if case.image is not None:
         try:
             ct_img = read_image(case.image)
-            check_same_grid(ref_img, ct_img, str(case.reference), str(case.image))
-            ct2d = axial_stack(ct_img, str(case.image)).array[z]
+            check_same_grid(ct_img, ref_img, case.reference, case.image)
+            ct = axial_stack(ct_img, str(case.image)).array
         except SarcoError as exc:
             problems.add("CT image unusable (no HU for this case)", f"{case.case_id}: {exc}")
-    ref2d, pred2d = ref_stack.array[z] == label, pred_stack.array[z] == label
+    ref2d, pred2d = ref_stack.array[z] == label, pred_stack.array[z_pred] == label
     seg = segmentation_metrics(pred2d, ref2d, spacing)
-    m_ref = measure_slice(ref2d.astype(np.uint8), spacing, ct2d, label=1)
-    m_pred = measure_slice(pred2d.astype(np.uint8), spacing, ct2d, label=1)
+    m_ref = measure_slice(ref2d.astype(np.uint8), spacing, None if ct is None else ct[z], label=1)
+    m_pred = measure_slice(pred2d.astype(np.uint8), spacing, None if ct is None else ct[z_pred], label=1)
+    sma_annotated = _sma_at_annotated_slice(case, ref_img, z, label, spacing)
 
     record = None if clinical is None else clinical.get(case.case_id)
     if clinical is not None and record is None:
@@ -200,6 +211,8 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
     impact = case_impact(ts, sex, m_ref.sma_cm2, smi_ref, bmi)
     sma_err = m_pred.sma_cm2 - m_ref.sma_cm2
     notes = [n for n, on in (("empty prediction", seg.prediction_empty), ("empty reference", seg.reference_empty)) if on]
+    if level is not None and level.error_slices:
+        notes.append(f"predicted at another level ({level.error_slices:+d} slices)")
     if seg.prediction_empty:
         problems.add("empty prediction (surface distances undefined)", case.case_id)
     if seg.reference_empty:
@@ -215,6 +228,10 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
         "sma_pred_cm2": m_pred.sma_cm2,
         "sma_error_cm2": sma_err,
         "sma_error_percent": sma_err / m_ref.sma_cm2 * 100.0 if m_ref.sma_cm2 > 0 else math.nan,
+        **(level.columns(ref_stack) if level is not None else {}),
+        "sma_pred_annotated_cm2": sma_annotated,
+        "sma_error_annotated_percent": None if sma_annotated is None or m_ref.sma_cm2 <= 0
+        else (sma_annotated - m_ref.sma_cm2) / m_ref.sma_cm2 * 100.0,
         "smi_ref_cm2_m2": smi_ref,
         "smi_pred_cm2_m2": smi_pred,
         "smi_error_cm2_m2": None if smi_ref is None else smi_pred - smi_ref,
@@ -230,8 +247,21 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
         "flip_k_percent": impact.flip_k,
         "distance_to_cutoff_percent": impact.distance_to_cutoff_percent,
         "note": "; ".join(notes),
-        "_slice": z,  # canonical slice, for the overlays (not written to cases.csv)
+        "_slice": z,  # canonical slices, for the overlays (not written to cases.csv)
+        "_pred_slice": z_pred,
     }
+
+
+def _sma_at_annotated_slice(case: CaseInput, ref_img, z: int, label: int, spacing) -> float | None:
+    """SMA of the model's mask made at the annotated slice (`--at-annotated`), to separate the
+    localization's share of the error from the segmentation's."""
+    if case.annotated_prediction is None:
+        return None
+    img = read_label_image(case.annotated_prediction)
+    _require_label(img, label, case.annotated_prediction)
+    check_same_grid(ref_img, img, case.annotated_prediction, case.reference)
+    stack = axial_stack(img, str(case.annotated_prediction))
+    return measure_slice((stack.array[z] == label).astype(np.uint8), spacing, None, label=1).sma_cm2
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -336,6 +366,7 @@ def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) ->
         "folds": [_fold_row(f, [r for r in rows if r["fold"] == f]) for f in folds] if len(folds) > 1 else [],
         "pooled": _fold_row("pooled", rows),
         "worst_cases": [r["case_id"] for r in ranked[:N_WORST]],
+        "l3": level_summary(rows),
         "problems": problems,
     }
 
@@ -370,6 +401,10 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
     plots = _write_plots(rows, summary, inputs, label, out_dir)
     summary["plots"] = plots
     report.write_cases_csv(rows, out_dir / "cases.csv")
+    annotated_levels = [r for r in rows if r.get("l3_slice_ref") is not None]
+    if annotated_levels:  # lets `sarco predict --l3-csv` segment the annotated slices, for --at-annotated
+        report.write_csv(out_dir / ANNOTATED_L3_CSV, ("case_id", "l3_slice"),
+                         [{"case_id": r["case_id"], "l3_slice": r["l3_slice_ref"]} for r in annotated_levels])
     report.write_summary_json(summary, out_dir / "summary.json")
     report.write_report_md(summary, rows, out_dir / "report.md", plots)
     return report.clean_json(summary)
@@ -399,14 +434,14 @@ def _write_plots(rows: list[dict], summary: dict, inputs: dict[str, CaseInput], 
         row, case = by_id[case_id], inputs[case_id]
         ref_stack = axial_stack(read_label_image(case.reference))
         pred_stack = axial_stack(read_label_image(case.prediction))
-        z = row["_slice"]
+        z, z_pred = row["_slice"], row["_pred_slice"]
         ct2d = None
         if case.image is not None and row["hu_ref"] is not None:
             ct2d = axial_stack(read_image(case.image)).array[z]
         name = f"worst_{len([p for p in plots if p.startswith('worst')]) + 1}_{_safe(case_id)}.png"
         title = (f"{case_id} (fold {row['fold']}): SMA ref {row['sma_ref_cm2']:.1f} cm², "
                  f"pred {row['sma_pred_cm2']:.1f} cm² ({row['sma_error_percent']:+.1f} %), Dice {row['dice']:.3f}")
-        report.plot_overlay(ct2d, ref_stack.array[z] == label, pred_stack.array[z] == label,
+        report.plot_overlay(ct2d, ref_stack.array[z] == label, pred_stack.array[z_pred] == label,
                             ref_stack.spacing_yx_mm, title, out_dir / "overlays" / name)
         plots[f"worst case {case_id}"] = f"overlays/{name}"
     return plots
@@ -417,13 +452,16 @@ def _safe(text: str) -> str:
 
 
 def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: str = DEFAULT_THRESHOLD_SET,
-                    images_dir=None, folds: dict[str, str] | None = None, label: int = MUSCLE_LABEL) -> dict:
+                    images_dir=None, folds: dict[str, str] | None = None, label: int = MUSCLE_LABEL,
+                    annotated_dir=None) -> dict:
     """Evaluate a folder of predicted masks against reference masks with the same case names.
 
     pred_dir: the masks folder, or `sarco predict`'s output folder (its masks/ is used).
     reference_dir: reference masks, <case>.nii.gz. clinical_csv: read with
     `sarco_nn.clinical.read_clinical_csv` (None: classification skipped). images_dir: optional CT
     (<case>.nii.gz or <case>_0000.nii.gz) for mean HU and overlays. folds: case -> fold label.
+    annotated_dir: predictions of the same model made at the annotated slices (`sarco predict
+    --l3-csv <report>/annotated_l3.csv`), for the SMA error without the localization's share.
     Returns the summary (also written to out_dir/summary.json).
     """
     reference_dir = Path(reference_dir)
@@ -436,7 +474,14 @@ def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: 
         raise InputError("no predicted masks (*.nii.gz) found", path=pred_dir, fix="run `sarco predict` first.")
     problems = _Problems()
     clinical = _read_clinical(clinical_csv, problems)
-    cases = _pair_cases(predictions, list_masks(reference_dir), images_dir and Path(images_dir), folds, problems)
+    annotated = None
+    if annotated_dir is not None:
+        annotated = list_masks(_prediction_folder(Path(annotated_dir)))
+        if not annotated:
+            raise InputError("no predicted masks (*.nii.gz) found", path=annotated_dir,
+                             fix=f"run `sarco predict --l3-csv REPORT/{ANNOTATED_L3_CSV}` into that folder first.")
+    cases = _pair_cases(predictions, list_masks(reference_dir), images_dir and Path(images_dir), folds, problems,
+                        annotated)
     return evaluate_cases(cases, clinical, Path(out_dir), thresholds, label, problems)
 
 

@@ -26,7 +26,9 @@ CASE_COLUMNS: tuple[str, ...] = (
     "smi_ref_cm2_m2", "smi_pred_cm2_m2", "smi_error_cm2_m2",
     "hu_ref", "hu_pred", "hu_error",
     "threshold", "sarcopenic_ref", "sarcopenic_pred", "sarcopenic_clinical", "flag_correct",
-    "flip_k_percent", "distance_to_cutoff_percent", "note",
+    "flip_k_percent", "distance_to_cutoff_percent",
+    "l3_slice_ref", "l3_slice_pred", "l3_error_slices", "l3_error_mm", "sma_pred_annotated_cm2",
+    "sma_error_annotated_percent", "note",
 )
 
 
@@ -197,6 +199,7 @@ def write_report_md(summary: dict, rows: list[dict], path: Path, plots: dict[str
             f"{observed['flags_changed']} predicted flag(s) actually differ from the reference.",
             "",
         ]
+    lines += _l3_section(s.get("l3"))
     lines += [
         "## Per fold",
         "",
@@ -226,6 +229,29 @@ def write_report_md(summary: dict, rows: list[dict], path: Path, plots: dict[str
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({rel})" for name, rel in plots.items()]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _l3_section(l3: dict | None) -> list[str]:
+    """Localization of the L3 level on whole volumes (absent when every case was a single slice)."""
+    if not l3:
+        return []
+    lines = [
+        "## L3 level (whole volumes)",
+        "",
+        f"{l3['n']} volume(s) segmented at the level the localizer chose. Error of that level against the annotated "
+        f"slice: mean {_fmt(l3['error_slices_mean_abs'])} slices / {_fmt(l3['error_mm_mean_abs'])} mm (median "
+        f"{_fmt(l3['error_mm_median_abs'])} mm, max {_fmt(l3['error_mm_max_abs'])} mm); {l3['within_1_slice']} of "
+        f"{l3['n']} within ±1 slice.",
+        "",
+    ]
+    sma = f"Mean |SMA error| at the predicted level: {_fmt(l3['sma_abs_error_percent_at_predicted_level'])} %"
+    if l3["n_with_annotated_level_prediction"]:
+        sma += (f"; at the annotated slice (same model, {l3['n_with_annotated_level_prediction']} cases): "
+                f"{_fmt(l3['sma_abs_error_percent_at_annotated_level'])} %.")
+    else:
+        sma += (" (for the error at the annotated slice: `sarco predict --l3-csv annotated_l3.csv`, then "
+                "`sarco evaluate … --at-annotated THAT_OUTPUT`).")
+    return lines + [sma, ""]
 
 
 # ---------------------------------------------------------------------------- plots

@@ -473,9 +473,5 @@ def config_from_checkpoint(path: Path) -> SMITConfig | None:
     """The SMITConfig stored in a sarco encoder file (None for other formats)."""
     raw = _load_raw(Path(path))
     if isinstance(raw, dict) and raw.get("format") == ENCODER_FORMAT and isinstance(raw.get("config"), dict):
-        cfg = dict(raw["config"])
-        for k in ("depths", "num_heads"):
-            if k in cfg:
-                cfg[k] = tuple(cfg[k])
-        return SMITConfig(**{k: v for k, v in cfg.items() if k in SMITConfig.__dataclass_fields__})
+        return SMITConfig.from_dict({k: v for k, v in raw["config"].items() if k in SMITConfig.__dataclass_fields__})
     return None

@@ -87,6 +87,19 @@ class SMITConfig:
             if (self.embed_dim * 2**i) % heads:
                 raise ValueError(f"stage {i}: width {self.embed_dim * 2**i} not divisible by {heads} heads")
 
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "SMITConfig":
+        """A config from JSON-like values (lists become tuples); None or {} is Trans-Small.
+
+        Unknown keys are an error: a typo in a preset must not silently train the default network.
+        """
+        if not values:
+            return cls()
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown SMIT network setting(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
     @property
     def size_divisor(self) -> int:
         """Every input size must be a multiple of this (patch size x one halving per stage)."""

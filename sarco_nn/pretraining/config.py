@@ -76,6 +76,7 @@ class PretrainConfig:
             raise ValueError(f"crop size {self.crop_size} is not a multiple of the mask block {self.mask_block}")
         if self.batch_size < 1 or self.epochs < 1 or self.samples_per_read < 1:
             raise ValueError("batch size, epochs and samples per read must be at least 1")
+        self.smit_config()  # an invalid encoder setting fails here, before any data is read
 
     @property
     def spacing(self) -> float:
@@ -84,12 +85,9 @@ class PretrainConfig:
         return OFFICIAL_SPACING_3D_MM if self.dims == 3 else DEFAULT_SPACING_2D_MM
 
     def smit_config(self):
-        from sarco_nn.models.smit import TRANS_SMALL, SMITConfig
+        from sarco_nn.models.smit import SMITConfig
 
-        if not self.encoder:
-            return TRANS_SMALL
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.encoder.items()}
-        return SMITConfig(**values)
+        return SMITConfig.from_dict(self.encoder)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -27,6 +27,10 @@ from sarco_nn.training.schedule import ProgressLRScheduler
 PROGRESS_FILE = "sarco_progress.json"
 
 
+def _skip_plot(*args, **kwargs) -> None:
+    """Stands in for nnU-Net's progress plot on epochs between two `plot_every` plots."""
+
+
 class TrainingBudgetReached(Exception):
     """Raised at an epoch end when the preset's wall-clock budget would be exceeded by another epoch."""
 
@@ -49,10 +53,29 @@ class SarcoTrainerBase(nnUNetTrainer):
         self.initial_lr = float(s.get("initial_lr", self.initial_lr))
         self.weight_decay = float(s.get("weight_decay", self.weight_decay))
         self.save_every = int(s.get("save_every", self.save_every))
+        # nnU-Net redraws progress.png every epoch (~0.8 s on 2 CPU cores: 15 % of a short CPU epoch)
+        self.plot_every = max(1, int(s.get("plot_every", 1)))
         self.time_budget_s: float | None = s.get("time_budget_s")
         self._elapsed_before_s = 0.0
         self._clock_start: float | None = None
         self._progress_bar = None
+
+    def initialize(self):
+        super().initialize()
+        self._attach_cpu_autocast()
+
+    def _attach_cpu_autocast(self) -> None:
+        """Preset field `cpu_bf16`: bf16 autocast for the forward on CPUs that compute bf16 natively."""
+        from sarco_nn.training.cpu_autocast import attach_cpu_bf16_autocast, cpu_bf16_supported
+
+        if self.device.type != "cpu" or not self.settings.get("cpu_bf16", False):
+            return
+        if not cpu_bf16_supported():
+            self.print_to_log_file("cpu_bf16 requested but this CPU has no native bfloat16: training in float32.")
+            return
+        network = getattr(self.network, "_orig_mod", self.network)
+        attach_cpu_bf16_autocast(network)
+        self.print_to_log_file("Training forward passes run under CPU bfloat16 autocast (preset cpu_bf16).")
 
     # ---- progress and time budget -------------------------------------------------------------
     def elapsed_s(self) -> float:
@@ -96,7 +119,12 @@ class SarcoTrainerBase(nnUNetTrainer):
 
     def on_epoch_end(self):
         epoch_s = time.time() - self.logger.get_value("epoch_start_timestamps", step=-1)
-        super().on_epoch_end()
+        if (self.current_epoch + 1) % self.plot_every:
+            self.logger.plot_progress_png = _skip_plot  # instance attribute shadows the method for this epoch
+        try:
+            super().on_epoch_end()
+        finally:
+            self.logger.__dict__.pop("plot_progress_png", None)
         state = {"elapsed_s": self.elapsed_s(), "epochs_done": self.current_epoch}
         tmp = self._progress_path() + ".tmp"
         with open(tmp, "w") as f:
@@ -105,6 +133,11 @@ class SarcoTrainerBase(nnUNetTrainer):
         if self.time_budget_s and self.elapsed_s() + epoch_s > float(self.time_budget_s):
             self.print_to_log_file(f"Time budget of {self.time_budget_s:g} s reached after {self.current_epoch} epochs.")
             raise TrainingBudgetReached()
+
+    def on_train_end(self):
+        if self.local_rank == 0 and self.plot_every > 1:  # the last epochs may not have been drawn
+            self.logger.plot_progress_png(self.output_folder)
+        super().on_train_end()
 
     # ---- augmentation: the preset decides rotation and mirroring ----------------------------------
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
@@ -215,7 +248,24 @@ class SarcoSMITTrainer(SarcoTrainerBase):
         from sarco_nn.models.smit import build_smit_for_plans
 
         return build_smit_for_plans(num_input_channels, num_output_channels, configuration_manager.patch_size,
-                                    deep_supervision=enable_deep_supervision)
+                                    deep_supervision=enable_deep_supervision,
+                                    config=SarcoSMITTrainer.network_config(plans_manager.plans))
+
+    @staticmethod
+    def network_config(plans: dict):
+        """The SMIT configuration the preset names (`trainer_overrides.smit.network`; none: Trans-Small).
+
+        Static and read from the plans, so nnU-Net's predictor rebuilds exactly the trained network.
+        """
+        from sarco_nn.errors import SarcoError
+        from sarco_nn.models.smit import SMITConfig
+
+        settings = training_settings(plans.get("sarco", {}).get("preset", {}), SarcoSMITTrainer.trainer_key)
+        try:
+            return SMITConfig.from_dict(settings.get("network"))
+        except (TypeError, ValueError) as exc:
+            raise SarcoError(f"preset's SMIT network settings are invalid: {exc}",
+                             fix="correct trainer_overrides.smit.network in the preset (see plans/cpu.json).") from None
 
     def _smit(self):
         network = self.network.module if self.is_ddp else self.network
@@ -227,8 +277,9 @@ class SarcoSMITTrainer(SarcoTrainerBase):
         from sarco_nn.models.smit import SMITSegNet
 
         network = self._smit() if self.network is not None else None
-        if network is None:  # scales are needed before the network exists only for its default config
-            network = SMITSegNet(1, 2, len(self.configuration_manager.patch_size))
+        if network is None:  # scales are needed before the network exists
+            network = SMITSegNet(1, 2, len(self.configuration_manager.patch_size),
+                                 self.network_config(self.plans_manager.plans))
         return network.deep_supervision_scales
 
     def set_deep_supervision_enabled(self, enabled: bool):
