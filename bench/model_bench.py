@@ -91,7 +91,7 @@ def main() -> None:
     precisions = ["fp32"] + (["fp16 autocast"] if cuda else ["bf16 autocast"] if cpu_bf16_supported() else [])
     print(f"SMIT on {args.device} ({args.threads} threads), batch 2, fwd+bwd+AdamW step, deep supervision")
     print(f"{'network':<30}{'config':<10}{'params':>9}{'encoder':>9}{'GFLOPs/fwd':>11}"
-          + "".join(f"{'s/iter ' + p:>20}" for p in precisions))
+          + "".join(f"{'s/iter ' + p:>22}" for p in precisions))
     for label, config in networks().items():
         shapes = [(2, args.size2d)] + ([] if args.skip3d else [(3, args.size3d)])
         for dims, size in shapes:
@@ -99,7 +99,7 @@ def main() -> None:
             r = rows[0]
             name = f"{dims}D {size}" + ("²" if dims == 2 else "³")
             print(f"{label:<30}{name:<10}{r['params'] / 1e6:>8.2f}M{r['encoder_params'] / 1e6:>8.2f}M"
-                  f"{r['gflops_fwd_per_sample']:>11.1f}" + "".join(f"{x['s_per_iter']:>20.2f}" for x in rows))
+                  f"{r['gflops_fwd_per_sample']:>11.1f}" + "".join(f"{x['s_per_iter']:>22.2f}" for x in rows))
 
 
 if __name__ == "__main__":

@@ -776,7 +776,7 @@ def mask_to_source_geometry(mask_slice: sitk.Image, source: SliceSource) -> sitk
     original3d = _as_3d(source.original)
     reoriented = _reorient(original3d)
     nx, ny, nz = reoriented.GetSize()
-    mask_array = sitk.GetArrayViewFromImage(_as_3d(mask_slice))
+    mask_array = sitk.GetArrayFromImage(_as_3d(mask_slice))  # a view of a temporary image would dangle
     if mask_array.shape != (1, ny, nx):
         raise ValueError(f"mask of shape {mask_array.shape} does not fit the source slice grid {(1, ny, nx)}")
     full = np.zeros((nz, ny, nx), dtype=np.uint8)

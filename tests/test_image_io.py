@@ -366,3 +366,17 @@ def test_mixed_series_in_one_folder_is_refused(tmp_path):
 def test_dicom_read_carries_no_patient_identifiers():
     image = read_image(DATA / "dcmqi_ct3slice" / "01.dcm")
     assert image.GetMetaDataKeys() == ()
+
+
+def test_no_array_view_of_a_temporary_image():
+    """sitk.GetArrayViewFromImage(f(x)) returns a view into an image nobody holds: once it is freed the
+    view reads released memory (a segfault in train-l3 on 512² volumes). Copy, or keep the image alive."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"GetArrayViewFromImage\(\s*[\w.]+\(")
+    offenders = [f"{path.relative_to(root)}:{n}" for folder in ("sarco_nn", "dataset_conversion", "bench")
+                 for path in (root / folder).rglob("*.py")
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders

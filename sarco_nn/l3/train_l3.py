@@ -90,7 +90,7 @@ def _annotated_slice(mask_path: Path, image: sitk.Image) -> int | None:
 
     mask = read_label_image(mask_path)
     check_same_grid(image, mask, mask_path)
-    array = sitk.GetArrayViewFromImage(to_canonical(mask))
+    array = sitk.GetArrayFromImage(to_canonical(mask))  # a view of a temporary image would dangle
     annotated = np.flatnonzero(array.reshape(array.shape[0], -1).any(axis=1))
     return None if annotated.size == 0 else int(annotated[len(annotated) // 2])
 
