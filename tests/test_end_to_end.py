@@ -171,6 +171,9 @@ def test_preset_file_with_deep_supervision_trains_and_predicts(trained: Path):
     out = sarco("train", "all", "--preset", "smokeds", "-w", "ws", cwd=trained)
     assert "fold all done" in out.stdout
     model = trained / "ws" / "nnUNet_results" / "Dataset501_E2E" / "SarcoSMITTrainer__sarcoPlans_smokeds__2d"
+    # nnU-Net's plans dump stays in the training log, off the console
+    assert "global plan.json settings" not in out.stdout
+    assert any("global plan.json settings" in log.read_text() for log in (model / "fold_all").glob("training_log_*.txt"))
     plans = json.loads((model / "plans.json").read_text())
     assert plans["sarco"]["preset"]["trainer_overrides"]["smit"]["deep_supervision"] is True
     sarco("predict", "-i", "held/images", "-o", "pred_ds", "--preset", "smokeds", "--trainer", "smit", "-w", "ws",

@@ -77,6 +77,17 @@ class SarcoTrainerBase(nnUNetTrainer):
         attach_cpu_bf16_autocast(network)
         self.print_to_log_file("Training forward passes run under CPU bfloat16 autocast (preset cpu_bf16).")
 
+    def print_plans(self):
+        """nnU-Net dumps the whole plans dict to the console at train start; keep it in the training log
+        only (`sarco plan` already printed the summary a person reads)."""
+        import functools
+
+        self.print_to_log_file = functools.partial(nnUNetTrainer.print_to_log_file, self, also_print_to_console=False)
+        try:
+            super().print_plans()
+        finally:
+            del self.print_to_log_file
+
     # ---- progress and time budget -------------------------------------------------------------
     def elapsed_s(self) -> float:
         running = 0.0 if self._clock_start is None else time.monotonic() - self._clock_start
