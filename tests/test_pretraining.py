@@ -264,3 +264,13 @@ def test_real_dicom_series_folder_and_label_maps_in_an_archive():
     assert vol.array.shape[0] == 20 and 0.0 <= vol.array.min() and vol.array.max() <= 1.0
     with pytest.raises(InputError):  # a segmentation lying beside the CTs is not learned from
         prepare_volume(SHARED / "totalsegmentator" / "example_seg.nii.gz", 2, 1.5, 250.0)
+
+
+def test_pretraining_encoder_can_follow_a_preset_and_bad_settings_fail_at_once():
+    from sarco_nn.presets import load_preset, training_settings
+
+    network = training_settings(load_preset("cpu"), "smit")["network"]
+    assert PretrainConfig(encoder=network).smit_config().embed_dim == network["embed_dim"]
+    assert PretrainConfig().smit_config().embed_dim == 48  # no preset: the official Trans-Small
+    with pytest.raises(ValueError, match="unknown SMIT network setting"):
+        PretrainConfig(encoder={"embed": 24})
