@@ -15,7 +15,7 @@ from typing import Any
 
 from sarco_nn.constants import CT_WINDOW_HU, SLICE_AXIS_SPACING_MM
 from sarco_nn.errors import SarcoError
-from sarco_nn.presets import load_preset, plans_identifier
+from sarco_nn.presets import load_preset, plans_identifier, smit_network_config
 from sarco_nn.workspace import Workspace
 
 CONFIGURATION = "2d"
@@ -38,25 +38,13 @@ def _round_patch(patch: list[int], cap: list[int] | None, divisors: list[int]) -
     return [max(d, int(round(p / d)) * d) for p, d in zip(capped, divisors)]
 
 
-def _smit_size_divisor(preset: dict[str, Any]) -> int:
-    """The preset's SMIT network downsampling (32 for Trans-Small); also validates its network settings early."""
-    from sarco_nn.models.smit import SMITConfig
-    from sarco_nn.presets import training_settings
-
-    try:
-        return SMITConfig.from_dict(training_settings(preset, "smit").get("network")).size_divisor
-    except (TypeError, ValueError) as exc:
-        raise SarcoError(f"preset {preset.get('name')!r}: invalid SMIT network settings ({exc})",
-                         fix="correct trainer_overrides.smit.network (see plans/cpu.json).") from None
-
-
 def apply_preset(plans: dict[str, Any], preset: dict[str, Any]) -> None:
     """Edit nnU-Net's 2d plan in place: patch cap/rounding, batch size, CT window, preset record."""
     _window_plans(plans)
     config = plans["configurations"][CONFIGURATION]
     strides = config["architecture"]["arch_kwargs"]["strides"]
     # every trainer (U-Net, ResEnc, SMIT) must accept the same patch, so divide by all their downsamplings
-    smit_divisor = _smit_size_divisor(preset)
+    smit_divisor = smit_network_config(preset).size_divisor  # also refuses bad network settings early
     divisors = [math.lcm(math.prod(s[axis] for s in strides), smit_divisor) for axis in range(len(strides[0]))]
     config["patch_size"] = _round_patch(config["patch_size"], preset.get("max_patch_size"), divisors)
     if preset.get("batch_size"):

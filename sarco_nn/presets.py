@@ -47,6 +47,21 @@ def plans_identifier(preset_name: str) -> str:
     return f"sarcoPlans_{preset_name}"
 
 
+def smit_network_config(preset: dict[str, Any]):
+    """The SMIT network a preset names (`trainer_overrides.smit.network`; none: Trans-Small).
+
+    The one place a preset's network settings are read and validated: the planner (patch divisor),
+    the SMIT trainer and nnU-Net's predictor (via the plans) all get the same config from here.
+    """
+    from sarco_nn.models.smit import SMITConfig
+
+    try:
+        return SMITConfig.from_dict(training_settings(preset, "smit").get("network"))
+    except (TypeError, ValueError) as exc:
+        raise SarcoError(f"preset {preset.get('name')!r}: invalid SMIT network settings ({exc})",
+                         fix="correct trainer_overrides.smit.network (see plans/cpu.json).") from None
+
+
 def training_settings(preset: dict[str, Any], trainer_key: str) -> dict[str, Any]:
     """Common training settings merged with the ones specific to one trainer family."""
     settings = dict(preset.get("training", {}))

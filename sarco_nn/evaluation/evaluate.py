@@ -171,13 +171,22 @@ def _require_label(image, label: int, path: Path) -> None:
                          fix=f"save muscle as {label} (0 = background).")
 
 
+def _read_mask_stack(path: Path, label: int, ref_img=None, ref_path: Path | None = None):
+    """(image, axial stack) of a mask holding `label`, checked against the reference's grid when given."""
+    img = read_label_image(path)
+    _require_label(img, label, path)
+    if ref_img is not None:
+        check_same_grid(ref_img, img, path, ref_path)
+    return img, axial_stack(img, str(path))
+
+
+def _percent_error(pred: float, ref: float) -> float:
+    return (pred - ref) / ref * 100.0 if ref > 0 else math.nan
+
+
 def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, label: int, problems: _Problems) -> dict:
-    pred_img = read_label_image(case.prediction)
-    ref_img = read_label_image(case.reference)
-    _require_label(pred_img, label, case.prediction)
-    _require_label(ref_img, label, case.reference)
-    check_same_grid(ref_img, pred_img, case.prediction, case.reference)
-    ref_stack, pred_stack = axial_stack(ref_img, str(case.reference)), axial_stack(pred_img, str(case.prediction))
+    ref_img, ref_stack = _read_mask_stack(case.reference, label)
+    _, pred_stack = _read_mask_stack(case.prediction, label, ref_img, case.reference)
     z = _annotated_slice(ref_stack, label, case.case_id)
     level = predicted_level(ref_stack, pred_stack, z, label)
     z_pred = level.pred_slice if level is not None else z
@@ -227,11 +236,10 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
         "sma_ref_cm2": m_ref.sma_cm2,
         "sma_pred_cm2": m_pred.sma_cm2,
         "sma_error_cm2": sma_err,
-        "sma_error_percent": sma_err / m_ref.sma_cm2 * 100.0 if m_ref.sma_cm2 > 0 else math.nan,
+        "sma_error_percent": _percent_error(m_pred.sma_cm2, m_ref.sma_cm2),
         **(level.columns(ref_stack) if level is not None else {}),
         "sma_pred_annotated_cm2": sma_annotated,
-        "sma_error_annotated_percent": None if sma_annotated is None or m_ref.sma_cm2 <= 0
-        else (sma_annotated - m_ref.sma_cm2) / m_ref.sma_cm2 * 100.0,
+        "sma_error_annotated_percent": None if sma_annotated is None else _percent_error(sma_annotated, m_ref.sma_cm2),
         "smi_ref_cm2_m2": smi_ref,
         "smi_pred_cm2_m2": smi_pred,
         "smi_error_cm2_m2": None if smi_ref is None else smi_pred - smi_ref,
@@ -257,10 +265,7 @@ def _sma_at_annotated_slice(case: CaseInput, ref_img, z: int, label: int, spacin
     localization's share of the error from the segmentation's."""
     if case.annotated_prediction is None:
         return None
-    img = read_label_image(case.annotated_prediction)
-    _require_label(img, label, case.annotated_prediction)
-    check_same_grid(ref_img, img, case.annotated_prediction, case.reference)
-    stack = axial_stack(img, str(case.annotated_prediction))
+    _, stack = _read_mask_stack(case.annotated_prediction, label, ref_img, case.reference)
     return measure_slice((stack.array[z] == label).astype(np.uint8), spacing, None, label=1).sma_cm2
 
 

@@ -268,15 +268,9 @@ class SarcoSMITTrainer(SarcoTrainerBase):
 
         Static and read from the plans, so nnU-Net's predictor rebuilds exactly the trained network.
         """
-        from sarco_nn.errors import SarcoError
-        from sarco_nn.models.smit import SMITConfig
+        from sarco_nn.presets import smit_network_config
 
-        settings = training_settings(plans.get("sarco", {}).get("preset", {}), SarcoSMITTrainer.trainer_key)
-        try:
-            return SMITConfig.from_dict(settings.get("network"))
-        except (TypeError, ValueError) as exc:
-            raise SarcoError(f"preset's SMIT network settings are invalid: {exc}",
-                             fix="correct trainer_overrides.smit.network in the preset (see plans/cpu.json).") from None
+        return smit_network_config(plans.get("sarco", {}).get("preset", {}))
 
     def _smit(self):
         network = self.network.module if self.is_ddp else self.network
