@@ -1,16 +1,28 @@
-"""Atomic output: write beside the target, then rename, so a half-written file never looks finished."""
+"""Atomic output: write beside the target, then rename, so a half-written file never looks finished.
+
+The one atomic writer of sarco: reports, plans splits, provenance, checkpoints, weights and load
+reports all go through `atomic_path` (or the text/bytes/JSON shorthands below). A reader (or a
+resumed run) therefore sees either the old file or the whole new one, never a torn file.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+__all__ = ["atomic_path", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path with the target's extensions; it replaces the target only on success."""
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path with the target's extensions; it replaces the target only on success.
+
+    The temporary keeps the target's suffixes (``.nii.gz``, ``.png``) so writers that choose the
+    format from the name (SimpleITK, matplotlib, torch) behave as they would on the target.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
@@ -24,6 +36,17 @@ def atomic_path(target: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_text_atomic(target: Path, text: str) -> None:
+def write_bytes_atomic(target: str | Path, data: bytes) -> None:
+    """Write `data` to `target` atomically."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(target: str | Path, text: str) -> None:
+    """Write UTF-8 `text` to `target` atomically."""
+    write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def write_json_atomic(target: str | Path, data: Any, indent: int | None = 2, newline: bool = False, **dumps: Any) -> None:
+    """Write `data` as JSON atomically; `newline` ends the file with one; `dumps` go to json.dumps."""
+    write_text_atomic(target, json.dumps(data, indent=indent, **dumps) + ("\n" if newline else ""))

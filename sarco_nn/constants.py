@@ -22,6 +22,16 @@ CHANNEL_NAMES: dict[str, str] = {"0": "CT"}
 #: File ending of every image nnU-Net reads or writes for sarco.
 FILE_ENDING: str = ".nii.gz"
 
+#: File endings of single-file images SimpleITK reads for us (besides DICOM). Checked longest first
+#: (".nii.gz" before ".nii"); ".mhd"/".nhdr" are headers whose pixels sit in a companion file.
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+#: File endings of single DICOM files (a DICOM series is usually a folder of such files).
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
+
+#: Every file ending a scan given on the command line may have.
+SCAN_SUFFIXES: tuple[str, ...] = IMAGE_SUFFIXES + DICOM_SUFFIXES
+
 #: Spacing (mm) written on the slice axis of a single extracted L3 slice. Only the in-plane
 #: spacing is physical; this placeholder is larger than any in-plane spacing so that nnU-Net
 #: plans a pure `2d` configuration (see shared/notes/nnunet-2.8.1.md, 2D spacing-order trap).

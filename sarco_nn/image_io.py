@@ -30,11 +30,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from sarco_nn.constants import CANONICAL_ORIENTATION, CT_PLAUSIBLE_RANGE_HU, SLICE_AXIS_SPACING_MM
+from sarco_nn.constants import CANONICAL_ORIENTATION, CT_PLAUSIBLE_RANGE_HU, IMAGE_SUFFIXES, SLICE_AXIS_SPACING_MM
 from sarco_nn.errors import InputError
-
-#: File endings SimpleITK reads for us (besides DICOM). Checked longest first (".nii.gz" before ".gz").
-IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 #: Largest angle (degrees) between an image's slice normal and the head-feet axis still treated as
 #: axial. Beyond it the cross-section is oblique and the muscle area is inflated by 1/cos(angle).

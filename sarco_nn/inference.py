@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sarco_nn.atomic import write_text_atomic
+from sarco_nn.constants import SCAN_SUFFIXES as IMAGE_SUFFIXES
 from sarco_nn.errors import SarcoError
 from sarco_nn.image_io import printable_path
 from sarco_nn.workspace import Workspace
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm")
 RUN_FILE = "sarco_predict.json"
 RESULT_COLUMNS = [
     "case_id", "status", "reason", "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
@@ -130,7 +130,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     from sarco_nn.overlay import save_overlay
     from sarco_nn.postprocessing import apply_postprocessing, ensure_postprocessing, postprocessing_functions
     from sarco_nn.thresholds import get_threshold_set
-    from sarco_nn.training.run import resolve_device
+    from sarco_nn.devices import resolve_device
 
     scans = discover_scans(inputs)
     threshold_set = get_threshold_set(thresholds)
@@ -159,7 +159,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
 
     l3_rows = read_l3_csv(l3_csv) if l3_csv else {}
     l3_dir = Path(l3_model_dir) if l3_model_dir else default_model_dir(workspace.root)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, all_cpu_threads=True)
     predictor = build_predictor(model, torch_device, use_mirroring=not fast) if todo else None
     pp_functions = postprocessing_functions(decision)
     provenance = model.provenance()

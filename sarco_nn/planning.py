@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sarco_nn.atomic import write_json_atomic
 from sarco_nn.constants import CT_WINDOW_HU, SLICE_AXIS_SPACING_MM
 from sarco_nn.errors import SarcoError
 from sarco_nn.presets import load_preset, plans_identifier, smit_network_config
@@ -97,9 +98,7 @@ def ensure_splits(raw_dataset_dir: Path, preprocessed_dir: Path, case_ids: list[
         patient_splits = generate_crossval_split(sorted(groups), seed=12345, n_splits=min(5, len(groups)))
         splits = [{part: sorted(c for p in split[part] for c in groups[p]) for part in ("train", "val")}
                   for split in patient_splits]
-        tmp = splits_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(splits, indent=1))
-        os.replace(tmp, splits_file)
+        write_json_atomic(splits_file, splits, indent=1)
     return splits_file
 
 

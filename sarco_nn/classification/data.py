@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sarco_nn.constants import CT_WINDOW_HU, FILE_ENDING
+from sarco_nn.constants import FILE_ENDING
 from sarco_nn.errors import SarcoError
+from sarco_nn.windowing import apply_window
 
 #: Physical width (mm) the network input spans; abdominal CT reconstructions are 350-500 mm wide.
 CLASSIFIER_FOV_MM: float = 500.0
@@ -43,10 +44,8 @@ class LabelledCase:
     sma_cm2: float | None = None
 
 
-def window(hu: np.ndarray) -> np.ndarray:
-    """The segmentation CT window (constants.CT_WINDOW_HU) mapped to [0, 1], float32."""
-    lo, hi = CT_WINDOW_HU
-    return ((np.clip(np.asarray(hu, dtype=np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
+#: The segmentation CT window (constants.CT_WINDOW_HU) mapped to [0, 1], float32.
+window = apply_window
 
 
 def prepare_slice(hu2d: np.ndarray, spacing_yx_mm: tuple[float, float], size: int,

@@ -9,12 +9,12 @@ timm when timm is installed (an optional dependency).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sarco_nn.errors import InputError, SarcoError
+from sarco_nn.hashing import sha256_file
 
 NUM_CLASSES = 2  # logits for (not sarcopenic, sarcopenic)
 
@@ -162,14 +162,6 @@ class WeightsReport:
                 f"{len(self.head_skipped)} head tensors skipped (new 2-class head)")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_state_dict(path: Path) -> dict:
     """The tensors of a local weights file (torch.load with weights_only=True; common wrappers removed)."""
     import torch
@@ -223,7 +215,7 @@ def load_weights(model, arch: str, path: Path | str) -> WeightsReport:
     own = model.state_dict()
     target = set(own)
     children = [name for name, _ in model.named_children()]
-    report = WeightsReport(source=str(path), sha256=file_sha256(path))
+    report = WeightsReport(source=str(path), sha256=sha256_file(path))
     loadable = {}
     for key, tensor in source.items():
         name = _translate(key, target, children)

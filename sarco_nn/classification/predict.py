@@ -77,7 +77,8 @@ def predict_scans(workspace, inputs: Path | str, out_dir: Path | str, dataset: s
     import torch
 
     from sarco_nn.classification.data import as_rgb, prepare_slice, slice_array
-    from sarco_nn.classification.train import DECISION_THRESHOLD, resolve_device
+    from sarco_nn.classification.train import DECISION_THRESHOLD
+    from sarco_nn.devices import resolve_device
     from sarco_nn.image_io import load_axial_slice
     from sarco_nn.inference import discover_scans
     from sarco_nn.workspace import Workspace

@@ -31,6 +31,7 @@ from sarco_nn.classification.models import (arch_spec, build_model, check_input_
                                             split_outputs)
 from sarco_nn.classification.unfreeze import (DEFAULT_LR_DECAY, UNFREEZE_MODES, apply_stage, build_schedule,
                                               set_train_mode)
+from sarco_nn.devices import resolve_device
 from sarco_nn.errors import SarcoError
 
 RESULTS_DIR = "sarco_classification"
@@ -60,18 +61,6 @@ INTENSITY_SHIFT = 0.05  # add U(-s, s) (window units: 0.05 ≈ 21 HU)
 
 def fold_dir(workspace, dataset_name: str, arch: str, fold: str | int) -> Path:
     return workspace.root / RESULTS_DIR / dataset_name / arch / f"fold_{fold}"
-
-
-def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SarcoError("CUDA was asked for but no GPU is available", fix="use --device cpu (or auto).")
-    if device not in ("cpu",) and not device.startswith(("cuda", "mps")):
-        raise SarcoError(f"unknown device {device!r}", fix="use auto, cpu or cuda.")
-    return torch.device(device)
 
 
 def class_weights(labels) -> "torch.Tensor":
@@ -216,7 +205,7 @@ def train_fold(workspace=None, fold: str | int = 0, dataset: str | int | None = 
     """
     import torch
 
-    from sarco_nn.classification.models import file_sha256
+    from sarco_nn.hashing import sha256_file
     from sarco_nn.workspace import Workspace
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
@@ -251,7 +240,7 @@ def train_fold(workspace=None, fold: str | int = 0, dataset: str | int | None = 
         "fov_mm": fov_mm, "unfreeze": mode, "epochs": n_epochs, "lr": float(lr), "lr_decay": float(lr_decay),
         "batch_size": int(batch_size), "patience": int(patience), "balance": balance, "thresholds": str(thresholds),
         "weights": None if weights_path is None else str(weights_path),
-        "weights_sha256": None if weights_path is None or not weights_path.is_file() else file_sha256(weights_path),
+        "weights_sha256": None if weights_path is None or not weights_path.is_file() else sha256_file(weights_path),
         "seed": int(seed), "decision_threshold": DECISION_THRESHOLD,
     }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sarco_nn.atomic import atomic_path
+from sarco_nn.atomic import write_bytes_atomic as atomic_write_bytes, write_text_atomic as atomic_write_text
 from sarco_nn.constants import CT_WINDOW_HU
 
 #: Column order of cases.csv (stable: downstream scripts read it by name).
@@ -32,16 +32,7 @@ CASE_COLUMNS: tuple[str, ...] = (
 )
 
 
-# ---------------------------------------------------------------------------- atomic writes
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
+# ---------------------------------------------------------------------------- figures
 def _save_figure(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

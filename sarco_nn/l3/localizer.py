@@ -31,6 +31,7 @@ import SimpleITK as sitk
 
 from sarco_nn.errors import SarcoError
 from sarco_nn.l3.result import L3Location, L3NotFound
+from sarco_nn.windowing import apply_window
 
 #: Row spacing (mm) of the projections along z: about 7 rows per lumbar vertebra.
 MIP_SPACING_MM: float = 4.0
@@ -131,7 +132,6 @@ def projection_input(canonical: sitk.Image) -> MipInput:
     if hu.ndim != 3 or hu.shape[0] < 2:
         raise SarcoError("the L3 localizer needs a volume (several axial slices), not one slice")
     sx, sy, sz = canonical.GetSpacing()
-    lo, hi = BONE_WINDOW_HU
     sagittal = hu.max(axis=2).astype(np.float32)  # (z, y)
     coronal = hu.max(axis=1).astype(np.float32)  # (z, x)
     extent = (hu.shape[0] - 1) * sz
@@ -139,7 +139,7 @@ def projection_input(canonical: sitk.Image) -> MipInput:
     row_mm = extent / (n_rows - 1)
     channels = []
     for mip, spacing in ((sagittal, sy), (coronal, sx)):
-        windowed = np.clip((mip - lo) / (hi - lo), 0.0, 1.0)
+        windowed = apply_window(mip, BONE_WINDOW_HU)
         body = mip > _BODY_HU
         rows = resample_axis(windowed, 0, n_rows, row_mm / sz)
         body_rows = resample_axis(body.astype(np.float32), 0, n_rows, row_mm / sz)

@@ -23,13 +23,22 @@ METHODS: tuple[str, ...] = ("auto", "model", "vertebrae", "totalsegmentator")
 _LOCALIZERS: dict[tuple[str, float], object] = {}  # loaded once per checkpoint (batch predict)
 
 
-def read_volume(path: Path | str) -> tuple[sitk.Image, sitk.Image]:
-    """(image as stored, canonical LPS image) of a CT, checked as `load_axial_slice` checks it."""
+def read_volume(path_or_image: Path | str | sitk.Image, where: Path | str | None = None
+                ) -> tuple[sitk.Image, sitk.Image]:
+    """(image as stored, canonical LPS image) of a CT, checked as `load_axial_slice` checks it.
+
+    The one read + check + reorient of the L3 code (locating, `sarco train-l3`, predict's slice
+    choice). An in-memory image is checked too; `where` names it in error messages.
+    """
     from sarco_nn.image_io import check_ct_intensities, read_image, require_axial, to_canonical
 
-    original = read_image(path)
-    check_ct_intensities(original, path)
-    require_axial(original, path)
+    if isinstance(path_or_image, sitk.Image):
+        original, where = path_or_image, where or "image"
+    else:
+        where = where or Path(path_or_image)
+        original = read_image(path_or_image)
+    check_ct_intensities(original, where)
+    require_axial(original, where)
     return original, to_canonical(original)
 
 
@@ -54,22 +63,14 @@ def locate_l3(volume_path_or_image: Path | str | sitk.Image, method: str = "auto
     Raises L3NotFound when L3 is not in view,
     SarcoError when the chosen method cannot run here.
     """
-    from sarco_nn.image_io import check_ct_intensities, require_axial, to_canonical
     from sarco_nn.l3.localizer import default_model_dir, has_model
     from sarco_nn.l3.rules import check_rule, locate_from_vertebrae
 
     if method not in METHODS:
         raise InputError(f"unknown L3 locator {method!r}", None, f"use one of: {', '.join(METHODS)}")
     check_rule(rule)
-    if isinstance(volume_path_or_image, sitk.Image):
-        where = where or "image"
-        original = volume_path_or_image
-        check_ct_intensities(original, where)
-        require_axial(original, where)
-        canonical = to_canonical(original)
-    else:
-        where = Path(volume_path_or_image)
-        original, canonical = read_volume(where)
+    where = where or ("image" if isinstance(volume_path_or_image, sitk.Image) else Path(volume_path_or_image))
+    original, canonical = read_volume(volume_path_or_image, where)
     if canonical.GetSize()[2] < 2:
         raise InputError("a single axial slice: there is no L3 level to locate", where,
                          "give the whole volume, or use the slice as it is (no --locator)")

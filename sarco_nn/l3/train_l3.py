@@ -76,12 +76,9 @@ def cases_from_phantoms(n: int, seed: int = 0, matrix: int = 128) -> list[Traini
 
 
 def _read_canonical_volume(path: Path) -> sitk.Image:
-    from sarco_nn.image_io import check_ct_intensities, read_image, require_axial, to_canonical
+    from sarco_nn.l3.locate import read_volume
 
-    image = read_image(path)
-    check_ct_intensities(image, path)
-    require_axial(image, path)
-    return to_canonical(image)
+    return read_volume(path)[1]
 
 
 def _annotated_slice(mask_path: Path, image: sitk.Image) -> int | None:

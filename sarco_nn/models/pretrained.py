@@ -41,10 +41,7 @@ the loaded network computes the same function on the reoriented image (tested ex
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sarco_nn.atomic import atomic_path, write_json_atomic
 from sarco_nn.constants import CANONICAL_ORIENTATION
 from sarco_nn.hashing import sha256_file
 from sarco_nn.errors import InputError, SarcoError
@@ -105,18 +103,8 @@ class LoadReport:
 
 def write_load_report(report: LoadReport, out_dir: Path) -> Path:
     """Write `pretrained_load_report.json` into out_dir atomically (temp file + rename)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / REPORT_NAME
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".pretrained_load_report.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(report.to_json(), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = Path(out_dir) / REPORT_NAME
+    write_json_atomic(target, report.to_json(), newline=True)
     return target
 
 
@@ -462,11 +450,8 @@ def export_encoder(network: nn.Module, path: Path, dims: int) -> None:
         "dims": int(dims),
         "axes": network_axes(dims),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def config_from_checkpoint(path: Path) -> SMITConfig | None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from sarco_nn.atomic import atomic_path, write_text_atomic
-from sarco_nn.hashing import sha256_file as file_sha256
 
 CARD_NAME = "card.json"
 CURVE_NAME = "loss_curve.png"

@@ -23,7 +23,6 @@ two views overlap partly.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import OrderedDict
@@ -32,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sarco_nn.constants import CT_WINDOW_HU
+from sarco_nn.constants import IMAGE_SUFFIXES
 from sarco_nn.errors import InputError, SarcoError
+from sarco_nn.hashing import sha256_text
 from sarco_nn.pretraining.config import PretrainConfig
 from sarco_nn.pretraining.masking import random_block_mask
+from sarco_nn.windowing import apply_window
 
 log = logging.getLogger("sarco_nn.pretraining")
 
@@ -56,8 +57,6 @@ def _is_dicom_file(path: Path) -> bool:
 
 def discover_volumes(root: Path) -> list[Path]:
     """Every CT below `root`: image files (NIfTI/MHA/NRRD) and folders holding DICOM files (one series each)."""
-    from sarco_nn.image_io import IMAGE_SUFFIXES
-
     root = Path(root)
     if not root.is_dir():
         raise InputError("not a folder of CT volumes", root, "give the folder holding the unlabeled CTs")
@@ -80,7 +79,7 @@ def file_list_sha256(paths: list[Path], root: Path) -> str:
     """SHA-256 of the sorted relative paths: which data a pretrained encoder saw, without listing it."""
     base = Path(root).absolute()  # not resolve(): symlinked volumes stay inside the folder
     names = sorted(Path(p).absolute().relative_to(base).as_posix() for p in paths)
-    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
+    return sha256_text("\n".join(names))
 
 
 # ----------------------------------------------------------------------------- one volume
@@ -90,11 +89,6 @@ class PreparedVolume:
 
     array: np.ndarray
     slices: np.ndarray
-
-
-def window01(hu: np.ndarray) -> np.ndarray:
-    lo, hi = CT_WINDOW_HU
-    return ((np.clip(hu.astype(np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
 
 def _resample(image, spacing_xyz: tuple[float, float, float]):
@@ -133,7 +127,7 @@ def prepare_volume(path: Path, dims: int, spacing_mm: float, min_body_area_cm2: 
     sx, sy, sz = image.GetSpacing()
     target = (spacing_mm, spacing_mm, spacing_mm if dims == 3 else sz)
     image = _resample(image, target)
-    array = window01(sitk.GetArrayFromImage(image))  # (z, y, x)
+    array = apply_window(sitk.GetArrayFromImage(image))  # (z, y, x)
     body = array > 0.0
     array = array[_bbox(body, (0, 1, 2) if dims == 3 else (1, 2))]
     body = array > 0.0

@@ -39,14 +39,17 @@ import torch
 import torch.distributed as dist
 
 from sarco_nn.atomic import atomic_path
+from sarco_nn.devices import resolve_device
 from sarco_nn.errors import SarcoError
-from sarco_nn.pretraining.card import CARD_NAME, build_card, file_sha256, write_card, write_loss_curve
+from sarco_nn.hashing import sha256_file
+from sarco_nn.pretraining.card import CARD_NAME, build_card, write_card, write_loss_curve
 from sarco_nn.pretraining.config import PretrainConfig
 from sarco_nn.pretraining.data import StepSampler, UnlabeledCTDataset, discover_volumes, file_list_sha256
 from sarco_nn.pretraining.ema import ema_update, make_teacher, teacher_momentum
 from sarco_nn.pretraining.losses import SelfDistillationLoss, masked_l1
 from sarco_nn.pretraining.masking import applied_ratio, mask_at_stride
 from sarco_nn.pretraining.model import PretrainNetwork
+from sarco_nn.schedules import warmup_cosine
 
 CHECKPOINT_NAME = "checkpoint.pt"
 ENCODER_NAME = "encoder.pt"
@@ -64,23 +67,10 @@ class PretrainResult:
     stopped_early: bool = False
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SarcoError("--device cuda asked for, but torch sees no CUDA GPU", fix="use --device cpu (or auto).")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise SarcoError(f"unknown device {device!r}", fix="use cpu, cuda or auto.")
-    return torch.device(device)
-
-
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_fraction: float) -> float:
-    """Linear warm-up to 1 (first step already > 0), then half-cosine down to min_fraction."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    t = min((step - warmup_steps) / span, 1.0)
-    return min_fraction + (1.0 - min_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))
+    """`schedules.warmup_cosine` counted in optimizer steps (warm-up from WARMUP_FLOOR, cosine to min_fraction)."""
+    total = max(int(total_steps), 1)
+    return warmup_cosine(step / total, min(warmup_steps, total) / total, min_fraction)
 
 
 class _StopFlag:
@@ -287,7 +277,7 @@ class Pretrainer:
             mask_ratio={"declared": self.cfg.mask_ratio,
                         "applied": round(self.mask_sum / self.mask_n, 6) if self.mask_n else
                         applied_ratio(self.cfg.crop_size, self.cfg.mask_block, self.cfg.dims, self.cfg.mask_ratio)},
-            encoder_file=ENCODER_NAME, encoder_sha256=file_sha256(encoder_path), device=str(self.device),
+            encoder_file=ENCODER_NAME, encoder_sha256=sha256_file(encoder_path), device=str(self.device),
             world_size=self.world_size, wall_s=self._wall())
         write_card(self.out_dir, card)
         if self.history:

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sarco_nn import __version__
+from sarco_nn import __version__, devices
+from sarco_nn.atomic import write_json_atomic as _write_json_atomic
 from sarco_nn.errors import SarcoError
 from sarco_nn.hashing import sha256_file
 from sarco_nn.planning import CONFIGURATION
@@ -24,15 +25,7 @@ PROVENANCE_FILE = "sarco_provenance.json"
 
 
 def resolve_device(device: str = "auto"):
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SarcoError("--device cuda asked for, but torch sees no CUDA GPU", fix="use --device cpu (or auto).")
-    if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
-    return torch.device(device)
+    return devices.resolve_device(device, all_cpu_threads=True)  # nnU-Net training wants every core
 
 
 def find_plans(workspace: Workspace, dataset_name: str, preset: str | None) -> Path:
@@ -66,12 +59,6 @@ def trainer_class(trainer: str):
         return recursive_find_trainer_class_by_name(name)
     except RuntimeError:
         raise SarcoError(f"unknown trainer {trainer!r}", fix=f"use one of {', '.join(TRAINERS)} or an nnU-Net trainer class name.") from None
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def train_fold(workspace: Workspace, fold: str, dataset: str | int | None = None, trainer: str = "smit",

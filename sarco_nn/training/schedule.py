@@ -6,8 +6,9 @@ warm up and anneal over that budget, so progress = max(epoch fraction, time frac
 
 from __future__ import annotations
 
-import math
 from typing import Callable
+
+from sarco_nn.schedules import warmup_cosine
 
 
 class ProgressLRScheduler:
@@ -27,13 +28,11 @@ class ProgressLRScheduler:
 
     def factor(self, progress: float) -> float:
         progress = min(max(progress, 0.0), 1.0)
-        if self.warmup_fraction > 0 and progress < self.warmup_fraction:
-            return max(progress / self.warmup_fraction, 0.01)
         if self.kind == "poly":
+            if self.warmup_fraction > 0 and progress < self.warmup_fraction:
+                return warmup_cosine(progress, self.warmup_fraction)  # the shared linear warm-up ramp
             return (1.0 - progress) ** self.exponent
-        span = max(1.0 - self.warmup_fraction, 1e-8)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - self.warmup_fraction) / span))
-        return self.min_factor + (1.0 - self.min_factor) * cosine
+        return warmup_cosine(progress, self.warmup_fraction, self.min_factor)
 
     def step(self, epoch: int | None = None) -> None:
         f = self.factor(self.progress(epoch or 0))

@@ -20,6 +20,7 @@ from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_p
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from sarco_nn.atomic import write_json_atomic
 from sarco_nn.presets import training_settings
 from sarco_nn.training.checkpoints import load_trainer_checkpoint
 from sarco_nn.training.schedule import ProgressLRScheduler
@@ -137,10 +138,7 @@ class SarcoTrainerBase(nnUNetTrainer):
         finally:
             self.logger.__dict__.pop("plot_progress_png", None)
         state = {"elapsed_s": self.elapsed_s(), "epochs_done": self.current_epoch}
-        tmp = self._progress_path() + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-        os.replace(tmp, self._progress_path())
+        write_json_atomic(self._progress_path(), state, indent=None)
         if self.time_budget_s and self.elapsed_s() + epoch_s > float(self.time_budget_s):
             self.print_to_log_file(f"Time budget of {self.time_budget_s:g} s reached after {self.current_epoch} epochs.")
             raise TrainingBudgetReached()
