@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from sarco_nn.errors import SarcoError
+from sarco_nn.commands.runner import run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Skeletal muscle area at L3 on CT and sarcopenia detection, built on nnU-Net v2 with a SMIT trainer.")
@@ -192,15 +191,6 @@ def _register_command_modules() -> None:
 
 
 _register_command_modules()
-
-
-def run_app(typer_app: typer.Typer) -> None:
-    """Run a typer app so that user errors become one line on stderr (exit 2), never a traceback."""
-    try:
-        typer_app()
-    except SarcoError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ SCAN_SUFFIXES: tuple[str, ...] = IMAGE_SUFFIXES + DICOM_SUFFIXES
 
 #: Spacing (mm) written on the slice axis of a single extracted L3 slice. Only the in-plane
 #: spacing is physical; this placeholder is larger than any in-plane spacing so that nnU-Net
-#: plans a pure `2d` configuration (see shared/notes/nnunet-2.8.1.md, 2D spacing-order trap).
+#: plans a pure `2d` configuration (nnU-Net's planner puts the largest-spacing axis first; a
+#: smaller slice spacing would transpose the axes into a broken `2d` plan plus a `3d_fullres` one).
 SLICE_AXIS_SPACING_MM: float = 10.0
 
 #: Orientation every image is brought to before slicing (SimpleITK/DICOM convention: axes

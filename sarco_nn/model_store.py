@@ -10,8 +10,6 @@ from sarco_nn.errors import SarcoError
 from sarco_nn.planning import CONFIGURATION
 from sarco_nn.workspace import Workspace
 
-POSTPROCESSING_FILE = "sarco_postprocessing.json"
-
 
 @dataclass
 class TrainedModel:
@@ -51,7 +49,7 @@ def find_model(workspace: Workspace, dataset: str | int | None = None, trainer: 
                preset: str | None = None) -> TrainedModel:
     """The one trained model matching the filters (trainer: smit/nnunet/resenc or a class name)."""
     from sarco_nn.presets import plans_identifier
-    from sarco_nn.training.trainers import TRAINERS
+    from sarco_nn.training.names import TRAINERS
 
     dataset_name = workspace.dataset_name(dataset)
     root = workspace.results / dataset_name

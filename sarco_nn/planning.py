@@ -1,7 +1,9 @@
 """`sarco plan`: nnU-Net fingerprint → planner → preset → preprocessing, through nnU-Net's own API.
 
-The CT window is baked into the plans data (CTNormalization with fixed statistics, see
-shared/notes/nnunet-2.8.1.md §0.3): no fork of nnU-Net's normalisation, and it survives spawned
+The CT window is baked into the plans data: CTNormalization keeps its name and gets fixed
+statistics (percentiles -175/250, mean -175, std 425), so it computes (clip(x) + 175) / 425 in
+[0, 1]. No fork of nnU-Net's normalisation (nnU-Net looks custom normalisers up by name only in
+its own package, and a monkeypatch would have to run in every spawned worker); it survives spawned
 workers, model sharing and inference because the plans travel with the model.
 """
 

@@ -14,7 +14,6 @@ from typing import Any
 from sarco_nn.errors import SarcoError
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "plans"
-DEFAULT_PRESET = "default"
 REQUIRED_KEYS = ("name", "target_spacing_mm", "max_patch_size", "batch_size", "training")
 
 
@@ -53,7 +52,7 @@ def smit_network_config(preset: dict[str, Any]):
     The one place a preset's network settings are read and validated: the planner (patch divisor),
     the SMIT trainer and nnU-Net's predictor (via the plans) all get the same config from here.
     """
-    from sarco_nn.models.smit import SMITConfig
+    from sarco_nn.models.smit_config import SMITConfig
 
     try:
         return SMITConfig.from_dict(training_settings(preset, "smit").get("network"))

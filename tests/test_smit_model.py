@@ -85,16 +85,10 @@ def test_padding_does_not_leak_into_valid_region_scale():
     assert out.shape == (1, 2, 70, 90) and torch.isfinite(out).all()
 
 
-def test_valid_patch_size_rounding():
-    vp = SMITSegNet.valid_patch_size
-    assert vp((256, 256)) == (256, 256)
-    assert vp((70, 90)) == (64, 96)
-    assert vp((47, 48, 15)) == (32, 64, 32)  # nearest multiple, never below 32
-    assert vp((1, 16)) == (32, 32)
-    assert vp((80,)) == (96,)  # 2.5 rounds up
-    assert all(s % 32 == 0 for s in vp((123, 201, 333)))
-    big = SMITConfig(patch_size=4)
-    assert vp((100, 70), big) == (128, 64)
+def test_size_divisor_follows_patch_and_stages():
+    """What the planner rounds plan patches to (`planning.py`): patch size x 2 per stage."""
+    assert TINY.size_divisor == 32 and SMITConfig().size_divisor == 32
+    assert SMITConfig(patch_size=4).size_divisor == 64
 
 
 def test_build_for_plans_picks_dimensionality():
@@ -169,3 +163,42 @@ def test_cpu_bf16_autocast_hooks_run_forward_in_bf16_and_return_float32():
     for h in handles:
         h.remove()
     assert net(torch.randn(4, 8)).dtype == torch.float32 and inner_dtypes[-1] == torch.float32
+
+
+def test_stage_forward_is_monais_basiclayer_and_its_merging_sees_channels_last_tokens(monkeypatch):
+    """The contract `_run_stage` relies on, checked against the installed MONAI: each stage runs
+    MONAI's own public `BasicLayer.forward`, which hands the merging module the blocks' output as
+    (B, *S, C) tokens; the skip is exactly the stage norm of those tokens."""
+    import inspect
+
+    from monai.networks.nets.swin_unetr import BasicLayer
+
+    from sarco_nn.models.smit import SMITEncoder
+
+    calls: list[tuple[int, ...]] = []
+    original = BasicLayer.forward
+
+    def counting(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(BasicLayer, "forward", counting)
+    encoder = SMITEncoder(1, 2, TINY).eval()
+    seen = []
+    encoder.layers1[0].downsample.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    with torch.no_grad():
+        skips, bottleneck = encoder(torch.randn(1, 1, 64, 96))
+    assert len(calls) == 4  # one MONAI forward per stage, none re-implemented
+    assert seen[0].shape == (1, 32, 48, TINY.embed_dim)  # channels-last tokens at S / patch
+    assert torch.allclose(skips[0], encoder.norm0(seen[0]).movedim(-1, 1))
+    assert bottleneck.shape == (1, TINY.embed_dim * 16, 2, 3)
+    assert "normalize" not in inspect.signature(SMITEncoder.forward).parameters
+
+
+def test_installed_monai_is_in_the_tested_range():
+    """`_run_stage` uses only MONAI's public BasicLayer/SwinTransformer; pyproject pins monai to the
+    range tested here (a new major may move the merging call and break the skip capture)."""
+    import monai
+    from packaging.version import Version
+
+    assert Version("1.4") <= Version(monai.__version__.split("+")[0]) < Version("1.7")

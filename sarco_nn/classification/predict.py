@@ -1,8 +1,9 @@
 """`sarco classify predict`: the fold classifiers' mean probability that each scan is sarcopenic.
 
-Scans are read with `sarco_nn.image_io.load_axial_slice` (the reader `sarco predict` uses), so a
-volume needs its L3 slice index and every input check of the segmentation path applies. A bad
-scan is recorded in predictions.csv (status `error` + reason) and the batch goes on.
+Scans are read with `sarco_nn.image_io.load_axial_slice`: every input check of the segmentation
+path applies, but unlike `sarco predict` there is no L3 locator here, so a scan must be one axial
+slice or a volume given with its L3 slice index (`--l3-slice`). A bad scan is recorded in
+predictions.csv (status `error` + reason) and the batch goes on.
 """
 
 from __future__ import annotations

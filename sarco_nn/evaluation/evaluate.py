@@ -518,7 +518,7 @@ def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     name, models = crossval_model_dirs(ws, dataset)
     if trainer is not None:
-        from sarco_nn.training.trainers import TRAINERS  # `smit` / `nnunet` / `resenc` → class name
+        from sarco_nn.training.names import TRAINERS  # `smit` / `nnunet` / `resenc` → class name
 
         trainer = TRAINERS.get(trainer, trainer)
         models = [m for m in models if trainer in m.name]

@@ -19,12 +19,16 @@ Two details differ from MONAI's own SwinTransformer and are handled here: (1) th
 patch merging concatenates the 8 neighbours in a different order than MONAI's, so we use a
 merging module with the official order (its tensors then load unchanged); (2) the official
 encoder normalises each stage's output *before* patch merging with learnable LayerNorms,
-which MONAI's forward does not have, so `SMITEncoder.forward` runs the stages itself.
+which MONAI's SwinTransformer.forward does not have, so `SMITEncoder.forward` calls each stage
+(MONAI's public `BasicLayer.forward`) itself and takes the pre-merging tokens with a forward
+pre-hook on the merging module (see `_run_stage`).
 
 Input sizes: every spatial size should be divisible by ``patch_size * 2**len(depths)`` (32 for
-Trans-Small); `SMITSegNet.valid_patch_size` rounds a plan's patch to such sizes. Any other size
-still works: `forward` zero-pads each axis at its high end up to the next multiple (zero is
-the mean of nnU-Net's z-scored CT intensities, i.e. a neutral value) and crops the logits back.
+Trans-Small; `SMITConfig.size_divisor`), and the planner rounds plan patches so. Any other size
+still works: `forward` zero-pads each axis at its high end up to the next multiple and crops the
+logits back. sarco's plans bake the CT window into nnU-Net's normalisation (`planning.py`:
+-175..250 HU -> [0, 1]), so the padded zero reads as -175 HU: fat/air level, outside any muscle,
+never mistaken for it.
 A feature map smaller than a window is zero-padded to one window (as the official code does;
 MONAI's own shrinking mis-indexes the relative-position biases, see `_run_stage`).
 
@@ -38,14 +42,15 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
-from monai.networks.nets.swin_unetr import PatchMergingV2, SwinTransformer, compute_mask, get_window_size
+from monai.networks.nets.swin_unetr import BasicLayer, PatchMergingV2, SwinTransformer
 from torch import nn
+
+from sarco_nn.models.smit_config import TRANS_SMALL, SMITConfig
 
 #: Neighbour order of the official SMIT patch merging (offsets along array axes 0, 1, 2).
 MERGE_OFFSETS_3D: tuple[tuple[int, ...], ...] = (
@@ -60,57 +65,6 @@ def merge_offsets(spatial_dims: int) -> tuple[tuple[int, ...], ...]:
     return MERGE_OFFSETS_3D if spatial_dims == 3 else MERGE_OFFSETS_2D
 
 
-@dataclass(frozen=True)
-class SMITConfig:
-    """Encoder/decoder hyper-parameters. Defaults are the official "Trans-Small" encoder.
-
-    `window_size` and `patch_size` are per axis (isotropic). `decoder_base` is the channel
-    count of the full-resolution decoder stage (None: embed_dim // 2, 24 as in the official
-    `Trans_3D_Seg`); the other decoder stages mirror the encoder widths so skips concatenate.
-    """
-
-    embed_dim: int = 48
-    depths: tuple[int, ...] = (2, 2, 4, 2)
-    num_heads: tuple[int, ...] = (4, 4, 4, 4)
-    window_size: int = 4
-    patch_size: int = 2
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = False  # official Trans-Small: config.qkv_bias = False
-    drop_path: float = 0.1  # official SSL used 0.3; 0.1 suits short fine-tuning on few cases
-    decoder_base: int | None = None
-    norm_name: str = "instance"
-
-    def __post_init__(self) -> None:
-        if len(self.depths) != 4 or len(self.num_heads) != 4:
-            raise ValueError("SMITConfig needs exactly 4 stages (MONAI's SwinTransformer builds 4).")
-        for i, heads in enumerate(self.num_heads):
-            if (self.embed_dim * 2**i) % heads:
-                raise ValueError(f"stage {i}: width {self.embed_dim * 2**i} not divisible by {heads} heads")
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "SMITConfig":
-        """A config from JSON-like values (lists become tuples); None or {} is Trans-Small.
-
-        Unknown keys are an error: a typo in a preset must not silently train the default network.
-        """
-        if not values:
-            return cls()
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown SMIT network setting(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-    @property
-    def size_divisor(self) -> int:
-        """Every input size must be a multiple of this (patch size x one halving per stage)."""
-        return self.patch_size * 2 ** len(self.depths)
-
-    @property
-    def base_channels(self) -> int:
-        return self.decoder_base if self.decoder_base is not None else max(self.embed_dim // 2, 1)
-
-
-TRANS_SMALL = SMITConfig()
 
 
 class OfficialOrderPatchMerging(PatchMergingV2):
@@ -162,7 +116,7 @@ class SMITEncoder(SwinTransformer):
     def stages(self) -> list[nn.Module]:
         return [self.layers1[0], self.layers2[0], self.layers3[0], self.layers4[0]]
 
-    def forward(self, x: torch.Tensor, normalize: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = self.pos_drop(self.patch_embed(x))
         skips = []
         for i, stage in enumerate(self.stages):
@@ -171,32 +125,41 @@ class SMITEncoder(SwinTransformer):
         return skips, x
 
 
-def _run_stage(stage: nn.Module, norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One MONAI BasicLayer, with the stage norm taken between its blocks and its merging.
+def _run_stage(stage: BasicLayer, norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One MONAI `BasicLayer` run through its own public forward, with the official stage norm.
 
-    An axis shorter than the window is zero-padded to one window first. MONAI would shrink the
-    window instead and then index its relative-position table with `[:n, :n]`, which is only
-    right when the shrunk axis is the first one (e.g. a (4, 2) 2D window gets a (2, 4) window's
-    biases); padding keeps the pretrained biases meaningful and matches the official code.
+    (B, C, *S) -> (skip (B, C, *S), merged (B, 2C, *S/2)). MONAI's forward runs the blocks and then
+    the patch merging; the official encoder also needs the blocks' output itself (normalised by
+    `norm`) as the skip. A forward pre-hook on the merging module receives exactly that tensor
+    (channels-last), keeps it, and hands the merging the same tensor, so nothing of MONAI's
+    forward is re-implemented here.
+
+    An axis shorter than the window is zero-padded to one window first (and the hook crops it
+    back before merging). MONAI would shrink the window instead and then index its
+    relative-position table with `[:n, :n]`, which is only right when the shrunk axis is the first
+    one (e.g. a (4, 2) 2D window gets a (2, 4) window's biases); padding keeps pretrained biases
+    meaningful and matches the official code.
     """
-    tokens = x.movedim(1, -1).contiguous()  # (B, *S, C)
-    spatial = tuple(tokens.shape[1:-1])
+    spatial = tuple(x.shape[2:])
     short = [max(w - s, 0) for s, w in zip(spatial, stage.window_size)]
     if any(short):
-        pad: list[int] = [0, 0]
+        pad: list[int] = []
         for extra in reversed(short):
             pad += [0, extra]
-        tokens = F.pad(tokens, pad)
-    padded_spatial = tuple(tokens.shape[1:-1])
-    window, shift = get_window_size(padded_spatial, stage.window_size, stage.shift_size)
-    padded = [int(math.ceil(s / w)) * w for s, w in zip(padded_spatial, window)]
-    mask = compute_mask(padded, window, shift, x.device)
-    for block in stage.blocks:
-        tokens = block(tokens, mask)
-    if any(short):
-        tokens = tokens[(slice(None),) + tuple(slice(0, s) for s in spatial)].contiguous()
-    skip = norm(tokens).movedim(-1, 1).contiguous()
-    down = stage.downsample(tokens).movedim(-1, 1).contiguous()
+        x = F.pad(x, pad)
+    seen: list[torch.Tensor] = []
+
+    def keep_tokens(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        tokens = args[0][(slice(None),) + tuple(slice(0, s) for s in spatial)].contiguous()  # (B, *S, C)
+        seen.append(tokens)
+        return (tokens,)
+
+    handle = stage.downsample.register_forward_pre_hook(keep_tokens)
+    try:
+        down = stage(x).contiguous()
+    finally:
+        handle.remove()
+    skip = norm(seen[0]).movedim(-1, 1).contiguous()
     return skip, down
 
 
@@ -267,12 +230,6 @@ class SMITSegNet(nn.Module):
         n = 1 + len(self.config.depths)
         return [[1.0 / (self.config.patch_size * 2 ** (k - 1)) if k else 1.0] * self.spatial_dims for k in range(n)]
 
-    @staticmethod
-    def valid_patch_size(patch: Sequence[int], config: SMITConfig = TRANS_SMALL) -> tuple[int, ...]:
-        """Round each size to the nearest multiple of `config.size_divisor` (32), at least one multiple."""
-        d = config.size_divisor
-        return tuple(max(d, int(math.floor(int(s) / d + 0.5)) * d) for s in patch)
-
     def forward(self, x: torch.Tensor):
         spatial = tuple(x.shape[2:])
         if len(spatial) != self.spatial_dims:
@@ -302,9 +259,9 @@ def build_smit_for_plans(num_input_channels: int, num_classes: int, patch_size: 
                          deep_supervision: bool, config: SMITConfig = TRANS_SMALL) -> SMITSegNet:
     """The network for an nnU-Net configuration: 2D or 3D from the plan's patch size.
 
-    The patch size only picks the dimensionality; sizes that are not multiples of 32 still
-    work (padded inside forward) but waste compute, so plan presets should use
-    `SMITSegNet.valid_patch_size`.
+    The patch size only picks the dimensionality; sizes that are not multiples of
+    `config.size_divisor` still work (padded inside forward) but waste compute, which is why
+    the planner (`planning.py`) rounds the plan's patch to multiples of it.
     """
     return SMITSegNet(num_input_channels, num_classes, len(patch_size), config, deep_supervision)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import typer
 
-from sarco_nn.cli import run_app
 from sarco_nn.commands.pretrain_cmd import pretrain
+from sarco_nn.commands.runner import run_app
 
 
 def main() -> None:

@@ -85,7 +85,7 @@ class PretrainConfig:
         return OFFICIAL_SPACING_3D_MM if self.dims == 3 else DEFAULT_SPACING_2D_MM
 
     def smit_config(self):
-        from sarco_nn.models.smit import SMITConfig
+        from sarco_nn.models.smit_config import SMITConfig
 
         return SMITConfig.from_dict(self.encoder)
 

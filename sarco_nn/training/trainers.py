@@ -23,6 +23,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from sarco_nn.atomic import write_json_atomic
 from sarco_nn.presets import training_settings
 from sarco_nn.training.checkpoints import load_trainer_checkpoint
+from sarco_nn.training.names import TRAINERS  # noqa: F401  (CLI name → class name; re-exported)
 from sarco_nn.training.schedule import ProgressLRScheduler
 
 PROGRESS_FILE = "sarco_progress.json"
@@ -309,6 +310,4 @@ class SarcoSMITTrainer(SarcoTrainerBase):
                                               warmup_fraction=self.warmup_fraction)
 
 
-#: CLI name → trainer class name.
-TRAINERS: dict[str, str] = {"smit": "SarcoSMITTrainer", "nnunet": "SarcoUNetTrainer", "resenc": "SarcoResEncTrainer"}
 TRAINER_CLASSES = {cls.__name__: cls for cls in (SarcoSMITTrainer, SarcoUNetTrainer, SarcoResEncTrainer)}
