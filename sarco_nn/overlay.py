@@ -8,6 +8,8 @@ import numpy as np
 
 from sarco_nn.atomic import atomic_path
 
+__all__ = ["DISPLAY_WINDOW_HU", "save_overlay"]
+
 #: Display window (soft tissue, level 40 / width 400 HU); display only, never used for measurement.
 DISPLAY_WINDOW_HU = (-160.0, 240.0)
 

@@ -17,6 +17,11 @@ from sarco_nn.model_store import TrainedModel
 from sarco_nn.planning import CONFIGURATION
 from sarco_nn.workspace import Workspace
 
+__all__ = [
+    "apply_postprocessing", "crossval_folder", "determine_postprocessing", "ensure_postprocessing",
+    "load_postprocessing", "postprocessing_functions"
+]
+
 
 def crossval_folder(model: TrainedModel) -> Path:
     return model.folder / f"crossval_results_folds_{'_'.join(model.folds)}"

@@ -170,3 +170,28 @@ def test_resenc_block_counts_come_from_nnunets_resenc_planner():
     assert f"UNet_blocks_per_stage_encoder = {tuple(resenc_blocks_per_stage(13)[0])}" in source
     with pytest.raises(ValueError, match="stages at most"):
         resenc_blocks_per_stage(99)
+
+
+PUBLIC_PACKAGES = ("models", "l3", "classification", "pretraining")
+PUBLIC_MODULES = ("api", "atomic", "hashing", "devices", "windowing", "schedules", "postprocessing", "overlay",
+                  "training.names", "models.smit_config")
+
+
+def _public_modules() -> list[str]:
+    names = [f"sarco_nn.{m}" for m in PUBLIC_MODULES]
+    for package in PUBLIC_PACKAGES:
+        names += sorted(_module_name(p) for p in (ROOT / "sarco_nn" / package).glob("*.py")
+                        if p.name not in ("__init__.py", "__main__.py"))
+    return names
+
+
+@pytest.mark.parametrize("module", _public_modules())
+def test_public_modules_declare_their_surface(module):
+    """`__all__` says what a module offers; every name in it exists (a rename cannot leave it stale)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    exported = getattr(mod, "__all__", None)
+    assert exported, f"{module} has no __all__"
+    missing = [name for name in exported if not hasattr(mod, name)]
+    assert missing == [], f"{module}.__all__ names missing objects: {missing}"

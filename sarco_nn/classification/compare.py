@@ -21,6 +21,11 @@ from typing import Callable
 from sarco_nn.atomic import write_text_atomic
 from sarco_nn.errors import SarcoError
 
+__all__ = [
+    "APPROACHES", "CASE_COLUMNS", "METRICS", "TABLE_COLUMNS", "classifier_probabilities", "compare",
+    "segmentation_flags", "segmentation_model_dir"
+]
+
 APPROACHES = ("classifier", "segmentation")
 METRICS = ("accuracy", "sensitivity", "specificity")
 TABLE_COLUMNS = ["fold", "approach", "n", "tp", "fp", "tn", "fn",

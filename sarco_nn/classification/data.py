@@ -24,6 +24,12 @@ from sarco_nn.constants import FILE_ENDING
 from sarco_nn.errors import SarcoError
 from sarco_nn.windowing import apply_window
 
+__all__ = [
+    "CLASSIFIER_FOV_MM", "IMAGE_SUFFIX", "LabelledCase", "as_rgb", "case_folds", "case_ids",
+    "derive_labels", "fold_cases", "load_splits", "prepare_slice", "read_case_slice", "slice_array",
+    "window",
+]
+
 #: Physical width (mm) the network input spans; abdominal CT reconstructions are 350-500 mm wide.
 CLASSIFIER_FOV_MM: float = 500.0
 

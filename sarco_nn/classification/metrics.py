@@ -11,6 +11,8 @@ import math
 
 from sarco_nn.evaluation.classification import Confusion
 
+__all__ = ["auroc", "flag_summary"]
+
 
 def auroc(scores, labels) -> float:
     """Area under the ROC curve; NaN when either class is absent. Higher score = more sarcopenic."""

@@ -16,6 +16,12 @@ from pathlib import Path
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.hashing import sha256_file
 
+__all__ = [
+    "ARCHITECTURES", "ArchSpec", "INCEPTION_AUX_MIN_SIZE", "MIN_MATCHED_FRACTION", "NUM_CLASSES",
+    "WeightsReport", "arch_spec", "build_model", "check_input_size", "load_weights", "parameter_groups",
+    "read_state_dict", "split_outputs"
+]
+
 NUM_CLASSES = 2  # logits for (not sarcopenic, sarcopenic)
 
 #: Input edge below which torchvision's InceptionV3 auxiliary head cannot run (its 5×5 pooling

@@ -16,6 +16,8 @@ from typing import Callable
 from sarco_nn.atomic import write_text_atomic
 from sarco_nn.errors import SarcoError
 
+__all__ = ["COLUMNS", "PREDICTIONS_FILE", "find_models", "load_classifier", "predict_scans"]
+
 PREDICTIONS_FILE = "predictions.csv"
 COLUMNS = ["case_id", "status", "reason", "probability_sarcopenic", "sarcopenic", "n_models", "slice_index",
            "input", "arch", "dataset", "folds"]

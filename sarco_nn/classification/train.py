@@ -34,6 +34,15 @@ from sarco_nn.classification.unfreeze import (DEFAULT_LR_DECAY, UNFREEZE_MODES, 
 from sarco_nn.devices import resolve_device
 from sarco_nn.errors import SarcoError
 
+__all__ = [
+    "AUX_LOSS_WEIGHT", "BALANCE_MODES", "CHECKPOINT_BEST", "CHECKPOINT_FORMAT", "CHECKPOINT_LATEST",
+    "DECISION_THRESHOLD", "DEFAULT_BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_LR", "DEFAULT_PATIENCE",
+    "INTENSITY_SCALE", "INTENSITY_SHIFT", "RESULTS_DIR", "ROTATION_DEG", "VALIDATION_COLUMNS",
+    "VALIDATION_FILE", "augment", "class_weights", "compute_loss", "fold_dir", "load_checkpoint",
+    "predict_probabilities", "read_validation_predictions", "train_fold", "train_step",
+    "write_validation_predictions"
+]
+
 RESULTS_DIR = "sarco_classification"
 CHECKPOINT_FORMAT = "sarco-classifier-v1"
 CHECKPOINT_LATEST = "checkpoint_latest.pt"

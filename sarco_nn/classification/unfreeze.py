@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from sarco_nn.classification.models import arch_spec, parameter_groups
 from sarco_nn.errors import SarcoError
 
+__all__ = ["DEFAULT_LR_DECAY", "Stage", "UNFREEZE_MODES", "apply_stage", "build_schedule", "set_train_mode"]
+
 UNFREEZE_MODES = ("incremental", "all", "head")
 
 #: Each incremental stage trains with this fraction of the previous stage's learning rate.

@@ -19,6 +19,11 @@ import SimpleITK as sitk
 from sarco_nn.errors import InputError
 from sarco_nn.l3.result import L3Location
 
+__all__ = [
+    "L3_CSV_INDEX_COLUMNS", "L3_RESULT_COLUMNS", "choose_slice", "l3_result_fields", "load_l3_slice",
+    "read_l3_csv", "slab_slice", "vertebra_mask_for"
+]
+
 #: Accepted column names of the slice index in an --l3-csv file.
 L3_CSV_INDEX_COLUMNS: tuple[str, ...] = ("l3_slice", "slice_index", "l3_slice_index")
 

@@ -33,6 +33,14 @@ from sarco_nn.errors import SarcoError
 from sarco_nn.l3.result import L3Location, L3NotFound
 from sarco_nn.windowing import apply_window
 
+__all__ = [
+    "ABSENT_MARGIN_MM", "BONE_WINDOW_HU", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT",
+    "CONFIDENCE_HALF_WINDOW_MM", "EDGE_MARGIN_MM", "L3Localizer", "MAX_OFFSET_MM", "MIN_CONFIDENCE",
+    "MIN_VOTES", "MIP_COLUMN_MM", "MIP_SPACING_MM", "MIP_WIDTH", "MipInput", "PRESENT_MARGIN_MM",
+    "Prediction", "REPORT_FILE", "VOTE_RADIUS_MM", "VOTE_TOLERANCE_MM", "default_model_dir",
+    "has_model", "projection_input", "resample_axis"
+]
+
 #: Row spacing (mm) of the projections along z: about 7 rows per lumbar vertebra.
 MIP_SPACING_MM: float = 4.0
 #: Column spacing (mm) across the body: coarser, vertebrae are counted along z, not across.

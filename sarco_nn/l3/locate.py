@@ -18,6 +18,8 @@ import SimpleITK as sitk
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.l3.result import L3Location
 
+__all__ = ["METHODS", "load_localizer", "locate_l3", "read_volume"]
+
 METHODS: tuple[str, ...] = ("auto", "model", "vertebrae", "totalsegmentator")
 
 _LOCALIZERS: dict[tuple[str, float], object] = {}  # loaded once per checkpoint (batch predict)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["MipLocalizerNet", "OFFSET_SCALE_ROWS"]
+
 #: Offsets are predicted in units of this many rows (keeps the regression target near unit scale).
 OFFSET_SCALE_ROWS: float = 10.0
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from sarco_nn.errors import SarcoError
 
+__all__ = ["L3Location", "L3NotFound"]
+
 
 class L3NotFound(SarcoError):
     """The scan does not show the whole L3 vertebra (chest-only, pelvis-only, neck...): no SMA is reported."""

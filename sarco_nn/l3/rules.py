@@ -25,6 +25,11 @@ import SimpleITK as sitk
 from sarco_nn.errors import InputError
 from sarco_nn.l3.result import L3Location, L3NotFound
 
+__all__ = [
+    "L3_LABEL", "RULES", "TOTALSEG_L3_FILE", "VERTEBRA_LABELS", "check_rule", "describe_vertebrae",
+    "l3_index_from_labels", "locate_from_vertebrae", "read_vertebra_mask"
+]
+
 #: TotalSegmentator v2 vertebra label ids, caudal to cranial (S1 = 26 ... C1 = 50).
 VERTEBRA_LABELS: dict[str, int] = {
     name: 26 + i for i, name in enumerate(

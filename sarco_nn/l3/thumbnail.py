@@ -10,6 +10,8 @@ import SimpleITK as sitk
 from sarco_nn.atomic import atomic_path
 from sarco_nn.l3.result import L3Location
 
+__all__ = ["SLAB_MM", "THUMBNAIL_WINDOW_HU", "sagittal_slab", "save_l3_thumbnail"]
+
 #: Display window (HU) of the thumbnail: bone and soft tissue both visible; display only.
 THUMBNAIL_WINDOW_HU: tuple[float, float] = (-250.0, 1000.0)
 #: Thickness (mm) of the sagittal slab through the spine, shown as a maximum-intensity projection.

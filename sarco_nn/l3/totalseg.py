@@ -17,6 +17,11 @@ import SimpleITK as sitk
 from sarco_nn.errors import SarcoError
 from sarco_nn.l3.rules import VERTEBRA_LABELS
 
+__all__ = [
+    "INSTALL_HINT", "TOTALSEG_FAST_TASK_ID", "totalsegmentator_problem",
+    "vertebrae_with_totalsegmentator"
+]
+
 #: nnU-Net dataset id of TotalSegmentator's fast (3 mm) `total` model, the one sarco runs.
 TOTALSEG_FAST_TASK_ID = 297
 INSTALL_HINT = ("install it into sarco's environment (pip install TotalSegmentator) and its weights "

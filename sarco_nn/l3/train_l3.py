@@ -29,6 +29,13 @@ from sarco_nn.l3.localizer import (
 )
 from sarco_nn.l3.result import L3NotFound
 
+__all__ = [
+    "CaseError", "IMPLAUSIBLE_SQUEEZE", "LocalizationReport", "MIN_CROP_MM", "PLAUSIBLE_SCALE",
+    "P_IMPLAUSIBLE", "TARGET_SIGMA_ROWS", "TrainingCase", "TrainingLog", "case_from_volume",
+    "cases_from_dropin", "cases_from_manifest", "cases_from_phantoms", "evaluate_localizer",
+    "split_cases", "train_from_sources", "train_localizer"
+]
+
 #: Shortest crop shown in training (mm): shorter scans rarely hold enough anatomy to count vertebrae.
 MIN_CROP_MM: float = 96.0
 #: Sigma (rows) of the soft target around the true L3 row.

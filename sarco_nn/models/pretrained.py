@@ -55,6 +55,13 @@ from sarco_nn.hashing import sha256_file
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.models.smit import SMITConfig, SMITEncoder, SMITSegNet, merge_offsets
 
+__all__ = [
+    "AxisMap", "ENCODER_FORMAT", "LoadReport", "OFFICIAL_AXES_3D", "REPORT_NAME", "axis_mapping",
+    "check_report", "config_from_checkpoint", "export_encoder", "inspect_pretrained_encoder",
+    "load_pretrained_encoder", "map_to_encoder_keys", "network_axes", "official_to_ours",
+    "ours_to_official", "read_checkpoint_state_dict", "reorient", "write_load_report"
+]
+
 ENCODER_FORMAT = "sarco-smit-encoder-v1"
 REPORT_NAME = "pretrained_load_report.json"
 #: Axis codes of official SMIT weights: MONAI LoadImage + Orientationd("RAS") -> (x, y, z).

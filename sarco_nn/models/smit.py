@@ -52,6 +52,11 @@ from torch import nn
 
 from sarco_nn.models.smit_config import TRANS_SMALL, SMITConfig
 
+__all__ = [
+    "MERGE_OFFSETS_2D", "MERGE_OFFSETS_3D", "OfficialOrderPatchMerging", "SMITConfig", "SMITDecoder",
+    "SMITEncoder", "SMITSegNet", "TRANS_SMALL", "build_smit_for_plans", "count_parameters", "merge_offsets",
+]
+
 #: Neighbour order of the official SMIT patch merging (offsets along array axes 0, 1, 2).
 MERGE_OFFSETS_3D: tuple[tuple[int, ...], ...] = (
     (0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1), (1, 1, 1),

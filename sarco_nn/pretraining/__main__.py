@@ -10,6 +10,8 @@ import typer
 from sarco_nn.commands.pretrain_cmd import pretrain
 from sarco_nn.commands.runner import run_app
 
+__all__ = ["main"]
+
 
 def main() -> None:
     app = typer.Typer(add_completion=False)

@@ -15,6 +15,8 @@ from typing import Any
 
 from sarco_nn.atomic import atomic_path, write_text_atomic
 
+__all__ = ["CARD_NAME", "CURVE_NAME", "LOSS_TERMS", "build_card", "write_card", "write_loss_curve"]
+
 CARD_NAME = "card.json"
 CURVE_NAME = "loss_curve.png"
 LOSS_TERMS = ("total", "rec", "cls", "patch")

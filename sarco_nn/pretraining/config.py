@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+__all__ = ["DEFAULT_SPACING_2D_MM", "OFFICIAL_SPACING_3D_MM", "PretrainConfig", "defaults"]
+
 #: Official 3D resampling (mm, isotropic).
 OFFICIAL_SPACING_3D_MM = 2.0
 #: In-plane spacing of 2D pretraining when none is given: the reference study's 1.5 mm (the `cpu`

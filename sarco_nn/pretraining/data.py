@@ -38,6 +38,11 @@ from sarco_nn.pretraining.config import PretrainConfig
 from sarco_nn.pretraining.masking import random_block_mask
 from sarco_nn.windowing import apply_window
 
+__all__ = [
+    "MAX_RECORDED_TRIES", "PreparedVolume", "StepSampler", "UnlabeledCTDataset", "discover_volumes",
+    "file_list_sha256", "prepare_volume", "sample_indices", "two_views"
+]
+
 log = logging.getLogger("sarco_nn.pretraining")
 
 #: Unreadable volumes one sample records (the loader keeps trying beyond, up to all volumes).

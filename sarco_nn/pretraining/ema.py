@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+__all__ = ["ema_update", "make_teacher", "teacher_momentum"]
+
 
 def teacher_momentum(step: int, total_steps: int, base: float = 0.996) -> float:
     """Momentum at a global step: base at step 0, rising to 1 by a half cosine at total_steps."""

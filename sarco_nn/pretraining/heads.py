@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["DistillationHeads", "NormalizedLinear", "ReconstructionHead"]
+
 
 class NormalizedLinear(nn.Module):
     """Linear layer without bias whose weight rows are L2-normalised at every call (weight norm, g = 1)."""

@@ -17,6 +17,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["SelfDistillationLoss", "masked_l1", "warmup_value"]
+
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, voxel_mask: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over masked voxels only. voxel_mask (B, *S) or (B, 1, *S), 1 = masked."""

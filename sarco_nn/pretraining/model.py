@@ -26,6 +26,8 @@ from torch import nn
 from sarco_nn.models.smit import SMITConfig, SMITEncoder
 from sarco_nn.pretraining.heads import DistillationHeads, ReconstructionHead
 
+__all__ = ["PretrainNetwork", "TOKEN_STAGE"]
+
 #: The distilled patch tokens come from this encoder stage (0-based): stride patch_size * 2**3.
 TOKEN_STAGE = 3
 

@@ -51,6 +51,11 @@ from sarco_nn.pretraining.masking import applied_ratio, mask_at_stride
 from sarco_nn.pretraining.model import PretrainNetwork
 from sarco_nn.schedules import warmup_cosine
 
+__all__ = [
+    "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "ENCODER_NAME", "PretrainResult", "Pretrainer", "lr_factor",
+    "run_pretraining"
+]
+
 CHECKPOINT_NAME = "checkpoint.pt"
 ENCODER_NAME = "encoder.pt"
 CHECKPOINT_FORMAT = "sarco-pretrain-checkpoint-v1"

@@ -7,11 +7,9 @@ user's overrides travel inside the plans the trainer copies into its model folde
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from sarco_nn import __version__, devices
 from sarco_nn.atomic import write_json_atomic as _write_json_atomic
