@@ -25,7 +25,8 @@ from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError
 
 __all__ = [
-    "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "LABELS_FILE", "case_id_from_path", "group_by_case", "index_by_case",
+    "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "LABELS_FILE", "case_id_from_path", "case_entries", "group_by_case",
+    "index_by_case", "index_folder",
     "Pairing", "pair_by_case", "read_labels_json", "muscle_label_for",
 ]
 
@@ -33,6 +34,8 @@ __all__ = [
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dicom", ".dcm")
 #: nnU-Net's channel suffix of an image file (<case>_0000.nii.gz): not part of the case id.
 CHANNEL_SUFFIX = "_0000"
+#: Pixel-data files beside a .mhd header: part of that image, not cases of their own.
+COMPANION_SUFFIXES: tuple[str, ...] = (".raw", ".zraw", ".raw.gz")
 #: The file of a drop (beside images/ and masks/) that declares the mask label values.
 LABELS_FILE = "labels.json"
 
@@ -56,6 +59,20 @@ def case_id_from_path(path: Path | str) -> str:
         raise InputError("file name gives an empty case id", path=path,
                          fix="name the file <case>.nii.gz (or <case>_0000.nii.gz), e.g. patient01.nii.gz.")
     return name
+
+
+def case_entries(folder: Path | str) -> list[Path]:
+    """The entries of a drop folder that are cases: files and series folders, not hidden, not a
+    .mhd header's pixel file."""
+    entries = sorted(p for p in Path(folder).iterdir() if not p.name.startswith("."))
+    mhd_stems = {p.name[:-4] for p in entries if p.name.lower().endswith(".mhd")}
+    return [p for p in entries if not (p.is_file() and p.name.lower().endswith(COMPANION_SUFFIXES)
+                                       and p.name.split(".")[0] in mhd_stems)]
+
+
+def index_folder(folder: Path | str) -> dict[str, Path]:
+    """case id → entry of a drop folder (images/ or masks/); duplicates refused naming both."""
+    return index_by_case(case_entries(folder), folder)
 
 
 def group_by_case(paths: Iterable[Path]) -> dict[str, list[Path]]:

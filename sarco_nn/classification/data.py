@@ -114,7 +114,9 @@ def case_ids(raw_dir: Path) -> list[str]:
     images = Path(raw_dir) / "imagesTr"
     if not images.is_dir():
         raise SarcoError("no imagesTr folder", path=raw_dir, fix="convert the dataset with `sarco convert` first.")
-    return sorted(p.name[: -len(IMAGE_SUFFIX)] for p in images.glob("*" + IMAGE_SUFFIX))
+    from sarco_nn.cases import case_id_from_path  # the one case-id rule
+
+    return sorted(case_id_from_path(p) for p in images.glob("*" + IMAGE_SUFFIX))
 
 
 def derive_labels(raw_dir: Path, thresholds: str = "paper") -> tuple[dict[str, LabelledCase], dict[str, str]]:

@@ -130,11 +130,12 @@ def _pair_cases(predictions: dict[str, Path], references: dict[str, Path], image
                 folds: dict[str, str] | None, problems: _Problems,
                 annotated: dict[str, Path] | None = None) -> list[CaseInput]:
     cases = []
+    images = list_masks(Path(images_dir)) if images_dir is not None else {}
     for case_id, pred in predictions.items():
         if case_id not in references:
             problems.add("prediction without reference mask", case_id)
             continue
-        image = find_image(images_dir, case_id)
+        image = images.get(case_id)
         if images_dir is not None and image is None:
             problems.add("CT image not found (no HU, overlay without CT)", case_id)
         if annotated is not None and case_id not in annotated:
