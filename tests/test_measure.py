@@ -296,3 +296,22 @@ def test_measure_refuses_an_oblique_mask_as_predict_does(tmp_path):
     result = CliRunner().invoke(_cli(), [str(tmp_path / "obl.nii.gz"), "--slice", "2", "--json"])
     assert isinstance(result.exception, InputError) and "oblique" in str(result.exception)
     assert "obl.nii.gz" in str(result.exception)
+
+
+def test_mask_reasons_floor_sits_below_cachexia_never_near_a_cut_off():
+    from sarco_nn.mask_checks import SMA_FLOOR_CM2, mask_reasons
+    from sarco_nn.measure import Measurement
+    from sarco_nn.thresholds import THRESHOLD_SETS
+
+    lowest_cutoff_sma = min(b.cutoff for ts in THRESHOLD_SETS.values() if ts.metric == "sma"
+                            for bands in ts.bands.values() for b in bands)
+    assert SMA_FLOOR_CM2 < 50 and SMA_FLOOR_CM2 < lowest_cutoff_sma / 2
+    # SMI 20 cm²/m² (severe cachexia) at 1.40 m is 39.2 cm²: plausible, so it keeps its flag
+    cachectic = Measurement(39.2, None, 0, None, 3920)
+    assert mask_reasons(cachectic, (1.0, 1.0), label=1) == []
+    tiny = Measurement(5.0, None, 0, None, 500)
+    (reason,) = mask_reasons(tiny, (1.0, 1.0), label=1)
+    assert reason.code == "sma_below_floor" and reason.blocks_flag and reason.status.value == "review"
+    empty = Measurement(0.0, None, 0, None, 0)
+    assert [r.code for r in mask_reasons(empty, (1.0, 1.0), label=1, labels_present=[0])] == ["empty_mask"]
+    assert [r.code for r in mask_reasons(empty, (1.0, 1.0), label=1, labels_present=[0, 255])] == ["label_absent"]
