@@ -478,3 +478,23 @@ def test_icc_and_pearson_on_near_constant_data_are_undefined():
     assert math.isnan(both.icc_2_1) and math.isnan(both.pearson_r)
     # real spread stays defined
     assert not math.isnan(agreement([1.0, 2.0, 3.0], [1.1, 2.1, 2.9]).icc_2_1)
+
+
+def test_hd95_is_monais_max_of_directed_percentiles_not_the_pooled_percentile():
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    from sarco_nn.evaluation.metrics import hd95_mm, surface_distances
+
+    rng = np.random.default_rng(0)
+    pred, ref = np.zeros((40, 50), bool), np.zeros((40, 50), bool)
+    for mask in (pred, ref):
+        y0, x0 = rng.integers(0, 20, 2)
+        mask[y0: y0 + rng.integers(5, 20), x0: x0 + rng.integers(5, 25)] = True
+    spacing = (0.7, 1.3)
+    monai = compute_hausdorff_distance(torch.tensor(pred)[None, None].float(), torch.tensor(ref)[None, None].float(),
+                                       include_background=True, percentile=95, spacing=list(spacing)).item()
+    pooled = float(np.percentile(surface_distances(pred, ref, spacing), 95))  # medpy's hd95 (the old value)
+    ours = segmentation_metrics(pred, ref, spacing).hd95_mm
+    assert ours == hd95_mm(pred, ref, spacing) == pytest.approx(monai, rel=1e-6)
+    assert pooled < ours  # the two conventions really differ on these masks
