@@ -23,6 +23,8 @@ from typing import Iterable
 
 from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError
+from sarco_nn.image_io import IMAGE_SUFFIXES as READABLE_SUFFIXES
+from sarco_nn.image_io import printable_path
 
 __all__ = [
     "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "LABELS_FILE", "case_id_from_path", "case_entries", "group_by_case",
@@ -30,8 +32,9 @@ __all__ = [
     "Pairing", "pair_by_case", "read_labels_json", "muscle_label_for",
 ]
 
-#: Endings of image and mask files (longest first, so ".nii.gz" wins over ".nii"); any case.
-IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dicom", ".dcm")
+#: Endings of image and mask files: what `image_io` reads, plus single DICOM files. Checked longest
+#: first (".nii.gz" before ".nii"), in any case.
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(sorted({*READABLE_SUFFIXES, ".dicom", ".dcm"}, key=len, reverse=True))
 #: nnU-Net's channel suffix of an image file (<case>_0000.nii.gz): not part of the case id.
 CHANNEL_SUFFIX = "_0000"
 #: Pixel-data files beside a .mhd header: part of that image, not cases of their own.
@@ -42,8 +45,6 @@ LABELS_FILE = "labels.json"
 
 def case_id_from_path(path: Path | str) -> str:
     """The case id of an image/mask file or a DICOM series folder (rule in the module docstring)."""
-    from sarco_nn.image_io import printable_path
-
     path = Path(path)
     name = printable_path(path.name)
     if not path.is_dir():

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from sarco_nn.cases import index_by_case, muscle_label_for
-from sarco_nn.constants import FILE_ENDING, MUSCLE_LABEL
+from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.evaluation import report
 from sarco_nn.evaluation.agreement import REL_TOL, agreement
@@ -43,14 +43,15 @@ from sarco_nn.evaluation.classification import Confusion
 from sarco_nn.evaluation.localization import level_summary, predicted_level
 from sarco_nn.evaluation.metrics import HD95_DEFINITION, segmentation_metrics
 from sarco_nn.evaluation.threshold_impact import IMPACT_PERCENTS, at_risk_counts, case_impact
+from sarco_nn.image_io import IMAGE_SUFFIXES as READABLE_SUFFIXES
 from sarco_nn.image_io import check_same_grid, read_image, read_label_image
 from sarco_nn.mask_checks import SMA_FLOOR_CM2, labels_in, mask_reasons
 from sarco_nn.measure import axial_stack, measure_slice, smi
 from sarco_nn.status import FLAG_UNKNOWN, Reason, Status, Verdict
 from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, ThresholdSet, get_threshold_set
 
-#: Mask file endings accepted besides nnU-Net's .nii.gz (longest first so .nii.gz wins over .gz).
-MASK_ENDINGS: tuple[str, ...] = (FILE_ENDING, ".nii", ".mha", ".nrrd")
+#: Mask file endings: every file format `image_io` reads (NIfTI, MHA/MHD, NRRD).
+MASK_ENDINGS: tuple[str, ...] = READABLE_SUFFIXES
 
 #: The rules that change a number, as written into summary.json and the report.
 RULES: dict[str, str] = {
