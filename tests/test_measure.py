@@ -315,3 +315,26 @@ def test_mask_reasons_floor_sits_below_cachexia_never_near_a_cut_off():
     empty = Measurement(0.0, None, 0, None, 0)
     assert [r.code for r in mask_reasons(empty, (1.0, 1.0), label=1, labels_present=[0])] == ["empty_mask"]
     assert [r.code for r in mask_reasons(empty, (1.0, 1.0), label=1, labels_present=[0, 255])] == ["label_absent"]
+
+
+def test_classification_labels_never_come_from_an_empty_or_tiny_mask(tmp_path):
+    from sarco_nn.classification.data import derive_labels
+
+    raw = tmp_path / "Dataset001_X"
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    for case, n in (("good", 10000), ("empty", 0), ("tiny", 50)):
+        _write_img = sitk.GetImageFromArray(_raster(n)[None])
+        sitk.WriteImage(_write_img, str(raw / "labelsTr" / f"{case}.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((1, 200, 200), -100, np.int16)),
+                        str(raw / "imagesTr" / f"{case}_0000.nii.gz"))
+    (raw / "clinical.csv").write_text("case_id,sex,height_m\ngood,F,1.6\nempty,F,1.6\ntiny,F,1.6\n")
+    labelled, excluded = derive_labels(raw)
+    assert set(labelled) == {"good"} and labelled["good"].label is False  # 100 cm² ≥ 92
+    assert "empty" in excluded and "tiny" in excluded and "sma_below_floor" in excluded["tiny"]
+
+
+def _raster(n: int, shape=(200, 200)) -> np.ndarray:
+    flat = np.zeros(shape[0] * shape[1], np.uint8)
+    flat[:n] = 1
+    return flat.reshape(shape)
