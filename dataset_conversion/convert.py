@@ -31,11 +31,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from sarco_nn import __version__
+from sarco_nn.cases import case_entries, case_id_from_path, read_labels_json
 from sarco_nn.clinical import ClinicalRecord, read_clinical_csv, write_clinical_csv
 from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM
 from sarco_nn.errors import ClinicalDataError, InputError, SarcoError
 from sarco_nn.image_io import (
-    IMAGE_SUFFIXES,
     check_ct_intensities,
     check_same_grid,
     extract_axial_slice,
@@ -54,7 +54,6 @@ MANIFEST_COLUMNS = (
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_COMPANION_SUFFIXES = (".raw", ".zraw", ".raw.gz")  # pixel files beside a .mhd header
 
 
 @dataclass(frozen=True)
@@ -142,30 +141,17 @@ def _check_target(raw_root: Path, name: str, dataset_id: int, overwrite: bool) -
     return dataset_name
 
 
-def _case_id(path: Path) -> str:
-    if path.is_dir():
-        return path.name
-    lower = path.name.lower()
-    for suffix in (*IMAGE_SUFFIXES, ".dcm", ".dicom"):
-        if lower.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem if path.suffix and not path.suffix[1:].isdigit() else path.name
-
-
 def _list_entries(folder: Path, problems: list[str], what: str) -> tuple[dict[str, Path], set[str]]:
     """(case id → file or folder, duplicated ids); duplicated ids are problems."""
     if not folder.is_dir():
         problems.append(f"missing folder {folder}: put the {what} there (one per case)")
         return {}, set()
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    mhd_stems = {p.name[:-4] for p in entries if p.name.lower().endswith(".mhd")}
     found: dict[str, list[Path]] = {}
-    for entry in entries:
-        lower = entry.name.lower()
-        if entry.is_file() and any(lower.endswith(s) for s in _COMPANION_SUFFIXES) and \
-                entry.name.split(".")[0] in mhd_stems:
-            continue  # pixel data of a .mhd header
-        found.setdefault(_case_id(entry), []).append(entry)
+    for entry in case_entries(folder):  # the one case-id rule (sarco_nn.cases); duplicates listed below
+        try:
+            found.setdefault(case_id_from_path(entry), []).append(entry)
+        except InputError as error:
+            problems.append(str(error))
     result: dict[str, Path] = {}
     duplicated: set[str] = set()
     for case_id, paths in found.items():
@@ -197,19 +183,8 @@ def _read_label_map(path: Path) -> tuple[int, set[int]]:
     """(muscle value in the masks, all values allowed) from labels.json, default muscle=1 only."""
     if not path.exists():
         return MUSCLE_LABEL, {0, MUSCLE_LABEL}
-    try:
-        labels = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise InputError("not valid JSON", path, 'write it like {"muscle": 1, "imat": 2}') from None
-    if not isinstance(labels, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
-        raise InputError("must map label names to integers", path, 'write it like {"muscle": 1, "imat": 2}')
-    if "muscle" not in labels:
-        raise InputError("declares no 'muscle' label", path, 'add "muscle": <value used for muscle in the masks>')
+    labels = read_labels_json(path)  # the one labels.json rule (sarco_nn.cases), shared with evaluate
     values = list(labels.values())
-    if len(set(values)) != len(values):
-        raise InputError("two labels share one value", path, "give every label its own value")
-    if labels["muscle"] <= 0 or any(v < 0 for v in values):
-        raise InputError("muscle must be a positive value and no label negative", path, "0 is background")
     return labels["muscle"], {0, *values}
 
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from fractions import Fraction
+
 from sarco_nn.errors import ClinicalDataError
+from sarco_nn.thresholds import bmi as exact_bmi
+from sarco_nn.thresholds import normalise_sex
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("case_id", "sex", "height_m")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("weight_kg", "age", "sarcopenic")
 
-_SEX_CODES = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
 _BOOL_CODES = {"1": True, "true": True, "yes": True, "y": True, "0": False, "false": False, "no": False, "n": False}
 
 #: Anybody taller than this (in metres) has been entered in centimetres.
@@ -38,11 +41,13 @@ class ClinicalRecord:
     sarcopenic: bool | None = None  # reference label, when the site provides one
 
     @property
-    def bmi(self) -> float | None:
-        """Body-mass index (kg/m²), or None when height or weight is unknown."""
-        if self.height_m is None or self.weight_kg is None:
-            return None
-        return self.weight_kg / self.height_m**2
+    def bmi(self) -> Fraction | None:
+        """Exact body-mass index (kg/m²) of the entered values, or None when height or weight is unknown.
+
+        Exact so that a BMI at a band boundary (64 kg at 1.60 m = 25) falls in the right band;
+        use float(record.bmi) to display it.
+        """
+        return exact_bmi(self.height_m, self.weight_kg)
 
 
 class ClinicalTable(dict):
@@ -148,7 +153,7 @@ def _fmt(value: float | None) -> str:
 def _parse_sex(value: str, errors: list[str]) -> str | None:
     if not value:
         return None
-    code = _SEX_CODES.get(value.lower())
+    code = normalise_sex(value)
     if code is None:
         errors.append(f"sex {value!r} not understood (use M/F, male/female or man/woman)")
     return code

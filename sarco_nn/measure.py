@@ -8,6 +8,15 @@ thickness never enters (a pitfall seen in other tools). Images in any orientatio
 brought to the canonical orientation (`constants.CANONICAL_ORIENTATION`, LPS) so that axial
 slices are `array[z]`; non-square pixels are handled because the row and column spacing are
 kept apart.
+
+Numbers: SMA is the correctly rounded float of the exact product n × row spacing × column spacing
+/ 100 and SMI that of SMA / height² (exact decimal arithmetic, `thresholds.exact`), so an area or
+index that is exactly at a cut-off in decimals is exactly at it here too (the flag rule is strict
+`<`, see `sarco_nn.thresholds`).
+
+Orientation: a volume goes through the same `image_io.to_canonical` as `sarco predict`, so a mask
+whose slices are oblique (more than `image_io.AXIAL_TOLERANCE_DEG` from axial) is refused here
+exactly as predict refuses the CT (its area would be inflated by 1/cos(angle)).
 """
 
 from __future__ import annotations
@@ -17,9 +26,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from sarco_nn.constants import CANONICAL_ORIENTATION, MUSCLE_LABEL
+from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
-from sarco_nn.image_io import check_same_grid
+from sarco_nn.image_io import check_same_grid, to_canonical
+from sarco_nn.thresholds import exact, smi_exact
 
 
 @dataclass
@@ -64,8 +74,13 @@ class AxialStack:
 
 def sma_cm2(mask2d: np.ndarray, spacing_yx_mm: tuple[float, float], label: int = MUSCLE_LABEL) -> float:
     """Area of `label` in one 2-D slice: pixels × row spacing × column spacing (mm²) / 100."""
-    sy, sx = (float(v) for v in spacing_yx_mm)
-    return float(np.count_nonzero(_label_mask(mask2d, label))) * sy * sx / 100.0
+    return area_cm2(int(np.count_nonzero(_label_mask(mask2d, label))), spacing_yx_mm)
+
+
+def area_cm2(n_pixels: int, spacing_yx_mm: tuple[float, float]) -> float:
+    """n pixels × row spacing × column spacing / 100, in exact decimal arithmetic, rounded once."""
+    sy, sx = (exact(float(v)) for v in spacing_yx_mm)
+    return float(int(n_pixels) * sy * sx / 100)
 
 
 def measure_slice(
@@ -91,12 +106,11 @@ def measure_slice(
         selected = selected & (ct2d_hu >= lo) & (ct2d_hu <= hi)
         hu_gate = (lo, hi)
     n_pixels = int(np.count_nonzero(selected))
-    sy, sx = (float(v) for v in spacing_yx_mm)
     hu_mean = None
     if ct2d_hu is not None and n_pixels:
         hu_mean = float(np.asarray(ct2d_hu, dtype=np.float64)[selected].mean())
     return Measurement(
-        sma_cm2=n_pixels * sy * sx / 100.0,
+        sma_cm2=area_cm2(n_pixels, spacing_yx_mm),
         muscle_hu_mean=hu_mean,
         slice_index=slice_index,
         hu_gate=hu_gate,
@@ -130,7 +144,10 @@ def axial_stack(image: sitk.Image, name: str | None = None) -> AxialStack:
     stored_axis = head_foot[0]
     n_slices = image.GetSize()[stored_axis]
     runs_inferior = direction[2, stored_axis] < 0  # LPS: canonical z increases towards superior
-    canonical = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+    try:  # predict's own reorientation and obliquity check (permutations/flips only, never resampling)
+        canonical = to_canonical(image)
+    except InputError as exc:
+        raise InputError(str(exc).split(" Fix: ")[0], path=name, fix=exc.fix) from None
     if canonical.GetSize()[2] != n_slices:  # would mean our axis bookkeeping disagrees with ITK
         raise SarcoError(f"internal: reorientation changed the slice count of {name or 'image'}")
     sx, sy, sz = canonical.GetSpacing()
@@ -198,7 +215,7 @@ def smi(sma_cm2: float | None, height_m: float | None) -> float | None:
         return None
     if height_m <= 0:
         raise SarcoError(f"height {height_m} m is not positive", fix="give the height in metres, e.g. 1.62.")
-    return float(sma_cm2) / float(height_m) ** 2
+    return float(smi_exact(sma_cm2, height_m))
 
 
 def _label_mask(mask: np.ndarray, label: int) -> np.ndarray:

@@ -45,22 +45,39 @@ def trained_folds(model_folder: Path) -> list[str]:
     return ["all"] if (model_folder / "fold_all" / "checkpoint_final.pth").exists() else []
 
 
-def find_model(workspace: Workspace, dataset: str | int | None = None, trainer: str | None = None,
-               preset: str | None = None) -> TrainedModel:
-    """The one trained model matching the filters (trainer: smit/nnunet/resenc or a class name)."""
+def match_model_folders(folders: list[Path], trainer: str | None = None, preset: str | None = None) -> list[Path]:
+    """The model folders (<Trainer>__<Plans>__<config>) that `--trainer` / `--preset` name: the ONE lookup rule.
+
+    trainer: an alias (smit / nnunet / resenc), a trainer class name, or a whole folder name; it
+    must match EXACTLY (never a substring: "nnUNetTrainer" must not pick "nnUNetTrainerSMIT").
+    preset: a preset name, matched exactly against the plans identifier.
+    A trainer or preset that matches none of `folders` is an error listing the candidates.
+    """
     from sarco_nn.presets import plans_identifier
     from sarco_nn.training.names import TRAINERS
 
+    chosen = list(folders)
+    if trainer:
+        name = TRAINERS.get(trainer, trainer)
+        chosen = [f for f in chosen if f.name == trainer or f.name.split("__")[0] == name]
+    if preset:
+        plans = plans_identifier(preset)
+        chosen = [f for f in chosen if f.name.split("__")[1:2] == [plans]]
+    if (trainer or preset) and folders and not chosen:
+        wanted = " and ".join(x for x in (trainer and f"--trainer {trainer!r}", preset and f"--preset {preset!r}") if x)
+        raise SarcoError(f"no trained model matches {wanted} (candidates: {', '.join(f.name for f in folders)})",
+                         fix=f"give one of the trainer names exactly ({', '.join(sorted(TRAINERS))} or a class "
+                             "name as in the folder), or a whole folder name.")
+    return chosen
+
+
+def find_model(workspace: Workspace, dataset: str | int | None = None, trainer: str | None = None,
+               preset: str | None = None) -> TrainedModel:
+    """The one trained model matching the filters (trainer: smit/nnunet/resenc or a class name)."""
     dataset_name = workspace.dataset_name(dataset)
     root = workspace.results / dataset_name
-    trainer_name = TRAINERS.get(trainer, trainer) if trainer else None
-    candidates = []
-    for folder in sorted(root.glob(f"*__*__{CONFIGURATION}")) if root.is_dir() else []:
-        t, p, _ = folder.name.split("__")
-        if trainer_name and t != trainer_name or preset and p != plans_identifier(preset):
-            continue
-        if trained_folds(folder):
-            candidates.append(folder)
+    folders = [f for f in (sorted(root.glob(f"*__*__{CONFIGURATION}")) if root.is_dir() else []) if trained_folds(f)]
+    candidates = match_model_folders(folders, trainer, preset)
     if not candidates:
         raise SarcoError(f"no trained model for {dataset_name} in {workspace.root}",
                          fix="run `sarco train FOLD` first (or check --trainer / --preset).")

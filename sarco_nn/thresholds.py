@@ -1,13 +1,26 @@
-"""Sarcopenia cut-offs: the ONE place where they are defined.
+"""Sarcopenia cut-offs: the ONE place where they are defined, and the ONE boundary rule.
 
 A threshold set says which measure it applies to (`sma`, cm², or `smi`, cm²/m²) and, per sex,
-the cut-off below which a patient is sarcopenic (strictly below: a value equal to the cut-off
-is not sarcopenic). A cut-off may depend on BMI through bands.
+the cut-off below which a patient is sarcopenic. A cut-off may depend on BMI through bands.
 
-Built-in sets:
-  paper  — SMA < 144 cm² (male), < 92 cm² (female); the reference study's (Derstine 2018, rounded).
-  prado  — SMI < 52.4 (male), < 38.5 (female) cm²/m² (Prado 2008).
-  martin — SMI < 43 (male, BMI < 25), < 53 (male, BMI ≥ 25), < 41 (female) cm²/m² (Martin 2013).
+Boundary rule (every set, every level, every command):
+  * Strict `<`: a value exactly equal to its cut-off is NOT sarcopenic; a BMI exactly equal to
+    a band's lower bound is IN that band (BMI 25.0 is in "BMI ≥ 25").
+  * Exact decimal arithmetic: numbers are taken as the decimals they were entered as (a float
+    by its shortest repr: 1.6 m is 8/5 m, not 1.600000000000000088…) and compared as exact
+    fractions (`fractions.Fraction`). BMI = weight / height² is computed exactly from the
+    entered height and weight, so 64 kg at 1.60 m is BMI 25 exactly (floating point gives
+    24.999999999999996 and the wrong Martin band); SMI = SMA / height² likewise (`smi_exact`).
+    Cut-offs are the published decimals (52.4 is 262/5).
+
+Built-in sets (values and source):
+  paper    — SMA < 144 cm² (male), < 92 cm² (female): the reference study's ROUNDING of
+             Derstine 2018's L3 values (kept as the default so results match that study).
+  derstine — SMA < 144.3 cm² (male), < 92.2 cm² (female): Derstine et al. 2018 (Sci Rep 8:11369),
+             the exact published L3 SMA cut-offs the `paper` set rounds.
+  prado    — SMI < 52.4 (male), < 38.5 (female) cm²/m² (Prado et al. 2008, Lancet Oncol).
+  martin   — SMI < 43 (male, BMI < 25), < 53 (male, BMI ≥ 25), < 41 (female) cm²/m²
+             (Martin et al. 2013, J Clin Oncol).
 
 A user file (JSON; YAML too when PyYAML is installed) follows this schema:
 
@@ -25,6 +38,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from numbers import Rational
 from pathlib import Path
 
 from sarco_nn.errors import InputError, SarcoError
@@ -32,6 +48,49 @@ from sarco_nn.errors import InputError, SarcoError
 DEFAULT_THRESHOLD_SET = "paper"
 
 _UNITS = {"sma": "cm²", "smi": "cm²/m²"}
+
+#: Every spelling of sex that sarco accepts (clinical.csv, `sarco measure --sex`, predict): one table.
+SEX_CODES: dict[str, str] = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
+
+Number = float | int | Fraction | Decimal
+
+
+def exact(value: Number | str) -> Fraction:
+    """The decimal number `value` stands for, as an exact fraction.
+
+    Why: 1.6 as a float is 1.600000000000000088…; arithmetic on it puts a value that is exactly
+    at a cut-off a hair to one side. A float is read by its shortest repr (what the user typed,
+    what the CSV held); an int, Fraction or Decimal is taken as is; a string is parsed as decimal.
+    """
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if isinstance(value, (int, Rational)):
+        return Fraction(value)
+    if isinstance(value, Decimal):
+        return Fraction(value)
+    try:
+        text = value.strip() if isinstance(value, str) else repr(float(value))
+        return Fraction(Decimal(text))
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"{value!r} is not a finite number") from exc
+
+
+def bmi(height_m: Number | None, weight_kg: Number | None) -> Fraction | None:
+    """Exact BMI (kg/m²) from the entered height and weight; None when either is unknown."""
+    if height_m is None or weight_kg is None or _nan(height_m) or _nan(weight_kg):
+        return None
+    h = exact(height_m)
+    if h <= 0:
+        return None
+    return exact(weight_kg) / (h * h)
+
+
+def smi_exact(sma_cm2: Number, height_m: Number) -> Fraction:
+    """Exact SMI (cm²/m²) = SMA / height², from the decimals of SMA and the entered height."""
+    h = exact(height_m)
+    return exact(sma_cm2) / (h * h)
 
 
 @dataclass(frozen=True)
@@ -46,8 +105,11 @@ class BmiBand:
     def needs_bmi(self) -> bool:
         return self.bmi_min is not None or self.bmi_max is not None
 
-    def contains(self, bmi: float) -> bool:
-        return (self.bmi_min is None or bmi >= self.bmi_min) and (self.bmi_max is None or bmi < self.bmi_max)
+    def contains(self, bmi: Number) -> bool:
+        """bmi_min <= BMI < bmi_max, compared exactly (see the module's boundary rule)."""
+        value = exact(bmi)
+        return ((self.bmi_min is None or value >= exact(self.bmi_min))
+                and (self.bmi_max is None or value < exact(self.bmi_max)))
 
 
 @dataclass(frozen=True)
@@ -73,7 +135,7 @@ class ThresholdSet:
         if bmi is None or _nan(bmi):
             return None
         for band in bands:
-            if band.contains(float(bmi)):
+            if band.contains(bmi):
                 return band.cutoff
         return None
 
@@ -86,19 +148,28 @@ class ThresholdSet:
         if key not in self.bands:
             return f"no {self.name} cut-off for sex {key}"
         if self.cutoff_for(key, bmi) is None:
-            return "missing BMI (height/weight)" if bmi is None or _nan(bmi) else f"BMI {bmi:.1f} outside every band"
+            return "missing BMI (height/weight)" if bmi is None or _nan(bmi) else f"BMI {float(bmi):.1f} outside every band"
         value = sma_cm2 if self.metric == "sma" else smi
         if value is None or _nan(value):
             return "missing SMA" if self.metric == "sma" else "missing height (SMI)"
         return None
 
     def is_sarcopenic(self, sex: str | None, sma_cm2: float | None, smi: float | None = None,
-                      bmi: float | None = None) -> bool | None:
-        """True if the measure is strictly below the cut-off; None when it cannot be decided."""
+                      bmi: Number | None = None, height_m: Number | None = None) -> bool | None:
+        """True if the measure is strictly below the cut-off; None when it cannot be decided.
+
+        Compared exactly (module docstring). With `height_m`, an SMI set recomputes SMI exactly as
+        SMA / height² instead of trusting the float `smi`, so SMI exactly at the cut-off stays put.
+        """
         if self.why_undecidable(sex, sma_cm2, smi, bmi) is not None:
             return None
-        value = sma_cm2 if self.metric == "sma" else smi
-        return bool(value < self.cutoff_for(sex, bmi))
+        if self.metric == "sma":
+            value = exact(sma_cm2)
+        elif height_m is not None and not _nan(height_m) and sma_cm2 is not None and not _nan(sma_cm2):
+            value = smi_exact(sma_cm2, height_m)
+        else:
+            value = exact(smi)
+        return bool(value < exact(self.cutoff_for(sex, bmi)))
 
     def describe(self, sex: str | None, bmi: float | None = None) -> str:
         """E.g. "SMA<144 cm² (paper, M)"; says why when no cut-off applies."""
@@ -111,11 +182,10 @@ class ThresholdSet:
 
 
 def normalise_sex(sex: str | None) -> str | None:
-    """"M"/"F" from M, F, male, female (any case); None for anything else."""
+    """"M"/"F" from any spelling in SEX_CODES (M/F, male/female, man/woman; any case); else None."""
     if sex is None or (isinstance(sex, float) and math.isnan(sex)):
         return None
-    text = str(sex).strip().upper()
-    return {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F"}.get(text)
+    return SEX_CODES.get(str(sex).strip().lower())
 
 
 def _simple(name: str, metric: str, male: float, female: float) -> ThresholdSet:
@@ -124,7 +194,8 @@ def _simple(name: str, metric: str, male: float, female: float) -> ThresholdSet:
 
 #: The built-in sets, by name.
 THRESHOLD_SETS: dict[str, ThresholdSet] = {
-    "paper": _simple("paper", "sma", 144.0, 92.0),
+    "paper": _simple("paper", "sma", 144.0, 92.0),       # the reference study's rounding of Derstine 2018
+    "derstine": _simple("derstine", "sma", 144.3, 92.2),  # Derstine et al. 2018, exact published values
     "prado": _simple("prado", "smi", 52.4, 38.5),
     "martin": ThresholdSet(
         "martin",
@@ -224,3 +295,9 @@ def _positive(value, key: str, path: Path, fix: str) -> float:
 
 def _nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD_SET", "THRESHOLD_SETS", "SEX_CODES", "BmiBand", "ThresholdSet", "bmi", "exact",
+    "get_threshold_set", "load_threshold_file", "normalise_sex", "smi_exact",
+]

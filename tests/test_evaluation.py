@@ -67,7 +67,9 @@ def test_empty_masks_are_reported_not_crashed_on():
     assert (both.dice, both.iou, both.hd95_mm, both.msd_mm) == (1.0, 1.0, 0.0, 0.0)
     assert both.reference_empty and both.prediction_empty
     missed = segmentation_metrics(empty, full, (1.0, 2.0))
-    assert missed.dice == 0 and math.isnan(missed.hd95_mm) and missed.prediction_empty
+    # a missed mask gets the worst possible distance (the slice diagonal), never NaN (#13 item 6)
+    assert missed.dice == 0 and missed.hd95_mm == pytest.approx(math.hypot(10 * 1.0, 10 * 2.0))
+    assert missed.msd_mm == missed.hd95_mm and missed.prediction_empty
     assert missed.fn_cm2 == pytest.approx(9 * 2 / 100) and missed.fp_cm2 == 0
 
 
@@ -289,22 +291,117 @@ def test_evaluate_crossval_from_nnunet_layout_and_cli(tmp_path):
     assert "fold pooled: n 4" in result.output and (tmp_path / "cli_out" / "report.md").is_file()
 
 
-def test_empty_prediction_and_empty_reference_cases_are_evaluated_and_listed(tmp_path):
-    full = np.zeros((30, 30), np.uint8)
-    full[5:20, 5:20] = 1  # 225 px at 1 mm = 2.25 cm²
+def test_empty_prediction_counts_against_the_model_and_empty_reference_is_left_out(tmp_path):
+    full = np.zeros((80, 80), np.uint8)
+    full[5:65, 5:65] = 1  # 3600 px at 1 mm = 36 cm² (above the plausibility floor)
     empty = np.zeros_like(full)
-    for folder, masks in (("pred", {"x": empty, "y": full, "z": empty}), ("ref", {"x": full, "y": empty, "z": empty})):
+    cases = {"x": (empty, full), "y": (full, empty), "z": (empty, empty), "w": (full, full)}
+    for folder, index in (("pred", 0), ("ref", 1)):
         (tmp_path / folder).mkdir()
-        for case, mask in masks.items():
-            _write(tmp_path / folder / f"{case}.nii.gz", mask, spacing=(1.0, 1.0, 10.0))
+        for case, masks in cases.items():
+            _write(tmp_path / folder / f"{case}.nii.gz", masks[index], spacing=(1.0, 1.0, 10.0))
     s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
-    assert s["n_cases"] == 3 and s["n_empty_prediction"] == 2 and s["n_empty_reference"] == 2
-    assert s["dice_mean"] == pytest.approx(1 / 3)  # 0, 0, and 1 for the both-empty case
-    assert s["sma_mape_percent"] == pytest.approx(100.0)  # only x has a non-zero reference
-    assert s["problems"]["empty prediction (surface distances undefined)"] == ["x", "z"]
-    assert s["problems"]["empty reference mask (SMA % error undefined)"] == ["y", "z"]
+    # y and z have no reference muscle: not truth, out of every statistic, listed (#13 items 5 and 6)
+    assert s["n_cases"] == 4 and s["n_cases_in_statistics"] == 2 and s["excluded_from_statistics"] == ["y", "z"]
+    assert s["n_empty_prediction"] == 1 and s["n_empty_reference"] == 2
+    assert s["dice_mean"] == pytest.approx(0.5)  # x: 0 (counts against the model), w: 1
+    assert s["hd95_mean_mm"] == pytest.approx((math.hypot(80, 80) + 0.0) / 2)  # x's diagonal is IN the mean
+    assert s["sma_n"] == 2 and s["sma_mape_percent"] == pytest.approx(50.0)  # x: −100 %, w: 0 %
+    assert s["failed_predictions"] == ["x"]
+    assert s["problems"]["empty reference mask (left out of the statistics)"] == ["y", "z"]
+    assert "empty_reference" in s["rules"] and "HD95" in s["rules"]["hd95"]
     assert s["n_cases_classified"] == 0 and s["accuracy"] is None  # no clinical.csv: nothing to classify
+    rows = {r["case_id"]: r for r in csv.DictReader(open(tmp_path / "out" / "cases.csv"))}
+    assert rows["y"]["in_statistics"] == "no" and rows["y"]["status"] == "review"
+    assert rows["y"]["reasons"].startswith("empty_reference") and rows["x"]["sarcopenic_pred"] == "unknown"
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert "left out of the means" not in report_md and "y, z" in report_md
     assert (tmp_path / "out" / "overlays" / "worst_1_x.png").is_file()
+
+
+def test_withheld_prediction_flag_is_scored_as_wrong(tmp_path):
+    ref = _rect((60, 62))      # 148.8 cm² man: not sarcopenic under paper
+    pred_empty = np.zeros_like(ref)
+    sarcopenic_ref = _rect((40, 40))  # 64 cm² woman: sarcopenic
+    for d in ("pred", "ref"):
+        (tmp_path / d).mkdir()
+    _write(tmp_path / "ref" / "a.nii.gz", ref)
+    _write(tmp_path / "pred" / "a.nii.gz", pred_empty)
+    _write(tmp_path / "ref" / "b.nii.gz", sarcopenic_ref)
+    _write(tmp_path / "pred" / "b.nii.gz", pred_empty)
+    (tmp_path / "clinical.csv").write_text("case_id,sex,height_m\na,M,1.7\nb,F,1.6\n")
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", tmp_path / "clinical.csv", tmp_path / "out")
+    # old code: SMA 0 → "sarcopenic" → b counted as a true positive
+    assert s["confusion"] == {"tp": 0, "fp": 1, "tn": 0, "fn": 1} and s["accuracy"] == 0.0
+    assert s["n_flags_withheld_scored_wrong"] == 2
+
+
+def test_reference_labels_json_and_label_option(tmp_path):
+    drop = tmp_path / "drop"
+    (drop / "masks").mkdir(parents=True)
+    (tmp_path / "pred").mkdir()
+    ref = np.zeros((80, 80), np.uint8)
+    ref[2:62, 2:64] = 2   # muscle under value 2: 60 × 62 px × 4 mm² = 148.8 cm²
+    ref[62:70, 2:20] = 1  # imat
+    pred = (ref == 2).astype(np.uint8)  # sarco writes muscle as 1
+    _write(drop / "masks" / "a.nii.gz", ref)
+    _write(tmp_path / "pred" / "a.nii.gz", pred)
+    (drop / "labels.json").write_text('{"muscle": 2, "imat": 1}')
+    s = evaluate_folder(tmp_path / "pred", drop / "masks", None, tmp_path / "out")
+    assert s["label"] == 2 and s["label_prediction"] == 1 and s["label_source"].endswith("labels.json")
+    assert s["dice_mean"] == 1.0 and s["sma_bias_cm2"] == pytest.approx(0.0)
+    (drop / "labels.json").unlink()
+    s = evaluate_folder(tmp_path / "pred", drop / "masks", None, tmp_path / "out2", label=2)
+    assert s["dice_mean"] == 1.0 and s["label_source"] == "--label"
+
+
+def test_volume_overlap_metrics_are_at_the_reference_slice(tmp_path):
+    sq = np.zeros((40, 40), np.uint8)
+    sq[5:35, 5:35] = 1
+    for d in ("pred", "ref"):
+        (tmp_path / d).mkdir()
+    _volume(tmp_path / "ref" / "a.nii.gz", {4: sq})
+    _volume(tmp_path / "pred" / "a.nii.gz", {5: sq})
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+    row = next(csv.DictReader(open(tmp_path / "out" / "cases.csv")))
+    # old code: Dice 1.000 / HD95 0 (each mask read at its own slice); the 3-D overlap is empty
+    assert float(row["dice"]) == 0.0 and s["dice_mean"] == 0.0
+    assert (row["overlap_slice"], row["sma_pred_slice"]) == ("4", "5")
+    assert float(row["sma_error_cm2"]) == pytest.approx(0.0)  # SMA stays end to end, at the prediction's level
+
+
+def test_evaluate_refuses_an_oblique_mask(tmp_path):
+    import SimpleITK as sitk
+
+    arr = np.zeros((5, 40, 40), np.uint8)
+    arr[2, 5:35, 5:35] = 1
+    for d in ("pred", "ref"):
+        (tmp_path / d).mkdir()
+        img = sitk.GetImageFromArray(arr)
+        c, s_ = math.cos(math.radians(30)), math.sin(math.radians(30))
+        img.SetDirection((1, 0, 0, 0, c, -s_, 0, s_, c))
+        sitk.WriteImage(img, str(tmp_path / d / "a.nii.gz"))
+    with pytest.raises(SarcoError, match="oblique"):
+        evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+
+
+def test_duplicate_case_ids_are_refused_naming_both_files(tmp_path):
+    for d in ("pred", "ref"):
+        (tmp_path / d).mkdir()
+        _write(tmp_path / d / "a.nii.gz", _rect((50, 50)))
+    _write(tmp_path / "ref" / "a.mha", _rect((50, 50)))
+    with pytest.raises(SarcoError, match=r"a\.mha.*a\.nii\.gz|a\.nii\.gz.*a\.mha"):
+        evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+
+
+def test_crossval_trainer_is_matched_exactly_never_by_substring(tmp_path):
+    from sarco_nn.model_store import match_model_folders
+
+    folders = [tmp_path / "nnUNetTrainer__nnUNetPlans__2d", tmp_path / "nnUNetTrainerSMIT__nnUNetPlans__2d"]
+    assert match_model_folders(folders, "nnUNetTrainer") == folders[:1]  # old rule: both (substring)
+    assert match_model_folders(folders, "nnUNetTrainerSMIT__nnUNetPlans__2d") == folders[1:]
+    with pytest.raises(SarcoError, match="candidates: nnUNetTrainer__nnUNetPlans__2d"):
+        match_model_folders(folders, "Trainer")
 
 
 # ------------------------------------------------------------------------------ L3 level on whole volumes
@@ -366,3 +463,38 @@ def test_single_slice_cases_have_no_level_columns(tmp_path):
     row = next(csv.DictReader(open(tmp_path / "out" / "cases.csv")))
     assert row["l3_error_mm"] == "" and s["l3"] is None
     assert not (tmp_path / "out" / "annotated_l3.csv").exists()
+
+
+# ------------------------------------------------------------------------------ #13 item 3: near-constant data
+def test_icc_and_pearson_on_near_constant_data_are_undefined():
+    sma = [150.0, 150.0, 150.0]
+    heights = [1.7, 1.7, 1.7]
+    smi_pred = [s / h**2 for s, h in zip(sma, heights)]
+    smi_ref = [150.0000000000001 / 1.7**2, 150.0 / 1.7**2, 149.99999999999997 / 1.7**2]  # rounding residue only
+    a = agreement(smi_pred, smi_ref)
+    assert math.isnan(a.icc_2_1) and math.isnan(a.icc_3_1) and math.isnan(a.pearson_r)
+    assert math.isnan(pearson_r([51.903114186851205, 51.90311418685121, 51.903114186851205], [1.0, 2.0, 3.0]))
+    both = agreement([1.0, 1.0 + 1e-13], [1.0 + 2e-13, 1.0])
+    assert math.isnan(both.icc_2_1) and math.isnan(both.pearson_r)
+    # real spread stays defined
+    assert not math.isnan(agreement([1.0, 2.0, 3.0], [1.1, 2.1, 2.9]).icc_2_1)
+
+
+def test_hd95_is_monais_max_of_directed_percentiles_not_the_pooled_percentile():
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    from sarco_nn.evaluation.metrics import hd95_mm, surface_distances
+
+    rng = np.random.default_rng(0)
+    pred, ref = np.zeros((40, 50), bool), np.zeros((40, 50), bool)
+    for mask in (pred, ref):
+        y0, x0 = rng.integers(0, 20, 2)
+        mask[y0: y0 + rng.integers(5, 20), x0: x0 + rng.integers(5, 25)] = True
+    spacing = (0.7, 1.3)
+    monai = compute_hausdorff_distance(torch.tensor(pred)[None, None].float(), torch.tensor(ref)[None, None].float(),
+                                       include_background=True, percentile=95, spacing=list(spacing)).item()
+    pooled = float(np.percentile(surface_distances(pred, ref, spacing), 95))  # medpy's hd95 (the old value)
+    ours = segmentation_metrics(pred, ref, spacing).hd95_mm
+    assert ours == hd95_mm(pred, ref, spacing) == pytest.approx(monai, rel=1e-6)
+    assert pooled < ours  # the two conventions really differ on these masks

@@ -203,12 +203,14 @@ def test_measure_command_json_single_slice_and_per_slice(tmp_path):
     assert set(obj) >= {"sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "slice_index", "hu_gate", "sarcopenic"}
     assert obj["sma_cm2"] == pytest.approx(0.32) and obj["smi_cm2_m2"] == pytest.approx(0.32 / 2.56, abs=1e-4)
     assert obj["hu_gate"] == list(MUSCLE_HU_GATE) and obj["muscle_hu_mean"] == pytest.approx(50.0)
-    assert obj["sarcopenic"] is True and obj["slice_index"] == 0
+    # 0.32 cm² is no patient's L3 muscle: numbers are shown, the flag is withheld (#13 item 2)
+    assert obj["sarcopenic"] == "unknown" and obj["slice_index"] == 0 and obj["status"] == "review"
+    assert [r["code"] for r in obj["reasons"]] == ["sma_below_floor"]
 
     sitk.WriteImage(_stack(-1), str(tmp_path / "vol.nii.gz"))
     listed = json.loads(runner.invoke(_cli(), [str(tmp_path / "vol.nii.gz"), "--json"]).output)
     assert isinstance(listed, list) and [o["slice_index"] for o in listed] == sorted(RADII)
-    assert all(o["sarcopenic"] is None and o["hu_gate"] is None for o in listed)  # no sex given
+    assert all(o["sarcopenic"] == "unknown" and o["hu_gate"] is None for o in listed)  # no sex given
     one = json.loads(runner.invoke(_cli(), [str(tmp_path / "vol.nii.gz"), "--slice", "4", "--json"]).output)
     assert isinstance(one, dict) and one["sma_cm2"] == pytest.approx(math.pi * 25, rel=0.02)
 
@@ -224,3 +226,115 @@ def test_measure_command_refuses_gate_without_image_and_unreadable_mask(tmp_path
     assert isinstance(result.exception, InputError)
     result = runner.invoke(_cli(), [str(bad), "--hu-gate"])
     assert isinstance(result.exception, SarcoError) and "--hu-gate needs the CT" in str(result.exception)
+
+
+# ------------------------------------------------------------------ #13: no flag from an empty or odd mask
+def _square_mask(side: int, value: int = 1, shape=(200, 200)) -> sitk.Image:
+    arr = np.zeros(shape, np.uint8)
+    arr[:side, :side] = value
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((1.0, 1.0))
+    return img
+
+
+@pytest.mark.parametrize("value, code", [(255, "label_absent"), (0, "empty_mask")])
+def test_measure_never_flags_a_mask_without_muscle(tmp_path, value, code):
+    sitk.WriteImage(_square_mask(100, value), str(tmp_path / "m.nii.gz"))
+    result = CliRunner().invoke(_cli(), [str(tmp_path / "m.nii.gz"), "--sex", "M", "--json"])
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.output)
+    assert obj["sma_cm2"] == 0 and obj["sarcopenic"] == "unknown" and obj["status"] == "review"
+    assert [r["code"] for r in obj["reasons"]] == [code]
+
+
+def test_measure_empty_slice_chosen_with_slice_is_not_sarcopenic(tmp_path):
+    sitk.WriteImage(_stack(-1), str(tmp_path / "vol.nii.gz"))
+    result = CliRunner().invoke(_cli(), [str(tmp_path / "vol.nii.gz"), "--slice", "0", "--sex", "F", "--json"])
+    obj = json.loads(result.output)
+    assert obj["sma_cm2"] == 0 and obj["sarcopenic"] == "unknown" and obj["reasons"][0]["code"] == "empty_mask"
+    human = CliRunner().invoke(_cli(), [str(tmp_path / "vol.nii.gz"), "--slice", "0", "--sex", "F"])
+    assert "sarcopenic: unknown" in human.output and "empty_mask" in human.output
+
+
+def test_plausible_mask_is_ok_and_flagged(tmp_path):
+    sitk.WriteImage(_square_mask(100), str(tmp_path / "m.nii.gz"))  # 100 cm²
+    obj = json.loads(CliRunner().invoke(_cli(), [str(tmp_path / "m.nii.gz"), "--sex", "woman", "--json"]).output)
+    assert obj["status"] == "ok" and obj["reasons"] == [] and obj["sarcopenic"] is False  # 100 >= 92
+
+
+def test_measure_martin_at_bmi_exactly_25(tmp_path):
+    arr = np.zeros((200, 200), np.uint8)
+    arr[:128, :100] = 1  # 128 cm² → SMI 50.0 at 1.6 m
+    small = sitk.GetImageFromArray(arr)
+    sitk.WriteImage(small, str(tmp_path / "s.nii.gz"))
+    args = [str(tmp_path / "s.nii.gz"), "--sex", "M", "--height", "1.6", "--weight", "64", "--thresholds", "martin",
+            "--json"]
+    obj = json.loads(CliRunner().invoke(_cli(), args).output)
+    assert obj["smi_cm2_m2"] == 50.0 and obj["sarcopenic"] is True  # BMI 25 → cut-off 53
+    assert "SMI<53" in obj["threshold"]
+
+
+def test_measure_accepts_every_clinical_csv_sex_spelling(tmp_path):
+    sitk.WriteImage(_square_mask(100), str(tmp_path / "m.nii.gz"))
+    for text in ("woman", "man", "Male", "FEMALE", "m", "F"):
+        result = CliRunner().invoke(_cli(), [str(tmp_path / "m.nii.gz"), "--sex", text, "--json"])
+        assert result.exit_code == 0, (text, result.output)
+
+
+def test_measure_refuses_an_oblique_mask_as_predict_does(tmp_path):
+    from sarco_nn.image_io import require_axial
+
+    arr = np.zeros((5, 40, 40), np.uint8)
+    arr[2, 5:35, 5:35] = 1
+    img = sitk.GetImageFromArray(arr)
+    angle = math.radians(30)
+    c, s_ = math.cos(angle), math.sin(angle)
+    img.SetDirection((1, 0, 0, 0, c, -s_, 0, s_, c))
+    with pytest.raises(InputError):
+        require_axial(img, "x")  # predict's own check refuses it
+    sitk.WriteImage(img, str(tmp_path / "obl.nii.gz"))
+    result = CliRunner().invoke(_cli(), [str(tmp_path / "obl.nii.gz"), "--slice", "2", "--json"])
+    assert isinstance(result.exception, InputError) and "oblique" in str(result.exception)
+    assert "obl.nii.gz" in str(result.exception)
+
+
+def test_mask_reasons_floor_sits_below_cachexia_never_near_a_cut_off():
+    from sarco_nn.mask_checks import SMA_FLOOR_CM2, mask_reasons
+    from sarco_nn.measure import Measurement
+    from sarco_nn.thresholds import THRESHOLD_SETS
+
+    lowest_cutoff_sma = min(b.cutoff for ts in THRESHOLD_SETS.values() if ts.metric == "sma"
+                            for bands in ts.bands.values() for b in bands)
+    assert SMA_FLOOR_CM2 < 50 and SMA_FLOOR_CM2 < lowest_cutoff_sma / 2
+    # SMI 20 cm²/m² (severe cachexia) at 1.40 m is 39.2 cm²: plausible, so it keeps its flag
+    cachectic = Measurement(39.2, None, 0, None, 3920)
+    assert mask_reasons(cachectic, (1.0, 1.0), label=1) == []
+    tiny = Measurement(5.0, None, 0, None, 500)
+    (reason,) = mask_reasons(tiny, (1.0, 1.0), label=1)
+    assert reason.code == "sma_below_floor" and reason.blocks_flag and reason.status.value == "review"
+    empty = Measurement(0.0, None, 0, None, 0)
+    assert [r.code for r in mask_reasons(empty, (1.0, 1.0), label=1, labels_present=[0])] == ["empty_mask"]
+    assert [r.code for r in mask_reasons(empty, (1.0, 1.0), label=1, labels_present=[0, 255])] == ["label_absent"]
+
+
+def test_classification_labels_never_come_from_an_empty_or_tiny_mask(tmp_path):
+    from sarco_nn.classification.data import derive_labels
+
+    raw = tmp_path / "Dataset001_X"
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    for case, n in (("good", 10000), ("empty", 0), ("tiny", 50)):
+        _write_img = sitk.GetImageFromArray(_raster(n)[None])
+        sitk.WriteImage(_write_img, str(raw / "labelsTr" / f"{case}.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((1, 200, 200), -100, np.int16)),
+                        str(raw / "imagesTr" / f"{case}_0000.nii.gz"))
+    (raw / "clinical.csv").write_text("case_id,sex,height_m\ngood,F,1.6\nempty,F,1.6\ntiny,F,1.6\n")
+    labelled, excluded = derive_labels(raw)
+    assert set(labelled) == {"good"} and labelled["good"].label is False  # 100 cm² ≥ 92
+    assert "empty" in excluded and "tiny" in excluded and "sma_below_floor" in excluded["tiny"]
+
+
+def _raster(n: int, shape=(200, 200)) -> np.ndarray:
+    flat = np.zeros(shape[0] * shape[1], np.uint8)
+    flat[:n] = 1
+    return flat.reshape(shape)

@@ -109,3 +109,44 @@ def test_bad_user_files_are_one_line_input_errors(tmp_path, content, message):
     with pytest.raises(InputError, match=message) as info:
         get_threshold_set(str(path))
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ #13: exact boundaries, one sex rule
+@pytest.mark.parametrize("height_m, weight_kg", [(1.6, 64), (1.6, 64.0), (2.0, 100), (1.5, 56.25), (1.8, 81)])
+def test_bmi_exactly_25_is_in_the_bmi_25_band(height_m, weight_kg):
+    from sarco_nn.thresholds import bmi
+
+    assert bmi(height_m, weight_kg) == 25  # exact; floating point gives 24.999999999999996 for 64/1.6²
+    martin = THRESHOLD_SETS["martin"]
+    assert martin.cutoff_for("M", bmi(height_m, weight_kg)) == 53
+    assert martin.is_sarcopenic("M", 100.0, smi=50.0, bmi=bmi(height_m, weight_kg)) is True  # 50 < 53
+
+
+def test_clinical_record_bmi_is_exact():
+    from sarco_nn.clinical import ClinicalRecord
+
+    record = ClinicalRecord("a", "M", 1.6, 64.0)
+    assert record.bmi == 25 and THRESHOLD_SETS["martin"].cutoff_for("M", record.bmi) == 53
+
+
+def test_smi_exactly_at_the_cut_off_is_not_sarcopenic_when_height_is_given():
+    # 134.144 / 1.6² = 52.4 exactly; in floats 134.144 / 1.6**2 = 52.39999999999999 (< 52.4).
+    assert 134.144 / 1.6**2 < 52.4
+    assert THRESHOLD_SETS["prado"].is_sarcopenic("M", 134.144, smi=134.144 / 1.6**2, height_m=1.6) is False
+    from sarco_nn.measure import smi
+
+    assert THRESHOLD_SETS["prado"].is_sarcopenic("M", 134.144, smi=smi(134.144, 1.6)) is False
+
+
+def test_derstine_set_is_the_exact_published_values_beside_the_rounded_paper_set():
+    d = get_threshold_set("derstine")
+    assert d.metric == "sma" and d.cutoff_for("M") == 144.3 and d.cutoff_for("F") == 92.2
+    assert d.is_sarcopenic("M", 144.0) is True and THRESHOLD_SETS["paper"].is_sarcopenic("M", 144.0) is False
+    assert d.is_sarcopenic("M", 144.3) is False and d.is_sarcopenic("F", 92.2) is False
+
+
+def test_one_sex_rule_for_every_command():
+    from sarco_nn.clinical import _parse_sex
+
+    for text in ("woman", "Man", "MALE", "female", "M", "f"):
+        assert normalise_sex(text) == _parse_sex(text, []) is not None

@@ -119,14 +119,18 @@ def case_ids(raw_dir: Path) -> list[str]:
     images = Path(raw_dir) / "imagesTr"
     if not images.is_dir():
         raise SarcoError("no imagesTr folder", path=raw_dir, fix="convert the dataset with `sarco convert` first.")
-    return sorted(p.name[: -len(IMAGE_SUFFIX)] for p in images.glob("*" + IMAGE_SUFFIX))
+    from sarco_nn.cases import case_id_from_path  # the one case-id rule
+
+    return sorted(case_id_from_path(p) for p in images.glob("*" + IMAGE_SUFFIX))
 
 
 def derive_labels(raw_dir: Path, thresholds: str = "paper") -> tuple[dict[str, LabelledCase], dict[str, str]]:
     """({case: LabelledCase}, {case: why it has no label}) for every case of a raw dataset."""
     from sarco_nn.clinical import read_clinical_csv
     from sarco_nn.image_io import read_label_image
-    from sarco_nn.measure import measure_image, smi
+    from sarco_nn.constants import MUSCLE_LABEL
+    from sarco_nn.mask_checks import mask_reasons
+    from sarco_nn.measure import axial_stack, measure_image, smi
     from sarco_nn.thresholds import get_threshold_set
 
     raw_dir = Path(raw_dir)
@@ -145,12 +149,17 @@ def derive_labels(raw_dir: Path, thresholds: str = "paper") -> tuple[dict[str, L
         if not mask_path.exists():
             excluded[case] = "no reference mask and no sarcopenic column"
             continue
-        found = measure_image(read_label_image(mask_path), mask_name=str(mask_path))
-        sma = found[0].sma_cm2 if found else 0.0
+        mask_img = read_label_image(mask_path)
+        found = measure_image(mask_img, mask_name=str(mask_path))
+        problems = mask_reasons(found[0], axial_stack(mask_img).spacing_yx_mm, label=MUSCLE_LABEL) if found else None
+        if not found or problems:  # an empty or implausible mask never becomes a label (#13)
+            excluded[case] = f"label undecidable: {problems[0] if problems else 'empty reference mask'}"
+            continue
+        sma = found[0].sma_cm2
         sex = None if record is None else record.sex
         height = None if record is None else record.height_m
         bmi = None if record is None else record.bmi
-        flag = ts.is_sarcopenic(sex, sma, smi(sma, height), bmi)
+        flag = ts.is_sarcopenic(sex, sma, smi(sma, height), bmi, height_m=height)
         if flag is None:
             reason = "not in clinical.csv" if record is None else ts.why_undecidable(sex, sma, smi(sma, height), bmi)
             excluded[case] = f"label undecidable: {reason}"

@@ -24,7 +24,12 @@ def evaluate(
         help="Volumes: predictions made at the annotated L3 slices (sarco predict --l3-csv REPORT/annotated_l3.csv)."),
     crossval: bool = typer.Option(False, "--crossval", help="Evaluate nnU-Net's cross-validation predictions per fold."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset id or name (crossval)."),
-    trainer: Optional[str] = typer.Option(None, "--trainer", help="Trained model folder (crossval, when several exist)."),
+    trainer: Optional[str] = typer.Option(
+        None, "--trainer", help="Crossval, when several models exist: smit/nnunet/resenc, a trainer class name or a "
+        "whole model folder name (matched exactly)."),
+    label: Optional[int] = typer.Option(
+        None, "--label", help="Muscle value in the REFERENCE masks (default: the drop's labels.json beside them, "
+        "else 1). Predictions are read with sarco's own label 1."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace (default $SARCO_HOME or ./sarco_workspace)."),
 ):
     """Dice/HD95, SMA agreement (Bland–Altman, ICC), sarcopenia accuracy with Wilson CIs, threshold impact.
@@ -42,13 +47,13 @@ def evaluate(
     if crossval:
         if pred_dir is not None or reference is not None:
             raise SarcoError("--crossval finds predictions and references itself", fix="drop PRED_DIR and --reference.")
-        summary = evaluate_crossval(workspace, dataset, output, thresholds, trainer=trainer)
+        summary = evaluate_crossval(workspace, dataset, output, thresholds, trainer=trainer, label=label)
     else:
         if pred_dir is None or reference is None:
             raise SarcoError("PRED_DIR and --reference are required", fix="or use --crossval.")
         out = output if output is not None else pred_dir / "evaluation"
         summary = evaluate_folder(pred_dir, reference, clinical, out, thresholds, images_dir=images,
-                                  annotated_dir=at_annotated)
+                                  annotated_dir=at_annotated, label=label)
     _print_cases(Path(summary["report_dir"]) / "cases.csv")
     _print_summary(summary)
 
@@ -82,8 +87,14 @@ def _print_summary(s: dict) -> None:
             return "n/a"
         return f"{value * 100:.1f} %" if pct else f"{value:.{digits}f}"
 
-    typer.echo(f"cases: {s['n_cases']} (classified {s['n_cases_classified']}), threshold set {s['threshold_set']}")
-    typer.echo(f"Dice {f(s['dice_mean'], 4)} (median {f(s['dice_median'], 4)}), HD95 {f(s['hd95_mean_mm'])} mm")
+    typer.echo(f"cases: {s['n_cases']} (in the statistics {s['n_cases_in_statistics']}, classified "
+               f"{s['n_cases_classified']}), threshold set {s['threshold_set']}")
+    if s["excluded_from_statistics"]:
+        typer.echo(f"left out of the statistics (reference without muscle): {', '.join(s['excluded_from_statistics'])}")
+    if s["failed_predictions"]:
+        typer.echo(f"failed predictions, counted against the model: {', '.join(s['failed_predictions'])}")
+    typer.echo(f"Dice {f(s['dice_mean'], 4)} (median {f(s['dice_median'], 4)}), HD95 {f(s['hd95_mean_mm'])} mm "
+               "(max of the two directed 95th percentiles, at the reference's slice)")
     typer.echo(f"SMA: MAE {f(s['sma_mae_cm2'])} cm² ({f(s['sma_mape_percent'])} %), bias {f(s['sma_bias_cm2'])} cm², "
                f"LoA {f(s['sma_loa_low_cm2'])}..{f(s['sma_loa_high_cm2'])} cm², ICC(2,1) {f(s['sma_icc'], 3)}")
     typer.echo(f"sarcopenia: accuracy {f(s['accuracy'], pct=True)}, sensitivity {f(s['sensitivity'], pct=True)}, "

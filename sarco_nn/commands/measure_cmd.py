@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from sarco_nn.constants import MUSCLE_HU_GATE, MUSCLE_LABEL
-from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET
+from sarco_nn.status import FLAG_UNKNOWN
+from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, get_threshold_set, normalise_sex
 
 
 def measure(
@@ -19,7 +20,7 @@ def measure(
         None, "--slice", help="3-D mask: slice index along the image's own slice axis as stored (ITK-SNAP/Slicer k). "
         "Default: every slice holding the label."),
     label: int = typer.Option(MUSCLE_LABEL, "--label", help="Label value of muscle in the mask."),
-    sex: Optional[str] = typer.Option(None, "--sex", help="M or F (for the sarcopenia flag)."),
+    sex: Optional[str] = typer.Option(None, "--sex", help="M/F, male/female or man/woman (for the sarcopenia flag)."),
     height: Optional[float] = typer.Option(None, "--height", help="Height in metres (for SMI)."),
     weight: Optional[float] = typer.Option(None, "--weight", help="Weight in kg (BMI, for the martin set)."),
     hu_gate: bool = typer.Option(False, "--hu-gate", help="Count only mask pixels within the muscle HU gate (needs --image)."),
@@ -34,13 +35,11 @@ def measure(
     """
     from sarco_nn.errors import SarcoError
     from sarco_nn.image_io import read_image, read_label_image
-    from sarco_nn.measure import measure_image, smi
-    from sarco_nn.thresholds import get_threshold_set, normalise_sex
 
     ts = get_threshold_set(thresholds)
     sex_code = normalise_sex(sex)
     if sex is not None and sex_code is None:
-        raise SarcoError(f"--sex {sex!r} not understood", fix="use M or F.")
+        raise SarcoError(f"--sex {sex!r} not understood", fix="use M/F, male/female or man/woman.")
     for name, value in (("--height", height), ("--weight", weight)):
         if value is not None and not value > 0:
             raise SarcoError(f"{name} {value} must be positive", fix="height in metres (e.g. 1.62), weight in kg.")
@@ -50,25 +49,8 @@ def measure(
         raise SarcoError("--hu-gate needs the CT", fix="pass it with --image CT.")
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
-    results = measure_image(mask_img, ct_img, label=label, slice_index=slice_index,
-                            hu_gate=MUSCLE_HU_GATE if hu_gate else None, mask_name=str(mask),
-                            ct_name=None if image is None else str(image))
-    if not results:
-        raise SarcoError(f"{mask}: no slice contains label {label}", fix="check --label, or give --slice N.")
-    bmi = weight / height**2 if weight is not None and height is not None else None
-    objects = []
-    for m in results:
-        smi_value = smi(m.sma_cm2, height)
-        objects.append({
-            "sma_cm2": round(m.sma_cm2, 4),
-            "smi_cm2_m2": None if smi_value is None else round(smi_value, 4),
-            "muscle_hu_mean": None if m.muscle_hu_mean is None else round(m.muscle_hu_mean, 2),
-            "slice_index": m.slice_index,
-            "hu_gate": None if m.hu_gate is None else list(m.hu_gate),
-            "sarcopenic": ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi),
-            "threshold_set": ts.name,
-            "threshold": ts.describe(sex_code, bmi),
-        })
+    objects = measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=slice_index,
+                              hu_gate=hu_gate, mask_name=str(mask), ct_name=None if image is None else str(image))
     if as_json:
         single = len(objects) == 1 and (slice_index is not None or mask_img.GetDimension() == 2
                                         or _n_axial_slices(mask_img) == 1)
@@ -82,9 +64,59 @@ def measure(
             parts.append(f"muscle HU {o['muscle_hu_mean']:.1f}")
         gate = o["hu_gate"]
         parts.append(f"(HU gate {gate[0]:g}..{gate[1]:g} applied)" if gate else "(no HU gate)")
-        flag = {True: "yes", False: "no", None: "undecided"}[o["sarcopenic"]]
+        flag = {True: "yes", False: "no"}.get(o["sarcopenic"], FLAG_UNKNOWN)
         parts.append(f"sarcopenic: {flag} [{o['threshold']}]")
+        parts.append(f"status: {o['status']}")
         typer.echo("  ".join(parts))
+        for reason in o["reasons"]:
+            typer.echo(f"  {reason['code']}: {reason['message']}")
+
+
+def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
+                    label: int = MUSCLE_LABEL, slice_index: int | None = None, hu_gate: bool = False,
+                    mask_name: str | None = None, ct_name: str | None = None) -> list[dict]:
+    """One result object per measured slice: numbers, status, reasons and the flag (or "unknown").
+
+    The flag is withheld ("unknown") when the mask is empty, lacks the label or is implausibly
+    small (`sarco_nn.mask_checks`), or when the threshold set cannot decide (sex, height, BMI).
+    """
+    import SimpleITK as sitk
+
+    from sarco_nn.errors import SarcoError
+    from sarco_nn.mask_checks import labels_in, mask_reasons
+    from sarco_nn.measure import axial_stack, measure_image, smi
+    from sarco_nn.status import Verdict
+    from sarco_nn.thresholds import bmi as exact_bmi
+
+    results = measure_image(mask_img, ct_img, label=label, slice_index=slice_index,
+                            hu_gate=MUSCLE_HU_GATE if hu_gate else None, mask_name=mask_name, ct_name=ct_name)
+    present = labels_in(sitk.GetArrayViewFromImage(mask_img))
+    if not results:
+        others = [v for v in present if v != 0]
+        found = f" (it holds {others[:5]})" if others else " (it is empty)"
+        raise SarcoError(f"{mask_name}: no slice contains label {label}{found}", fix="check --label, or give --slice N.")
+    spacing = axial_stack(mask_img, mask_name).spacing_yx_mm
+    bmi = exact_bmi(height, weight)
+    objects = []
+    for m in results:
+        verdict = Verdict()
+        verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present))
+        smi_value = smi(m.sma_cm2, height)
+        flag = ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi, height_m=height) if verdict.flag_allowed else None
+        objects.append({
+            "sma_cm2": round(m.sma_cm2, 4),
+            "smi_cm2_m2": None if smi_value is None else round(smi_value, 4),
+            "muscle_hu_mean": None if m.muscle_hu_mean is None else round(m.muscle_hu_mean, 2),
+            "slice_index": m.slice_index,
+            "hu_gate": None if m.hu_gate is None else list(m.hu_gate),
+            "n_pixels": m.n_pixels,
+            "sarcopenic": FLAG_UNKNOWN if flag is None else flag,
+            "threshold_set": ts.name,
+            "threshold": ts.describe(sex_code, bmi),
+            "status": verdict.status.value,
+            "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
+        })
+    return objects
 
 
 def _n_axial_slices(image) -> int:

@@ -7,6 +7,10 @@ and reference):
   ICC(2,1) absolute agreement, raters random: (MSR − MSE) / (MSR + (k−1)MSE + k(MSC − MSE)/n)
   ICC(3,1) consistency, raters fixed:          (MSR − MSE) / (MSR + (k−1)MSE)
 Everything undefined (too few cases, zero variance) is NaN, never an exception.
+
+"Zero variance" is judged with a RELATIVE tolerance (:data:`REL_TOL` of the data's magnitude),
+not an exact zero: SMI = SMA / height² of identical areas differs in the last bits, and that
+rounding residue would otherwise give an ICC of −0.4 or a Pearson r of ±1 from noise.
 """
 
 from __future__ import annotations
@@ -18,6 +22,16 @@ import numpy as np
 
 #: z of the two-sided 95 % normal interval, used for the limits of agreement.
 Z_95 = 1.959963984540054
+
+#: Spread below this fraction of the values' magnitude counts as none (float rounding residue).
+REL_TOL = 1e-9
+
+
+def _near_constant(x: np.ndarray) -> bool:
+    """True when x's spread is rounding residue: max − min ≤ REL_TOL · max |x| (or x is all zero)."""
+    x = np.asarray(x, dtype=float)
+    scale = float(np.max(np.abs(x))) if x.size else 0.0
+    return x.size == 0 or float(np.ptp(x)) <= REL_TOL * scale
 
 
 @dataclass
@@ -41,7 +55,7 @@ def icc(table: np.ndarray) -> tuple[float, float]:
     """(ICC(2,1), ICC(3,1)) of an n-subjects × k-raters table without missing values."""
     x = np.asarray(table, dtype=float)
     n, k = x.shape
-    if n < 2 or k < 2:
+    if n < 2 or k < 2 or _near_constant(x):
         return math.nan, math.nan
     grand = x.mean()
     ms_rows = k * ((x.mean(axis=1) - grand) ** 2).sum() / (n - 1)
@@ -50,14 +64,15 @@ def icc(table: np.ndarray) -> tuple[float, float]:
     ms_err = (residual**2).sum() / ((n - 1) * (k - 1))
     denom_2 = ms_rows + (k - 1) * ms_err + k * (ms_cols - ms_err) / n
     denom_3 = ms_rows + (k - 1) * ms_err
-    icc21 = (ms_rows - ms_err) / denom_2 if denom_2 > 0 else math.nan
-    icc31 = (ms_rows - ms_err) / denom_3 if denom_3 > 0 else math.nan
+    floor = (REL_TOL * float(np.max(np.abs(x)))) ** 2  # a mean square below this is rounding residue
+    icc21 = (ms_rows - ms_err) / denom_2 if denom_2 > floor else math.nan
+    icc31 = (ms_rows - ms_err) / denom_3 if denom_3 > floor else math.nan
     return float(icc21), float(icc31)
 
 
 def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.size < 2:
+    if a.size < 2 or _near_constant(a) or _near_constant(b):
         return math.nan
     da, db = a - a.mean(), b - b.mean()
     denom = math.sqrt(float((da**2).sum() * (db**2).sum()))

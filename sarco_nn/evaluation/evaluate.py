@@ -5,11 +5,23 @@ Two entry points, the CLI being a thin layer over them:
   evaluate_crossval(workspace, dataset, out_dir, …)                    nnU-Net's fold_k/validation
 Both return the summary dict that is also written to summary.json.
 
-Each case is measured on its annotated slice (the one reference slice holding the label; a
-single-slice image is that slice) through `sarco_nn.measure`, the same code path as `sarco
-measure` and `sarco predict`. Problems with single cases (missing reference, unreadable file,
-unknown sex, missing height for an SMI set) are collected per kind, listed in the summary and
-the report, and the remaining cases are still evaluated.
+Each case is measured through `sarco_nn.measure`, the same code path as `sarco measure` and
+`sarco predict`. Problems with single cases (missing reference, unreadable file, unknown sex,
+missing height for an SMI set) are collected per kind, listed in the summary and the report, and
+the remaining cases are still evaluated.
+
+Rules that change a number (also written into summary.json["rules"] and the report):
+- Labels: each side is read with its own label map: references with the drop's labels.json
+  (in the reference folder or beside it) or `--label`; predictions with sarco's MUSCLE_LABEL.
+- Slices: Dice, IoU, HD95, MSD and FP/FN areas compare both masks AT THE REFERENCE'S
+  (annotated) SLICE; the predicted SMA is measured at the prediction's own level (end to end:
+  localization + segmentation), as `sarco predict` reports it.
+- An empty reference (no muscle voxel) cannot be truth: that case is left out of every
+  statistic and listed (cases.csv keeps its row, `in_statistics` = no).
+- An empty, label-less or implausibly small prediction (`sarco_nn.mask_checks`) is the model's
+  failure and counts against it: Dice 0, HD95/MSD = the slice diagonal, its SMA in the
+  agreement, and its withheld flag ("unknown") scored as a wrong answer (a false negative when
+  the reference is sarcopenic, a false positive otherwise).
 """
 
 from __future__ import annotations
@@ -22,20 +34,38 @@ from pathlib import Path
 
 import numpy as np
 
-from sarco_nn.constants import FILE_ENDING, MUSCLE_LABEL
+from sarco_nn.cases import index_by_case, muscle_label_for
+from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.evaluation import report
-from sarco_nn.evaluation.agreement import agreement
+from sarco_nn.evaluation.agreement import REL_TOL, agreement
 from sarco_nn.evaluation.classification import Confusion
 from sarco_nn.evaluation.localization import level_summary, predicted_level
-from sarco_nn.evaluation.metrics import segmentation_metrics
+from sarco_nn.evaluation.metrics import HD95_DEFINITION, segmentation_metrics
 from sarco_nn.evaluation.threshold_impact import IMPACT_PERCENTS, at_risk_counts, case_impact
+from sarco_nn.image_io import IMAGE_SUFFIXES as READABLE_SUFFIXES
 from sarco_nn.image_io import check_same_grid, read_image, read_label_image
+from sarco_nn.mask_checks import SMA_FLOOR_CM2, labels_in, mask_reasons
 from sarco_nn.measure import axial_stack, measure_slice, smi
+from sarco_nn.status import FLAG_UNKNOWN, Reason, Status, Verdict
 from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, ThresholdSet, get_threshold_set
 
-#: Mask file endings accepted besides nnU-Net's .nii.gz (longest first so .nii.gz wins over .gz).
-MASK_ENDINGS: tuple[str, ...] = (FILE_ENDING, ".nii", ".mha", ".nrrd")
+#: Mask file endings: every file format `image_io` reads (NIfTI, MHA/MHD, NRRD).
+MASK_ENDINGS: tuple[str, ...] = READABLE_SUFFIXES
+
+#: The rules that change a number, as written into summary.json and the report.
+RULES: dict[str, str] = {
+    "hd95": f"HD95 = {HD95_DEFINITION}; MSD = mean of both directions' surface distances",
+    "overlap_slice": "Dice/IoU/HD95/MSD/FP/FN compare both masks at the reference's (annotated) slice; "
+                     "the predicted SMA is measured at the prediction's own level (end to end)",
+    "empty_reference": "a reference without muscle is left out of every statistic and listed",
+    "failed_prediction": "an empty, label-less or implausible prediction (SMA below "
+                         f"{SMA_FLOOR_CM2:g} cm²) counts against the model: Dice 0, HD95/MSD = slice diagonal, "
+                         "SMA kept in the agreement, withheld flag scored as wrong",
+    "cutoffs": "sarcopenic = value strictly below the cut-off, compared in exact decimal arithmetic "
+               "(BMI and SMI from the entered height and weight)",
+    "undefined_statistics": f"ICC/Pearson on data whose spread is below {REL_TOL:g} of its magnitude: undefined",
+}
 #: Number of worst cases (largest |SMA error|) drawn as overlays.
 N_WORST = 5
 #: Folder name where `sarco predict` writes its masks inside its output folder.
@@ -71,16 +101,12 @@ class _Problems:
 
 # ---------------------------------------------------------------------------- discovery
 def list_masks(folder: Path) -> dict[str, Path]:
-    """case id -> mask file for every mask file in `folder` (not recursive)."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        for ending in MASK_ENDINGS:
-            if path.name.endswith(ending):
-                found.setdefault(path.name[: -len(ending)], path)
-                break
-    return found
+    """case id -> mask file for every mask file in `folder` (not recursive), by `sarco_nn.cases`'
+    one case-id rule; two files giving one case id are refused (InputError naming both)."""
+    folder = Path(folder)
+    paths = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
+             and p.name.lower().endswith(MASK_ENDINGS)]
+    return index_by_case(paths, folder)
 
 
 def _prediction_folder(pred_dir: Path) -> Path:
@@ -98,23 +124,19 @@ def find_image(images_dir: Path | None, case_id: str) -> Path | None:
     """<case>.nii.gz or nnU-Net's <case>_0000.nii.gz (any accepted ending) in images_dir."""
     if images_dir is None:
         return None
-    for stem in (f"{case_id}_0000", case_id):
-        for ending in MASK_ENDINGS:
-            candidate = Path(images_dir) / f"{stem}{ending}"
-            if candidate.is_file():
-                return candidate
-    return None
+    return list_masks(Path(images_dir)).get(case_id)
 
 
 def _pair_cases(predictions: dict[str, Path], references: dict[str, Path], images_dir: Path | None,
                 folds: dict[str, str] | None, problems: _Problems,
                 annotated: dict[str, Path] | None = None) -> list[CaseInput]:
     cases = []
+    images = list_masks(Path(images_dir)) if images_dir is not None else {}
     for case_id, pred in predictions.items():
         if case_id not in references:
             problems.add("prediction without reference mask", case_id)
             continue
-        image = find_image(images_dir, case_id)
+        image = images.get(case_id)
         if images_dir is not None and image is None:
             problems.add("CT image not found (no HU, overlay without CT)", case_id)
         if annotated is not None and case_id not in annotated:
@@ -146,8 +168,8 @@ def _read_clinical(clinical_csv: Path | None, problems: _Problems) -> dict | Non
 
 
 # ---------------------------------------------------------------------------- one case
-def _annotated_slice(ref_stack, label: int, case_id: str) -> int:
-    """Canonical index of the one annotated L3 slice of this case."""
+def _annotated_slice(ref_stack, label: int, case_id: str) -> int | None:
+    """Canonical index of the one annotated L3 slice of this case; None when no slice holds muscle."""
     n = ref_stack.array.shape[0]
     if n == 1:
         return 0
@@ -155,40 +177,54 @@ def _annotated_slice(ref_stack, label: int, case_id: str) -> int:
     if len(labelled) == 1:
         return int(labelled[0])
     if len(labelled) == 0:
-        raise InputError(f"reference of case {case_id} is empty on all {n} slices")
+        return None
     raise InputError(f"reference of case {case_id} is labelled on {len(labelled)} slices; "
                      "evaluation expects one annotated L3 slice per case")
 
 
-def _require_label(image, label: int, path: Path) -> None:
-    """A mask with voxels but none of `label` (e.g. muscle saved as 255) would silently read as empty."""
+def _require_label(values: list[int], label: int, path: Path, side: str) -> None:
+    """A mask with voxels but none of `label` (e.g. muscle saved as 255) is a wrong file, not a result:
+    refused (issue #6) rather than scored as empty."""
+    others = [v for v in values if v not in (0, label)]
+    if others and label not in values:
+        fix = (f"give the reference's muscle value with --label or labels.json (e.g. --label {others[0]})"
+               if side == "reference" else f"save muscle as {label} (0 = background), as `sarco predict` does")
+        raise InputError(f"{side} mask holds label value(s) {others[:5]} but no voxel of the muscle label {label}",
+                         path=path, fix=fix + ".")
+
+
+def _read_mask_stack(path: Path, ref_img=None, ref_path: Path | None = None, label: int | None = None,
+                     side: str = "prediction"):
+    """(image, axial stack, label values present) of a mask holding `label`, checked against the
+    reference's grid when given."""
     import SimpleITK as sitk
 
-    values = np.unique(sitk.GetArrayViewFromImage(image))
-    others = [int(v) for v in values if v not in (0, label)]
-    if others and label not in values:
-        raise InputError(f"mask holds label value(s) {others[:5]} but no voxel of the muscle label {label}", path=path,
-                         fix=f"save muscle as {label} (0 = background).")
-
-
-def _read_mask_stack(path: Path, label: int, ref_img=None, ref_path: Path | None = None):
-    """(image, axial stack) of a mask holding `label`, checked against the reference's grid when given."""
     img = read_label_image(path)
-    _require_label(img, label, path)
+    if label is not None:
+        _require_label(labels_in(sitk.GetArrayViewFromImage(img)), label, path, side)
     if ref_img is not None:
         check_same_grid(ref_img, img, path, ref_path)
-    return img, axial_stack(img, str(path))
+    return img, axial_stack(img, str(path)), labels_in(sitk.GetArrayViewFromImage(img))
 
 
 def _percent_error(pred: float, ref: float) -> float:
     return (pred - ref) / ref * 100.0 if ref > 0 else math.nan
 
 
-def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, label: int, problems: _Problems) -> dict:
-    ref_img, ref_stack = _read_mask_stack(case.reference, label)
-    _, pred_stack = _read_mask_stack(case.prediction, label, ref_img, case.reference)
-    z = _annotated_slice(ref_stack, label, case.case_id)
-    level = predicted_level(ref_stack, pred_stack, z, label)
+def _scored_flag(pred, ref, withheld: bool):
+    """The predicted flag as the statistics score it: a withheld flag is the wrong answer."""
+    if ref is None:
+        return None
+    return (not ref) if withheld else pred
+
+
+def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref_label: int, problems: _Problems,
+                   pred_label: int = MUSCLE_LABEL) -> dict:
+    ref_img, ref_stack, ref_values = _read_mask_stack(case.reference, label=ref_label, side="reference")
+    _, pred_stack, pred_values = _read_mask_stack(case.prediction, ref_img, case.reference, pred_label)
+    z_found = _annotated_slice(ref_stack, ref_label, case.case_id)
+    z = 0 if z_found is None else z_found
+    level = predicted_level(ref_stack, pred_stack, z, pred_label) if z_found is not None else None
     z_pred = level.pred_slice if level is not None else z
     spacing = ref_stack.spacing_yx_mm
     ct = None
@@ -199,11 +235,31 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
             ct = axial_stack(ct_img, str(case.image)).array
         except SarcoError as exc:
             problems.add("CT image unusable (no HU for this case)", f"{case.case_id}: {exc}")
-    ref2d, pred2d = ref_stack.array[z] == label, pred_stack.array[z_pred] == label
-    seg = segmentation_metrics(pred2d, ref2d, spacing)
+    ref2d = ref_stack.array[z] == ref_label
+    pred_overlap = pred_stack.array[z] == pred_label      # overlap metrics: at the reference's slice
+    pred_level = pred_stack.array[z_pred] == pred_label   # SMA: at the prediction's own level
+    seg = segmentation_metrics(pred_overlap, ref2d, spacing)
     m_ref = measure_slice(ref2d.astype(np.uint8), spacing, None if ct is None else ct[z], label=1)
-    m_pred = measure_slice(pred2d.astype(np.uint8), spacing, None if ct is None else ct[z_pred], label=1)
-    sma_annotated = _sma_at_annotated_slice(case, ref_img, z, label, spacing)
+    m_pred = measure_slice(pred_level.astype(np.uint8), spacing, None if ct is None else ct[z_pred], label=1)
+    sma_annotated = _sma_at_annotated_slice(case, ref_img, z, pred_label, spacing)
+
+    ref_reasons = mask_reasons(m_ref, spacing, label=ref_label, labels_present=ref_values, what="reference")
+    pred_reasons = mask_reasons(m_pred, spacing, label=pred_label, labels_present=pred_values, what="prediction")
+    in_statistics = m_ref.n_pixels > 0
+    verdict = Verdict()
+    if not in_statistics:
+        verdict.add(Reason("empty_reference", "reference has no muscle voxel: left out of the statistics "
+                           f"(label {ref_label}; check labels.json or --label)", Status.REVIEW, True))
+        problems.add("empty reference mask (left out of the statistics)", case.case_id)
+    else:
+        verdict.extend(ref_reasons)  # a tiny reference stays in (it is the truth given), but is listed
+        for reason in ref_reasons:
+            problems.add(f"reference {reason.code} (kept; check the annotation)", case.case_id)
+    verdict.extend(pred_reasons)
+    withheld = bool(pred_reasons)
+    if withheld and in_statistics:
+        problems.add("failed prediction: empty prediction or SMA below the floor (counted against the model)",
+                     f"{case.case_id}: {pred_reasons[0].code}")
 
     record = None if clinical is None else clinical.get(case.case_id)
     if clinical is not None and record is None:
@@ -212,8 +268,9 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
     height = getattr(record, "height_m", None)
     bmi = getattr(record, "bmi", None)
     smi_ref, smi_pred = smi(m_ref.sma_cm2, height), smi(m_pred.sma_cm2, height)
-    flag_ref = ts.is_sarcopenic(sex, m_ref.sma_cm2, smi_ref, bmi)
-    flag_pred = ts.is_sarcopenic(sex, m_pred.sma_cm2, smi_pred, bmi)
+    flag_ref = ts.is_sarcopenic(sex, m_ref.sma_cm2, smi_ref, bmi, height_m=height) if in_statistics else None
+    flag_pred = None if withheld else ts.is_sarcopenic(sex, m_pred.sma_cm2, smi_pred, bmi, height_m=height)
+    scored = _scored_flag(flag_pred, flag_ref, withheld)
     reason = ts.why_undecidable(sex, m_ref.sma_cm2, smi_ref, bmi)
     if reason and record is not None:
         problems.add(f"{reason}: not classified under '{ts.name}'", case.case_id)
@@ -221,18 +278,19 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
     sma_err = m_pred.sma_cm2 - m_ref.sma_cm2
     notes = [n for n, on in (("empty prediction", seg.prediction_empty), ("empty reference", seg.reference_empty)) if on]
     if level is not None and level.error_slices:
-        notes.append(f"predicted at another level ({level.error_slices:+d} slices)")
-    if seg.prediction_empty:
-        problems.add("empty prediction (surface distances undefined)", case.case_id)
-    if seg.reference_empty:
-        problems.add("empty reference mask (SMA % error undefined)", case.case_id)
+        notes.append(f"predicted at another level ({level.error_slices:+d} slices): overlap metrics at the "
+                     "reference's slice, predicted SMA at the prediction's level")
     return {
         "case_id": case.case_id,
         "fold": case.fold,
+        **verdict.columns(),
+        "in_statistics": in_statistics,
         "sex": sex,
         "height_m": height,
-        "bmi": bmi,
+        "bmi": None if bmi is None else float(bmi),
         **seg.to_dict(),
+        "overlap_slice": ref_stack.stored_indices[z],
+        "sma_pred_slice": ref_stack.stored_indices[z_pred],
         "sma_ref_cm2": m_ref.sma_cm2,
         "sma_pred_cm2": m_pred.sma_cm2,
         "sma_error_cm2": sma_err,
@@ -249,12 +307,14 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, lab
         else m_pred.muscle_hu_mean - m_ref.muscle_hu_mean,
         "threshold": ts.describe(sex, bmi),
         "sarcopenic_ref": flag_ref,
-        "sarcopenic_pred": flag_pred,
+        "sarcopenic_pred": FLAG_UNKNOWN if withheld else flag_pred,
         "sarcopenic_clinical": getattr(record, "sarcopenic", None),
-        "flag_correct": None if flag_ref is None or flag_pred is None else flag_ref == flag_pred,
+        "flag_correct": None if flag_ref is None or scored is None else flag_ref == scored,
         "flip_k_percent": impact.flip_k,
         "distance_to_cutoff_percent": impact.distance_to_cutoff_percent,
         "note": "; ".join(notes),
+        "_pred_scored": scored,  # the flag the confusion matrix counts (withheld = wrong); not in cases.csv
+        "_pred_withheld": withheld,
         "_slice": z,  # canonical slices, for the overlays (not written to cases.csv)
         "_pred_slice": z_pred,
     }
@@ -265,7 +325,7 @@ def _sma_at_annotated_slice(case: CaseInput, ref_img, z: int, label: int, spacin
     localization's share of the error from the segmentation's."""
     if case.annotated_prediction is None:
         return None
-    _, stack = _read_mask_stack(case.annotated_prediction, label, ref_img, case.reference)
+    _, stack, _ = _read_mask_stack(case.annotated_prediction, ref_img, case.reference)
     return measure_slice((stack.array[z] == label).astype(np.uint8), spacing, None, label=1).sma_cm2
 
 
@@ -300,9 +360,17 @@ def _agreement_keys(prefix: str, unit: str, pred, ref) -> dict:
     }
 
 
+def _confusion(rows: list[dict], truth_key: str = "sarcopenic_ref") -> Confusion:
+    """Confusion of the predicted flags against `truth_key`; a withheld flag is scored as the wrong answer."""
+    predicted = [_scored_flag(None if r["_pred_withheld"] else r["sarcopenic_pred"], r[truth_key], r["_pred_withheld"])
+                 for r in rows]
+    return Confusion.from_flags(predicted, [r[truth_key] for r in rows])
+
+
 def _fold_row(fold: str, rows: list[dict]) -> dict:
+    rows = [r for r in rows if r["in_statistics"]]
     abs_pct = [abs(r["sma_error_percent"]) for r in rows if not math.isnan(r["sma_error_percent"])]
-    confusion = Confusion.from_flags([r["sarcopenic_pred"] for r in rows], [r["sarcopenic_ref"] for r in rows])
+    confusion = _confusion(rows)
     return {
         "fold": fold,
         "n": len(rows),
@@ -319,14 +387,20 @@ def _fold_sort_key(fold: str):
 
 
 def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) -> dict:
-    """The summary.json content (stable keys; see the README of the evaluator)."""
-    confusion = Confusion.from_flags([r["sarcopenic_pred"] for r in rows], [r["sarcopenic_ref"] for r in rows])
+    """The summary.json content (stable keys; see the README of the evaluator).
+
+    Statistics are over the cases whose reference holds muscle (`in_statistics`); the others are
+    counted and listed in `excluded_from_statistics` (module docstring: the rules).
+    """
+    all_rows = rows
+    rows = [r for r in all_rows if r["in_statistics"]]
+    excluded = [r["case_id"] for r in all_rows if not r["in_statistics"]]
+    confusion = _confusion(rows)
     cls = confusion.summary()
     with_clinical = [r for r in rows if r["sarcopenic_clinical"] is not None]
     vs_clinical = None
     if with_clinical:
-        vs_clinical = Confusion.from_flags([r["sarcopenic_pred"] for r in with_clinical],
-                                           [r["sarcopenic_clinical"] for r in with_clinical]).summary()
+        vs_clinical = _confusion(with_clinical, "sarcopenic_clinical").summary()
     flip_ks = [r["flip_k_percent"] for r in rows]
     impact = at_risk_counts(flip_ks)
     sma_agreement = _agreement_keys("sma", "cm2", [r["sma_pred_cm2"] for r in rows], [r["sma_ref_cm2"] for r in rows])
@@ -340,8 +414,17 @@ def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) ->
     ranked = sorted((r for r in rows if not math.isnan(r["sma_error_percent"])),
                     key=lambda r: abs(r["sma_error_percent"]), reverse=True)
     abs_pct = [abs(r["sma_error_percent"]) for r in ranked]
+    failed = [r for r in rows if r["_pred_withheld"]]
     return {
-        "n_cases": len(rows),
+        "n_cases": len(all_rows),
+        "n_cases_in_statistics": len(rows),
+        "n_excluded_from_statistics": len(excluded),
+        "excluded_from_statistics": excluded,
+        "n_failed_predictions": len(failed),
+        "failed_predictions": [r["case_id"] for r in failed],
+        "n_flags_withheld_scored_wrong": sum(1 for r in failed if r["sarcopenic_ref"] is not None),
+        "rules": dict(RULES),
+        "hd95_definition": HD95_DEFINITION,
         "n_cases_classified": confusion.n,
         "threshold_set": ts.name,
         "threshold_metric": ts.metric,
@@ -358,7 +441,7 @@ def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) ->
         "fp_mean_cm2": _nanmean(r["fp_cm2"] for r in rows),
         "fn_mean_cm2": _nanmean(r["fn_cm2"] for r in rows),
         "n_empty_prediction": sum(1 for r in rows if r["prediction_empty"]),
-        "n_empty_reference": sum(1 for r in rows if r["reference_empty"]),
+        "n_empty_reference": sum(1 for r in all_rows if r["reference_empty"]),
         **sma_agreement,
         "sma_abs_error_percent_max": max(abs_pct) if abs_pct else math.nan,
         **_agreement_keys("smi", "cm2_m2", [r["smi_pred_cm2_m2"] for r in rows], [r["smi_ref_cm2_m2"] for r in rows]),
@@ -378,9 +461,12 @@ def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) ->
 
 # ---------------------------------------------------------------------------- orchestration
 def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path, thresholds: str = DEFAULT_THRESHOLD_SET,
-                   label: int = MUSCLE_LABEL, problems: _Problems | None = None, extra: dict | None = None) -> dict:
+                   label: int = MUSCLE_LABEL, problems: _Problems | None = None, extra: dict | None = None,
+                   pred_label: int = MUSCLE_LABEL, label_source: str = "sarco default") -> dict:
     """Evaluate paired cases, write cases.csv / summary.json / report.md / plots, return the summary.
 
+    label: muscle value in the REFERENCE masks (from labels.json or --label; `label_source` says
+    which); pred_label: muscle value in the predictions (sarco's own MUSCLE_LABEL).
     extra: keys added to the summary (e.g. dataset and model of a cross-validation).
     """
     ts = get_threshold_set(thresholds)
@@ -388,7 +474,7 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
     rows, inputs = [], {}
     for case in cases:
         try:
-            row = _evaluate_case(case, clinical, ts, label, problems)
+            row = _evaluate_case(case, clinical, ts, label, problems, pred_label)
         except SarcoError as exc:
             problems.add("unreadable or inconsistent files (case skipped)", f"{case.case_id}: {exc}")
             continue
@@ -399,11 +485,12 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
         raise SarcoError(f"no case could be evaluated ({listing or 'no predictions found'})",
                          fix="check that predictions and reference masks share case names and geometry.")
     summary = summarise(rows, ts, label, problems.as_dict())
+    summary.update(label_prediction=pred_label, label_source=label_source)
     out_dir = Path(out_dir)
     summary.update(extra or {})
     summary["report_dir"] = str(out_dir.resolve())
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = _write_plots(rows, summary, inputs, label, out_dir)
+    plots = _write_plots(rows, summary, inputs, label, pred_label, out_dir)
     summary["plots"] = plots
     report.write_cases_csv(rows, out_dir / "cases.csv")
     annotated_levels = [r for r in rows if r.get("l3_slice_ref") is not None]
@@ -415,8 +502,10 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
     return report.clean_json(summary)
 
 
-def _write_plots(rows: list[dict], summary: dict, inputs: dict[str, CaseInput], label: int, out_dir: Path) -> dict:
+def _write_plots(rows: list[dict], summary: dict, inputs: dict[str, CaseInput], label: int, pred_label: int,
+                 out_dir: Path) -> dict:
     plots: dict[str, str] = {}
+    rows = [r for r in rows if r["in_statistics"]] or rows  # the plots show what the statistics count
     pairs = [(r["sma_pred_cm2"], r["sma_ref_cm2"]) for r in rows]
     pred, ref = zip(*pairs)
     report.plot_bland_altman(pred, ref, out_dir / "bland_altman_sma.png", "SMA", "cm²",
@@ -439,14 +528,14 @@ def _write_plots(rows: list[dict], summary: dict, inputs: dict[str, CaseInput], 
         row, case = by_id[case_id], inputs[case_id]
         ref_stack = axial_stack(read_label_image(case.reference))
         pred_stack = axial_stack(read_label_image(case.prediction))
-        z, z_pred = row["_slice"], row["_pred_slice"]
+        z = row["_slice"]  # the overlap slice, where the title's Dice was computed
         ct2d = None
         if case.image is not None and row["hu_ref"] is not None:
             ct2d = axial_stack(read_image(case.image)).array[z]
         name = f"worst_{len([p for p in plots if p.startswith('worst')]) + 1}_{_safe(case_id)}.png"
         title = (f"{case_id} (fold {row['fold']}): SMA ref {row['sma_ref_cm2']:.1f} cm², "
                  f"pred {row['sma_pred_cm2']:.1f} cm² ({row['sma_error_percent']:+.1f} %), Dice {row['dice']:.3f}")
-        report.plot_overlay(ct2d, ref_stack.array[z] == label, pred_stack.array[z_pred] == label,
+        report.plot_overlay(ct2d, ref_stack.array[z] == label, pred_stack.array[z] == pred_label,
                             ref_stack.spacing_yx_mm, title, out_dir / "overlays" / name)
         plots[f"worst case {case_id}"] = f"overlays/{name}"
     return plots
@@ -457,7 +546,7 @@ def _safe(text: str) -> str:
 
 
 def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: str = DEFAULT_THRESHOLD_SET,
-                    images_dir=None, folds: dict[str, str] | None = None, label: int = MUSCLE_LABEL,
+                    images_dir=None, folds: dict[str, str] | None = None, label: int | None = None,
                     annotated_dir=None) -> dict:
     """Evaluate a folder of predicted masks against reference masks with the same case names.
 
@@ -467,6 +556,8 @@ def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: 
     (<case>.nii.gz or <case>_0000.nii.gz) for mean HU and overlays. folds: case -> fold label.
     annotated_dir: predictions of the same model made at the annotated slices (`sarco predict
     --l3-csv <report>/annotated_l3.csv`), for the SMA error without the localization's share.
+    label: muscle value in the reference masks; None: the drop's labels.json (in reference_dir or
+    beside it), else sarco's MUSCLE_LABEL. Predictions are read with MUSCLE_LABEL.
     Returns the summary (also written to out_dir/summary.json).
     """
     reference_dir = Path(reference_dir)
@@ -487,7 +578,8 @@ def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: 
                              fix=f"run `sarco predict --l3-csv REPORT/{ANNOTATED_L3_CSV}` into that folder first.")
     cases = _pair_cases(predictions, list_masks(reference_dir), images_dir and Path(images_dir), folds, problems,
                         annotated)
-    return evaluate_cases(cases, clinical, Path(out_dir), thresholds, label, problems)
+    ref_label, source = muscle_label_for(reference_dir, label)
+    return evaluate_cases(cases, clinical, Path(out_dir), thresholds, ref_label, problems, label_source=source)
 
 
 def crossval_model_dirs(workspace, dataset: str | int | None = None) -> tuple[str, list[Path]]:
@@ -504,7 +596,7 @@ def crossval_model_dirs(workspace, dataset: str | int | None = None) -> tuple[st
 
 def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=None,
                       thresholds: str = DEFAULT_THRESHOLD_SET, trainer: str | None = None,
-                      label: int = MUSCLE_LABEL) -> dict:
+                      label: int | None = None) -> dict:
     """Evaluate nnU-Net's cross-validation predictions per fold and pooled.
 
     Predictions: nnUNet_results/<Dataset>/<Trainer>__<Plans>__<config>/fold_k/validation/<case>.nii.gz
@@ -518,10 +610,9 @@ def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     name, models = crossval_model_dirs(ws, dataset)
     if trainer is not None:
-        from sarco_nn.training.names import TRAINERS  # `smit` / `nnunet` / `resenc` → class name
+        from sarco_nn.model_store import match_model_folders  # the one model-lookup rule
 
-        trainer = TRAINERS.get(trainer, trainer)
-        models = [m for m in models if trainer in m.name]
+        models = match_model_folders(models, trainer)
     if not models:
         raise SarcoError(f"no cross-validation predictions (fold_k/validation) for {name} in {ws.results / name}",
                          fix="train the folds first (`sarco train 0` … `sarco train 4`).")
@@ -554,5 +645,7 @@ def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=
                         folds, problems)
     problems.items.pop("reference mask without prediction", None)
     out = Path(out_dir) if out_dir is not None else model_dir / "sarco_evaluation"
-    return evaluate_cases(cases, clinical, out, thresholds, label, problems,
-                          extra={"dataset": name, "model": model_dir.name})
+    ref_label = MUSCLE_LABEL if label is None else int(label)  # labelsTr: `sarco convert` writes muscle as 1
+    return evaluate_cases(cases, clinical, out, thresholds, ref_label, problems,
+                          extra={"dataset": name, "model": model_dir.name},
+                          label_source="--label" if label is not None else "labelsTr (sarco convert)")

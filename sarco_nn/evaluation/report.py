@@ -19,10 +19,12 @@ from sarco_nn.atomic import write_bytes_atomic as atomic_write_bytes, write_text
 from sarco_nn.constants import CT_WINDOW_HU
 
 #: Column order of cases.csv (stable: downstream scripts read it by name).
+#: `overlap_slice` is where Dice/IoU/HD95/MSD/FP/FN were computed (the reference's slice);
+#: `sma_pred_slice` where the predicted SMA was measured (the prediction's own level): stored indices.
 CASE_COLUMNS: tuple[str, ...] = (
-    "case_id", "fold", "sex", "height_m", "bmi",
+    "case_id", "status", "reasons", "qc_score", "in_statistics", "fold", "sex", "height_m", "bmi",
     "dice", "iou", "hd95_mm", "msd_mm", "fp_cm2", "fn_cm2", "reference_empty", "prediction_empty",
-    "sma_ref_cm2", "sma_pred_cm2", "sma_error_cm2", "sma_error_percent",
+    "overlap_slice", "sma_pred_slice", "sma_ref_cm2", "sma_pred_cm2", "sma_error_cm2", "sma_error_percent",
     "smi_ref_cm2_m2", "smi_pred_cm2_m2", "smi_error_cm2_m2",
     "hu_ref", "hu_pred", "hu_error",
     "threshold", "sarcopenic_ref", "sarcopenic_pred", "sarcopenic_clinical", "flag_correct",
@@ -111,9 +113,12 @@ def write_report_md(summary: dict, rows: list[dict], path: Path, plots: dict[str
         "# sarco evaluation report",
         "",
         *([f"Dataset {s['dataset']}, model {s['model']} (cross-validation).", ""] if s.get("model") else []),
-        f"Cases evaluated: **{s['n_cases']}** · classified: {s['n_cases_classified']} · "
-        f"threshold set: **{s['threshold_set']}** ({s['threshold_metric'].upper()}) · label {s['label']}",
+        f"Cases evaluated: **{s['n_cases']}** · in the statistics: {s.get('n_cases_in_statistics', s['n_cases'])} · "
+        f"classified: {s['n_cases_classified']} · "
+        f"threshold set: **{s['threshold_set']}** ({s['threshold_metric'].upper()}) · muscle label: reference "
+        f"{s['label']} ({s.get('label_source', 'sarco default')}), prediction {s.get('label_prediction', s['label'])}",
         "",
+        *_rules_section(s),
         "## Segmentation",
         "",
         "| metric | mean | median | min |",
@@ -125,8 +130,11 @@ def write_report_md(summary: dict, rows: list[dict], path: Path, plots: dict[str
         f"| false-positive area (cm²) | {_fmt(s['fp_mean_cm2'])} | | |",
         f"| false-negative area (cm²) | {_fmt(s['fn_mean_cm2'])} | | |",
         "",
-        f"Empty predictions: {s['n_empty_prediction']} · empty references: {s['n_empty_reference']} "
-        "(distances are undefined there and left out of the means).",
+        f"Empty predictions at the reference's slice: {s['n_empty_prediction']} (in every mean: Dice 0, "
+        "HD95 and MSD = the slice diagonal) · failed or implausible predictions: "
+        f"{s.get('n_failed_predictions', 0)} (in every statistic; withheld flags scored as wrong: "
+        f"{s.get('n_flags_withheld_scored_wrong', 0)}) · empty references: {s['n_empty_reference']} "
+        f"(left out of every statistic: {', '.join(s.get('excluded_from_statistics') or []) or 'none'}).",
         "",
         "## Agreement with the reference (predicted − reference)",
         "",
@@ -220,6 +228,14 @@ def write_report_md(summary: dict, rows: list[dict], path: Path, plots: dict[str
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({rel})" for name, rel in plots.items()]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _rules_section(s: dict) -> list[str]:
+    """The conventions that change a number, written where the numbers are shown."""
+    rules = s.get("rules") or {}
+    if not rules:
+        return []
+    return ["## Rules behind these numbers", "", *[f"- **{k}**: {v}" for k, v in rules.items()], ""]
 
 
 def _l3_section(l3: dict | None) -> list[str]:

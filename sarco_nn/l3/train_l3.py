@@ -104,17 +104,16 @@ def cases_from_dropin(drop_dir: Path | str) -> tuple[list[TrainingCase], list[st
 
     Single-slice cases carry no position and are skipped; returns (cases, notes on what was skipped).
     """
-    from dataset_conversion.convert import _case_id  # the converter's own case-id rule
+    from sarco_nn.cases import index_folder  # the one case-id and pairing rule (duplicates refused)
 
     drop_dir = Path(drop_dir)
     images_dir, masks_dir = drop_dir / "images", drop_dir / "masks"
     if not images_dir.is_dir() or not masks_dir.is_dir():
         raise InputError("not a drop-in folder (needs images/ and masks/)", drop_dir,
                          "give the folder you dropped for `sarco convert`, or a converted dataset with manifest.csv")
-    masks = {_case_id(p): p for p in masks_dir.iterdir() if not p.name.startswith(".")}
+    masks = index_folder(masks_dir)
     cases, notes = [], []
-    for entry in sorted(p for p in images_dir.iterdir() if not p.name.startswith(".")):
-        case_id = _case_id(entry)
+    for case_id, entry in index_folder(images_dir).items():
         if case_id not in masks:
             notes.append(f"{case_id}: no mask, skipped")
             continue

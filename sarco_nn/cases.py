@@ -1,0 +1,148 @@
+"""How a file or folder is named as a case, how images pair with masks, what label muscle has.
+
+One rule each, used by every command (convert, predict, evaluate, classification, train-l3), so a
+case is named and paired the same way at training and at evaluation:
+
+- Case id (:func:`case_id_from_path`): a folder (a DICOM series) is its name; a file loses its
+  image ending (the longest of :data:`IMAGE_SUFFIXES`, any case) and then nnU-Net's channel
+  suffix ``_0000``; a file with another ending loses a non-numeric extension (``scan.ima`` →
+  ``scan``; ``1.2.840.5`` stays whole, a DICOM UID). Names that are not UTF-8 are escaped
+  (``image_io.printable_path``). An empty id (``_0000.nii.gz``, ``.nii.gz``) is refused.
+- Pairing (:func:`pair_by_case`): image and mask share a case id; two files with the same id on
+  one side are refused, naming both, never "the last one wins".
+- Labels (:func:`read_labels_json`): a drop's ``labels.json`` maps names to mask values and
+  must name ``muscle``; without the file, muscle is ``constants.MUSCLE_LABEL``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from sarco_nn.constants import MUSCLE_LABEL
+from sarco_nn.errors import InputError
+from sarco_nn.image_io import IMAGE_SUFFIXES as READABLE_SUFFIXES
+from sarco_nn.image_io import printable_path
+
+__all__ = [
+    "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "LABELS_FILE", "case_id_from_path", "case_entries", "group_by_case",
+    "index_by_case", "index_folder",
+    "Pairing", "pair_by_case", "read_labels_json", "muscle_label_for",
+]
+
+#: Endings of image and mask files: what `image_io` reads, plus single DICOM files. Checked longest
+#: first (".nii.gz" before ".nii"), in any case.
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(sorted({*READABLE_SUFFIXES, ".dicom", ".dcm"}, key=len, reverse=True))
+#: nnU-Net's channel suffix of an image file (<case>_0000.nii.gz): not part of the case id.
+CHANNEL_SUFFIX = "_0000"
+#: Pixel-data files beside a .mhd header: part of that image, not cases of their own.
+COMPANION_SUFFIXES: tuple[str, ...] = (".raw", ".zraw", ".raw.gz")
+#: The file of a drop (beside images/ and masks/) that declares the mask label values.
+LABELS_FILE = "labels.json"
+
+
+def case_id_from_path(path: Path | str) -> str:
+    """The case id of an image/mask file or a DICOM series folder (rule in the module docstring)."""
+    path = Path(path)
+    name = printable_path(path.name)
+    if not path.is_dir():
+        lower = name.lower()
+        suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
+        if suffix is not None:
+            name = name[: -len(suffix)]
+        elif "." in name.lstrip(".") and not name.rsplit(".", 1)[1].isdigit():
+            name = name.rsplit(".", 1)[0]
+        if name.endswith(CHANNEL_SUFFIX):
+            name = name[: -len(CHANNEL_SUFFIX)]
+    if not name.strip():
+        raise InputError("file name gives an empty case id", path=path,
+                         fix="name the file <case>.nii.gz (or <case>_0000.nii.gz), e.g. patient01.nii.gz.")
+    return name
+
+
+def case_entries(folder: Path | str) -> list[Path]:
+    """The entries of a drop folder that are cases: files and series folders, not hidden, not a
+    .mhd header's pixel file."""
+    entries = sorted(p for p in Path(folder).iterdir() if not p.name.startswith("."))
+    mhd_stems = {p.name[:-4] for p in entries if p.name.lower().endswith(".mhd")}
+    return [p for p in entries if not (p.is_file() and p.name.lower().endswith(COMPANION_SUFFIXES)
+                                       and p.name.split(".")[0] in mhd_stems)]
+
+
+def index_folder(folder: Path | str) -> dict[str, Path]:
+    """case id → entry of a drop folder (images/ or masks/); duplicates refused naming both."""
+    return index_by_case(case_entries(folder), folder)
+
+
+def group_by_case(paths: Iterable[Path]) -> dict[str, list[Path]]:
+    """case id → every path with that id (sorted by name), for callers that list all duplicates at once."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(Path(p) for p in paths):
+        found.setdefault(case_id_from_path(path), []).append(path)
+    return found
+
+
+def index_by_case(paths: Iterable[Path], where: Path | str | None = None) -> dict[str, Path]:
+    """case id → path; two paths with one id are refused with both names (InputError)."""
+    index: dict[str, Path] = {}
+    for case_id, group in group_by_case(paths).items():
+        if len(group) > 1:
+            raise InputError(f"two files give case id {case_id!r}: {group[0].name} and {group[1].name}",
+                             path=where if where is not None else group[0].parent, fix="keep one of them (or rename one).")
+        index[case_id] = group[0]
+    return index
+
+
+@dataclass
+class Pairing:
+    """Cases found on both sides, and those found on one side only (sorted ids)."""
+
+    pairs: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    images_only: list[str] = field(default_factory=list)
+    masks_only: list[str] = field(default_factory=list)
+
+
+def pair_by_case(images: dict[str, Path], masks: dict[str, Path]) -> Pairing:
+    """Pair two {case id: path} indexes (from :func:`index_by_case`) by case id."""
+    common = sorted(set(images) & set(masks))
+    return Pairing({c: (images[c], masks[c]) for c in common}, sorted(set(images) - set(masks)),
+                   sorted(set(masks) - set(images)))
+
+
+def read_labels_json(path: Path | str) -> dict[str, int]:
+    """{name: value} of a labels.json; it must name a positive `muscle`, values distinct, none negative."""
+    path = Path(path)
+    example = 'write it like {"muscle": 1, "imat": 2}'
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("labels file not found", path, example) from None
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("not valid JSON", path, example) from None
+    if not isinstance(labels, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
+        raise InputError("must map label names to integers", path, example)
+    if "muscle" not in labels:
+        raise InputError("declares no 'muscle' label", path, 'add "muscle": <value used for muscle in the masks>')
+    values = list(labels.values())
+    if len(set(values)) != len(values):
+        raise InputError("two labels share one value", path, "give every label its own value")
+    if labels["muscle"] <= 0 or any(v < 0 for v in values):
+        raise InputError("muscle must be a positive value and no label negative", path, "0 is background")
+    return dict(labels)
+
+
+def muscle_label_for(mask_folder: Path | str, label: int | None = None) -> tuple[int, str]:
+    """(muscle value, where it came from) for the masks in `mask_folder`.
+
+    An explicit `label` (--label) wins; else a labels.json in the folder or beside it (a drop's
+    masks/ sits next to its labels.json); else sarco's own MUSCLE_LABEL.
+    """
+    if label is not None:
+        return int(label), "--label"
+    folder = Path(mask_folder)
+    for candidate in (folder / LABELS_FILE, folder.parent / LABELS_FILE):
+        if candidate.is_file():
+            return read_labels_json(candidate)["muscle"], str(candidate)
+    return MUSCLE_LABEL, "sarco default"

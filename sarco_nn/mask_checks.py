@@ -1,0 +1,72 @@
+"""Plausibility of a muscle mask at L3: the reasons why its SMA must not become a diagnosis.
+
+Why: an empty or near-empty mask measures 0 (or a few) cm², which is below every sarcopenia
+cut-off, so without this check a failed segmentation reads as "sarcopenic: yes". Every command
+that turns a mask into a flag (`sarco measure`, `sarco predict`, `sarco evaluate`) asks
+:func:`mask_reasons` and withholds the flag (``unknown``) while a blocking reason stands.
+
+The floor is physiological and deliberately far BELOW the disease range: low SMA is sarcopenia
+itself, so a floor near a cut-off would hide exactly the patients the tool is for.
+
+- Cut-offs in use run from SMI 38.5 cm²/m² (Prado et al. 2008, Lancet Oncol 9:629, women) to
+  SMA 92 cm² (Derstine et al. 2018, Sci Rep 8:11369, women).
+- Severely cachectic cancer patients reach SMI values in the low 20s cm²/m² (distributions in
+  Martin et al. 2013, J Clin Oncol 31:1539, n = 1473; Prado et al. 2008). At a height of
+  1.40 m, SMI 20 cm²/m² is 39 cm².
+
+:data:`SMA_FLOOR_CM2` = 30 cm² sits below all of these: an adult L3 SMA under 30 cm² is a
+segmentation failure (or not an L3 slice), never a measurement of a patient.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from sarco_nn.status import Reason, Status
+
+__all__ = ["SMA_FLOOR_CM2", "mask_reasons", "labels_in"]
+
+#: Smallest SMA (cm²) accepted as a measurement of an adult at L3 (sources in the module docstring).
+SMA_FLOOR_CM2: float = 30.0
+
+
+def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
+                 labels_present: Iterable[int] | None = None, what: str = "mask",
+                 floor_cm2: float = SMA_FLOOR_CM2) -> list[Reason]:
+    """Reasons (status `review`, each blocking the flag) why `measurement` is not a patient's SMA.
+
+    measurement: a `sarco_nn.measure.Measurement` (its `n_pixels`, `sma_cm2`).
+    spacing_yx_mm: in-plane spacing (row, column) in mm, for the messages (pixel area).
+    label: the muscle value looked for; labels_present: the values the mask file holds (all its
+      slices), to tell "muscle saved under another value" from "nothing segmented".
+    what: "mask", "prediction" or "reference", named in the messages.
+    Returns [] for a plausible mask.
+    """
+    values = None if labels_present is None else sorted({int(v) for v in labels_present})
+    if values is not None and label not in values:
+        others = [v for v in values if v != 0]
+        if others:
+            return [Reason("label_absent",
+                           f"{what} holds label value(s) {others[:5]} but none of the muscle label {label}; "
+                           f"give the muscle value with --label (or labels.json), or save muscle as {label}",
+                           Status.REVIEW, True)]
+    if measurement.n_pixels == 0:
+        return [Reason("empty_mask", f"{what} has no muscle pixel (label {label}) on the measured slice; "
+                       "check the slice and the segmentation", Status.REVIEW, True)]
+    if measurement.sma_cm2 < floor_cm2:
+        pixel_mm2 = float(spacing_yx_mm[0]) * float(spacing_yx_mm[1])
+        return [Reason("sma_below_floor",
+                       f"{what} SMA {measurement.sma_cm2:.2f} cm² ({measurement.n_pixels} pixels of {pixel_mm2:.3g} mm²) "
+                       f"is below the physiological floor of {floor_cm2:g} cm² for an adult at L3: a failed or "
+                       "partial segmentation, or not an L3 slice; review the mask", Status.REVIEW, True)]
+    return []
+
+
+def labels_in(array) -> list[int]:
+    """The distinct integer values of a mask array (float masks rounded, as the measurement does)."""
+    import numpy as np
+
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.rint(array)
+    return [int(v) for v in np.unique(array)]
