@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.thresholds import THRESHOLD_SETS
 
 # The generator's truth label uses the reference study's built-in `paper` set (fixed cut-offs, never
@@ -30,6 +31,7 @@ class PhantomSlice:
 
     ct_hu: np.ndarray  # int16 (rows=y, cols=x), HU
     muscle_mask: np.ndarray  # uint8 same shape, 1 = skeletal muscle
+    tissue_mask: np.ndarray  # uint8 same shape, sarco_nn.constants.TISSUE_LABELS (muscle 1, imat 2, vat 3, sat 4)
     spacing_mm: tuple[float, float]  # (row spacing = y, column spacing = x)
     sex: str  # "M" or "F"
     height_m: float
@@ -45,6 +47,10 @@ class PhantomSlice:
     def sarcopenic_truth(self) -> bool:
         return self.true_sma_cm2 < SMA_CUTOFF_CM2[self.sex]
 
+    def tissue_areas_cm2(self) -> dict[str, float]:
+        """Exact area of every body-composition tissue (cm²)."""
+        return tissue_areas_cm2(self.tissue_mask, self.spacing_mm)
+
 
 @dataclass
 class PhantomVolume:
@@ -52,6 +58,7 @@ class PhantomVolume:
 
     ct_hu: np.ndarray  # int16 (z, y, x), HU
     muscle_mask: np.ndarray  # uint8 (z, y, x), muscle on every slice
+    tissue_mask: np.ndarray  # uint8 (z, y, x), TISSUE_LABELS on every slice
     vertebra_labels: np.ndarray  # uint8 (z, y, x), TotalSegmentator numbers (26 S1 ... 32 T12), 0 elsewhere
     l3_slice_index: int
     spacing_mm: tuple[float, float, float]  # (z, y, x)
@@ -69,3 +76,9 @@ class PhantomVolume:
     def true_sma_cm2(self) -> float:
         """SMA on the L3 slice: what a clinician annotates and what truth.csv reports."""
         return float(self.muscle_area_cm2()[self.l3_slice_index])
+
+
+def tissue_areas_cm2(mask2d: np.ndarray, spacing_yx_mm: tuple[float, float]) -> dict[str, float]:
+    """{tissue: area in cm²} of a TISSUE_LABELS mask: pixel count × row × column spacing (mm² → cm²)."""
+    pixel_cm2 = float(spacing_yx_mm[0]) * float(spacing_yx_mm[1]) / 100.0
+    return {name: float(np.count_nonzero(mask2d == value)) * pixel_cm2 for name, value in TISSUE_LABELS.items()}

@@ -12,7 +12,7 @@ import numpy as np
 
 from dataset_conversion.phantoms.anatomy_a import _L3, Anatomy, Tissue, draw_anatomy
 from dataset_conversion.phantoms.common import VERTEBRA_LABELS, PhantomSlice, PhantomVolume
-from dataset_conversion.phantoms.render_a import render_labels, tune_muscle_scale
+from dataset_conversion.phantoms.render_a import body_composition_labels, render_labels, tune_muscle_scale
 from dataset_conversion.phantoms.scanner_a import choose_grid, tissue_to_hu
 from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import SarcoError
@@ -50,7 +50,8 @@ def generate_phantom_slice(
     lab, _ = render_labels(an, z, grid.xs, grid.ys)
     ct = tissue_to_hu(an, lab, grid, rng)
     mask = (lab == Tissue.MUSCLE).astype(np.uint8) * np.uint8(MUSCLE_LABEL)
-    return PhantomSlice(ct, mask, grid.spacing, an.sex, an.height_m, an.weight_kg, an.age)
+    tissues = body_composition_labels(an, z, lab, grid.xs, grid.ys)
+    return PhantomSlice(ct, mask, tissues, grid.spacing, an.sex, an.height_m, an.weight_kg, an.age)
 
 
 def generate_phantom_volume(
@@ -95,9 +96,11 @@ def generate_phantom_volume(
     ct = np.empty(shape, np.int16)
     mask = np.empty(shape, np.uint8)
     vert = np.empty(shape, np.uint8)
+    tissues = np.empty(shape, np.uint8)
     for i, z in enumerate(zs):
         lab, vert[i] = render_labels(an, float(z), grid.xs, grid.ys)
         ct[i] = tissue_to_hu(an, lab, grid, rng)
         mask[i] = (lab == Tissue.MUSCLE) * np.uint8(MUSCLE_LABEL)
+        tissues[i] = body_composition_labels(an, float(z), lab, grid.xs, grid.ys)
     sy, sx = grid.spacing
-    return PhantomVolume(ct, mask, vert, l3, (dz, sy, sx), an.sex, an.height_m, an.weight_kg, an.age)
+    return PhantomVolume(ct, mask, tissues, vert, l3, (dz, sy, sx), an.sex, an.height_m, an.weight_kg, an.age)

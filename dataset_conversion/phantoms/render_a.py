@@ -13,6 +13,7 @@ import numpy as np
 
 from dataset_conversion.phantoms.anatomy_a import _L3, Anatomy, Tissue
 from dataset_conversion.phantoms.common import VERTEBRA_LABELS
+from sarco_nn.constants import TISSUE_LABELS
 
 
 def body_extent(an: Anatomy, zs: list[float] | None = None) -> tuple[float, float, float, float]:
@@ -416,3 +417,21 @@ def tune_muscle_scale(an: Anatomy, z: float = 0.0, resolution_mm: float = 1.5, i
         if abs(ratio - 1.0) < 0.005:
             break
 
+
+
+def body_composition_labels(an: Anatomy, z: float, lab: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """TISSUE_LABELS mask of a rendered plane: muscle, IMAT, VAT, SAT (everything else 0).
+
+    IMAT is the fat painted inside muscles plus the visceral-fat pixels of the posterior compartment
+    (behind the vertebral body, medial to the transverse-process tips): fat between the back muscles is
+    inside the muscle fascia, not visceral. Reads the label map only, so the CT stays as it was.
+    """
+    out = np.zeros(lab.shape, np.uint8)
+    out[lab == Tissue.MUSCLE] = TISSUE_LABELS["muscle"]
+    out[lab == Tissue.IM_FAT] = TISSUE_LABELS["imat"]
+    out[lab == Tissue.SUBCUT_FAT] = TISSUE_LABELS["sat"]
+    visceral = lab == Tissue.VISC_FAT
+    back = (ys[:, None] > an.vert_d * an.profile("vert_size", z)) & (np.abs(xs[None, :]) < an.vert_w + 24.0 * an.k)
+    out[visceral & ~back] = TISSUE_LABELS["vat"]
+    out[visceral & back] = TISSUE_LABELS["imat"]
+    return out
