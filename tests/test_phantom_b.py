@@ -104,7 +104,7 @@ def test_family_b_spans_site_and_patient_variation(slices_b):
 
 def test_protocols_vary_kernel_noise_phase_and_table():
     kernels, phases, tables, noise = set(), set(), set(), []
-    for i in range(40):
+    for i in range(80):
         rng = np.random.default_rng([41, i])
         p = draw_patient(rng)
         proto = scanner_b.draw_protocol(rng, p, 512, render_b.trunk_extent(p))
@@ -133,20 +133,35 @@ def test_arm_muscle_is_not_trunk_muscle_and_organs_reach_muscle_hu():
     assert np.count_nonzero(lab == TissueB.ARM_MUSCLE) > 100
     assert (mask[lab == TissueB.ARM_MUSCLE] == 0).all() and (mask[lab == TissueB.ARM_FAT] == 0).all()
     assert (mask[lab == TissueB.MUSCLE] == 1).all()
-    proto = scanner_b.draw_protocol(rng, p, 512, (x0, x1, y0, y1))
-    proto.phase = "portal_venous"
-    hu = scanner_b._tissue_hu(np.random.default_rng(0), p, "portal_venous")
+    hu = scanner_b.tissue_hu(np.random.default_rng(0), p, "portal_venous")
     muscle = hu[int(TissueB.MUSCLE)][0]
     assert hu[int(TissueB.LIVER)][0] > muscle and hu[int(TissueB.AORTA)][0] > muscle
     assert abs(hu[int(TissueB.ARM_MUSCLE)][0] - muscle) < 20  # same HU: only anatomy tells them apart
 
 
-def test_family_b_refuses_volumes_and_unknown_family(tmp_path: Path):
-    with pytest.raises(SarcoError, match="L3 region only"):
-        write_dropin_dataset(tmp_path / "v", n_cases=1, matrix=64, volumes=True, family="B")
+def test_family_b_refuses_an_unknown_family(tmp_path: Path):
     with pytest.raises(SarcoError, match="unknown phantom family"):
         write_dropin_dataset(tmp_path / "c", n_cases=1, matrix=64, family="C")
-    assert not (tmp_path / "v").exists() and not (tmp_path / "c").exists()
+    assert not (tmp_path / "c").exists()
+
+
+def test_family_b_volumes_span_t12_to_s1_with_levels_and_an_l3_mask(tmp_path: Path):
+    from dataset_conversion.phantoms.family_b import generate_volume
+
+    vol = generate_volume(np.random.default_rng(8), matrix=48, slice_spacing_mm=5.0)
+    assert set(np.unique(vol.vertebra_labels)) == {0, 26, 27, 28, 29, 30, 31, 32}
+    z_of = {lb: np.nonzero((vol.vertebra_labels == lb).any(axis=(1, 2)))[0] for lb in range(26, 33)}
+    assert [np.median(z_of[lb]) for lb in range(26, 33)] == sorted(np.median(z_of[lb]) for lb in range(26, 33))
+    assert z_of[29].min() <= vol.l3_slice_index <= z_of[29].max()
+    area = vol.muscle_area_cm2()
+    assert (area > 0).all() and area.max() / area.min() > 1.2
+    assert np.array_equal(vol.tissue_mask == 1, vol.muscle_mask == 1)
+    out = write_dropin_dataset(tmp_path / "vol", n_cases=1, seed=2, matrix=48, volumes=True, family="B")
+    row = _read_csv(out / "truth.csv")[0]
+    msk = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "masks" / f"{row['case_id']}.nii.gz")))
+    vert = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "vertebrae" / f"{row['case_id']}.nii.gz")))
+    li = int(row["l3_slice_index"])
+    assert np.nonzero(msk.reshape(len(msk), -1).any(axis=1))[0].tolist() == [li] and (vert[li] == 29).any()
 
 
 def test_sarco_convert_accepts_a_family_b_drop_as_muscle_only(drop_b: Path, tmp_path: Path):

@@ -8,7 +8,9 @@ myosteatosis, arms beside the trunk and organs that touch the muscles. All rando
 here into a :class:`PatientB`; ``render_b`` draws nothing.
 
 Frame (mm): x towards the patient's Left, y towards Posterior, origin at the centre of the trunk
-outline, z towards Superior with z = 0 the annotated L3 plane (the model is local: |z| <= ~15 mm).
+outline, z towards Superior with z = 0 the middle of L3. Along z the model is simpler than at L3:
+vertebral bodies and discs follow drawn levels (T12..S1), psoas / quadratus / erector change size,
+organs and bowel are ellipsoids, the trunk outline stays the same.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class TissueB(IntEnum):
     TABLE = 25
     PAD = 26
     PANCREAS = 27
+    DISC = 28
 
 
 @dataclass
@@ -142,6 +145,7 @@ class PatientB:
     bowel: list[ZBlob] = field(default_factory=list)
     arms: list[Arm] = field(default_factory=list)
     posterior_imat_x: float = 60.0  # |x| limit of the intermuscular back compartment
+    levels: dict[int, tuple[float, float]] = field(default_factory=dict)  # vertebra -> (z_top, z_bottom) of its body
 
     @property
     def bmi(self) -> float:
@@ -221,7 +225,27 @@ def draw_patient(rng: np.random.Generator, sex: str | None = None, sarcopenic: b
     _draw_myosteatosis(rng, p)
     _draw_viscera(rng, p, frame, inner_a, inner_b)
     _draw_arms(rng, p, frame, bmi)
+    p.levels = _draw_levels(rng, frame)
     return p
+
+
+#: TotalSegmentator numbers of the vertebrae family B spans (S1 ... T12).
+LEVELS_B: dict[str, int] = {"S1": 26, "L5": 27, "L4": 28, "L3": 29, "L2": 30, "L1": 31, "T12": 32}
+
+
+def _draw_levels(rng: np.random.Generator, frame: float) -> dict[int, tuple[float, float]]:
+    """Vertebral body spans along z with L3's centre at z = 0: bodies ~26-31 mm, discs ~7-12 mm."""
+    body = {lb: frame * rng.uniform(25.0, 31.0) for lb in LEVELS_B.values()}
+    disc = {lb: frame * rng.uniform(7.0, 12.0) for lb in LEVELS_B.values()}
+    l3 = LEVELS_B["L3"]
+    spans = {l3: (body[l3] / 2, -body[l3] / 2)}
+    for lb in range(l3 + 1, max(LEVELS_B.values()) + 1):  # cranial
+        bottom = spans[lb - 1][0] + disc[lb]
+        spans[lb] = (bottom + body[lb], bottom)
+    for lb in range(l3 - 1, min(LEVELS_B.values()) - 1, -1):  # caudal
+        top = spans[lb + 1][1] - disc[lb]
+        spans[lb] = (top, top - body[lb])
+    return spans
 
 
 def _draw_back(rng: np.random.Generator, p: PatientB, frame: float, sx: float) -> None:

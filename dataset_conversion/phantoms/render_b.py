@@ -75,15 +75,16 @@ def render(p: PatientB, z: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     lab[back] = TissueB.IMAT  # fat between the back muscles lies inside the fascia: intermuscular
     soft = (TissueB.VAT, TissueB.IMAT)
     s = p.muscle_scale
+    # along z: the erector thins caudally, quadratus lumborum spans ~L1-L4, psoas grows towards the pelvis
     for blob in p.back_muscles:
-        _paint(lab, xs, ys, blob, s * (1.0 - 0.002 * z), TissueB.MUSCLE, soft)
+        _paint(lab, xs, ys, blob, s * float(np.clip(1.0 - 0.002 * z, 0.6, 1.3)), TissueB.MUSCLE, soft)
     for blob in p.ql:
-        _paint(lab, xs, ys, blob, s * (1.0 + 0.004 * z), TissueB.MUSCLE, soft)
-    for blob in p.psoas:  # psoas grows caudally
-        _paint(lab, xs, ys, blob, s * (1.0 - 0.006 * z), TissueB.MUSCLE, soft)
+        _paint(lab, xs, ys, blob, s * max(0.0, 1.0 - (z / 120.0) ** 2) * (1.0 + 0.004 * z), TissueB.MUSCLE, soft)
+    for blob in p.psoas:
+        _paint(lab, xs, ys, blob, s * float(np.clip(1.0 - 0.006 * z, 0.12, 1.5)), TissueB.MUSCLE, soft)
     for blob in p.fat_clefts:
         _paint(lab, xs, ys, blob, 1.0, TissueB.IMAT, (TissueB.MUSCLE,))
-    _paint_spine(p, lab, X, Y)
+    _paint_spine(p, lab, X, Y, z)
     _paint_viscera(p, z, lab, xs, ys)
     _paint_arms(p, lab, X, Y)
     return lab
@@ -113,8 +114,30 @@ def _paint_wall(p: PatientB, lab: np.ndarray, fascia: np.ndarray, d: np.ndarray,
     lab[fascia & (d < lat) & (lab == TissueB.VAT)] = TissueB.MUSCLE
 
 
-def _paint_spine(p: PatientB, lab: np.ndarray, X: np.ndarray, Y: np.ndarray) -> None:
-    """Rounded-box vertebral body, canal, lamina, spinous and transverse processes (replace any tissue)."""
+def body_level(p: PatientB, z: float) -> int | None:
+    """The vertebra whose body the plane z cuts (None: a disc, or outside S1..T12)."""
+    return next((lb for lb, (top, bottom) in p.levels.items() if bottom <= z <= top), None)
+
+
+def nearest_level(p: PatientB, z: float) -> int:
+    """The vertebra whose body centre is nearest to z (posterior elements belong to it)."""
+    return min(p.levels, key=lambda lb: abs(0.5 * sum(p.levels[lb]) - z))
+
+
+def vertebra_map(p: PatientB, z: float, lab: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """TotalSegmentator vertebra numbers on the spine's bone at z (0 elsewhere, discs and arms included)."""
+    cy, vw, vd, _ = p.spine
+    X, Y = xs[None, :], ys[:, None]
+    spine = (np.abs(X) < vw + 30.0) & (Y > cy - vd - 3.0) & (Y < cy + vd + 60.0)
+    bone = np.isin(lab, [TissueB.CORTEX, TissueB.MARROW]) & spine
+    out = np.zeros(lab.shape, np.uint8)
+    if p.levels:
+        out[bone] = nearest_level(p, z)
+    return out
+
+
+def _paint_spine(p: PatientB, lab: np.ndarray, X: np.ndarray, Y: np.ndarray, z: float = 0.0) -> None:
+    """Rounded-box vertebral body (or disc between bodies), canal, lamina, spinous and transverse processes."""
     cy, vw, vd, cortex = p.spine
     body = np.abs(X / vw) ** 2.6 + np.abs((Y - cy) / vd) ** 2.6 <= 1.0
     marrow = np.abs(X / (vw - cortex)) ** 2.6 + np.abs((Y - cy) / (vd - cortex)) ** 2.6 <= 1.0
@@ -123,9 +146,12 @@ def _paint_spine(p: PatientB, lab: np.ndarray, X: np.ndarray, Y: np.ndarray) -> 
     ring = (X**2 + (Y - canal_y) ** 2 <= 13.0**2) & ~canal & (Y > cy + vd - 2.0)
     spinous = (np.abs(X) < 4.0) & (Y > canal_y + 10.0) & (Y < canal_y + 38.0)
     transverse = (np.abs(Y - canal_y + 2.0) < 4.5) & (np.abs(X) < vw + 22.0) & (np.abs(X) > 8.0)
-    bone = body | ring | spinous | transverse
+    in_body = not p.levels or body_level(p, z) is not None
+    bone = (body if in_body else np.zeros_like(body)) | ring | spinous | transverse
     lab[bone] = TissueB.CORTEX
-    lab[marrow | (spinous & (np.abs(X) < 2.0))] = TissueB.MARROW
+    lab[(marrow if in_body else np.zeros_like(marrow)) | (spinous & (np.abs(X) < 2.0))] = TissueB.MARROW
+    if not in_body:
+        lab[body] = TissueB.DISC
     lab[canal] = TissueB.CANAL
 
 

@@ -88,11 +88,11 @@ def draw_protocol(rng: np.random.Generator, p: PatientB, matrix: int, extent: tu
         mattress_mm=float(rng.choice([0.0, rng.uniform(10.0, 60.0)])), cupping_hu=float(rng.uniform(0.0, 30.0)),
         streak_hu=float(rng.choice([0.0, rng.uniform(15.0, 90.0)], p=[0.4, 0.6])),
     )
-    proto.hu = _tissue_hu(rng, p, proto.phase)
+    proto.hu = tissue_hu(rng, p, proto.phase)
     return proto
 
 
-def _tissue_hu(rng: np.random.Generator, p: PatientB, phase: str) -> dict[int, tuple[float, float]]:
+def tissue_hu(rng: np.random.Generator, p: PatientB, phase: str) -> dict[int, tuple[float, float]]:
     """(mean, texture sd) per tissue: myosteatosis lowers muscle HU; contrast lifts organs and vessels."""
     low = {"cachectic": 12.0, "obese": 9.0}.get(p.habitus, 0.0)
     muscle = float(np.clip(rng.normal(55.0 - 0.35 * max(p.age - 35, 0) - low, 8.0), 3.0, 68.0))
@@ -118,7 +118,7 @@ def _tissue_hu(rng: np.random.Generator, p: PatientB, phase: str) -> dict[int, t
         TissueB.CANAL: (float(rng.normal(18.0, 5.0)), 3.0), TissueB.ARM_SKIN: (float(rng.normal(25, 10)), 6.0),
         TissueB.ARM_FAT: (fat, 8.0), TissueB.ARM_MUSCLE: (muscle + float(rng.normal(0.0, 4.0)), 8.0),
         TissueB.ARM_BONE: (float(rng.uniform(600.0, 1100.0)), 50.0), TissueB.TABLE: (0.0, 0.0),
-        TissueB.PAD: (float(rng.uniform(-750.0, -250.0)), 20.0),
+        TissueB.PAD: (float(rng.uniform(-750.0, -250.0)), 20.0), TissueB.DISC: (float(rng.normal(85.0, 12.0)), 6.0),
     }
     return {int(k): v for k, v in hu.items()}
 

@@ -36,14 +36,11 @@ class DropinCase:
 FAMILIES: tuple[str, ...] = ("A", "B")
 
 
-def check_family(family: str, volumes: bool = False) -> str:
-    """The family's canonical name ("A" / "B"); refuse any other (or B volumes) before anything is written."""
+def check_family(family: str) -> str:
+    """The family's canonical name ("A" / "B"); refuse any other before anything is written."""
     name = str(family).upper()
     if name not in FAMILIES:
         raise SarcoError(f"unknown phantom family {family!r}", fix=f"use one of {', '.join(FAMILIES)}")
-    if volumes and name == "B":
-        raise SarcoError("phantom family B models the L3 region only (no T12-S1 volumes)",
-                         fix="drop --volumes, or use --family A for volumes")
     return name
 
 
@@ -53,7 +50,7 @@ def dropin_case(seed: int, index: int, matrix: int = 512, volumes: bool = False,
 
     Family B draws from its own stream ([seed, index, 0xB]) so an A and a B set with one seed share nothing.
     """
-    family = check_family(family, volumes)
+    family = check_family(family)
     sex = "M" if index % 2 == 0 else "F"
     sarcopenic = (index // 2) % 2 == 1
     flipped = index % 3 == 1
@@ -62,7 +59,11 @@ def dropin_case(seed: int, index: int, matrix: int = 512, volumes: bool = False,
         from dataset_conversion.phantoms import family_b
 
         rng = np.random.default_rng([seed, index, 0xB])
-        ph, dz = family_b.generate_slice(rng, sex=sex, matrix=matrix, sarcopenic=sarcopenic)
+        if volumes:
+            ph = family_b.generate_volume(rng, matrix=matrix, sex=sex, sarcopenic=sarcopenic)
+            dz = float(ph.spacing_mm[0])
+        else:
+            ph, dz = family_b.generate_slice(rng, sex=sex, matrix=matrix, sarcopenic=sarcopenic)
         return DropinCase(f"{case_prefix}_{index:03d}", ph, flipped, dz, float(rng.uniform(-900.0, 200.0)))
     from dataset_conversion.phantoms.family_a import generate_phantom_slice, generate_phantom_volume
 
@@ -108,7 +109,7 @@ def write_dropin_dataset(out_dir: Path, n_cases: int, seed: int = 0, matrix: int
     """
     import SimpleITK as sitk
 
-    family = check_family(family, volumes)
+    family = check_family(family)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise SarcoError("folder exists and is not empty; the phantom writer never overwrites",
