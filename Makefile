@@ -1,5 +1,6 @@
 # sarco_nn — two commands for a fresh machine:
-#   make demo   installs, makes phantom data, converts, plans, trains, predicts and evaluates (CPU, < 15 min)
+#   make demo   installs, makes phantom data, converts, plans, trains, predicts and evaluates on held-out
+#               phantoms of the training family (A, internal) and of an independent family (B, external); CPU, < 15 min
 #   make test   installs and runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,6 +10,7 @@ DEMO ?= demo
 DEMO_WS := $(DEMO)/workspace
 DEMO_TRAIN_CASES ?= 40
 DEMO_TEST_CASES ?= 12
+DEMO_EXTERNAL_CASES ?= 12
 DEMO_TRAINER ?= smit
 PYTEST_ARGS ?=
 
@@ -32,11 +34,15 @@ demo: install
 	rm -rf $(DEMO)
 	$(SARCO) demo-data $(DEMO)/drop --cases $(DEMO_TRAIN_CASES) --seed 1
 	$(SARCO) demo-data $(DEMO)/heldout --cases $(DEMO_TEST_CASES) --seed 2 --case-prefix heldout
+	$(SARCO) demo-data $(DEMO)/external --cases $(DEMO_EXTERNAL_CASES) --seed 3 --family B --case-prefix siteb
 	$(SARCO) convert $(DEMO)/drop --name Demo --workspace $(DEMO_WS)
 	$(SARCO) plan --preset cpu --workspace $(DEMO_WS)
 	$(SARCO) train all --trainer $(DEMO_TRAINER) --workspace $(DEMO_WS)
 	$(SARCO) predict -i $(DEMO)/heldout/images -o $(DEMO)/predictions --clinical $(DEMO)/heldout/clinical.csv --workspace $(DEMO_WS)
 	$(SARCO) evaluate $(DEMO)/predictions --reference $(DEMO)/heldout/masks --clinical $(DEMO)/heldout/clinical.csv --images $(DEMO)/heldout/images -o $(DEMO)/report
+	$(SARCO) predict -i $(DEMO)/external/images -o $(DEMO)/predictions_external --clinical $(DEMO)/external/clinical.csv --workspace $(DEMO_WS)
+	$(SARCO) evaluate $(DEMO)/predictions_external --reference $(DEMO)/external/masks --clinical $(DEMO)/external/clinical.csv --images $(DEMO)/external/images -o $(DEMO)/report_external
+	$(BIN)/python bench/external_validation.py --compare "internal (family A)=$(DEMO)/report" "external (family B)=$(DEMO)/report_external" | tee $(DEMO)/internal_vs_external.md
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -16,6 +16,11 @@ MUSCLE_HU_GATE: tuple[float, float] = (-29.0, 150.0)
 LABELS: dict[str, int] = {"background": 0, "muscle": 1}
 MUSCLE_LABEL: int = LABELS["muscle"]
 
+#: Body-composition tissues and their values in a multi-tissue mask (phantoms, labels.json):
+#: skeletal muscle, inter/intramuscular fat inside the muscle fascia, visceral and subcutaneous fat.
+#: Muscle keeps label 1, so a muscle-only reader of such a mask sees the same muscle.
+TISSUE_LABELS: dict[str, int] = {"muscle": MUSCLE_LABEL, "imat": 2, "vat": 3, "sat": 4}
+
 #: Channel name of the single CT input; "CT" makes nnU-Net choose CTNormalization.
 CHANNEL_NAMES: dict[str, str] = {"0": "CT"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,8 @@ def test_dataset_layout_balance_and_roundtrip(dataset: Path):
     clinical = _read_csv(dataset / "clinical.csv")
     truth = _read_csv(dataset / "truth.csv")
     assert list(clinical[0]) == ["case_id", "sex", "height_m", "weight_kg", "age"]
-    assert list(truth[0]) == ["case_id", "true_sma_cm2", "sarcopenic_truth", "spacing_y_mm", "spacing_x_mm"]
+    assert list(truth[0]) == ["case_id", "true_sma_cm2", "sarcopenic_truth", "spacing_y_mm", "spacing_x_mm",
+                              "true_imat_cm2", "true_vat_cm2", "true_sat_cm2"]
     assert len(clinical) == len(truth) == 10
     assert {r["sex"] for r in clinical} == {"M", "F"}
     assert {r["sarcopenic_truth"] for r in truth} == {"0", "1"}
@@ -121,7 +123,7 @@ def test_dataset_layout_balance_and_roundtrip(dataset: Path):
         assert img.GetDirection() == msk.GetDirection()
         sx, sy, _ = msk.GetSpacing()
         assert (sy, sx) == (float(row["spacing_y_mm"]), float(row["spacing_x_mm"]))
-        area = np.count_nonzero(sitk.GetArrayFromImage(msk)) * sx * sy / 100.0
+        area = np.count_nonzero(sitk.GetArrayFromImage(msk) == 1) * sx * sy / 100.0
         sma = float(row["true_sma_cm2"])
         assert abs(area - sma) < 1e-6
         assert int(row["sarcopenic_truth"]) == int(sma < CUTOFF[sexes[row["case_id"]]])
@@ -138,7 +140,8 @@ def test_flipped_cases_are_anatomically_right_after_reorientation(dataset: Path)
         mask = sitk.GetArrayFromImage(sitk.DICOMOrient(msk, "LPS"))[0]
         # same pixels as the generator's LPS arrays
         case = dropin_case(SEED, i, matrix=128)
-        assert np.array_equal(ct, case.phantom.ct_hu) and np.array_equal(mask, case.phantom.muscle_mask)
+        assert np.array_equal(ct, case.phantom.ct_hu) and np.array_equal(mask, case.phantom.tissue_mask)
+        mask = (mask == 1).astype(np.uint8)
         # anterior abdomen at low row index: the topmost muscle is the rectus near the midline, the
         # spine (dense bone) lies in the posterior half of the muscle ring
         rows, cols = np.nonzero(mask)
@@ -213,4 +216,54 @@ def test_volume_dropin_masks_only_l3(tmp_path: Path):
         assert np.nonzero(msk.reshape(len(msk), -1).any(axis=1))[0].tolist() == [li]
         assert (vert[li] == 29).any()
         sx, sy, _ = img.GetSpacing()
-        assert abs(np.count_nonzero(msk) * sx * sy / 100.0 - float(row["true_sma_cm2"])) < 1e-6
+        assert abs(np.count_nonzero(msk == 1) * sx * sy / 100.0 - float(row["true_sma_cm2"])) < 1e-6
+        assert abs(np.count_nonzero(msk == 4) * sx * sy / 100.0 - float(row["true_sat_cm2"])) < 1e-6
+
+
+# ----------------------------------------------------------------------------------- four tissues
+def test_masks_hold_four_tissues_with_exact_areas_and_fat_hu(dataset: Path):
+    assert json.loads((dataset / "labels.json").read_text()) == {"muscle": 1, "imat": 2, "vat": 3, "sat": 4}
+    for row in _read_csv(dataset / "truth.csv"):
+        cid = row["case_id"]
+        img = sitk.DICOMOrient(sitk.ReadImage(str(dataset / "images" / f"{cid}.nii.gz")), "LPS")
+        msk = sitk.DICOMOrient(sitk.ReadImage(str(dataset / "masks" / f"{cid}.nii.gz")), "LPS")
+        ct, mask = sitk.GetArrayFromImage(img)[0].astype(float), sitk.GetArrayFromImage(msk)[0]
+        assert set(np.unique(mask)) == {0, 1, 2, 3, 4}
+        pixel = float(row["spacing_y_mm"]) * float(row["spacing_x_mm"]) / 100.0
+        for name, value in (("imat", 2), ("vat", 3), ("sat", 4)):
+            assert np.count_nonzero(mask == value) * pixel == pytest.approx(float(row[f"true_{name}_cm2"]), abs=1e-9)
+            assert np.median(ct[mask == value]) < -30  # adipose tissue
+        assert np.median(ct[mask == 1]) > -29
+        # SAT wraps the body: its centroid is the body's, and it lies outside the muscle ring
+        rows, cols = np.nonzero(mask == 4)
+        mrows, mcols = np.nonzero(mask == 1)
+        assert rows.min() < mrows.min() and rows.max() > mrows.max()
+        assert cols.min() < mcols.min() and cols.max() > mcols.max()
+        # VAT sits inside the muscle ring's bounding box
+        vrows, vcols = np.nonzero(mask == 3)
+        assert mcols.min() < vcols.min() and vcols.max() < mcols.max()
+
+
+def test_slice_tissue_mask_agrees_with_muscle_mask():
+    ph = generate_phantom_slice(np.random.default_rng(21), matrix=128)
+    assert np.array_equal(ph.tissue_mask == 1, ph.muscle_mask == 1)
+    areas = ph.tissue_areas_cm2()
+    assert areas["muscle"] == pytest.approx(ph.true_sma_cm2)
+    assert set(areas) == {"muscle", "imat", "vat", "sat"} and all(v > 0 for v in areas.values())
+
+
+def test_convert_of_a_four_tissue_drop_keeps_muscle_only(dataset: Path, tmp_path: Path):
+    from dataset_conversion.convert import convert_dropin
+
+    result = convert_dropin(dataset, tmp_path / "raw", "Four", 590)
+    assert result.n_cases == 10
+    truth = {r["case_id"]: float(r["true_sma_cm2"]) for r in _read_csv(dataset / "truth.csv")}
+    values, areas = set(), []
+    for lab_path in sorted((result.dataset_dir / "labelsTr").iterdir()):
+        lab = sitk.ReadImage(str(lab_path))
+        arr = sitk.GetArrayFromImage(lab)
+        values |= set(np.unique(arr).tolist())
+        sx, sy, _ = lab.GetSpacing()
+        areas.append(np.count_nonzero(arr == 1) * sx * sy / 100.0)
+    assert values == {0, 1}
+    assert sorted(areas) == pytest.approx(sorted(truth.values()), abs=1e-6)

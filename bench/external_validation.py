@@ -1,0 +1,223 @@
+"""External validation: train on one phantom family, score held-out phantoms of both families.
+
+Arms: train on family A (the demo's) and on family B (an independently designed "other site"),
+each with several training seeds; every arm scores a held-out A set and a held-out B set through
+the real sarco chain (convert → plan → train → predict → evaluate) and adds where the errors lie:
+false-positive / false-negative muscle area by HU bin. Each finished arm writes
+<out>/<arm>.json; a rerun skips finished arms, so a long run can be stopped at any moment and
+continued. The evaluation folders (with overlays of the worst cases) stay under <work>/<arm>/.
+
+  python bench/external_validation.py                    # cpu preset, 40 train / 12+12 test, seeds 0 1 2
+  python bench/external_validation.py --smoke            # plumbing check: smoke preset, tiny data, one seed
+  python bench/external_validation.py --table-only       # print the table of the finished arms
+  python bench/external_validation.py --compare "internal=demo/report" "external=demo/report_external"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: HU bins of the false-positive / false-negative analysis: what the wrongly labelled tissue was.
+HU_BINS: tuple[tuple[str, float, float], ...] = (
+    ("air <-200", -math.inf, -200.0), ("fat -200..-30", -200.0, -30.0), ("low muscle -30..30", -30.0, 30.0),
+    ("muscle-like 30..150", 30.0, 150.0), ("dense >150", 150.0, math.inf))
+#: Data seeds of the drops (fixed: the arms' seeds vary the training only).
+DATA = {"train_A": ("A", 1), "train_B": ("B", 11), "test_A": ("A", 2), "test_B": ("B", 3)}
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    from sarco_nn.atomic import write_text_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def _drop(work: Path, key: str, n_cases: int, matrix: int) -> Path:
+    """A phantom drop under work/data, written beside and renamed (a killed run leaves no half drop)."""
+    from dataset_conversion.phantom import write_dropin_dataset
+
+    target = work / "data" / f"{key}_{n_cases}_{matrix}"
+    if not target.is_dir():
+        family, seed = DATA[key]
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_dropin_dataset(tmp, n_cases, seed=seed, matrix=matrix, family=family, case_prefix=key.lower())
+        os.replace(tmp, target)
+    return target
+
+
+def hu_bin_errors(pred_dir: Path, drop: Path) -> dict[str, dict[str, float]]:
+    """Mean FP and FN muscle area (cm² per case) by the CT value of the wrongly labelled pixels."""
+    import SimpleITK as sitk
+
+    from sarco_nn.constants import MUSCLE_LABEL
+
+    masks = pred_dir / "masks" if (pred_dir / "masks").is_dir() else pred_dir
+    sums = {name: {"fp_cm2": 0.0, "fn_cm2": 0.0} for name, _, _ in HU_BINS}
+    n = 0
+    for ref_path in sorted((drop / "masks").glob("*.nii.gz")):
+        pred_path = masks / ref_path.name
+        if not pred_path.is_file():
+            continue
+        ref_img = sitk.ReadImage(str(ref_path))
+        ref = sitk.GetArrayFromImage(ref_img) == MUSCLE_LABEL
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_path))) == MUSCLE_LABEL
+        ct = sitk.GetArrayFromImage(sitk.ReadImage(str(drop / "images" / ref_path.name))).astype(np.float32)
+        if not (ref.shape == pred.shape == ct.shape):
+            continue
+        sx, sy = ref_img.GetSpacing()[:2]
+        pixel_cm2 = sx * sy / 100.0
+        for name, lo, hi in HU_BINS:
+            in_bin = (ct >= lo) & (ct < hi)
+            sums[name]["fp_cm2"] += float(np.count_nonzero(pred & ~ref & in_bin)) * pixel_cm2
+            sums[name]["fn_cm2"] += float(np.count_nonzero(ref & ~pred & in_bin)) * pixel_cm2
+        n += 1
+    return {name: {k: v / max(n, 1) for k, v in d.items()} for name, d in sums.items()}
+
+
+def _scores(summary: dict) -> dict[str, float]:
+    pooled = summary["pooled"]
+    return {"n": pooled["n"], "dice": pooled["dice_mean"], "sma_err_mean_pct": pooled["sma_abs_error_percent_mean"],
+            "sma_err_max_pct": pooled["sma_abs_error_percent_max"], "flag_accuracy": pooled["accuracy"]}
+
+
+def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train one model and score it on both held-out families; returns the arm's result."""
+    from dataset_conversion.convert import convert_dropin
+    from sarco_nn.evaluation.evaluate import evaluate_folder
+    from sarco_nn.inference import predict
+    from sarco_nn.planning import plan_dataset
+    from sarco_nn.training.run import train_fold
+    from sarco_nn.workspace import Workspace
+
+    drops = {key: _drop(args.work, key, args.test_cases if key.startswith("test") else args.train_cases, args.matrix)
+             for key in (train_key, "test_A", "test_B")}
+    arm_dir = args.work / arm
+    shutil.rmtree(arm_dir, ignore_errors=True)  # an unfinished arm starts again
+    ws = Workspace(arm_dir / "ws").activate()
+    convert_dropin(drops[train_key], ws.raw, "ExtVal", 501)
+    plan_dataset(ws, 501, args.preset)
+    plans_file = next((ws.preprocessed / "Dataset501_ExtVal").glob("sarcoPlans_*.json"))
+    plans = json.loads(plans_file.read_text())
+    plans["sarco"]["preset"]["training"]["seed"] = seed  # the seed is a preset field, recorded in the plans
+    plans_file.write_text(json.dumps(plans, indent=1))
+    started = time.monotonic()
+    train_fold(ws, "all", 501, args.trainer, None, None, None, args.device)
+    result: dict[str, Any] = {"arm": arm, "train": DATA[train_key][0], "seed": seed, "preset": args.preset,
+                              "trainer": args.trainer, "train_cases": args.train_cases, "matrix": args.matrix,
+                              "train_s": round(time.monotonic() - started, 1), "test": {}}
+    for key in ("test_A", "test_B"):
+        out = arm_dir / f"pred_{key}"
+        predict(ws, drops[key] / "images", out, 501, args.trainer, None, drops[key] / "clinical.csv",
+                device=args.device, progress=False)
+        summary = evaluate_folder(out, drops[key] / "masks", drops[key] / "clinical.csv", arm_dir / f"eval_{key}",
+                                  images_dir=drops[key] / "images")
+        result["test"][DATA[key][0]] = {**_scores(summary), "hu_bins": hu_bin_errors(out, drops[key]),
+                                        "worst_cases": summary.get("worst_cases", [])}
+    return result
+
+
+def _fmt(values: list[float], worst) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    return f"{mean:.3f} (worst {worst(values):.3f})" if len(values) > 1 else f"{mean:.3f}"
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: per train → test family, mean over seeds with the worst seed beside it, then FP/FN by HU bin."""
+    lines = ["| train → test | seeds | Dice | mean abs SMA err % | max abs SMA err % | flag accuracy |",
+             "|---|---|---|---|---|---|"]
+    bins = ["| train → test | " + " | ".join(f"FP / FN {name} (cm²)" for name, _, _ in HU_BINS) + " |",
+            "|---|" + "---|" * len(HU_BINS)]
+    for train in ("A", "B"):
+        for test in ("A", "B"):
+            rows = [r["test"][test] for r in results if r["train"] == train and test in r["test"]]
+            if not rows:
+                continue
+            label = f"{train} → {test}" + (" (internal)" if train == test else " (external)")
+            lines.append(f"| {label} | {len(rows)} | {_fmt([r['dice'] for r in rows], min)} | "
+                         f"{_fmt([r['sma_err_mean_pct'] for r in rows], max)} | "
+                         f"{_fmt([r['sma_err_max_pct'] for r in rows], max)} | "
+                         f"{_fmt([r['flag_accuracy'] for r in rows], min)} |")
+            cells = []
+            for name, _, _ in HU_BINS:
+                fp = statistics.fmean(r["hu_bins"][name]["fp_cm2"] for r in rows)
+                fn = statistics.fmean(r["hu_bins"][name]["fn_cm2"] for r in rows)
+                cells.append(f"{fp:.2f} / {fn:.2f}")
+            bins.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""] + bins)
+
+
+def compare_reports(pairs: list[str]) -> str:
+    """Markdown table of several `sarco evaluate` reports side by side ("label=report_dir" each)."""
+    header = "| metric | " + " | ".join(p.split("=", 1)[0] for p in pairs) + " |"
+    summaries = [json.loads((Path(p.split("=", 1)[1]) / "summary.json").read_text()) for p in pairs]
+    keys = [("cases", "n", "{:.0f}"), ("Dice (mean)", "dice_mean", "{:.3f}"),
+            ("mean abs SMA error %", "sma_abs_error_percent_mean", "{:.2f}"),
+            ("max abs SMA error %", "sma_abs_error_percent_max", "{:.2f}"), ("flag accuracy", "accuracy", "{:.2f}")]
+    lines = [header, "|---|" + "---|" * len(pairs)]
+    for label, key, fmt in keys:
+        lines.append(f"| {label} | " + " | ".join(fmt.format(s["pooled"][key]) for s in summaries) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny plumbing run (smoke preset, 4+2+2 cases at 96², one seed)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2)")
+    parser.add_argument("--train-on", nargs="+", default=["A", "B"], choices=["A", "B"])
+    parser.add_argument("--train-cases", type=int, default=None)
+    parser.add_argument("--test-cases", type=int, default=None)
+    parser.add_argument("--matrix", type=int, default=None)
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--trainer", default="smit")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=None, help="arm results (default bench/results/external_validation)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch (default bench_runs/external_validation)")
+    parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--compare", nargs="+", metavar="LABEL=REPORT", help="print evaluate reports side by side")
+    args = parser.parse_args()
+    if args.compare:
+        print(compare_reports(args.compare))
+        return
+    name = "external_validation_smoke" if args.smoke else "external_validation"
+    defaults = (4, 2, 96, "smoke", [0]) if args.smoke else (40, 12, 512, "cpu", [0, 1, 2])
+    args.train_cases = args.train_cases or defaults[0]
+    args.test_cases = args.test_cases or defaults[1]
+    args.matrix = args.matrix or defaults[2]
+    args.preset = args.preset or defaults[3]
+    args.seeds = args.seeds if args.seeds is not None else defaults[4]
+    args.out = args.out or RESULTS / name
+    args.work = (args.work or Path("bench_runs") / name).resolve()
+    results = []
+    for train in args.train_on:
+        for seed in args.seeds:
+            arm = f"train{train}_seed{seed}"
+            path = args.out / f"{arm}.json"
+            if not path.is_file() and not args.table_only:
+                print(f"[{arm}] training on family {train}, seed {seed} ...", flush=True)
+                _write_json_atomic(path, run_arm(arm, f"train_{train}", seed, args))
+            elif path.is_file():
+                print(f"[{arm}] done earlier: {path}")
+            if path.is_file():
+                results.append(json.loads(path.read_text()))
+    text = table(results)
+    print("\n" + text)
+    if results:
+        (args.out / "table.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
