@@ -253,7 +253,6 @@ class SarcoResEncTrainer(SarcoTrainerBase):
     """nnU-Net's residual-encoder U-Net (ResEnc) on the same plan: the baseline `--trainer resenc`."""
 
     trainer_key = "resenc"
-    BLOCKS_PER_STAGE = (1, 3, 4, 6, 6, 6, 6, 6, 6)
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -261,11 +260,11 @@ class SarcoResEncTrainer(SarcoTrainerBase):
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+        from sarco_nn.models.resenc import resenc_blocks_per_stage  # block counts from nnU-Net's ResEnc planner
+
         kwargs = dict(configuration_manager.network_arch_init_kwargs)
-        n_stages = kwargs["n_stages"]
         kwargs.pop("n_conv_per_stage", None)
-        kwargs["n_blocks_per_stage"] = list(SarcoResEncTrainer.BLOCKS_PER_STAGE[:n_stages])
-        kwargs["n_conv_per_stage_decoder"] = [1] * (n_stages - 1)
+        kwargs["n_blocks_per_stage"], kwargs["n_conv_per_stage_decoder"] = resenc_blocks_per_stage(kwargs["n_stages"])
         return get_network_from_plans(
             "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet", kwargs,
             configuration_manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels,
