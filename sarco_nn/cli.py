@@ -63,7 +63,7 @@ def convert(drop_dir: Path = typer.Argument(..., help="Dropped folder with image
 
 @app.command()
 def plan(dataset: Optional[str] = typer.Argument(None, help="Dataset id or name (default: every dataset not yet planned)."),
-         preset: str = typer.Option("default", "--preset", "-p", help="Plan preset from plans/ (default, cpu, smoke) or a JSON file."),
+         preset: str = typer.Option("default", "--preset", "-p", help="Plan preset from sarco_nn/plans/ (default, cpu, smoke) or a JSON file."),
          processes: Optional[int] = typer.Option(None, help="Worker processes (default: up to 4)."),
          workspace: Optional[Path] = WorkspaceOpt):
     """Fingerprint, plan and preprocess with nnU-Net, then apply a preset (CT window -175..250 HU -> [0,1]).

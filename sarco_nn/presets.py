@@ -1,4 +1,4 @@
-"""Plan presets: JSON files in `plans/` applied on top of nnU-Net's automatic plan.
+"""Plan presets: JSON files in `sarco_nn/plans/` (package data, so a wheel carries them) applied on top of nnU-Net's automatic plan.
 
 A preset decides what nnU-Net cannot know about the user's hardware: the in-plane target spacing,
 a patch-size cap, the batch size and the training schedule. It is copied into the plans (key
@@ -13,7 +13,7 @@ from typing import Any
 
 from sarco_nn.errors import SarcoError
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "plans"
+PRESET_DIR = Path(__file__).resolve().parent / "plans"
 DEFAULT_PRESET = "default"
 REQUIRED_KEYS = ("name", "target_spacing_mm", "max_patch_size", "batch_size", "training")
 
@@ -38,7 +38,7 @@ def load_preset(name_or_path: str | Path) -> dict[str, Any]:
         raise SarcoError(f"not valid JSON ({exc})", path=path, fix="correct the preset file.") from None
     missing = [k for k in REQUIRED_KEYS if k not in preset]
     if missing:
-        raise SarcoError(f"preset lacks keys {missing}", path=path, fix="copy plans/default.json and edit it.")
+        raise SarcoError(f"preset lacks keys {missing}", path=path, fix="copy sarco_nn/plans/default.json (`sarco plan --help` lists presets) and edit it.")
     return preset
 
 
@@ -59,7 +59,7 @@ def smit_network_config(preset: dict[str, Any]):
         return SMITConfig.from_dict(training_settings(preset, "smit").get("network"))
     except (TypeError, ValueError) as exc:
         raise SarcoError(f"preset {preset.get('name')!r}: invalid SMIT network settings ({exc})",
-                         fix="correct trainer_overrides.smit.network (see plans/cpu.json).") from None
+                         fix="correct trainer_overrides.smit.network (see sarco_nn/plans/cpu.json).") from None
 
 
 def training_settings(preset: dict[str, Any], trainer_key: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from dataset_conversion.phantom import write_dropin_dataset
+from sarco_nn.presets import PRESET_DIR
 
 SARCO = [sys.executable, "-m", "sarco_nn.cli"]
 pytestmark = pytest.mark.slow
@@ -163,7 +164,7 @@ def test_predict_on_whole_volumes_finds_l3_from_vertebra_masks(trained: Path):
 
 
 def test_preset_file_with_deep_supervision_trains_and_predicts(trained: Path):
-    preset = json.loads((Path(__file__).resolve().parents[1] / "plans" / "smoke.json").read_text())
+    preset = json.loads((PRESET_DIR / "smoke.json").read_text())
     preset["name"] = "smokeds"
     preset["trainer_overrides"]["smit"]["deep_supervision"] = True
     (trained / "smokeds.json").write_text(json.dumps(preset))
