@@ -103,6 +103,24 @@ def ensure_splits(raw_dataset_dir: Path, preprocessed_dir: Path, case_ids: list[
     return splits_file
 
 
+def check_raw_dataset(raw_dataset_dir: Path) -> None:
+    """What nnU-Net's fingerprinting needs, checked first: it would end in a traceback otherwise."""
+    fix = "convert the dropped data with `sarco convert DROP --name NAME`, or move this folder out of nnUNet_raw."
+    dataset_json = raw_dataset_dir / "dataset.json"
+    if not dataset_json.is_file():
+        raise SarcoError("raw dataset has no dataset.json", path=raw_dataset_dir, fix=fix)
+    try:
+        content = json.loads(dataset_json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SarcoError(f"dataset.json is not valid JSON ({exc})", path=dataset_json, fix=fix) from None
+    missing = [k for k in ("channel_names", "labels", "numTraining", "file_ending") if not isinstance(content, dict) or k not in content]
+    if missing:
+        raise SarcoError(f"dataset.json lacks {missing}", path=dataset_json, fix=fix)
+    if not any((raw_dataset_dir / "imagesTr").glob(f"*_0000{content['file_ending']}")):
+        raise SarcoError("raw dataset has no training images (imagesTr/*_0000" + content["file_ending"] + ")",
+                         path=raw_dataset_dir, fix=fix)
+
+
 def plan_dataset(workspace: Workspace, dataset: str | int | None = None, preset_name: str = "default",
                  num_processes: int | None = None) -> dict[str, Any]:
     """Fingerprint, plan and preprocess one dataset; return a short summary for humans."""
@@ -113,6 +131,7 @@ def plan_dataset(workspace: Workspace, dataset: str | int | None = None, preset_
     preset = load_preset(preset_name)
     dataset_name = workspace.dataset_name(dataset)
     dataset_id = Workspace.dataset_id(dataset_name)
+    check_raw_dataset(workspace.raw / dataset_name)
     n_proc = num_processes or max(1, min(4, os.cpu_count() or 1))
 
     extract_fingerprint_dataset(dataset_id, num_processes=n_proc, check_dataset_integrity=True, clean=True,
