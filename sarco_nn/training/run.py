@@ -147,8 +147,12 @@ def _pretrained_start_checkpoint(cls, plans: dict, dataset_json: dict, fold: int
 def train_fold(workspace: Workspace, fold: str, dataset: str | int | None = None, trainer: str = "smit",
                preset: str | None = None, epochs: int | None = None, iterations: int | None = None,
                device: str = "auto", continue_training: bool = False, pretrained: Path | None = None,
-               validate: bool | None = None, num_gpus: int = 1, val_best: bool = False) -> Path:
-    """Train one fold (0-4 or `all`) and return its output folder."""
+               validate: bool | None = None, num_gpus: int = 1, val_best: bool = False,
+               settings: dict[str, Any] | None = None) -> Path:
+    """Train one fold (0-4 or `all`) and return its output folder.
+
+    `settings`: further training-setting overrides (preset `training` keys, e.g. val_iterations_per_epoch)
+    for benches and tests; recorded like --epochs/--iterations."""
     fold_value = parse_fold(fold)
     check_positive("--epochs", epochs)
     check_positive("--iterations", iterations)
@@ -177,7 +181,7 @@ def train_fold(workspace: Workspace, fold: str, dataset: str | int | None = None
 
     from sarco_nn.training.trainers import OVERRIDES_ENV
 
-    overrides = {}
+    overrides = dict(settings or {})
     if epochs is not None:
         overrides["num_epochs"] = int(epochs)
     if iterations is not None:
