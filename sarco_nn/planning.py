@@ -7,6 +7,7 @@ workers, model sharing and inference because the plans travel with the model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,8 @@ from sarco_nn.presets import load_preset, plans_identifier, smit_network_config
 from sarco_nn.workspace import Workspace
 
 CONFIGURATION = "2d"
+#: nnU-Net's planning printout, per dataset in the preprocessed folder.
+PLAN_LOG = "sarco_plan.log"
 
 
 def _window_plans(plans: dict[str, Any]) -> None:
@@ -134,14 +137,19 @@ def plan_dataset(workspace: Workspace, dataset: str | int | None = None, preset_
     check_raw_dataset(workspace.raw / dataset_name)
     n_proc = num_processes or max(1, min(4, os.cpu_count() or 1))
 
-    extract_fingerprint_dataset(dataset_id, num_processes=n_proc, check_dataset_integrity=True, clean=True,
-                                verbose=False)
-    fingerprint = json.loads((workspace.preprocessed / dataset_name / "dataset_fingerprint.json").read_text())
     spacing = preset.get("target_spacing_mm")
     target = None if spacing is None else [SLICE_AXIS_SPACING_MM, float(spacing), float(spacing)]
-    plans, identifier = plan_experiment_dataset(
-        dataset_id, _make_planner_class(preset), overwrite_target_spacing=target,
-        overwrite_plans_name=plans_identifier(preset["name"]))
+    log_path = workspace.preprocessed / dataset_name / PLAN_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # nnU-Net prints its integrity banner and the whole configuration dict: kept in a log, off the console
+    # (the summary below is what a person reads); progress bars (stderr) stay visible
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        extract_fingerprint_dataset(dataset_id, num_processes=n_proc, check_dataset_integrity=True, clean=True,
+                                    verbose=False)
+        plans, identifier = plan_experiment_dataset(
+            dataset_id, _make_planner_class(preset), overwrite_target_spacing=target,
+            overwrite_plans_name=plans_identifier(preset["name"]))
+    fingerprint = json.loads((workspace.preprocessed / dataset_name / "dataset_fingerprint.json").read_text())
     if CONFIGURATION not in plans["configurations"]:
         raise SarcoError(f"nnU-Net planned no 2d configuration for {dataset_name}",
                          fix="convert the dataset with `sarco convert` (one axial slice per case).")
