@@ -54,7 +54,8 @@ def test_default_preset_plans_trains_ensembles_with_mirroring_and_evaluates(tmp_
     n_params = sum(v.numel() for k, v in checkpoint["network_weights"].items() if k.startswith("encoder."))
     assert n_params > 5e6  # 2-D Trans-Small encoder (7.2 M), not the cpu preset SMIT (1.8 M)
     for fold in ("1", "2", "3", "4"):  # the ensemble machinery at this size: copies of fold 0 are enough
-        shutil.copytree(model / "fold_0", model / f"fold_{fold}")
+        # (without fold 0's validation predictions: nnU-Net's postprocessing search refuses duplicates)
+        shutil.copytree(model / "fold_0", model / f"fold_{fold}", ignore=shutil.ignore_patterns("validation"))
 
     sarco("predict", "-i", "held/images", "-o", "pred", "--clinical", "held/clinical.csv", "-w", "ws", cwd=tmp_path)
     with open(tmp_path / "pred" / "results.csv", newline="", encoding="utf-8") as handle:
