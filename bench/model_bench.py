@@ -4,7 +4,7 @@ One training iteration = forward + backward + AdamW step at batch 2 (deep superv
 nnU-Net training setting), for the 2D L3 configuration (256^2) and a 3D crop (96^3 by default).
 Each network is timed in float32 and in mixed precision: bf16 autocast on CPU (attached the way
 the trainers do it, preset field `cpu_bf16`), fp16 autocast on CUDA (what nnU-Net uses there).
-Networks: the official Trans-Small, and every preset in plans/ that names a different one.
+Networks: the official Trans-Small, and every preset in sarco_nn/plans/ that names a different one.
 Run:  python bench/model_bench.py [--device cuda] [--threads 2] [--iters 3] [--size3d 96]
 """
 

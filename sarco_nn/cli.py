@@ -65,7 +65,7 @@ def convert(drop_dir: Path = typer.Argument(..., help="Dropped folder with image
 
 @app.command()
 def plan(dataset: Optional[str] = typer.Argument(None, help="Dataset id or name (default: every dataset not yet planned)."),
-         preset: str = typer.Option("default", "--preset", "-p", help="Plan preset from plans/ (default, cpu, smoke) or a JSON file."),
+         preset: str = typer.Option("default", "--preset", "-p", help="Plan preset from sarco_nn/plans/ (default, cpu, smoke) or a JSON file."),
          processes: Optional[int] = typer.Option(None, help="Worker processes (default: up to 4)."),
          workspace: Optional[Path] = WorkspaceOpt):
     """Fingerprint, plan and preprocess with nnU-Net, then apply a preset (CT window -175..250 HU -> [0,1]).
@@ -103,17 +103,21 @@ def train(fold: str = typer.Argument(..., help="Fold 0-4, `all` (every case, no 
           device: str = typer.Option("auto", help="auto, cpu or cuda."),
           continue_training: bool = typer.Option(False, "--continue", "-c", help="Resume from the last checkpoint."),
           pretrained: Optional[Path] = typer.Option(None, help="SMIT encoder weights (sarco pretrain output or official checkpoint)."),
+          num_gpus: int = typer.Option(1, "--num-gpus", help="Train on N CUDA GPUs (nnU-Net's DDP, one process per GPU)."),
+          val_best: bool = typer.Option(False, "--val-best", help="Validate with checkpoint_best instead of checkpoint_final (nnU-Net's --val_best)."),
           workspace: Optional[Path] = WorkspaceOpt):
     """Train one nnU-Net fold with the SMIT trainer (or a baseline); resumable with --continue.
 
-    Example: sarco train 0 --trainer smit --pretrained encoder.pt
+    Example: sarco train 0 --trainer smit --pretrained encoder.pt ; sarco train 0 --num-gpus 4
     """
-    from sarco_nn.training.run import train_fold
+    from sarco_nn.training.run import parse_fold, train_fold
 
-    folds = ["0", "1", "2", "3", "4"] if fold == "5fold" else [fold]
+    folds = ["0", "1", "2", "3", "4"] if fold.strip().lower() == "5fold" else [fold]
+    for f in folds:
+        parse_fold(f)  # `sarco train 7` / `abc`: one line, before anything is touched
     for f in folds:
         out = train_fold(_workspace(workspace), f, dataset, trainer, preset, epochs, iterations, device,
-                         continue_training, pretrained)
+                         continue_training, pretrained, num_gpus=num_gpus, val_best=val_best)
         typer.echo(f"fold {f} done: {out}")
 
 

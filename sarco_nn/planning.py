@@ -9,6 +9,7 @@ workers, model sharing and inference because the plans travel with the model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,6 +23,8 @@ from sarco_nn.presets import load_preset, plans_identifier, smit_network_config
 from sarco_nn.workspace import Workspace
 
 CONFIGURATION = "2d"
+#: nnU-Net's planning printout, per dataset in the preprocessed folder.
+PLAN_LOG = "sarco_plan.log"
 
 
 def _window_plans(plans: dict[str, Any]) -> None:
@@ -104,6 +107,24 @@ def ensure_splits(raw_dataset_dir: Path, preprocessed_dir: Path, case_ids: list[
     return splits_file
 
 
+def check_raw_dataset(raw_dataset_dir: Path) -> None:
+    """What nnU-Net's fingerprinting needs, checked first: it would end in a traceback otherwise."""
+    fix = "convert the dropped data with `sarco convert DROP --name NAME`, or move this folder out of nnUNet_raw."
+    dataset_json = raw_dataset_dir / "dataset.json"
+    if not dataset_json.is_file():
+        raise SarcoError("raw dataset has no dataset.json", path=raw_dataset_dir, fix=fix)
+    try:
+        content = json.loads(dataset_json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SarcoError(f"dataset.json is not valid JSON ({exc})", path=dataset_json, fix=fix) from None
+    missing = [k for k in ("channel_names", "labels", "numTraining", "file_ending") if not isinstance(content, dict) or k not in content]
+    if missing:
+        raise SarcoError(f"dataset.json lacks {missing}", path=dataset_json, fix=fix)
+    if not any((raw_dataset_dir / "imagesTr").glob(f"*_0000{content['file_ending']}")):
+        raise SarcoError("raw dataset has no training images (imagesTr/*_0000" + content["file_ending"] + ")",
+                         path=raw_dataset_dir, fix=fix)
+
+
 def plan_dataset(workspace: Workspace, dataset: str | int | None = None, preset_name: str = "default",
                  num_processes: int | None = None) -> dict[str, Any]:
     """Fingerprint, plan and preprocess one dataset; return a short summary for humans."""
@@ -114,16 +135,22 @@ def plan_dataset(workspace: Workspace, dataset: str | int | None = None, preset_
     preset = load_preset(preset_name)
     dataset_name = workspace.dataset_name(dataset)
     dataset_id = Workspace.dataset_id(dataset_name)
+    check_raw_dataset(workspace.raw / dataset_name)
     n_proc = num_processes or max(1, min(4, os.cpu_count() or 1))
 
-    extract_fingerprint_dataset(dataset_id, num_processes=n_proc, check_dataset_integrity=True, clean=True,
-                                verbose=False)
-    fingerprint = json.loads((workspace.preprocessed / dataset_name / "dataset_fingerprint.json").read_text())
     spacing = preset.get("target_spacing_mm")
     target = None if spacing is None else [SLICE_AXIS_SPACING_MM, float(spacing), float(spacing)]
-    plans, identifier = plan_experiment_dataset(
-        dataset_id, _make_planner_class(preset), overwrite_target_spacing=target,
-        overwrite_plans_name=plans_identifier(preset["name"]))
+    log_path = workspace.preprocessed / dataset_name / PLAN_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # nnU-Net prints its integrity banner and the whole configuration dict: kept in a log, off the console
+    # (the summary below is what a person reads); progress bars (stderr) stay visible
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        extract_fingerprint_dataset(dataset_id, num_processes=n_proc, check_dataset_integrity=True, clean=True,
+                                    verbose=False)
+        plans, identifier = plan_experiment_dataset(
+            dataset_id, _make_planner_class(preset), overwrite_target_spacing=target,
+            overwrite_plans_name=plans_identifier(preset["name"]))
+    fingerprint = json.loads((workspace.preprocessed / dataset_name / "dataset_fingerprint.json").read_text())
     if CONFIGURATION not in plans["configurations"]:
         raise SarcoError(f"nnU-Net planned no 2d configuration for {dataset_name}",
                          fix="convert the dataset with `sarco convert` (one axial slice per case).")

@@ -1,4 +1,4 @@
-"""Plan presets: JSON files in `plans/` applied on top of nnU-Net's automatic plan.
+"""Plan presets: JSON files in `sarco_nn/plans/` (package data, so a wheel carries them) applied on top of nnU-Net's automatic plan.
 
 A preset decides what nnU-Net cannot know about the user's hardware: the in-plane target spacing,
 a patch-size cap, the batch size and the training schedule. It is copied into the plans (key
@@ -8,12 +8,14 @@ a patch-size cap, the batch size and the training schedule. It is copied into th
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 from sarco_nn.errors import SarcoError
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "plans"
+PRESET_DIR = Path(__file__).resolve().parent / "plans"  # package data: ships in the wheel
 REQUIRED_KEYS = ("name", "target_spacing_mm", "max_patch_size", "batch_size", "training")
 
 
@@ -35,10 +37,47 @@ def load_preset(name_or_path: str | Path) -> dict[str, Any]:
         preset = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SarcoError(f"not valid JSON ({exc})", path=path, fix="correct the preset file.") from None
+    if not isinstance(preset, dict):
+        raise SarcoError("a preset is a JSON object", path=path, fix="copy sarco_nn/plans/default.json and edit it.")
     missing = [k for k in REQUIRED_KEYS if k not in preset]
     if missing:
-        raise SarcoError(f"preset lacks keys {missing}", path=path, fix="copy plans/default.json and edit it.")
+        raise SarcoError(f"preset lacks keys {missing}", path=path, fix="copy sarco_nn/plans/default.json and edit it.")
+    problem = _invalid_field(preset)
+    if problem:
+        raise SarcoError(f"preset {problem}", path=path, fix="correct that field (see sarco_nn/plans/default.json).")
     return preset
+
+
+def _positive_number(value: Any) -> bool:
+    """A real positive finite number; JSON strings ("1,0"), booleans and NaN are not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _invalid_field(preset: dict[str, Any]) -> str | None:
+    """The first field a planner or trainer would misread (a wrong spacing plans a wrong model silently)."""
+    if not isinstance(preset["name"], str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", preset["name"]):
+        return f"name {preset['name']!r} must be letters, digits, '-' or '_' (it names the plans folder)"
+    spacing = preset["target_spacing_mm"]
+    if spacing is not None and not (_positive_number(spacing) and spacing <= 10):
+        return f"target_spacing_mm {spacing!r} must be null (nnU-Net's choice) or a number of mm in (0, 10], e.g. 1.0"
+    patch = preset["max_patch_size"]
+    if patch is not None and not (isinstance(patch, list) and len(patch) == 2 and all(_positive_int(p) for p in patch)):
+        return f"max_patch_size {patch!r} must be null or two positive whole numbers, e.g. [256, 256]"
+    if preset["batch_size"] is not None and not _positive_int(preset["batch_size"]):
+        return f"batch_size {preset['batch_size']!r} must be null or a positive whole number"
+    training = preset["training"]
+    if not isinstance(training, dict):
+        return "training must be an object of training settings"
+    for key in ("num_epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every", "plot_every"):
+        if key in training and not _positive_int(training[key]):
+            return f"training.{key} {training[key]!r} must be a positive whole number"
+    if training.get("time_budget_s") is not None and not _positive_number(training["time_budget_s"]):
+        return f"training.time_budget_s {training['time_budget_s']!r} must be null or a positive number of seconds"
+    return None
 
 
 def plans_identifier(preset_name: str) -> str:
@@ -58,7 +97,7 @@ def smit_network_config(preset: dict[str, Any]):
         return SMITConfig.from_dict(training_settings(preset, "smit").get("network"))
     except (TypeError, ValueError) as exc:
         raise SarcoError(f"preset {preset.get('name')!r}: invalid SMIT network settings ({exc})",
-                         fix="correct trainer_overrides.smit.network (see plans/cpu.json).") from None
+                         fix="correct trainer_overrides.smit.network (see sarco_nn/plans/cpu.json).") from None
 
 
 def training_settings(preset: dict[str, Any], trainer_key: str) -> dict[str, Any]:

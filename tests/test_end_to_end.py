@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from dataset_conversion.phantom import write_dropin_dataset
+from sarco_nn.presets import PRESET_DIR
 
 SARCO = [sys.executable, "-m", "sarco_nn.cli"]
 pytestmark = pytest.mark.slow
@@ -110,10 +111,12 @@ def test_retraining_a_finished_fold_is_refused(trained: Path):
 
 
 def test_crossval_folds_postprocessing_and_ensemble(trained: Path):
-    for fold in ("0", "1"):
-        sarco("train", fold, "--trainer", "smit", "-w", "ws", cwd=trained)
+    sarco("train", "0", "--trainer", "smit", "-w", "ws", cwd=trained)
+    sarco("train", "1", "--trainer", "smit", "--val-best", "-w", "ws", cwd=trained)
     model = trained / "ws" / "nnUNet_results" / "Dataset501_E2E" / "SarcoSMITTrainer__sarcoPlans_smoke__2d"
     assert (model / "fold_0" / "validation" / "summary.json").exists()
+    assert json.loads((model / "fold_1" / "sarco_provenance.json").read_text())["val_best"] is True
+    assert (model / "fold_1" / "validation" / "summary.json").exists()
     out = sarco("postprocess", "--trainer", "smit", "-w", "ws", cwd=trained)
     assert "cross-validation Dice" in out.stdout
     decision = json.loads((model / "crossval_results_folds_0_1" / "postprocessing.json").read_text())
@@ -163,7 +166,7 @@ def test_predict_on_whole_volumes_finds_l3_from_vertebra_masks(trained: Path):
 
 
 def test_preset_file_with_deep_supervision_trains_and_predicts(trained: Path):
-    preset = json.loads((Path(__file__).resolve().parents[1] / "plans" / "smoke.json").read_text())
+    preset = json.loads((PRESET_DIR / "smoke.json").read_text())
     preset["name"] = "smokeds"
     preset["trainer_overrides"]["smit"]["deep_supervision"] = True
     (trained / "smokeds.json").write_text(json.dumps(preset))
@@ -180,3 +183,27 @@ def test_preset_file_with_deep_supervision_trains_and_predicts(trained: Path):
           cwd=trained)
     with open(trained / "pred_ds" / "results.csv", newline="") as f:
         assert {r["status"] for r in csv.DictReader(f)} == {"ok"}
+
+
+def test_nnunetv2_train_runs_a_sarco_trainer_and_its_time_budget_ends_cleanly(trained: Path):
+    """nnU-Net's own CLI with `-tr SarcoResEncTrainer` (found through nnUNet_extTrainer): the wall-clock
+    budget stops training after one epoch without a traceback, and the fold is complete."""
+    from sarco_nn.training.trainers import OVERRIDES_ENV
+    from sarco_nn.workspace import TRAINER_DIR
+
+    ws = trained / "ws"
+    env = {**os.environ, "nnUNet_raw": str(ws / "nnUNet_raw"), "nnUNet_preprocessed": str(ws / "nnUNet_preprocessed"),
+           "nnUNet_results": str(ws / "nnUNet_results"), "nnUNet_extTrainer": str(TRAINER_DIR),
+           "nnUNet_def_n_proc": "1", "nnUNet_compile": "f",
+           OVERRIDES_ENV: json.dumps({"time_budget_s": 0.01, "num_epochs": 50})}
+    code = ("import sys; from nnunetv2.run.run_training import run_training_entry; "
+            "sys.argv = ['nnUNetv2_train', '501', '2d', '0', '-tr', 'SarcoResEncTrainer', '-p', 'sarcoPlans_smoke', "
+            "'-device', 'cpu']; run_training_entry()")
+    result = subprocess.run([sys.executable, "-c", code], cwd=trained, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    fold = ws / "nnUNet_results" / "Dataset501_E2E" / "SarcoResEncTrainer__sarcoPlans_smoke__2d" / "fold_0"
+    assert (fold / "checkpoint_final.pth").exists() and (fold / "validation" / "summary.json").exists()
+    assert json.loads((fold / "sarco_progress.json").read_text())["epochs_done"] == 1
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "Time budget of 0.01 s reached after 1 epochs" in log

@@ -7,14 +7,18 @@ SMIT value (see `sarco_nn.pretraining.config`). Multi-GPU:
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import typer
 
 from sarco_nn.pretraining.config import PretrainConfig
 
-_D = PretrainConfig()
+# the official defaults, read from the dataclass fields: building a PretrainConfig validates its
+# encoder, which imports torch and MONAI (seconds) - too slow for `sarco --help`
+_D = SimpleNamespace(**{f.name: f.default for f in fields(PretrainConfig) if f.default is not MISSING})
 
 
 def pretrain(

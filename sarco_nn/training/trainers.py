@@ -47,6 +47,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: JSON of training-setting overrides (num_epochs, iterations_per_epoch, ...) set by `sarco train`.
+OVERRIDES_ENV = "SARCO_TRAINING_OVERRIDES"
+
+
 class SarcoTrainerBase(nnUNetTrainer):
     """Schedule, augmentation and checkpoint safety shared by every sarco trainer."""
 
@@ -58,6 +62,11 @@ class SarcoTrainerBase(nnUNetTrainer):
         sarco = self.plans_manager.plans.get("sarco", {})
         self.settings: dict[str, Any] = training_settings(sarco.get("preset", {}), self.trainer_key)
         self.settings.update(sarco.get("overrides", {}))
+        # `sarco train --epochs/--iterations` through nnU-Net's run_training (and its DDP ranks), which
+        # read the plans from disk: the overrides travel in the environment and are recorded in the plans
+        env_overrides = json.loads(os.environ.get(OVERRIDES_ENV) or "{}")
+        self.settings.update(env_overrides)
+        self.plans_manager.plans.setdefault("sarco", {}).setdefault("overrides", {}).update(env_overrides)
         s = self.settings
         self.num_epochs = int(s.get("num_epochs", self.num_epochs))
         self.num_iterations_per_epoch = int(s.get("iterations_per_epoch", self.num_iterations_per_epoch))
@@ -180,6 +189,13 @@ class SarcoTrainerBase(nnUNetTrainer):
         if self.time_budget_s and self.elapsed_s() + epoch_s > float(self.time_budget_s):
             self.print_to_log_file(f"Time budget of {self.time_budget_s:g} s reached after {self.current_epoch} epochs.")
             raise TrainingBudgetReached()
+
+    def run_training(self):
+        """nnU-Net's loop; the preset's time budget ends it as a last epoch would (also under nnUNetv2_train)."""
+        try:
+            super().run_training()
+        except TrainingBudgetReached:
+            self.on_train_end()
 
     def on_train_end(self):
         if self.local_rank == 0 and self.plot_every > 1:  # the last epochs may not have been drawn
