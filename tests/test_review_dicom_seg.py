@@ -17,7 +17,7 @@ from sarco_nn.review.dicom_seg import write_dicom_seg  # noqa: E402
 ROWS, COLS, N = 24, 32, 5
 
 
-def _series(folder: Path, uids: bool = True, flip_rows: bool = False) -> list:
+def _series(folder: Path, uids: bool = True, flip_rows: bool = False, rows: int = ROWS, cols: int = COLS) -> list:
     """A synthetic CT series (patient name set, so identity can be checked), written in shuffled order."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -47,11 +47,11 @@ def _series(folder: Path, uids: bool = True, flip_rows: bool = False) -> list:
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, *col_dir]
         ds.ImagePositionPatient = [-20.0, -15.0 if not flip_rows else 15.0, 2.5 * k]
         ds.PixelSpacing, ds.SliceThickness = [1.25, 1.5], 2.5
-        ds.Rows, ds.Columns = ROWS, COLS
+        ds.Rows, ds.Columns = rows, cols
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-        ds.PixelData = (rng.integers(900, 1100, (ROWS, COLS)).astype(np.int16)).tobytes()
+        ds.PixelData = (rng.integers(900, 1100, (rows, cols)).astype(np.int16)).tobytes()
         ds.save_as(str(folder / f"im{k}.dcm"), enforce_file_format=True)
         out.append(ds)
     del pydicom

@@ -28,7 +28,8 @@ import SimpleITK as sitk
 
 from sarco_nn.errors import InputError, SarcoError
 
-__all__ = ["TissueCode", "TISSUE_CODES", "SegResult", "write_dicom_seg", "read_source_series", "REQUIRED_UIDS"]
+__all__ = ["TissueCode", "TISSUE_CODES", "SegResult", "write_dicom_seg", "write_batch_segs", "read_source_series",
+           "REQUIRED_UIDS"]
 
 #: UIDs a SEG must reference (source attribute names).
 REQUIRED_UIDS: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
@@ -183,3 +184,58 @@ def write_dicom_seg(source: Path, mask: sitk.Image, out_path: Path, labels: dict
     with atomic_path(Path(out_path)) as tmp:
         seg.save_as(str(tmp))
     return SegResult(Path(out_path), int(seg.NumberOfFrames), generated)
+
+
+#: Folder (in predict's output) and index file of the SEG objects.
+SEG_DIR = "dicom_seg"
+SEG_INDEX = "dicom_seg.csv"
+
+
+def _is_dicom_input(path: Path) -> bool:
+    from sarco_nn.image_io import IMAGE_SUFFIXES
+
+    path = Path(path)
+    return path.is_dir() or not path.name.lower().endswith(tuple(IMAGE_SUFFIXES))
+
+
+def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: str = "generate",
+                     model_name: str = "sarco_nn") -> list[dict]:
+    """SEG objects for every finished DICOM case of a predict batch; updates the rows in place.
+
+    cases: (source path, results row) pairs; rows need case_id, status and mask (relative to
+    out_dir). Sets ``dicom_seg`` (relative path) and ``dicom_seg_note`` on each row, writes
+    ``dicom_seg/dicom_seg.csv`` and returns its rows. A SEG that cannot be written never fails a
+    case: the note says why. Resumable: an existing SEG is kept.
+    """
+    import csv
+    import io
+
+    from sarco_nn.atomic import write_text_atomic
+    from sarco_nn.status import is_finished
+
+    out_dir = Path(out_dir)
+    index = []
+    for source, row in cases:
+        if not is_finished(row.get("status")) or not row.get("mask"):
+            continue
+        if not _is_dicom_input(source):
+            row["dicom_seg"], row["dicom_seg_note"] = "", "not written: the input is not DICOM"
+            continue
+        rel = Path(SEG_DIR) / f"{row['case_id']}.dcm"
+        note = row.get("dicom_seg_note", "") if (out_dir / rel).is_file() else None
+        if note is None:
+            try:
+                result = write_dicom_seg(source, sitk.ReadImage(str(out_dir / row["mask"])), out_dir / rel,
+                                         uid_policy=uid_policy, model_name=model_name)
+                note = result.note
+            except SarcoError as exc:
+                rel, note = None, f"not written: {str(exc).splitlines()[0]}"
+        row["dicom_seg"], row["dicom_seg_note"] = ("" if rel is None else str(rel)), note
+        index.append({"case_id": row["case_id"], "dicom_seg": row["dicom_seg"], "note": note})
+    if index:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["case_id", "dicom_seg", "note"])
+        writer.writeheader()
+        writer.writerows(index)
+        write_text_atomic(out_dir / SEG_DIR / SEG_INDEX, buffer.getvalue())
+    return index
