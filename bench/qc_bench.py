@@ -65,14 +65,17 @@ def bench_preset(out: Path, budget_s: float | None) -> Path:
 def train_model(out: Path, n_cases: int, folds: list[str], epochs: int, iterations: int, budget: float | None) -> Path:
     from dataset_conversion.phantom import write_dropin_dataset
 
+    from sarco_nn.workspace import Workspace
+
     ws = out / "ws"
-    if not (ws / "raw").exists():
+    layout = Workspace(ws)
+    if not layout.raw.exists() or not any(layout.raw.glob("Dataset*/dataset.json")):
         write_dropin_dataset(out / "drop", n_cases=n_cases, seed=0, matrix=128)
         sarco("convert", out / "drop", "--name", "QcBench", "-w", ws, cwd=out)
-    if not (ws / "preprocessed").exists() or not any((ws / "preprocessed").rglob("*.json")):
+    if not layout.preprocessed.exists() or not any(layout.preprocessed.rglob("splits_final.json")):
         sarco("plan", "--preset", bench_preset(out, budget), "-w", ws, cwd=out)
     for fold in folds:
-        if not list((ws / "results").rglob(f"fold_{fold}/checkpoint_final.pth")):
+        if not list(layout.results.rglob(f"fold_{fold}/checkpoint_final.pth")):
             t0 = time.time()
             sarco("train", fold, "--trainer", "smit", "--device", "cpu", "--epochs", epochs, "--iterations",
                   iterations, "-w", ws, cwd=out)

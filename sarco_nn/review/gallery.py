@@ -113,6 +113,7 @@ th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.case:hover{background:#f1f8e9;cursor:pointer}
 img.thumb{width:72px;height:72px;object-fit:contain;background:#000}
+.noimg{display:inline-block;width:72px;color:#888;font-size:11px;text-align:center}
 .st-failed{color:#b71c1c;font-weight:600}.st-review{color:#e65100;font-weight:600}.st-ok{color:#2e7d32}
 ul.reasons{margin:0;padding-left:16px;font-size:12px}
 #first{display:flex;gap:8px;overflow-x:auto;padding:4px 0}
@@ -158,8 +159,8 @@ function counts() {
   $("counts").append(el("span", ROWS.length + " scans"), el("span", c.failed + " failed", "st-failed"),
     el("span", c.review + " to review", "st-review"), el("span", c.ok + " ok", "st-ok"));
 }
-function img(src, cls, alt) { const i = el("img", undefined, cls); i.loading = "lazy"; i.decoding = "async";
-  i.alt = alt; if (src) i.src = src; return i; }
+function img(src, cls, alt) { if (!src) return el("span", "no image", "noimg " + (cls || ""));
+  const i = el("img", undefined, cls); i.loading = "lazy"; i.decoding = "async"; i.alt = alt; i.src = src; return i; }
 function firstCards() {
   ROWS.filter(r => r.status !== "ok").slice(0, 24).forEach(r => {
     const card = el("div", undefined, "card"); card.dataset.id = r.id;

@@ -186,7 +186,8 @@ def _fov_edge(ev: CaseEvidence, mask: np.ndarray) -> tuple[float, dict, str]:
     if ev.ct_hu is not None:  # the posterior edge (bottom row) is skipped: the table lies there
         body_mm = _edge_contact_mm(ev.ct_hu > BODY_HU, ev.spacing_yx_mm, sides="tlr")
     s = max(_ramp(muscle_mm, 0.0, 20.0), 0.5 * _ramp(body_mm, 0.0, 60.0))
-    detail = f"muscle touches the image border over {muscle_mm:.0f} mm (body {body_mm:.0f} mm)"
+    detail = (f"muscle touches the image border over {muscle_mm:.0f} mm" if muscle_mm > 0
+              else f"the body touches the image border over {body_mm:.0f} mm")
     return s, {"edge_muscle_mm": muscle_mm, "edge_body_mm": body_mm}, detail
 
 
