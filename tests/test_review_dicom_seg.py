@@ -124,3 +124,27 @@ def test_nifti_input_is_refused(tmp_path):
     sitk.WriteImage(image, str(path))
     with pytest.raises(InputError, match="DICOM"):
         write_dicom_seg(path, image, tmp_path / "seg.dcm")
+
+
+def test_batch_writes_one_seg_per_finished_dicom_case_and_resumes(tmp_path):
+    from sarco_nn.review.dicom_seg import write_batch_segs
+
+    series = tmp_path / "scans" / "ct1"
+    _series(series, uids=False)
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    mask, _ = _mask_like(read_image(series))
+    sitk.WriteImage(mask, str(out / "masks" / "ct1.nii.gz"))
+    rows = [{"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz"},
+            {"case_id": "nii", "status": "review", "mask": "masks/nii.nii.gz"},
+            {"case_id": "bad", "status": "failed", "mask": ""}]
+    cases = [(series, rows[0]), (tmp_path / "nii.nii.gz", rows[1]), (tmp_path / "bad", rows[2])]
+    index = write_batch_segs(out, cases)
+    assert rows[0]["dicom_seg"] == "dicom_seg/ct1.dcm" and "generated" in rows[0]["dicom_seg_note"]
+    assert rows[1]["dicom_seg_note"] == "not written: the input is not DICOM" and "dicom_seg" not in rows[2]
+    assert [r["case_id"] for r in index] == ["ct1"] and (out / "dicom_seg" / "dicom_seg.csv").is_file()
+    stamp = (out / "dicom_seg" / "ct1.dcm").stat().st_mtime_ns
+    again = [{"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz"}]  # as read back from results.csv
+    write_batch_segs(out, [(series, again[0])])
+    assert (out / "dicom_seg" / "ct1.dcm").stat().st_mtime_ns == stamp  # resumed, not rewritten
+    assert again[0]["dicom_seg"] == "dicom_seg/ct1.dcm" and again[0]["dicom_seg_note"] == rows[0]["dicom_seg_note"]

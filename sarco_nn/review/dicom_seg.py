@@ -214,6 +214,11 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
     from sarco_nn.status import is_finished
 
     out_dir = Path(out_dir)
+    index_path = out_dir / SEG_DIR / SEG_INDEX
+    previous: dict[str, str] = {}
+    if index_path.is_file():
+        with open(index_path, newline="", encoding="utf-8") as f:
+            previous = {r["case_id"]: r["note"] for r in csv.DictReader(f)}
     index = []
     for source, row in cases:
         if not is_finished(row.get("status")) or not row.get("mask"):
@@ -222,7 +227,7 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
             row["dicom_seg"], row["dicom_seg_note"] = "", "not written: the input is not DICOM"
             continue
         rel = Path(SEG_DIR) / f"{row['case_id']}.dcm"
-        note = row.get("dicom_seg_note", "") if (out_dir / rel).is_file() else None
+        note = previous.get(row["case_id"], row.get("dicom_seg_note", "")) if (out_dir / rel).is_file() else None
         if note is None:
             try:
                 result = write_dicom_seg(source, sitk.ReadImage(str(out_dir / row["mask"])), out_dir / rel,
@@ -237,5 +242,5 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
         writer = csv.DictWriter(buffer, fieldnames=["case_id", "dicom_seg", "note"])
         writer.writeheader()
         writer.writerows(index)
-        write_text_atomic(out_dir / SEG_DIR / SEG_INDEX, buffer.getvalue())
+        write_text_atomic(index_path, buffer.getvalue())
     return index
