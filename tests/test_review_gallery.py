@@ -271,3 +271,22 @@ def test_broken_script_would_be_caught(browser, tmp_path):
     browser.send("Page.navigate", {"url": page.as_uri()})
     browser.wait_event("Page.loadEventFired")
     assert _problems(browser)
+
+
+def test_5000_scans_render_one_page_and_sort_quickly(browser, tmp_path):
+    out = tmp_path / "big"
+    out.mkdir()
+    rng = np.random.default_rng(1)
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["case_id", "status", "reasons", "qc_score", "sma_cm2", "overlay"])
+        for i in range(5000):
+            w.writerow([f"p{i:05d}", "ok", "", f"{rng.random():.3f}", f"{rng.uniform(60, 220):.2f}", ""])
+    browser.send("Page.navigate", {"url": write_review_html(out).resolve().as_uri()})
+    browser.wait_event("Page.loadEventFired")
+    assert browser.js("document.querySelectorAll('#body tr').length") == 100  # one page in the DOM, not 5 000
+    assert "5000 shown" in browser.js("document.getElementById('page').textContent")
+    ms = browser.js("(() => { const t = performance.now();"
+                    " document.querySelector('#head th[data-key=\"sma\"]').click(); return performance.now() - t; })()")
+    assert ms < 2000, ms
+    assert _problems(browser) == []
