@@ -158,6 +158,8 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
             preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Which planned preset (default: the only one)."),
             device: str = typer.Option("auto", help="auto, cpu or cuda."),
             overwrite: bool = typer.Option(False, help="Allow an output folder holding another model's results."),
+            dicom_seg: bool = typer.Option(False, "--dicom-seg", help="Also write a DICOM SEG per DICOM scan (dicom_seg/). "
+                                           "Opt-in: the one output that carries patient identity."),
             workspace: Optional[Path] = WorkspaceOpt):
     """Segment muscle with the fold ensemble and report SMA (cm²), SMI, muscle HU and the sarcopenia flag.
 
@@ -167,7 +169,7 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
 
     results, failures = run_predict(_workspace(workspace), inputs, out_dir, dataset, trainer, preset, clinical,
                                     thresholds, fast, device, l3_slice, hu_gate, overwrite, l3_csv=l3_csv,
-                                    l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab)
+                                    l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab, dicom_seg=dicom_seg)
     typer.echo(f"results: {results}")
     if failures:
         import csv

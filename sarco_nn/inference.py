@@ -111,7 +111,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             thresholds: str = "paper", fast: bool = False, device: str = "auto", l3_slice: int | None = None,
             hu_gate: bool = False, overwrite: bool = False, progress: bool = True, l3_csv: Path | None = None,
             l3_from: Path | None = None, locator: str = "auto", l3_rule: str = "centroid", slab: int = 1,
-            l3_model_dir: Path | None = None) -> tuple[Path, int]:
+            l3_model_dir: Path | None = None,
+            dicom_seg: bool = False) -> tuple[Path, int]:  # review (#19): --dicom-seg pass-through
     """Segment and measure every scan; return (results.csv path, number of failed cases).
 
     Whole volumes get their L3 slice from --l3-slice, an --l3-csv row, a vertebra mask (--l3-from),
@@ -223,4 +224,15 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         rows[scan.case_id] = row
         _write_results(results_path, [rows[s.case_id] for s in scans if s.case_id in rows])
     _write_results(results_path, [rows[s.case_id] for s in scans if s.case_id in rows])
+    # --- review outputs (sarco_nn.review, issue #19): opt-in DICOM SEG, then review.html over results.csv
+    if dicom_seg:
+        from sarco_nn.review.dicom_seg import write_batch_segs
+
+        write_batch_segs(out_dir, [(s.path, rows[s.case_id]) for s in scans if s.case_id in rows],
+                         model_name=f"{model.trainer_name}__{model.plans_name}")
+        _write_results(results_path, [rows[s.case_id] for s in scans if s.case_id in rows])
+    from sarco_nn.review.gallery import write_review_html
+
+    write_review_html(out_dir, results_path)
+    # --- end review outputs
     return results_path, failures

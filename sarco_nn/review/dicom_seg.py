@@ -1,0 +1,246 @@
+"""DICOM Segmentation output (``sarco predict --dicom-seg``): the mask back where clinicians read images.
+
+PACS, OHIF and 3D Slicer speak DICOM, not NIfTI. For a DICOM input this writes one DICOM SEG
+object (highdicom) per scan that references the source series instance by instance, with each
+tissue coded in SNOMED CT from DICOM's own code dictionary (pydicom ``codes.SCT``).
+
+PRIVACY: a SEG that goes back to PACS must attach to the patient's study, so it copies the
+source's patient and study identity (name, id, birth date, study UID). It is therefore OPT-IN
+(``--dicom-seg``) and the ONE sarco output that carries patient identity; every default output
+(results.csv, masks, overlays, review.html) stays pseudonymous.
+
+UIDs: a SEG must reference the Study, Series, SOP Instance and Frame of Reference UIDs of its
+source. When the source lacks any of them (anonymisers often blank them) the default is a clear
+refusal; ``uid_policy="generate"`` makes up the missing UIDs instead and says so in the result:
+such a SEG opens in a viewer with the series as loaded, but will not attach to the original
+series in a PACS.
+
+Needs the optional extra ``dicom-seg`` (``pip install sarco_nn[dicom-seg]``: highdicom).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from sarco_nn.errors import InputError, SarcoError
+
+__all__ = ["TissueCode", "TISSUE_CODES", "SegResult", "write_dicom_seg", "write_batch_segs", "read_source_series",
+           "REQUIRED_UIDS"]
+
+#: UIDs a SEG must reference (source attribute names).
+REQUIRED_UIDS: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+
+
+@dataclass(frozen=True)
+class TissueCode:
+    """How one sarco tissue is coded in a SEG: property type (+ anatomic region) under category Tissue."""
+
+    label: str
+    type_name: str  # attribute of pydicom's codes.SCT for SegmentedPropertyType
+    region_name: str | None = None  # attribute of codes.SCT for AnatomicRegionSequence, if any
+    color_lab: tuple[float, float, float] = (50.0, 70.0, 50.0)  # CIELab display colour
+
+    def codes(self):
+        from pydicom.sr.codedict import codes
+
+        return (codes.SCT.Tissue, getattr(codes.SCT, self.type_name),
+                getattr(codes.SCT, self.region_name) if self.region_name else None)
+
+
+#: Tissue name (as in constants.LABELS) → its coding. Only `muscle` is predicted today; the fat
+#: compartments are ready for when a model labels them.
+TISSUE_CODES: dict[str, TissueCode] = {
+    "muscle": TissueCode("Skeletal muscle", "SkeletalMuscle", None, (50.0, 70.0, 50.0)),
+    "subcutaneous_fat": TissueCode("Subcutaneous adipose tissue", "AdiposeTissue", "SubcutaneousTissue",
+                                   (85.0, 10.0, 60.0)),
+    "visceral_fat": TissueCode("Visceral adipose tissue", "AdiposeTissue", "PeritonealCavity", (80.0, -10.0, 70.0)),
+    "intermuscular_fat": TissueCode("Intermuscular adipose tissue", "AdiposeTissue", "SkeletalMuscle",
+                                    (90.0, 0.0, 40.0)),
+}
+
+
+@dataclass
+class SegResult:
+    path: Path
+    n_frames: int
+    generated_uids: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str:
+        """One line for the result row ('' when the SEG references the source as it is)."""
+        if not self.generated_uids:
+            return ""
+        return (f"generated {', '.join(self.generated_uids)} (missing in the source): "
+                "the SEG will not attach to the original series in PACS")
+
+
+def read_source_series(source: Path) -> list:
+    """The CT image instances of a DICOM file or series folder (pydicom datasets, with pixels)."""
+    import pydicom
+
+    source = Path(source)
+    files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
+    datasets = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(str(path))
+        except Exception:  # not DICOM (a README, a thumbnail): the series reader already judged the folder
+            continue
+        if "ImagePositionPatient" in ds and "PixelData" in ds and str(ds.get("Modality", "CT")).upper() == "CT":
+            datasets.append(ds)
+    if not datasets:
+        raise InputError("no DICOM CT images to reference", source, "--dicom-seg needs DICOM input; give the series")
+    return datasets
+
+
+def _check_uids(datasets: list, source: Path, uid_policy: str) -> list[str]:
+    from pydicom.uid import generate_uid
+
+    missing = sorted({name for ds in datasets for name in REQUIRED_UIDS if not str(ds.get(name, "") or "").strip()})
+    if not missing:
+        return []
+    if uid_policy != "generate":
+        raise InputError(f"DICOM series lacks {', '.join(missing)}, which a DICOM SEG must reference", source,
+                         "export the series with its UIDs from PACS, or drop --dicom-seg (NIfTI masks are written anyway)")
+    shared = {name: generate_uid() for name in missing if name != "SOPInstanceUID"}
+    for ds in datasets:
+        for name in missing:
+            if not str(ds.get(name, "") or "").strip():
+                setattr(ds, name, generate_uid() if name == "SOPInstanceUID" else shared[name])
+        if "SOPInstanceUID" in missing:
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return missing
+
+
+def _frame_on_instance(mask: sitk.Image, ds) -> np.ndarray:
+    """The mask sampled (nearest neighbour) on one source instance's pixel grid: (rows, cols)."""
+    row_dir = np.array([float(v) for v in ds.ImageOrientationPatient[:3]])
+    col_dir = np.array([float(v) for v in ds.ImageOrientationPatient[3:]])
+    normal = np.cross(row_dir, col_dir)
+    spacing = [float(v) for v in ds.PixelSpacing]  # (between rows, between columns)
+    ref = sitk.Image([int(ds.Columns), int(ds.Rows), 1], sitk.sitkUInt8)
+    ref.SetSpacing((spacing[1], spacing[0], 1.0))
+    ref.SetOrigin(tuple(float(v) for v in ds.ImagePositionPatient))
+    ref.SetDirection(tuple(np.column_stack([row_dir, col_dir, normal]).ravel()))
+    mask3d = mask if mask.GetDimension() == 3 else sitk.JoinSeries(mask)
+    sampled = sitk.Resample(sitk.Cast(mask3d, sitk.sitkUInt8), ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return sitk.GetArrayFromImage(sampled)[0]
+
+
+def write_dicom_seg(source: Path, mask: sitk.Image, out_path: Path, labels: dict[str, int] | None = None,
+                    uid_policy: str = "refuse", model_name: str = "sarco_nn") -> SegResult:
+    """Write a DICOM SEG of `mask` (on the source's grid, as predict's masks/) referencing `source`.
+
+    Args:
+        source: the DICOM file or series folder the mask was predicted from.
+        mask: label image in the source's physical space (any orientation; sampled per instance).
+        out_path: where the SEG (.dcm) goes.
+        labels: tissue name → label value in `mask` (default: constants.LABELS without background).
+        uid_policy: "refuse" (default) or "generate" for sources missing REQUIRED_UIDS.
+    """
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise SarcoError("--dicom-seg needs highdicom", fix="pip install 'sarco_nn[dicom-seg]'") from None
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    from sarco_nn import __version__
+    from sarco_nn.atomic import atomic_path
+    from sarco_nn.constants import LABELS
+
+    labels = labels or {name: value for name, value in LABELS.items() if value != 0}
+    unknown = sorted(set(labels) - set(TISSUE_CODES))
+    if unknown:
+        raise SarcoError(f"no DICOM code for tissue(s) {', '.join(unknown)}",
+                         fix="add them to sarco_nn.review.dicom_seg.TISSUE_CODES")
+    source = Path(source)
+    datasets = read_source_series(source)
+    generated = _check_uids(datasets, source, uid_policy)
+    frames = np.stack([_frame_on_instance(mask, ds) for ds in datasets])  # (n, rows, cols) of label values
+    segment_map = np.zeros(frames.shape, np.uint8)
+    descriptions = []
+    algorithm = hd.AlgorithmIdentificationSequence(name=model_name[:64], version=__version__,
+                                                   family=codes.cid7162.ArtificialIntelligence)
+    for number, (name, value) in enumerate(labels.items(), start=1):
+        segment_map[frames == value] = number
+        code = TISSUE_CODES[name]
+        category, prop_type, region = code.codes()
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=code.label, segmented_property_category=category,
+            segmented_property_type=prop_type, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm, tracking_uid=generate_uid(), tracking_id=f"sarco {name}",
+            anatomic_regions=[region] if region else None, display_color=hd.color.CIELabColor(*code.color_lab)))
+    seg = hd.seg.Segmentation(
+        source_images=datasets, pixel_array=segment_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=9901,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="sarco_nn",
+        manufacturer_model_name=model_name[:64], software_versions=__version__, device_serial_number="0",
+        content_description="sarco skeletal muscle segmentation", content_label="SARCO", omit_empty_frames=True)
+    with atomic_path(Path(out_path)) as tmp:
+        seg.save_as(str(tmp))
+    return SegResult(Path(out_path), int(seg.NumberOfFrames), generated)
+
+
+#: Folder (in predict's output) and index file of the SEG objects.
+SEG_DIR = "dicom_seg"
+SEG_INDEX = "dicom_seg.csv"
+
+
+def _is_dicom_input(path: Path) -> bool:
+    from sarco_nn.image_io import IMAGE_SUFFIXES
+
+    path = Path(path)
+    return path.is_dir() or not path.name.lower().endswith(tuple(IMAGE_SUFFIXES))
+
+
+def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: str = "generate",
+                     model_name: str = "sarco_nn") -> list[dict]:
+    """SEG objects for every finished DICOM case of a predict batch; updates the rows in place.
+
+    cases: (source path, results row) pairs; rows need case_id, status and mask (relative to
+    out_dir). Sets ``dicom_seg`` (relative path) and ``dicom_seg_note`` on each row, writes
+    ``dicom_seg/dicom_seg.csv`` and returns its rows. A SEG that cannot be written never fails a
+    case: the note says why. Resumable: an existing SEG is kept.
+    """
+    import csv
+    import io
+
+    from sarco_nn.atomic import write_text_atomic
+    from sarco_nn.status import is_finished
+
+    out_dir = Path(out_dir)
+    index_path = out_dir / SEG_DIR / SEG_INDEX
+    previous: dict[str, str] = {}
+    if index_path.is_file():
+        with open(index_path, newline="", encoding="utf-8") as f:
+            previous = {r["case_id"]: r["note"] for r in csv.DictReader(f)}
+    index = []
+    for source, row in cases:
+        if not is_finished(row.get("status")) or not row.get("mask"):
+            continue
+        if not _is_dicom_input(source):
+            row["dicom_seg"], row["dicom_seg_note"] = "", "not written: the input is not DICOM"
+            continue
+        rel = Path(SEG_DIR) / f"{row['case_id']}.dcm"
+        note = previous.get(row["case_id"], row.get("dicom_seg_note", "")) if (out_dir / rel).is_file() else None
+        if note is None:
+            try:
+                result = write_dicom_seg(source, sitk.ReadImage(str(out_dir / row["mask"])), out_dir / rel,
+                                         uid_policy=uid_policy, model_name=model_name)
+                note = result.note
+            except SarcoError as exc:
+                rel, note = None, f"not written: {str(exc).splitlines()[0]}"
+        row["dicom_seg"], row["dicom_seg_note"] = ("" if rel is None else str(rel)), note
+        index.append({"case_id": row["case_id"], "dicom_seg": row["dicom_seg"], "note": note})
+    if index:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["case_id", "dicom_seg", "note"])
+        writer.writeheader()
+        writer.writerows(index)
+        write_text_atomic(index_path, buffer.getvalue())
+    return index

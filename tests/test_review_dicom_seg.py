@@ -1,0 +1,150 @@
+"""DICOM SEG: read back, its frames are the mask on the source grid; missing UIDs are refused or said."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+hd = pytest.importorskip("highdicom", reason="the dicom-seg extra (highdicom) is part of the test extra")
+
+from sarco_nn.errors import InputError  # noqa: E402
+from sarco_nn.image_io import read_image  # noqa: E402
+from sarco_nn.review.dicom_seg import write_dicom_seg  # noqa: E402
+
+ROWS, COLS, N = 24, 32, 5
+
+
+def _series(folder: Path, uids: bool = True, flip_rows: bool = False, rows: int = ROWS, cols: int = COLS) -> list:
+    """A synthetic CT series (patient name set, so identity can be checked), written in shuffled order."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    rng = np.random.default_rng(0)
+    col_dir = [0.0, -1.0, 0.0] if flip_rows else [0.0, 1.0, 0.0]
+    out = []
+    for k in (3, 0, 4, 1, 2):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        sop = generate_uid()
+        meta.MediaStorageSOPInstanceUID = sop
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"im{k}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = sop if uids else ""
+        ds.StudyInstanceUID = study if uids else ""
+        ds.SeriesInstanceUID = series if uids else ""
+        ds.FrameOfReferenceUID = frame if uids else ""
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Doe^Jane", "PID-42", "19500101", "F"
+        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "20260101", "120000", "A1", "", "1"
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, k + 1
+        ds.Manufacturer = "synthetic"
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, *col_dir]
+        ds.ImagePositionPatient = [-20.0, -15.0 if not flip_rows else 15.0, 2.5 * k]
+        ds.PixelSpacing, ds.SliceThickness = [1.25, 1.5], 2.5
+        ds.Rows, ds.Columns = rows, cols
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        ds.PixelData = (rng.integers(900, 1100, (rows, cols)).astype(np.int16)).tobytes()
+        ds.save_as(str(folder / f"im{k}.dcm"), enforce_file_format=True)
+        out.append(ds)
+    del pydicom
+    return out
+
+
+def _mask_like(image: sitk.Image) -> tuple[sitk.Image, np.ndarray]:
+    arr = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)  # (z, y, x) in the reader's stored order
+    arr[2, 5:15, 3:20] = 1
+    arr[2, 18, 30] = 1  # an off-centre pixel catches a flipped or transposed frame
+    arr[3, 0:4, 0:6] = 1
+    mask = sitk.GetImageFromArray(arr)
+    mask.CopyInformation(image)
+    return mask, arr
+
+
+def _roundtrip(tmp_path, flip_rows: bool):
+    series = tmp_path / "series"
+    sources = _series(series, flip_rows=flip_rows)
+    image = read_image(series)
+    mask, _ = _mask_like(image)
+    result = write_dicom_seg(series, mask, tmp_path / "seg.dcm")
+    assert result.generated_uids == [] and result.note == ""
+    seg = hd.seg.segread(str(result.path))
+    assert seg.Modality == "SEG" and seg.PatientName == "Doe^Jane" and seg.PatientID == "PID-42"
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "127954009"  # SNOMED CT skeletal muscle
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT"
+    # every source instance: the SEG's frame equals the mask sampled at that instance's pixels
+    for ds in sources:
+        z = ds.ImagePositionPatient[2]
+        expected = np.zeros((ROWS, COLS), np.uint8)
+        for r in range(ROWS):
+            for c in range(COLS):
+                point = (np.array(ds.ImagePositionPatient, float) + c * 1.5 * np.array(ds.ImageOrientationPatient[:3], float)
+                         + r * 1.25 * np.array(ds.ImageOrientationPatient[3:], float))
+                idx = mask.TransformPhysicalPointToIndex(tuple(point))
+                expected[r, c] = mask[idx]
+        got = seg.get_pixels_by_source_instance(source_sop_instance_uids=[ds.SOPInstanceUID], segment_numbers=[1],
+                                                ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+        assert np.array_equal(got[0, :, :, 0], expected), f"slice z={z}"
+    assert result.n_frames == 2  # empty frames are left out
+
+
+def test_seg_frames_match_the_mask_on_the_source_grid(tmp_path):
+    _roundtrip(tmp_path, flip_rows=False)
+
+
+def test_seg_follows_a_flipped_source_orientation(tmp_path):
+    _roundtrip(tmp_path, flip_rows=True)
+
+
+def test_series_without_uids_is_refused_or_gets_generated_uids_said_so(tmp_path):
+    series = tmp_path / "series"
+    _series(series, uids=False)
+    mask, _ = _mask_like(read_image(series))
+    with pytest.raises(InputError, match="lacks FrameOfReferenceUID, SOPInstanceUID, SeriesInstanceUID, StudyInstanceUID"):
+        write_dicom_seg(series, mask, tmp_path / "seg.dcm")
+    assert not (tmp_path / "seg.dcm").exists()
+    result = write_dicom_seg(series, mask, tmp_path / "seg.dcm", uid_policy="generate")
+    assert "StudyInstanceUID" in result.generated_uids and "will not attach" in result.note
+    assert hd.seg.segread(str(result.path)).NumberOfFrames == 2
+
+
+def test_nifti_input_is_refused(tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    image = sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16))
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(InputError, match="DICOM"):
+        write_dicom_seg(path, image, tmp_path / "seg.dcm")
+
+
+def test_batch_writes_one_seg_per_finished_dicom_case_and_resumes(tmp_path):
+    from sarco_nn.review.dicom_seg import write_batch_segs
+
+    series = tmp_path / "scans" / "ct1"
+    _series(series, uids=False)
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    mask, _ = _mask_like(read_image(series))
+    sitk.WriteImage(mask, str(out / "masks" / "ct1.nii.gz"))
+    rows = [{"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz"},
+            {"case_id": "nii", "status": "review", "mask": "masks/nii.nii.gz"},
+            {"case_id": "bad", "status": "failed", "mask": ""}]
+    cases = [(series, rows[0]), (tmp_path / "nii.nii.gz", rows[1]), (tmp_path / "bad", rows[2])]
+    index = write_batch_segs(out, cases)
+    assert rows[0]["dicom_seg"] == "dicom_seg/ct1.dcm" and "generated" in rows[0]["dicom_seg_note"]
+    assert rows[1]["dicom_seg_note"] == "not written: the input is not DICOM" and "dicom_seg" not in rows[2]
+    assert [r["case_id"] for r in index] == ["ct1"] and (out / "dicom_seg" / "dicom_seg.csv").is_file()
+    stamp = (out / "dicom_seg" / "ct1.dcm").stat().st_mtime_ns
+    again = [{"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz"}]  # as read back from results.csv
+    write_batch_segs(out, [(series, again[0])])
+    assert (out / "dicom_seg" / "ct1.dcm").stat().st_mtime_ns == stamp  # resumed, not rewritten
+    assert again[0]["dicom_seg"] == "dicom_seg/ct1.dcm" and again[0]["dicom_seg_note"] == rows[0]["dicom_seg_note"]

@@ -1,0 +1,126 @@
+"""qc_score: a clean case stays ok; each planted sign of trouble raises the score and names itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarco_nn.review.qc import REVIEW_THRESHOLD, WEIGHTS, CaseEvidence, qc_score
+from sarco_nn.status import Status, Verdict
+
+N = 128
+SPACING = (1.5, 1.5)
+
+
+def _body(matrix: int = N, cx: float | None = None, half_width: float = 45) -> tuple[np.ndarray, np.ndarray]:
+    """CT (HU) and muscle mask of a simple abdomen: fat ellipse with a muscle ring and two psoas."""
+    yy, xx = np.mgrid[:matrix, :matrix].astype(float)
+    cx = matrix / 2 if cx is None else cx
+    cy = matrix / 2
+    r = np.sqrt(((xx - cx) / half_width) ** 2 + ((yy - cy) / (half_width * 0.7)) ** 2)
+    ct = np.full((matrix, matrix), -1000.0)
+    ct[r < 1.0] = -100.0
+    muscle = (r > 0.78) & (r < 0.9)
+    for side in (-1, 1):
+        muscle |= ((xx - cx - side * 12) ** 2 + (yy - cy - 12) ** 2) < 36
+    ct[muscle] = 45.0
+    return ct, muscle.astype(np.uint8)
+
+
+def _sharp(mask: np.ndarray, n_folds: int = 1) -> np.ndarray:
+    p = np.where(mask > 0, 0.98, 0.02).astype(np.float32)
+    return np.stack([p] * n_folds)
+
+
+def _sma(mask):
+    return float(mask.sum() * SPACING[0] * SPACING[1] / 100)
+
+
+def _evidence(ct, mask, probs=None, **kw) -> CaseEvidence:
+    kw.setdefault("sex", "F")
+    return CaseEvidence(mask=mask, spacing_yx_mm=SPACING, ct_hu=ct, fold_probabilities=probs,
+                        sma_cm2=kw.pop("sma_cm2", 120.0), **kw)
+
+
+def test_clean_case_is_not_suspicious():
+    ct, mask = _body()
+    result = qc_score(_evidence(ct, mask, _sharp(mask, 5)))
+    assert result.score < 0.2, result.components
+    assert result.reasons == []
+    assert set(result.components) >= {"fold_disagreement", "border_entropy", "fov_edge", "asymmetry"}
+
+
+def _codes(result):
+    return {r.code for r in result.reasons}
+
+
+def test_truncated_field_of_view_goes_to_review_without_blocking_the_flag():
+    ct, mask = _body(half_width=80)  # wider than the 128-px image: body and muscle are cut
+    result = qc_score(_evidence(ct, mask, _sharp(mask)))
+    assert result.score >= REVIEW_THRESHOLD
+    assert {"qc_score_high", "qc_fov_edge"} <= _codes(result)
+    verdict = result.apply(Verdict())
+    assert verdict.status is Status.REVIEW and verdict.flag_allowed
+    assert verdict.columns()["qc_score"] == f"{result.score:.3f}"
+
+
+def test_fold_disagreement_is_measured_and_named():
+    ct, mask = _body()
+    other = mask.copy()
+    other[:, : N // 2] = 0  # one fold misses the right half
+    probs = np.stack([_sharp(mask)[0]] * 3 + [_sharp(other)[0]] * 2)
+    result = qc_score(_evidence(ct, mask, probs))
+    assert result.values["fold_mean_dice"] < 0.9
+    assert result.components["fold_disagreement"] == 1.0
+    assert "qc_fold_disagreement" in _codes(result)
+
+
+def test_single_model_uses_its_own_probabilities():
+    ct, mask = _body()
+    blurry = np.where(mask > 0, 0.6, 0.3).astype(np.float32)[None]
+    sharp = qc_score(_evidence(ct, mask, _sharp(mask)))
+    unsure = qc_score(_evidence(ct, mask, blurry))
+    assert "fold_disagreement" not in unsure.components  # one model: no folds to compare
+    assert unsure.components["border_entropy"] == 1.0 and sharp.components["border_entropy"] == 0.0
+    assert "qc_border_entropy" in _codes(unsure)
+
+
+@pytest.mark.parametrize("change, code", [
+    ("hu", "qc_hu_implausible"), ("asymmetry", "qc_asymmetry"), ("specks", "qc_fragmentation"),
+    ("sma", "qc_sma_implausible"), ("l3", "qc_l3_confidence"),
+])
+def test_each_plausibility_sign_names_itself(change, code):
+    ct, mask = _body()
+    kw: dict = {}
+    if change == "hu":
+        kw["muscle_hu_mean"] = 200.0
+    elif change == "asymmetry":
+        mask = mask.copy()
+        mask[:, N // 2:] = 0
+    elif change == "specks":
+        mask = mask.copy()
+        rng = np.random.default_rng(0)
+        mask[rng.integers(0, N, 400), rng.integers(0, N, 400)] = 1
+    elif change == "sma":
+        kw["sma_cm2"] = 400.0
+    elif change == "l3":
+        kw["l3_confidence"] = 0.3
+    clean = qc_score(_evidence(*_body(), _sharp(_body()[1])))
+    result = qc_score(_evidence(ct, mask, _sharp(mask), **kw))
+    assert result.score > clean.score
+    assert code in _codes(result), (result.score, result.components)
+    assert all(not r.blocks_flag and r.status is Status.REVIEW for r in result.reasons)
+
+
+def test_score_is_a_weighted_noisy_or_of_components():
+    ct, mask = _body()
+    result = qc_score(_evidence(ct, mask, _sharp(mask), l3_confidence=0.4, muscle_hu_mean=200.0))
+    expected = 1 - np.prod([1 - WEIGHTS[n] * s for n, s in result.components.items()])
+    assert result.score == pytest.approx(expected)
+    assert result.components["l3_confidence"] == 1.0 and result.components["hu_implausible"] == 1.0
+
+
+def test_probabilities_on_another_grid_are_refused():
+    ct, mask = _body()
+    with pytest.raises(ValueError, match="do not match"):
+        qc_score(_evidence(ct, mask, np.zeros((2, 10, 10), np.float32)))
