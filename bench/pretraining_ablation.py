@@ -201,6 +201,11 @@ def load_finetune_arms(results_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def held_order(names: Iterable[str]) -> list[str]:
+    """internal first, then the external sets by name."""
+    return sorted(names, key=lambda h: (h != "internal", h))
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float, int]:
     if not values:
         return math.nan, math.nan, 0
@@ -216,7 +221,7 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
         v = rec.get("metrics", {}).get(held, {}).get(key)
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
-    helds = sorted({h for r in records for h in r.get("metrics", {})})
+    helds = held_order({h for r in records for h in r.get("metrics", {})})
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["n_labeled"], r["recipe"] or "scratch"), []).append(r)
@@ -264,7 +269,7 @@ def markdown_table(profile_name: str, rows: list[dict], paired: list[dict], pret
             first, last = h[0], h[-1]
             lines.append(f"- `{p['arm']}`: {p.get('volumes', '?')} unlabeled volumes, {len(h)} epochs; loss "
                          + ", ".join(f"{t} {first[t]:.3f} → {last[t]:.3f}" for t in ("rec", "cls", "patch")))
-    helds = sorted({r["held"] for r in rows})
+    helds = held_order({r["held"] for r in rows})
     cols = [(h, k) for h in helds for k, _, _ in METRICS]
     label = dict((k, lab) for k, lab, _ in METRICS)
     lines += ["", "Mean ± SD over seeds:", "",

@@ -126,6 +126,7 @@ def test_report_paired_comparison_matches_independent_computation(abl, tmp_path)
     assert rows[(4, "scratch", "internal", "dice_mean")]["sd"] == pytest.approx(statistics.stdev(scratch4))
     assert rows[(8, "official", "internal", "dice_mean")]["seeds"] == len(p.seeds) - 1
     assert "| 4 | official |" in text and "Paired per seed" in text
+    assert text.index("internal Dice") < text.index("external_B Dice")  # internal first
 
 
 def test_report_handles_single_seed_and_missing_metric(abl, tmp_path):
