@@ -6,6 +6,7 @@ finishes; a rerun skips finished arms, so the ablation runs in pieces):
     fine-tuning spacing and crop, on unlabeled phantoms of every available family (family A: whole
     T12-S1 volumes; other families: their L3 slices) plus the real CTs of ../shared/data when that
     folder exists. Its JSON holds the per-epoch losses; the loss curve is saved beside it as PNG.
+    The longest arm: stopped midway (Ctrl-C saves at the step end), it continues from its checkpoint.
   * `ft-nNN-scratch-sS` and `ft-nNN-<recipe>-sS`: `sarco convert` -> `sarco plan` (one preset
     written here: same spacing, patch, network and budget for every arm) -> `sarco train all`
     from scratch or with `--pretrained encoder.pt`, at a fixed budget of epochs x iterations (never
@@ -508,10 +509,17 @@ def run_pretrain_arm(ctx: Context, arm: Arm) -> dict[str, Any]:
     recipe = RECIPES[arm.recipe]
     listing = write_unlabeled(ctx.work, ctx.profile, ctx.families, ctx.shared, ctx.log)
     out = ctx.work / arm.id
-    if out.exists():  # an unfinished arm restarts from zero: its JSON is what counts as done
-        shutil.rmtree(out)
     preset = write_preset(ctx.work / "presets" / "pretrain_network.json", ctx.profile, 0, {})
     argv, settings = pretrain_config_args(ctx.profile, recipe, preset)
+    if (out / "checkpoint.pt").is_file():  # an interrupted pretraining (Ctrl-C, killed piece) continues exactly
+        stored = json.loads((out / "card.json").read_text())["config"] if (out / "card.json").is_file() else {}
+        if all(stored.get(k) == v for k, v in settings.items()):
+            argv += ["--continue"]
+            print(f"    continuing {out} from its checkpoint", flush=True)
+        else:
+            shutil.rmtree(out)
+    elif out.exists():
+        shutil.rmtree(out)
     wall = run_cmd([str(ctx.work / "unlabeled"), "-o", str(out), "--device", ctx.device, *argv], ctx.log, ctx.threads,
                    module="sarco_nn.pretraining")
     card = json.loads((out / "card.json").read_text())
