@@ -76,9 +76,16 @@ class PretrainConfig:
             raise ValueError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
         if self.crop_size % self.mask_block:
             raise ValueError(f"crop size {self.crop_size} is not a multiple of the mask block {self.mask_block}")
+        if min(self.rec_weight, self.cls_weight, self.patch_weight) < 0 or not (self.rec_weight or self.distills):
+            raise ValueError("loss weights must be >= 0 and at least one of them > 0")
         if self.batch_size < 1 or self.epochs < 1 or self.samples_per_read < 1:
             raise ValueError("batch size, epochs and samples per read must be at least 1")
         self.smit_config()  # an invalid encoder setting fails here, before any data is read
+
+    @property
+    def distills(self) -> bool:
+        """False when both self-distillation weights are 0: masked-image modelling only (no teacher pass)."""
+        return self.cls_weight > 0.0 or self.patch_weight > 0.0
 
     @property
     def spacing(self) -> float:

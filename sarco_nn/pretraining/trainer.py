@@ -2,7 +2,8 @@
 
 Each step: both views of every sample go through the student with their block masks and
 through the teacher unmasked; loss = rec_w * masked L1 + cls_w * image-level + patch_w *
-patch-level distillation; AdamW step (the heads' last layers frozen during the first
+patch-level distillation (both distillation weights 0 = masked-image modelling only: the teacher's
+forward pass is skipped and the distillation terms are logged as 0); AdamW step (the heads' last layers frozen during the first
 `freeze_last_layer_epochs`, as the official `cancel_gradients_last_layer`); per-step lr schedule
 (linear warm-up over `warmup_epochs`, cosine to `min_lr`); EMA update of the teacher with a
 momentum rising from 0.996 to 1.
@@ -313,9 +314,13 @@ class Pretrainer:
         self.student.train()
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             s_cls, s_patch, recon = self.ddp_student(x, embed_mask)
-            with torch.no_grad():
-                t_cls, t_patch, _ = self.teacher(x, None, reconstruct=False)
-        loss_cls, loss_patch = self.loss_fn(s_cls, s_patch, t_cls, t_patch, token_mask, epoch)
+            if cfg.distills:
+                with torch.no_grad():
+                    t_cls, t_patch, _ = self.teacher(x, None, reconstruct=False)
+        if cfg.distills:
+            loss_cls, loss_patch = self.loss_fn(s_cls, s_patch, t_cls, t_patch, token_mask, epoch)
+        else:  # masked-image modelling only: no teacher pass (half the forward cost); heads kept in the graph for DDP
+            loss_cls = loss_patch = 0.0 * (s_cls.float().sum() + s_patch.float().sum())
         loss_rec = masked_l1(recon, x, voxel_mask)
         total = cfg.rec_weight * loss_rec + cfg.cls_weight * loss_cls + cfg.patch_weight * loss_patch
         self.optimizer.zero_grad(set_to_none=True)
