@@ -22,6 +22,7 @@ exactly as predict refuses the CT (its area would be inflated by 1/cos(angle)).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 import numpy as np
 import SimpleITK as sitk
@@ -79,8 +80,13 @@ def sma_cm2(mask2d: np.ndarray, spacing_yx_mm: tuple[float, float], label: int =
 
 def area_cm2(n_pixels: int, spacing_yx_mm: tuple[float, float]) -> float:
     """n pixels × row spacing × column spacing / 100, in exact decimal arithmetic, rounded once."""
+    return float(area_exact(n_pixels, spacing_yx_mm))
+
+
+def area_exact(n_pixels: int, spacing_yx_mm: tuple[float, float]) -> Fraction:
+    """The exact area (cm²) `area_cm2` rounds: sums and ratios of areas stay exact (body composition)."""
     sy, sx = (exact(float(v)) for v in spacing_yx_mm)
-    return float(int(n_pixels) * sy * sx / 100)
+    return int(n_pixels) * sy * sx / 100
 
 
 def measure_slice(
