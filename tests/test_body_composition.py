@@ -364,3 +364,72 @@ def test_cli_reads_labels_json_beside_the_mask(tmp_path):
     assert res.exit_code == 0, res.output
     o = json.loads(res.output)
     assert o["sat_area_cm2"] == round(800 * 0.56 / 100, 4) and o["imat_source"] == "absent"
+
+
+# ------------------------------------------------------------------------- per-tissue evaluation
+
+
+def _tissue_case(shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ref = np.zeros((100, 100), np.uint8)
+    ref[5:85, 5:85] = 1  # 36 cm² of muscle at 0.75 × 0.75 mm
+    ref[40:44, 40:50] = 2
+    ref[86:92, :] = 3
+    ref[93:99, :] = 4
+    pred = ref.copy()
+    pred[86:92, :] = 0
+    pred[86 + shift:92, :] = 3  # VAT shrunk by `shift` rows
+    pred[40:44, 40:50 - shift] = 2
+    pred[40:44, 50 - shift:50] = 1
+    ct = np.full(ref.shape, 50, np.int16)
+    ct[ref == 2] = -60
+    ct[86:92, :] = np.arange(86, 92)[:, None] - 180  # VAT HU varies by row: a shrunk VAT has another mean
+    ct[ref == 4] = -100
+    return ref, pred, ct
+
+
+def test_evaluation_reports_each_tissue_against_a_numpy_oracle(tmp_path):
+    from sarco_nn.evaluation.evaluate import evaluate_folder
+
+    spacing = (0.75, 0.75)
+    for d in ("ref", "pred", "img"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps(LABELS))
+    want = {t: {"dice": [], "err": [], "hu": []} for t in LABELS}
+    for i, shift in enumerate((0, 1, 3)):
+        ref, pred, ct = _tissue_case(shift)
+        _write(ref, tmp_path / "ref" / f"c{i}.nii.gz", spacing)
+        _write(pred, tmp_path / "pred" / f"c{i}.nii.gz", spacing)
+        _write(ct, tmp_path / "img" / f"c{i}_0000.nii.gz", spacing)
+        for t, v in LABELS.items():
+            r, p = ref == v, pred == v
+            want[t]["dice"].append(2 * (r & p).sum() / (r.sum() + p.sum()))
+            want[t]["err"].append(float((p.sum() - r.sum()) * Fraction("0.5625") / 100))
+            want[t]["hu"].append(ct[p].mean() - ct[r].mean())
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out", images_dir=tmp_path / "img")
+    assert set(s["tissues"]) == set(LABELS)
+    for t in LABELS:
+        got = s["tissues"][t]
+        assert got["n"] == 3 and got["dice_mean"] == pytest.approx(np.mean(want[t]["dice"]), abs=1e-12)
+        assert got["area_agreement_cm2"]["bias"] == pytest.approx(np.mean(want[t]["err"]), abs=1e-12)
+        sd = np.std(want[t]["err"], ddof=1)
+        assert got["area_agreement_cm2"]["loa_high"] == pytest.approx(np.mean(want[t]["err"]) + 1.959963984540054 * sd,
+                                                                     abs=1e-9)
+        assert got["hu_bias"] == pytest.approx(np.mean(want[t]["hu"]), abs=1e-9)
+    assert s["tissues"]["vat"]["dice_min"] < 1.0 and s["tissues"]["sat"]["dice_min"] == 1.0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Tissue: VAT" in report and "## Tissue: SAT" in report and "## Tissue: IMAT" in report
+    header = (tmp_path / "out" / "cases.csv").read_text().splitlines()[0].split(",")
+    assert "vat_dice" in header and "imat_hu_error" in header
+
+
+def test_muscle_only_prediction_gets_no_tissue_sections(tmp_path):
+    from sarco_nn.evaluation.evaluate import evaluate_folder
+
+    for d in ("ref", "pred"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps(LABELS))
+    ref, _, _ = _tissue_case(0)
+    _write(ref, tmp_path / "ref" / "c.nii.gz", (0.75, 0.75))
+    _write((ref == 1).astype(np.uint8), tmp_path / "pred" / "c.nii.gz", (0.75, 0.75))
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+    assert s["tissues"] == {} and "## Tissue" not in (tmp_path / "out" / "report.md").read_text()
