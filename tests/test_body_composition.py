@@ -433,3 +433,55 @@ def test_muscle_only_prediction_gets_no_tissue_sections(tmp_path):
     _write((ref == 1).astype(np.uint8), tmp_path / "pred" / "c.nii.gz", (0.75, 0.75))
     s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
     assert s["tissues"] == {} and "## Tissue" not in (tmp_path / "out" / "report.md").read_text()
+
+
+def _oracle_derived_imat(muscle: np.ndarray, ct: np.ndarray, pixel_cm2: Fraction, counted: np.ndarray) -> np.ndarray:
+    """Pure-Python BFS: background not 4-connected to the border = holes; holes ≤ 10 cm² join the envelope."""
+    h, w = muscle.shape
+    outside = np.zeros_like(muscle, dtype=bool)
+    stack = [(y, x) for y in range(h) for x in range(w) if (y in (0, h - 1) or x in (0, w - 1)) and not muscle[y, x]]
+    for y, x in stack:
+        outside[y, x] = True
+    while stack:
+        y, x = stack.pop()
+        for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            if 0 <= ny < h and 0 <= nx < w and not muscle[ny, nx] and not outside[ny, nx]:
+                outside[ny, nx] = True
+                stack.append((ny, nx))
+    holes = ~muscle & ~outside
+    envelope = muscle.copy()
+    seen = np.zeros_like(holes)
+    for y0 in range(h):
+        for x0 in range(w):
+            if holes[y0, x0] and not seen[y0, x0]:
+                comp, todo = [], [(y0, x0)]
+                seen[y0, x0] = True
+                while todo:
+                    y, x = todo.pop()
+                    comp.append((y, x))
+                    for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                        if 0 <= ny < h and 0 <= nx < w and holes[ny, nx] and not seen[ny, nx]:
+                            seen[ny, nx] = True
+                            todo.append((ny, nx))
+                if len(comp) * pixel_cm2 <= 10:
+                    for y, x in comp:
+                        envelope[y, x] = True
+    return envelope & (ct >= -190) & (ct <= -30) & ~counted
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), n=st.integers(4, 9), convention=st.sampled_from(["label", "alberta"]),
+       spacing=st.sampled_from([(10.0, 10.0), (20.0, 15.0), (1.0, 1.0)]))
+def test_derived_imat_matches_a_bfs_oracle(data, n, convention, spacing):
+    muscle = np.array(data.draw(st.lists(st.booleans(), min_size=n * n, max_size=n * n))).reshape(n, n)
+    hu = st.one_of(st.sampled_from(BOUNDARY_HU), st.integers(-250, 200))
+    ct = np.array(data.draw(st.lists(hu, min_size=n * n, max_size=n * n)), dtype=np.int16).reshape(n, n)
+    comp = measure_composition_slice(muscle.astype(np.uint8), spacing, ct, {"muscle": 1}, convention)
+    counted = muscle & (ct >= -29) & (ct <= 150) if convention == "alberta" else muscle
+    pixel = _dec(spacing[0]) * _dec(spacing[1]) / 100
+    want = _oracle_derived_imat(muscle, ct, pixel, counted)
+    imat = comp.tissues["imat"]
+    assert imat.source == "derived" and imat.n_pixels == int(want.sum()) and imat.area == int(want.sum()) * pixel
+    assert imat.hu_mean == (None if not want.any() else Fraction(int(ct[want].astype(np.int64).sum()), int(want.sum())))
+    assert comp.tissues["muscle"].n_pixels == int(counted.sum())  # SMA excludes IMAT: disjoint by construction
+    assert not (want & counted).any()
