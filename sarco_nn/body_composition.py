@@ -328,6 +328,40 @@ def myosteatosis_flag(comp: BodyComposition, ts: ThresholdSet, sex: str | None,
     return ts.is_low(sex, comp.muscle_attenuation, bmi), None
 
 
+#: results.csv / --json columns a body-composition result adds (units: README "Outputs and units").
+RESULT_COLUMNS: tuple[str, ...] = (
+    "level", "hu_convention", "muscle_hu_range", "adipose_hu_range",
+    # muscle area and mean HU are the table's existing `sma_cm2` and `muscle_hu_mean` (same path): not repeated
+    *(f"{t}_{k}" for t in TISSUES for k in ("area_cm2", "hu_mean", "hu_sd", "source")
+      if f"{t}_{k}" not in ("muscle_area_cm2", "muscle_hu_mean")),
+    "vati_cm2_m2", "sati_cm2_m2", "vat_sat_ratio", "total_adipose_cm2", "imat_pct_of_sma",
+    "muscle_attenuation_hu", "muscle_attenuation_hu_range", "myosteatosis", "myosteatosis_set", "myosteatosis_threshold",
+)
+
+
+def result_columns(comp: BodyComposition, myo_set: ThresholdSet, sex: str | None, bmi=None, *,
+                   withheld: bool = False, unknown: str = "unknown", digits: dict | None = None) -> dict:
+    """The RESULT_COLUMNS of one slice for a results table: numbers, myosteatosis flag (or `unknown`).
+
+    withheld: the mask failed its plausibility checks (the sarcopenia flag is withheld too), so no
+    myosteatosis flag either. digits: optional rounding {"area": 4, "hu": 2} for printed output.
+    """
+    row = {k: v for k, v in comp.to_dict().items() if k in RESULT_COLUMNS}
+    if digits:
+        for key, value in row.items():
+            if isinstance(value, float):
+                row[key] = round(value, digits["hu"] if "_hu_" in key or key.endswith("_hu") else digits["area"])
+    flag, why = myosteatosis_flag(comp, myo_set, sex, bmi)
+    if withheld:
+        flag, why = None, "withheld: the mask is not a plausible muscle mask (see reasons)"
+    row.update({
+        "myosteatosis": unknown if flag is None else flag,
+        "myosteatosis_set": myo_set.name,
+        "myosteatosis_threshold": why if flag is None and why else myo_set.describe(sex, bmi),
+    })
+    return row
+
+
 def level_note(ts: ThresholdSet, level: str) -> str:
     return (f"no {ts.name} cut-off published for {level} (set derived at {', '.join(ts.levels)}); "
             "areas only at this level")
@@ -353,6 +387,6 @@ def _gate_text(gate) -> str | None:
 
 
 __all__ = [
-    "TISSUES", "BodyComposition", "TissueMeasure", "check_convention", "check_level", "derived_imat", "hu_stats",
+    "RESULT_COLUMNS", "TISSUES", "BodyComposition", "result_columns", "TissueMeasure", "check_convention", "check_level", "derived_imat", "hu_stats",
     "level_note", "measure_composition_image", "measure_composition_slice", "myosteatosis_flag", "sarcopenia_flag",
 ]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sarco_nn.body_composition import (
+    RESULT_COLUMNS,
     check_level,
     derived_imat,
     hu_stats,
@@ -331,10 +332,12 @@ def test_cli_reports_all_tissues_for_a_multi_label_mask(four_tissue):
     want = oracle(mask, ct, (0.7, 0.8), "alberta", 1.6)
     assert o["hu_convention"] == "alberta" and o["muscle_hu_range"] == "-29..150" and o["adipose_hu_range"] == "-190..-30"
     for name in LABELS:
-        assert o[f"{name}_area_cm2"] == round(float(want[name]["area"]), 4)
-        assert o[f"{name}_hu_mean"] == round(float(want[name]["mean"]), 2)
+        area_key, hu_key = ("sma_cm2", "muscle_hu_mean") if name == "muscle" else (f"{name}_area_cm2", f"{name}_hu_mean")
+        assert o[area_key] == round(float(want[name]["area"]), 4)
+        assert o[hu_key] == round(float(want[name]["mean"]), 2)
         assert o[f"{name}_source"] == "label"
-    assert o["sma_cm2"] == o["muscle_area_cm2"]
+    assert "muscle_area_cm2" not in o  # one fact, one column: the muscle area is sma_cm2
+    assert set(RESULT_COLUMNS) <= set(o)
     assert o["vati_cm2_m2"] == round(float(want["vati"]), 4)
     assert o["myosteatosis"] is False and o["myosteatosis_set"] == "martin_myosteatosis"
     assert o["sarcopenic"] is True and o["status"] == "ok"
@@ -485,3 +488,17 @@ def test_derived_imat_matches_a_bfs_oracle(data, n, convention, spacing):
     assert imat.hu_mean == (None if not want.any() else Fraction(int(ct[want].astype(np.int64).sum()), int(want.sum())))
     assert comp.tissues["muscle"].n_pixels == int(counted.sum())  # SMA excludes IMAT: disjoint by construction
     assert not (want & counted).any()
+
+
+def test_implausible_mask_withholds_myosteatosis_too(tmp_path):
+    mask = np.zeros((20, 20), np.uint8)
+    mask[:10] = 1
+    mask[10:] = 4
+    ct = np.where(mask == 1, 20, -100).astype(np.int16)  # 20 HU: would be "low" under Martin
+    res = CliRunner().invoke(_cli(), [str(_write(mask, tmp_path / "m.nii.gz")), "--image",
+                                      str(_write(ct, tmp_path / "c.nii.gz")), "--sex", "M", "--height", "1.8",
+                                      "--weight", "70", "--json"])
+    o = json.loads(res.output)
+    assert o["status"] == "review" and o["sarcopenic"] == "unknown"
+    assert o["myosteatosis"] == "unknown" and "withheld" in o["myosteatosis_threshold"]
+    assert o["muscle_attenuation_hu"] == 20.0

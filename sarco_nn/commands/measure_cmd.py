@@ -194,25 +194,16 @@ def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str
                          level: str, sex_code: str | None, height: float | None, weight: float | None,
                          myo_set, *, mask_name: str | None = None, ct_name: str | None = None) -> None:
     """Add every tissue (areas cm², HU mean/SD, indices) and the myosteatosis flag to each slice's object."""
-    from sarco_nn.body_composition import measure_composition_image, myosteatosis_flag
+    from sarco_nn.body_composition import measure_composition_image, result_columns
     from sarco_nn.thresholds import bmi as exact_bmi
 
     bmi = exact_bmi(height, weight)
     for o in objects:
         comp = measure_composition_image(mask_img, ct_img, labels, convention, level, height, o["slice_index"],
                                          mask_name=mask_name, ct_name=ct_name)[0]
-        row = comp.to_dict()
-        for key, value in row.items():
-            if isinstance(value, float):
-                row[key] = round(value, 2 if "_hu_" in key or key.endswith("_hu") else 4)
-        flag, why = myosteatosis_flag(comp, myo_set, sex_code, bmi)
-        if o["status"] == "failed" or o["reasons"]:  # every measure reason blocks a flag (mask_checks)
-            flag, why = None, "withheld: the mask is not a plausible muscle mask (see reasons)"
-        row.update({
-            "myosteatosis": FLAG_UNKNOWN if flag is None else flag,
-            "myosteatosis_set": myo_set.name,
-            "myosteatosis_threshold": why if flag is None and why else myo_set.describe(sex_code, bmi),
-        })
+        withheld = o["status"] == "failed" or bool(o["reasons"])  # every measure reason blocks a flag
+        row = result_columns(comp, myo_set, sex_code, bmi, withheld=withheld, unknown=FLAG_UNKNOWN,
+                             digits={"area": 4, "hu": 2})
         o.update({k: v for k, v in row.items() if k not in o})  # shared keys (SMI, muscle HU) are the SMA path's
 
 
@@ -223,9 +214,11 @@ def _composition_text(o: dict) -> str:
         if o[f"{tissue}_source"] == "absent":
             parts.append(f"{tissue.upper()}: absent")
             continue
-        text = f"{tissue.upper()} {o[f'{tissue}_area_cm2']:.2f} cm²"
-        if o[f"{tissue}_hu_mean"] is not None:
-            text += f" HU {o[f'{tissue}_hu_mean']:.1f}±{o[f'{tissue}_hu_sd']:.1f}"
+        area, hu = (o["sma_cm2"], o["muscle_hu_mean"]) if tissue == "muscle" else (o[f"{tissue}_area_cm2"],
+                                                                                   o[f"{tissue}_hu_mean"])
+        text = f"{tissue.upper()} {area:.2f} cm²"
+        if hu is not None:
+            text += f" HU {hu:.1f}±{o[f'{tissue}_hu_sd']:.1f}"
         if o[f"{tissue}_source"] == "derived":
             text += " (derived)"
         parts.append(text)
