@@ -502,3 +502,14 @@ def test_implausible_mask_withholds_myosteatosis_too(tmp_path):
     assert o["status"] == "review" and o["sarcopenic"] == "unknown"
     assert o["myosteatosis"] == "unknown" and "withheld" in o["myosteatosis_threshold"]
     assert o["muscle_attenuation_hu"] == 20.0
+
+
+def test_without_a_label_map_a_tissue_the_mask_lacks_is_absent_not_zero(four_tissue, tmp_path):
+    _, ct_path, mask, _ = four_tissue
+    (tmp_path / "sub").mkdir()
+    no_imat = _write(np.where(mask == 2, 1, mask).astype(np.uint8), tmp_path / "sub" / "m.nii.gz")
+    o = json.loads(CliRunner().invoke(_cli(), [str(no_imat), "--image", str(ct_path), "--json"]).output)
+    assert o["imat_source"] == "derived" and o["vat_source"] == "label"
+    (tmp_path / "sub" / "labels.json").write_text(json.dumps(LABELS))  # declared: IMAT annotated, none found
+    o = json.loads(CliRunner().invoke(_cli(), [str(no_imat), "--image", str(ct_path), "--json"]).output)
+    assert o["imat_source"] == "label" and o["imat_area_cm2"] == 0.0 and o["imat_hu_mean"] is None

@@ -164,7 +164,8 @@ def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | None, l
                           force: bool) -> dict[str, int] | None:
     """The tissue label map for body composition, or None when only the SMA is asked for.
 
-    --labels FILE wins; else a labels.json beside the mask; else TISSUE_LABELS with muscle = --label.
+    --labels FILE wins; else a labels.json beside the mask (a tissue it names but the mask lacks
+    measures 0 cm²); else TISSUE_LABELS with muscle = --label, keeping only the values the mask holds.
     Without --tissues/--labels, body composition is reported only when the mask holds the muscle
     value and at least one other tissue value of that map (a multi-tissue mask).
     """
@@ -185,8 +186,9 @@ def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | None, l
     others = {v for k, v in labels.items() if k in TISSUE_LABELS and k != "muscle"}
     if not (force or labels_file is not None or (labels["muscle"] in present and present & others)):
         return None
-    if not present & others and labels_file is None and not beside.is_file():
-        labels = {"muscle": labels["muscle"]}  # a muscle-only mask: other tissues absent, IMAT derivable
+    if labels_file is None and not beside.is_file():
+        # no declared map: a tissue value the mask does not hold is "absent" (not 0 cm²); IMAT then derivable
+        labels = {k: v for k, v in labels.items() if k == "muscle" or v in present}
     return labels
 
 
