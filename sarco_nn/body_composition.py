@@ -49,7 +49,7 @@ from sarco_nn.constants import (
 )
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.image_io import check_same_grid
-from sarco_nn.measure import _label_mask, area_exact, axial_stack, measure_slice
+from sarco_nn.measure import area_exact, axial_stack, label_mask, measure_slice
 from sarco_nn.thresholds import ThresholdSet, exact, smi_exact
 
 TISSUES: tuple[str, ...] = ("muscle", *ADIPOSE_TISSUES)
@@ -226,14 +226,14 @@ def measure_composition_slice(
 
     # muscle: the one SMA path
     m = measure_slice(mask2d, spacing_yx_mm, ct2d_hu, label=labels["muscle"], hu_gate=gates["muscle"])
-    muscle_label = _label_mask(mask2d, labels["muscle"])
+    muscle_label = label_mask(mask2d, labels["muscle"])
     counted_muscle = muscle_label if gates["muscle"] is None else muscle_label & _in_gate(ct, gates["muscle"])
     tissues: dict[str, TissueMeasure] = {
         "muscle": _tissue("muscle", SOURCE_LABEL, counted_muscle, ct, spacing_yx_mm, expect_pixels=m.n_pixels)
     }
     for name in ADIPOSE_TISSUES:
         if name in labels:
-            selected = _label_mask(mask2d, labels[name])
+            selected = label_mask(mask2d, labels[name])
             if gates["adipose"] is not None:
                 selected = selected & _in_gate(ct, gates["adipose"])
             tissues[name] = _tissue(name, SOURCE_LABEL, selected, ct, spacing_yx_mm)
@@ -241,7 +241,7 @@ def measure_composition_slice(
             others = np.zeros(muscle_label.shape, dtype=bool)
             for other, value in labels.items():
                 if other != "muscle":
-                    others |= _label_mask(mask2d, value)
+                    others |= label_mask(mask2d, value)
             selected = derived_imat(muscle_label, ct, spacing_yx_mm, exclude=counted_muscle | others)
             tissues[name] = _tissue(name, SOURCE_DERIVED, selected, ct, spacing_yx_mm)
         else:

@@ -224,12 +224,15 @@ def smi(sma_cm2: float | None, height_m: float | None) -> float | None:
     return float(smi_exact(sma_cm2, height_m))
 
 
-def _label_mask(mask: np.ndarray, label: int) -> np.ndarray:
+def label_mask(mask: np.ndarray, label: int) -> np.ndarray:
     """Boolean mask of `label`; float masks (some tools save 0.0/1.0) are rounded first."""
     mask = np.asarray(mask)
     if np.issubdtype(mask.dtype, np.floating):
         mask = np.rint(mask)
     return mask == label
+
+
+_label_mask = label_mask  # the name this module's own functions use
 
 
 def _is_nan(value: float) -> bool:

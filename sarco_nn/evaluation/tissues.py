@@ -21,7 +21,7 @@ from sarco_nn.body_composition import TISSUES, hu_stats
 from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.evaluation.agreement import agreement
 from sarco_nn.evaluation.metrics import dice_iou
-from sarco_nn.measure import _label_mask, area_cm2
+from sarco_nn.measure import label_mask, area_cm2
 
 TISSUE_RULE = ("each tissue named by the reference's labels.json and present as a tissue value in a multi-tissue "
                "prediction is compared at the reference's slice, every labelled pixel counted; "
@@ -54,7 +54,7 @@ def case_tissue_metrics(ref2d: np.ndarray, pred2d: np.ndarray, carried: dict[str
     """Flat per-case columns (`case_columns`) of every carried tissue at one slice."""
     out: dict = {}
     for tissue, (ref_value, pred_value) in carried.items():
-        ref, pred = _label_mask(ref2d, ref_value), _label_mask(pred2d, pred_value)
+        ref, pred = label_mask(ref2d, ref_value), label_mask(pred2d, pred_value)
         dice, _ = dice_iou(pred, ref)
         a_ref, a_pred = area_cm2(int(ref.sum()), spacing_yx_mm), area_cm2(int(pred.sum()), spacing_yx_mm)
         hu_ref = hu_pred = None
@@ -113,3 +113,7 @@ def report_lines(tissues: dict | None, fmt) -> list[str]:
             "",
         ]
     return lines
+
+
+__all__ = ["ALL_CASE_COLUMNS", "TISSUE_RULE", "carried_tissues", "case_columns", "case_tissue_metrics",
+           "report_lines", "tissue_summary"]
