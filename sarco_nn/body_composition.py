@@ -213,6 +213,10 @@ def measure_composition_slice(
     labels = dict(TISSUE_LABELS if labels is None else labels)
     if "muscle" not in labels:
         raise SarcoError("the label map names no 'muscle'", fix='give e.g. {"muscle": 1, "imat": 2, "vat": 3, "sat": 4}.')
+    tissue_values = [v for k, v in labels.items() if k in TISSUES]
+    if len(set(tissue_values)) != len(tissue_values) or 0 in tissue_values:
+        raise SarcoError(f"the label map {labels} gives two tissues one value (or a tissue the background 0)",
+                         fix="give every tissue its own positive value.")
     convention = check_convention(convention)
     level = check_level(level)
     gates = HU_CONVENTIONS[convention]

@@ -513,3 +513,13 @@ def test_without_a_label_map_a_tissue_the_mask_lacks_is_absent_not_zero(four_tis
     (tmp_path / "sub" / "labels.json").write_text(json.dumps(LABELS))  # declared: IMAT annotated, none found
     o = json.loads(CliRunner().invoke(_cli(), [str(no_imat), "--image", str(ct_path), "--json"]).output)
     assert o["imat_source"] == "label" and o["imat_area_cm2"] == 0.0 and o["imat_hu_mean"] is None
+
+
+def test_label_map_with_a_shared_value_is_refused_and_myosteatosis_set_describes_itself():
+    with pytest.raises(SarcoError, match="one value"):
+        measure_composition_slice(np.ones((2, 2), np.uint8), (1.0, 1.0), None, {"muscle": 1, "vat": 1})
+    ts = get_threshold_set("MARTIN_MYOSTEATOSIS")
+    assert ts.describe("F", 24) == "muscle HU<41 HU (martin_myosteatosis, F)"
+    assert ts.describe("M", 25) == "muscle HU<33 HU (martin_myosteatosis, M)"
+    with pytest.raises(SarcoError, match="martin_myosteatosis"):
+        get_threshold_set("no_such_set")
