@@ -14,6 +14,11 @@ Every case goes through `sarco_nn.image_io` (the reader `sarco predict` uses too
 LPS, and each annotated axial slice becomes one 2-D training case on exactly the image's grid. All
 problems are collected and reported together; the dataset folder appears only when everything
 converted (it is written to a temporary folder and renamed at the end).
+
+Tissues: by default only muscle is kept (label 1; every other declared label becomes background).
+With `keep_tissues=True` the tissues labels.json names among `constants.TISSUE_LABELS` (imat, vat,
+sat) are kept too, remapped to those values (muscle stays 1), and dataset.json lists them, so one
+multi-label nnU-Net model learns all four; a declared name outside that map is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import SimpleITK as sitk
 from sarco_nn import __version__
 from sarco_nn.cases import case_entries, case_id_from_path, read_labels_json
 from sarco_nn.clinical import ClinicalRecord, read_clinical_csv, write_clinical_csv
-from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM
+from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM, TISSUE_LABELS
 from sarco_nn.errors import ClinicalDataError, InputError, SarcoError
 from sarco_nn.image_io import (
     check_ct_intensities,
@@ -72,15 +77,21 @@ class _Case:
 
 
 def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, dataset_id: int,
-                   overwrite: bool = False) -> ConversionResult:
-    """Convert `drop_dir` into raw_root/Dataset{dataset_id:03d}_{name}; raise one InputError listing all problems."""
+                   overwrite: bool = False, keep_tissues: bool = False) -> ConversionResult:
+    """Convert `drop_dir` into raw_root/Dataset{dataset_id:03d}_{name}; raise one InputError listing all problems.
+
+    keep_tissues: keep IMAT/VAT/SAT as labelled in labels.json (remapped to TISSUE_LABELS), not only muscle.
+    """
     drop_dir, raw_root = Path(drop_dir), Path(raw_root)
     dataset_name = _check_target(raw_root, name, dataset_id, overwrite)
     problems: list[str] = []
     notes: list[str] = []
     cases = _pair_cases(drop_dir, problems)
+    remap = {}
     try:
         muscle_value, allowed_values = _read_label_map(drop_dir / "labels.json")
+        if keep_tissues:
+            remap = _tissue_remap(drop_dir / "labels.json")
     except InputError as error:
         problems.append(str(error))
         muscle_value, allowed_values = MUSCLE_LABEL, {0, MUSCLE_LABEL}
@@ -95,7 +106,8 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
         clinical_out: list[ClinicalRecord] = []
         for number, case in enumerate(cases, start=1):
             try:
-                rows = _convert_case(case, f"{name}_{number:04d}", staging, drop_dir, muscle_value, allowed_values)
+                rows = _convert_case(case, f"{name}_{number:04d}", staging, drop_dir, muscle_value, allowed_values,
+                                     remap)
             except SarcoError as error:
                 problems.append(f"case {case.case_id!r}: {error}")
                 continue
@@ -108,7 +120,7 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
                 clinical_out.extend(_with_id(record, row["pid"]) for row in rows)
         if problems:
             raise InputError(_summary(problems, drop_dir))
-        _write_metadata(staging, name, drop_dir, manifest, clinical_out)
+        _write_metadata(staging, name, drop_dir, manifest, clinical_out, _dataset_labels(remap))
         target = raw_root / dataset_name
         if target.exists():  # only reachable with overwrite=True (checked above)
             shutil.rmtree(target)
@@ -188,6 +200,32 @@ def _read_label_map(path: Path) -> tuple[int, set[int]]:
     return labels["muscle"], {0, *values}
 
 
+def _tissue_remap(path: Path) -> dict[int, int]:
+    """{value in the masks: training value} of the non-muscle tissues labels.json names (keep_tissues)."""
+    if not path.exists():
+        return {}
+    labels = read_labels_json(path)
+    unknown = sorted(set(labels) - set(TISSUE_LABELS) - {"background"})
+    if unknown:
+        raise InputError(f"labels.json names {unknown}, which sarco cannot keep as tissues", path,
+                         f"name only {', '.join(TISSUE_LABELS)} (others: convert without keeping tissues)")
+    return {int(v): TISSUE_LABELS[k] for k, v in labels.items() if k in TISSUE_LABELS and k != "muscle"}
+
+
+def _dataset_labels(remap: dict[int, int]) -> dict[str, int]:
+    """dataset.json "labels": background, muscle 1, then every kept tissue with its TISSUE_LABELS value."""
+    kept = set(remap.values())
+    return {"background": 0, **{k: v for k, v in TISSUE_LABELS.items() if k == "muscle" or v in kept}}
+
+
+def _training_labels(mask2d: np.ndarray, muscle2d: np.ndarray, remap: dict[int, int] | None) -> np.ndarray:
+    """Training label slice: muscle → 1, kept tissues → their TISSUE_LABELS value, all else 0."""
+    out = muscle2d.astype(np.uint8) * MUSCLE_LABEL
+    for source, target in (remap or {}).items():
+        out[np.asarray(mask2d) == source] = target
+    return out
+
+
 def _read_clinical(path: Path, cases: list[_Case], problems: list[str], notes: list[str]) -> dict[str, ClinicalRecord]:
     if not path.is_file():
         problems.append(f"missing {path.name}: add it with columns case_id,sex,height_m (one row per case)")
@@ -213,7 +251,7 @@ def _read_clinical(path: Path, cases: list[_Case], problems: list[str], notes: l
 
 
 def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_value: int,
-                  allowed_values: set[int]) -> list[dict]:
+                  allowed_values: set[int], remap: dict[int, int] | None = None) -> list[dict]:
     image = read_image(case.image)
     check_ct_intensities(image, case.image)
     require_axial(image, case.image)
@@ -238,7 +276,8 @@ def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_v
     for z in annotated:
         slice_pid = pid if len(annotated) == 1 else f"{pid}_s{z:03d}"
         image_slice = extract_axial_slice(canonical_image, z)
-        label = sitk.GetImageFromArray(muscle[z][None].astype(np.uint8))
+        label = sitk.GetImageFromArray(_training_labels(sitk.GetArrayViewFromImage(canonical_mask)[z], muscle[z],
+                                                        remap)[None])
         label.CopyInformation(image_slice)  # exactly the image's grid
         sitk.WriteImage(image_slice, str(staging / "imagesTr" / f"{slice_pid}_0000{FILE_ENDING}"), useCompression=True)
         sitk.WriteImage(label, str(staging / "labelsTr" / f"{slice_pid}{FILE_ENDING}"), useCompression=True)
@@ -269,10 +308,10 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _write_metadata(staging: Path, name: str, drop_dir: Path, manifest: list[dict],
-                    clinical: list[ClinicalRecord]) -> None:
+                    clinical: list[ClinicalRecord], labels: dict[str, int] | None = None) -> None:
     dataset = {
         "channel_names": CHANNEL_NAMES,
-        "labels": LABELS,
+        "labels": labels or LABELS,
         "numTraining": len(manifest),
         "file_ending": FILE_ENDING,
         "name": name,

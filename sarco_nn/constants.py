@@ -12,6 +12,34 @@ CT_WINDOW_HU: tuple[float, float] = (-175.0, 250.0)
 #: Skeletal-muscle attenuation gate (Mitsiopoulos 1998); applied to SMA only when asked for.
 MUSCLE_HU_GATE: tuple[float, float] = (-29.0, 150.0)
 
+#: Adipose-tissue attenuation gate (Mitsiopoulos 1998 / Alberta protocol) for IMAT, VAT and SAT.
+ADIPOSE_HU_GATE: tuple[float, float] = (-190.0, -30.0)
+
+#: Tissue HU conventions a body-composition measurement can be made under (both bounds inclusive).
+#: "label": every labelled pixel counts (what `sarco measure`/`predict` do for SMA without --hu-gate);
+#: "alberta": muscle pixels count only within MUSCLE_HU_GATE, adipose pixels (IMAT, VAT, SAT) only
+#: within ADIPOSE_HU_GATE (Mitsiopoulos et al. 1998, J Appl Physiol 85:115; the Alberta protocol).
+HU_CONVENTIONS: dict[str, dict[str, tuple[float, float] | None]] = {
+    "label": {"muscle": None, "adipose": None},
+    "alberta": {"muscle": MUSCLE_HU_GATE, "adipose": ADIPOSE_HU_GATE},
+}
+DEFAULT_HU_CONVENTION: str = "label"
+
+#: Mask values of the four body-composition tissues (muscle stays 1; phantoms and conversion with
+#: tissues kept write these values, plus a labels.json naming them).
+TISSUE_LABELS: dict[str, int] = {"muscle": 1, "imat": 2, "vat": 3, "sat": 4}
+ADIPOSE_TISSUES: tuple[str, ...] = ("imat", "vat", "sat")
+
+#: Vertebral levels a body-composition measurement may be taken at (TotalSegmentator naming).
+LEVELS: tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
+DEFAULT_LEVEL: str = "L3"
+
+#: Derived IMAT (muscle-only mask + CT): adipose-HU pixels inside the muscle envelope, where the
+#: envelope is the muscle mask with its holes filled — only holes up to this area (cm²), so the
+#: abdominal cavity enclosed by a closed muscle ring (visceral fat) is never counted as IMAT.
+#: sarco's convention, not a published value.
+DERIVED_IMAT_MAX_HOLE_CM2: float = 10.0
+
 #: nnU-Net label map written into every dataset.json. Muscle is always label 1.
 LABELS: dict[str, int] = {"background": 0, "muscle": 1}
 MUSCLE_LABEL: int = LABELS["muscle"]

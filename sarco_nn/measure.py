@@ -22,6 +22,7 @@ exactly as predict refuses the CT (its area would be inflated by 1/cos(angle)).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 import numpy as np
 import SimpleITK as sitk
@@ -79,8 +80,13 @@ def sma_cm2(mask2d: np.ndarray, spacing_yx_mm: tuple[float, float], label: int =
 
 def area_cm2(n_pixels: int, spacing_yx_mm: tuple[float, float]) -> float:
     """n pixels × row spacing × column spacing / 100, in exact decimal arithmetic, rounded once."""
+    return float(area_exact(n_pixels, spacing_yx_mm))
+
+
+def area_exact(n_pixels: int, spacing_yx_mm: tuple[float, float]) -> Fraction:
+    """The exact area (cm²) `area_cm2` rounds: sums and ratios of areas stay exact (body composition)."""
     sy, sx = (exact(float(v)) for v in spacing_yx_mm)
-    return float(int(n_pixels) * sy * sx / 100)
+    return int(n_pixels) * sy * sx / 100
 
 
 def measure_slice(
@@ -218,12 +224,15 @@ def smi(sma_cm2: float | None, height_m: float | None) -> float | None:
     return float(smi_exact(sma_cm2, height_m))
 
 
-def _label_mask(mask: np.ndarray, label: int) -> np.ndarray:
+def label_mask(mask: np.ndarray, label: int) -> np.ndarray:
     """Boolean mask of `label`; float masks (some tools save 0.0/1.0) are rounded first."""
     mask = np.asarray(mask)
     if np.issubdtype(mask.dtype, np.floating):
         mask = np.rint(mask)
     return mask == label
+
+
+_label_mask = label_mask  # the name this module's own functions use
 
 
 def _is_nan(value: float) -> bool:

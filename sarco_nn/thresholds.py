@@ -22,12 +22,23 @@ Built-in sets (values and source):
   martin   — SMI < 43 (male, BMI < 25), < 53 (male, BMI ≥ 25), < 41 (female) cm²/m²
              (Martin et al. 2013, J Clin Oncol).
 
+Myosteatosis sets (metric `muscle_hu`, HU: low skeletal-muscle attenuation), same rule and schema:
+  martin_myosteatosis — mean muscle HU < 41 HU at BMI < 25, < 33 HU at BMI ≥ 25, both sexes
+             (Martin et al. 2013, J Clin Oncol 31:1539), measured over muscle pixels within the
+             −29…150 HU gate those cut-offs assume (`hu_gate`, applied whatever the area convention).
+
+Levels: every built-in set was derived at L3 (`levels`), so it gives a flag only at L3; at another
+vertebral level a measurement reports areas only (never L3's cut-offs applied elsewhere). A user
+file may declare the level(s) its cut-offs were derived at.
+
 A user file (JSON; YAML too when PyYAML is installed) follows this schema:
 
     {"name": "my_set",            # optional, defaults to the file name
-     "metric": "sma" | "smi",
+     "metric": "sma" | "smi" | "muscle_hu",
      "male":   52.4,              # a number, or a list of BMI bands:
-     "female": [{"bmi_max": 25, "cutoff": 41}, {"bmi_min": 25, "cutoff": 45}]}
+     "female": [{"bmi_max": 25, "cutoff": 41}, {"bmi_min": 25, "cutoff": 45}],
+     "level":  "L3",              # optional: a level or a list of levels (T12…L5); default L3
+     "hu_gate": [-29, 150]}       # optional, muscle_hu only: HU gate of the mean (default −29…150)
 
 A band applies when bmi_min <= BMI < bmi_max (either bound may be omitted); bands must not
 overlap. The first matching band wins.
@@ -47,7 +58,18 @@ from sarco_nn.errors import InputError, SarcoError
 
 DEFAULT_THRESHOLD_SET = "paper"
 
-_UNITS = {"sma": "cm²", "smi": "cm²/m²"}
+_UNITS = {"sma": "cm²", "smi": "cm²/m²", "muscle_hu": "HU"}
+
+#: Metrics of a sarcopenia (low muscle mass) set and of a myosteatosis (low attenuation) set.
+SARCOPENIA_METRICS = ("sma", "smi")
+MYOSTEATOSIS_METRICS = ("muscle_hu",)
+
+#: Level every built-in set was derived at (and the default level of a user file).
+CUTOFF_LEVEL_DEFAULT = "L3"
+#: Levels a user file may name (T12…L5, TotalSegmentator naming); kept equal to constants.LEVELS.
+_LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5")
+#: Gate a muscle_hu cut-off assumes unless its file says otherwise (constants.MUSCLE_HU_GATE).
+_DEFAULT_HU_GATE = (-29.0, 150.0)
 
 #: Every spelling of sex that sarco accepts (clinical.csv, `sarco measure --sex`, predict): one table.
 SEX_CODES: dict[str, str] = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
@@ -117,8 +139,28 @@ class ThresholdSet:
     """A named set of sex-specific (and optionally BMI-specific) cut-offs on SMA or SMI."""
 
     name: str
-    metric: str  # "sma" | "smi"
+    metric: str  # "sma" | "smi" | "muscle_hu"
     bands: dict[str, tuple[BmiBand, ...]] = field(default_factory=dict)  # "M"/"F" -> bands
+    levels: tuple[str, ...] = (CUTOFF_LEVEL_DEFAULT,)  # vertebral level(s) the cut-offs were derived at
+    hu_gate: tuple[float, float] | None = None  # muscle_hu only: HU gate the mean is taken within
+
+    @property
+    def kind(self) -> str:
+        """"sarcopenia" (SMA/SMI cut-offs) or "myosteatosis" (muscle attenuation cut-offs)."""
+        return "myosteatosis" if self.metric in MYOSTEATOSIS_METRICS else "sarcopenia"
+
+    def applies_at(self, level: str | None) -> bool:
+        """True when the cut-offs were published for `level` (None means the default, L3)."""
+        return (level or CUTOFF_LEVEL_DEFAULT).upper() in self.levels
+
+    def is_low(self, sex: str | None, value: Number | None, bmi: Number | None = None) -> bool | None:
+        """value < cut-off (exact, strict), for any metric; None when sex/BMI/value leave it undecided."""
+        if value is None or _nan(value):
+            return None
+        cutoff = self.cutoff_for(sex, bmi)
+        if cutoff is None:
+            return None
+        return bool(exact(value) < exact(cutoff))
 
     @property
     def unit(self) -> str:
@@ -149,6 +191,8 @@ class ThresholdSet:
             return f"no {self.name} cut-off for sex {key}"
         if self.cutoff_for(key, bmi) is None:
             return "missing BMI (height/weight)" if bmi is None or _nan(bmi) else f"BMI {float(bmi):.1f} outside every band"
+        if self.metric == "muscle_hu":
+            return None  # the attenuation itself is checked by the caller (is_low / myosteatosis)
         value = sma_cm2 if self.metric == "sma" else smi
         if value is None or _nan(value):
             return "missing SMA" if self.metric == "sma" else "missing height (SMI)"
@@ -161,6 +205,9 @@ class ThresholdSet:
         Compared exactly (module docstring). With `height_m`, an SMI set recomputes SMI exactly as
         SMA / height² instead of trusting the float `smi`, so SMI exactly at the cut-off stays put.
         """
+        if self.metric == "muscle_hu":
+            raise SarcoError(f"threshold set {self.name!r} is a myosteatosis set (muscle HU), not a sarcopenia set",
+                             fix="give it with --myosteatosis; use paper, derstine, prado or martin for --thresholds.")
         if self.why_undecidable(sex, sma_cm2, smi, bmi) is not None:
             return None
         if self.metric == "sma":
@@ -178,7 +225,8 @@ class ThresholdSet:
         if cutoff is None:
             reason = self.why_undecidable(sex, 0.0, 0.0, bmi) or "no cut-off"
             return f"{self.metric.upper()} cut-off undecidable ({self.name}, {key}: {reason})"
-        return f"{self.metric.upper()}<{cutoff:g} {self.unit} ({self.name}, {key})"
+        label = "muscle HU" if self.metric == "muscle_hu" else self.metric.upper()
+        return f"{label}<{cutoff:g} {self.unit} ({self.name}, {key})"
 
 
 def normalise_sex(sex: str | None) -> str | None:
@@ -204,18 +252,28 @@ THRESHOLD_SETS: dict[str, ThresholdSet] = {
     ),
 }
 
+_MARTIN_MA = (BmiBand(41.0, bmi_max=25.0), BmiBand(33.0, bmi_min=25.0))
+#: Built-in myosteatosis sets (metric muscle_hu), by name; looked up by the same get_threshold_set.
+MYOSTEATOSIS_SETS: dict[str, ThresholdSet] = {
+    "martin_myosteatosis": ThresholdSet("martin_myosteatosis", "muscle_hu", {"M": _MARTIN_MA, "F": _MARTIN_MA},
+                                        hu_gate=_DEFAULT_HU_GATE),
+}
+DEFAULT_MYOSTEATOSIS_SET = "martin_myosteatosis"
+
 
 def get_threshold_set(name_or_path: str | Path) -> ThresholdSet:
     """A built-in set by name, or a user JSON/YAML file (schema in the module docstring)."""
     text = str(name_or_path)
     if text.lower() in THRESHOLD_SETS:
         return THRESHOLD_SETS[text.lower()]
+    if text.lower() in MYOSTEATOSIS_SETS:
+        return MYOSTEATOSIS_SETS[text.lower()]
     path = Path(text).expanduser()
     if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
         return load_threshold_file(path)
     raise SarcoError(
         f"unknown threshold set {text!r}",
-        fix=f"use one of: {', '.join(THRESHOLD_SETS)}, or a JSON/YAML file path.",
+        fix=f"use one of: {', '.join([*THRESHOLD_SETS, *MYOSTEATOSIS_SETS])}, or a JSON/YAML file path.",
     )
 
 
@@ -238,24 +296,52 @@ def load_threshold_file(path: str | Path) -> ThresholdSet:
         raise
     except Exception as exc:  # json.JSONDecodeError / yaml.YAMLError
         raise InputError(f"cannot parse threshold file ({str(exc).splitlines()[0]})", path=path) from None
-    fix = 'expected {"metric": "sma"|"smi", "male": <number or bands>, "female": <number or bands>}.'
+    fix = 'expected {"metric": "sma"|"smi"|"muscle_hu", "male": <number or bands>, "female": <number or bands>}.'
     if not isinstance(data, dict):
         raise InputError("threshold file must hold one object", path=path, fix=fix)
     metric = str(data.get("metric", "")).lower()
     if metric not in _UNITS:
-        raise InputError(f"metric must be 'sma' or 'smi', got {data.get('metric')!r}", path=path, fix=fix)
+        raise InputError(f"metric must be 'sma', 'smi' or 'muscle_hu', got {data.get('metric')!r}", path=path, fix=fix)
     bands: dict[str, tuple[BmiBand, ...]] = {}
     for key, sex in (("male", "M"), ("female", "F")):
         if key not in data:
             raise InputError(f"missing '{key}' cut-off", path=path, fix=fix)
-        bands[sex] = _parse_bands(data[key], key, path, fix)
+        bands[sex] = _parse_bands(data[key], key, path, fix, any_sign=metric == "muscle_hu")
     name = str(data.get("name") or path.stem)
-    return ThresholdSet(name, metric, bands)
+    levels = _parse_levels(data.get("level", CUTOFF_LEVEL_DEFAULT), path, fix)
+    hu_gate = None
+    if metric == "muscle_hu":
+        hu_gate = _parse_gate(data.get("hu_gate", list(_DEFAULT_HU_GATE)), path)
+    elif "hu_gate" in data:
+        raise InputError("'hu_gate' applies to metric 'muscle_hu' only", path=path, fix="remove it or use muscle_hu.")
+    return ThresholdSet(name, metric, bands, levels, hu_gate)
 
 
-def _parse_bands(value, key: str, path: Path, fix: str) -> tuple[BmiBand, ...]:
+def _parse_levels(value, path: Path, fix: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    levels = tuple(str(v).strip().upper() for v in items)
+    bad = [v for v in levels if v not in _LEVELS]
+    if not levels or bad:
+        raise InputError(f"'level' {value!r} is not one of {', '.join(_LEVELS)}", path=path, fix=fix)
+    return levels
+
+
+def _parse_gate(value, path: Path) -> tuple[float, float]:
+    fix = 'write it as "hu_gate": [low, high] in HU, e.g. [-29, 150].'
+    if not isinstance(value, list) or len(value) != 2 or any(isinstance(v, bool) for v in value):
+        raise InputError(f"'hu_gate' {value!r} must be two numbers", path=path, fix=fix)
+    try:
+        lo, hi = float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        raise InputError(f"'hu_gate' {value!r} must be two numbers", path=path, fix=fix) from None
+    if not lo < hi or math.isinf(lo) or math.isinf(hi):
+        raise InputError(f"'hu_gate' {value!r} needs low < high", path=path, fix=fix)
+    return lo, hi
+
+
+def _parse_bands(value, key: str, path: Path, fix: str, any_sign: bool = False) -> tuple[BmiBand, ...]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (BmiBand(_positive(value, key, path, fix)),)
+        return (BmiBand(_positive(value, key, path, fix, any_sign)),)
     if not isinstance(value, list) or not value:
         raise InputError(f"'{key}' must be a number or a non-empty list of BMI bands", path=path, fix=fix)
     bands = []
@@ -266,7 +352,7 @@ def _parse_bands(value, key: str, path: Path, fix: str) -> tuple[BmiBand, ...]:
         lo, hi = item.get("bmi_min"), item.get("bmi_max")
         if lo is not None and hi is not None and not float(lo) < float(hi):
             raise InputError(f"'{key}' band has bmi_min >= bmi_max", path=path, fix=fix)
-        bands.append(BmiBand(_positive(item["cutoff"], key, path, fix),
+        bands.append(BmiBand(_positive(item["cutoff"], key, path, fix, any_sign),
                              None if lo is None else float(lo), None if hi is None else float(hi)))
     for i, a in enumerate(bands):  # overlapping bands would make the answer order-dependent
         for b in bands[i + 1:]:
@@ -283,12 +369,16 @@ def _hi(band: BmiBand) -> float:
     return math.inf if band.bmi_max is None else band.bmi_max
 
 
-def _positive(value, key: str, path: Path, fix: str) -> float:
+def _positive(value, key: str, path: Path, fix: str, allow_negative: bool = False) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise InputError(f"'{key}' cut-off {value!r} is not a number", path=path, fix=fix) from None
-    if not number > 0 or math.isinf(number):
+    if math.isnan(number) or math.isinf(number):
+        raise InputError(f"'{key}' cut-off {value!r} must be a finite number", path=path, fix=fix)
+    if allow_negative:
+        return number
+    if not number > 0:
         raise InputError(f"'{key}' cut-off {value!r} must be a positive number", path=path, fix=fix)
     return number
 
@@ -298,6 +388,6 @@ def _nan(value) -> bool:
 
 
 __all__ = [
-    "DEFAULT_THRESHOLD_SET", "THRESHOLD_SETS", "SEX_CODES", "BmiBand", "ThresholdSet", "bmi", "exact",
+    "DEFAULT_MYOSTEATOSIS_SET", "DEFAULT_THRESHOLD_SET", "MYOSTEATOSIS_SETS", "THRESHOLD_SETS", "SEX_CODES", "BmiBand", "ThresholdSet", "bmi", "exact",
     "get_threshold_set", "load_threshold_file", "normalise_sex", "smi_exact",
 ]

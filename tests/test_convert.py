@@ -276,3 +276,34 @@ def test_failing_dicom_series_in_a_dropin_is_refused_by_name(tmp_path):
     with pytest.raises(InputError) as info:
         convert_dropin(drop, tmp_path / "raw", "T", 510)
     assert "case 'tilted'" in str(info.value) and "gantry tilt" in str(info.value)
+
+
+def test_keep_tissues_remaps_to_tissue_labels_and_muscle_stays_1(tmp_path):
+    from sarco_nn.constants import TISSUE_LABELS
+
+    drop = tmp_path / "drop"
+    hu = phantom_array(nz=3)
+    lps = make_image(hu)
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[1][muscle_of(hu)[1] > 0] = 7   # muscle declared as 7
+    labels[1][(hu[1] < -50) & (labels[1] == 0)] = 5  # fat, declared "sat"
+    labels[1][0, 0] = 6  # one pixel declared "imat"
+    mask = sitk.GetImageFromArray(labels)
+    mask.CopyInformation(lps)
+    add_case(drop, "p1", lps, mask)
+    (drop / "labels.json").write_text(json.dumps({"muscle": 7, "sat": 5, "imat": 6}))
+    clinical(drop, ["p1"])
+    plain = convert_dropin(drop, tmp_path / "raw", "Plain", 505)
+    kept = convert_dropin(drop, tmp_path / "raw", "Tissues", 506, keep_tissues=True)
+    out = sitk.GetArrayFromImage(sitk.ReadImage(str(kept.dataset_dir / "labelsTr" / "Tissues_0001.nii.gz")))[0]
+    assert np.array_equal(out == 1, labels[1] == 7)
+    assert np.array_equal(out == TISSUE_LABELS["sat"], labels[1] == 5) and (labels[1] == 5).any()
+    assert np.array_equal(out == TISSUE_LABELS["imat"], labels[1] == 6) and not (out == 3).any()
+    meta = json.loads((kept.dataset_dir / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "muscle": 1, "imat": 2, "sat": 4}
+    assert json.loads((plain.dataset_dir / "dataset.json").read_text())["labels"] == LABELS
+    only = sitk.GetArrayFromImage(sitk.ReadImage(str(plain.dataset_dir / "labelsTr" / "Plain_0001.nii.gz")))[0]
+    assert set(np.unique(only)) == {0, 1}
+    (drop / "labels.json").write_text(json.dumps({"muscle": 7, "sat": 5, "bone": 6}))
+    with pytest.raises(InputError, match="bone"):
+        convert_dropin(drop, tmp_path / "raw", "Bad", 507, keep_tissues=True)

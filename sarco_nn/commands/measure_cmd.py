@@ -1,4 +1,9 @@
-"""`sarco measure`: SMA / SMI / muscle HU / sarcopenia flag from an existing mask (thin CLI layer)."""
+"""`sarco measure`: SMA / SMI / muscle HU / sarcopenia flag from an existing mask (thin CLI layer).
+
+With `--tissues` (or a `--labels` file, or a mask holding muscle plus another tissue value of
+`constants.TISSUE_LABELS`) it also reports the body composition of `sarco_nn.body_composition`:
+muscle, IMAT, VAT, SAT (area, HU mean/SD), indices and the myosteatosis flag.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ from typing import Optional
 
 import typer
 
-from sarco_nn.constants import MUSCLE_HU_GATE, MUSCLE_LABEL
+from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_HU_GATE, MUSCLE_LABEL, TISSUE_LABELS
 from sarco_nn.status import FLAG_UNKNOWN
-from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, get_threshold_set, normalise_sex
+from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, get_threshold_set, normalise_sex
 
 
 def measure(
@@ -26,6 +31,16 @@ def measure(
     hu_gate: bool = typer.Option(False, "--hu-gate", help="Count only mask pixels within the muscle HU gate (needs --image)."),
     thresholds: str = typer.Option(DEFAULT_THRESHOLD_SET, "--thresholds", help="paper, prado, martin, or a JSON/YAML file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object; a list for a 3-D mask without --slice)."),
+    tissues: bool = typer.Option(False, "--tissues", help="Body composition: muscle, IMAT, VAT, SAT, indices, myosteatosis."),
+    labels_file: Optional[Path] = typer.Option(None, "--labels", help="labels.json naming the tissue values "
+                                               "(default muscle 1, imat 2, vat 3, sat 4); implies --tissues."),
+    level: str = typer.Option(DEFAULT_LEVEL, "--level", help="Vertebral level of the slice (T12…L5); flags only "
+                              "where the threshold set was published for that level."),
+    hu_convention: Optional[str] = typer.Option(None, "--hu-convention", help="Tissue HU rule: label (every labelled "
+                                                "pixel) or alberta (muscle −29…150, adipose −190…−30 HU). "
+                                                "Default: alberta with --hu-gate, else label."),
+    myosteatosis: str = typer.Option(DEFAULT_MYOSTEATOSIS_SET, "--myosteatosis",
+                                     help="Myosteatosis set (muscle HU cut-offs): martin_myosteatosis or a JSON file."),
 ):
     """Measure skeletal muscle area (cm²), SMI (cm²/m²) and mean muscle HU on an existing mask.
 
@@ -47,10 +62,24 @@ def measure(
         raise SarcoError(f"--height {height} looks like centimetres", fix="give the height in metres, e.g. 1.62.")
     if hu_gate and image is None:
         raise SarcoError("--hu-gate needs the CT", fix="pass it with --image CT.")
+    from sarco_nn.body_composition import check_convention, check_level
+
+    level = check_level(level)
+    convention = check_convention(hu_convention or ("alberta" if hu_gate else "label"))
+    if hu_gate and convention != "alberta":
+        raise SarcoError(f"--hu-gate contradicts --hu-convention {convention}", fix="drop one of them.")
+    if convention == "alberta" and image is None:
+        raise SarcoError("the alberta HU convention needs the CT", fix="pass it with --image CT.")
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
+    tissue_labels = resolve_tissue_labels(mask_img, mask, labels_file, label, force=tissues)
     objects = measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=slice_index,
-                              hu_gate=hu_gate, mask_name=str(mask), ct_name=None if image is None else str(image))
+                              hu_gate=convention == "alberta", mask_name=str(mask),
+                              ct_name=None if image is None else str(image), level=level)
+    if tissue_labels is not None:
+        add_body_composition(objects, mask_img, ct_img, tissue_labels, convention, level, sex_code, height, weight,
+                             get_threshold_set(myosteatosis), mask_name=str(mask),
+                             ct_name=None if image is None else str(image))
     if as_json:
         single = len(objects) == 1 and (slice_index is not None or mask_img.GetDimension() == 2
                                         or _n_axial_slices(mask_img) == 1)
@@ -68,22 +97,26 @@ def measure(
         parts.append(f"sarcopenic: {flag} [{o['threshold']}]")
         parts.append(f"status: {o['status']}")
         typer.echo("  ".join(parts))
+        if "hu_convention" in o:
+            typer.echo("  " + _composition_text(o))
         for reason in o["reasons"]:
             typer.echo(f"  {reason['code']}: {reason['message']}")
 
 
 def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
                     label: int = MUSCLE_LABEL, slice_index: int | None = None, hu_gate: bool = False,
-                    mask_name: str | None = None, ct_name: str | None = None) -> list[dict]:
+                    mask_name: str | None = None, ct_name: str | None = None, level: str | None = None) -> list[dict]:
     """One result object per measured slice: numbers, status, reasons and the flag (or "unknown").
 
     The flag is withheld ("unknown") when the mask is empty, lacks the label or is implausibly
-    small (`sarco_nn.mask_checks`), or when the threshold set cannot decide (sex, height, BMI).
+    small (`sarco_nn.mask_checks`), or when the threshold set cannot decide (sex, height, BMI),
+    or when the set was not published for `level` (then `threshold` says so; areas only).
     """
     import SimpleITK as sitk
 
     from sarco_nn.errors import SarcoError
     from sarco_nn.mask_checks import labels_in, mask_reasons
+    from sarco_nn.body_composition import level_note
     from sarco_nn.measure import axial_stack, measure_image, smi
     from sarco_nn.status import Verdict
     from sarco_nn.thresholds import bmi as exact_bmi
@@ -102,7 +135,9 @@ def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | 
         verdict = Verdict()
         verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present))
         smi_value = smi(m.sma_cm2, height)
-        flag = ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi, height_m=height) if verdict.flag_allowed else None
+        at_level = ts.applies_at(level)
+        flag = (ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi, height_m=height)
+                if verdict.flag_allowed and at_level else None)
         objects.append({
             "sma_cm2": round(m.sma_cm2, 4),
             "smi_cm2_m2": None if smi_value is None else round(smi_value, 4),
@@ -112,7 +147,7 @@ def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | 
             "n_pixels": m.n_pixels,
             "sarcopenic": FLAG_UNKNOWN if flag is None else flag,
             "threshold_set": ts.name,
-            "threshold": ts.describe(sex_code, bmi),
+            "threshold": ts.describe(sex_code, bmi) if at_level else level_note(ts, level),
             "status": verdict.status.value,
             "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
         })
@@ -123,3 +158,77 @@ def _n_axial_slices(image) -> int:
     from sarco_nn.measure import axial_stack
 
     return axial_stack(image).array.shape[0]
+
+
+def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | None, label: int,
+                          force: bool) -> dict[str, int] | None:
+    """The tissue label map for body composition, or None when only the SMA is asked for.
+
+    --labels FILE wins; else a labels.json beside the mask (a tissue it names but the mask lacks
+    measures 0 cm²); else TISSUE_LABELS with muscle = --label, keeping only the values the mask holds.
+    Without --tissues/--labels, body composition is reported only when the mask holds the muscle
+    value and at least one other tissue value of that map (a multi-tissue mask).
+    """
+    import SimpleITK as sitk
+
+    from sarco_nn.cases import LABELS_FILE, read_labels_json
+    from sarco_nn.mask_checks import labels_in
+
+    beside = Path(mask_path).parent / LABELS_FILE
+    if labels_file is not None:
+        labels = read_labels_json(labels_file)
+    elif beside.is_file():
+        labels = read_labels_json(beside)
+    else:
+        labels = {**TISSUE_LABELS, "muscle": label}
+        labels = {k: v for k, v in labels.items() if k == "muscle" or v != label}
+    present = set(labels_in(sitk.GetArrayViewFromImage(mask_img)))
+    others = {v for k, v in labels.items() if k in TISSUE_LABELS and k != "muscle"}
+    if not (force or labels_file is not None or (labels["muscle"] in present and present & others)):
+        return None
+    if labels_file is None and not beside.is_file():
+        # no declared map: a tissue value the mask does not hold is "absent" (not 0 cm²); IMAT then derivable
+        labels = {k: v for k, v in labels.items() if k == "muscle" or v in present}
+    return labels
+
+
+def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str, int], convention: str,
+                         level: str, sex_code: str | None, height: float | None, weight: float | None,
+                         myo_set, *, mask_name: str | None = None, ct_name: str | None = None) -> None:
+    """Add every tissue (areas cm², HU mean/SD, indices) and the myosteatosis flag to each slice's object."""
+    from sarco_nn.body_composition import measure_composition_image, result_columns
+    from sarco_nn.thresholds import bmi as exact_bmi
+
+    bmi = exact_bmi(height, weight)
+    for o in objects:
+        comp = measure_composition_image(mask_img, ct_img, labels, convention, level, height, o["slice_index"],
+                                         mask_name=mask_name, ct_name=ct_name)[0]
+        withheld = o["status"] == "failed" or bool(o["reasons"])  # every measure reason blocks a flag
+        row = result_columns(comp, myo_set, sex_code, bmi, withheld=withheld, unknown=FLAG_UNKNOWN,
+                             digits={"area": 4, "hu": 2})
+        o.update({k: v for k, v in row.items() if k not in o})  # shared keys (SMI, muscle HU) are the SMA path's
+
+
+def _composition_text(o: dict) -> str:
+    parts = [f"level {o['level']}, HU convention {o['hu_convention']}"
+             f" (muscle {o['muscle_hu_range'] or 'all'}, adipose {o['adipose_hu_range'] or 'all'} HU)"]
+    for tissue in ("muscle", "imat", "vat", "sat"):
+        if o[f"{tissue}_source"] == "absent":
+            parts.append(f"{tissue.upper()}: absent")
+            continue
+        area, hu = (o["sma_cm2"], o["muscle_hu_mean"]) if tissue == "muscle" else (o[f"{tissue}_area_cm2"],
+                                                                                   o[f"{tissue}_hu_mean"])
+        text = f"{tissue.upper()} {area:.2f} cm²"
+        if hu is not None:
+            text += f" HU {hu:.1f}±{o[f'{tissue}_hu_sd']:.1f}"
+        if o[f"{tissue}_source"] == "derived":
+            text += " (derived)"
+        parts.append(text)
+    for key, name, unit in (("vati_cm2_m2", "VATI", "cm²/m²"), ("sati_cm2_m2", "SATI", "cm²/m²"),
+                            ("vat_sat_ratio", "VAT/SAT", ""), ("total_adipose_cm2", "adipose", "cm²"),
+                            ("imat_pct_of_sma", "IMAT", "% of SMA"), ("muscle_attenuation_hu", "attenuation", "HU")):
+        if o[key] is not None:
+            parts.append(f"{name} {o[key]:.2f} {unit}".rstrip())
+    flag = {True: "yes", False: "no"}.get(o["myosteatosis"], FLAG_UNKNOWN)
+    parts.append(f"myosteatosis: {flag} [{o['myosteatosis_threshold']}]")
+    return "  ".join(parts)

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sarco_nn.cases import index_by_case, muscle_label_for
+from sarco_nn.cases import LABELS_FILE, index_by_case, muscle_label_for, read_labels_json
 from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
-from sarco_nn.evaluation import report
+from sarco_nn.evaluation import report, tissues
 from sarco_nn.evaluation.agreement import REL_TOL, agreement
 from sarco_nn.evaluation.classification import Confusion
 from sarco_nn.evaluation.localization import level_summary, predicted_level
@@ -65,6 +65,7 @@ RULES: dict[str, str] = {
     "cutoffs": "sarcopenic = value strictly below the cut-off, compared in exact decimal arithmetic "
                "(BMI and SMI from the entered height and weight)",
     "undefined_statistics": f"ICC/Pearson on data whose spread is below {REL_TOL:g} of its magnitude: undefined",
+    "tissues": tissues.TISSUE_RULE,
 }
 #: Number of worst cases (largest |SMA error|) drawn as overlays.
 N_WORST = 5
@@ -219,7 +220,7 @@ def _scored_flag(pred, ref, withheld: bool):
 
 
 def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref_label: int, problems: _Problems,
-                   pred_label: int = MUSCLE_LABEL) -> dict:
+                   pred_label: int = MUSCLE_LABEL, ref_tissue_labels: dict[str, int] | None = None) -> dict:
     ref_img, ref_stack, ref_values = _read_mask_stack(case.reference, label=ref_label, side="reference")
     _, pred_stack, pred_values = _read_mask_stack(case.prediction, ref_img, case.reference, pred_label)
     z_found = _annotated_slice(ref_stack, ref_label, case.case_id)
@@ -242,6 +243,9 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
     m_ref = measure_slice(ref2d.astype(np.uint8), spacing, None if ct is None else ct[z], label=1)
     m_pred = measure_slice(pred_level.astype(np.uint8), spacing, None if ct is None else ct[z_pred], label=1)
     sma_annotated = _sma_at_annotated_slice(case, ref_img, z, pred_label, spacing)
+    carried = tissues.carried_tissues(ref_tissue_labels, pred_values)
+    tissue_columns = tissues.case_tissue_metrics(ref_stack.array[z], pred_stack.array[z], carried, spacing,
+                                                 None if ct is None else ct[z]) if m_ref.n_pixels else {}
 
     ref_reasons = mask_reasons(m_ref, spacing, label=ref_label, labels_present=ref_values, what="reference")
     pred_reasons = mask_reasons(m_pred, spacing, label=pred_label, labels_present=pred_values, what="prediction")
@@ -313,6 +317,7 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
         "flip_k_percent": impact.flip_k,
         "distance_to_cutoff_percent": impact.distance_to_cutoff_percent,
         "note": "; ".join(notes),
+        **tissue_columns,
         "_pred_scored": scored,  # the flag the confusion matrix counts (withheld = wrong); not in cases.csv
         "_pred_withheld": withheld,
         "_slice": z,  # canonical slices, for the overlays (not written to cases.csv)
@@ -455,6 +460,7 @@ def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) ->
         "pooled": _fold_row("pooled", rows),
         "worst_cases": [r["case_id"] for r in ranked[:N_WORST]],
         "l3": level_summary(rows),
+        "tissues": tissues.tissue_summary(rows),
         "problems": problems,
     }
 
@@ -462,19 +468,22 @@ def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) ->
 # ---------------------------------------------------------------------------- orchestration
 def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path, thresholds: str = DEFAULT_THRESHOLD_SET,
                    label: int = MUSCLE_LABEL, problems: _Problems | None = None, extra: dict | None = None,
-                   pred_label: int = MUSCLE_LABEL, label_source: str = "sarco default") -> dict:
+                   pred_label: int = MUSCLE_LABEL, label_source: str = "sarco default",
+                   ref_tissue_labels: dict[str, int] | None = None) -> dict:
     """Evaluate paired cases, write cases.csv / summary.json / report.md / plots, return the summary.
 
     label: muscle value in the REFERENCE masks (from labels.json or --label; `label_source` says
     which); pred_label: muscle value in the predictions (sarco's own MUSCLE_LABEL).
     extra: keys added to the summary (e.g. dataset and model of a cross-validation).
+    ref_tissue_labels: the reference's full label map (labels.json / dataset.json): tissues other
+    than muscle it names are evaluated per tissue against multi-tissue predictions (`tissues`).
     """
     ts = get_threshold_set(thresholds)
     problems = problems or _Problems()
     rows, inputs = [], {}
     for case in cases:
         try:
-            row = _evaluate_case(case, clinical, ts, label, problems, pred_label)
+            row = _evaluate_case(case, clinical, ts, label, problems, pred_label, ref_tissue_labels)
         except SarcoError as exc:
             problems.add("unreadable or inconsistent files (case skipped)", f"{case.case_id}: {exc}")
             continue
@@ -579,7 +588,9 @@ def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: 
     cases = _pair_cases(predictions, list_masks(reference_dir), images_dir and Path(images_dir), folds, problems,
                         annotated)
     ref_label, source = muscle_label_for(reference_dir, label)
-    return evaluate_cases(cases, clinical, Path(out_dir), thresholds, ref_label, problems, label_source=source)
+    ref_tissues = read_labels_json(source) if source.endswith(LABELS_FILE) else None
+    return evaluate_cases(cases, clinical, Path(out_dir), thresholds, ref_label, problems, label_source=source,
+                          ref_tissue_labels=ref_tissues)
 
 
 def crossval_model_dirs(workspace, dataset: str | int | None = None) -> tuple[str, list[Path]]:
@@ -647,5 +658,16 @@ def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=
     out = Path(out_dir) if out_dir is not None else model_dir / "sarco_evaluation"
     ref_label = MUSCLE_LABEL if label is None else int(label)  # labelsTr: `sarco convert` writes muscle as 1
     return evaluate_cases(cases, clinical, out, thresholds, ref_label, problems,
-                          extra={"dataset": name, "model": model_dir.name},
+                          extra={"dataset": name, "model": model_dir.name}, ref_tissue_labels=_dataset_labels(raw),
                           label_source="--label" if label is not None else "labelsTr (sarco convert)")
+
+
+def _dataset_labels(raw: Path) -> dict[str, int] | None:
+    """The label map of a converted dataset (dataset.json "labels"), for the per-tissue evaluation."""
+    import json
+
+    try:
+        labels = json.loads((raw / "dataset.json").read_text(encoding="utf-8")).get("labels") or {}
+    except (OSError, ValueError):
+        return None
+    return {k: int(v) for k, v in labels.items() if k != "background" and isinstance(v, int)} or None

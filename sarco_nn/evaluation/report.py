@@ -85,7 +85,11 @@ def write_csv(path: Path, columns, rows: list[dict]) -> None:
 
 
 def write_cases_csv(rows: list[dict], path: Path) -> None:
-    write_csv(path, CASE_COLUMNS, rows)
+    """cases.csv: CASE_COLUMNS, then the per-tissue columns of the tissues evaluated (if any)."""
+    from sarco_nn.evaluation.tissues import ALL_CASE_COLUMNS
+
+    extra = [c for c in ALL_CASE_COLUMNS if any(c in row for row in rows)]
+    write_csv(path, (*CASE_COLUMNS, *extra), rows)
 
 
 def _fmt(value, digits: int = 2, percent: bool = False) -> str:
@@ -199,6 +203,9 @@ def write_report_md(summary: dict, rows: list[dict], path: Path, plots: dict[str
             "",
         ]
     lines += _l3_section(s.get("l3"))
+    from sarco_nn.evaluation.tissues import report_lines as tissue_lines
+
+    lines += tissue_lines(s.get("tissues"), _fmt)
     lines += [
         "## Per fold",
         "",

@@ -1,0 +1,119 @@
+"""Per-tissue evaluation (muscle, IMAT, VAT, SAT): Dice, area agreement, HU bias, report sections.
+
+Rules (also in the report):
+  * A tissue is evaluated when BOTH sides carry it: the reference's label map (labels.json)
+    names it, and the prediction is a multi-tissue mask (it holds a value of another tissue of
+    `constants.TISSUE_LABELS`; sarco's multi-label models write those values).
+  * Compared at the reference's (annotated) slice, every labelled pixel counted (the "label" HU
+    convention), so Dice and areas describe the segmentation, not an HU rule.
+  * Area agreement reuses `evaluation.agreement` (Bland–Altman bias and 95 % LoA, ICC(2,1)/(3,1));
+    HU bias = mean over cases of (predicted − reference) mean HU, where both are defined.
+  * Both masks empty of a tissue: Dice 1 (as `metrics.dice_iou`), area 0 on both sides.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sarco_nn.body_composition import TISSUES, hu_stats
+from sarco_nn.constants import TISSUE_LABELS
+from sarco_nn.evaluation.agreement import agreement
+from sarco_nn.evaluation.metrics import dice_iou
+from sarco_nn.measure import label_mask, area_cm2
+
+TISSUE_RULE = ("each tissue named by the reference's labels.json and present as a tissue value in a multi-tissue "
+               "prediction is compared at the reference's slice, every labelled pixel counted; "
+               "HU bias = mean(predicted − reference mean HU)")
+
+#: Per-case columns (cases.csv) for every evaluated tissue.
+def case_columns(tissue: str) -> tuple[str, ...]:
+    return (f"{tissue}_dice", f"{tissue}_area_ref_cm2", f"{tissue}_area_pred_cm2", f"{tissue}_area_error_cm2",
+            f"{tissue}_hu_ref", f"{tissue}_hu_pred", f"{tissue}_hu_error")
+
+
+ALL_CASE_COLUMNS: tuple[str, ...] = tuple(c for t in TISSUES for c in case_columns(t))
+
+_NAMES = {"muscle": "Skeletal muscle", "imat": "IMAT", "vat": "VAT", "sat": "SAT"}
+
+
+def carried_tissues(ref_labels: dict[str, int] | None, pred_values) -> dict[str, tuple[int, int]]:
+    """{tissue: (reference value, prediction value)} for the tissues both sides carry; {} for muscle-only."""
+    if not ref_labels:
+        return {}
+    others = {v for k, v in TISSUE_LABELS.items() if k != "muscle"}
+    if not others & {int(v) for v in pred_values}:
+        return {}
+    carried = {t: (int(ref_labels[t]), TISSUE_LABELS[t]) for t in TISSUES if t in ref_labels}
+    return carried if len(carried) > 1 else {}
+
+
+def case_tissue_metrics(ref2d: np.ndarray, pred2d: np.ndarray, carried: dict[str, tuple[int, int]],
+                        spacing_yx_mm: tuple[float, float], ct2d: np.ndarray | None = None) -> dict:
+    """Flat per-case columns (`case_columns`) of every carried tissue at one slice."""
+    out: dict = {}
+    for tissue, (ref_value, pred_value) in carried.items():
+        ref, pred = label_mask(ref2d, ref_value), label_mask(pred2d, pred_value)
+        dice, _ = dice_iou(pred, ref)
+        a_ref, a_pred = area_cm2(int(ref.sum()), spacing_yx_mm), area_cm2(int(pred.sum()), spacing_yx_mm)
+        hu_ref = hu_pred = None
+        if ct2d is not None:
+            hu_ref, hu_pred = (None if m is None else float(m) for m in (hu_stats(ct2d[ref])[0], hu_stats(ct2d[pred])[0]))
+        out.update({
+            f"{tissue}_dice": dice,
+            f"{tissue}_area_ref_cm2": a_ref,
+            f"{tissue}_area_pred_cm2": a_pred,
+            f"{tissue}_area_error_cm2": a_pred - a_ref,
+            f"{tissue}_hu_ref": hu_ref,
+            f"{tissue}_hu_pred": hu_pred,
+            f"{tissue}_hu_error": None if hu_ref is None or hu_pred is None else hu_pred - hu_ref,
+        })
+    return out
+
+
+def tissue_summary(rows: list[dict]) -> dict:
+    """{tissue: {n, dice_mean/median/min, area agreement, hu_bias, hu_n}} over rows carrying it."""
+    summary = {}
+    for tissue in TISSUES:
+        have = [r for r in rows if r.get(f"{tissue}_dice") is not None]
+        if not have:
+            continue
+        dice = np.array([r[f"{tissue}_dice"] for r in have], dtype=float)
+        area = agreement([r[f"{tissue}_area_pred_cm2"] for r in have], [r[f"{tissue}_area_ref_cm2"] for r in have])
+        hu_err = [r[f"{tissue}_hu_error"] for r in have if r.get(f"{tissue}_hu_error") is not None]
+        summary[tissue] = {
+            "n": len(have),
+            "dice_mean": float(dice.mean()),
+            "dice_median": float(np.median(dice)),
+            "dice_min": float(dice.min()),
+            "area_agreement_cm2": area.to_dict(),
+            "hu_n": len(hu_err),
+            "hu_bias": float(np.mean(hu_err)) if hu_err else math.nan,
+        }
+    return summary
+
+
+def report_lines(tissues: dict | None, fmt) -> list[str]:
+    """One markdown section per evaluated tissue (empty when no tissue beyond muscle was compared)."""
+    if not tissues:
+        return []
+    lines = [f"Per-tissue rule: {TISSUE_RULE}.", ""]
+    for tissue, t in tissues.items():
+        a = t["area_agreement_cm2"]
+        lines += [
+            f"## Tissue: {_NAMES.get(tissue, tissue)}",
+            "",
+            "| n | Dice mean | Dice median | Dice min | area bias (cm²) | 95 % LoA (cm²) | ICC(2,1) | ICC(3,1) | "
+            "HU bias (n) |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {t['n']} | {fmt(t['dice_mean'], 4)} | {fmt(t['dice_median'], 4)} | {fmt(t['dice_min'], 4)} | "
+            f"{fmt(a['bias'])} | {fmt(a['loa_low'])} … {fmt(a['loa_high'])} | {fmt(a['icc_2_1'], 3)} | "
+            f"{fmt(a['icc_3_1'], 3)} | {fmt(t['hu_bias'])} ({t['hu_n']}) |",
+            "",
+        ]
+    return lines
+
+
+__all__ = ["ALL_CASE_COLUMNS", "TISSUE_RULE", "carried_tissues", "case_columns", "case_tissue_metrics",
+           "report_lines", "tissue_summary"]
