@@ -25,9 +25,6 @@ HU_CONVENTIONS: dict[str, dict[str, tuple[float, float] | None]] = {
 }
 DEFAULT_HU_CONVENTION: str = "label"
 
-#: Mask values of the four body-composition tissues (muscle stays 1; phantoms and conversion with
-#: tissues kept write these values, plus a labels.json naming them).
-TISSUE_LABELS: dict[str, int] = {"muscle": 1, "imat": 2, "vat": 3, "sat": 4}
 ADIPOSE_TISSUES: tuple[str, ...] = ("imat", "vat", "sat")
 
 #: Vertebral levels a body-composition measurement may be taken at (TotalSegmentator naming).
@@ -46,7 +43,8 @@ MUSCLE_LABEL: int = LABELS["muscle"]
 
 #: Body-composition tissues and their values in a multi-tissue mask (phantoms, labels.json):
 #: skeletal muscle, inter/intramuscular fat inside the muscle fascia, visceral and subcutaneous fat.
-#: Muscle keeps label 1, so a muscle-only reader of such a mask sees the same muscle.
+#: Muscle keeps label 1, so a muscle-only reader of such a mask sees the same muscle. Phantoms and
+#: conversion with tissues kept write these values, plus a labels.json naming them.
 TISSUE_LABELS: dict[str, int] = {"muscle": MUSCLE_LABEL, "imat": 2, "vat": 3, "sat": 4}
 
 #: Channel name of the single CT input; "CT" makes nnU-Net choose CTNormalization.
