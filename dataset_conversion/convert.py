@@ -33,6 +33,7 @@ import SimpleITK as sitk
 from sarco_nn import __version__
 from sarco_nn.clinical import ClinicalRecord, read_clinical_csv, write_clinical_csv
 from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM
+from sarco_nn.ct_checks import file_reasons, reason_error, refuse_unless_ct
 from sarco_nn.errors import ClinicalDataError, InputError, SarcoError
 from sarco_nn.image_io import (
     IMAGE_SUFFIXES,
@@ -241,6 +242,10 @@ def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_v
                   allowed_values: set[int]) -> list[dict]:
     image = read_image(case.image)
     check_ct_intensities(image, case.image)
+    refuse_unless_ct(image, case.image)
+    for reason in file_reasons(case.image):
+        if reason.blocks_flag:
+            raise reason_error(reason, case.image)
     require_axial(image, case.image)
     mask = read_label_image(case.mask)
     check_same_grid(image, mask, case.mask)
@@ -263,10 +268,17 @@ def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_v
     for z in annotated:
         slice_pid = pid if len(annotated) == 1 else f"{pid}_s{z:03d}"
         image_slice = extract_axial_slice(canonical_image, z)
+        for reason in refuse_unless_ct(image_slice, case.image):  # training data must be a CT of a body (#14)
+            if reason.blocks_flag:
+                raise reason_error(reason, case.image)
         label = sitk.GetImageFromArray(muscle[z][None].astype(np.uint8))
         label.CopyInformation(image_slice)  # exactly the image's grid
-        sitk.WriteImage(image_slice, str(staging / "imagesTr" / f"{slice_pid}_0000{FILE_ENDING}"), useCompression=True)
-        sitk.WriteImage(label, str(staging / "labelsTr" / f"{slice_pid}{FILE_ENDING}"), useCompression=True)
+        try:
+            sitk.WriteImage(image_slice, str(staging / "imagesTr" / f"{slice_pid}_0000{FILE_ENDING}"), useCompression=True)
+            sitk.WriteImage(label, str(staging / "labelsTr" / f"{slice_pid}{FILE_ENDING}"), useCompression=True)
+        except RuntimeError:  # ITK's answer to a full disk or an unwritable folder
+            raise SarcoError("cannot write the converted case (disk full or folder not writable)", staging.parent,
+                             "free disk space in the workspace, then run convert again") from None
         rows.append({
             "pid": slice_pid, "source_case_id": case.case_id,
             "image_path": _relative(case.image, drop_dir), "mask_path": _relative(case.mask, drop_dir),

@@ -126,9 +126,9 @@ def test_predict_batch_records_every_bad_scan_and_goes_on(tiny_model, tmp_path):
         row = rows.get(item.case_id)
         if row is None or row["status"] != "failed" or row["sma_cm2"] or row["mask"]:
             wrong.append(f"{item.name}: {row}")
-        elif item.path.name not in row["reason"] or not re.search(item.problem, row["reason"], re.I):
+        elif item.path.name not in row["reasons"] or not re.search(item.problem, row["reasons"], re.I):
             wrong.append(f"{item.name}: reason {row['reason']!r}")
-        elif "unexpected" in row["reason"]:
+        elif "unexpected" in row["reasons"]:
             wrong.append(f"{item.name}: not a clean error: {row['reason']}")
         if f" {item.case_id}: " not in log:
             wrong.append(f"{item.name}: not in errors.log")
@@ -244,4 +244,4 @@ def test_predict_batch_survives_a_non_utf8_file_name(tiny_model, tmp_path):
     rows = _read_rows(out / "results.csv")
     assert rows[good.name[: -len(".nii.gz")]]["status"] == "ok"
     failed = [row for row in rows.values() if row["status"] == "failed"]
-    assert len(failed) == 1 and "not valid UTF-8" in failed[0]["reason"], rows
+    assert len(failed) == 1 and "not valid UTF-8" in failed[0]["reasons"], rows

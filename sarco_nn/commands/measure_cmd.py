@@ -50,6 +50,17 @@ def measure(
         raise SarcoError("--hu-gate needs the CT", fix="pass it with --image CT.")
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
+    from sarco_nn.status import Verdict
+
+    verdict = Verdict()
+    if ct_img is not None:  # never a muscle HU or a flag from something that is not a CT of a body (#14)
+        from sarco_nn.ct_checks import file_reasons, refuse_unless_ct
+
+        verdict.extend([*file_reasons(image), *refuse_unless_ct(ct_img, image)])
+        if not as_json:
+            for reason in verdict.reasons:
+                typer.echo(f"warning: {reason}", err=True)
+    blocking = not verdict.flag_allowed
     results = measure_image(mask_img, ct_img, label=label, slice_index=slice_index,
                             hu_gate=MUSCLE_HU_GATE if hu_gate else None, mask_name=str(mask),
                             ct_name=None if image is None else str(image))
@@ -65,9 +76,11 @@ def measure(
             "muscle_hu_mean": None if m.muscle_hu_mean is None else round(m.muscle_hu_mean, 2),
             "slice_index": m.slice_index,
             "hu_gate": None if m.hu_gate is None else list(m.hu_gate),
-            "sarcopenic": ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi),
+            "sarcopenic": None if blocking else ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi),
             "threshold_set": ts.name,
             "threshold": ts.describe(sex_code, bmi),
+            "status": verdict.status.value,
+            "reasons": [str(r) for r in verdict.reasons],
         })
     if as_json:
         single = len(objects) == 1 and (slice_index is not None or mask_img.GetDimension() == 2

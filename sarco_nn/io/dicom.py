@@ -199,7 +199,9 @@ def _sort_and_check_stack(images: list[_DicomFile], where: Path) -> tuple[list[_
 
 def _assemble(images: list[_DicomFile], spacing_z: float, where: Path) -> sitk.Image:
     slices = [_read_dicom_pixels(item, where) for item in images]
-    volume = np.stack(slices)
+    volume = np.stack([array for array, _ in slices])
+    if rescale_missing(images[0].header):
+        _require_hu_without_rescale(volume, np.stack([padded for _, padded in slices]), where)
     header = images[0].header
     row, col, normal = _orientation(header)
     pixel_spacing = [float(v) for v in header.PixelSpacing]  # (between rows, between columns)
@@ -225,8 +227,33 @@ def _native_pixel_data_too_short(item: _DicomFile) -> bool:
     return pixels is None or len(pixels) < expected
 
 
-def _read_dicom_pixels(item: _DicomFile, where: Path) -> np.ndarray:
-    """Decode one slice in HU (GDCM applies slope/intercept); padding voxels become air."""
+def rescale_missing(header) -> bool:
+    """A CT image without RescaleIntercept (Type 1 in the CT Image module): its stored values are in
+    HU only if the writer stored HU directly, which the values must then show (see below)."""
+    return header.get("RescaleIntercept") in (None, "")
+
+
+#: Without rescale tags the stored values are taken as HU only if air (below this) is among the
+#: non-padding voxels: raw detector values (HU + 1024, air near 0) never are. Padding is left out
+#: of this test, since it is replaced by -1024 and would otherwise pass for air.
+_AIR_HU = -900.0
+
+
+def _require_hu_without_rescale(volume: np.ndarray, padded: np.ndarray, where: Path) -> None:
+    values = volume[~padded]
+    lowest = float(values.min()) if values.size else float("nan")
+    if not values.size or lowest > _AIR_HU:
+        raise InputError(
+            f"DICOM series without RescaleSlope/RescaleIntercept whose stored values (lowest {lowest:.0f}) are not "
+            "Hounsfield units (no air near -1000 HU)", where,
+            "re-export the series from PACS with its RescaleSlope and RescaleIntercept tags (or convert it to HU "
+            "NIfTI with dcm2niix)")
+
+
+def _read_dicom_pixels(item: _DicomFile, where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one slice in HU (GDCM applies slope/intercept); padding voxels become air.
+
+    Returns the slice and a boolean mask of its padding voxels."""
     name = _sitk_name(item.path, where)
     try:
         reader = sitk.ImageFileReader()
@@ -247,6 +274,7 @@ def _read_dicom_pixels(item: _DicomFile, where: Path) -> np.ndarray:
         raise InputError(f"RescaleSlope/RescaleIntercept of {item.path.name} give infinite HU values", where,
                          "re-export the series with a valid rescale slope and intercept")
     array = array.astype(np.float32)
+    padded = np.zeros(array.shape, dtype=bool)
     padding = header.get("PixelPaddingValue")
     if padding is not None and not isinstance(padding, (bytes, bytearray)):
         slope = float(header.get("RescaleSlope", 1) or 1)
@@ -255,6 +283,7 @@ def _read_dicom_pixels(item: _DicomFile, where: Path) -> np.ndarray:
         bounds = sorted([padding, padding if limit is None else limit])
         lo, hi = (b * slope + intercept for b in bounds)
         lo, hi = min(lo, hi), max(lo, hi)
+        padded = (array >= lo) & (array <= hi)
         if hi < CT_PLAUSIBLE_RANGE_HU[0]:  # only ever replace values that cannot be tissue
-            array[(array >= lo) & (array <= hi)] = PADDING_FILL_HU
-    return array
+            array[padded] = PADDING_FILL_HU
+    return array, padded
