@@ -37,7 +37,6 @@ from sarco_nn.ct_checks import file_reasons, reason_error, refuse_unless_ct
 from sarco_nn.errors import ClinicalDataError, InputError, SarcoError
 from sarco_nn.image_io import (
     IMAGE_SUFFIXES,
-    check_ct_intensities,
     check_same_grid,
     extract_axial_slice,
     read_image,
@@ -241,10 +240,8 @@ def _read_clinical(path: Path, cases: list[_Case], problems: list[str], notes: l
 def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_value: int,
                   allowed_values: set[int]) -> list[dict]:
     image = read_image(case.image)
-    check_ct_intensities(image, case.image)
-    refuse_unless_ct(image, case.image)
-    for reason in file_reasons(case.image):
-        if reason.blocks_flag:
+    for reason in [*file_reasons(case.image), *refuse_unless_ct(image, case.image)]:
+        if reason.blocks_flag:  # training data must be a plausible CT of a body (#14)
             raise reason_error(reason, case.image)
     require_axial(image, case.image)
     mask = read_label_image(case.mask)
@@ -268,9 +265,6 @@ def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_v
     for z in annotated:
         slice_pid = pid if len(annotated) == 1 else f"{pid}_s{z:03d}"
         image_slice = extract_axial_slice(canonical_image, z)
-        for reason in refuse_unless_ct(image_slice, case.image):  # training data must be a CT of a body (#14)
-            if reason.blocks_flag:
-                raise reason_error(reason, case.image)
         label = sitk.GetImageFromArray(muscle[z][None].astype(np.uint8))
         label.CopyInformation(image_slice)  # exactly the image's grid
         try:

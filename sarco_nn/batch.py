@@ -166,7 +166,7 @@ def fold_journal(out_dir: Path, columns: list[str], key_column: str) -> dict[str
     if not entries and (out_dir / RESULTS_FILE).exists():
         return rows
     for key, row in entries.items():
-        rows[key] = {k: "" if v is None else str(v) for k, v in row.items()}
+        rows[key] = {c: "" if row.get(c) is None else str(row.get(c)) for c in columns}  # as read back
     write_results(out_dir / RESULTS_FILE, columns, sorted(rows.values(), key=lambda r: (r.get("case_id", ""),
                                                                                         r.get(key_column, ""))))
     journal.clear()

@@ -23,6 +23,7 @@ from typing import Any
 from sarco_nn.batch import JOURNAL_FILE, RESULTS_FILE, Journal, check_output_location, fingerprint, fold_journal, part_of
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.image_io import printable_path
+from sarco_nn.l3.choose import L3_RESULT_COLUMNS
 from sarco_nn.status import FLAG_UNKNOWN, STATUS_COLUMNS, Reason, Status, Verdict, is_finished
 from sarco_nn.workspace import Workspace
 
@@ -34,7 +35,7 @@ RESULT_COLUMNS = [
     "case_id", *STATUS_COLUMNS, "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
     "threshold_set", "threshold", "sarcopenic", "slice_index", "z_mm", "spacing_y_mm", "spacing_x_mm",
     "input", "input_fingerprint", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
-    "l3_method", "l3_rule", "l3_confidence", "l3_slice_canonical", "l3_slab", "l3_thumbnail",
+    *L3_RESULT_COLUMNS,
 ]
 #: Columns holding paths relative to the output folder (rewritten by predict-merge).
 PATH_COLUMNS = ("mask", "overlay", "l3_thumbnail")
@@ -350,6 +351,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             journal.append(key, row)
             rows[key] = row
             finished += 1
+            _test_signal_hook(finished)
     except KeyboardInterrupt:
         _fold_quietly(out_dir)
         raise SarcoError(f"interrupted after {finished} of {len(todo)} case(s)", out_dir,
@@ -369,6 +371,23 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     wanted = input_keys(scans)
     failures = sum(1 for k, r in rows.items() if k in wanted and r.get("status") == Status.FAILED.value)
     return results_path, failures
+
+
+#: Crash-safety tests set this to "KILL:N" or "INT:N": the process signals itself after its N-th
+#: journalled case, so the test interrupts at a known state instead of racing a timer.
+TEST_SIGNAL_ENV = "SARCO_TEST_SIGNAL_AFTER_CASES"
+
+
+def _test_signal_hook(finished: int) -> None:
+    spec = os.environ.get(TEST_SIGNAL_ENV)
+    if not spec:
+        return
+    import signal
+
+    name, _, count = spec.partition(":")
+    if count.isdigit() and finished == int(count) and name in ("KILL", "INT"):
+        os.kill(os.getpid(), signal.SIGKILL if name == "KILL" else signal.SIGINT)
+        time.sleep(1)  # the signal arrives; a KeyboardInterrupt is raised here for INT
 
 
 def _fold_quietly(out_dir: Path) -> None:

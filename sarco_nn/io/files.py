@@ -12,7 +12,7 @@ from sarco_nn.errors import InputError
 from sarco_nn.io.arrays import _fresh, _hu_array
 from sarco_nn.io.dicom import _looks_like_dicom, _read_dicom_files, _read_dicom_folder
 from sarco_nn.io.headers import (_header_spacing_problem, _nifti_payload_problem, nifti_intercept_wrongly_applied,
-                                 read_nifti_header)
+                                 qform_sform_disagreement, read_nifti_header)
 from sarco_nn.io.paths import IMAGE_SUFFIXES, _image_suffix, _sitk_name
 
 
@@ -29,7 +29,16 @@ def _sitk_read(path: Path) -> sitk.Image:
     if io:
         reader.SetImageIO(io)
     reader.SetFileName(_sitk_name(path))
-    return reader.Execute()
+    # a qform/sform disagreement is reported as a reason in the result row (sarco_nn.ct_checks):
+    # ITK's raw warning about it would only clutter the console
+    quiet = qform_sform_disagreement(read_nifti_header(path)) is not None
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    if quiet:
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return reader.Execute()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def read_image(path: Path | str) -> sitk.Image:
