@@ -114,6 +114,9 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
         if target.exists():  # only reachable with overwrite=True (checked above)
             shutil.rmtree(target)
         os.replace(staging, target)
+    except OSError as error:  # a full disk or an unwritable workspace: one line, nothing left behind
+        raise SarcoError(f"cannot write the converted dataset ({error.strerror or error})", raw_root,
+                         "free disk space in the workspace, then run convert again") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
