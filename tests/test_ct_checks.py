@@ -104,3 +104,24 @@ def test_nifti_qform_sform_disagreement_is_a_review_reason(tmp_path):
     assert _codes(reasons) == {"qform_sform_disagree"} and "qform" in reasons[0].message
     _, plain = _patched_nifti(tmp_path, "ok.nii", lambda d, s: None)
     assert file_reasons(plain) == []
+
+
+# ------------------------------------------------------------------------- measure --image guard
+
+
+@pytest.mark.parametrize("kind", ["air", "normalised"])
+def test_measure_refuses_an_image_that_is_not_a_ct_of_a_body(tmp_path, kind):
+    from conftest import sarco_inprocess
+
+    hu = phantom_array(nz=1, ny=64, nx=64)[0]
+    mask = make_image(((hu > 20) & (hu < 150)).astype(np.uint8), spacing=(0.8, 0.8))
+    if kind == "air":
+        values = np.random.default_rng(0).normal(-1000, 15, hu.shape).astype(np.int16)
+    else:
+        values = ((hu.astype(np.float32) + 1000) / 2000).clip(0, 1)
+    write(mask, tmp_path / "mask.nii.gz")
+    write(make_image(values, spacing=(0.8, 0.8)), tmp_path / "ct.nii.gz")
+    result = sarco_inprocess("measure", tmp_path / "mask.nii.gz", "--image", tmp_path / "ct.nii.gz", "--sex", "M")
+    assert result.code == 2 and len(result.error_lines()) == 1, result.output
+    assert "ct.nii.gz" in result.error_lines()[0] and ("no_body" if kind == "air" else "not") in result.output
+    assert "SMA" not in result.stdout
