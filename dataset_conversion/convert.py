@@ -39,9 +39,9 @@ from sarco_nn import __version__
 from sarco_nn.cases import case_entries, case_id_from_path, read_labels_json
 from sarco_nn.clinical import ClinicalRecord, read_clinical_csv, write_clinical_csv
 from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM, TISSUE_LABELS
+from sarco_nn.ct_checks import file_reasons, reason_error, refuse_unless_ct
 from sarco_nn.errors import ClinicalDataError, InputError, SarcoError
 from sarco_nn.image_io import (
-    check_ct_intensities,
     check_same_grid,
     extract_axial_slice,
     read_image,
@@ -125,6 +125,9 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
         if target.exists():  # only reachable with overwrite=True (checked above)
             shutil.rmtree(target)
         os.replace(staging, target)
+    except OSError as error:  # a full disk or an unwritable workspace: one line, nothing left behind
+        raise SarcoError(f"cannot write the converted dataset ({error.strerror or error})", raw_root,
+                         "free disk space in the workspace, then run convert again") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -253,7 +256,9 @@ def _read_clinical(path: Path, cases: list[_Case], problems: list[str], notes: l
 def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_value: int,
                   allowed_values: set[int], remap: dict[int, int] | None = None) -> list[dict]:
     image = read_image(case.image)
-    check_ct_intensities(image, case.image)
+    for reason in [*file_reasons(case.image), *refuse_unless_ct(image, case.image)]:
+        if reason.blocks_flag:  # training data must be a plausible CT of a body (#14)
+            raise reason_error(reason, case.image)
     require_axial(image, case.image)
     mask = read_label_image(case.mask)
     check_same_grid(image, mask, case.mask)
@@ -279,8 +284,12 @@ def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_v
         label = sitk.GetImageFromArray(_training_labels(sitk.GetArrayViewFromImage(canonical_mask)[z], muscle[z],
                                                         remap)[None])
         label.CopyInformation(image_slice)  # exactly the image's grid
-        sitk.WriteImage(image_slice, str(staging / "imagesTr" / f"{slice_pid}_0000{FILE_ENDING}"), useCompression=True)
-        sitk.WriteImage(label, str(staging / "labelsTr" / f"{slice_pid}{FILE_ENDING}"), useCompression=True)
+        try:
+            sitk.WriteImage(image_slice, str(staging / "imagesTr" / f"{slice_pid}_0000{FILE_ENDING}"), useCompression=True)
+            sitk.WriteImage(label, str(staging / "labelsTr" / f"{slice_pid}{FILE_ENDING}"), useCompression=True)
+        except RuntimeError:  # ITK's answer to a full disk or an unwritable folder
+            raise SarcoError("cannot write the converted case (disk full or folder not writable)", staging.parent,
+                             "free disk space in the workspace, then run convert again") from None
         rows.append({
             "pid": slice_pid, "source_case_id": case.case_id,
             "image_path": _relative(case.image, drop_dir), "mask_path": _relative(case.mask, drop_dir),

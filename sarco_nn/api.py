@@ -178,6 +178,9 @@ class PredictOptions:
         overwrite: allow an output folder holding another model's results.
         progress: print one line per case.
         l3_model_dir: trained L3 localizer folder (None: <workspace>/l3_localizer).
+        part: predict only share ``part`` (0..parts-1) of the inputs (a SLURM array index); None: all.
+        parts: number of shares the batch is split into (merge the parts with ``sarco predict-merge``).
+        dicom_seg: also write a DICOM SEG per DICOM scan (the one output carrying patient identity).
     """
 
     dataset: str | int | None = None
@@ -197,6 +200,9 @@ class PredictOptions:
     overwrite: bool = False
     progress: bool = True
     l3_model_dir: PathLike | None = None
+    part: int | None = None
+    parts: int | None = None
+    dicom_seg: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,7 +242,7 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
         clinical_csv=_path(o.clinical_csv), thresholds=o.thresholds, fast=o.fast, device=o.device,
         l3_slice=o.l3_slice, hu_gate=o.hu_gate, overwrite=o.overwrite, progress=o.progress, l3_csv=_path(o.l3_csv),
         l3_from=_path(o.l3_from), locator=o.locator, l3_rule=o.l3_rule, slab=o.slab,
-        l3_model_dir=_path(o.l3_model_dir))
+        l3_model_dir=_path(o.l3_model_dir), part=o.part, parts=o.parts, dicom_seg=o.dicom_seg)
     return PredictResult(Path(results), int(failed))
 
 

@@ -160,6 +160,8 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
             overwrite: bool = typer.Option(False, help="Allow an output folder holding another model's results."),
             dicom_seg: bool = typer.Option(False, "--dicom-seg", help="Also write a DICOM SEG per DICOM scan (dicom_seg/). "
                                            "Opt-in: the one output that carries patient identity."),
+            part: Optional[int] = typer.Option(None, "--part", help="Predict only share PART (0..PARTS-1) of the inputs, e.g. $SLURM_ARRAY_TASK_ID; give each part its own -o."),
+            parts: Optional[int] = typer.Option(None, "--parts", help="Number of shares the batch is split into (merge them with `sarco predict-merge`)."),
             workspace: Optional[Path] = WorkspaceOpt):
     """Segment muscle with the fold ensemble and report SMA (cm²), SMI, muscle HU and the sarcopenia flag.
 
@@ -169,17 +171,35 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
 
     results, failures = run_predict(_workspace(workspace), inputs, out_dir, dataset, trainer, preset, clinical,
                                     thresholds, fast, device, l3_slice, hu_gate, overwrite, l3_csv=l3_csv,
-                                    l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab, dicom_seg=dicom_seg)
+                                    l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab, dicom_seg=dicom_seg,
+                                    part=part, parts=parts)
     typer.echo(f"results: {results}")
     if failures:
         import csv
 
+        from sarco_nn.inference import discover_scans, input_keys
+
+        seen = input_keys(discover_scans(inputs))
+
         with open(results, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                if row["status"] == "failed":
-                    typer.echo(f"error: {row['reason']}", err=True)
+                if row["status"] == "failed" and row["input"] in seen:
+                    typer.echo(f"error: {row['reasons']}", err=True)
         typer.echo(f"{failures} case(s) failed; see {results.parent / 'errors.log'}", err=True)
         raise typer.Exit(1)
+
+
+@app.command("predict-merge")
+def predict_merge(parts: list[Path] = typer.Argument(..., help="The -o folders of every `sarco predict --part I --parts N` run."),
+                  out_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the merged results.csv.")):
+    """Merge the results.csv of the parts of one batch into one (masks stay in the part folders).
+
+    Example: sarco predict-merge out/part0 out/part1 out/part2 -o out/all
+    """
+    from sarco_nn.inference import merge_predictions
+
+    results, n_rows, n_parts = merge_predictions(parts, out_dir)
+    typer.echo(f"merged {n_rows} row(s) of {n_parts} part(s): {results}")
 
 
 def _register_command_modules() -> None:

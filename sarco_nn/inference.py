@@ -1,87 +1,155 @@
 """`sarco predict`: fold ensemble + nnU-Net postprocessing → mask, overlay and one results.csv row per scan.
 
-Batch-safe: a bad scan is recorded (status + reason) and the batch goes on; outputs are written
-atomically and a restarted run with the same model skips the cases already finished.
+Batch-safe (see `sarco_nn.batch`): every input the batch sees gets a row (an unreadable one as
+`failed` with its reason), a scan is measured only if `sarco_nn.ct_checks` finds it plausibly a CT
+of a body in HU, each finished case is one fsynced journal line (O(1) per case, safe against
+SIGKILL), and results.csv is folded from the journal atomically. Results belong to the input's
+path plus a content fingerprint: a rerun recomputes changed or new inputs and keeps every earlier
+row. `part`/`parts` split one batch over cluster jobs (merged with `sarco predict-merge`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import errno
+import hashlib
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from sarco_nn.atomic import write_text_atomic
-from sarco_nn.constants import SCAN_SUFFIXES as IMAGE_SUFFIXES
-from sarco_nn.errors import SarcoError
+from sarco_nn.batch import JOURNAL_FILE, RESULTS_FILE, Journal, check_output_location, fingerprint, fold_journal, part_of
+from sarco_nn.cases import IMAGE_SUFFIXES
+from sarco_nn.cases import case_id_from_path as _rule_case_id
+from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.image_io import printable_path
+from sarco_nn.body_composition import RESULT_COLUMNS as BODY_COMPOSITION_COLUMNS
+from sarco_nn.l3.choose import L3_RESULT_COLUMNS
+from sarco_nn.status import FLAG_UNKNOWN, STATUS_COLUMNS, Reason, Status, Verdict, is_finished
 from sarco_nn.workspace import Workspace
 
 RUN_FILE = "sarco_predict.json"
+#: Key of a row: the input's absolute path as text (its content fingerprint sits beside it).
+KEY_COLUMN = "input"
 RESULT_COLUMNS = [
-    "case_id", "status", "reason", "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
+    "case_id", *STATUS_COLUMNS, "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
     "threshold_set", "threshold", "sarcopenic", "slice_index", "z_mm", "spacing_y_mm", "spacing_x_mm",
-    "input", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
-    "l3_method", "l3_rule", "l3_confidence", "l3_slice_canonical", "l3_slab", "l3_thumbnail",
+    "input", "input_fingerprint", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
+    *L3_RESULT_COLUMNS, "dicom_seg", "dicom_seg_note", *BODY_COMPOSITION_COLUMNS,
 ]
+#: Columns holding paths relative to the output folder (rewritten by predict-merge).
+PATH_COLUMNS = ("mask", "overlay", "l3_thumbnail")
+
+#: Companion files that belong to another input (pixels of a .mhd; the .img of an Analyze .hdr).
+_COMPANIONS = (".raw", ".zraw", ".raw.gz", ".img", ".img.gz")
+#: Longest output file stem in bytes: temporary names add ~30 bytes and must stay under 255.
+_MAX_STEM_BYTES = 180
 
 
 @dataclass(frozen=True)
 class Scan:
     case_id: str
     path: Path
+    problem: str | None = None  # known unusable at discovery (broken link, unsupported format...)
+    relative: str = ""  # path relative to the -i folder: what --part hashes
 
 
 def case_id_from_path(path: Path) -> str:
-    name = printable_path(path.name)  # a name that is not UTF-8 must not break results.csv
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return name[:-5] if name.endswith("_0000") else name
+    """The one case-id rule (`sarco_nn.cases`); "" where the name gives none (then a `failed` row)."""
+    try:
+        return _rule_case_id(path)
+    except InputError:
+        return ""
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return printable_path(path.relative_to(root).as_posix())
+    except ValueError:
+        return printable_path(path.name)
+
+
+def _link_problem(path: Path) -> str | None:
+    """Why a directory entry cannot be read at all (broken or looping symbolic link), else None."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back at itself)"
+        if path.is_symlink():
+            return f"broken symbolic link (its target {printable_path(os.readlink(path))} is missing)"
+        return f"cannot be read ({exc.strerror})"
+    return None
+
+
+_FIX_LINK = "repair or remove the link, or copy the scan into the input folder"
+_FIX_PAIR = "convert the image to one .nii.gz file (e.g. nibabel: nib.save(nib.load('x.hdr'), 'x.nii.gz'))"
+_FIX_UNKNOWN = "keep only CT scans in the input folder (NIfTI/MHA/NRRD files, DICOM files or series folders)"
+
+
+def _scan_for_entry(entry: Path, root: Path) -> Scan | None:
+    """The Scan of one entry of the input folder (None for a companion file of another input)."""
+    relative = _relative(entry, root)
+    name = printable_path(entry.name)
+    problem = _link_problem(entry) if entry.is_symlink() or not entry.exists() else None
+    if problem:
+        return Scan(case_id_from_path(entry) or name, entry, f"{problem}. Fix: {_FIX_LINK}", relative)
+    if entry.is_dir():
+        return Scan(name, entry, None, relative)
+    lower = entry.name.lower()
+    if lower.endswith(_COMPANIONS):
+        stem = entry.name[: entry.name.rfind(".raw" if ".raw" in lower else ".img")]
+        partners = (".mhd", ".hdr", ".MHD", ".HDR")
+        if any((entry.parent / f"{stem}{p}").exists() for p in partners):
+            return None
+    if lower.endswith(".hdr") or lower.endswith(_COMPANIONS):
+        return Scan(name.rsplit(".", 1)[0], entry, f"image pair .hdr/.img (Analyze 7.5 or NIfTI pair) is not "
+                                                   f"supported. Fix: {_FIX_PAIR}", relative)
+    case_id = case_id_from_path(entry)
+    if lower.endswith(IMAGE_SUFFIXES):
+        if not case_id:
+            return Scan(name, entry, "the file name gives an empty case id. Fix: rename the file "
+                                     "(e.g. patient_0000.nii.gz or patient.nii.gz)", relative)
+        return Scan(case_id, entry, None, relative)
+    from sarco_nn.io.dicom import looks_like_dicom
+
+    if looks_like_dicom(entry):
+        return Scan(name, entry, None, relative)  # an extension-less or odd-named DICOM file
+    return Scan(name, entry, f"not a CT image (unknown file type). Fix: {_FIX_UNKNOWN}", relative)
 
 
 def discover_scans(source: Path) -> list[Scan]:
-    """A file, a DICOM series folder, or a folder of image files and/or DICOM series folders."""
+    """A file, a DICOM series folder, or a folder of image files and/or DICOM series folders.
+
+    Every non-hidden entry of the folder becomes a Scan, so every input appears in results.csv;
+    one that cannot be a scan carries its `problem` and becomes a `failed` row."""
     source = Path(source)
-    if not source.exists():
+    if not os.path.lexists(source):
         raise SarcoError("input not found", path=source, fix="give a CT file or a folder of scans with -i.")
-    if source.is_file():
-        return [Scan(case_id_from_path(source), source)]
-    files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if p.name.lower().endswith(IMAGE_SUFFIXES)]
-    series = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not images and not series and files:
-        return [Scan(printable_path(source.name), source)]  # the folder itself is one DICOM series
-    scans = [Scan(case_id_from_path(p), p) for p in images] + [Scan(printable_path(p.name), p) for p in series]
+    if not source.is_dir():
+        entry = _scan_for_entry(source, source.parent)
+        return [entry or Scan(printable_path(source.name), source, f"not a CT image. Fix: {_FIX_UNKNOWN}")]
+    entries = sorted(p for p in source.iterdir() if not p.name.startswith("."))
+    kinds = [(p, p.is_dir() or p.name.lower().endswith((*IMAGE_SUFFIXES, ".hdr")) or p.is_symlink()) for p in entries]
+    if entries and not any(known for _, known in kinds):
+        return [Scan(printable_path(source.name), source, None, "")]  # the folder itself is one DICOM series
+    scans = [scan for scan in (_scan_for_entry(p, source) for p in entries) if scan is not None]
     seen: dict[str, Path] = {}
     for scan in scans:
         if scan.case_id in seen:
-            raise SarcoError(f"two inputs give case id {scan.case_id!r} ({seen[scan.case_id].name}, {scan.path.name})",
-                             path=source, fix="rename one of them.")
+            raise SarcoError(f"two inputs give case id {scan.case_id!r} ({printable_path(seen[scan.case_id].name)}, "
+                             f"{printable_path(scan.path.name)})", path=source, fix="rename one of them.")
         seen[scan.case_id] = scan.path
     if not scans:
         raise SarcoError("no CT images found", path=source, fix="expected .nii/.nii.gz/.mha/.nrrd files or DICOM folders.")
     return scans
 
 
-def _read_results(path: Path) -> dict[str, dict[str, str]]:
-    if not path.exists():
-        return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["case_id"]: row for row in csv.DictReader(f)}
-
-
-def _write_results(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    write_text_atomic(path, buffer.getvalue())
+def input_keys(scans: list[Scan]) -> set[str]:
+    """The results.csv keys (`input` column) of these scans."""
+    return {printable_path(os.path.abspath(s.path)) for s in scans}
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -97,13 +165,71 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> None:
     run_file = out_dir / RUN_FILE
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+            if not isinstance(previous, dict):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError, OSError):
+            raise SarcoError(f"{RUN_FILE} is damaged or truncated (a killed run or an edited file)", path=run_file,
+                             fix="choose another -o folder, or pass --overwrite to start this folder afresh.") from None
         if previous != signature and not overwrite:
-            raise SarcoError(f"output folder holds results of another model/settings ({previous.get('model')})",
+            raise SarcoError(f"output folder holds results of another model/settings ({previous.get('model')}"
+                             f"{', part %s/%s' % (previous.get('part'), previous.get('parts')) if previous.get('parts') else ''})",
                              path=out_dir, fix="choose another -o folder, or pass --overwrite.")
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise SarcoError("output folder is not empty and was not written by `sarco predict`", path=out_dir,
                          fix="choose an empty or new -o folder, or pass --overwrite.")
+
+
+def _output_stem(case_id: str, key: str, taken: dict[str, str]) -> str:
+    """File stem for a case's mask/overlay: the case id, shortened (temporary names must stay under
+    255 bytes) and made unique when another input of this folder already holds the name."""
+    stem = case_id
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    if len(stem.encode("utf-8", "surrogateescape")) > _MAX_STEM_BYTES:
+        stem = stem.encode("utf-8", "surrogateescape")[:_MAX_STEM_BYTES - 11].decode("utf-8", "ignore") + "-" + digest
+    if taken.get(stem, key) != key:
+        stem = f"{stem}-{digest}"
+    return stem
+
+
+def _plain_text(text: str) -> str:
+    """Text for a matplotlib title: `$` would start a formula (a name like a$b$c fails to render)."""
+    return text.replace("$", r"\$")
+
+
+def _read_l3_csv(path: Path) -> dict[str, int]:
+    """--l3-csv through `l3.choose.read_l3_csv`, after the checks that would otherwise be a traceback."""
+    import csv
+    import io
+
+    from sarco_nn.l3.choose import read_l3_csv
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InputError("the L3 CSV is not UTF-8 (saved as Latin-1 / Windows-1252?)", path,
+                             "save it as UTF-8 (CSV UTF-8 in a spreadsheet)") from None
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        width = len(rows[0]) if rows else 0
+        for line, row in enumerate(rows[1:], start=2):
+            if len(row) > width:
+                raise InputError(f"line {line} has {len(row)} cells but the header has {width} (a decimal comma "
+                                 "or an extra separator?)", path, "give one case_id,l3_slice pair per line")
+    return read_l3_csv(path)
+
+
+def _disk_full(out_dir: Path, exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    if isinstance(exc, (OSError, RuntimeError)):  # ITK reports a failed write as RuntimeError
+        try:
+            return shutil.disk_usage(out_dir).free < (1 << 20)
+        except OSError:
+            return False
+    return False
 
 
 def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | int | None = None,
@@ -111,128 +237,269 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             thresholds: str = "paper", fast: bool = False, device: str = "auto", l3_slice: int | None = None,
             hu_gate: bool = False, overwrite: bool = False, progress: bool = True, l3_csv: Path | None = None,
             l3_from: Path | None = None, locator: str = "auto", l3_rule: str = "centroid", slab: int = 1,
-            l3_model_dir: Path | None = None,
-            dicom_seg: bool = False) -> tuple[Path, int]:  # review (#19): --dicom-seg pass-through
+            l3_model_dir: Path | None = None, part: int | None = None, parts: int | None = None,
+            dicom_seg: bool = False) -> tuple[Path, int]:
     """Segment and measure every scan; return (results.csv path, number of failed cases).
 
     Whole volumes get their L3 slice from --l3-slice, an --l3-csv row, a vertebra mask (--l3-from),
     or the L3 localizer (`sarco train-l3`, or TotalSegmentator when installed), in that order.
+    With `part`/`parts` only the share of the inputs in part `part` (0..parts-1) is predicted.
+    `dicom_seg` also writes a DICOM SEG per DICOM scan (the one output carrying patient identity).
+    Every plausible case gets a `qc_score` (`sarco_nn.review.qc`: fold disagreement, border
+    uncertainty, plausibility); the folder ends with `review.html`.
     """
-    import SimpleITK as sitk
-
     from sarco_nn.clinical import read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
-    from sarco_nn.image_io import mask_to_source_geometry, to_canonical
-    from sarco_nn.l3.choose import l3_result_fields, load_l3_slice, read_l3_csv, vertebra_mask_for
+    from sarco_nn.ct_checks import ct_reasons, file_reasons
+    from sarco_nn.l3.choose import load_l3_slice, vertebra_mask_for
     from sarco_nn.l3.localizer import default_model_dir
-    from sarco_nn.l3.thumbnail import save_l3_thumbnail
-    from sarco_nn.measure import measure_slice, smi
     from sarco_nn.model_store import build_predictor, find_model
-    from sarco_nn.overlay import save_overlay
-    from sarco_nn.postprocessing import apply_postprocessing, ensure_postprocessing, postprocessing_functions
+    from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
     from sarco_nn.thresholds import get_threshold_set
     from sarco_nn.devices import resolve_device
 
+    if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
+        raise SarcoError(f"--part {part} --parts {parts} is not a share of the batch",
+                         fix="give both, with 0 <= --part < --parts (e.g. --part $SLURM_ARRAY_TASK_ID --parts 8).")
+    out_dir = Path(out_dir)
     scans = discover_scans(inputs)
+    check_output_location(out_dir, inputs=[Path(inputs)], workspace_root=workspace.root)
+    if parts is not None:
+        scans = [s for s in scans if part_of(s.relative or printable_path(s.path.name), parts) == part]
     threshold_set = get_threshold_set(thresholds)
     clinical = read_clinical_csv(clinical_csv) if clinical_csv else {}
+    l3_rows = _read_l3_csv(l3_csv) if l3_csv else {}
     model = find_model(workspace, dataset, trainer, preset)
     decision = ensure_postprocessing(workspace, model)
     signature = {"model": str(model.folder), "folds": model.folds, "tta": not fast,
                  "postprocessing": (decision or {}).get("postprocessing_fns", []), "thresholds": thresholds,
                  "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None,
                  "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab}
-    out_dir = Path(out_dir)
+    if parts is not None:
+        signature.update(part=part, parts=parts)
     _check_output_folder(out_dir, signature, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / RUN_FILE, json.dumps(signature, indent=2))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        from sarco_nn.atomic import write_text_atomic
 
-    results_path = out_dir / "results.csv"
-    previous = _read_results(results_path)
-    rows: dict[str, dict[str, Any]] = {}
-    todo = []
+        write_text_atomic(out_dir / RUN_FILE, json.dumps(signature, indent=2))
+        rows = fold_journal(out_dir, RESULT_COLUMNS, KEY_COLUMN)  # a killed run's journal joins first
+    except OSError as exc:
+        raise SarcoError(f"cannot write to the output folder ({exc.strerror or exc})", out_dir,
+                         "free disk space or choose a writable -o folder, then run again") from None
+    results_path = out_dir / RESULTS_FILE
+    journal = Journal(out_dir / JOURNAL_FILE)
+    taken = {Path(r["mask"]).name[: -len(".nii.gz")]: k for k, r in rows.items() if r.get("mask")}
+
+    todo: list[tuple[Scan, str, str]] = []
     for scan in scans:
-        done = previous.get(scan.case_id)
-        if done and done.get("status") == "ok" and (out_dir / done.get("mask", "")).is_file():
-            rows[scan.case_id] = done
-        else:
-            todo.append(scan)
+        key = printable_path(os.path.abspath(scan.path))
+        try:
+            fp = fingerprint(scan.path) if scan.problem is None else ""
+        except OSError:
+            fp = ""
+        done = rows.get(key)
+        if (done and is_finished(done.get("status")) and fp and done.get("input_fingerprint") == fp
+                and (out_dir / done.get("mask", "")).is_file() and done.get("mask")):
+            continue
+        todo.append((scan, key, fp))
 
-    l3_rows = read_l3_csv(l3_csv) if l3_csv else {}
     l3_dir = Path(l3_model_dir) if l3_model_dir else default_model_dir(workspace.root)
-    torch_device = resolve_device(device, all_cpu_threads=True)
-    predictor = build_predictor(model, torch_device, use_mirroring=not fast) if todo else None
+    needs_network = any(scan.problem is None for scan, _, _ in todo)
+    predictor = (build_predictor(model, resolve_device(device, all_cpu_threads=True), use_mirroring=not fast)
+                 if needs_network else None)
     pp_functions = postprocessing_functions(decision)
     provenance = model.provenance()
     gate = MUSCLE_HU_GATE if hu_gate else None
-    failures = 0
     errors_log = out_dir / "errors.log"
 
     from tqdm import tqdm
 
-    for scan in tqdm(todo, desc="predict", unit="scan", disable=not progress):
-        row: dict[str, Any] = {"case_id": scan.case_id, "input": printable_path(scan.path), **provenance,
-                               "tta": _fmt(not fast and predictor.use_mirroring), "threshold_set": threshold_set.name}
-        try:
-            slice_image, source, location = load_l3_slice(
-                scan.path, l3_slice, l3_rows.get(scan.case_id), vertebra_mask_for(l3_from, scan.case_id),
-                locator, l3_rule, l3_dir, slab)
-            thumbnail_rel = None
-            if source.n_slices > 1:
-                thumbnail_rel = Path("thumbnails") / f"{scan.case_id}.png"
-                save_l3_thumbnail(to_canonical(source.original), location, out_dir / thumbnail_rel, title=scan.case_id)
-            ct = sitk.GetArrayFromImage(slice_image).astype("float32")  # (1, y, x)
-            spacing_zyx = list(slice_image.GetSpacing())[::-1]
-            seg = predictor.predict_single_npy_array(ct[None], {"spacing": spacing_zyx}, None, None, False)
-            seg = apply_postprocessing(seg, pp_functions).astype("uint8")
-            mask_slice = sitk.GetImageFromArray(seg)
-            mask_slice.CopyInformation(slice_image)
-            spacing_yx = (spacing_zyx[1], spacing_zyx[2])
-            measurement = measure_slice(seg[0], spacing_yx, ct[0], hu_gate=gate, slice_index=source.stored_index)
-            record = clinical.get(scan.case_id)
-            sex = record.sex if record else None
-            height = record.height_m if record else None
-            bmi = record.bmi if record else None
-            smi_value = smi(measurement.sma_cm2, height)
-            flag = threshold_set.is_sarcopenic(sex, measurement.sma_cm2, smi_value, bmi)
-            mask_rel = Path("masks") / f"{scan.case_id}.nii.gz"
-            overlay_rel = Path("overlays") / f"{scan.case_id}.png"
-            from sarco_nn.atomic import atomic_path
+    finished = 0
+    try:
+        for scan, key, fp in tqdm(todo, desc="predict", unit="scan", disable=not progress):
+            stem = _output_stem(scan.case_id, key, taken)
+            row: dict[str, Any] = {"case_id": scan.case_id, "input": key, "input_fingerprint": fp,
+                                   **provenance, "tta": _fmt(not fast and bool(predictor and predictor.use_mirroring)),
+                                   "threshold_set": threshold_set.name}
+            verdict = Verdict()
+            try:
+                if scan.problem is not None:
+                    text, _, fix = scan.problem.partition(" Fix: ")
+                    raise InputError(text, printable_path(scan.path), fix or None)
+                verdict.extend(file_reasons(scan.path))
+                slice_image, source, location = load_l3_slice(
+                    scan.path, l3_slice, l3_rows.get(scan.case_id), vertebra_mask_for(l3_from, scan.case_id),
+                    locator, l3_rule, l3_dir, slab)
+                verdict.extend(ct_reasons(slice_image, printable_path(scan.path)))  # before the network runs
+                if verdict.status is not Status.FAILED:
+                    row.update(_segment_and_measure(scan, stem, slice_image, source, location, verdict, predictor,
+                                                    pp_functions, out_dir, clinical, threshold_set, gate, slab))
+            except SarcoError as exc:
+                verdict.add(Reason("unreadable", str(exc).splitlines()[0], Status.FAILED))
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as exc:  # one bad scan must never stop a night's batch
+                if _disk_full(out_dir, exc):
+                    raise SarcoError("disk full while writing the results", out_dir,
+                                     "free disk space and run the same command again: finished cases are kept") from None
+                message = " ".join(f"unexpected {type(exc).__name__}: {exc}".split())[:300]
+                verdict.add(Reason("unexpected_error", message, Status.FAILED))
+            row.update(verdict.columns())
+            if verdict.status is Status.FAILED:
+                for column in ("sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "mask", "overlay"):
+                    row[column] = ""
+                row["sarcopenic"] = ""
+                with open(errors_log, "a", encoding="utf-8") as log:
+                    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {scan.case_id}: {row['reasons']}\n")
+            else:
+                taken[stem] = key
+            journal.append(key, row)
+            rows[key] = row
+            finished += 1
+            _test_signal_hook(finished)
+    except KeyboardInterrupt:
+        _fold_quietly(out_dir)
+        raise SarcoError(f"interrupted after {finished} of {len(todo)} case(s)", out_dir,
+                         "run the same command again to resume (finished cases are kept)") from None
+    except SarcoError:
+        _fold_quietly(out_dir)
+        raise
+    except OSError as exc:
+        _fold_quietly(out_dir)
+        raise SarcoError(f"cannot write the results ({exc.strerror or exc})", out_dir,
+                         "free disk space and run the same command again: finished cases are kept") from None
+    try:
+        rows = fold_journal(out_dir, RESULT_COLUMNS, KEY_COLUMN)
+    except OSError as exc:
+        raise SarcoError(f"cannot write {RESULTS_FILE} ({exc.strerror or exc})", out_dir,
+                         "free disk space and run the same command again: the journal keeps every case") from None
+    wanted = input_keys(scans)
+    _write_review_outputs(out_dir, results_path, scans, rows, model, dicom_seg)
+    failures = sum(1 for k, r in rows.items() if k in wanted and r.get("status") == Status.FAILED.value)
+    return results_path, failures
 
-            with atomic_path(out_dir / mask_rel) as tmp:
-                sitk.WriteImage(mask_to_source_geometry(mask_slice, source), str(tmp), True)
-            save_overlay(ct[0], seg[0], spacing_yx, out_dir / overlay_rel,
-                         title=f"{scan.case_id}  SMA {measurement.sma_cm2:.1f} cm²  "
-                               f"{'sarcopenic' if flag else 'not sarcopenic' if flag is False else 'flag n/a'}")
-            row.update({
-                "status": "ok", "reason": "", "sma_cm2": _fmt(measurement.sma_cm2), "smi_cm2_m2": _fmt(smi_value),
-                "muscle_hu_mean": _fmt(measurement.muscle_hu_mean, 1),
-                "hu_gate": f"{gate[0]:g}..{gate[1]:g}" if gate else "off",
-                "sex": sex or "", "height_m": _fmt(height), "threshold": threshold_set.describe(sex, bmi),
-                "sarcopenic": _fmt(flag) if flag is not None else "unknown",
-                "slice_index": _fmt(source.stored_index), "z_mm": _fmt(source.z_mm),
-                "spacing_y_mm": _fmt(spacing_yx[0], 4), "spacing_x_mm": _fmt(spacing_yx[1], 4),
-                "mask": str(mask_rel), "overlay": str(overlay_rel),
-                **l3_result_fields(location, slab, thumbnail_rel),
-            })
-        except Exception as exc:  # one bad scan must never stop a night's batch
-            failures += 1
-            reason = str(exc) if isinstance(exc, SarcoError) else f"unexpected {type(exc).__name__}: {exc}"
-            row.update({"status": "failed", "reason": reason.splitlines()[0] if reason else type(exc).__name__})
-            with open(errors_log, "a", encoding="utf-8") as log:
-                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {scan.case_id}: {row['reason']}\n")
-        rows[scan.case_id] = row
-        _write_results(results_path, [rows[s.case_id] for s in scans if s.case_id in rows])
-    _write_results(results_path, [rows[s.case_id] for s in scans if s.case_id in rows])
-    # --- review outputs (sarco_nn.review, issue #19): opt-in DICOM SEG, then review.html over results.csv
+
+def _write_review_outputs(out_dir: Path, results_path: Path, scans: list[Scan], rows: dict, model,
+                          dicom_seg: bool) -> None:
+    """Opt-in DICOM SEGs (noted in results.csv), then review.html over the finished results (#19)."""
+    from sarco_nn.review.gallery import write_review_html
+
     if dicom_seg:
         from sarco_nn.review.dicom_seg import write_batch_segs
 
-        write_batch_segs(out_dir, [(s.path, rows[s.case_id]) for s in scans if s.case_id in rows],
-                         model_name=f"{model.trainer_name}__{model.plans_name}")
-        _write_results(results_path, [rows[s.case_id] for s in scans if s.case_id in rows])
-    from sarco_nn.review.gallery import write_review_html
+        keyed = [(s.path, rows[printable_path(os.path.abspath(s.path))]) for s in scans
+                 if printable_path(os.path.abspath(s.path)) in rows]
+        write_batch_segs(out_dir, keyed, model_name=f"{model.trainer_name}__{model.plans_name}")
+        from sarco_nn.batch import write_results
 
+        write_results(results_path, RESULT_COLUMNS, sorted(rows.values(), key=lambda r: (r.get("case_id", ""),
+                                                                                  r.get(KEY_COLUMN, ""))))
     write_review_html(out_dir, results_path)
-    # --- end review outputs
-    return results_path, failures
+
+
+#: Crash-safety tests set this to "KILL:N" or "INT:N": the process signals itself after its N-th
+#: journalled case, so the test interrupts at a known state instead of racing a timer.
+TEST_SIGNAL_ENV = "SARCO_TEST_SIGNAL_AFTER_CASES"
+
+
+def _test_signal_hook(finished: int) -> None:
+    spec = os.environ.get(TEST_SIGNAL_ENV)
+    if not spec:
+        return
+    import signal
+
+    name, _, count = spec.partition(":")
+    if count.isdigit() and finished == int(count) and name in ("KILL", "INT"):
+        os.kill(os.getpid(), signal.SIGKILL if name == "KILL" else signal.SIGINT)
+        time.sleep(1)  # the signal arrives; a KeyboardInterrupt is raised here for INT
+
+
+def _fold_quietly(out_dir: Path) -> None:
+    try:
+        fold_journal(out_dir, RESULT_COLUMNS, KEY_COLUMN)
+    except (OSError, SarcoError):
+        pass  # the journal stays; the next run folds it
+
+
+def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, verdict: Verdict, predictor,
+                         pp_functions, out_dir: Path, clinical: dict, threshold_set, gate, slab: int) -> dict[str, Any]:
+    """The network, the measurement and the files of one plausible scan; returns its row cells."""
+    import SimpleITK as sitk
+
+    from sarco_nn.atomic import atomic_path
+    from sarco_nn.image_io import mask_to_source_geometry, to_canonical
+    from sarco_nn.l3.choose import l3_result_fields
+    from sarco_nn.l3.thumbnail import save_l3_thumbnail
+    from sarco_nn.body_composition import measure_composition_slice, result_columns
+    from sarco_nn.constants import MUSCLE_LABEL
+    from sarco_nn.mask_checks import labels_in, mask_reasons
+    from sarco_nn.measure import measure_slice, smi
+    from sarco_nn.overlay import save_overlay
+    from sarco_nn.postprocessing import apply_postprocessing
+    from sarco_nn.review.fold_ensemble import predict_folds
+    from sarco_nn.review.qc import CaseEvidence, qc_score
+    from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, get_threshold_set
+
+    thumbnail_rel = None
+    if source.n_slices > 1:
+        thumbnail_rel = Path("thumbnails") / f"{stem}.png"
+        save_l3_thumbnail(to_canonical(source.original), location, out_dir / thumbnail_rel,
+                          title=_plain_text(scan.case_id))
+    ct = sitk.GetArrayFromImage(slice_image).astype("float32")  # (1, y, x)
+    spacing_zyx = list(slice_image.GetSpacing())[::-1]
+    # fold by fold (the same network passes as nnU-Net's averaged ensemble): each fold's probabilities
+    # feed the quality score; the segmentation is nnU-Net's mean-logit ensemble
+    folds = predict_folds(predictor, ct[None], {"spacing": spacing_zyx})
+    seg = apply_postprocessing(folds.segmentation, pp_functions).astype("uint8")
+    mask_slice = sitk.GetImageFromArray(seg)
+    mask_slice.CopyInformation(slice_image)
+    spacing_yx = (spacing_zyx[1], spacing_zyx[2])
+    measurement = measure_slice(seg[0], spacing_yx, ct[0], hu_gate=gate, slice_index=source.stored_index)
+    # an empty, near-empty or implausible predicted mask never becomes a diagnosis (sarco_nn.mask_checks)
+    verdict.extend(mask_reasons(measurement, spacing_yx, label=MUSCLE_LABEL, labels_present=labels_in(seg),
+                                what="prediction"))
+    record = clinical.get(scan.case_id)
+    sex = record.sex if record else None
+    height = record.height_m if record else None
+    bmi = record.bmi if record else None
+    smi_value = smi(measurement.sma_cm2, height)
+    quality = qc_score(CaseEvidence(
+        mask=seg[0], spacing_yx_mm=spacing_yx, ct_hu=ct[0], fold_probabilities=folds.muscle_probabilities()[:, 0],
+        sma_cm2=measurement.sma_cm2, smi_cm2_m2=smi_value, muscle_hu_mean=measurement.muscle_hu_mean, sex=sex,
+        l3_confidence=location.confidence if location.method == "model" else None))
+    quality.apply(verdict)
+    flag = (threshold_set.is_sarcopenic(sex, measurement.sma_cm2, smi_value, bmi, height_m=height)
+            if verdict.flag_allowed else None)
+    composition = measure_composition_slice(seg[0], spacing_yx, ct[0], labels={"muscle": MUSCLE_LABEL},
+                                            convention="alberta" if gate else "label", level="L3", height_m=height)
+    mask_rel = Path("masks") / f"{stem}.nii.gz"
+    overlay_rel = Path("overlays") / f"{stem}.png"
+    with atomic_path(out_dir / mask_rel) as tmp:
+        sitk.WriteImage(mask_to_source_geometry(mask_slice, source), str(tmp), True)
+    flag_text = "sarcopenic" if flag else "not sarcopenic" if flag is False else "flag n/a"
+    save_overlay(ct[0], seg[0], spacing_yx, out_dir / overlay_rel,
+                 title=_plain_text(f"{scan.case_id}  SMA {measurement.sma_cm2:.1f} cm²  {flag_text}"))
+    return {
+        "sma_cm2": _fmt(measurement.sma_cm2), "smi_cm2_m2": _fmt(smi_value),
+        "muscle_hu_mean": _fmt(measurement.muscle_hu_mean, 1),
+        "hu_gate": f"{gate[0]:g}..{gate[1]:g}" if gate else "off",
+        "sex": sex or "", "height_m": _fmt(height), "threshold": threshold_set.describe(sex, bmi),
+        "sarcopenic": _fmt(flag) if flag is not None else FLAG_UNKNOWN,
+        "slice_index": _fmt(source.stored_index), "z_mm": _fmt(source.z_mm),
+        "spacing_y_mm": _fmt(spacing_yx[0], 4), "spacing_x_mm": _fmt(spacing_yx[1], 4),
+        "mask": str(mask_rel), "overlay": str(overlay_rel),
+        **l3_result_fields(location, slab, thumbnail_rel),
+        **{k: _fmt(v, 4) if isinstance(v, float) else _fmt(v) for k, v in result_columns(
+            composition, get_threshold_set(DEFAULT_MYOSTEATOSIS_SET), sex, bmi,
+            withheld=not verdict.flag_allowed, unknown=FLAG_UNKNOWN).items()},
+    }
+
+
+def merge_predictions(part_dirs: list[Path], out_dir: Path) -> tuple[Path, int, int]:
+    """`sarco predict-merge`: one results.csv from the -o folders of every `--part I --parts N` run.
+    Returns (results.csv, rows, parts)."""
+    from sarco_nn.batch import merge_parts
+
+    merged = merge_parts(list(part_dirs), Path(out_dir), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
+    return merged.path, merged.n_rows, merged.n_parts

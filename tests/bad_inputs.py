@@ -8,7 +8,16 @@ command that reads it:
 
 - kind "image":    a CT input (a file or a DICOM series folder) that must be refused;
 - kind "mask":     a muscle mask that must be refused, beside a good image (`image`);
-- kind "clinical": a clinical.csv that must be refused (strict) or partly ignored (lenient).
+- kind "clinical": a clinical.csv that must be refused (strict) or partly ignored (lenient);
+- kind "implausible": readable, but not a plausible CT geometry (9 mm pixels, qform/sform
+  disagreeing): `sarco predict` gives a `review` row without a flag, `sarco convert` refuses it;
+- kind "entry": a batch-folder entry that cannot be a scan (broken or looping link, an Analyze
+  pair, an empty case id): `sarco predict` gives it a `failed` row naming it;
+- kind "good": an odd but valid input (a 240-character name, `$` in the name, an extension-less
+  DICOM file, NIfTI scl_slope 0) that `sarco predict` must measure (`expect` = "ok").
+
+DICOM items come from `dicom_factory` (generated, always present); the real files in ../shared/data
+add further DICOM items when that folder is there (`needs_data`).
 
 `dropin(item, root)` wraps an item into a complete drop-in folder (images/, masks/,
 clinical.csv) holding only that case, for `sarco convert`.
@@ -25,6 +34,7 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
+from dicom_factory import strip_rescale, write_series
 from helpers import DATA, make_image, muscle_of, phantom_array, write
 
 CLINICAL_HEADER = "case_id,sex,height_m,weight_kg\n"
@@ -42,6 +52,7 @@ class BadInput:
     case_id: str = ""         # case id the item belongs to (image and mask items)
     image: Path | None = None  # the good image a bad mask belongs to
     needs_data: bool = False  # built from ../shared/data
+    expect: str = "failed"    # status `sarco predict` must give it (image/entry: failed; implausible: review)
     extra: dict = field(default_factory=dict)
 
     def __str__(self) -> str:  # readable pytest ids
@@ -265,8 +276,125 @@ def dicom_image_items(root: Path) -> list[BadInput]:
     return items
 
 
+def _phantom_hu(matrix: int = 128, seed: int = 0) -> tuple[np.ndarray, tuple[float, float]]:
+    """A realistic L3 phantom slice (HU, (row, column) spacing) from dataset_conversion."""
+    from dataset_conversion.phantom import generate_phantom_slice
+
+    ph = generate_phantom_slice(np.random.default_rng(seed), matrix=matrix)
+    return ph.ct_hu, ph.spacing_mm
+
+
+def plausibility_items(root: Path) -> list[BadInput]:
+    """Issue #14: readable images that are not a CT slice of a body in HU, or not at a plausible scale."""
+    folder = root / "images"
+    items = []
+    rng = np.random.default_rng(1)
+    air = (-1000 + rng.normal(0, 15, (128, 128))).astype(np.int16)
+    items.append(_image_file(folder, "all_air_slice", make_image(air, spacing=(0.8, 0.8)), r"no body"))
+    hu, (sy, sx) = _phantom_hu()
+    items.append(BadInput("pixels_9mm", "implausible", write(make_image(hu, spacing=(9.0, 9.0)),
+                                                               folder / "pixels_9mm.nii.gz"),
+                          r"body measures .* cm", case_id="pixels_9mm", expect="review"))
+    plain = write(make_image(hu[None], spacing=(sx, sy, 2.5)), folder / "tmp_plain.nii")
+    data = bytearray(plain.read_bytes())
+    plain.unlink()
+    import struct
+
+    srow = list(struct.unpack("<12f", data[280:328]))
+    srow[0], srow[5] = srow[0] * 2, srow[5] * 2  # the sform says twice the pixel size
+    data[280:328] = struct.pack("<12f", *srow)
+    item = _raw_file(folder, "qform_sform_disagree", bytes(data), r"qform and sform disagree", ext=".nii")
+    items.append(BadInput(item.name, "implausible", item.path, item.problem, case_id=item.case_id, expect="review"))
+    big, _ = _phantom_hu(matrix=512)  # the issue's case: a 512² slice whose PixelSpacing says 5.0 mm
+    series = write_series(folder / "dicom_pixel_spacing_5", big[None].astype(np.int16), spacing_yx=(5.0, 5.0))
+    items.append(BadInput("dicom_pixel_spacing_5", "implausible", series, r"body measures .* cm",
+                          case_id="dicom_pixel_spacing_5", expect="review"))
+    return items
+
+
+def generated_dicom_items(root: Path) -> list[BadInput]:
+    """DICOM series that must be refused, generated with pydicom (no ../shared/data needed)."""
+    folder = root / "images"
+    hu = phantom_array(nz=4, ny=48, nx=48, seed=2)
+    items: list[BadInput] = []
+
+    def series(name: str, problem: str, volume=hu, **options) -> Path:
+        path = write_series(folder / name, volume, **options)
+        items.append(BadInput(name, "image", path, problem, case_id=name))
+        return path
+
+    yy, xx = np.mgrid[:48, :48]
+    outside = (yy - 24) ** 2 + (xx - 24) ** 2 > 23 ** 2
+    hu_fov = hu.copy()
+    hu_fov[:, outside] = -1000
+    series("gen_dicom_rescale_stripped", r"without RescaleSlope/RescaleIntercept", volume=hu_fov,
+           padding=0, padding_mask=outside, edit=strip_rescale)
+    series("gen_dicom_mr", r"Modality is MR", modality="MR")
+    series("gen_dicom_sagittal", r"not an axial acquisition", orientation=(0, 1, 0, 0, 0, -1))
+
+    def tilt(ds, k):
+        ds.GantryDetectorTilt = 15.0
+
+    series("gen_dicom_gantry_tilt", r"gantry tilt", edit=tilt)
+    gap = series("gen_dicom_missing_slice", r"missing slice", volume=np.concatenate([hu, hu]))
+    (gap / "IM0003").unlink()
+
+    def same_position(ds, k):
+        ds.ImagePositionPatient = [-20.0, -20.0, 100.0]
+
+    series("gen_dicom_not_a_volume", r"not a volume", edit=same_position)
+    mixed = series("gen_dicom_mixed_series", r"mixed series", volume=hu[:2])
+    write_series(mixed, hu[:2], names=lambda k: f"OTHER{k}", origin=(-20.0, -20.0, 300.0))
+    truncated = series("gen_dicom_truncated", r"corrupt or truncated", volume=hu[:1])
+    data = (truncated / "IM0000").read_bytes()
+    (truncated / "IM0000").write_bytes(data[: len(data) // 2])
+    return items
+
+
+def entry_items(root: Path) -> list[BadInput]:
+    """Entries of a batch folder that cannot be scans; each must still get a `failed` row."""
+    import os
+
+    folder = root / "entries"
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    dangling = folder / "dangling_link.nii.gz"
+    os.symlink(folder / "gone.nii.gz", dangling)
+    items.append(BadInput("dangling_link", "entry", dangling, r"broken symbolic link", case_id="dangling_link"))
+    loop = folder / "loop_link.nii.gz"
+    os.symlink(loop, loop)
+    items.append(BadInput("loop_link", "entry", loop, r"symbolic link loop", case_id="loop_link"))
+    hu = phantom_array(nz=1, ny=48, nx=56)[0]
+    header = write(make_image(hu.astype(np.int16), spacing=(0.8, 0.8)), folder / "tmp.hdr")
+    header.rename(folder / "analyze_pair.hdr")
+    if (folder / "tmp.img").exists():
+        (folder / "tmp.img").rename(folder / "analyze_pair.img")
+    items.append(BadInput("analyze_pair", "entry", folder / "analyze_pair.hdr", r"\.hdr/\.img", case_id="analyze_pair"))
+    empty = write(make_image(hu, spacing=(0.8, 0.8)), folder / "_0000.nii.gz")
+    items.append(BadInput("empty_case_id", "entry", empty, r"empty case id", case_id="_0000.nii.gz"))
+    return items
+
+
+def good_odd_items(root: Path) -> list[BadInput]:
+    """Odd but valid inputs `sarco predict` must measure (expect ok)."""
+    folder = root / "good"
+    hu, (sy, sx) = _phantom_hu(seed=3)
+    items = []
+    long_name = "p" * 240
+    items.append(BadInput("long_name", "good", write(make_image(hu, spacing=(sx, sy)), folder / f"{long_name}.nii.gz"),
+                          "", case_id=long_name, expect="ok"))
+    items.append(BadInput("dollar_name", "good", write(make_image(hu, spacing=(sx, sy)), folder / "a$b$c.nii.gz"),
+                          "", case_id="a$b$c", expect="ok"))
+    one = write_series(folder / "tmp_series", hu[None].astype(np.int16), spacing_yx=(sy, sx))
+    (one / "IM0000").rename(folder / "scan_without_extension")
+    one.rmdir()
+    items.append(BadInput("extensionless_dicom", "good", folder / "scan_without_extension", "",
+                          case_id="scan_without_extension", expect="ok"))
+    return items
+
+
 def image_items(root: Path) -> list[BadInput]:
-    return synthetic_image_items(root) + dicom_image_items(root)
+    return synthetic_image_items(root) + generated_dicom_items(root) + dicom_image_items(root)
 
 
 # ------------------------------------------------------------------------------ mask items
@@ -346,7 +474,8 @@ def clinical_items(root: Path) -> list[BadInput]:
 def corpus(root: Path) -> list[BadInput]:
     """Every item, written below `root` (image items under root/images, masks under root/masks...)."""
     root = Path(root)
-    return image_items(root / "img") + mask_items(root / "mask") + clinical_items(root / "clinical")
+    return (image_items(root / "img") + plausibility_items(root / "plaus") + mask_items(root / "mask")
+            + clinical_items(root / "clinical") + entry_items(root / "entry") + good_odd_items(root / "odd"))
 
 
 # ------------------------------------------------------------------------ drop-in wrapping
@@ -366,7 +495,7 @@ def dropin(item: BadInput, root: Path) -> Path:
             write(mask, drop / "masks" / f"{case_id}.nii.gz")
         shutil.copyfile(item.path, drop / "clinical.csv")
         return drop
-    if item.kind == "image":
+    if item.kind in ("image", "implausible"):
         target = drop / "images" / item.path.name
         if item.path.is_dir():
             shutil.copytree(item.path, target)

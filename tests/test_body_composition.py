@@ -320,6 +320,7 @@ def four_tissue(tmp_path):
     ct[mask == 3] = -90
     ct[mask == 4] = -110
     ct[10, 10] = -29
+    ct[86:89, 50:60] = 700  # a vertebra in the background: a plausible CT slice has bone (sarco_nn.ct_checks)
     return _write(mask, tmp_path / "mask.nii.gz"), _write(ct, tmp_path / "ct.nii.gz"), mask, ct
 
 

@@ -284,10 +284,14 @@ def test_train_resumes_after_interruption_then_predicts(demo, tmp_path):
     for case in ("case_000", "case_003"):
         shutil.copy(demo / "drop" / "images" / f"{case}.nii.gz", scans)
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.float32)), str(scans / "bad.nii.gz"))
+    air = sitk.GetImageFromArray((np.random.default_rng(0).normal(-1000, 10, (1, 64, 64))).astype(np.int16))
+    sitk.WriteImage(air, str(scans / "air.nii.gz"))  # an all-air slice: never a probability (issue #14)
     path, failures = predict_scans(ws, scans, tmp_path / "pred", device="cpu", log=lambda _: None)
     with open(path, newline="") as f:
         predicted = {r["case_id"]: r for r in csv.DictReader(f)}
-    assert failures == 1 and predicted["bad"]["status"] == "error" and predicted["bad"]["reason"]
+    assert failures == 2 and predicted["bad"]["status"] == "failed" and predicted["bad"]["reasons"]
+    assert predicted["air"]["status"] == "failed" and "no_body" in predicted["air"]["reasons"]
+    assert predicted["air"]["probability_sarcopenic"] == ""
     for case in ("case_000", "case_003"):
         p = float(predicted[case]["probability_sarcopenic"])
         assert predicted[case]["status"] == "ok" and 0 <= p <= 1 and predicted[case]["folds"] == "0"

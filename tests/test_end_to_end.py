@@ -63,7 +63,7 @@ def test_predict_writes_masks_on_input_grid_and_exact_sma(trained: Path):
         rows = list(csv.DictReader(f))
     assert [r["case_id"] for r in rows] == ["held_000", "held_001", "held_002"]
     for row in rows:
-        assert row["status"] == "ok", row["reason"]
+        assert row["status"] == "ok", row["reasons"]
         assert row["trainer"] == "SarcoSMITTrainer" and row["folds"] == "all"
         image = sitk.ReadImage(str(trained / "held" / "images" / f"{row['case_id']}.nii.gz"))
         mask = sitk.ReadImage(str(trained / "pred" / row["mask"]))

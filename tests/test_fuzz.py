@@ -87,6 +87,38 @@ def test_mutated_dicom_never_crashes_the_reader(tmp_path, cut, flips):
     _clean(read_image, folder / "IM1")
 
 
+_GENERATED_SERIES: list[bytes] = []
+
+
+def _generated_series() -> list[bytes]:
+    """Two files of a generated DICOM series (dicom_factory): the fuzz seed of a fresh clone."""
+    if not _GENERATED_SERIES:
+        import tempfile
+
+        from dicom_factory import write_series
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_series(Path(tmp) / "s", phantom_array(nz=2, ny=32, nx=32))
+            _GENERATED_SERIES.extend((folder / name).read_bytes() for name in ("IM0000", "IM0001"))
+    return _GENERATED_SERIES
+
+
+@FUZZ
+@given(cut=st.integers(0, 3000), flips=st.lists(st.tuples(st.integers(128, 1200), st.integers(0, 255)), max_size=6))
+def test_mutated_generated_dicom_never_crashes_the_reader(tmp_path, cut, flips):
+    first, second = _generated_series()
+    data = bytearray(first)
+    for where, value in flips:
+        data[where % len(data)] = value
+    folder = tmp_path / "series"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    (folder / "IM1").write_bytes(bytes(data[: max(cut, 132)]))
+    (folder / "IM2").write_bytes(second)
+    _clean(read_image, folder)
+    _clean(read_image, folder / "IM1")
+
+
 @FUZZ
 @given(shape=st.tuples(st.integers(1, 4), st.integers(1, 24), st.integers(1, 24)),
        spacing=st.tuples(*[st.floats(1e-3, 50)] * 3), origin=st.tuples(*[st.floats(-1e4, 1e4)] * 3),

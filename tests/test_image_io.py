@@ -380,3 +380,51 @@ def test_no_array_view_of_a_temporary_image():
                  for path in (root / folder).rglob("*.py")
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert not offenders, offenders
+
+
+# ------------------------------------------------------------- generated DICOM (no ../shared/data)
+
+
+def test_generated_dicom_series_reads_in_hu_with_its_geometry_and_no_header(tmp_path):
+    from dicom_factory import write_series
+
+    hu = phantom_array(nz=3, ny=40, nx=48)
+    series = write_series(tmp_path / "s", hu, spacing_yx=(0.8, 0.7), step_z=2.5, origin=(-10.0, -20.0, 100.0))
+    image = read_image(series)
+    assert np.array_equal(sitk.GetArrayFromImage(image), hu)
+    assert np.allclose(image.GetSpacing(), (0.7, 0.8, 2.5)) and np.allclose(image.GetOrigin(), (-10, -20, 100))
+    assert image.GetMetaDataKeys() == ()
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    for k, name in enumerate(sorted(p.name for p in series.iterdir())):  # names no longer follow z
+        shutil.copyfile(series / name, shuffled / f"x{(7 * k) % 3}")
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(shuffled)), hu)
+
+
+def test_generated_dicom_padding_becomes_air(tmp_path):
+    from dicom_factory import write_series
+
+    hu = phantom_array(nz=2, ny=40, nx=40)
+    outside = np.zeros((40, 40), bool)
+    outside[:3] = True
+    series = write_series(tmp_path / "s", hu, intercept=-1024, padding=0, padding_mask=outside, signed=False)
+    array = sitk.GetArrayFromImage(read_image(series))
+    assert np.all(array[:, :3] == PADDING_FILL_HU) and np.array_equal(array[:, 3:], hu[:, 3:])
+
+
+def test_dicom_without_rescale_tags_is_refused_unless_its_values_are_hu(tmp_path):
+    """Issue #14: stripped RescaleSlope/Intercept (PixelPaddingValue kept) gave 432 instead of 232 cm²."""
+    from dicom_factory import strip_rescale, write_series
+    from sarco_nn.ct_checks import file_reasons
+
+    hu = phantom_array(nz=2, ny=40, nx=40)
+    outside = np.zeros((40, 40), bool)
+    outside[:, :2] = True
+    hu[:, outside] = -1000
+    raw = write_series(tmp_path / "raw", hu, padding=0, padding_mask=outside, edit=strip_rescale)
+    with pytest.raises(InputError, match=r"raw: DICOM series without RescaleSlope/RescaleIntercept.*not Hounsfield"):
+        read_image(raw)
+    stored_hu = write_series(tmp_path / "hu", hu, intercept=0, signed=True, edit=strip_rescale)
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(stored_hu)), hu)
+    assert [r.code for r in file_reasons(stored_hu)] == ["rescale_missing"]
+    assert file_reasons(write_series(tmp_path / "intact", hu)) == []

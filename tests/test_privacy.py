@@ -1,6 +1,7 @@
 """No DICOM patient identifier reaches any output of sarco: names, CSVs, logs, JSON, NIfTI headers, PNGs.
 
-Identifiers are planted in real DICOM series (../shared/data), which then go through
+Identifiers are planted in generated DICOM series (`dicom_factory`) and, when ../shared/data is
+present, in real ones, which then go through
 `sarco convert` and `sarco predict`; every byte of every output file is scanned for them
 (also gzip-decompressed files, and PNG text chunks, which are stored uncompressed or zlib'd).
 """
@@ -124,3 +125,45 @@ def test_no_identifier_reaches_any_output(tiny_model, tmp_path):
     leaks = _leaks(ws / "nnUNet_raw") + _leaks(out)
     assert not leaks, "\n".join(leaks)
     shutil.rmtree(drop)
+
+
+@pytest.mark.slow
+def test_no_identifier_from_generated_dicom_reaches_any_output(tiny_model, tmp_path):
+    """The same guarantee in a fresh clone: DICOM series generated with pydicom, identifiers planted
+    in every file (no ../shared/data needed)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    import dicom_factory
+    from helpers import phantom_array
+    from sarco_nn.image_io import read_image
+
+    assert set(dicom_factory.PLANTED) >= set(PLANTED)  # one list of identifiers for both tests
+    hu = phantom_array(nz=3, ny=64, nx=64, seed=4)
+    drop = tmp_path / "drop"
+    series = dicom_factory.write_series(drop / "images" / "case_a", hu)
+    image = read_image(series)
+    mask = np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8)
+    mask[1] = (hu[1] > 20) & (hu[1] < 150)
+    mask_image = sitk.GetImageFromArray(mask)
+    mask_image.CopyInformation(image)
+    write(mask_image, drop / "masks" / "case_a.nii.gz")
+    write_clinical(drop / "clinical.csv", ["case_a"])
+    ws = tmp_path / "ws"
+    result = sarco_inprocess("convert", drop, "--name", "Private", "-w", ws)
+    assert result.code == 0, result.output
+
+    scans = tmp_path / "scans"
+    dicom_factory.write_series(scans / "series_b", hu)
+    single = dicom_factory.write_series(tmp_path / "one", hu[1:2])
+    shutil.copyfile(single / "IM0000", scans / "single_d.dcm")
+    image, _ = good_slice()
+    write(image, scans / "plain_c.nii.gz")
+    out = tmp_path / "pred"
+    result = sarco_inprocess("predict", "-i", scans, "-o", out, "--fast", "--device", "cpu", "--l3-slice", "1",
+                             "-w", tiny_model.workspace)
+    assert "Traceback" not in result.output
+    assert (out / "results.csv").is_file() and (out / "masks" / "series_b.nii.gz").is_file(), result.output
+    assert not [s for s in dicom_factory.PLANTED if s.lower() in result.output.lower()]
+    leaks = _leaks(ws / "nnUNet_raw") + _leaks(out)
+    assert not leaks, "\n".join(leaks)

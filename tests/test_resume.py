@@ -20,6 +20,8 @@ import SimpleITK as sitk
 
 from conftest import sarco_popen, sarco_subprocess
 from helpers import tree_digest
+from sarco_nn.batch import JOURNAL_FILE
+from sarco_nn.inference import TEST_SIGNAL_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +55,13 @@ def _rows(path: Path) -> dict[str, dict]:
         return {row["case_id"]: {k: row[k] for k in COMPARED} for row in csv.DictReader(handle)}
 
 
+def _journalled(out: Path) -> list[str]:
+    """Case ids a run has journalled as finished (its results.csv is folded only at the end)."""
+    path = out / JOURNAL_FILE
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    return [json.loads(line)["row"]["case_id"] for line in lines if json.loads(line)["row"]["status"] == "ok"]
+
+
 def test_killed_predict_resumes_and_equals_an_uninterrupted_run(tiny_model, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(tiny_model.held / "images", images)
@@ -61,12 +70,13 @@ def test_killed_predict_resumes_and_equals_an_uninterrupted_run(tiny_model, tmp_
             "-w", tiny_model.workspace]
     resumed = tmp_path / "resumed"
     masks = resumed / "masks"
-    process = sarco_popen("predict", "-o", resumed, *args)
-    # finished = recorded as ok in results.csv (a mask without its row is redone, by design)
-    _kill_when(process, lambda: len(_ok(resumed / "results.csv")) >= 1)
-    finished = {f"{case}.nii.gz" for case in _ok(resumed / "results.csv")}
+    # SIGKILL at a known state: right after the first case was journalled (no timer to race)
+    killed = sarco_subprocess("predict", "-o", resumed, *args, env={TEST_SIGNAL_ENV: "KILL:1"})
+    assert killed.code == -signal.SIGKILL, killed.output
+    finished = {f"{case}.nii.gz" for case in _journalled(resumed)}
     n_cases = len(list(images.iterdir()))
-    assert 1 <= len(finished) < n_cases, "the run was not interrupted midway"
+    assert len(finished) == 1 < n_cases, "the run was not interrupted midway"
+    assert _ok(resumed / "results.csv") == [], "results.csv is folded only at the end (or on resume)"
     stamps = {name: (masks / name).stat().st_mtime_ns for name in finished}
 
     again = sarco_subprocess("predict", "-o", resumed, *args)
@@ -84,10 +94,24 @@ def test_killed_predict_resumes_and_equals_an_uninterrupted_run(tiny_model, tmp_
         assert np.array_equal(a, b), mask.name
     assert tree_digest(images) == before, "predict modified its inputs"
 
+    assert not (resumed / JOURNAL_FILE).exists(), "the journal is folded into results.csv at the end"
+
     # the same folder with other settings (another model's results) is refused unless --overwrite
     other = sarco_subprocess("predict", "-o", resumed, *[a for a in args if a != "--fast"])
     assert other.code == 2 and len(other.error_lines()) == 1 and "--overwrite" in other.output, other.output
     assert _rows(resumed / "results.csv") == _rows(straight / "results.csv")
+
+
+def test_ctrl_c_prints_one_line_and_the_rerun_finishes(tiny_model, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(tiny_model.held / "images", images)
+    args = ["predict", "-i", images, "-o", tmp_path / "out", "--fast", "--device", "cpu", "-w", tiny_model.workspace]
+    interrupted = sarco_subprocess(*args, env={TEST_SIGNAL_ENV: "INT:1"})
+    assert "Traceback" not in interrupted.output and interrupted.code == 2, interrupted.output
+    assert len(interrupted.error_lines()) == 1 and "interrupted after 1 of 3" in interrupted.output
+    assert len(_ok(tmp_path / "out" / "results.csv")) == 1  # folded on the way out
+    again = sarco_subprocess(*args)
+    assert again.code == 0 and len(_ok(tmp_path / "out" / "results.csv")) == 3, again.output
 
 
 def test_predict_refuses_a_foreign_output_folder(tiny_model, tmp_path):

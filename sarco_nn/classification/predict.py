@@ -1,9 +1,10 @@
 """`sarco classify predict`: the fold classifiers' mean probability that each scan is sarcopenic.
 
 Scans are read with `sarco_nn.image_io.load_axial_slice`: every input check of the segmentation
-path applies, but unlike `sarco predict` there is no L3 locator here, so a scan must be one axial
+path applies, including `sarco_nn.ct_checks` (never a probability from something that is not a CT
+slice of a body), but unlike `sarco predict` there is no L3 locator here, so a scan must be one axial
 slice or a volume given with its L3 slice index (`--l3-slice`). A bad scan is recorded in
-predictions.csv (status `error` + reason) and the batch goes on.
+predictions.csv (`sarco_nn.status`: status `failed` + reasons) and the batch goes on.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Callable
 
 from sarco_nn.atomic import write_text_atomic
 from sarco_nn.errors import SarcoError
+from sarco_nn.status import FLAG_UNKNOWN, STATUS_COLUMNS, Reason, Status, Verdict
 
 __all__ = ["COLUMNS", "PREDICTIONS_FILE", "find_models", "load_classifier", "predict_scans"]
 
 PREDICTIONS_FILE = "predictions.csv"
-COLUMNS = ["case_id", "status", "reason", "probability_sarcopenic", "sarcopenic", "n_models", "slice_index",
+COLUMNS = ["case_id", *STATUS_COLUMNS, "probability_sarcopenic", "sarcopenic", "n_models", "slice_index",
            "input", "arch", "dataset", "folds"]
 
 
@@ -81,7 +83,9 @@ def predict_scans(workspace, inputs: Path | str, out_dir: Path | str, dataset: s
 
     from sarco_nn.classification.data import as_rgb, prepare_slice, slice_array
     from sarco_nn.classification.train import DECISION_THRESHOLD
+    from sarco_nn.ct_checks import ct_reasons, file_reasons
     from sarco_nn.devices import resolve_device
+    from sarco_nn.image_io import printable_path
     from sarco_nn.image_io import load_axial_slice
     from sarco_nn.inference import discover_scans
     from sarco_nn.workspace import Workspace
@@ -98,6 +102,15 @@ def predict_scans(workspace, inputs: Path | str, out_dir: Path | str, dataset: s
         row = {"case_id": scan.case_id, "input": str(scan.path), "arch": arch, "dataset": name, "folds": fold_names}
         try:
             image, source = load_axial_slice(scan.path, l3_slice)
+            verdict = Verdict()
+            verdict.extend(file_reasons(scan.path))
+            verdict.extend(ct_reasons(image, printable_path(scan.path)))
+            if verdict.status is Status.FAILED:
+                failures += 1
+                row.update(verdict.columns())
+                log(f"{scan.case_id}: {verdict.columns()['reasons']}")
+                rows.append(row)
+                continue
             hu, spacing = slice_array(image)
             probabilities = []
             with torch.no_grad():
@@ -106,12 +119,12 @@ def predict_scans(workspace, inputs: Path | str, out_dir: Path | str, dataset: s
                     logits = model(as_rgb(x[None, None].to(dev)))
                     probabilities.append(float(torch.softmax(logits.float(), 1)[0, 1]))
             p = sum(probabilities) / len(probabilities)
-            row.update(status="ok", reason="", probability_sarcopenic=f"{p:.4f}",
-                       sarcopenic=int(p >= DECISION_THRESHOLD), n_models=len(probabilities),
-                       slice_index=source.slice_index)
+            row.update(verdict.columns(), probability_sarcopenic=f"{p:.4f}",
+                       sarcopenic=int(p >= DECISION_THRESHOLD) if verdict.flag_allowed else FLAG_UNKNOWN,
+                       n_models=len(probabilities), slice_index=source.slice_index)
         except SarcoError as exc:
             failures += 1
-            row.update(status="error", reason=str(exc))
+            row.update(Verdict([Reason("unreadable", str(exc), Status.FAILED)]).columns())
             log(f"{scan.case_id}: {exc}")
         rows.append(row)
     out = io.StringIO()

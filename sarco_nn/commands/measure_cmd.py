@@ -72,10 +72,19 @@ def measure(
         raise SarcoError("the alberta HU convention needs the CT", fix="pass it with --image CT.")
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
+    input_reasons = []
+    if ct_img is not None:  # never a muscle HU or a flag from something that is not a CT of a body (#14)
+        from sarco_nn.ct_checks import file_reasons, refuse_unless_ct
+
+        input_reasons = [*file_reasons(image), *refuse_unless_ct(ct_img, image)]
+        if not as_json:
+            for reason in input_reasons:
+                typer.echo(f"warning: {reason}", err=True)
     tissue_labels = resolve_tissue_labels(mask_img, mask, labels_file, label, force=tissues)
     objects = measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=slice_index,
                               hu_gate=convention == "alberta", mask_name=str(mask),
-                              ct_name=None if image is None else str(image), level=level)
+                              ct_name=None if image is None else str(image), level=level,
+                              input_reasons=input_reasons)
     if tissue_labels is not None:
         add_body_composition(objects, mask_img, ct_img, tissue_labels, convention, level, sex_code, height, weight,
                              get_threshold_set(myosteatosis), mask_name=str(mask),
@@ -105,8 +114,11 @@ def measure(
 
 def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
                     label: int = MUSCLE_LABEL, slice_index: int | None = None, hu_gate: bool = False,
-                    mask_name: str | None = None, ct_name: str | None = None, level: str | None = None) -> list[dict]:
+                    mask_name: str | None = None, ct_name: str | None = None, level: str | None = None,
+                    input_reasons=()) -> list[dict]:
     """One result object per measured slice: numbers, status, reasons and the flag (or "unknown").
+
+    `input_reasons` are the CT's own (`sarco_nn.ct_checks`); they join every slice's verdict.
 
     The flag is withheld ("unknown") when the mask is empty, lacks the label or is implausibly
     small (`sarco_nn.mask_checks`), or when the threshold set cannot decide (sex, height, BMI),
@@ -133,6 +145,7 @@ def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | 
     objects = []
     for m in results:
         verdict = Verdict()
+        verdict.extend(input_reasons)
         verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present))
         smi_value = smi(m.sma_cm2, height)
         at_level = ts.applies_at(level)

@@ -22,3 +22,6 @@ def run_app(typer_app: typer.Typer) -> None:
     except SarcoError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted (Ctrl-C): run the same command again to resume", err=True)
+        sys.exit(130)

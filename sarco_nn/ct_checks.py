@@ -1,0 +1,170 @@
+"""Is this plausibly a CT slice of a body, in Hounsfield units? Checked before any number is given.
+
+The readers (`sarco_nn.io`) refuse what cannot be read at all; these checks look at what was read and
+say, as `sarco_nn.status` reasons, why a readable image must not give an SMA (`failed`: not a CT of
+a body in HU) or must be looked at first (`review`: measurable but implausible geometry). One place,
+used by `sarco predict` (before the network runs), `sarco convert`, `sarco measure --image` and
+`sarco classify predict`.
+
+What is checked, and why each bound is where it is:
+
+- **a body is present**: the largest connected region above -500 HU must cover at least
+  `MIN_BODY_AREA_CM2` (a real body at L3 covers hundreds of cm²; the bound is that low for the
+  tests' toy slices); an all-air slice (-1000 HU + noise) otherwise gave 327 cm² of "muscle".
+- **its physical size is plausible**: the body's widest extent, from the pixel spacing, is at most
+  `MAX_BODY_EXTENT_CM`. A real abdomen at L3 is 15-60 cm wide; 9 mm "pixels" or a DICOM PixelSpacing
+  of 5.0 make it several metres. The bound is on the body, not the spacing, so coarse genuine grids
+  (3 mm CT, 128² phantoms at 2-4 mm) pass. There is no lower bound: the toy slices the tests build
+  have a 1-4 cm "body", so a spacing too small by a large factor is not caught here.
+- **the values are a CT's**: values in the plausible HU range with air or fat present
+  (`sarco_nn.io.hu.check_ct_intensities`: a [0, 1]-normalised, windowed or MR image fails), soft
+  tissue (-29..150 HU) in the body, and bone (>= 200 HU: the vertebra of an L3 slice).
+- **header facts** (`file_reasons`): a NIfTI whose qform and sform disagree (the rule: the
+  geometry SimpleITK takes is used and the row says so), a DICOM series without rescale tags whose
+  values were taken as HU because air is present (series without tags whose values are not HU are
+  refused by the reader).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from sarco_nn.errors import InputError
+from sarco_nn.status import Reason, Status
+
+__all__ = ["ct_reasons", "file_reasons", "reason_error", "refuse_unless_ct", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2"]
+
+#: Widest body extent (cm) taken as plausible for an abdominal CT slice; beyond it the pixel spacing
+#: is wrong (the widest abdomens are about 60 cm).
+MAX_BODY_EXTENT_CM: float = 80.0
+
+#: Smallest body cross-section (cm²): below it the slice holds no body (air, a table, noise).
+MIN_BODY_AREA_CM2: float = 0.5
+
+#: Above this a voxel is body (skin, fat, muscle, bone), below it air or lung.
+_BODY_HU = -500.0
+_SOFT_TISSUE_HU = (-29.0, 150.0)
+_BONE_HU = 200.0
+#: Fewest soft-tissue voxels (fraction of the body) in a CT slice of a body at L3.
+_MIN_SOFT_TISSUE_FRACTION = 0.02
+
+_FIX_SPACING = "check the pixel spacing in the file header (mm per pixel; re-export the scan from PACS)"
+
+
+def _in_plane_slices(image: sitk.Image) -> np.ndarray:
+    """(n, y, x) array of the image's axial planes as stored (a 2-D image is one plane)."""
+    array = sitk.GetArrayViewFromImage(image)
+    return np.asarray(array)[None] if array.ndim == 2 else np.asarray(array)
+
+
+def _largest_region(mask: np.ndarray) -> np.ndarray:
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8))))
+    return sitk.GetArrayFromImage(labels) == 1
+
+
+def ct_reasons(image: sitk.Image, name: str | Path) -> list[Reason]:
+    """Reasons why `image` (a CT slice, or a volume: every plane is judged together) is not a
+    plausible CT of a body in HU. An empty list means the image may be measured."""
+    try:
+        from sarco_nn.io.hu import check_ct_intensities
+
+        check_ct_intensities(image, name)
+    except InputError as exc:
+        return [Reason("not_ct", str(exc), Status.FAILED)]
+    planes = _in_plane_slices(image)
+    sx, sy = image.GetSpacing()[:2]
+    # the plane with the most body stands for the scan (the L3 slice when one slice is given)
+    body_counts = (planes > _BODY_HU).reshape(len(planes), -1).sum(axis=1)
+    plane = planes[int(np.argmax(body_counts))]
+    body = _largest_region(plane > _BODY_HU) if body_counts.max() else np.zeros(plane.shape, bool)
+    area_cm2 = float(body.sum()) * sx * sy / 100.0
+    if area_cm2 < MIN_BODY_AREA_CM2:
+        return [Reason("no_body", f"{name}: no body in the image (largest region above {_BODY_HU:.0f} HU: "
+                                  f"{area_cm2:.2f} cm²): an empty or all-air slice. Fix: give the L3 slice of the CT",
+                       Status.FAILED)]
+    values = plane[body]
+    reasons: list[Reason] = []
+    soft = np.mean((values >= _SOFT_TISSUE_HU[0]) & (values <= _SOFT_TISSUE_HU[1]))
+    if soft < _MIN_SOFT_TISSUE_FRACTION:
+        reasons.append(Reason("not_ct", f"{name}: only {soft:.1%} of the body lies in the soft-tissue range "
+                                        f"{_SOFT_TISSUE_HU[0]:.0f}..{_SOFT_TISSUE_HU[1]:.0f} HU: not a CT of a body "
+                                        "in HU. Fix: give the CT in Hounsfield units", Status.FAILED))
+    rows, cols = np.nonzero(body)
+    height_cm = (rows.max() - rows.min() + 1) * sy / 10.0
+    width_cm = (cols.max() - cols.min() + 1) * sx / 10.0
+    extent = max(width_cm, height_cm)
+    if extent > MAX_BODY_EXTENT_CM:
+        reasons.append(Reason("implausible_body_size",
+                              f"{name}: the body measures {width_cm:.1f} x {height_cm:.1f} cm with pixel spacing "
+                              f"{sx:g} x {sy:g} mm (a body at L3 is at most {MAX_BODY_EXTENT_CM:g} cm wide). "
+                              f"Fix: {_FIX_SPACING}"))
+    if not np.any(values >= _BONE_HU):
+        # review, flag kept: the muscle found is muscle, but a person must check the level
+        reasons.append(Reason("no_bone", f"{name}: no bone (>= {_BONE_HU:.0f} HU) in the body: not an L3 slice "
+                                         "or not HU. Fix: check the slice and the HU scaling", blocks_flag=False))
+    return reasons
+
+
+def file_reasons(path: str | Path) -> list[Reason]:
+    """Header facts of the input file that a result row must carry (cheap: headers only)."""
+    from sarco_nn.io.headers import qform_sform_disagreement, read_nifti_header
+
+    path = Path(path)
+    reasons: list[Reason] = []
+    problem = qform_sform_disagreement(read_nifti_header(path)) if path.is_file() else None
+    if problem:
+        reasons.append(Reason("qform_sform_disagree",
+                              f"{path}: the NIfTI qform and sform disagree ({problem}); the geometry SimpleITK "
+                              "chose (the qform when the sform has other voxel sizes) was used. Fix: re-export the "
+                              "image with one consistent geometry"))
+    first = _first_dicom_file(path)
+    if first is not None:
+        from sarco_nn.io.dicom import rescale_missing
+
+        try:
+            import pydicom
+
+            header = pydicom.dcmread(str(first), stop_before_pixels=True)
+        except Exception:  # unreadable: the reader reports it
+            return reasons
+        if str(header.get("Modality", "CT") or "CT").upper() == "CT" and rescale_missing(header):
+            reasons.append(Reason("rescale_missing",
+                                  f"{path}: no RescaleSlope/RescaleIntercept; the stored values were taken as HU "
+                                  "because air (-1000 HU) is present. Fix: re-export the series with its rescale "
+                                  "tags", blocks_flag=False))
+    return reasons
+
+
+def _first_dicom_file(path: Path) -> Path | None:
+    from sarco_nn.io.dicom import looks_like_dicom
+
+    if path.is_file():
+        return path if looks_like_dicom(path) else None
+    if path.is_dir():
+        try:
+            return next((p for p in sorted(path.iterdir()) if p.is_file() and looks_like_dicom(p)), None)
+        except OSError:
+            return None
+    return None
+
+
+def refuse_unless_ct(image: sitk.Image, path: str | Path) -> list[Reason]:
+    """For commands that cannot write a `failed` row (convert, measure): raise the first failing
+    reason as an InputError naming `path`; return the `review` reasons for a note or a warning."""
+    reasons = ct_reasons(image, path)
+    failed = [r for r in reasons if r.status is Status.FAILED]
+    if failed:
+        raise reason_error(failed[0], path)
+    return reasons
+
+
+def reason_error(reason: Reason, path: str | Path) -> InputError:
+    """A reason as the one-line InputError of a command that refuses instead of writing a row."""
+    message = reason.message
+    prefix = f"{path}: "
+    message = message[len(prefix):] if message.startswith(prefix) else message
+    text, _, fix = message.partition(" Fix: ")
+    return InputError(f"{text} [{reason.code}]", path, fix or None)

@@ -1,0 +1,173 @@
+"""Batch bookkeeping of `sarco predict` without a model: journal, identity, parts, merging, output
+location, discovery of every entry, and the one-line answers to files a user or a spreadsheet broke."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicom_factory import write_series
+from helpers import make_image, phantom_array, write
+from sarco_nn.batch import (JOURNAL_FILE, RESULTS_FILE, Journal, check_output_location, fingerprint, fold_journal,
+                            merge_parts, part_of, read_results)
+from sarco_nn.errors import InputError, SarcoError
+from sarco_nn.inference import (KEY_COLUMN, PATH_COLUMNS, RESULT_COLUMNS, RUN_FILE, _check_output_folder,
+                                _output_stem, _plain_text, _read_l3_csv, discover_scans)
+
+
+def test_journal_ignores_a_torn_last_line_and_repairs_it_before_appending(tmp_path):
+    journal = Journal(tmp_path / JOURNAL_FILE)
+    journal.append("/a", {"case_id": "a", "status": "ok"})
+    journal.append("/b", {"case_id": "b", "status": "failed"})
+    with open(journal.path, "ab") as handle:
+        handle.write(b'{"key": "/c", "row": {"case_id": "c", "sta')  # SIGKILL mid-write
+    assert set(Journal(journal.path).entries()) == {"/a", "/b"}
+    again = Journal(journal.path)
+    again.append("/d", {"case_id": "d", "status": "ok"})
+    assert set(again.entries()) == {"/a", "/b", "/d"}
+
+
+def test_fold_keeps_earlier_rows_and_is_idempotent(tmp_path):
+    Journal(tmp_path / JOURNAL_FILE).append("/x/a", {"case_id": "a", "input": "/x/a", "status": "ok"})
+    fold_journal(tmp_path, RESULT_COLUMNS, KEY_COLUMN)
+    Journal(tmp_path / JOURNAL_FILE).append("/y/a", {"case_id": "a", "input": "/y/a", "status": "review"})
+    rows = fold_journal(tmp_path, RESULT_COLUMNS, KEY_COLUMN)
+    assert set(rows) == {"/x/a", "/y/a"} and not (tmp_path / JOURNAL_FILE).exists()
+    assert fold_journal(tmp_path, RESULT_COLUMNS, KEY_COLUMN) == rows
+
+
+def test_results_resaved_by_a_spreadsheet_are_read_or_refused_in_one_line(tmp_path):
+    path = tmp_path / RESULTS_FILE
+    path.write_bytes("\ufeffcase_id;status;input\na;ok;/x/a\n".encode("utf-8"))
+    assert read_results(path, "input")["/x/a"]["status"] == "ok"
+    path.write_bytes("case_id;status;input\nM\xfcller;ok;/x/a\n".encode("latin-1"))
+    with pytest.raises(SarcoError, match=r"results\.csv.*not UTF-8.*Fix:"):
+        read_results(path, "input")
+    path.write_text("something else\n1,2\n", encoding="utf-8")
+    with pytest.raises(SarcoError, match=r"no 'input' column"):
+        read_results(path, "input")
+
+
+def test_fingerprint_follows_content_and_time_without_reading_a_whole_series(tmp_path):
+    a = write(make_image(phantom_array(nz=1)[0]), tmp_path / "a.nii.gz")
+    first = fingerprint(a)
+    assert fingerprint(a) == first
+    os.utime(a, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert fingerprint(a) != first
+    series = write_series(tmp_path / "s", phantom_array(nz=3, ny=32, nx=32))
+    stamp = fingerprint(series)
+    (series / "IM0002").unlink()
+    assert fingerprint(series) != stamp
+    with pytest.raises(OSError):
+        fingerprint(tmp_path / "missing")
+
+
+def test_parts_are_a_stable_partition_independent_of_order():
+    names = [f"case_{k:03d}.nii.gz" for k in range(200)]
+    shares = [part_of(n, 4) for n in names]
+    assert [part_of(n, 4) for n in reversed(names)] == shares[::-1]
+    assert set(shares) == {0, 1, 2, 3} and min(shares.count(p) for p in range(4)) > 25
+    assert all(part_of(n, 1) == 0 for n in names)
+
+
+def test_output_folder_may_not_lie_inside_inputs_or_the_workspace(tmp_path):
+    scans, ws = tmp_path / "scans", tmp_path / "ws"
+    (ws / "nnUNet_raw").mkdir(parents=True)
+    scans.mkdir()
+    with pytest.raises(SarcoError, match="inside the input folder"):
+        check_output_location(scans / "results", inputs=[scans])
+    with pytest.raises(SarcoError, match="inside the input folder"):
+        check_output_location(scans, inputs=[scans])
+    with pytest.raises(SarcoError, match="nnUNet_raw"):
+        check_output_location(ws / "nnUNet_raw" / "pred", workspace_root=ws)
+    (tmp_path / "ref").mkdir()
+    with pytest.raises(SarcoError, match="reference folder"):
+        check_output_location(tmp_path / "ref" / "r", references=[tmp_path / "ref"])
+    check_output_location(tmp_path / "pred", inputs=[scans], workspace_root=ws)
+
+
+def test_every_entry_of_a_batch_folder_becomes_a_scan(tmp_path):
+    batch = tmp_path / "batch"
+    hu = phantom_array(nz=1, ny=48, nx=56)[0]
+    write(make_image(hu, spacing=(0.8, 0.8)), batch / "good.nii.gz")
+    write(make_image(hu, spacing=(0.8, 0.8)), batch / "_0000.nii.gz")
+    write(make_image(hu[None], spacing=(0.8, 0.8, 1.0)), batch / "meta.mhd")  # + meta.raw companion
+    os.symlink(batch / "gone.nii.gz", batch / "dangling.nii.gz")
+    os.symlink(batch / "loop.nii.gz", batch / "loop.nii.gz")
+    (batch / "analyze.hdr").write_bytes(b"\0" * 348)
+    (batch / "analyze.img").write_bytes(b"\0" * 16)
+    (batch / "notes.txt").write_text("hello")
+    one = write_series(tmp_path / "tmp", hu[None].astype(np.int16))
+    (one / "IM0000").rename(batch / "IM0000")
+    scans = {s.case_id: s for s in discover_scans(batch)}
+    assert set(scans) == {"good", "_0000.nii.gz", "meta", "dangling", "loop", "analyze", "notes.txt", "IM0000"}
+    problems = {k: (s.problem or "") for k, s in scans.items()}
+    assert problems["good"] == problems["meta"] == problems["IM0000"] == ""
+    assert "broken symbolic link" in problems["dangling"] and "loop" in problems["loop"]
+    assert ".hdr/.img" in problems["analyze"] and "empty case id" in problems["_0000.nii.gz"]
+    assert "unknown file type" in problems["notes.txt"]
+    assert all("Fix:" in p for p in problems.values() if p)
+
+
+def test_output_names_stay_short_and_unique():
+    long_id = "p" * 240
+    stem = _output_stem(long_id, "/a/" + long_id, {})
+    assert len((".%s.partial12345678.nii.gz" % stem).encode()) < 255
+    assert _output_stem("patient", "/b/patient", {"patient": "/a/patient"}) != "patient"
+    assert _output_stem("patient", "/a/patient", {"patient": "/a/patient"}) == "patient"
+    assert _plain_text("a$b$c") == r"a\$b\$c"
+
+
+def test_a_dollar_title_renders(tmp_path):
+    from sarco_nn.overlay import save_overlay
+
+    hu = phantom_array(nz=1)[0]
+    save_overlay(hu, (hu > 20).astype(np.uint8), (0.8, 0.7), tmp_path / "o.png", title=_plain_text("x$\\frac{$y"))
+    assert (tmp_path / "o.png").stat().st_size > 0
+
+
+def test_truncated_run_file_is_one_line_naming_it(tmp_path):
+    (tmp_path / RUN_FILE).write_text('{"model": "/ws/x", "fo')
+    with pytest.raises(SarcoError, match=r"sarco_predict\.json.*damaged or truncated.*Fix:"):
+        _check_output_folder(tmp_path, {"model": "/ws/x"}, overwrite=False)
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"case_id,l3_slice\nA,12,3\n", r"line 2 has 3 cells"),
+    ("case_id,l3_slice\nM\xfcller,12\n".encode("latin-1"), r"not UTF-8"),
+])
+def test_l3_csv_problems_are_one_line(tmp_path, data, problem):
+    path = tmp_path / "l3.csv"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=problem):
+        _read_l3_csv(path)
+
+
+def _fake_part(folder: Path, part: int, parts: int, cases: list[str], signature_extra: dict | None = None) -> None:
+    folder.mkdir(parents=True)
+    (folder / RUN_FILE).write_text(json.dumps({"model": "/m", "part": part, "parts": parts, **(signature_extra or {})}))
+    journal = Journal(folder / JOURNAL_FILE)  # as a part killed before its final fold leaves it
+    for case in cases:
+        journal.append(f"/in/{case}", {"case_id": case, "input": f"/in/{case}", "status": "ok",
+                                        "mask": f"masks/{case}.nii.gz"})
+
+
+def test_merge_joins_every_part_and_refuses_an_incomplete_or_mixed_set(tmp_path):
+    _fake_part(tmp_path / "p0", 0, 2, ["a", "b"])
+    _fake_part(tmp_path / "p1", 1, 2, ["c"])
+    merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                         PATH_COLUMNS)
+    rows = read_results(merged.path, KEY_COLUMN)
+    assert merged.n_rows == 3 and set(rows) == {"/in/a", "/in/b", "/in/c"}
+    assert (tmp_path / "all" / rows["/in/c"]["mask"]).resolve() == (tmp_path / "p1" / "masks" / "c.nii.gz").resolve()
+    with pytest.raises(SarcoError, match=r"part\(s\) \[1\] of 2 missing"):
+        merge_parts([tmp_path / "p0"], tmp_path / "x", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
+    _fake_part(tmp_path / "q1", 1, 2, ["c"], {"model": "/other"})
+    with pytest.raises(SarcoError, match="different models"):
+        merge_parts([tmp_path / "p0", tmp_path / "q1"], tmp_path / "y", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                    PATH_COLUMNS)

@@ -1,0 +1,113 @@
+"""Batch integrity end to end (issues #14, #16): results keyed by input identity, reruns that keep
+earlier rows, cluster parts merged into one results.csv, and -o refused where it would do harm."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import sarco_inprocess
+
+pytestmark = pytest.mark.slow
+
+COMPARED = ("case_id", "status", "sma_cm2", "muscle_hu_mean", "slice_index", "input")
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _predict(tiny_model, inputs: Path, out: Path, *extra) -> object:
+    return sarco_inprocess("predict", "-i", inputs, "-o", out, "--fast", "--device", "cpu",
+                           "-w", tiny_model.workspace, *extra)
+
+
+def test_a_second_batch_under_the_same_output_keeps_earlier_rows_and_never_reuses_a_name(tiny_model, tmp_path):
+    held = sorted((tiny_model.held / "images").iterdir())
+    first, second = tmp_path / "monday", tmp_path / "tuesday"
+    first.mkdir()
+    second.mkdir()
+    shutil.copyfile(held[0], first / "patient.nii.gz")
+    shutil.copyfile(held[1], first / "other.nii.gz")
+    shutil.copyfile(held[2], second / "patient.nii.gz")  # another scan, the same name
+    out = tmp_path / "out"
+    assert _predict(tiny_model, first, out).code == 0
+    monday = {r["input"]: r for r in _rows(out / "results.csv")}
+    result = _predict(tiny_model, second, out)
+    assert result.code == 0, result.output
+    rows = _rows(out / "results.csv")
+    assert len(rows) == 3, rows  # nothing dropped
+    by_input = {r["input"]: r for r in rows}
+    for key, row in monday.items():
+        assert {c: by_input[key][c] for c in COMPARED} == {c: row[c] for c in COMPARED}
+    patients = [r for r in rows if r["case_id"] == "patient"]
+    assert len(patients) == 2 and patients[0]["mask"] != patients[1]["mask"]
+    assert patients[0]["sma_cm2"] != patients[1]["sma_cm2"], "the second scan inherited the first one's SMA"
+
+    # a changed file under a known path is measured again; an unchanged one is not
+    mask = out / monday[str(first / "other.nii.gz")]["mask"]
+    stamp = mask.stat().st_mtime_ns
+    image = sitk.ReadImage(str(held[2]))
+    sitk.WriteImage(image, str(first / "patient.nii.gz"))
+    assert _predict(tiny_model, first, out).code == 0
+    again = {r["input"]: r for r in _rows(out / "results.csv")}
+    assert mask.stat().st_mtime_ns == stamp
+    assert again[str(first / "patient.nii.gz")]["sma_cm2"] == by_input[str(second / "patient.nii.gz")]["sma_cm2"]
+
+
+def test_parts_predicted_apart_and_merged_equal_one_run(tiny_model, tmp_path):
+    scans = tmp_path / "scans"
+    shutil.copytree(tiny_model.held / "images", scans)
+    whole = _predict(tiny_model, scans, tmp_path / "whole")
+    assert whole.code == 0, whole.output
+    parts = [tmp_path / f"part{k}" for k in range(2)]
+    for k, folder in enumerate(parts):
+        result = _predict(tiny_model, scans, folder, "--part", str(k), "--parts", "2")
+        assert result.code == 0, result.output
+    sizes = [len(_rows(p / "results.csv")) for p in parts]
+    assert sum(sizes) == 3
+    merged = sarco_inprocess("predict-merge", *parts, "-o", tmp_path / "all")
+    assert merged.code == 0, merged.output
+    rows = {r["input"]: r for r in _rows(tmp_path / "all" / "results.csv")}
+    straight = {r["input"]: r for r in _rows(tmp_path / "whole" / "results.csv")}
+    assert {k: {c: r[c] for c in COMPARED} for k, r in rows.items()} == \
+           {k: {c: r[c] for c in COMPARED} for k, r in straight.items()}
+    for row in rows.values():
+        assert (tmp_path / "all" / row["mask"]).is_file()
+    # a part folder is its own resumable run: a rerun measures nothing again
+    stamp = {p: (parts[0] / r["mask"]).stat().st_mtime_ns for p, r in
+             ((r["input"], r) for r in _rows(parts[0] / "results.csv"))}
+    assert _predict(tiny_model, scans, parts[0], "--part", "0", "--parts", "2").code == 0
+    assert {p: (parts[0] / r["mask"]).stat().st_mtime_ns for p, r in
+            ((r["input"], r) for r in _rows(parts[0] / "results.csv"))} == stamp
+    wrong = _predict(tiny_model, scans, parts[0], "--part", "1", "--parts", "2")
+    assert wrong.code == 2 and "part 0/2" in wrong.output
+
+
+def test_output_inside_the_input_folder_or_the_workspace_is_refused(tiny_model, tmp_path):
+    scans = tmp_path / "scans"
+    shutil.copytree(tiny_model.held / "images", scans)
+    before = sorted(p.name for p in scans.iterdir())
+    for out in (scans / "results", tiny_model.workspace / "nnUNet_raw" / "pred"):
+        result = _predict(tiny_model, scans, out)
+        assert result.code == 2 and len(result.error_lines()) == 1 and "inside" in result.output, result.output
+        assert not out.exists()
+    assert sorted(p.name for p in scans.iterdir()) == before
+
+
+def test_an_all_air_slice_never_gets_a_number(tiny_model, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    air = sitk.GetImageFromArray((np.random.default_rng(0).normal(-1000, 15, (1, 128, 128))).astype(np.int16))
+    air.SetSpacing((0.8, 0.8, 1.0))
+    sitk.WriteImage(air, str(scans / "air.nii.gz"))
+    result = _predict(tiny_model, scans, tmp_path / "out")
+    assert result.code == 1 and "Traceback" not in result.output
+    (row,) = _rows(tmp_path / "out" / "results.csv")
+    assert row["status"] == "failed" and row["reasons"].startswith("no_body") and row["sma_cm2"] == ""

@@ -1,0 +1,127 @@
+"""ct_checks: a scan is measured only if it is plausibly a CT slice of a body in HU (issue #14 item 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from sarco_nn.ct_checks import ct_reasons, file_reasons, refuse_unless_ct
+from sarco_nn.errors import InputError
+from sarco_nn.io import read_image
+from sarco_nn.status import Status, Verdict
+from helpers import make_image, phantom_array, write
+
+
+def _codes(reasons) -> set[str]:
+    return {r.code for r in reasons}
+
+
+def _phantom_slice(matrix: int = 128, seed: int = 0, spacing=None) -> sitk.Image:
+    from dataset_conversion.phantom import generate_phantom_slice
+
+    ph = generate_phantom_slice(np.random.default_rng(seed), matrix=matrix, spacing_mm=spacing)
+    image = sitk.GetImageFromArray(ph.ct_hu)
+    image.SetSpacing((ph.spacing_mm[1], ph.spacing_mm[0]))
+    return image
+
+
+@pytest.mark.parametrize("matrix", [64, 128, 512])
+def test_genuine_phantoms_pass_at_every_matrix(matrix):
+    assert ct_reasons(_phantom_slice(matrix), "p") == []
+
+
+def test_small_test_slices_and_coarse_3mm_grid_pass():
+    assert ct_reasons(make_image(phantom_array(nz=1, ny=40, nx=48)[0], spacing=(0.8, 0.8)), "tiny") == []
+    assert ct_reasons(_phantom_slice(128, spacing=(3.0, 3.0)), "coarse") == []
+
+
+def test_all_air_slice_is_failed_no_body():
+    rng = np.random.default_rng(0)
+    air = (-1000 + rng.normal(0, 15, (128, 128))).astype(np.int16)
+    reasons = ct_reasons(make_image(air, spacing=(0.8, 0.8)), "air.nii.gz")
+    assert _codes(reasons) == {"no_body"} and Verdict(reasons).status is Status.FAILED
+
+
+def test_normalised_image_is_failed_not_ct():
+    hu = phantom_array(nz=1, ny=64, nx=64)[0].astype(np.float32)
+    norm = ((hu + 1000) / 2000).clip(0, 1)
+    reasons = ct_reasons(make_image(norm, spacing=(0.8, 0.8)), "norm")
+    assert "not_ct" in _codes(reasons) and Verdict(reasons).status is Status.FAILED
+
+
+@pytest.mark.parametrize("spacing", [(9.0, 9.0), (5.0, 5.0)])
+def test_implausible_pixel_spacing_is_review_without_flag(spacing):
+    image = _phantom_slice(512)
+    image.SetSpacing(spacing)
+    verdict = Verdict(ct_reasons(image, "big"))
+    assert _codes(verdict.reasons) == {"implausible_body_size"}
+    assert verdict.status is Status.REVIEW and not verdict.flag_allowed
+
+
+def test_a_slice_without_bone_is_review():
+    hu = phantom_array(nz=1, ny=64, nx=64)[0]
+    hu[hu > 200] = 45
+    assert _codes(ct_reasons(make_image(hu, spacing=(0.8, 0.8)), "x")) == {"no_bone"}
+
+
+def test_refuse_unless_ct_raises_one_line_naming_the_file(tmp_path):
+    air = np.full((64, 64), -1000, np.int16)
+    air[0, 0] = -990
+    with pytest.raises(InputError, match=r"air\.nii\.gz: no body.*Fix:"):
+        refuse_unless_ct(make_image(air, spacing=(0.8, 0.8)), tmp_path / "air.nii.gz")
+
+
+# -------------------------------------------------------------------------------- NIfTI headers
+
+
+def _patched_nifti(tmp_path, name: str, patch) -> tuple:
+    import struct
+
+    hu = phantom_array(nz=1, ny=64, nx=64)[0]
+    path = write(make_image(hu[None], spacing=(0.8, 0.8, 2.5)), tmp_path / "plain.nii")
+    data = bytearray(path.read_bytes())
+    patch(data, struct)
+    out = tmp_path / name
+    out.write_bytes(data)
+    return hu, out
+
+
+def test_nifti_scl_slope_zero_means_no_scaling(tmp_path):
+    hu, path = _patched_nifti(tmp_path, "slope0.nii", lambda d, s: d.__setitem__(slice(112, 120), s.pack("<2f", 0.0, -60.0)))
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(path))[0], hu)  # ITK alone gives hu - 60
+
+
+def test_nifti_qform_sform_disagreement_is_a_review_reason(tmp_path):
+    def double_sform(data, struct):
+        srow = list(struct.unpack("<12f", data[280:328]))
+        srow[0] *= 2
+        srow[5] *= 2
+        data[280:328] = struct.pack("<12f", *srow)
+
+    _, path = _patched_nifti(tmp_path, "qs.nii", double_sform)
+    reasons = file_reasons(path)
+    assert _codes(reasons) == {"qform_sform_disagree"} and "qform" in reasons[0].message
+    _, plain = _patched_nifti(tmp_path, "ok.nii", lambda d, s: None)
+    assert file_reasons(plain) == []
+
+
+# ------------------------------------------------------------------------- measure --image guard
+
+
+@pytest.mark.parametrize("kind", ["air", "normalised"])
+def test_measure_refuses_an_image_that_is_not_a_ct_of_a_body(tmp_path, kind):
+    from conftest import sarco_inprocess
+
+    hu = phantom_array(nz=1, ny=64, nx=64)[0]
+    mask = make_image(((hu > 20) & (hu < 150)).astype(np.uint8), spacing=(0.8, 0.8))
+    if kind == "air":
+        values = np.random.default_rng(0).normal(-1000, 15, hu.shape).astype(np.int16)
+    else:
+        values = ((hu.astype(np.float32) + 1000) / 2000).clip(0, 1)
+    write(mask, tmp_path / "mask.nii.gz")
+    write(make_image(values, spacing=(0.8, 0.8)), tmp_path / "ct.nii.gz")
+    result = sarco_inprocess("measure", tmp_path / "mask.nii.gz", "--image", tmp_path / "ct.nii.gz", "--sex", "M")
+    assert result.code == 2 and len(result.error_lines()) == 1, result.output
+    assert "ct.nii.gz" in result.error_lines()[0] and ("no_body" if kind == "air" else "not") in result.output
+    assert "SMA" not in result.stdout
