@@ -98,7 +98,8 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
     clinical = _read_clinical(drop_dir / "clinical.csv", cases, problems, notes)
 
     raw_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dataset_name}.partial-", dir=raw_root))
+    _remove_stale_staging(raw_root)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dataset_name}{STAGING_MARK}{os.getpid()}-", dir=raw_root))
     try:
         (staging / "imagesTr").mkdir()
         (staging / "labelsTr").mkdir()
@@ -251,6 +252,29 @@ def _read_clinical(path: Path, cases: list[_Case], problems: list[str], notes: l
 
 
 # -------------------------------------------------------------------------------- per case
+
+
+#: Marks a staging folder of a running convert: `.<dataset>.partial-<pid>-<random>` in nnUNet_raw.
+STAGING_MARK = ".partial-"
+
+
+def _remove_stale_staging(raw_root: Path) -> None:
+    """Remove staging folders left by a convert that was killed (SIGKILL, power loss): their process
+    is gone, so nothing will ever finish them, and nnU-Net must never see a half-written dataset."""
+    for folder in raw_root.glob(f".*{STAGING_MARK}*"):
+        pid_text = folder.name.split(STAGING_MARK, 1)[1].split("-", 1)[0]
+        if folder.is_dir() and (not pid_text.isdigit() or not _process_alive(int(pid_text))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_value: int,

@@ -307,3 +307,20 @@ def test_keep_tissues_remaps_to_tissue_labels_and_muscle_stays_1(tmp_path):
     (drop / "labels.json").write_text(json.dumps({"muscle": 7, "sat": 5, "bone": 6}))
     with pytest.raises(InputError, match="bone"):
         convert_dropin(drop, tmp_path / "raw", "Bad", 507, keep_tissues=True)
+
+
+def test_a_killed_converts_staging_folder_is_removed_by_the_next_convert(good_drop, tmp_path):
+    """A SIGKILLed convert leaves `.<name>.partial-<pid>-…`; nothing else would ever clean it (#14)."""
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = raw / f".Dataset501_L3test.partial-{int(dead.stdout)}-abc"
+    (stale / "imagesTr").mkdir(parents=True)
+    alive = raw / f".Dataset502_Other.partial-{os.getpid()}-xyz"  # a convert still running: kept
+    alive.mkdir()
+    convert_dropin(good_drop, raw, "L3test", 501)
+    assert not stale.exists() and alive.exists()
+    assert sorted(p.name for p in raw.iterdir() if not p.name.startswith(".")) == ["Dataset501_L3test"]

@@ -498,3 +498,16 @@ def test_hd95_is_monais_max_of_directed_percentiles_not_the_pooled_percentile():
     ours = segmentation_metrics(pred, ref, spacing).hd95_mm
     assert ours == hd95_mm(pred, ref, spacing) == pytest.approx(monai, rel=1e-6)
     assert pooled < ours  # the two conventions really differ on these masks
+
+
+def test_evaluate_refuses_a_report_folder_inside_the_reference_folder(tmp_path):
+    """`-o` inside the reference masks would put report files among the masks it reads (#14)."""
+    from sarco_nn.errors import SarcoError
+
+    _make_dataset(tmp_path, tmp_path / "pred" / "masks", tmp_path / "ref", images=tmp_path / "img")
+    before = sorted(p.name for p in (tmp_path / "ref").iterdir())
+    for inside in (tmp_path / "ref" / "report", tmp_path / "img" / "report"):
+        with pytest.raises(SarcoError, match="inside the reference folder"):
+            evaluate_folder(tmp_path / "pred", tmp_path / "ref", tmp_path / "clinical.csv", inside,
+                            images_dir=tmp_path / "img")
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == before

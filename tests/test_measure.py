@@ -338,3 +338,15 @@ def _raster(n: int, shape=(200, 200)) -> np.ndarray:
     flat = np.zeros(shape[0] * shape[1], np.uint8)
     flat[:n] = 1
     return flat.reshape(shape)
+
+
+def test_measure_refuses_the_background_label(tmp_path):
+    """`--label 0` would measure everything that is not labelled as "muscle" (#14)."""
+    from typer.testing import CliRunner
+
+    from sarco_nn.cli import app
+
+    mask = sitk.GetImageFromArray(np.ones((8, 8), np.uint8))
+    sitk.WriteImage(mask, str(tmp_path / "m.nii.gz"))
+    result = CliRunner().invoke(app, ["measure", str(tmp_path / "m.nii.gz"), "--label", "0"])
+    assert result.exit_code != 0 and "background" in str(result.exception or result.output)

@@ -62,6 +62,9 @@ def measure(
         raise SarcoError(f"--height {height} looks like centimetres", fix="give the height in metres, e.g. 1.62.")
     if hu_gate and image is None:
         raise SarcoError("--hu-gate needs the CT", fix="pass it with --image CT.")
+    if label <= 0:  # 0 is the background: its "area" is everything that is not labelled
+        raise SarcoError(f"--label {label} is not a tissue label (0 is the background)",
+                         fix="give the mask value of muscle, e.g. --label 1.")
     from sarco_nn.body_composition import check_convention, check_level
 
     level = check_level(level)

@@ -574,6 +574,10 @@ def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: 
         raise InputError("reference mask folder not found", path=reference_dir, fix="pass --reference MASKS_DIR.")
     if images_dir is not None and not Path(images_dir).is_dir():
         raise InputError("image folder not found", path=images_dir, fix="pass --images with the CT folder.")
+    from sarco_nn.batch import check_output_location
+
+    # the report never lands among the files it reads (a rerun would take report files for masks)
+    check_output_location(Path(out_dir), references=[reference_dir, *([Path(images_dir)] if images_dir else [])])
     predictions = list_masks(_prediction_folder(Path(pred_dir)))
     if not predictions:
         raise InputError("no predicted masks (*.nii.gz) found", path=pred_dir, fix="run `sarco predict` first.")
