@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sarco_nn.constants import MUSCLE_HU_GATE, MUSCLE_LABEL
+from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import SarcoError
 from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET
 from sarco_nn.workspace import Workspace
@@ -257,9 +257,12 @@ class MuscleMeasurement:
         smi_cm2_m2: skeletal muscle index SMA / height², cm²/m² (None without a height).
         muscle_hu_mean: mean CT value of the counted pixels, HU (None without the CT).
         hu_gate: the (low, high) HU gate applied, or None.
-        sarcopenic: the flag under `threshold_set` (None when sex/height needed for it are missing).
+        sarcopenic: the flag under `threshold_set`; None when it may not be given (sex, height or
+            BMI missing, or a reason that withholds it: an empty or implausible mask, not a CT).
         threshold_set: name of the threshold set used.
         threshold: the cut-off applied, in words (e.g. ``"SMA < 144 cm² (paper, M)"``).
+        status: ``ok`` / ``review`` / ``failed`` (`sarco_nn.status`), as ``sarco measure`` reports it.
+        reasons: ``(code, message)`` pairs behind a status other than ``ok``.
     """
 
     slice_index: int | None
@@ -270,6 +273,8 @@ class MuscleMeasurement:
     sarcopenic: bool | None
     threshold_set: str
     threshold: str
+    status: str = "ok"
+    reasons: tuple[tuple[str, str], ...] = ()
 
 
 def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int | None = None,
@@ -299,35 +304,24 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
         (98.3, True)
     """
     from sarco_nn.image_io import read_image, read_label_image
-    from sarco_nn.measure import measure_image, smi
-    from sarco_nn.thresholds import get_threshold_set, normalise_sex
+    from sarco_nn.mask_measurement import check_patient, ct_input_reasons, measure_objects
+    from sarco_nn.thresholds import get_threshold_set
 
     ts = get_threshold_set(thresholds)
-    sex_code = normalise_sex(sex)
-    if sex is not None and sex_code is None:
-        raise SarcoError(f"sex {sex!r} not understood", fix="use M or F.")
-    for what, value in (("height", height_m), ("weight", weight_kg)):
-        if value is not None and not value > 0:
-            raise SarcoError(f"{what} {value} must be positive", fix="height in metres (e.g. 1.62), weight in kg.")
-    if height_m is not None and height_m > 3.0:
-        raise SarcoError(f"height {height_m} looks like centimetres", fix="give the height in metres, e.g. 1.62.")
+    sex_code = check_patient(sex, height_m, weight_kg, label)
     if hu_gate and image is None:
         raise SarcoError("the HU gate needs the CT", fix="pass it as image=CT.")
     ct = read_image(image) if image is not None else None
-    found = measure_image(read_label_image(mask), ct, label=label, slice_index=slice_index,
-                          hu_gate=MUSCLE_HU_GATE if hu_gate else None, mask_name=str(mask),
-                          ct_name=None if image is None else str(image))
-    if not found:
-        raise SarcoError(f"no slice contains label {label}", path=mask, fix="check the label, or give slice_index.")
-    bmi = weight_kg / height_m**2 if weight_kg is not None and height_m is not None else None
-    out = []
-    for m in found:
-        smi_value = smi(m.sma_cm2, height_m)
-        out.append(MuscleMeasurement(
-            slice_index=m.slice_index, sma_cm2=float(m.sma_cm2), smi_cm2_m2=smi_value,
-            muscle_hu_mean=m.muscle_hu_mean, hu_gate=None if m.hu_gate is None else tuple(m.hu_gate),
-            sarcopenic=ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi), threshold_set=ts.name,
-            threshold=ts.describe(sex_code, bmi)))
+    objects = measure_objects(read_label_image(mask), ct, ts, sex_code, height_m, weight_kg, label=label,
+                              slice_index=slice_index, hu_gate=hu_gate, mask_name=str(mask),
+                              ct_name=None if image is None else str(image),
+                              input_reasons=ct_input_reasons(ct, image))
+    out = [MuscleMeasurement(
+        slice_index=o["slice_index"], sma_cm2=float(o["sma_cm2"]), smi_cm2_m2=o["smi_cm2_m2"],
+        muscle_hu_mean=o["muscle_hu_mean"], hu_gate=None if o["hu_gate"] is None else tuple(o["hu_gate"]),
+        sarcopenic=o["sarcopenic"] if isinstance(o["sarcopenic"], bool) else None, threshold_set=o["threshold_set"],
+        threshold=o["threshold"], status=o["status"], reasons=tuple((r["code"], r["message"]) for r in o["reasons"]))
+        for o in objects]
     return out
 
 

@@ -106,3 +106,28 @@ def test_importing_the_api_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_api_measure_follows_the_command_lines_rules(tmp_path):
+    """api.measure is the CLI's code path: an implausible mask withholds the flag, BMI is exact."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from sarco_nn import api
+
+    tiny = np.zeros((20, 20), np.uint8)
+    tiny[5:8, 5:8] = 1  # 0.09 cm²: no patient's L3 muscle
+    image = sitk.GetImageFromArray(tiny)
+    sitk.WriteImage(image, str(tmp_path / "tiny.nii.gz"))
+    [m] = api.measure(tmp_path / "tiny.nii.gz", sex="woman", height_m=1.6)
+    assert m.sarcopenic is None and m.status == "review" and "sma_below_floor" in [c for c, _ in m.reasons]
+
+    # 1.60 m / 64 kg is BMI exactly 25: martin's men's cut-off is SMI < 53 there (not 43)
+    big = np.zeros((200, 200), np.uint8)
+    big[:, :120] = 1  # 24 000 px
+    image = sitk.GetImageFromArray(big)
+    image.SetSpacing((0.8, 0.8 * 50 * 2.56 / 153.6))  # 24 000 px × 0.8 × 0.667 mm² = 128 cm² → SMI 50 at 1.60 m
+    sitk.WriteImage(image, str(tmp_path / "big.nii.gz"))
+    [m] = api.measure(tmp_path / "big.nii.gz", sex="M", height_m=1.6, weight_kg=64, thresholds="martin")
+    assert m.smi_cm2_m2 == pytest.approx(50.0, abs=1e-6) and m.status == "ok"
+    assert m.sarcopenic is True  # 50 < 53 (BMI ≥ 25 band); the float BMI 24.999… would give 50 ≥ 43 → False

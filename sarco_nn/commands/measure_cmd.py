@@ -13,9 +13,10 @@ from typing import Optional
 
 import typer
 
-from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_HU_GATE, MUSCLE_LABEL, TISSUE_LABELS
+from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL, TISSUE_LABELS
+from sarco_nn.mask_measurement import check_patient, ct_input_reasons, measure_objects
 from sarco_nn.status import FLAG_UNKNOWN
-from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, get_threshold_set, normalise_sex
+from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, get_threshold_set
 
 
 def measure(
@@ -52,19 +53,9 @@ def measure(
     from sarco_nn.image_io import read_image, read_label_image
 
     ts = get_threshold_set(thresholds)
-    sex_code = normalise_sex(sex)
-    if sex is not None and sex_code is None:
-        raise SarcoError(f"--sex {sex!r} not understood", fix="use M/F, male/female or man/woman.")
-    for name, value in (("--height", height), ("--weight", weight)):
-        if value is not None and not value > 0:
-            raise SarcoError(f"{name} {value} must be positive", fix="height in metres (e.g. 1.62), weight in kg.")
-    if height is not None and height > 3.0:
-        raise SarcoError(f"--height {height} looks like centimetres", fix="give the height in metres, e.g. 1.62.")
+    sex_code = check_patient(sex, height, weight, label, cli=True)
     if hu_gate and image is None:
         raise SarcoError("--hu-gate needs the CT", fix="pass it with --image CT.")
-    if label <= 0:  # 0 is the background: its "area" is everything that is not labelled
-        raise SarcoError(f"--label {label} is not a tissue label (0 is the background)",
-                         fix="give the mask value of muscle, e.g. --label 1.")
     from sarco_nn.body_composition import check_convention, check_level
 
     level = check_level(level)
@@ -75,14 +66,10 @@ def measure(
         raise SarcoError("the alberta HU convention needs the CT", fix="pass it with --image CT.")
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
-    input_reasons = []
-    if ct_img is not None:  # never a muscle HU or a flag from something that is not a CT of a body (#14)
-        from sarco_nn.ct_checks import file_reasons, refuse_unless_ct
-
-        input_reasons = [*file_reasons(image), *refuse_unless_ct(ct_img, image)]
-        if not as_json:
-            for reason in input_reasons:
-                typer.echo(f"warning: {reason}", err=True)
+    input_reasons = ct_input_reasons(ct_img, image)
+    if not as_json:
+        for reason in input_reasons:
+            typer.echo(f"warning: {reason}", err=True)
     tissue_labels = resolve_tissue_labels(mask_img, mask, labels_file, label, force=tissues)
     objects = measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=slice_index,
                               hu_gate=convention == "alberta", mask_name=str(mask),
@@ -113,61 +100,6 @@ def measure(
             typer.echo("  " + _composition_text(o))
         for reason in o["reasons"]:
             typer.echo(f"  {reason['code']}: {reason['message']}")
-
-
-def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
-                    label: int = MUSCLE_LABEL, slice_index: int | None = None, hu_gate: bool = False,
-                    mask_name: str | None = None, ct_name: str | None = None, level: str | None = None,
-                    input_reasons=()) -> list[dict]:
-    """One result object per measured slice: numbers, status, reasons and the flag (or "unknown").
-
-    `input_reasons` are the CT's own (`sarco_nn.ct_checks`); they join every slice's verdict.
-
-    The flag is withheld ("unknown") when the mask is empty, lacks the label or is implausibly
-    small (`sarco_nn.mask_checks`), or when the threshold set cannot decide (sex, height, BMI),
-    or when the set was not published for `level` (then `threshold` says so; areas only).
-    """
-    import SimpleITK as sitk
-
-    from sarco_nn.errors import SarcoError
-    from sarco_nn.mask_checks import labels_in, mask_reasons
-    from sarco_nn.body_composition import level_note
-    from sarco_nn.measure import axial_stack, measure_image, smi
-    from sarco_nn.status import Verdict
-    from sarco_nn.thresholds import bmi as exact_bmi
-
-    results = measure_image(mask_img, ct_img, label=label, slice_index=slice_index,
-                            hu_gate=MUSCLE_HU_GATE if hu_gate else None, mask_name=mask_name, ct_name=ct_name)
-    present = labels_in(sitk.GetArrayViewFromImage(mask_img))
-    if not results:
-        others = [v for v in present if v != 0]
-        found = f" (it holds {others[:5]})" if others else " (it is empty)"
-        raise SarcoError(f"{mask_name}: no slice contains label {label}{found}", fix="check --label, or give --slice N.")
-    spacing = axial_stack(mask_img, mask_name).spacing_yx_mm
-    bmi = exact_bmi(height, weight)
-    objects = []
-    for m in results:
-        verdict = Verdict()
-        verdict.extend(input_reasons)
-        verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present))
-        smi_value = smi(m.sma_cm2, height)
-        at_level = ts.applies_at(level)
-        flag = (ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi, height_m=height)
-                if verdict.flag_allowed and at_level else None)
-        objects.append({
-            "sma_cm2": round(m.sma_cm2, 4),
-            "smi_cm2_m2": None if smi_value is None else round(smi_value, 4),
-            "muscle_hu_mean": None if m.muscle_hu_mean is None else round(m.muscle_hu_mean, 2),
-            "slice_index": m.slice_index,
-            "hu_gate": None if m.hu_gate is None else list(m.hu_gate),
-            "n_pixels": m.n_pixels,
-            "sarcopenic": FLAG_UNKNOWN if flag is None else flag,
-            "threshold_set": ts.name,
-            "threshold": ts.describe(sex_code, bmi) if at_level else level_note(ts, level),
-            "status": verdict.status.value,
-            "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
-        })
-    return objects
 
 
 def _n_axial_slices(image) -> int:
