@@ -120,6 +120,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            pretrain={"crop_size": 96, "spacing_mm": 1.5}),
     Recipe("lld", "official pretraining; fine-tuning with layer-wise lr decay 0.75 on the encoder",
            finetune={"layer_decay": 0.75}, pretrain_from="official"),
+    Recipe("freeze", "official pretraining; the encoder kept fixed for the first 20 % of fine-tuning epochs",
+           finetune={"freeze_encoder_epochs": "20%"}, pretrain_from="official"),
 )}
 
 
@@ -548,6 +550,12 @@ def _labeled_workspace(ctx: Context, n: int, seed: int) -> Path:
     return base
 
 
+def _resolve_levers(finetune: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """A lever given as "N%" of the fine-tuning epochs (e.g. freeze_encoder_epochs) → whole epochs."""
+    return {k: max(1, round(epochs * float(v[:-1]) / 100)) if isinstance(v, str) and v.endswith("%") else v
+            for k, v in finetune.items()}
+
+
 def _set_finetune_overrides(ws: Path, finetune: dict[str, Any]) -> None:
     """Write a recipe's fine-tuning levers into the planned preset of this arm's workspace copy."""
     if not finetune:
@@ -580,7 +588,7 @@ def run_finetune_arm(ctx: Context, arm: Arm) -> dict[str, Any]:
     if ws.exists():
         shutil.rmtree(ws)
     shutil.copytree(base, ws, symlinks=True)
-    _set_finetune_overrides(ws, recipe.finetune if recipe else {})
+    _set_finetune_overrides(ws, _resolve_levers(recipe.finetune if recipe else {}, ctx.profile.ft_epochs))
     train = ["train", "all", "-w", str(ws), "--device", ctx.device] + (["--pretrained", str(encoder)] if encoder else [])
     wall_train = run_cmd(train, ctx.log, ctx.threads)
     metrics, wall_pred = {}, 0.0

@@ -192,3 +192,11 @@ def test_finetune_levers_reach_the_planned_preset(abl, tmp_path):
     assert smit == {"initial_lr": 0.001, "layer_decay": 0.75}
     with pytest.raises(SystemExit, match="no planned"):
         abl._set_finetune_overrides(tmp_path / "empty", {"layer_decay": 0.75})
+
+
+def test_freeze_recipe_resolves_to_whole_epochs(abl):
+    """The `freeze` recipe keeps the encoder fixed for 20 % of the fine-tuning epochs (trainer field)."""
+    assert abl.RECIPES["freeze"].finetune == {"freeze_encoder_epochs": "20%"}
+    assert abl._resolve_levers(abl.RECIPES["freeze"].finetune, 20) == {"freeze_encoder_epochs": 4}
+    assert abl._resolve_levers({"freeze_encoder_epochs": "20%"}, 2) == {"freeze_encoder_epochs": 1}
+    assert abl._resolve_levers({"layer_decay": 0.75}, 20) == {"layer_decay": 0.75}

@@ -202,3 +202,43 @@ def test_installed_monai_is_in_the_tested_range():
     from packaging.version import Version
 
     assert Version("1.4") <= Version(monai.__version__.split("+")[0]) < Version("1.7")
+
+
+def test_freeze_encoder_epochs_keeps_the_encoder_fixed_then_trains_it(monkeypatch):
+    """Preset field `freeze_encoder_epochs` (#20 recipe lever): AdamW leaves the encoder as it is for
+    the first K epochs, while the decoder learns; from epoch K on the encoder learns too."""
+    import torch
+
+    from sarco_nn.training import trainers
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Linear(3, 3)
+            self.decoder = torch.nn.Linear(3, 1)
+
+        def forward(self, x):
+            return self.decoder(self.encoder(x))
+
+    for base in trainers.SarcoSMITTrainer.__mro__[1:]:
+        if "on_train_epoch_start" in vars(base):
+            monkeypatch.setattr(base, "on_train_epoch_start", lambda self: None)
+    trainer = trainers.SarcoSMITTrainer.__new__(trainers.SarcoSMITTrainer)
+    net = Net()
+    trainer.network, trainer.is_ddp, trainer.freeze_encoder_epochs, trainer.layer_decay = net, False, 2, 1.0
+    optimizer = torch.optim.AdamW([g["params"] for g in trainer._param_groups()][0], lr=0.1)
+
+    def step(epoch):
+        trainer.current_epoch = epoch
+        trainer.on_train_epoch_start()
+        before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        optimizer.zero_grad(set_to_none=True)
+        net(torch.ones(4, 3)).sum().backward()
+        optimizer.step()
+        return {k: not torch.equal(before[k], v) for k, v in net.state_dict().items()}
+
+    for epoch in (0, 1):
+        changed = step(epoch)
+        assert not changed["encoder.weight"] and changed["decoder.weight"]
+    changed = step(2)
+    assert changed["encoder.weight"] and changed["decoder.weight"]

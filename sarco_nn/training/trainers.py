@@ -302,6 +302,8 @@ class SarcoSMITTrainer(SarcoTrainerBase):
         self.enable_deep_supervision = bool(self.settings.get("deep_supervision", False))
         self.layer_decay = float(self.settings.get("layer_decay", 1.0))
         self.warmup_fraction = float(self.settings.get("warmup_fraction", 0.05))
+        # a pretrained encoder may be kept fixed while the fresh decoder settles (pretraining recipe, #20)
+        self.freeze_encoder_epochs = int(self.settings.get("freeze_encoder_epochs", 0))
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -340,6 +342,16 @@ class SarcoSMITTrainer(SarcoTrainerBase):
 
     def set_deep_supervision_enabled(self, enabled: bool):
         self._smit().set_deep_supervision(enabled)
+
+    def on_train_epoch_start(self):
+        """Encoder frozen for the first `freeze_encoder_epochs` epochs: its parameters stay in the
+        optimizer (built with every parameter) but get no gradient, so AdamW leaves them as they are."""
+        if self.freeze_encoder_epochs > 0:
+            train_encoder = self.current_epoch >= self.freeze_encoder_epochs
+            for name, param in self._smit().named_parameters():
+                if name.startswith("encoder."):
+                    param.requires_grad_(train_encoder)
+        super().on_train_epoch_start()
 
     def _param_groups(self) -> list[dict]:
         """Layer-wise lr decay for a pretrained encoder: the patch embedding (depth 0) and Swin stages
