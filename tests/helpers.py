@@ -66,3 +66,19 @@ def tree_digest(folder: Path) -> dict[str, str]:
     """relative path -> sha256 of every file below `folder`: equal digests mean nothing was touched."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+#: Reasons that judge the MODEL's answer, not the input: the quality score (`qc_*`) and the mask
+#: checks. The barely trained fixture models of the suite often earn them (a high qc_score, a
+#: tiny mask), so an input test asks "was this input accepted and measured?", not "status ok".
+MODEL_REASON_CODES = ("qc_", "empty_mask", "label_absent", "sma_below_floor")
+
+
+def accepted_and_measured(row: dict) -> bool:
+    """The input passed every input check and was measured: status ok, or review for model reasons only."""
+    from sarco_nn.status import parse_reasons
+
+    if row.get("status") == "ok":
+        return True
+    codes = [code for code, _ in parse_reasons(row.get("reasons"))]
+    return row.get("status") == "review" and bool(codes) and all(c.startswith(MODEL_REASON_CODES) for c in codes)

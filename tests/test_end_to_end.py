@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from dataset_conversion.phantom import write_dropin_dataset
+from helpers import accepted_and_measured
 from sarco_nn.presets import PRESET_DIR
 
 SARCO = [sys.executable, "-m", "sarco_nn.cli"]
@@ -63,7 +64,7 @@ def test_predict_writes_masks_on_input_grid_and_exact_sma(trained: Path):
         rows = list(csv.DictReader(f))
     assert [r["case_id"] for r in rows] == ["held_000", "held_001", "held_002"]
     for row in rows:
-        assert row["status"] == "ok", row["reasons"]
+        assert accepted_and_measured(row), row["reasons"]
         assert row["trainer"] == "SarcoSMITTrainer" and row["folds"] == "all"
         image = sitk.ReadImage(str(trained / "held" / "images" / f"{row['case_id']}.nii.gz"))
         mask = sitk.ReadImage(str(trained / "pred" / row["mask"]))
@@ -124,7 +125,7 @@ def test_crossval_folds_postprocessing_and_ensemble(trained: Path):
     sarco("predict", "-i", "held/images", "-o", "pred_cv", "--trainer", "smit", "--fast", "-w", "ws", cwd=trained)
     with open(trained / "pred_cv" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["folds"] for r in rows} == {"0+1"} and {r["status"] for r in rows} == {"ok"}
+    assert {r["folds"] for r in rows} == {"0+1"} and all(accepted_and_measured(r) for r in rows)
     evaluation = sarco("evaluate", "--crossval", "--trainer", "smit", "-w", "ws", cwd=trained)
     assert "fold 0" in evaluation.stdout and "fold 1" in evaluation.stdout
 
@@ -138,7 +139,7 @@ def test_predict_on_whole_volumes_finds_l3_from_vertebra_masks(trained: Path):
     with open(trained / "vol" / "truth.csv", newline="") as f:
         truth = {r["case_id"]: int(r["l3_slice_index"]) for r in csv.DictReader(f)}
     for case, row in rows.items():
-        assert row["status"] == "ok" and row["l3_method"] == "vertebrae"
+        assert accepted_and_measured(row) and row["l3_method"] == "vertebrae"
         assert abs(int(row["slice_index"]) - truth[case]) <= 3
         assert (trained / "pred_vol" / row["l3_thumbnail"]).is_file()
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(trained / "pred_vol" / row["mask"])))
@@ -182,7 +183,7 @@ def test_preset_file_with_deep_supervision_trains_and_predicts(trained: Path):
     sarco("predict", "-i", "held/images", "-o", "pred_ds", "--preset", "smokeds", "--trainer", "smit", "-w", "ws",
           cwd=trained)
     with open(trained / "pred_ds" / "results.csv", newline="") as f:
-        assert {r["status"] for r in csv.DictReader(f)} == {"ok"}
+        assert all(accepted_and_measured(r) for r in csv.DictReader(f))
 
 
 def test_nnunetv2_train_runs_a_sarco_trainer_and_its_time_budget_ends_cleanly(trained: Path):

@@ -22,6 +22,7 @@ from conftest import sarco_popen, sarco_subprocess
 from helpers import tree_digest
 from sarco_nn.batch import JOURNAL_FILE
 from sarco_nn.inference import TEST_SIGNAL_ENV
+from sarco_nn.status import is_finished
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def _kill_when(process, ready, timeout: float = 240.0) -> None:
 def _ok(path: Path) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            return [row["case_id"] for row in csv.DictReader(handle) if row["status"] == "ok"]
+            return [row["case_id"] for row in csv.DictReader(handle) if is_finished(row["status"])]
     except (OSError, KeyError):
         return []
 
@@ -59,7 +60,7 @@ def _journalled(out: Path) -> list[str]:
     """Case ids a run has journalled as finished (its results.csv is folded only at the end)."""
     path = out / JOURNAL_FILE
     lines = path.read_bytes().splitlines() if path.exists() else []
-    return [json.loads(line)["row"]["case_id"] for line in lines if json.loads(line)["row"]["status"] == "ok"]
+    return [json.loads(line)["row"]["case_id"] for line in lines if is_finished(json.loads(line)["row"]["status"])]
 
 
 def test_killed_predict_resumes_and_equals_an_uninterrupted_run(tiny_model, tmp_path):
