@@ -16,6 +16,11 @@ itself, so a floor near a cut-off would hide exactly the patients the tool is fo
 
 :data:`SMA_FLOOR_CM2` = 30 cm² sits below all of these: an adult L3 SMA under 30 cm² is a
 segmentation failure (or not an L3 slice), never a measurement of a patient.
+
+:data:`SMA_CEILING_CM2` = 500 cm² guards the other side, where a wrong number reads as "not
+sarcopenic": healthy men average about 180 cm² at L3 (SD about 35; Derstine et al. 2018), so
+500 cm² is some 9 SD above them and beyond any muscular athlete. A larger "SMA" is a mask of the
+whole body, a wrong label or a wrong pixel spacing in the header (e.g. 9 mm "pixels").
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ from typing import Iterable
 
 from sarco_nn.status import Reason, Status
 
-__all__ = ["SMA_FLOOR_CM2", "mask_reasons", "labels_in"]
+__all__ = ["SMA_FLOOR_CM2", "SMA_CEILING_CM2", "mask_reasons", "labels_in"]
 
 #: Smallest SMA (cm²) accepted as a measurement of an adult at L3 (sources in the module docstring).
 SMA_FLOOR_CM2: float = 30.0
+#: Largest SMA (cm²) accepted as a measurement of a person at L3 (reasoning in the module docstring).
+SMA_CEILING_CM2: float = 500.0
 
 
 def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
                  labels_present: Iterable[int] | None = None, what: str = "mask",
-                 floor_cm2: float = SMA_FLOOR_CM2) -> list[Reason]:
+                 floor_cm2: float = SMA_FLOOR_CM2, ceiling_cm2: float = SMA_CEILING_CM2) -> list[Reason]:
     """Reasons (status `review`, each blocking the flag) why `measurement` is not a patient's SMA.
 
     measurement: a `sarco_nn.measure.Measurement` (its `n_pixels`, `sma_cm2`).
@@ -59,6 +66,13 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
                        f"{what} SMA {measurement.sma_cm2:.2f} cm² ({measurement.n_pixels} pixels of {pixel_mm2:.3g} mm²) "
                        f"is below the physiological floor of {floor_cm2:g} cm² for an adult at L3: a failed or "
                        "partial segmentation, or not an L3 slice; review the mask", Status.REVIEW, True)]
+    if measurement.sma_cm2 > ceiling_cm2:
+        pixel_mm2 = float(spacing_yx_mm[0]) * float(spacing_yx_mm[1])
+        return [Reason("sma_above_ceiling",
+                       f"{what} SMA {measurement.sma_cm2:.2f} cm² ({measurement.n_pixels} pixels of {pixel_mm2:.3g} mm²) "
+                       f"is above the physiological ceiling of {ceiling_cm2:g} cm² for a person at L3: a wrong pixel "
+                       "spacing in the header, a wrong label or a mask of the whole body; review the mask and the "
+                       "spacing", Status.REVIEW, True)]
     return []
 
 

@@ -317,6 +317,29 @@ def test_mask_reasons_floor_sits_below_cachexia_never_near_a_cut_off():
     assert [r.code for r in mask_reasons(empty, (1.0, 1.0), label=1, labels_present=[0, 255])] == ["label_absent"]
 
 
+def test_mask_reasons_ceiling_withholds_a_not_sarcopenic_flag_from_an_impossible_sma():
+    """A muscle mask whose header says 9 mm pixels measures thousands of cm²: `no` would be a wrong answer."""
+    from sarco_nn.mask_checks import SMA_CEILING_CM2, mask_reasons
+    from sarco_nn.measure import Measurement
+
+    assert SMA_CEILING_CM2 >= 400  # far above any athlete (healthy men average ~180 cm²)
+    assert mask_reasons(Measurement(350.0, None, 0, None, 35000), (1.0, 1.0), label=1) == []
+    (reason,) = mask_reasons(Measurement(17185.0, None, 0, None, 21216), (9.0, 9.0), label=1)
+    assert reason.code == "sma_above_ceiling" and reason.blocks_flag and reason.status.value == "review"
+
+
+def test_measure_cli_withholds_the_flag_for_nine_mm_pixels(tmp_path):
+    mask = np.zeros((1, 200, 200), np.uint8)
+    mask[0, 40:160, 40:160] = 1  # 14400 pixels: 144 cm² at 1 mm, 11664 cm² at 9 mm
+    image = sitk.GetImageFromArray(mask)
+    image.SetSpacing((9.0, 9.0, 5.0))
+    sitk.WriteImage(image, str(tmp_path / "m9.nii.gz"))
+    result = CliRunner().invoke(_cli(), [str(tmp_path / "m9.nii.gz"), "--sex", "M", "--height", "1.8", "--json"])
+    obj = json.loads(result.output)
+    assert obj["status"] == "review" and obj["sarcopenic"] == "unknown"
+    assert "sma_above_ceiling" in [r["code"] for r in obj["reasons"]]
+
+
 def test_classification_labels_never_come_from_an_empty_or_tiny_mask(tmp_path):
     from sarco_nn.classification.data import derive_labels
 

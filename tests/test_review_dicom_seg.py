@@ -148,3 +148,29 @@ def test_batch_writes_one_seg_per_finished_dicom_case_and_resumes(tmp_path):
     write_batch_segs(out, [(series, again[0])])
     assert (out / "dicom_seg" / "ct1.dcm").stat().st_mtime_ns == stamp  # resumed, not rewritten
     assert again[0]["dicom_seg"] == "dicom_seg/ct1.dcm" and again[0]["dicom_seg_note"] == rows[0]["dicom_seg_note"]
+
+
+def test_seg_of_an_anonymised_series_without_patient_sex_or_study_date(tmp_path):
+    """Anonymisers drop Type-2 attributes (PatientSex, StudyDate, ...): the SEG is still written."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dicom_factory import write_series  # writes no PatientSex, StudyDate, StudyID, AccessionNumber
+
+    from sarco_nn.review.dicom_seg import write_batch_segs
+
+    hu = np.full((1, ROWS, COLS), 40.0)
+    series = write_series(tmp_path / "scans" / "anon", hu)
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    image = read_image(series)
+    arr = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+    arr[0, 5:15, 3:20] = 1
+    mask = sitk.GetImageFromArray(arr)
+    mask.CopyInformation(image)
+    sitk.WriteImage(mask, str(out / "masks" / "anon.nii.gz"))
+    row = {"case_id": "anon", "status": "ok", "mask": "masks/anon.nii.gz"}
+    write_batch_segs(out, [(series, row)])
+    assert row["dicom_seg"] == "dicom_seg/anon.dcm", row["dicom_seg_note"]
+    seg = hd.seg.segread(str(out / "dicom_seg" / "anon.dcm"))
+    assert seg.PatientSex == "" and int(seg.NumberOfFrames) == 1

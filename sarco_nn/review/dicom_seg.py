@@ -34,6 +34,11 @@ __all__ = ["TissueCode", "TISSUE_CODES", "SegResult", "write_dicom_seg", "write_
 #: UIDs a SEG must reference (source attribute names).
 REQUIRED_UIDS: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 
+#: Type-2 patient/study attributes highdicom copies from the source. Anonymisers and exporters often
+#: drop them; DICOM allows them empty, so a missing one is written empty instead of failing the SEG.
+TYPE2_COPIED: tuple[str, ...] = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+                                 "StudyID", "StudyDate", "StudyTime")
+
 
 @dataclass(frozen=True)
 class TissueCode:
@@ -161,6 +166,10 @@ def write_dicom_seg(source: Path, mask: sitk.Image, out_path: Path, labels: dict
     source = Path(source)
     datasets = read_source_series(source)
     generated = _check_uids(datasets, source, uid_policy)
+    for ds in datasets:  # in memory only: the source files are never modified
+        for name in TYPE2_COPIED:
+            if name not in ds:
+                setattr(ds, name, "")
     frames = np.stack([_frame_on_instance(mask, ds) for ds in datasets])  # (n, rows, cols) of label values
     segment_map = np.zeros(frames.shape, np.uint8)
     descriptions = []
@@ -235,6 +244,8 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
                 note = result.note
             except SarcoError as exc:
                 rel, note = None, f"not written: {str(exc).splitlines()[0]}"
+            except Exception as exc:  # a SEG never fails the batch after every case was measured
+                rel, note = None, " ".join(f"not written: unexpected {type(exc).__name__}: {exc}".split())[:300]
         row["dicom_seg"], row["dicom_seg_note"] = ("" if rel is None else str(rel)), note
         index.append({"case_id": row["case_id"], "dicom_seg": row["dicom_seg"], "note": note})
     if index:
