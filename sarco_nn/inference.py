@@ -448,6 +448,10 @@ def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, v
                           title=_plain_text(scan.case_id))
     ct = sitk.GetArrayFromImage(slice_image).astype("float32")  # (1, y, x)
     spacing_zyx = list(slice_image.GetSpacing())[::-1]
+    too_big = _huge_network_grid(ct.shape[1:], spacing_zyx[1:], predictor, scan)
+    if too_big is not None:  # never minutes of network time for a number that cannot be right
+        verdict.add(too_big)
+        return {}
     # fold by fold (the same network passes as nnU-Net's averaged ensemble): each fold's probabilities
     # feed the quality score; the segmentation is nnU-Net's mean-logit ensemble
     folds = predict_folds(predictor, ct[None], {"spacing": spacing_zyx})
@@ -479,7 +483,8 @@ def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, v
         sitk.WriteImage(mask_to_source_geometry(mask_slice, source), str(tmp), True)
     flag_text = "sarcopenic" if flag else "not sarcopenic" if flag is False else "flag n/a"
     save_overlay(ct[0], seg[0], spacing_yx, out_dir / overlay_rel,
-                 title=_plain_text(f"{scan.case_id}  SMA {measurement.sma_cm2:.1f} cm²  {flag_text}"))
+                 title=_plain_text(f"{scan.case_id}  SMA {measurement.sma_cm2:.1f} cm²  {flag_text} "
+                                   f"({threshold_set.name})  status: {verdict.status}"))
     return {
         "sma_cm2": _fmt(measurement.sma_cm2), "smi_cm2_m2": _fmt(smi_value),
         "muscle_hu_mean": _fmt(measurement.muscle_hu_mean, 1),
@@ -494,6 +499,25 @@ def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, v
             composition, get_threshold_set(DEFAULT_MYOSTEATOSIS_SET), sex, bmi,
             withheld=not verdict.flag_allowed, unknown=FLAG_UNKNOWN).items()},
     }
+
+
+#: Largest edge (pixels) of the grid the network may be asked to run on after resampling to the
+#: model's spacing. A genuine L3 slice at 0.5 mm is about 1000 px wide; beyond this the header's
+#: spacing is wrong (9 mm "pixels" would mean a 1536²… grid: minutes per scan, and a wrong SMA).
+MAX_NETWORK_EDGE_PX = 2048
+
+
+def _huge_network_grid(shape_yx, spacing_yx, predictor, scan: Scan) -> Reason | None:
+    """A `failed` reason when resampling to the model's spacing would give an absurd grid."""
+    target = [float(v) for v in predictor.configuration_manager.spacing][-2:]
+    edges = [n * s / t for n, s, t in zip(shape_yx, spacing_yx, target)]
+    if max(edges) <= MAX_NETWORK_EDGE_PX:
+        return None
+    return Reason("implausible_spacing",
+                  f"{printable_path(scan.path)}: at the model's spacing ({target[0]:g} x {target[1]:g} mm) this slice "
+                  f"would be {edges[0]:.0f} x {edges[1]:.0f} pixels, so its pixel spacing ({spacing_yx[0]:g} x "
+                  f"{spacing_yx[1]:g} mm) cannot be right. Fix: check the pixel spacing in the file header "
+                  f"(PixelSpacing / pixdim)", Status.FAILED)
 
 
 def merge_predictions(part_dirs: list[Path], out_dir: Path) -> tuple[Path, int, int]:

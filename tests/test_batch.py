@@ -171,3 +171,20 @@ def test_merge_joins_every_part_and_refuses_an_incomplete_or_mixed_set(tmp_path)
     with pytest.raises(SarcoError, match="different models"):
         merge_parts([tmp_path / "p0", tmp_path / "q1"], tmp_path / "y", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
                     PATH_COLUMNS)
+
+
+def test_a_slice_whose_spacing_would_give_an_absurd_network_grid_fails_before_the_network():
+    """9 mm "pixels" on a 512² slice would be a 4608² grid at a 1 mm model: minutes of network time
+    for a number that cannot be right (found by a hostile-user run). A genuine 0.5 mm slice passes."""
+    from types import SimpleNamespace
+
+    from sarco_nn.inference import MAX_NETWORK_EDGE_PX, Scan, _huge_network_grid
+    from sarco_nn.status import Status
+
+    predictor = SimpleNamespace(configuration_manager=SimpleNamespace(spacing=[1.0, 1.0]))
+    scan = Scan("p", Path("p.nii.gz"))
+    assert _huge_network_grid((512, 512), (0.5, 0.5), predictor, scan) is None
+    assert _huge_network_grid((512, 512), (0.98, 0.98), predictor, scan) is None
+    reason = _huge_network_grid((512, 512), (9.0, 9.0), predictor, scan)
+    assert reason is not None and reason.status is Status.FAILED and reason.code == "implausible_spacing"
+    assert "4608" in reason.message and MAX_NETWORK_EDGE_PX < 4608

@@ -101,6 +101,8 @@ def test_each_plausibility_sign_names_itself(change, code):
         mask = mask.copy()
         rng = np.random.default_rng(0)
         mask[rng.integers(0, N, 400), rng.integers(0, N, 400)] = 1
+        ct = ct.copy()
+        ct[mask > 0] = 45.0  # the specks are muscle-HU tissue: only the fragmentation is odd
     elif change == "sma":
         kw["sma_cm2"] = 400.0
     elif change == "l3":
@@ -109,7 +111,18 @@ def test_each_plausibility_sign_names_itself(change, code):
     result = qc_score(_evidence(ct, mask, _sharp(mask), **kw))
     assert result.score > clean.score
     assert code in _codes(result), (result.score, result.components)
-    assert all(not r.blocks_flag and r.status is Status.REVIEW for r in result.reasons)
+    assert all(r.status is Status.REVIEW for r in result.reasons)
+    # suspicion never withholds the flag, except numbers that cannot be muscle: SMA 400 cm² in a
+    # woman (far above the adult range) and a mean "muscle" HU of 200
+    blocking = {r.code for r in result.reasons if r.blocks_flag}
+    assert blocking == ({code} if change in ("hu", "sma") else set()), blocking
+
+
+def test_low_muscle_is_the_disease_and_never_withholds_the_flag():
+    ct, mask = _body()
+    result = qc_score(_evidence(ct, mask, _sharp(mask), sma_cm2=25.0, muscle_hu_mean=-5.0))  # cachexia, myosteatosis
+    assert "qc_sma_implausible" in _codes(result) or result.score < REVIEW_THRESHOLD
+    assert not any(r.blocks_flag for r in result.reasons)
 
 
 def test_score_is_a_weighted_noisy_or_of_components():

@@ -30,7 +30,8 @@ Components (name: measured value → ramp [start, full] → weight):
 
 A case with ``qc_score >= REVIEW_THRESHOLD`` gets ``status = review`` through the reason
 ``qc_score_high`` plus one reason per component that drove it. These are pure suspicion: they do
-not block the sarcopenia flag (``blocks_flag=False``); a person decides.
+not block the sarcopenia flag (``blocks_flag=False``); a person decides — except SMA/SMI 5 SD or
+more above the adult mean, or a mean HU far outside muscle's range (see `_withholds_flag`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,15 @@ class QcResult:
         verdict.qc_score = self.score
         verdict.extend(self.reasons)
         return verdict
+
+
+def _withholds_flag(component: str, suspicion: float, values: dict) -> bool:
+    """Suspicion alone never withholds the flag, except where the numbers cannot be muscle at all:
+    SMA/SMI 5 SD or more ABOVE the adult mean (never below: low muscle is the disease itself), or a
+    mean HU fully outside muscle's range (fat or air counted as muscle)."""
+    if component == "sma_implausible":
+        return values.get("plausibility_z", 0.0) >= 5.0
+    return component == "hu_implausible" and suspicion >= 1.0
 
 
 def _ramp(value: float, start: float, full: float) -> float:
@@ -265,9 +275,10 @@ def qc_score(ev: CaseEvidence, threshold: float = REVIEW_THRESHOLD) -> QcResult:
         drivers = sorted((n for n in components if WEIGHTS[n] * components[n] >= 0.2),
                          key=lambda n: -WEIGHTS[n] * components[n])
         names = ", ".join(drivers) or "several weak signs"
-        reasons.append(Reason("qc_score_high", f"quality score {score:.2f} >= {threshold:.2f} ({names}); "
-                                               "look at the overlay before using the numbers",
+        reasons.append(Reason("qc_score_high", f"suspicion score {score:.2f} >= {threshold:.2f} (higher = more "
+                                               f"suspicious; {names}); look at the overlay before using the numbers",
                               Status.REVIEW, blocks_flag=False))
-        reasons.extend(Reason(f"qc_{n}", _MESSAGES[n].format(detail=details[n]), Status.REVIEW, blocks_flag=False)
+        reasons.extend(Reason(f"qc_{n}", _MESSAGES[n].format(detail=details[n]), Status.REVIEW,
+                              blocks_flag=_withholds_flag(n, components[n], values))
                        for n in drivers)
     return QcResult(score, components, values, reasons)
