@@ -12,6 +12,7 @@ DEMO_TRAIN_CASES ?= 40
 DEMO_TEST_CASES ?= 12
 DEMO_EXTERNAL_CASES ?= 12
 DEMO_TRAINER ?= smit
+DEMO_PRESET ?= cpu
 PYTEST_ARGS ?=
 
 .PHONY: install test test-fast demo clean-demo bench
@@ -36,7 +37,7 @@ demo: install
 	$(SARCO) demo-data $(DEMO)/heldout --cases $(DEMO_TEST_CASES) --seed 2 --case-prefix heldout
 	$(SARCO) demo-data $(DEMO)/external --cases $(DEMO_EXTERNAL_CASES) --seed 3 --family B --case-prefix siteb
 	$(SARCO) convert $(DEMO)/drop --name Demo --workspace $(DEMO_WS)
-	$(SARCO) plan --preset cpu --workspace $(DEMO_WS)
+	$(SARCO) plan --preset $(DEMO_PRESET) --workspace $(DEMO_WS)
 	$(SARCO) train all --trainer $(DEMO_TRAINER) --workspace $(DEMO_WS)
 	$(SARCO) predict -i $(DEMO)/heldout/images -o $(DEMO)/predictions --clinical $(DEMO)/heldout/clinical.csv --workspace $(DEMO_WS)
 	$(SARCO) evaluate $(DEMO)/predictions --reference $(DEMO)/heldout/masks --clinical $(DEMO)/heldout/clinical.csv --images $(DEMO)/heldout/images -o $(DEMO)/report
