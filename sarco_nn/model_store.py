@@ -93,7 +93,7 @@ def build_predictor(model: TrainedModel, device, use_mirroring: bool = True):
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from sarco_nn.training.checkpoints import load_trainer_checkpoint
+    from sarco_nn.models.checkpoints import load_trainer_checkpoint
     from sarco_nn.training.run import trainer_class
 
     plans_manager = PlansManager(str(model.folder / "plans.json"))

@@ -47,7 +47,7 @@ def test_default_preset_plans_trains_ensembles_with_mirroring_and_evaluates(tmp_
     sarco("train", "0", "--epochs", "1", "--iterations", "2", "-w", "ws", cwd=tmp_path)
     model = tmp_path / MODEL
     assert (model / "fold_0" / "validation" / "summary.json").is_file()
-    from sarco_nn.training.checkpoints import load_trainer_checkpoint
+    from sarco_nn.models.checkpoints import load_trainer_checkpoint
 
     checkpoint = load_trainer_checkpoint(model / "fold_0" / "checkpoint_final.pth")
     assert checkpoint["inference_allowed_mirroring_axes"] == (1,) or list(checkpoint["inference_allowed_mirroring_axes"]) == [1]

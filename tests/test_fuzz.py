@@ -194,7 +194,7 @@ def _plain_pickle(path: Path) -> Path:
 
 @pytest.mark.parametrize("make", [_malicious_checkpoint, _plain_pickle])
 def test_trainer_checkpoint_loader_refuses_a_malicious_pickle(tmp_path, make):
-    from sarco_nn.training.checkpoints import load_trainer_checkpoint
+    from sarco_nn.models.checkpoints import load_trainer_checkpoint
 
     _MARKER.unlink(missing_ok=True)
     path = make(tmp_path / "checkpoint_final.pth")

@@ -335,3 +335,31 @@ def test_transposed_2d_weights_give_the_transposed_function_on_small_maps(tmp_pa
         sb, bb = b(x.transpose(2, 3))
     for u, v in zip(sa + [ba], sb + [bb]):
         torch.testing.assert_close(u.transpose(2, 3), v, atol=1e-4, rtol=1e-4)
+
+
+def test_a_zip_bomb_checkpoint_is_refused_before_it_is_unpacked(tmp_path):
+    """A 1.5 MB archive that unpacks to GBs once made check-weights use 4 GB before refusing (#14)."""
+    import zipfile
+
+    from sarco_nn.errors import InputError
+    from sarco_nn.models.pretrained import read_checkpoint_state_dict
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (300 << 20))  # 300 MiB of zeros: ~300 KiB packed
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(InputError, match="zip bomb"):
+        read_checkpoint_state_dict(bomb)
+
+
+def test_a_trained_sarco_checkpoint_is_read_as_weights_not_refused_as_pickled_code(tmp_path):
+    """nnU-Net checkpoints carry numpy scalars in their logs: read with the allow-list, still weights_only."""
+    import numpy as np
+
+    from sarco_nn.models.pretrained import read_checkpoint_state_dict
+
+    path = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": {"encoder.patch_embed.proj.weight": torch.ones(2, 1, 2, 2)},
+                "logging": {"mean_fg_dice": [np.float64(0.5)]}, "init_args": {"configuration": "2d"}}, path)
+    state = read_checkpoint_state_dict(path)
+    assert list(state) == ["encoder.patch_embed.proj.weight"]

@@ -129,6 +129,28 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:160]}"
 
 
+#: A PyTorch checkpoint is a zip archive of stored (uncompressed) tensors, so its members add up to
+#: about its own size. Far more is a "zip bomb" that would fill memory before any check could refuse it.
+MAX_UNPACKED_RATIO = 4.0
+MAX_UNPACKED_SLACK_BYTES = 64 << 20
+
+
+def _refuse_zip_bomb(path: Path) -> None:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load gives its own one-line error for a damaged archive
+    if unpacked > MAX_UNPACKED_RATIO * path.stat().st_size + MAX_UNPACKED_SLACK_BYTES:
+        raise InputError(f"refused: the archive unpacks to {unpacked / 2**30:.1f} GiB from "
+                         f"{path.stat().st_size / 2**20:.1f} MiB (a compressed 'zip bomb', not a checkpoint)", path,
+                         "use a checkpoint saved by torch.save from a source you trust")
+
+
 def _load_raw(path: Path) -> Any:
     if not path.is_file():
         raise InputError("pretrained weights file not found", path, "give the path of a downloaded .pt/.pth file")
@@ -144,10 +166,17 @@ def _load_raw(path: Path) -> Any:
         except Exception as exc:
             raise InputError(f"not a readable safetensors file ({_first_line(exc)})", path,
                              "download it again; the file is corrupt or truncated") from exc
+    _refuse_zip_bomb(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         blocked = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln]
+        if blocked and all("numpy" in ln or "torch.device" in ln for ln in blocked):
+            # an nnU-Net/sarco training checkpoint: numpy scalars in its log, allow-listed by the
+            # trainer-checkpoint loader (still weights_only, never arbitrary code)
+            from sarco_nn.models.checkpoints import load_trainer_checkpoint
+
+            return load_trainer_checkpoint(path)
         if blocked:  # weights_only refused to import/call something: pickled code or custom classes
             raise InputError(f"refused: the file holds pickled Python objects, not only tensors ({blocked[0][:120]})",
                              path, "use a plain state-dict checkpoint from a source you trust") from exc

@@ -22,7 +22,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from sarco_nn.atomic import write_json_atomic
 from sarco_nn.presets import training_settings
-from sarco_nn.training.checkpoints import load_trainer_checkpoint
+from sarco_nn.models.checkpoints import load_trainer_checkpoint
 from sarco_nn.training.names import TRAINERS  # noqa: F401  (CLI name → class name; re-exported)
 from sarco_nn.training.schedule import ProgressLRScheduler
 

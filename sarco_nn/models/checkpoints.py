@@ -12,6 +12,8 @@ import torch
 
 from sarco_nn.errors import InputError
 
+__all__ = ["load_trainer_checkpoint"]
+
 # nnU-Net checkpoints hold numpy scalars in their logs and a torch.device in init_args; these are
 # plain data, allow-listed explicitly rather than turning weights_only off.
 _NP_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
