@@ -71,7 +71,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
 #: Reasons that judge the MODEL's answer, not the input: the quality score (`qc_*`) and the mask
 #: checks. The barely trained fixture models of the suite often earn them (a high qc_score, a
 #: tiny mask), so an input test asks "was this input accepted and measured?", not "status ok".
-MODEL_REASON_CODES = ("qc_", "empty_mask", "label_absent", "sma_below_floor")
+MODEL_REASON_CODES = ("qc_", "empty_mask", "label_absent", "sma_below_floor", "sma_above_ceiling")
 
 
 def accepted_and_measured(row: dict) -> bool:

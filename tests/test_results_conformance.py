@@ -54,12 +54,13 @@ def test_every_number_in_results_csv_follows_from_the_mask_it_wrote(tiny_model, 
         assert Decimal(row["smi_cm2_m2"]) == (sma / height**2).quantize(Decimal("0.01")), row
         if n:
             assert float(row["muscle_hu_mean"]) == pytest.approx(ct[mask == 1].mean(), abs=0.051)
-        withheld = any(code in row["reasons"] for code in ("empty_mask", "label_absent", "sma_below_floor"))
-        if withheld:
+        blocking = ("empty_mask", "label_absent", "sma_below_floor", "sma_above_ceiling")
+        if any(code in row["reasons"] for code in blocking):
             assert row["sarcopenic"] == "unknown" and row["status"] == "review", row
-        elif row["sarcopenic"] != "unknown":
+        if row["sarcopenic"] == "unknown":  # sex is known for every phantom: only a reason withholds it
+            assert row["status"] == "review" and row["reasons"], row
+        else:
             sex = clinical[row["case_id"]]["sex"]
-            expected = sma < PAPER_CUTOFFS_CM2[sex]
-            assert row["sarcopenic"] == ("yes" if expected else "no"), row
+            assert row["sarcopenic"] == ("yes" if sma < PAPER_CUTOFFS_CM2[sex] else "no"), row
         if row["qc_score"]:
             assert 0.0 <= float(row["qc_score"]) <= 1.0
