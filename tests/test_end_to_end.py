@@ -74,7 +74,8 @@ def test_predict_writes_masks_on_input_grid_and_exact_sma(trained: Path):
         expected = float((sitk.GetArrayFromImage(mask) == 1).sum()) * sx * sy / 100.0
         assert float(row["sma_cm2"]) == pytest.approx(expected, abs=0.006)
         assert float(row["spacing_x_mm"]) == pytest.approx(sx, abs=1e-4)
-        assert row["sarcopenic"] in {"yes", "no"}
+        # a flag, or none because the (barely trained) model's mask is implausible: then a review reason says so
+        assert row["sarcopenic"] in {"yes", "no"} or (row["sarcopenic"] == "unknown" and row["status"] == "review")
         assert (trained / "pred" / row["overlay"]).stat().st_size > 1000
 
     # a restarted run with the same model skips finished cases and keeps the results
