@@ -31,7 +31,7 @@ REVIEW_FILE = "review.html"
 COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("case_id", "id", "Case", False),
     ("status", "status", "Status", False),
-    ("qc_score", "qc", "QC score", True),
+    ("qc_score", "qc", "Suspicion (QC)", True),
     ("sma_cm2", "sma", "SMA cm²", True),
     ("smi_cm2_m2", "smi", "SMI cm²/m²", True),
     ("muscle_hu_mean", "hu", "Muscle HU", True),
@@ -164,7 +164,7 @@ function img(src, cls, alt) { if (!src) return el("span", "no image", "noimg " +
 function firstCards() {
   ROWS.filter(r => r.status !== "ok").slice(0, 24).forEach(r => {
     const card = el("div", undefined, "card"); card.dataset.id = r.id;
-    card.append(img(r.overlay, "", "overlay " + r.id), el("div", r.id), el("div", r.status + (r.qc ? " · QC " + r.qc : ""), "st-" + r.status));
+    card.append(img(r.overlay, "", "overlay " + r.id), el("div", r.id), el("div", r.status + (r.qc ? " · suspicion " + r.qc : ""), "st-" + r.status));
     card.addEventListener("click", () => openCase(r)); $("first").append(card);
   });
   if (!$("first").children.length) $("first").append(el("p", "Nothing to review: every scan is ok."));
