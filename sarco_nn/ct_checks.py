@@ -132,9 +132,9 @@ def file_reasons(path: str | Path) -> list[Reason]:
             return reasons
         if str(header.get("Modality", "CT") or "CT").upper() == "CT" and rescale_missing(header):
             reasons.append(Reason("rescale_missing",
-                                  f"{path}: no RescaleSlope/RescaleIntercept; the stored values were taken as HU "
-                                  "because air (-1000 HU) is present. Fix: re-export the series with its rescale "
-                                  "tags", blocks_flag=False))
+                                  f"{path}: no RescaleSlope/RescaleIntercept; the stored values are read as HU as "
+                                  "they are (accepted only where they then look like CT, with air near -1000 HU). "
+                                  "Fix: re-export the series with its rescale tags", blocks_flag=False))
     return reasons
 
 
