@@ -290,6 +290,9 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     results_path = out_dir / RESULTS_FILE
     journal = Journal(out_dir / JOURNAL_FILE)
     taken = {Path(r["mask"]).name[: -len(".nii.gz")]: k for k, r in rows.items() if r.get("mask")}
+    keys_by_case: dict[str, set[str]] = {}
+    for k, r in rows.items():
+        keys_by_case.setdefault(r.get("case_id", ""), set()).add(k)
 
     todo: list[tuple[Scan, str, str]] = []
     for scan in scans:
@@ -323,6 +326,12 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
                                    **provenance, "tta": _fmt(not fast and bool(predictor and predictor.use_mirroring)),
                                    "threshold_set": threshold_set.name}
             verdict = Verdict()
+            others = keys_by_case.setdefault(scan.case_id, set()) - {key}
+            if others:  # two scans, one name: clinical.csv is joined by case id, so its row may be the other's
+                verdict.add(Reason("duplicate_case_id", f"another input of this output folder has case id "
+                                   f"{scan.case_id!r} ({sorted(others)[0]}); clinical.csv rows are joined by case id. "
+                                   "Fix: rename one scan, or predict it into another -o folder", blocks_flag=False))
+            keys_by_case[scan.case_id].add(key)
             try:
                 if scan.problem is not None:
                     text, _, fix = scan.problem.partition(" Fix: ")

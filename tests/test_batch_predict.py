@@ -49,6 +49,8 @@ def test_a_second_batch_under_the_same_output_keeps_earlier_rows_and_never_reuse
     patients = [r for r in rows if r["case_id"] == "patient"]
     assert len(patients) == 2 and patients[0]["mask"] != patients[1]["mask"]
     assert patients[0]["sma_cm2"] != patients[1]["sma_cm2"], "the second scan inherited the first one's SMA"
+    tuesday = by_input[str(second / "patient.nii.gz")]
+    assert "duplicate_case_id" in tuesday["reasons"] and tuesday["status"] in ("review", "failed"), tuesday
 
     # a changed file under a known path is measured again; an unchanged one is not
     mask = out / monday[str(first / "other.nii.gz")]["mask"]
