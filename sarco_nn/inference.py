@@ -534,5 +534,8 @@ def merge_predictions(part_dirs: list[Path], out_dir: Path) -> tuple[Path, int, 
     Returns (results.csv, rows, parts)."""
     from sarco_nn.batch import merge_parts
 
+    from sarco_nn.review.gallery import write_review_html
+
     merged = merge_parts(list(part_dirs), Path(out_dir), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
+    write_review_html(Path(out_dir), merged.path)  # one review page for the whole batch
     return merged.path, merged.n_rows, merged.n_parts

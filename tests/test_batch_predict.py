@@ -82,6 +82,8 @@ def test_parts_predicted_apart_and_merged_equal_one_run(tiny_model, tmp_path):
            {k: {c: r[c] for c in COMPARED} for k, r in straight.items()}
     for row in rows.values():
         assert (tmp_path / "all" / row["mask"]).is_file()
+    page = (tmp_path / "all" / "review.html").read_text(encoding="utf-8")  # one page for the merged batch
+    assert all(row["case_id"] in page for row in rows.values())
     # a part folder is its own resumable run: a rerun measures nothing again
     stamp = {p: (parts[0] / r["mask"]).stat().st_mtime_ns for p, r in
              ((r["input"], r) for r in _rows(parts[0] / "results.csv"))}
