@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from sarco_nn.constants import MUSCLE_LABEL
+from sarco_nn.constants import MUSCLE_LABEL, SCAN_SUFFIXES
 from sarco_nn.errors import InputError
-from sarco_nn.image_io import IMAGE_SUFFIXES as READABLE_SUFFIXES
 from sarco_nn.image_io import printable_path
 
 __all__ = [
@@ -34,7 +33,7 @@ __all__ = [
 
 #: Endings of image and mask files: what `image_io` reads, plus single DICOM files. Checked longest
 #: first (".nii.gz" before ".nii"), in any case.
-IMAGE_SUFFIXES: tuple[str, ...] = tuple(sorted({*READABLE_SUFFIXES, ".dicom", ".dcm"}, key=len, reverse=True))
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(sorted(SCAN_SUFFIXES, key=len, reverse=True))
 #: nnU-Net's channel suffix of an image file (<case>_0000.nii.gz): not part of the case id.
 CHANNEL_SUFFIX = "_0000"
 #: Pixel-data files beside a .mhd header: part of that image, not cases of their own.

@@ -198,29 +198,6 @@ def _plain_text(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def _read_l3_csv(path: Path) -> dict[str, int]:
-    """--l3-csv through `l3.choose.read_l3_csv`, after the checks that would otherwise be a traceback."""
-    import csv
-    import io
-
-    from sarco_nn.l3.choose import read_l3_csv
-
-    path = Path(path)
-    if path.is_file():
-        try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise InputError("the L3 CSV is not UTF-8 (saved as Latin-1 / Windows-1252?)", path,
-                             "save it as UTF-8 (CSV UTF-8 in a spreadsheet)") from None
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-        width = len(rows[0]) if rows else 0
-        for line, row in enumerate(rows[1:], start=2):
-            if len(row) > width:
-                raise InputError(f"line {line} has {len(row)} cells but the header has {width} (a decimal comma "
-                                 "or an extra separator?)", path, "give one case_id,l3_slice pair per line")
-    return read_l3_csv(path)
-
-
 def _disk_full(out_dir: Path, exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return True
@@ -251,7 +228,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     from sarco_nn.clinical import read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
     from sarco_nn.ct_checks import ct_reasons, file_reasons
-    from sarco_nn.l3.choose import load_l3_slice, vertebra_mask_for
+    from sarco_nn.l3.choose import load_l3_slice, read_l3_csv, vertebra_mask_for
     from sarco_nn.l3.localizer import default_model_dir
     from sarco_nn.model_store import build_predictor, find_model
     from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
@@ -268,7 +245,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         scans = [s for s in scans if part_of(s.relative or printable_path(s.path.name), parts) == part]
     threshold_set = get_threshold_set(thresholds)
     clinical = read_clinical_csv(clinical_csv) if clinical_csv else {}
-    l3_rows = _read_l3_csv(l3_csv) if l3_csv else {}
+    l3_rows = read_l3_csv(l3_csv) if l3_csv else {}
     model = find_model(workspace, dataset, trainer, preset)
     decision = ensure_postprocessing(workspace, model)
     signature = {"model": str(model.folder), "folds": model.folds, "tta": not fast,

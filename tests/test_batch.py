@@ -17,7 +17,8 @@ from sarco_nn.batch import (JOURNAL_FILE, RESULTS_FILE, Journal, check_output_lo
                             merge_parts, part_of, read_results)
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.inference import (KEY_COLUMN, PATH_COLUMNS, RESULT_COLUMNS, RUN_FILE, _check_output_folder,
-                                _output_stem, _plain_text, _read_l3_csv, discover_scans)
+                                _output_stem, _plain_text, discover_scans)
+from sarco_nn.l3.choose import read_l3_csv
 
 
 def test_journal_ignores_a_torn_last_line_and_repairs_it_before_appending(tmp_path):
@@ -145,7 +146,7 @@ def test_l3_csv_problems_are_one_line(tmp_path, data, problem):
     path = tmp_path / "l3.csv"
     path.write_bytes(data)
     with pytest.raises(InputError, match=problem):
-        _read_l3_csv(path)
+        read_l3_csv(path)
 
 
 def _fake_part(folder: Path, part: int, parts: int, cases: list[str], signature_extra: dict | None = None) -> None:

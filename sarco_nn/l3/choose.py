@@ -11,6 +11,7 @@ canonical (0 = most inferior) and `L3Location.stored_index` is the file's own co
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,12 @@ def read_l3_csv(path: Path | str) -> dict[str, int]:
     path = Path(path)
     if not path.is_file():
         raise InputError("L3 CSV not found", path, "give a CSV with columns case_id,l3_slice")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a spreadsheet's BOM is fine
+    except UnicodeDecodeError:
+        raise InputError("the L3 CSV is not UTF-8 (saved as Latin-1 / Windows-1252?)", path,
+                         "save it as UTF-8 (CSV UTF-8 in a spreadsheet)") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         fields = [f.strip() for f in reader.fieldnames or []]
         column = next((c for c in L3_CSV_INDEX_COLUMNS if c in fields), None)
@@ -46,7 +52,11 @@ def read_l3_csv(path: Path | str) -> dict[str, int]:
                              "write a header line: case_id,l3_slice (0 = most inferior slice)")
         result: dict[str, int] = {}
         for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            if row.get(None):  # DictReader's rest key: more cells than the header names
+                raise InputError(f"line {line} has {len(fields) + len(row[None])} cells but the header has "
+                                 f"{len(fields)} (a decimal comma or an extra separator?)", path,
+                                 "give one case_id,l3_slice pair per line")
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
             case, value = row["case_id"], row[column]
             try:
                 index = int(value)
