@@ -54,3 +54,14 @@ def test_every_imported_third_party_package_is_declared():
         if not names & declared:
             undeclared[module] = sorted(names)
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+
+
+def test_top_level_plans_is_the_shipped_preset_folder_not_a_copy():
+    """`plans/` at the checkout's top (DESIGN.md's layout) is a link to the package data that ships
+    in the wheel, so there is one preset folder, never two that drift apart."""
+    from pathlib import Path
+
+    from sarco_nn.presets import PRESET_DIR
+
+    top = Path(__file__).resolve().parents[1] / "plans"
+    assert top.is_symlink() and top.resolve() == PRESET_DIR.resolve()
