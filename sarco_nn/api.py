@@ -11,26 +11,32 @@ A script runs the whole pipeline without the CLI (TotalSegmentator's `python_api
     report = api.evaluate("results/", reference="manual_masks/", clinical="clinical.csv")
     [m] = api.measure("l3_mask.nii.gz", image="l3_ct.nii.gz", sex="F", height_m=1.62)
 
-Every function passes its options by keyword to the library function that does the work
-(`dataset_conversion.convert`, `planning`, `training.run`, `inference`, `measure`,
-`evaluation.evaluate`); errors are `sarco_nn.errors.SarcoError` with the file and the fix.
-Heavy libraries (torch, nnU-Net) are imported only when a function that needs them runs.
+Every `sarco` command is a thin wrapper over one function here (`sarco X` → `api.X`, hyphens
+as underscores; `sarco classify train` → `api.classify_train`): the command parses its options,
+calls the function and prints. Each function passes its options by keyword to the library
+function that does the work (`dataset_conversion`, `planning`, `training.run`, `inference`,
+`mask_measurement`, `evaluation`, `l3`, `classification`, `pretraining`, `models.pretrained`);
+errors are `sarco_nn.errors.SarcoError` with the file and the fix. Heavy libraries (torch,
+nnU-Net) are imported only when a function that needs them runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sarco_nn.constants import MUSCLE_LABEL
+from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
 from sarco_nn.errors import SarcoError
-from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET
+from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET
 from sarco_nn.workspace import Workspace
 
 __all__ = [
-    "MuscleMeasurement", "PredictOptions", "PredictResult", "TrainOptions",
-    "convert", "evaluate", "measure", "plan", "predict", "train",
+    "ClassifierPredictions", "L3Training", "MergeResult", "MuscleMeasurement", "PredictOptions", "PredictResult",
+    "TrainOptions", "WeightsCheck",
+    "check_weights", "classify_compare", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
+    "locate_l3", "measure", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train", "train_l3",
 ]
 
 PathLike = str | Path
@@ -75,31 +81,40 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
 
 # --------------------------------------------------------------------------------------- plan
 def plan(dataset: str | int | None = None, *, preset: str = "default", processes: int | None = None,
-         workspace: PathLike | Workspace | None = None) -> dict[str, Any]:
-    """Fingerprint, plan and preprocess one dataset with nnU-Net, then apply a plan preset.
+         workspace: PathLike | Workspace | None = None) -> list[dict[str, Any]]:
+    """Fingerprint, plan and preprocess with nnU-Net, then apply a plan preset.
 
     The preset bakes the CT window (-175..250 HU -> [0, 1]) into the plans, so every model trained
     on them normalises the same way.
 
     Args:
-        dataset: dataset id or name; None: the only dataset in the workspace.
+        dataset: dataset id or name (planned again if it already is); None: every dataset of the
+            workspace not yet planned with `preset`.
         preset: plan preset in ``plans/`` (``default``, ``cpu``, ``smoke``) or a JSON file path.
         processes: worker processes for fingerprinting/preprocessing (None: up to 4).
         workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
 
     Returns:
-        A summary dict: dataset, preset, plans, cases, median_inplane_spacing_mm,
-        target_spacing_mm, patch_size (pixels), batch_size, network, normalization.
+        One summary dict per dataset planned (empty when every dataset already was): dataset,
+        preset, plans, cases, median_inplane_spacing_mm, target_spacing_mm, patch_size (pixels),
+        batch_size, network, normalization.
 
     Example:
-        >>> plan(preset="cpu", workspace="ws")["patch_size"]  # doctest: +SKIP
+        >>> [summary] = plan(preset="cpu", workspace="ws")  # doctest: +SKIP
+        >>> summary["patch_size"]  # doctest: +SKIP
         [256, 256]
     """
     from sarco_nn.planning import plan_dataset
-    from sarco_nn.presets import load_preset
+    from sarco_nn.presets import load_preset, plans_identifier
 
-    load_preset(preset)  # refuse an unknown preset before touching the workspace
-    return plan_dataset(_ws(workspace).activate(), dataset, preset, processes)
+    preset_name = load_preset(preset)["name"]  # refuse an unknown preset before touching the workspace
+    ws = _ws(workspace).activate()
+    if dataset is None:
+        identifier = plans_identifier(preset_name)
+        names = [n for n in ws.datasets().values() if not (ws.preprocessed / n / f"{identifier}.json").exists()]
+    else:
+        names = [ws.dataset_name(dataset)]
+    return [plan_dataset(ws, name, preset, processes) for name in names]
 
 
 # -------------------------------------------------------------------------------------- train
@@ -118,6 +133,8 @@ class TrainOptions:
         continue_training: resume from the fold's last checkpoint.
         pretrained: SMIT encoder weights (``sarco pretrain`` output or an official SMIT checkpoint).
         validate: run nnU-Net's validation at the end (None: the preset decides).
+        num_gpus: train on this many CUDA GPUs (nnU-Net's DDP, one process per GPU).
+        val_best: validate with checkpoint_best instead of checkpoint_final (nnU-Net's ``--val_best``).
     """
 
     dataset: str | int | None = None
@@ -129,6 +146,8 @@ class TrainOptions:
     continue_training: bool = False
     pretrained: PathLike | None = None
     validate: bool | None = None
+    num_gpus: int = 1
+    val_best: bool = False
 
 
 def train(fold: int | str = 0, options: TrainOptions = TrainOptions(), *,
@@ -136,7 +155,8 @@ def train(fold: int | str = 0, options: TrainOptions = TrainOptions(), *,
     """Train one nnU-Net fold with the SMIT trainer (or a baseline); resumable.
 
     Args:
-        fold: 0-4, or ``"all"`` (every case, no validation).
+        fold: 0-4, or ``"all"`` (every case, no validation). Five-fold cross-validation is one
+            call per fold 0..4 (what ``sarco train 5fold`` does; `training.run.expand_folds`).
         options: `TrainOptions` (trainer, preset, epochs, device, pretrained weights, ...).
         workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
 
@@ -152,7 +172,34 @@ def train(fold: int | str = 0, options: TrainOptions = TrainOptions(), *,
     return train_fold(_ws(workspace), str(fold), dataset=options.dataset, trainer=options.trainer,
                       preset=options.preset, epochs=options.epochs, iterations=options.iterations,
                       device=options.device, continue_training=options.continue_training,
-                      pretrained=_path(options.pretrained), validate=options.validate)
+                      pretrained=_path(options.pretrained), validate=options.validate, num_gpus=options.num_gpus,
+                      val_best=options.val_best)
+
+
+# -------------------------------------------------------------------------------- postprocess
+def postprocess(*, dataset: str | int | None = None, trainer: str | None = None, preset: str | None = None,
+                workspace: PathLike | Workspace | None = None) -> dict[str, Any]:
+    """Let nnU-Net decide the postprocessing on a model's cross-validation predictions (after all folds).
+
+    Args:
+        dataset: dataset id or name (None: the only one).
+        trainer: which trained model (``smit``, ``nnunet``, ``resenc`` or a class name; None: the only one).
+        preset: which planned preset (None: the only one).
+        workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
+
+    Returns:
+        nnU-Net's decision: postprocessing_fns, and the cross-validation Dice before
+        (``input_folder``) and after (``postprocessed``) under ``foreground_mean``.
+
+    Example:
+        >>> postprocess(trainer="smit", workspace="ws")["postprocessing_fns"]  # doctest: +SKIP
+        []
+    """
+    from sarco_nn.model_store import find_model
+    from sarco_nn.postprocessing import determine_postprocessing
+
+    ws = _ws(workspace)
+    return determine_postprocessing(ws, find_model(ws, dataset, trainer, preset))
 
 
 # ------------------------------------------------------------------------------------ predict
@@ -207,10 +254,17 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class PredictResult:
-    """Where `predict` wrote its table, and how many cases failed (their reasons are in the table)."""
+    """Where `predict` wrote its table, and how many cases failed.
+
+    Attributes:
+        results_csv: results.csv (one row per scan of the output folder, earlier runs included).
+        n_failed: failed cases (their reasons are in the table's ``reasons`` column).
+        errors: the ``reasons`` of the failed rows that belong to this call's inputs, in table order.
+    """
 
     results_csv: Path
     n_failed: int
+    errors: tuple[str, ...] = ()
 
 
 def predict(inputs: PathLike, output: PathLike, options: PredictOptions = PredictOptions(), *,
@@ -243,7 +297,51 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
         l3_slice=o.l3_slice, hu_gate=o.hu_gate, overwrite=o.overwrite, progress=o.progress, l3_csv=_path(o.l3_csv),
         l3_from=_path(o.l3_from), locator=o.locator, l3_rule=o.l3_rule, slab=o.slab,
         l3_model_dir=_path(o.l3_model_dir), part=o.part, parts=o.parts, dicom_seg=o.dicom_seg)
-    return PredictResult(Path(results), int(failed))
+    return PredictResult(Path(results), int(failed), _failed_reasons(Path(results), Path(inputs)) if failed else ())
+
+
+def _failed_reasons(results_csv: Path, inputs: Path) -> tuple[str, ...]:
+    """The reasons of the failed rows of these inputs (an output folder may hold earlier runs' rows)."""
+    import csv
+
+    from sarco_nn.inference import discover_scans, input_keys
+
+    seen = input_keys(discover_scans(inputs))
+    with open(results_csv, newline="", encoding="utf-8") as handle:
+        return tuple(row["reasons"] for row in csv.DictReader(handle)
+                     if row["status"] == "failed" and row["input"] in seen)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """The merged table of a batch predicted in parts (`predict_merge`)."""
+
+    results_csv: Path
+    n_rows: int
+    n_parts: int
+
+
+def predict_merge(parts: Sequence[PathLike], *, output: PathLike) -> MergeResult:
+    """Merge the results.csv of the parts of one batch (``predict`` with ``part``/``parts``) into one.
+
+    The masks stay in the part folders; the merged table points at them, and review.html covers
+    the whole batch.
+
+    Args:
+        parts: the output folders of every part of the batch.
+        output: folder for the merged results.csv and review.html.
+
+    Returns:
+        `MergeResult` (results_csv, n_rows, n_parts).
+
+    Example:
+        >>> predict_merge(["out/part0", "out/part1"], output="out/all").n_rows  # doctest: +SKIP
+        120
+    """
+    from sarco_nn.inference import merge_predictions
+
+    results, n_rows, n_parts = merge_predictions([Path(p) for p in parts], Path(output))
+    return MergeResult(Path(results), int(n_rows), int(n_parts))
 
 
 # ------------------------------------------------------------------------------------ measure
@@ -263,6 +361,12 @@ class MuscleMeasurement:
         threshold: the cut-off applied, in words (e.g. ``"SMA < 144 cm² (paper, M)"``).
         status: ``ok`` / ``review`` / ``failed`` (`sarco_nn.status`), as ``sarco measure`` reports it.
         reasons: ``(code, message)`` pairs behind a status other than ``ok``.
+        mask_slices: axial slices in the mask (1 for a 2-D mask or a one-slice volume).
+        ct_warnings: the CT's own reasons (``code: message``, also in `reasons`), which
+            ``sarco measure`` prints as warnings.
+        record: every value of this slice as ``sarco measure --json`` prints it: the above plus
+            n_pixels and, with body composition, IMAT/VAT/SAT areas (cm²), HU mean/SD, indices
+            (cm²/m²) and the myosteatosis flag.
     """
 
     slice_index: int | None
@@ -275,13 +379,20 @@ class MuscleMeasurement:
     threshold: str
     status: str = "ok"
     reasons: tuple[tuple[str, str], ...] = ()
+    mask_slices: int = 1
+    ct_warnings: tuple[str, ...] = ()
+    record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int | None = None,
             label: int = MUSCLE_LABEL, sex: str | None = None, height_m: float | None = None,
-            weight_kg: float | None = None, hu_gate: bool = False,
-            thresholds: str = DEFAULT_THRESHOLD_SET) -> list[MuscleMeasurement]:
+            weight_kg: float | None = None, hu_gate: bool = False, thresholds: str = DEFAULT_THRESHOLD_SET,
+            tissues: bool = False, labels_file: PathLike | None = None, level: str = DEFAULT_LEVEL,
+            hu_convention: str | None = None, myosteatosis: str = DEFAULT_MYOSTEATOSIS_SET,
+            cli_names: bool = False) -> list[MuscleMeasurement]:
     """SMA (cm²), SMI (cm²/m²), mean muscle HU and the sarcopenia flag from an existing mask.
+
+    Optionally the body composition too (muscle, IMAT, VAT, SAT; indices; myosteatosis).
 
     Args:
         mask: muscle mask file (NIfTI/MHA/NRRD): one 2-D slice or a 3-D volume, any orientation.
@@ -294,6 +405,17 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
         weight_kg: weight in kg (BMI, used by the ``martin`` set).
         hu_gate: count only pixels within the muscle HU gate -29..150 HU (needs `image`).
         thresholds: ``paper``, ``prado``, ``martin`` or a JSON/YAML threshold file.
+        tissues: also measure the body composition (in `MuscleMeasurement.record`). Without it,
+            a mask holding muscle plus another tissue value is measured as one anyway.
+        labels_file: labels.json naming the tissue values (default: a labels.json beside the mask,
+            else muscle 1, imat 2, vat 3, sat 4); implies `tissues`.
+        level: vertebral level of the slice (``T12`` ... ``L5``); flags only where the threshold
+            set was published for that level.
+        hu_convention: tissue HU rule: ``label`` (every labelled pixel) or ``alberta`` (muscle
+            -29..150, adipose -190..-30 HU; gates the SMA too). None: alberta with `hu_gate`, else label.
+        myosteatosis: myosteatosis set (muscle HU cut-offs): ``martin_myosteatosis`` or a file.
+        cli_names: name options in error messages as ``sarco measure`` flags (``--height``) rather
+            than as these arguments; the command line sets it.
 
     Returns:
         One `MuscleMeasurement` per measured slice, in slice order.
@@ -303,26 +425,20 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
         >>> round(m.sma_cm2, 1), m.sarcopenic  # doctest: +SKIP
         (98.3, True)
     """
-    from sarco_nn.image_io import read_image, read_label_image
-    from sarco_nn.mask_measurement import check_patient, ct_input_reasons, measure_objects
-    from sarco_nn.thresholds import get_threshold_set
+    from sarco_nn.mask_measurement import measure_mask
 
-    ts = get_threshold_set(thresholds)
-    sex_code = check_patient(sex, height_m, weight_kg, label)
-    if hu_gate and image is None:
-        raise SarcoError("the HU gate needs the CT", fix="pass it as image=CT.")
-    ct = read_image(image) if image is not None else None
-    objects = measure_objects(read_label_image(mask), ct, ts, sex_code, height_m, weight_kg, label=label,
-                              slice_index=slice_index, hu_gate=hu_gate, mask_name=str(mask),
-                              ct_name=None if image is None else str(image),
-                              input_reasons=ct_input_reasons(ct, image))
-    out = [MuscleMeasurement(
+    report = measure_mask(mask, image=image, slice_index=slice_index, label=label, sex=sex, height_m=height_m,
+                          weight_kg=weight_kg, hu_gate=hu_gate, thresholds=thresholds, tissues=tissues,
+                          labels_file=labels_file, level=level, hu_convention=hu_convention,
+                          myosteatosis=myosteatosis, cli=cli_names)
+    warnings = tuple(str(r) for r in report.input_reasons)
+    return [MuscleMeasurement(
         slice_index=o["slice_index"], sma_cm2=float(o["sma_cm2"]), smi_cm2_m2=o["smi_cm2_m2"],
         muscle_hu_mean=o["muscle_hu_mean"], hu_gate=None if o["hu_gate"] is None else tuple(o["hu_gate"]),
         sarcopenic=o["sarcopenic"] if isinstance(o["sarcopenic"], bool) else None, threshold_set=o["threshold_set"],
-        threshold=o["threshold"], status=o["status"], reasons=tuple((r["code"], r["message"]) for r in o["reasons"]))
-        for o in objects]
-    return out
+        threshold=o["threshold"], status=o["status"], reasons=tuple((r["code"], r["message"]) for r in o["reasons"]),
+        mask_slices=report.n_mask_slices, ct_warnings=warnings, record=o)
+        for o in report.objects]
 
 
 # ----------------------------------------------------------------------------------- evaluate
@@ -330,7 +446,8 @@ def evaluate(predictions: PathLike | None = None, *, reference: PathLike | None 
              clinical: PathLike | None = None, output: PathLike | None = None,
              thresholds: str = DEFAULT_THRESHOLD_SET, images: PathLike | None = None,
              at_annotated: PathLike | None = None, crossval: bool = False, dataset: str | int | None = None,
-             trainer: str | None = None, workspace: PathLike | Workspace | None = None) -> dict[str, Any]:
+             trainer: str | None = None, label: int | None = None,
+             workspace: PathLike | Workspace | None = None, cli_names: bool = False) -> dict[str, Any]:
     """Compare predicted with reference masks: Dice/HD95, SMA agreement, sarcopenia accuracy.
 
     Writes cases.csv, summary.json, report.md and plots. Two kinds: a folder of predictions
@@ -346,8 +463,13 @@ def evaluate(predictions: PathLike | None = None, *, reference: PathLike | None 
         at_annotated: volumes: predictions made at the annotated L3 slices.
         crossval: evaluate the cross-validation predictions of a trained model instead.
         dataset: crossval: dataset id or name (None: the only one).
-        trainer: crossval: which trained model when several exist.
+        trainer: crossval: which trained model when several exist (smit/nnunet/resenc, a trainer
+            class name or a whole model folder name, matched exactly).
+        label: muscle value in the reference masks (None: the drop's labels.json beside them, else 1);
+            predictions are read with sarco's own label 1.
         workspace: crossval: sarco workspace folder.
+        cli_names: name options in error messages as ``sarco evaluate`` flags (``--reference``);
+            the command line sets it.
 
     Returns:
         The summary dict (also summary.json): n_cases, dice_mean, sma_mae_cm2 (cm²),
@@ -361,11 +483,368 @@ def evaluate(predictions: PathLike | None = None, *, reference: PathLike | None 
 
     if crossval:
         if predictions is not None or reference is not None:
-            raise SarcoError("crossval finds predictions and references itself", fix="drop predictions and reference.")
+            raise SarcoError(f"{'--' if cli_names else ''}crossval finds predictions and references itself",
+                             fix="drop PRED_DIR and --reference." if cli_names else "drop predictions and reference.")
         return evaluate_crossval(None if workspace is None else _ws(workspace), dataset, _path(output), thresholds,
-                                 trainer=trainer)
+                                 trainer=trainer, label=label)
     if predictions is None or reference is None:
+        if cli_names:
+            raise SarcoError("PRED_DIR and --reference are required", fix="or use --crossval.")
         raise SarcoError("predictions and reference are both required", fix="or pass crossval=True.")
     out = Path(output) if output is not None else Path(predictions) / "evaluation"
     return evaluate_folder(Path(predictions), Path(reference), _path(clinical), out, thresholds,
-                           images_dir=_path(images), annotated_dir=_path(at_annotated))
+                           images_dir=_path(images), annotated_dir=_path(at_annotated), label=label)
+
+
+# ---------------------------------------------------------------------------------- demo data
+def demo_data(out_dir: PathLike, *, cases: int = 40, seed: int = 0, matrix: int = 512, volumes: bool = False,
+              case_prefix: str = "case", family: str = "A") -> Path:
+    """Write synthetic L3 phantoms in the drop-in layout, with their exact areas (truth.csv).
+
+    Masks hold muscle 1, IMAT 2, VAT 3, SAT 4 (declared in labels.json); clinical.csv gives sex,
+    height and weight. Never writes into an existing non-empty folder.
+
+    Args:
+        out_dir: new folder for images/, masks/, labels.json, clinical.csv, truth.csv.
+        cases: number of phantom cases.
+        seed: random seed (different seeds give disjoint cohorts).
+        matrix: image matrix edge, pixels.
+        volumes: whole T12-S1 volumes with the mask on the L3 slice (and vertebrae/) instead of slices.
+        case_prefix: prefix of the case ids.
+        family: ``A`` (the demo's training site) or ``B`` (an independently designed external site).
+
+    Returns:
+        The folder written.
+
+    Example:
+        >>> demo_data("demo/drop", cases=4, matrix=128)  # doctest: +SKIP
+        PosixPath('demo/drop')
+    """
+    from dataset_conversion.phantom import write_dropin_dataset
+
+    return write_dropin_dataset(Path(out_dir), n_cases=cases, seed=seed, matrix=matrix, volumes=volumes,
+                                case_prefix=case_prefix, family=family)
+
+
+# ------------------------------------------------------------------------------ check weights
+@dataclass(frozen=True)
+class WeightsCheck:
+    """Would a weights file load into the SMIT encoder `train` builds? (`check_weights`)
+
+    Attributes:
+        source: the file checked.
+        loadable: True when ``train(..., TrainOptions(pretrained=source))`` would load it.
+        checked_against: which network it was matched against, in words (None: file unreadable).
+        error: why it would not load (None when it would).
+        report: `models.pretrained.LoadReport` (matched/missing/unexpected tensors); None when the
+            file could not be read at all.
+    """
+
+    source: Path
+    loadable: bool
+    checked_against: str | None
+    error: str | None
+    report: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The object ``sarco check-weights --json`` prints."""
+        if self.report is None:
+            return {"source": str(self.source), "loadable": False, "error": self.error}
+        return {**self.report.to_json(), "checked_against": self.checked_against, "loadable": self.loadable,
+                "error": self.error}
+
+
+def check_weights(file: PathLike, *, dims: int = 2, min_fraction: float = 0.9, preset: str | None = None,
+                  cli_names: bool = False) -> WeightsCheck:
+    """Match a weights file against the SMIT encoder ``train --pretrained`` would build, before a long run.
+
+    The network is the one the trainer builds: ``preset``'s SMIT config when given, else the
+    config stored in a sarco encoder file, else Trans-Small.
+
+    Args:
+        file: pretrained SMIT weights: official .pt, nnU-Net checkpoint or a sarco encoder.pt.
+        dims: network to check against: 2 (L3 slices) or 3 (volumes).
+        min_fraction: fraction of the encoder's tensors (0..1) that must match.
+        preset: check against the SMIT network this plan preset trains.
+        cli_names: name options in error messages as ``sarco check-weights`` flags (``--dims``).
+
+    Returns:
+        `WeightsCheck` (loadable, error, the load report). An unreadable file is a
+        ``loadable=False`` result, not an exception; a wrong ``dims`` raises SarcoError.
+
+    Example:
+        >>> check_weights("pre2d/encoder.pt", dims=2).loadable  # doctest: +SKIP
+        True
+    """
+    if dims not in (2, 3):
+        raise SarcoError(f"{'--dims' if cli_names else 'dims'} must be 2 or 3, got {dims}")
+    from sarco_nn.models.pretrained import check_report, inspect_pretrained_encoder
+
+    path = Path(file)
+    try:
+        encoder, against = _target_encoder(path, dims, preset)
+        report, _ = inspect_pretrained_encoder(encoder, path)
+    except SarcoError as exc:
+        return WeightsCheck(path, False, None, str(exc))
+    try:
+        check_report(report, min_fraction)
+    except SarcoError as exc:
+        return WeightsCheck(path, False, against, str(exc), report)
+    return WeightsCheck(path, True, against, None, report)
+
+
+def _target_encoder(file: Path, dims: int, preset: str | None):
+    """The encoder `train --pretrained` loads into, built from the same config source.
+
+    The trainer's network is `build_smit_for_plans(..., config=smit_network_config(preset))` and its
+    encoder is `SMITEncoder(1, dims, that config)`; so is this one, for the named preset. With no
+    preset, the file's own stored config (a `sarco pretrain` encoder) is what its preset trains.
+    """
+    from sarco_nn.models.pretrained import config_from_checkpoint
+    from sarco_nn.models.smit import TRANS_SMALL, SMITEncoder
+
+    if preset is not None:
+        from sarco_nn.presets import load_preset, smit_network_config
+
+        config, against = smit_network_config(load_preset(preset)), f"the SMIT network of preset {preset!r}"
+    else:
+        stored = config_from_checkpoint(file)
+        config, against = (stored, "the network stored in the file") if stored else (TRANS_SMALL, "Trans-Small")
+    return SMITEncoder(in_channels=1, spatial_dims=dims, config=config), against
+
+
+# ----------------------------------------------------------------------------------- pretrain
+def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", preset: str | None = None,
+             settings: Mapping[str, Any] | None = None, device: str = "auto", resume: bool = False,
+             workers: int | None = None, progress: bool = True, echo: Callable[[str], None] | None = None):
+    """Self-supervised SMIT pretraining on unlabeled CT; writes encoder.pt for ``train(pretrained=...)``.
+
+    Every default is the official SMIT value (`pretraining.config.PretrainConfig`).
+
+    Args:
+        unlabeled_dir: folder of unlabeled CTs (NIfTI/MHA/NRRD files, DICOM series folders).
+        output: checkpoint folder (encoder.pt, card.json, loss_curve.png, checkpoint.pt).
+        preset: pretrain the SMIT encoder this plan preset fine-tunes (None: Trans-Small).
+        settings: `PretrainConfig` fields to change, e.g. ``{"dims": 2, "crop_size": 256,
+            "spacing_mm": 1.5, "epochs": 100}`` (crop edge in voxels, spacing in mm).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        resume: continue the run in `output` exactly where it stopped.
+        workers: data-loading workers (None: 0 on CPU, up to 8 on CUDA).
+        progress: show a progress bar with the loss terms.
+        echo: where status lines go (None: nowhere).
+
+    Returns:
+        `pretraining.trainer.PretrainResult` (encoder, card, steps_done, epochs_done, stopped_early, ...).
+
+    Example:
+        >>> pretrain("ct_archive", output="pre2d", settings={"dims": 2, "crop_size": 256}).encoder  # doctest: +SKIP
+        PosixPath('pre2d/encoder.pt')
+    """
+    from sarco_nn.presets import load_preset, training_settings
+    from sarco_nn.pretraining.config import PretrainConfig
+    from sarco_nn.pretraining.trainer import run_pretraining
+
+    chosen = dict(settings or {})
+    if preset is not None:
+        if "encoder" in chosen:
+            raise SarcoError("preset and settings['encoder'] both name the encoder", fix="give one of them.")
+        chosen["encoder"] = training_settings(load_preset(preset), "smit").get("network")
+    try:
+        cfg = PretrainConfig(**chosen)
+    except (TypeError, ValueError) as exc:
+        raise SarcoError(str(exc), fix="correct the option (see sarco pretrain --help).") from None
+    return run_pretraining(Path(unlabeled_dir), Path(output), cfg, device=device, resume=resume, workers=workers,
+                           progress=progress, echo=echo)
+
+
+# ---------------------------------------------------------------------------------------- L3
+def locate_l3(volume: PathLike, *, l3_from: PathLike | None = None, rule: str = "centroid", locator: str = "auto",
+              model_dir: PathLike | None = None, thumbnail: PathLike | None = None,
+              workspace: PathLike | Workspace | None = None):
+    """Find the L3 slice of a CT volume and its z position (mm).
+
+    Args:
+        volume: CT volume: NIfTI/MHA/NRRD file or DICOM series folder, any orientation.
+        l3_from: vertebra label map on the CT's grid (TotalSegmentator numbering, L3 = 29) or
+            TotalSegmentator's output folder.
+        rule: L3 slice from vertebra labels: ``centroid`` or ``max-area``.
+        locator: ``auto``, ``vertebrae``, ``model`` or ``totalsegmentator``.
+        model_dir: trained localizer (None: <workspace>/l3_localizer).
+        thumbnail: also write a sagittal PNG marking the level here.
+        workspace: sarco workspace folder (for the default localizer).
+
+    Returns:
+        `l3.result.L3Location`: slice_index (0 = most inferior slice), stored_index (the file's own
+        order), z_mm, method, rule, confidence. Raises `l3.result.L3NotFound` when L3 is not in view.
+
+    Example:
+        >>> locate_l3("ct.nii.gz", l3_from="vertebrae.nii.gz").slice_index  # doctest: +SKIP
+        41
+    """
+    from sarco_nn.l3.locate import locate_l3 as run_locate
+    from sarco_nn.l3.locate import read_volume
+    from sarco_nn.l3.localizer import default_model_dir
+
+    chosen_dir = Path(model_dir) if model_dir is not None else default_model_dir(_ws(workspace).root)
+    location = run_locate(Path(volume), method=locator, vertebra_mask=_path(l3_from), rule=rule, model_dir=chosen_dir)
+    if thumbnail is not None:
+        from sarco_nn.l3.thumbnail import save_l3_thumbnail
+
+        save_l3_thumbnail(read_volume(Path(volume))[1], location, Path(thumbnail), title=Path(volume).name)
+    return location
+
+
+@dataclass(frozen=True)
+class L3Training:
+    """What `train_l3` wrote: the localizer checkpoint and its training/held-out report."""
+
+    checkpoint: Path
+    report: dict[str, Any]
+
+
+def train_l3(source: PathLike | None = None, *, drop_dir: PathLike | None = None, phantoms: int = 0,
+             model_dir: PathLike | None = None, steps: int = 1500, max_minutes: float | None = None,
+             validation: float = 0.2, seed: int = 0, workspace: PathLike | Workspace | None = None) -> L3Training:
+    """Train the L3 localizer (a CNN on bone-window projections) on CPU; report its held-out error.
+
+    Args:
+        source: drop-in folder of whole volumes (mask on the L3 slice), or a converted dataset
+            folder with manifest.csv (then `drop_dir`). None: phantoms only.
+        drop_dir: original drop folder of a converted dataset.
+        phantoms: add this many phantom volumes (T12-S1) to the training set.
+        model_dir: output folder (None: <workspace>/l3_localizer).
+        steps: training steps (batches of 8 random crops).
+        max_minutes: stop early after this many minutes.
+        validation: share of volumes (0..1) held out for the error report.
+        seed: random seed.
+        workspace: sarco workspace folder (for the default output folder).
+
+    Returns:
+        `L3Training`: checkpoint, and report with ``training`` (cases, steps, seconds),
+        ``held_out`` (n_cases, mean_abs_error_mm, mean_abs_error_slices, max_abs_error_mm,
+        n_not_found) and ``notes``.
+
+    Example:
+        >>> train_l3("l3_drop", validation=0.2).report["held_out"]["mean_abs_error_mm"]  # doctest: +SKIP
+        4.1
+    """
+    if source is None and phantoms < 1:
+        raise SarcoError("nothing to train on", fix="give a drop-in folder of volumes, or --phantoms N")
+    import torch
+
+    from sarco_nn.l3.localizer import default_model_dir
+    from sarco_nn.l3.train_l3 import train_from_sources
+
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    out = Path(model_dir) if model_dir is not None else default_model_dir(_ws(workspace).root)
+    path, report = train_from_sources(out, _path(source), _path(drop_dir), phantoms, validation, steps,
+                                      None if max_minutes is None else 60.0 * max_minutes, seed)
+    return L3Training(Path(path), report)
+
+
+# ----------------------------------------------------------------------------------- classify
+def classify_train(fold: int | str = 0, *, arch: str = "densenet121", weights: PathLike | None = None,
+                   unfreeze: str | None = None, epochs: int | None = None, batch_size: int = 16, lr: float = 1e-3,
+                   input_size: int | None = None, patience: int = 8, balance: str = "weights",
+                   thresholds: str = DEFAULT_THRESHOLD_SET, restart: bool = False, device: str = "auto",
+                   dataset: str | int | None = None, workspace: PathLike | Workspace | None = None,
+                   log: Callable[[str], None] = print) -> Path:
+    """Train (or resume) one fold of the image-level sarcopenia classifier on the dataset's L3 slices.
+
+    Args:
+        fold: fold 0-4 of splits_final.json or ``"all"`` (every case); five folds are five calls.
+        arch: ``densenet121``, ``resnet50``, ``inception_v3`` or ``inception_resnet_v2`` (needs timm).
+        weights: local state dict (RadImageNet or ImageNet); None: random initialisation.
+        unfreeze: ``incremental`` (default with weights), ``all`` (default without) or ``head``.
+        epochs: epochs per stage (incremental) or in total (all/head); None: the defaults.
+        batch_size: slices per batch.
+        lr: learning rate of the first stage (later stages: halved each).
+        input_size: input edge in pixels (None: 224, inception 299).
+        patience: epochs without a better validation loss before a stage stops.
+        balance: ``weights`` (class-weighted loss) or ``sampler`` (balanced batches).
+        thresholds: threshold set deriving the labels from the masks: paper, prado, martin or a file.
+        restart: discard this fold's earlier run instead of resuming it.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        dataset: dataset id or name (None: the only one).
+        workspace: sarco workspace folder.
+        log: where progress lines go.
+
+    Returns:
+        The fold's output folder.
+
+    Example:
+        >>> classify_train(0, arch="densenet121", weights="RadImageNet-DenseNet121.pt")  # doctest: +SKIP
+        PosixPath('sarco_workspace/sarco_classification/Dataset501_Freeman/densenet121/fold_0')
+    """
+    from sarco_nn.classification.train import train_fold
+
+    return train_fold(_ws(workspace), str(fold), dataset, arch, _path(weights), unfreeze, epochs, device,
+                      batch_size=batch_size, lr=lr, input_size=input_size, patience=patience, balance=balance,
+                      thresholds=thresholds, restart=restart, log=log)
+
+
+@dataclass(frozen=True)
+class ClassifierPredictions:
+    """Where `classify_predict` wrote predictions.csv, and how many scans failed (status/reason columns)."""
+
+    predictions_csv: Path
+    n_failed: int
+
+
+def classify_predict(inputs: PathLike, output: PathLike, *, arch: str | None = None,
+                     folds: Sequence[str] | None = None, l3_slice: int | None = None, device: str = "auto",
+                     dataset: str | int | None = None, workspace: PathLike | Workspace | None = None,
+                     log: Callable[[str], None] = print) -> ClassifierPredictions:
+    """Probability that each scan is sarcopenic: the mean of the fold classifiers.
+
+    Args:
+        inputs: a CT file, a DICOM series folder, or a folder of scans.
+        output: output folder (predictions.csv).
+        arch: which trained architecture (None: the only one).
+        folds: which folds' classifiers (None: every cross-validation fold).
+        l3_slice: axial slice index to use in a volume.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        dataset: dataset id or name (None: the only one).
+        workspace: sarco workspace folder.
+        log: where progress lines go.
+
+    Returns:
+        `ClassifierPredictions` (predictions_csv, n_failed).
+
+    Example:
+        >>> classify_predict("scans/", "classified/").n_failed  # doctest: +SKIP
+        0
+    """
+    from sarco_nn.classification.predict import predict_scans
+
+    path, failures = predict_scans(_ws(workspace), Path(inputs), Path(output), dataset, arch,
+                                   None if folds is None else list(folds), device, l3_slice, log=log)
+    return ClassifierPredictions(Path(path), int(failures))
+
+
+def classify_compare(*, arch: str | None = None, trainer: str | None = None, output: PathLike | None = None,
+                     thresholds: str = DEFAULT_THRESHOLD_SET, dataset: str | int | None = None,
+                     workspace: PathLike | Workspace | None = None,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Classifier vs the segmentation-derived flag on the same folds (Wilson CIs, AUROC, missed patients).
+
+    Args:
+        arch: which trained classifier architecture (None: the only one).
+        trainer: segmentation model folder (or part of its name) when several exist.
+        output: report folder (None: sarco_classification/<Dataset>/<arch>/comparison).
+        thresholds: threshold set deriving the labels: paper, prado, martin or a file.
+        dataset: dataset id or name (None: the only one).
+        workspace: sarco workspace folder.
+        log: where progress lines go.
+
+    Returns:
+        The summary: ``rows`` (per fold and pooled: approach, n, accuracy, sensitivity,
+        specificity, balanced_accuracy, AUROC) and ``missed_sarcopenic`` (case ids per approach).
+
+    Example:
+        >>> classify_compare(arch="densenet121")["missed_sarcopenic"]  # doctest: +SKIP
+        {'classifier': ['case_007'], 'segmentation': []}
+    """
+    from sarco_nn.classification.compare import compare
+
+    return compare(_ws(workspace), dataset, arch, trainer, thresholds, _path(output), log=log)

@@ -1,4 +1,9 @@
-"""The `sarco` command: one thin function per command; the work lives in the library modules."""
+"""The `sarco` command: one thin function per command over `sarco_nn.api` (parse options, call, print).
+
+`sarco X` calls `api.X` (hyphens as underscores); the work lives in the library modules behind it,
+so a script and the command line cannot disagree. `api` keeps its heavy imports inside its
+functions, so `sarco --help` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from sarco_nn import api
 from sarco_nn.commands.runner import run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -14,12 +20,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $SARCO_HOME or ./sarco_workspace).")
 DatasetOpt = typer.Option(None, "--dataset", "-d", help="Dataset id or name (default: the only one in the workspace).")
-
-
-def _workspace(path: Optional[Path]):
-    from sarco_nn.workspace import Workspace
-
-    return Workspace.resolve(path)
 
 
 @app.command("demo-data")
@@ -36,10 +36,8 @@ def demo_data(out_dir: Path = typer.Argument(..., help="New folder for the drop-
     Masks hold muscle 1, IMAT 2, VAT 3, SAT 4 (declared in labels.json). Example:
     sarco demo-data demo/drop --cases 40 --seed 1;  sarco demo-data demo/site_b --family B --seed 3
     """
-    from dataset_conversion.phantom import write_dropin_dataset
-
-    folder = write_dropin_dataset(out_dir, n_cases=cases, seed=seed, matrix=matrix, volumes=volumes,
-                                  case_prefix=case_prefix, family=family)
+    folder = api.demo_data(out_dir, cases=cases, seed=seed, matrix=matrix, volumes=volumes, case_prefix=case_prefix,
+                           family=family)
     typer.echo(f"wrote {cases} family-{family.upper()} phantom cases to {folder}")
 
 
@@ -53,11 +51,7 @@ def convert(drop_dir: Path = typer.Argument(..., help="Dropped folder with image
 
     Example: sarco convert ~/l3_drop --name Freeman
     """
-    from dataset_conversion.convert import convert_dropin
-    from sarco_nn.constants import FIRST_DATASET_ID
-
-    ws = _workspace(workspace).activate()
-    result = convert_dropin(drop_dir, ws.raw, name, dataset_id or ws.next_dataset_id(FIRST_DATASET_ID), overwrite=overwrite)
+    result = api.convert(drop_dir, name=name, dataset_id=dataset_id, overwrite=overwrite, workspace=workspace)
     typer.echo(f"{result.dataset_name}: {result.n_cases} cases written to {result.dataset_dir}")
     for note in result.notes:
         typer.echo(f"  note: {note}")
@@ -72,21 +66,11 @@ def plan(dataset: Optional[str] = typer.Argument(None, help="Dataset id or name 
 
     Example: sarco plan --preset cpu
     """
-    from sarco_nn.planning import plan_dataset
-    from sarco_nn.presets import load_preset, plans_identifier
-
-    preset_name = load_preset(preset)["name"]  # refuse an unknown preset before touching the workspace
-    ws = _workspace(workspace).activate()
-    if dataset is None:
-        identifier = plans_identifier(preset_name)
-        names = [n for n in ws.datasets().values() if not (ws.preprocessed / n / f"{identifier}.json").exists()]
-        if not names:
-            typer.echo(f"every dataset is already planned with preset {preset!r}; name one to re-plan it.")
-            return
-    else:
-        names = [ws.dataset_name(dataset)]
-    for name in names:
-        summary = plan_dataset(ws, name, preset, processes)
+    summaries = api.plan(dataset, preset=preset, processes=processes, workspace=workspace)
+    if not summaries:
+        typer.echo(f"every dataset is already planned with preset {preset!r}; name one to re-plan it.")
+        return
+    for summary in summaries:
         typer.echo(f"\n{summary['dataset']} planned with preset {summary['preset']} ({summary['plans']})")
         for key in ("cases", "median_inplane_spacing_mm", "target_spacing_mm", "patch_size", "batch_size", "network",
                     "normalization"):
@@ -110,14 +94,13 @@ def train(fold: str = typer.Argument(..., help="Fold 0-4, `all` (every case, no 
 
     Example: sarco train 0 --trainer smit --pretrained encoder.pt ; sarco train 0 --num-gpus 4
     """
-    from sarco_nn.training.run import parse_fold, train_fold
+    from sarco_nn.training.run import expand_folds
 
-    folds = ["0", "1", "2", "3", "4"] if fold.strip().lower() == "5fold" else [fold]
-    for f in folds:
-        parse_fold(f)  # `sarco train 7` / `abc`: one line, before anything is touched
-    for f in folds:
-        out = train_fold(_workspace(workspace), f, dataset, trainer, preset, epochs, iterations, device,
-                         continue_training, pretrained, num_gpus=num_gpus, val_best=val_best)
+    options = api.TrainOptions(dataset=dataset, trainer=trainer, preset=preset, epochs=epochs, iterations=iterations,
+                               device=device, continue_training=continue_training, pretrained=pretrained,
+                               num_gpus=num_gpus, val_best=val_best)
+    for f in expand_folds(fold):
+        out = api.train(f, options, workspace=workspace)
         typer.echo(f"fold {f} done: {out}")
 
 
@@ -130,11 +113,7 @@ def postprocess(dataset: Optional[str] = DatasetOpt,
 
     Example: sarco postprocess --trainer smit
     """
-    from sarco_nn.model_store import find_model
-    from sarco_nn.postprocessing import determine_postprocessing
-
-    ws = _workspace(workspace)
-    decision = determine_postprocessing(ws, find_model(ws, dataset, trainer, preset))
+    decision = api.postprocess(dataset=dataset, trainer=trainer, preset=preset, workspace=workspace)
     before = decision.get("input_folder", {}).get("foreground_mean", {}).get("Dice")
     after = decision.get("postprocessed", {}).get("foreground_mean", {}).get("Dice")
     typer.echo(f"postprocessing: {decision.get('postprocessing_fns') or 'none'} (cross-validation Dice {before} -> {after})")
@@ -167,25 +146,16 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
 
     Example: sarco predict -i scans/ -o results/ --clinical clinical.csv
     """
-    from sarco_nn.inference import predict as run_predict
-
-    results, failures = run_predict(_workspace(workspace), inputs, out_dir, dataset, trainer, preset, clinical,
-                                    thresholds, fast, device, l3_slice, hu_gate, overwrite, l3_csv=l3_csv,
-                                    l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab, dicom_seg=dicom_seg,
-                                    part=part, parts=parts)
-    typer.echo(f"results: {results}")
-    if failures:
-        import csv
-
-        from sarco_nn.inference import discover_scans, input_keys
-
-        seen = input_keys(discover_scans(inputs))
-
-        with open(results, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                if row["status"] == "failed" and row["input"] in seen:
-                    typer.echo(f"error: {row['reasons']}", err=True)
-        typer.echo(f"{failures} case(s) failed; see {results.parent / 'errors.log'}", err=True)
+    options = api.PredictOptions(dataset=dataset, trainer=trainer, preset=preset, clinical_csv=clinical,
+                                 thresholds=thresholds, fast=fast, device=device, l3_slice=l3_slice, l3_csv=l3_csv,
+                                 l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab, hu_gate=hu_gate,
+                                 overwrite=overwrite, part=part, parts=parts, dicom_seg=dicom_seg)
+    result = api.predict(inputs, out_dir, options, workspace=workspace)
+    typer.echo(f"results: {result.results_csv}")
+    if result.n_failed:
+        for reasons in result.errors:
+            typer.echo(f"error: {reasons}", err=True)
+        typer.echo(f"{result.n_failed} case(s) failed; see {result.results_csv.parent / 'errors.log'}", err=True)
         raise typer.Exit(1)
 
 
@@ -196,10 +166,8 @@ def predict_merge(parts: list[Path] = typer.Argument(..., help="The -o folders o
 
     Example: sarco predict-merge out/part0 out/part1 out/part2 -o out/all
     """
-    from sarco_nn.inference import merge_predictions
-
-    results, n_rows, n_parts = merge_predictions(parts, out_dir)
-    typer.echo(f"merged {n_rows} row(s) of {n_parts} part(s): {results}")
+    merged = api.predict_merge(parts, output=out_dir)
+    typer.echo(f"merged {merged.n_rows} row(s) of {merged.n_parts} part(s): {merged.results_csv}")
 
 
 def _register_command_modules() -> None:

@@ -8,14 +8,16 @@ flag at a level the threshold set was not published for.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sarco_nn.constants import MUSCLE_HU_GATE, MUSCLE_LABEL
+from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_HU_GATE, MUSCLE_LABEL, TISSUE_LABELS
 from sarco_nn.errors import SarcoError
 from sarco_nn.status import FLAG_UNKNOWN, Reason
-from sarco_nn.thresholds import normalise_sex
+from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, normalise_sex
 
-__all__ = ["check_patient", "ct_input_reasons", "measure_objects"]
+__all__ = ["MaskReport", "add_body_composition", "check_measure_options", "check_patient", "ct_input_reasons",
+           "measure_mask", "measure_objects", "resolve_tissue_labels"]
 
 
 def check_patient(sex: str | None, height: float | None, weight: float | None, label: int,
@@ -49,7 +51,16 @@ def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | 
                     label: int = MUSCLE_LABEL, slice_index: int | None = None, hu_gate: bool = False,
                     mask_name: str | None = None, ct_name: str | None = None, level: str | None = None,
                     input_reasons=()) -> list[dict]:
-    """One result object per measured slice: numbers, status, reasons and the flag (or "unknown").
+    """One result object per measured slice: numbers, status, reasons and the flag (or "unknown")."""
+    return _measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=slice_index,
+                            hu_gate=hu_gate, mask_name=mask_name, ct_name=ct_name, level=level,
+                            input_reasons=input_reasons)[0]
+
+
+def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
+                     label: int, slice_index: int | None, hu_gate: bool, mask_name: str | None,
+                     ct_name: str | None, level: str | None, input_reasons) -> tuple[list[dict], int]:
+    """`measure_objects` and the mask's number of axial slices, from the one reoriented stack.
 
     `input_reasons` are the CT's own (`sarco_nn.ct_checks`); they join every slice's verdict.
 
@@ -73,7 +84,8 @@ def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | 
         others = [v for v in present if v != 0]
         found = f" (it holds {others[:5]})" if others else " (it is empty)"
         raise SarcoError(f"{mask_name}: no slice contains label {label}{found}", fix="check --label, or give --slice N.")
-    spacing = axial_stack(mask_img, mask_name).spacing_yx_mm
+    stack = axial_stack(mask_img, mask_name)
+    spacing = stack.spacing_yx_mm
     bmi = exact_bmi(height, weight)
     objects = []
     for m in results:
@@ -97,6 +109,120 @@ def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | 
             "status": verdict.status.value,
             "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
         })
-    return objects
+    return objects, int(stack.array.shape[0])
 
 
+
+
+@dataclass(frozen=True)
+class MaskReport:
+    """What measuring one mask file gives: one object per slice, the CT's own reasons, the mask's slice count.
+
+    `objects` are the dicts `sarco measure --json` prints (with the body composition when asked);
+    `n_mask_slices` is 1 for a 2-D mask (or a one-slice volume), which decides the JSON shape.
+    """
+
+    objects: list[dict]
+    input_reasons: list[Reason] = field(default_factory=list)
+    n_mask_slices: int = 1
+
+
+def check_measure_options(image: Path | str | None, hu_gate: bool, level: str | None, hu_convention: str | None,
+                          cli: bool = False) -> tuple[str, str]:
+    """(level, HU convention) after refusing contradicting options, before any file is read.
+
+    `cli` names the options as `sarco measure` flags (``--hu-gate``) instead of API arguments.
+    """
+    from sarco_nn.body_composition import check_convention, check_level
+
+    gate, conv, with_ct = ("--hu-gate", "--hu-convention", "pass it with --image CT.") if cli else (
+        "hu_gate", "hu_convention", "pass it as image=CT.")
+    if hu_gate and image is None:
+        raise SarcoError(f"{'--hu-gate' if cli else 'the HU gate'} needs the CT", fix=with_ct)
+    level = check_level(level)
+    convention = check_convention(hu_convention or ("alberta" if hu_gate else "label"))
+    if hu_gate and convention != "alberta":
+        raise SarcoError(f"{gate} contradicts {conv} {convention}", fix="drop one of them.")
+    if convention == "alberta" and image is None:
+        raise SarcoError("the alberta HU convention needs the CT", fix=with_ct)
+    return level, convention
+
+
+def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_index: int | None = None,
+                 label: int = MUSCLE_LABEL, sex: str | None = None, height_m: float | None = None,
+                 weight_kg: float | None = None, hu_gate: bool = False, thresholds: str = DEFAULT_THRESHOLD_SET,
+                 tissues: bool = False, labels_file: Path | str | None = None, level: str = DEFAULT_LEVEL,
+                 hu_convention: str | None = None, myosteatosis: str = DEFAULT_MYOSTEATOSIS_SET,
+                 cli: bool = False) -> MaskReport:
+    """Everything `sarco measure` / `api.measure` do: check the options, read, measure, add body composition.
+
+    The alberta convention (``--hu-gate``, or ``hu_convention="alberta"``) gates the SMA path too.
+    """
+    from sarco_nn.image_io import read_image, read_label_image
+    from sarco_nn.thresholds import get_threshold_set
+
+    ts = get_threshold_set(thresholds)
+    sex_code = check_patient(sex, height_m, weight_kg, label, cli=cli)
+    level, convention = check_measure_options(image, hu_gate, level, hu_convention, cli=cli)
+    mask_img = read_label_image(mask)
+    ct_img = read_image(image) if image is not None else None
+    input_reasons = ct_input_reasons(ct_img, image)
+    mask_name, ct_name = str(mask), None if image is None else str(image)
+    tissue_labels = resolve_tissue_labels(mask_img, Path(mask), labels_file, label, force=tissues)
+    objects, n_slices = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
+                                         slice_index=slice_index, hu_gate=convention == "alberta",
+                                         mask_name=mask_name, ct_name=ct_name, level=level,
+                                         input_reasons=input_reasons)
+    if tissue_labels is not None:
+        add_body_composition(objects, mask_img, ct_img, tissue_labels, convention, level, sex_code, height_m,
+                             weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name)
+    return MaskReport(objects, list(input_reasons), n_slices)
+
+
+def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | str | None, label: int,
+                          force: bool) -> dict[str, int] | None:
+    """The tissue label map for body composition, or None when only the SMA is asked for.
+
+    --labels FILE wins; else a labels.json beside the mask (a tissue it names but the mask lacks
+    measures 0 cm²); else TISSUE_LABELS with muscle = --label, keeping only the values the mask holds.
+    Without --tissues/--labels, body composition is reported only when the mask holds the muscle
+    value and at least one other tissue value of that map (a multi-tissue mask).
+    """
+    import SimpleITK as sitk
+
+    from sarco_nn.cases import LABELS_FILE, read_labels_json
+    from sarco_nn.mask_checks import labels_in
+
+    beside = Path(mask_path).parent / LABELS_FILE
+    if labels_file is not None:
+        labels = read_labels_json(Path(labels_file))
+    elif beside.is_file():
+        labels = read_labels_json(beside)
+    else:
+        labels = {**TISSUE_LABELS, "muscle": label}
+        labels = {k: v for k, v in labels.items() if k == "muscle" or v != label}
+    present = set(labels_in(sitk.GetArrayViewFromImage(mask_img)))
+    others = {v for k, v in labels.items() if k in TISSUE_LABELS and k != "muscle"}
+    if not (force or labels_file is not None or (labels["muscle"] in present and present & others)):
+        return None
+    if labels_file is None and not beside.is_file():
+        # no declared map: a tissue value the mask does not hold is "absent" (not 0 cm²); IMAT then derivable
+        labels = {k: v for k, v in labels.items() if k == "muscle" or v in present}
+    return labels
+
+
+def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str, int], convention: str,
+                         level: str, sex_code: str | None, height: float | None, weight: float | None,
+                         myo_set, *, mask_name: str | None = None, ct_name: str | None = None) -> None:
+    """Add every tissue (areas cm², HU mean/SD, indices) and the myosteatosis flag to each slice's object."""
+    from sarco_nn.body_composition import measure_composition_image, result_columns
+    from sarco_nn.thresholds import bmi as exact_bmi
+
+    bmi = exact_bmi(height, weight)
+    for o in objects:
+        comp = measure_composition_image(mask_img, ct_img, labels, convention, level, height, o["slice_index"],
+                                         mask_name=mask_name, ct_name=ct_name)[0]
+        withheld = o["status"] == "failed" or bool(o["reasons"])  # every measure reason blocks a flag
+        row = result_columns(comp, myo_set, sex_code, bmi, withheld=withheld, unknown=FLAG_UNKNOWN,
+                             digits={"area": 4, "hu": 2})
+        o.update({k: v for k, v in row.items() if k not in o})  # shared keys (SMI, muscle HU) are the SMA path's

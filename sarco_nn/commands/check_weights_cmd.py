@@ -1,4 +1,4 @@
-"""`sarco check-weights FILE [--dims 2|3] [--preset P] [--json]`: will these weights load? Say so before a long run."""
+"""`sarco check-weights FILE [--dims 2|3] [--preset P] [--json]` (over `api.check_weights`): will these weights load?"""
 
 from __future__ import annotations
 
@@ -8,25 +8,7 @@ from typing import Optional
 
 import typer
 
-
-def target_encoder(file: Path, dims: int, preset: str | None):
-    """The encoder `sarco train --pretrained` loads into, built from the same config source.
-
-    The trainer's network is `build_smit_for_plans(..., config=smit_network_config(preset))` and its
-    encoder is `SMITEncoder(1, dims, that config)`; so is this one, for the named preset. With no
-    preset, the file's own stored config (a `sarco pretrain` encoder) is what its preset trains.
-    """
-    from sarco_nn.models.pretrained import config_from_checkpoint
-    from sarco_nn.models.smit import TRANS_SMALL, SMITEncoder
-
-    if preset is not None:
-        from sarco_nn.presets import load_preset, smit_network_config
-
-        config, against = smit_network_config(load_preset(preset)), f"the SMIT network of preset {preset!r}"
-    else:
-        stored = config_from_checkpoint(file)
-        config, against = (stored, "the network stored in the file") if stored else (TRANS_SMALL, "Trans-Small")
-    return SMITEncoder(in_channels=1, spatial_dims=dims, config=config), against
+from sarco_nn import api
 
 
 def check_weights(
@@ -39,32 +21,12 @@ def check_weights(
         "--pretrained` loads into); default: the network stored in a sarco encoder file, else Trans-Small."),
 ) -> None:
     """Match FILE against the SMIT encoder `sarco train --pretrained` would build; print the load report (exit 0 = would load)."""
-    if dims not in (2, 3):
-        typer.echo(f"error: --dims must be 2 or 3, got {dims}", err=True)
-        raise typer.Exit(2)
-    from sarco_nn.errors import SarcoError
-    from sarco_nn.models.pretrained import check_report, inspect_pretrained_encoder
-
-    try:
-        encoder, against = target_encoder(file, dims, preset)
-        report, _ = inspect_pretrained_encoder(encoder, file)
-    except SarcoError as exc:
-        if json_output:
-            typer.echo(json.dumps({"source": str(file), "loadable": False, "error": str(exc)}))
-        else:
-            typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    error = None
-    try:
-        check_report(report, min_fraction)
-    except SarcoError as exc:
-        error = str(exc)
+    result = api.check_weights(file, dims=dims, min_fraction=min_fraction, preset=preset, cli_names=True)
     if json_output:
-        typer.echo(json.dumps({**report.to_json(), "checked_against": against, "loadable": error is None,
-                               "error": error}))
-    else:
-        typer.echo(f"{report.summary_line()} (checked against {against})")
-        if error:
-            typer.echo(f"error: {error}", err=True)
-    if error:
+        typer.echo(json.dumps(result.to_json()))
+    elif result.report is not None:
+        typer.echo(f"{result.report.summary_line()} (checked against {result.checked_against})")
+    if result.error and not json_output:
+        typer.echo(f"error: {result.error}", err=True)
+    if not result.loadable:
         raise typer.Exit(1)

@@ -1,7 +1,8 @@
 """`sarco classify train|predict|compare`: the study's CNN classification baseline.
 
-Registered by the lead with `app.add_typer(classify_app, name="classify")`. Heavy imports stay
-inside the functions so `sarco --help` is fast.
+Thin wrappers over `api.classify_train` / `classify_predict` / `classify_compare`, registered
+with `app.add_typer(classify_app, name="classify")`. Heavy imports stay inside the api functions
+so `sarco --help` is fast.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from sarco_nn import api
 
 classify_app = typer.Typer(no_args_is_help=True, add_completion=False,
                            help="Sarcopenic / not straight from the L3 slice (DenseNet121, ResNet50, InceptionV3, "
@@ -40,14 +43,12 @@ def train(fold: str = typer.Argument(..., help="Fold 0-4 of splits_final.json, `
 
     Example: sarco classify train 0 --arch densenet121 --weights RadImageNet-DenseNet121.pt
     """
-    from sarco_nn.classification.train import train_fold
-    from sarco_nn.workspace import Workspace
-
     folds = ["0", "1", "2", "3", "4"] if fold == "5fold" else [fold]
     for f in folds:
-        out = train_fold(Workspace.resolve(workspace), f, dataset, arch, weights, unfreeze, epochs, device,
-                         batch_size=batch_size, lr=lr, input_size=input_size, patience=patience, balance=balance,
-                         thresholds=thresholds, restart=restart, log=typer.echo)
+        out = api.classify_train(f, arch=arch, weights=weights, unfreeze=unfreeze, epochs=epochs, batch_size=batch_size,
+                                 lr=lr, input_size=input_size, patience=patience, balance=balance,
+                                 thresholds=thresholds, restart=restart, device=device, dataset=dataset,
+                                 workspace=workspace, log=typer.echo)
         typer.echo(f"fold {f}: {out}")
 
 
@@ -64,14 +65,12 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
 
     Example: sarco classify predict -i scans/ -o classified/
     """
-    from sarco_nn.classification.predict import predict_scans
-
     chosen = None if folds is None else [f.strip() for f in folds.split(",") if f.strip()]
-    path, failures = predict_scans(workspace, inputs, out_dir, dataset, arch, chosen, device, l3_slice,
-                                   log=typer.echo)
-    typer.echo(f"predictions: {path}")
-    if failures:
-        typer.echo(f"{failures} scan(s) failed; see the status/reason columns", err=True)
+    result = api.classify_predict(inputs, out_dir, arch=arch, folds=chosen, l3_slice=l3_slice, device=device,
+                                  dataset=dataset, workspace=workspace, log=typer.echo)
+    typer.echo(f"predictions: {result.predictions_csv}")
+    if result.n_failed:
+        typer.echo(f"{result.n_failed} scan(s) failed; see the status/reason columns", err=True)
         raise typer.Exit(1)
 
 
@@ -89,9 +88,8 @@ def compare(arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Which
 
     Example: sarco classify compare --arch densenet121 --trainer SarcoSMITTrainer
     """
-    from sarco_nn.classification.compare import compare as run_compare
-
-    summary = run_compare(workspace, dataset, arch, trainer, thresholds, output, log=typer.echo)
+    summary = api.classify_compare(arch=arch, trainer=trainer, output=output, thresholds=thresholds, dataset=dataset,
+                                   workspace=workspace, log=typer.echo)
     for row in summary["rows"]:
         if row["fold"] == "pooled":
             typer.echo(f"{row['approach']:<13} n {row['n']}: accuracy {_pct(row['accuracy'])}, sensitivity "

@@ -1,4 +1,4 @@
-"""`sarco evaluate`: predictions vs reference masks → cases.csv, summary.json, report.md, plots."""
+"""`sarco evaluate` (over `api.evaluate`): predictions vs reference masks → cases.csv, summary.json, report.md, plots."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from sarco_nn import api
 from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET
 
 
@@ -41,19 +42,9 @@ def evaluate(
       sarco evaluate results/ --reference manual_masks/ --clinical clinical.csv -o report/
       sarco evaluate --crossval --dataset Freeman
     """
-    from sarco_nn.errors import SarcoError
-    from sarco_nn.evaluation.evaluate import evaluate_crossval, evaluate_folder
-
-    if crossval:
-        if pred_dir is not None or reference is not None:
-            raise SarcoError("--crossval finds predictions and references itself", fix="drop PRED_DIR and --reference.")
-        summary = evaluate_crossval(workspace, dataset, output, thresholds, trainer=trainer, label=label)
-    else:
-        if pred_dir is None or reference is None:
-            raise SarcoError("PRED_DIR and --reference are required", fix="or use --crossval.")
-        out = output if output is not None else pred_dir / "evaluation"
-        summary = evaluate_folder(pred_dir, reference, clinical, out, thresholds, images_dir=images,
-                                  annotated_dir=at_annotated, label=label)
+    summary = api.evaluate(pred_dir, reference=reference, clinical=clinical, output=output, thresholds=thresholds,
+                           images=images, at_annotated=at_annotated, crossval=crossval, dataset=dataset,
+                           trainer=trainer, label=label, workspace=workspace, cli_names=True)
     _print_cases(Path(summary["report_dir"]) / "cases.csv")
     _print_summary(summary)
 

@@ -1,4 +1,4 @@
-"""`sarco locate` and `sarco train-l3`: thin typer layers over sarco_nn.l3 (the lead registers them in cli.py)."""
+"""`sarco locate-l3` and `sarco train-l3`: thin typer layers over `api.locate_l3` / `api.train_l3`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from sarco_nn import api
 
 
 def locate(
@@ -26,23 +28,17 @@ def locate(
 
     Example: sarco locate ct.nii.gz --l3-from vertebrae.nii.gz --rule max-area --json
     """
-    from sarco_nn.l3.locate import locate_l3, read_volume
-    from sarco_nn.l3.localizer import default_model_dir
     from sarco_nn.l3.result import L3NotFound
 
-    model_dir = model_dir or default_model_dir(workspace)
     try:
-        location = locate_l3(volume, method=locator, vertebra_mask=l3_from, rule=rule, model_dir=model_dir)
+        location = api.locate_l3(volume, l3_from=l3_from, rule=rule, locator=locator, model_dir=model_dir,
+                                 thumbnail=thumbnail, workspace=workspace)
     except L3NotFound as exc:
         if as_json:
             typer.echo(json.dumps({"found": False, "reason": str(exc)}))
         else:
             typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
-    if thumbnail is not None:
-        from sarco_nn.l3.thumbnail import save_l3_thumbnail
-
-        save_l3_thumbnail(read_volume(volume)[1], location, thumbnail, title=volume.name)
     if as_json:
         typer.echo(json.dumps({"found": True, **location.as_dict()}))
         return
@@ -68,18 +64,9 @@ def train_l3(
 
     Example: sarco train-l3 ~/l3_drop --validation 0.2
     """
-    import torch
-
-    from sarco_nn.errors import SarcoError
-    from sarco_nn.l3.localizer import default_model_dir
-    from sarco_nn.l3.train_l3 import train_from_sources
-
-    if source is None and phantoms < 1:
-        raise SarcoError("nothing to train on", fix="give a drop-in folder of volumes, or --phantoms N")
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    out = model_dir or default_model_dir(workspace)
-    path, report = train_from_sources(out, source, drop_dir, phantoms, validation, steps,
-                                      None if max_minutes is None else 60.0 * max_minutes, seed)
+    trained = api.train_l3(source, drop_dir=drop_dir, phantoms=phantoms, model_dir=model_dir, steps=steps,
+                           max_minutes=max_minutes, validation=validation, seed=seed, workspace=workspace)
+    path, report = trained.checkpoint, trained.report
     t = report["training"]
     typer.echo(f"trained on {t['cases']} volumes, {t['steps']} steps in {t['seconds']} s -> {path}")
     for note in report.get("notes", [])[:10]:

@@ -1,4 +1,4 @@
-"""`sarco measure`: SMA / SMI / muscle HU / sarcopenia flag from an existing mask (thin CLI layer).
+"""`sarco measure`: SMA / SMI / muscle HU / sarcopenia flag from an existing mask (over `api.measure`).
 
 With `--tissues` (or a `--labels` file, or a mask holding muscle plus another tissue value of
 `constants.TISSUE_LABELS`) it also reports the body composition of `sarco_nn.body_composition`:
@@ -13,10 +13,10 @@ from typing import Optional
 
 import typer
 
-from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL, TISSUE_LABELS
-from sarco_nn.mask_measurement import check_patient, ct_input_reasons, measure_objects
+from sarco_nn import api
+from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
 from sarco_nn.status import FLAG_UNKNOWN
-from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, get_threshold_set
+from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET
 
 
 def measure(
@@ -49,41 +49,17 @@ def measure(
 
     Example: sarco measure l3_mask.nii.gz --image l3_ct.nii.gz --sex F --height 1.62 --json
     """
-    from sarco_nn.errors import SarcoError
-    from sarco_nn.image_io import read_image, read_label_image
-
-    ts = get_threshold_set(thresholds)
-    sex_code = check_patient(sex, height, weight, label, cli=True)
-    if hu_gate and image is None:
-        raise SarcoError("--hu-gate needs the CT", fix="pass it with --image CT.")
-    from sarco_nn.body_composition import check_convention, check_level
-
-    level = check_level(level)
-    convention = check_convention(hu_convention or ("alberta" if hu_gate else "label"))
-    if hu_gate and convention != "alberta":
-        raise SarcoError(f"--hu-gate contradicts --hu-convention {convention}", fix="drop one of them.")
-    if convention == "alberta" and image is None:
-        raise SarcoError("the alberta HU convention needs the CT", fix="pass it with --image CT.")
-    mask_img = read_label_image(mask)
-    ct_img = read_image(image) if image is not None else None
-    input_reasons = ct_input_reasons(ct_img, image)
-    if not as_json:
-        for reason in input_reasons:
-            typer.echo(f"warning: {reason}", err=True)
-    tissue_labels = resolve_tissue_labels(mask_img, mask, labels_file, label, force=tissues)
-    objects = measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=slice_index,
-                              hu_gate=convention == "alberta", mask_name=str(mask),
-                              ct_name=None if image is None else str(image), level=level,
-                              input_reasons=input_reasons)
-    if tissue_labels is not None:
-        add_body_composition(objects, mask_img, ct_img, tissue_labels, convention, level, sex_code, height, weight,
-                             get_threshold_set(myosteatosis), mask_name=str(mask),
-                             ct_name=None if image is None else str(image))
+    results = api.measure(mask, image=image, slice_index=slice_index, label=label, sex=sex, height_m=height,
+                          weight_kg=weight, hu_gate=hu_gate, thresholds=thresholds, tissues=tissues,
+                          labels_file=labels_file, level=level, hu_convention=hu_convention,
+                          myosteatosis=myosteatosis, cli_names=True)
+    objects = [dict(m.record) for m in results]
     if as_json:
-        single = len(objects) == 1 and (slice_index is not None or mask_img.GetDimension() == 2
-                                        or _n_axial_slices(mask_img) == 1)
+        single = len(results) == 1 and (slice_index is not None or results[0].mask_slices == 1)
         typer.echo(json.dumps(objects[0] if single else objects, ensure_ascii=False))
         return
+    for warning in results[0].ct_warnings if results else ():
+        typer.echo(f"warning: {warning}", err=True)
     for o in objects:
         parts = [f"slice {o['slice_index']}:", f"SMA {o['sma_cm2']:.2f} cm²"]
         if o["smi_cm2_m2"] is not None:
@@ -100,61 +76,6 @@ def measure(
             typer.echo("  " + _composition_text(o))
         for reason in o["reasons"]:
             typer.echo(f"  {reason['code']}: {reason['message']}")
-
-
-def _n_axial_slices(image) -> int:
-    from sarco_nn.measure import axial_stack
-
-    return axial_stack(image).array.shape[0]
-
-
-def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | None, label: int,
-                          force: bool) -> dict[str, int] | None:
-    """The tissue label map for body composition, or None when only the SMA is asked for.
-
-    --labels FILE wins; else a labels.json beside the mask (a tissue it names but the mask lacks
-    measures 0 cm²); else TISSUE_LABELS with muscle = --label, keeping only the values the mask holds.
-    Without --tissues/--labels, body composition is reported only when the mask holds the muscle
-    value and at least one other tissue value of that map (a multi-tissue mask).
-    """
-    import SimpleITK as sitk
-
-    from sarco_nn.cases import LABELS_FILE, read_labels_json
-    from sarco_nn.mask_checks import labels_in
-
-    beside = Path(mask_path).parent / LABELS_FILE
-    if labels_file is not None:
-        labels = read_labels_json(labels_file)
-    elif beside.is_file():
-        labels = read_labels_json(beside)
-    else:
-        labels = {**TISSUE_LABELS, "muscle": label}
-        labels = {k: v for k, v in labels.items() if k == "muscle" or v != label}
-    present = set(labels_in(sitk.GetArrayViewFromImage(mask_img)))
-    others = {v for k, v in labels.items() if k in TISSUE_LABELS and k != "muscle"}
-    if not (force or labels_file is not None or (labels["muscle"] in present and present & others)):
-        return None
-    if labels_file is None and not beside.is_file():
-        # no declared map: a tissue value the mask does not hold is "absent" (not 0 cm²); IMAT then derivable
-        labels = {k: v for k, v in labels.items() if k == "muscle" or v in present}
-    return labels
-
-
-def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str, int], convention: str,
-                         level: str, sex_code: str | None, height: float | None, weight: float | None,
-                         myo_set, *, mask_name: str | None = None, ct_name: str | None = None) -> None:
-    """Add every tissue (areas cm², HU mean/SD, indices) and the myosteatosis flag to each slice's object."""
-    from sarco_nn.body_composition import measure_composition_image, result_columns
-    from sarco_nn.thresholds import bmi as exact_bmi
-
-    bmi = exact_bmi(height, weight)
-    for o in objects:
-        comp = measure_composition_image(mask_img, ct_img, labels, convention, level, height, o["slice_index"],
-                                         mask_name=mask_name, ct_name=ct_name)[0]
-        withheld = o["status"] == "failed" or bool(o["reasons"])  # every measure reason blocks a flag
-        row = result_columns(comp, myo_set, sex_code, bmi, withheld=withheld, unknown=FLAG_UNKNOWN,
-                             digits={"area": 4, "hu": 2})
-        o.update({k: v for k, v in row.items() if k not in o})  # shared keys (SMI, muscle HU) are the SMA path's
 
 
 def _composition_text(o: dict) -> str:

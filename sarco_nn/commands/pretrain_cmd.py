@@ -1,6 +1,6 @@
 """`sarco pretrain UNLABELED_DIR -o CKPT_DIR`: SMIT self-supervised pretraining on unlabeled CT.
 
-Thin wrapper over `sarco_nn.pretraining.trainer.run_pretraining`; every default is the official
+Thin wrapper over `sarco_nn.api.pretrain`; every default is the official
 SMIT value (see `sarco_nn.pretraining.config`). Multi-GPU:
     torchrun --standalone --nproc_per_node=4 -m sarco_nn.pretraining CT_DIR -o ckpt --device cuda
 """
@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 
+from sarco_nn import api
 from sarco_nn.pretraining.config import PretrainConfig
 
 # the official defaults, read from the dataclass fields: building a PretrainConfig validates its
@@ -67,28 +68,19 @@ def pretrain(
     Example: sarco pretrain ~/ct_archive -o pre2d --dims 2 --crop-size 256 --spacing 1.5 ;
     sarco train all --pretrained pre2d/encoder.pt
     """
-    from sarco_nn.errors import SarcoError
-    from sarco_nn.pretraining.trainer import run_pretraining
-
-    from sarco_nn.presets import load_preset, training_settings
-
-    encoder = training_settings(load_preset(preset), "smit").get("network") if preset else None
-    try:
-        cfg = PretrainConfig(
-            encoder=encoder, dims=dims, crop_size=crop_size, spacing_mm=spacing, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            batch_size=batch_size, lr_per_sample=lr_per_sample, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-            mask_ratio=mask_ratio, mask_block=mask_block, rec_weight=rec_weight, cls_weight=cls_weight,
-            patch_weight=patch_weight, student_temp=student_temp, warmup_teacher_temp=warmup_teacher_temp,
-            teacher_temp=teacher_temp, warmup_teacher_patch_temp=warmup_teacher_patch_temp,
-            teacher_patch_temp=teacher_patch_temp, teacher_temp_warmup_epochs=teacher_temp_warmup_epochs,
-            patch_temp_start_epoch=patch_temp_start_epoch, center_momentum=center_momentum,
-            momentum_teacher=momentum_teacher, freeze_last_layer_epochs=freeze_last_layer_epochs, out_dim=out_dim,
-            patch_out_dim=patch_out_dim, min_body_area_cm2=min_body_area_cm2, samples_per_read=samples_per_read,
-            cache_volumes=cache_volumes, seed=seed)
-    except ValueError as exc:
-        raise SarcoError(str(exc), fix="correct the option (see sarco pretrain --help).") from None
-    result = run_pretraining(unlabeled_dir, out_dir, cfg, device=device, resume=continue_run, workers=workers,
-                             progress=progress, echo=typer.echo)
+    settings = dict(
+        dims=dims, crop_size=crop_size, spacing_mm=spacing, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size, lr_per_sample=lr_per_sample, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+        mask_ratio=mask_ratio, mask_block=mask_block, rec_weight=rec_weight, cls_weight=cls_weight,
+        patch_weight=patch_weight, student_temp=student_temp, warmup_teacher_temp=warmup_teacher_temp,
+        teacher_temp=teacher_temp, warmup_teacher_patch_temp=warmup_teacher_patch_temp,
+        teacher_patch_temp=teacher_patch_temp, teacher_temp_warmup_epochs=teacher_temp_warmup_epochs,
+        patch_temp_start_epoch=patch_temp_start_epoch, center_momentum=center_momentum,
+        momentum_teacher=momentum_teacher, freeze_last_layer_epochs=freeze_last_layer_epochs, out_dim=out_dim,
+        patch_out_dim=patch_out_dim, min_body_area_cm2=min_body_area_cm2, samples_per_read=samples_per_read,
+        cache_volumes=cache_volumes, seed=seed)
+    result = api.pretrain(unlabeled_dir, output=out_dir, preset=preset, settings=settings, device=device,
+                          resume=continue_run, workers=workers, progress=progress, echo=typer.echo)
     state = "stopped (continue with --continue)" if result.stopped_early else "done"
     typer.echo(f"{state}: {result.steps_done} steps, {result.epochs_done} epochs; encoder: {result.encoder} "
                f"(use: sarco train FOLD --pretrained {result.encoder})")

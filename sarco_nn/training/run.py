@@ -43,6 +43,14 @@ def parse_fold(fold: str | int) -> int | str:
     return "all" if text == "all" else int(text)
 
 
+def expand_folds(fold: str | int) -> list[str]:
+    """`sarco train FOLD`'s folds: `5fold` means 0-4 in turn; each is checked before any is trained."""
+    folds = [str(f) for f in range(5)] if str(fold).strip().lower() == "5fold" else [str(fold)]
+    for f in folds:
+        parse_fold(f)  # `sarco train 7` / `abc`: one line, before anything is touched
+    return folds
+
+
 def check_positive(name: str, value: int | None) -> None:
     """Epochs and iterations must be >= 1: zero or negative would save an untrained checkpoint_final."""
     if value is not None and value < 1:
