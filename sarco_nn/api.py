@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
 from sarco_nn.errors import SarcoError
@@ -38,6 +38,11 @@ __all__ = [
     "check_weights", "classify_compare", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
     "locate_l3", "measure", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train", "train_l3",
 ]
+
+if TYPE_CHECKING:  # return types only: importing them here would import torch/nnU-Net with the api
+    from dataset_conversion.convert import ConversionResult
+    from sarco_nn.l3.result import L3Location
+    from sarco_nn.pretraining.trainer import PretrainResult
 
 PathLike = str | Path
 
@@ -52,7 +57,7 @@ def _path(value: PathLike | None) -> Path | None:
 
 # ------------------------------------------------------------------------------------ convert
 def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, overwrite: bool = False,
-            workspace: PathLike | Workspace | None = None):
+            workspace: PathLike | Workspace | None = None) -> ConversionResult:
     """Turn a dropped folder into an nnU-Net raw dataset: one L3 slice per case, pseudonymised ids.
 
     Args:
@@ -616,7 +621,8 @@ def _target_encoder(file: Path, dims: int, preset: str | None):
 # ----------------------------------------------------------------------------------- pretrain
 def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", preset: str | None = None,
              settings: Mapping[str, Any] | None = None, device: str = "auto", resume: bool = False,
-             workers: int | None = None, progress: bool = True, echo: Callable[[str], None] | None = None):
+             workers: int | None = None, progress: bool = True,
+             echo: Callable[[str], None] | None = None) -> PretrainResult:
     """Self-supervised SMIT pretraining on unlabeled CT; writes encoder.pt for ``train(pretrained=...)``.
 
     Every default is the official SMIT value (`pretraining.config.PretrainConfig`).
@@ -660,7 +666,7 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
 # ---------------------------------------------------------------------------------------- L3
 def locate_l3(volume: PathLike, *, l3_from: PathLike | None = None, rule: str = "centroid", locator: str = "auto",
               model_dir: PathLike | None = None, thumbnail: PathLike | None = None,
-              workspace: PathLike | Workspace | None = None):
+              workspace: PathLike | Workspace | None = None) -> L3Location:
     """Find the L3 slice of a CT volume and its z position (mm).
 
     Args:

@@ -14,6 +14,8 @@ from sarco_nn import api
 from sarco_nn.errors import SarcoError
 
 VERBS = ("convert", "plan", "train", "predict", "measure", "evaluate")
+#: every public function: the six verbs and the rest of the `sarco` commands' api (tests/test_cli_api.py)
+FUNCTIONS = tuple(n for n in api.__all__ if inspect.isfunction(getattr(api, n)))
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +73,15 @@ def test_evaluate_refuses_mixed_kinds():
         api.evaluate("preds")
 
 
-@pytest.mark.parametrize("verb", VERBS)
+def test_the_six_verbs_are_public():
+    assert set(VERBS) <= set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("verb", FUNCTIONS)
 def test_every_verb_is_public_typed_keyword_and_documented(verb):
     fn = getattr(api, verb)
-    assert verb in api.__all__
+    assert fn.__module__ == api.__name__
+    assert inspect.signature(fn).return_annotation is not inspect.Signature.empty, f"api.{verb} has no return type"
     doc = inspect.getdoc(fn) or ""
     assert "Args:" in doc and "Example:" in doc and "Returns:" in doc, f"api.{verb} docstring lacks a section"
     args = doc.split("Args:")[1].split("Returns:")[0]
@@ -86,7 +93,8 @@ def test_every_verb_is_public_typed_keyword_and_documented(verb):
     assert len(positional) <= 3, f"api.{verb} takes {positional} by position; options must be keywords"
 
 
-@pytest.mark.parametrize("options", [api.TrainOptions, api.PredictOptions])
+@pytest.mark.parametrize("options", [api.TrainOptions, api.PredictOptions, api.MuscleMeasurement, api.PredictResult,
+                                     api.WeightsCheck])
 def test_option_dataclasses_document_every_field(options):
     doc = inspect.getdoc(options) or ""
     for name in options.__dataclass_fields__:
