@@ -373,3 +373,86 @@ def test_measure_reorients_the_mask_once_for_the_json_shape(tmp_path, monkeypatc
     out = json.loads(CliRunner().invoke(cli.app, ["measure", str(tmp_path / "vol.nii.gz"), "--json"]).stdout)
     assert isinstance(out, list) and len(out) == 1  # a 3-slice volume: a list, even with one labelled slice
     assert len(stacks) == 2  # measure_image's and measure_objects' (was 3: a third only for the JSON shape)
+
+
+def test_the_api_never_imports_the_command_line():
+    """cli/commands → api → library: the api is usable without typer and cannot call back into a command."""
+    tree = ast.parse((ROOT / "sarco_nn" / "api.py").read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert not {m for m in imported if m == "typer" or m.startswith(("sarco_nn.cli", "sarco_nn.commands"))}
+
+
+#: each command with only its required arguments: every option it then passes must be the api's default
+MINIMAL: dict[str, list[str]] = {
+    "demo-data": ["demo-data", "d"], "convert": ["convert", "drop", "-n", "X"], "plan": ["plan"],
+    "train": ["train", "0"], "postprocess": ["postprocess"], "predict": ["predict", "-i", "s", "-o", "o"],
+    "predict-merge": ["predict-merge", "p0", "-o", "all"], "measure": ["measure", "m.nii.gz", "--json"],
+    "evaluate": ["evaluate", "preds", "-r", "refs", "-o", "{tmp}/rep"], "check-weights": ["check-weights", "e.pt"],
+    "pretrain": ["pretrain", "ct"], "locate-l3": ["locate-l3", "ct.nii.gz", "--json"], "train-l3": ["train-l3", "d"],
+    "classify train": ["classify", "train", "0"], "classify predict": ["classify", "predict", "-i", "s", "-o", "o"],
+    "classify compare": ["classify", "compare"],
+}
+
+
+GIVEN = {"evaluate": ("reference", "output")}  # required on the command line, optional keywords of the api
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(value, Path) and isinstance(default, str):
+        return value == Path(default)
+    return value == default
+
+
+@pytest.mark.parametrize("name", sorted(MINIMAL))
+def test_command_defaults_are_the_api_defaults(name, tmp_path, monkeypatch):
+    """`sarco X` without options behaves as `api.X` without keywords: the two cannot drift apart."""
+    import inspect
+
+    assert set(MINIMAL) == set(CASES)
+    case = CASES[name]
+    function = getattr(api, case.function)
+    calls: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(api, case.function, lambda *a, **k: calls.append((a, k)) or case.returns(tmp_path))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in MINIMAL[name]]
+    result = CliRunner().invoke(cli.app, argv)
+    assert result.exit_code == case.exit_code, (result.output, result.exception)
+    args, kwargs = calls[0]
+    params = inspect.signature(function).parameters
+    differs = {k: (v, params[k].default) for k, v in kwargs.items()
+               if k not in ("cli_names", "log", "echo", "settings", *GIVEN.get(name, ())) and params[k].default is not inspect.Parameter.empty
+               and not _same(v, params[k].default)}
+    for value in args:  # an options dataclass given by position: its defaults
+        if isinstance(value, (api.TrainOptions, api.PredictOptions)):
+            differs.update({f: (getattr(value, f), getattr(type(value)(), f)) for f in value.__dataclass_fields__
+                            if getattr(value, f) != getattr(type(value)(), f)})
+    assert differs == {}, f"sarco {name}: options whose CLI default is not the api's: {differs}"
+
+
+def test_train_options_cover_every_library_parameter():
+    """`sarco train --num-gpus/--val-best` once had no api counterpart; a new train_fold option must reach both."""
+    import inspect
+
+    from sarco_nn.training.run import train_fold
+
+    library = set(inspect.signature(train_fold).parameters) - {"workspace", "fold", "settings"}
+    assert library == set(api.TrainOptions.__dataclass_fields__)
+
+
+def test_api_train_and_evaluate_forward_what_the_command_gives(tmp_path, monkeypatch):
+    """The options the CLI once passed straight to the library (num_gpus, val_best, evaluate --label) reach it via the api."""
+    import sarco_nn.evaluation.evaluate as evaluation
+    import sarco_nn.training.run as run
+
+    seen: dict[str, dict] = {}
+    monkeypatch.setattr(run, "train_fold", lambda ws, fold, **kw: seen.setdefault("train", {"fold": fold, **kw}))
+    monkeypatch.setattr(evaluation, "evaluate_folder", lambda *a, **kw: seen.setdefault("folder", kw))
+    monkeypatch.setattr(evaluation, "evaluate_crossval", lambda *a, **kw: seen.setdefault("crossval", kw))
+    api.train("all", api.TrainOptions(num_gpus=2, val_best=True), workspace=tmp_path)
+    assert seen["train"]["fold"] == "all" and seen["train"]["num_gpus"] == 2 and seen["train"]["val_best"] is True
+    api.evaluate("p", reference="r", label=4)
+    api.evaluate(crossval=True, label=5, workspace=tmp_path)
+    assert seen["folder"]["label"] == 4 and seen["crossval"]["label"] == 5
+    assert run.expand_folds("5fold") == ["0", "1", "2", "3", "4"] and run.expand_folds(" ALL ") == [" ALL "]
+    with pytest.raises(SarcoError, match="fold '7' does not exist"):
+        run.expand_folds("7")
