@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
 from sarco_nn.errors import SarcoError
+from sarco_nn.l3.result import L3Location, L3NotFound
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET
 from sarco_nn.workspace import Workspace
 
 __all__ = [
-    "ClassifierPredictions", "L3Training", "MergeResult", "MuscleMeasurement", "PredictOptions", "PredictResult",
+    "ClassifierPredictions", "L3Location", "L3NotFound", "L3Training", "MergeResult", "MuscleMeasurement", "PredictOptions", "PredictResult",
     "TrainOptions", "WeightsCheck",
     "check_weights", "classify_compare", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
     "locate_l3", "measure", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train", "train_l3",
@@ -41,7 +42,6 @@ __all__ = [
 
 if TYPE_CHECKING:  # return types only: importing them here would import torch/nnU-Net with the api
     from dataset_conversion.convert import ConversionResult
-    from sarco_nn.l3.result import L3Location
     from sarco_nn.pretraining.trainer import PretrainResult
 
 PathLike = str | Path
@@ -681,7 +681,7 @@ def locate_l3(volume: PathLike, *, l3_from: PathLike | None = None, rule: str = 
 
     Returns:
         `l3.result.L3Location`: slice_index (0 = most inferior slice), stored_index (the file's own
-        order), z_mm, method, rule, confidence. Raises `l3.result.L3NotFound` when L3 is not in view.
+        order), z_mm, method, rule, confidence. Raises `L3NotFound` (a SarcoError) when L3 is not in view.
 
     Example:
         >>> locate_l3("ct.nii.gz", l3_from="vertebrae.nii.gz").slice_index  # doctest: +SKIP

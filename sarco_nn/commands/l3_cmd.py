@@ -26,14 +26,12 @@ def locate(
 
     Exit status 1 when L3 is not in the field of view.
 
-    Example: sarco locate ct.nii.gz --l3-from vertebrae.nii.gz --rule max-area --json
+    Example: sarco locate-l3 ct.nii.gz --l3-from vertebrae.nii.gz --rule max-area --json
     """
-    from sarco_nn.l3.result import L3NotFound
-
     try:
         location = api.locate_l3(volume, l3_from=l3_from, rule=rule, locator=locator, model_dir=model_dir,
                                  thumbnail=thumbnail, workspace=workspace)
-    except L3NotFound as exc:
+    except api.L3NotFound as exc:
         if as_json:
             typer.echo(json.dumps({"found": False, "reason": str(exc)}))
         else:
