@@ -34,8 +34,8 @@ from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET
 from sarco_nn.workspace import Workspace
 
 __all__ = [
-    "ClassifierPredictions", "L3Location", "L3NotFound", "L3Training", "MergeResult", "MuscleMeasurement", "PredictOptions", "PredictResult",
-    "TrainOptions", "WeightsCheck",
+    "ClassifierPredictions", "L3Location", "L3NotFound", "L3Training", "MergeResult", "MuscleMeasurement",
+    "PredictOptions", "PredictResult", "TrainOptions", "WeightsCheck",
     "check_weights", "classify_compare", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
     "locate_l3", "measure", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train", "train_l3",
 ]
@@ -64,7 +64,7 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
         drop_dir: folder with ``images/`` and ``masks/`` (NIfTI/MHA/NRRD files or DICOM series
             folders, one mask per image, same case name) and optionally ``clinical.csv``.
         name: dataset name, letters/digits/``_``/``-`` (e.g. ``"Freeman"``).
-        dataset_id: nnU-Net dataset id; None takes the next free id from 501.
+        dataset_id: nnU-Net dataset id, 1..999; None takes the next free id from 501.
         overwrite: replace an existing converted dataset with the same id and name.
         workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
 
@@ -174,6 +174,8 @@ def train(fold: int | str = 0, options: TrainOptions = TrainOptions(), *,
     """
     from sarco_nn.training.run import train_fold
 
+    if str(fold).strip().lower() == "5fold":
+        raise SarcoError("api.train trains one fold", fix="call it once per fold 0..4 (training.run.expand_folds).")
     return train_fold(_ws(workspace), str(fold), dataset=options.dataset, trainer=options.trainer,
                       preset=options.preset, epochs=options.epochs, iterations=options.iterations,
                       device=options.device, continue_training=options.continue_training,

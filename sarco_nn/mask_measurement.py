@@ -22,8 +22,12 @@ __all__ = ["MaskReport", "add_body_composition", "check_measure_options", "check
 
 def check_patient(sex: str | None, height: float | None, weight: float | None, label: int,
                   cli: bool = False) -> str | None:
-    """The sex code (M/F/None) after refusing values that would give a wrong number silently."""
-    opt = (lambda name: f"--{name}") if cli else (lambda name: name)
+    """The sex code (M/F/None) after refusing values that would give a wrong number silently.
+
+    Errors name `sarco measure`'s flags with `cli`, else `api.measure`'s arguments (height_m, weight_kg).
+    """
+    api_names = {"height": "height_m", "weight": "weight_kg"}
+    opt = (lambda name: f"--{name}") if cli else (lambda name: api_names.get(name, name))
     sex_code = normalise_sex(sex)
     if sex is not None and sex_code is None:
         raise SarcoError(f"{opt('sex')} {sex!r} not understood", fix="use M/F, male/female or man/woman.")

@@ -352,6 +352,10 @@ def test_api_measure_takes_every_option_of_the_command(tmp_path):
     [m] = api.measure(tmp_path / "m.nii.gz", image=tmp_path / "ct.nii.gz", hu_convention="alberta", tissues=True)
     assert dict(m.record) == printed and m.hu_gate == (-29.0, 150.0)  # alberta gates the SMA path as well
     assert m.sma_cm2 == pytest.approx(18 * 40 * 0.64 / 100) and printed["sat_area_cm2"] == pytest.approx(400 * 0.64 / 100)
+    with pytest.raises(SarcoError, match="height_m 162.0 looks like centimetres"):  # the api's own argument name
+        api.measure(tmp_path / "m.nii.gz", height_m=162.0)
+    result = CliRunner().invoke(cli.app, ["measure", str(tmp_path / "m.nii.gz"), "--height", "162"])
+    assert "--height 162.0 looks like centimetres" in str(result.exception)
     with pytest.raises(SarcoError, match="hu_gate contradicts hu_convention label"):
         api.measure(tmp_path / "m.nii.gz", image=tmp_path / "ct.nii.gz", hu_gate=True, hu_convention="label")
 
@@ -456,3 +460,5 @@ def test_api_train_and_evaluate_forward_what_the_command_gives(tmp_path, monkeyp
     assert run.expand_folds("5fold") == ["0", "1", "2", "3", "4"] and run.expand_folds(" ALL ") == [" ALL "]
     with pytest.raises(SarcoError, match="fold '7' does not exist"):
         run.expand_folds("7")
+    with pytest.raises(SarcoError, match="trains one fold"):  # not "fold '5fold' does not exist ... use 5fold"
+        api.train("5fold", workspace=tmp_path)
