@@ -223,7 +223,11 @@ class SarcoTrainerBase(nnUNetTrainer):
             return pipeline
         from sarco_nn.training.ct_augmentation import add_ct_augmentation
 
-        return add_ct_augmentation(pipeline)
+        pipeline = add_ct_augmentation(pipeline)
+        if getattr(self, "log_file", None):
+            self.print_to_log_file("CT site-shift augmentation on (preset ct_augmentation): "
+                                   + ", ".join(type(getattr(t, "transform", t)).__name__ for t in pipeline.transforms))
+        return pipeline
 
     # ---- checkpoints: never unpickle arbitrary objects ------------------------------------------
     def load_checkpoint(self, filename_or_checkpoint) -> None:
