@@ -25,7 +25,6 @@ import math
 import torch
 import torch.nn.functional as F
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform, ImageOnlyTransform
-from batchgeneratorsv2.transforms.noise.gaussian_blur import blur_dimension
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
@@ -51,11 +50,16 @@ def _in_window(img: torch.Tensor) -> torch.Tensor:
 
 
 def _blur(img: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Gaussian blur over every spatial axis of a (C, ...) tensor (batchgeneratorsv2's separable kernel)."""
-    out = img
-    for dim in range(img.ndim - 1):
-        out = blur_dimension(out, sigma_px, dim)
-    return out
+    """Gaussian blur over every spatial axis of a (C, ...) tensor, channels apart.
+
+    SciPy's filter (cut at 3 sigma, edges continued): on 2 loaded CPU cores it took 13 ms for a
+    256² patch where batchgeneratorsv2's torch blur took 100 ms, and it runs on every sample.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    sigma = (0.0,) + (float(sigma_px),) * (img.ndim - 1)
+    out = gaussian_filter(img.detach().cpu().numpy().astype("float32", copy=False), sigma, mode="nearest", truncate=3.0)
+    return torch.from_numpy(out).to(img.device, img.dtype)
 
 
 class KernelTransform(ImageOnlyTransform):
