@@ -10,6 +10,14 @@ continued. The evaluation folders (with overlays of the worst cases) stay under 
   python bench/external_validation.py                    # cpu preset, 40 train / 12+12 test, seeds 0 1 2
   python bench/external_validation.py --smoke            # plumbing check: smoke preset, tiny data, one seed
   python bench/external_validation.py --table-only       # print the table of the finished arms
+  python bench/external_validation.py --train-on A --lever ctaug        # a robustness lever (arms trainA_ctaug_seedN)
+  python bench/external_validation.py --train-on A --lever ctaug+wideA  # levers combined
+
+Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN / trainB_seedN):
+  ctaug     CT site-shift augmentation in the trainer (preset training.ct_augmentation = true)
+  wideA     train on family A-wide (A domain-randomised, dataset_conversion/phantoms/widen_a.py); train A only
+  tissues4  a four-tissue model (muscle, IMAT, VAT, SAT: convert with keep_tissues), per-tissue Dice recorded
+The table has one row per lever and train → test pair, over every finished arm in --out.
   python bench/external_validation.py --compare "internal=demo/report" "external=demo/report_external"
 """
 
@@ -32,8 +40,37 @@ RESULTS = Path(__file__).resolve().parent / "results"
 HU_BINS: tuple[tuple[str, float, float], ...] = (
     ("air <-200", -math.inf, -200.0), ("fat -200..-30", -200.0, -30.0), ("low muscle -30..30", -30.0, 30.0),
     ("muscle-like 30..150", 30.0, 150.0), ("dense >150", 150.0, math.inf))
-#: Data seeds of the drops (fixed: the arms' seeds vary the training only).
-DATA = {"train_A": ("A", 1), "train_B": ("B", 11), "test_A": ("A", 2), "test_B": ("B", 3)}
+#: Data seeds of the drops (fixed: the arms' seeds vary the training only). train_A-wide is train_A's
+#: patients widened (same seed, the family's own widening stream), a drop of its own.
+DATA = {"train_A": ("A", 1), "train_B": ("B", 11), "test_A": ("A", 2), "test_B": ("B", 3),
+        "train_A-wide": ("A-wide", 1)}
+#: Robustness levers, in the order their names are joined in an arm name (what each changes: module doc).
+LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4")
+BASELINE = "baseline"
+
+
+def parse_levers(text: str | None) -> tuple[str, ...]:
+    """Lever names of `--lever` ("ctaug+wideA"), in LEVERS order; () for none. Unknown names are refused."""
+    names = [n.strip() for n in (text or "").split("+") if n.strip()]
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        raise ValueError(f"unknown lever(s) {unknown}; use {', '.join(LEVERS)} (combine with '+')")
+    return tuple(n for n in LEVERS if n in names)
+
+
+def lever_tag(levers: tuple[str, ...]) -> str:
+    """The levers as they appear in arm names and the table ("baseline" when none)."""
+    return "+".join(levers) if levers else BASELINE
+
+
+def arm_name(train: str, seed: int, levers: tuple[str, ...] = ()) -> str:
+    """train{A|B}[_{levers}]_seed{N}: no lever keeps the baseline's names (trainA_seed0)."""
+    return f"train{train}_{lever_tag(levers)}_seed{seed}" if levers else f"train{train}_seed{seed}"
+
+
+def train_key(train: str, levers: tuple[str, ...]) -> str:
+    """The DATA key of an arm's training drop (wideA trains on A-wide)."""
+    return "train_A-wide" if "wideA" in levers and train == "A" else f"train_{train}"
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -52,7 +89,8 @@ def _drop(work: Path, key: str, n_cases: int, matrix: int) -> Path:
         family, seed = DATA[key]
         tmp = target.with_name(target.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        write_dropin_dataset(tmp, n_cases, seed=seed, matrix=matrix, family=family, case_prefix=key.lower())
+        write_dropin_dataset(tmp, n_cases, seed=seed, matrix=matrix, family=family,
+                             case_prefix=key.lower().replace("-", "_"))
         os.replace(tmp, target)
     return target
 
@@ -92,7 +130,7 @@ def _scores(summary: dict) -> dict[str, float]:
             "sma_err_max_pct": pooled["sma_abs_error_percent_max"], "flag_accuracy": pooled["accuracy"]}
 
 
-def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace) -> dict:
+def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, levers: tuple[str, ...] = ()) -> dict:
     """Train one model and score it on both held-out families; returns the arm's result."""
     from dataset_conversion.convert import convert_dropin
     from sarco_nn.evaluation.evaluate import evaluate_folder
@@ -106,15 +144,18 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace) -> di
     arm_dir = args.work / arm
     shutil.rmtree(arm_dir, ignore_errors=True)  # an unfinished arm starts again
     ws = Workspace(arm_dir / "ws").activate()
-    convert_dropin(drops[train_key], ws.raw, "ExtVal", 501)
+    convert_dropin(drops[train_key], ws.raw, "ExtVal", 501, keep_tissues="tissues4" in levers)
     plan_dataset(ws, 501, args.preset)
     plans_file = next((ws.preprocessed / "Dataset501_ExtVal").glob("sarcoPlans_*.json"))
     plans = json.loads(plans_file.read_text())
     plans["sarco"]["preset"]["training"]["seed"] = seed  # the seed is a preset field, recorded in the plans
+    if "ctaug" in levers:
+        plans["sarco"]["preset"]["training"]["ct_augmentation"] = True
     plans_file.write_text(json.dumps(plans, indent=1))
     started = time.monotonic()
     train_fold(ws, "all", 501, args.trainer, None, None, None, args.device)
-    result: dict[str, Any] = {"arm": arm, "train": DATA[train_key][0], "seed": seed, "preset": args.preset,
+    result: dict[str, Any] = {"arm": arm, "train": DATA[train_key][0].split("-")[0], "train_family": DATA[train_key][0],
+                              "lever": lever_tag(levers), "seed": seed, "preset": args.preset,
                               "trainer": args.trainer, "train_cases": args.train_cases, "matrix": args.matrix,
                               "train_s": round(time.monotonic() - started, 1), "test": {}}
     for key in ("test_A", "test_B"):
@@ -124,8 +165,15 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace) -> di
         summary = evaluate_folder(out, drops[key] / "masks", drops[key] / "clinical.csv", arm_dir / f"eval_{key}",
                                   images_dir=drops[key] / "images")
         result["test"][DATA[key][0]] = {**_scores(summary), "hu_bins": hu_bin_errors(out, drops[key]),
-                                        "worst_cases": summary.get("worst_cases", [])}
+                                        "worst_cases": summary.get("worst_cases", []),
+                                        **({"tissues": _tissue_dice(summary)} if summary.get("tissues") else {})}
     return result
+
+
+def _tissue_dice(summary: dict) -> dict[str, dict[str, float]]:
+    """Per-tissue Dice of a multi-tissue evaluation (summary["tissues"], see evaluation/tissues.py)."""
+    return {t: {"n": v["n"], "dice_mean": v["dice_mean"], "dice_min": v["dice_min"]}
+            for t, v in summary["tissues"].items()}
 
 
 def _fmt(values: list[float], worst) -> str:
@@ -135,29 +183,59 @@ def _fmt(values: list[float], worst) -> str:
     return f"{mean:.3f} (worst {worst(values):.3f})" if len(values) > 1 else f"{mean:.3f}"
 
 
+def _lever_order(tag: str) -> tuple:
+    """Baseline first, then single levers in LEVERS order, then combinations."""
+    if tag == BASELINE:
+        return (0,)
+    names = tag.split("+")
+    return (len(names), [LEVERS.index(n) if n in LEVERS else len(LEVERS) for n in names], tag)
+
+
 def table(results: list[dict]) -> str:
-    """Markdown: per train → test family, mean over seeds with the worst seed beside it, then FP/FN by HU bin."""
-    lines = ["| train → test | seeds | Dice | mean abs SMA err % | max abs SMA err % | flag accuracy |",
-             "|---|---|---|---|---|---|"]
-    bins = ["| train → test | " + " | ".join(f"FP / FN {name} (cm²)" for name, _, _ in HU_BINS) + " |",
-            "|---|" + "---|" * len(HU_BINS)]
-    for train in ("A", "B"):
-        for test in ("A", "B"):
-            rows = [r["test"][test] for r in results if r["train"] == train and test in r["test"]]
-            if not rows:
-                continue
-            label = f"{train} → {test}" + (" (internal)" if train == test else " (external)")
-            lines.append(f"| {label} | {len(rows)} | {_fmt([r['dice'] for r in rows], min)} | "
-                         f"{_fmt([r['sma_err_mean_pct'] for r in rows], max)} | "
-                         f"{_fmt([r['sma_err_max_pct'] for r in rows], max)} | "
-                         f"{_fmt([r['flag_accuracy'] for r in rows], min)} |")
-            cells = []
-            for name, _, _ in HU_BINS:
-                fp = statistics.fmean(r["hu_bins"][name]["fp_cm2"] for r in rows)
-                fn = statistics.fmean(r["hu_bins"][name]["fn_cm2"] for r in rows)
-                cells.append(f"{fp:.2f} / {fn:.2f}")
-            bins.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + [""] + bins)
+    """Markdown: per lever and train → test family, mean over seeds with the worst seed beside it, then FP/FN
+    by HU bin, then per-tissue Dice of the four-tissue arms. Arms without a lever (the baseline's) read "baseline"."""
+    lines = ["| lever | train → test | seeds | Dice | mean abs SMA err % | max abs SMA err % | flag accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    bins = ["| lever | train → test | " + " | ".join(f"FP / FN {name} (cm²)" for name, _, _ in HU_BINS) + " |",
+            "|---|---|" + "---|" * len(HU_BINS)]
+    tissue_names = ("muscle", "imat", "vat", "sat")
+    tissues = ["| lever | train → test | seeds | " + " | ".join(f"{t} Dice" for t in tissue_names) + " |",
+               "|---|---|---|" + "---|" * len(tissue_names)]
+    levers = sorted({r.get("lever", BASELINE) for r in results}, key=_lever_order)
+    for lever in levers:
+        for train in ("A", "B"):
+            for test in ("A", "B"):
+                rows = [r["test"][test] for r in results
+                        if r.get("lever", BASELINE) == lever and r["train"] == train and test in r["test"]]
+                if not rows:
+                    continue
+                label = f"{lever} | {train} → {test}" + (" (internal)" if train == test else " (external)")
+                lines.append(f"| {label} | {len(rows)} | {_fmt([r['dice'] for r in rows], min)} | "
+                             f"{_fmt([r['sma_err_mean_pct'] for r in rows], max)} | "
+                             f"{_fmt([r['sma_err_max_pct'] for r in rows], max)} | "
+                             f"{_fmt([r['flag_accuracy'] for r in rows], min)} |")
+                cells = []
+                for name, _, _ in HU_BINS:
+                    fp = statistics.fmean(r["hu_bins"][name]["fp_cm2"] for r in rows)
+                    fn = statistics.fmean(r["hu_bins"][name]["fn_cm2"] for r in rows)
+                    cells.append(f"{fp:.2f} / {fn:.2f}")
+                bins.append(f"| {label} | " + " | ".join(cells) + " |")
+                with_tissues = [r["tissues"] for r in rows if r.get("tissues")]
+                if with_tissues:
+                    cells = [_fmt([t[name]["dice_mean"] for t in with_tissues if name in t], min)
+                             for name in tissue_names]
+                    tissues.append(f"| {label} | {len(with_tissues)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""] + bins + ([""] + tissues if len(tissues) > 2 else []))
+
+
+def finished_arms(out: Path) -> list[dict]:
+    """Every finished arm result in `out` (any lever), for the one table that compares them."""
+    results = []
+    for path in sorted(out.glob("*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "arm" in data and "test" in data:
+            results.append(data)
+    return results
 
 
 def compare_reports(pairs: list[str]) -> str:
@@ -178,6 +256,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny plumbing run (smoke preset, 4+2+2 cases at 96², one seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2)")
     parser.add_argument("--train-on", nargs="+", default=["A", "B"], choices=["A", "B"])
+    parser.add_argument("--lever", default=None, metavar="NAME[+NAME]",
+                        help=f"robustness lever(s) of these arms: {', '.join(LEVERS)} (default: none, the baseline)")
     parser.add_argument("--train-cases", type=int, default=None)
     parser.add_argument("--test-cases", type=int, default=None)
     parser.add_argument("--matrix", type=int, default=None)
@@ -189,6 +269,12 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--compare", nargs="+", metavar="LABEL=REPORT", help="print evaluate reports side by side")
     args = parser.parse_args()
+    try:
+        levers = parse_levers(args.lever)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if "wideA" in levers and "B" in args.train_on:
+        parser.error("lever wideA widens family A: give --train-on A")
     if args.compare:
         print(compare_reports(args.compare))
         return
@@ -201,18 +287,16 @@ def main() -> None:
     args.seeds = args.seeds if args.seeds is not None else defaults[4]
     args.out = args.out or RESULTS / name
     args.work = (args.work or Path("bench_runs") / name).resolve()
-    results = []
     for train in args.train_on:
         for seed in args.seeds:
-            arm = f"train{train}_seed{seed}"
+            arm = arm_name(train, seed, levers)
             path = args.out / f"{arm}.json"
             if not path.is_file() and not args.table_only:
-                print(f"[{arm}] training on family {train}, seed {seed} ...", flush=True)
-                _write_json_atomic(path, run_arm(arm, f"train_{train}", seed, args))
+                print(f"[{arm}] training on family {train} ({lever_tag(levers)}), seed {seed} ...", flush=True)
+                _write_json_atomic(path, run_arm(arm, train_key(train, levers), seed, args, levers))
             elif path.is_file():
                 print(f"[{arm}] done earlier: {path}")
-            if path.is_file():
-                results.append(json.loads(path.read_text()))
+    results = finished_arms(args.out) if args.out.is_dir() else []
     text = table(results)
     print("\n" + text)
     if results:

@@ -37,7 +37,8 @@ __all__ = [
     "ClassifierPredictions", "L3Location", "L3NotFound", "L3Training", "MergeResult", "MuscleMeasurement",
     "PredictOptions", "PredictResult", "TrainOptions", "WeightsCheck",
     "check_weights", "classify_compare", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
-    "locate_l3", "measure", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train", "train_l3",
+    "locate_l3", "measure", "phantom_family", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train",
+    "train_l3",
 ]
 
 if TYPE_CHECKING:  # return types only: importing them here would import torch/nnU-Net with the api
@@ -518,7 +519,8 @@ def demo_data(out_dir: PathLike, *, cases: int = 40, seed: int = 0, matrix: int 
         matrix: image matrix edge, pixels.
         volumes: whole T12-S1 volumes with the mask on the L3 slice (and vertebrae/) instead of slices.
         case_prefix: prefix of the case ids.
-        family: ``A`` (the demo's training site) or ``B`` (an independently designed external site).
+        family: ``A`` (the demo's training site), ``A-wide`` (A domain-randomised: arms, kernels,
+            noise, contrast, wide air, truncation) or ``B`` (an independently designed external site).
 
     Returns:
         The folder written.
@@ -531,6 +533,18 @@ def demo_data(out_dir: PathLike, *, cases: int = 40, seed: int = 0, matrix: int 
 
     return write_dropin_dataset(Path(out_dir), n_cases=cases, seed=seed, matrix=matrix, volumes=volumes,
                                 case_prefix=case_prefix, family=family)
+
+
+def phantom_family(family: str) -> str:
+    """The canonical name of a phantom family ("a-wide" -> "A-wide"); SarcoError for an unknown one.
+
+    Example:
+        >>> phantom_family("b")
+        'B'
+    """
+    from dataset_conversion.phantoms.writer import check_family
+
+    return check_family(family)
 
 
 # ------------------------------------------------------------------------------ check weights

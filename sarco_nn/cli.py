@@ -29,8 +29,9 @@ def demo_data(out_dir: Path = typer.Argument(..., help="New folder for the drop-
               matrix: int = typer.Option(512, help="Image matrix size in pixels."),
               volumes: bool = typer.Option(False, help="Whole T12-S1 volumes with the mask on the L3 slice."),
               case_prefix: str = typer.Option("case", help="Prefix of the case ids."),
-              family: str = typer.Option("A", help="Phantom family: A (the demo's training site) or B (an "
-                                                   "independently designed external site).")):
+              family: str = typer.Option("A", help="Phantom family: A (the demo's training site), A-wide (A "
+                                                   "domain-randomised: arms, kernels, noise, contrast, wide air, "
+                                                   "truncation) or B (an independently designed external site).")):
     """Write synthetic L3 phantoms in the drop-in layout (images/, masks/, labels.json, clinical.csv, truth.csv).
 
     Masks hold muscle 1, IMAT 2, VAT 3, SAT 4 (declared in labels.json). Example:
@@ -38,7 +39,7 @@ def demo_data(out_dir: Path = typer.Argument(..., help="New folder for the drop-
     """
     folder = api.demo_data(out_dir, cases=cases, seed=seed, matrix=matrix, volumes=volumes, case_prefix=case_prefix,
                            family=family)
-    typer.echo(f"wrote {cases} family-{family.upper()} phantom cases to {folder}")
+    typer.echo(f"wrote {cases} family-{api.phantom_family(family)} phantom cases to {folder}")
 
 
 @app.command()

@@ -75,6 +75,8 @@ def _invalid_field(preset: dict[str, Any]) -> str | None:
     for key in ("num_epochs", "iterations_per_epoch", "val_iterations_per_epoch", "save_every", "plot_every"):
         if key in training and not _positive_int(training[key]):
             return f"training.{key} {training[key]!r} must be a positive whole number"
+    if "ct_augmentation" in training and not isinstance(training["ct_augmentation"], bool):
+        return f"training.ct_augmentation {training['ct_augmentation']!r} must be true or false (CT site-shift augmentation)"
     if training.get("time_budget_s") is not None and not _positive_number(training["time_budget_s"]):
         return f"training.time_budget_s {training['time_budget_s']!r} must be null or a positive number of seconds"
     return None

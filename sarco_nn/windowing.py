@@ -10,7 +10,7 @@ import numpy as np
 
 from sarco_nn.constants import CT_WINDOW_HU
 
-__all__ = ["apply_window"]
+__all__ = ["apply_window", "hu_difference_to_window_units", "hu_to_window_units", "window_units_to_hu"]
 
 
 def apply_window(hu: np.ndarray, window_hu: tuple[float, float] = CT_WINDOW_HU) -> np.ndarray:
@@ -27,3 +27,26 @@ def apply_window(hu: np.ndarray, window_hu: tuple[float, float] = CT_WINDOW_HU) 
     """
     lo, hi = (float(v) for v in window_hu)
     return ((np.clip(np.asarray(hu, dtype=np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+
+def hu_to_window_units(hu, window_hu: tuple[float, float] = CT_WINDOW_HU):
+    """An HU level in the network's normalised space, unclipped (window low → 0, high → 1).
+
+    For augmentation that must state a CT level in the space nnU-Net's windowed CTNormalization
+    hands the network. Works on floats, NumPy arrays and torch tensors alike.
+    """
+    lo, hi = (float(v) for v in window_hu)
+    return (hu - lo) / (hi - lo)
+
+
+def hu_difference_to_window_units(delta_hu, window_hu: tuple[float, float] = CT_WINDOW_HU):
+    """An HU difference (noise sigma, contrast offset) in normalised units: delta / window width."""
+    lo, hi = (float(v) for v in window_hu)
+    return delta_hu / (hi - lo)
+
+
+def window_units_to_hu(units, window_hu: tuple[float, float] = CT_WINDOW_HU):
+    """Inverse of `hu_to_window_units` (meaningful inside the window, where nothing was clipped)."""
+    lo, hi = (float(v) for v in window_hu)
+    return lo + units * (hi - lo)

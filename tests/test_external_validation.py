@@ -49,7 +49,8 @@ def test_finished_arms_are_skipped_and_tabled(bench, tmp_path, monkeypatch, caps
     text = capsys.readouterr().out
     assert text.count("done earlier") == 2
     assert "| A → A (internal) | 2 | 0.850 (worst 0.800) |" in text and "A → B (external)" in text
-    assert (out / "table.md").read_text().startswith("| train → test |")
+    assert (out / "table.md").read_text().startswith("| lever | train → test |")
+    assert "| baseline | A → A (internal) | 2 | 0.850 (worst 0.800) |" in text
 
 
 def test_hu_bins_place_false_positives_and_negatives(bench, tmp_path):
@@ -81,3 +82,115 @@ def test_compare_puts_two_reports_side_by_side(bench, tmp_path):
         (tmp_path / name / "summary.json").write_text(json.dumps({"pooled": pooled}))
     text = bench.compare_reports([f"internal={tmp_path / 'a'}", f"external={tmp_path / 'b'}"])
     assert "| metric | internal | external |" in text and "| Dice (mean) | 0.970 | 0.850 |" in text
+
+
+# ---- robustness levers (--lever): arm names, the lever column, what each lever changes --------------
+def test_lever_names_and_arm_names(bench):
+    assert bench.arm_name("A", 0) == "trainA_seed0"  # no lever: the baseline's names
+    levers = bench.parse_levers("wideA+ctaug")
+    assert levers == ("ctaug", "wideA") and bench.arm_name("A", 2, levers) == "trainA_ctaug+wideA_seed2"
+    assert bench.arm_name("B", 1, ("tissues4",)) == "trainB_tissues4_seed1"
+    assert bench.train_key("A", levers) == "train_A-wide" and bench.train_key("A", ()) == "train_A"
+    assert bench.DATA["train_A-wide"] == ("A-wide", bench.DATA["train_A"][1])  # A's patients, widened
+    with pytest.raises(ValueError, match="unknown lever"):
+        bench.parse_levers("ctaug+bigger")
+
+
+def test_lever_arms_are_run_once_and_tabled_beside_the_baseline(bench, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "trainA_seed0.json").write_text(json.dumps(_arm("A", 0, 0.9)))  # a baseline arm of an earlier run
+    calls = []
+
+    def fake_run_arm(arm, train_key, seed, args, levers=()):
+        calls.append((arm, train_key, seed, levers))
+        return {**_arm("A", seed, 0.95), "arm": arm, "lever": bench.lever_tag(levers)}
+
+    monkeypatch.setattr(bench, "run_arm", fake_run_arm)
+    argv = ["external_validation.py", "--train-on", "A", "--seeds", "0", "1", "--lever", "wideA+ctaug",
+            "--out", str(out), "--work", str(tmp_path / "work")]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    assert calls == [("trainA_ctaug+wideA_seed0", "train_A-wide", 0, ("ctaug", "wideA")),
+                     ("trainA_ctaug+wideA_seed1", "train_A-wide", 1, ("ctaug", "wideA"))]
+    bench.main()  # resumable: finished lever arms are skipped
+    assert len(calls) == 2
+    text = (out / "table.md").read_text()
+    rows = [line for line in text.splitlines() if "A → A (internal)" in line]
+    assert rows[0].startswith("| baseline | A → A (internal) | 1 | 0.900 |")
+    assert rows[1].startswith("| ctaug+wideA | A → A (internal) | 2 | 0.950 (worst 0.950) |")
+
+
+def test_wide_lever_refuses_training_on_b(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["external_validation.py", "--train-on", "B", "--lever", "wideA",
+                                      "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main()
+
+
+def test_table_has_per_tissue_dice_of_four_tissue_arms(bench):
+    arm = {**_arm("A", 0, 0.9), "lever": "tissues4"}
+    for fam in "AB":
+        arm["test"][fam]["tissues"] = {t: {"n": 2, "dice_mean": d, "dice_min": d}
+                                       for t, d in (("muscle", 0.9), ("imat", 0.5), ("vat", 0.8), ("sat", 0.95))}
+    text = bench.table([_arm("A", 0, 0.8), arm])
+    assert "| tissues4 | A → B (external) | 1 | 0.900 | 0.500 | 0.800 | 0.950 |" in text
+    assert "| baseline | A → A (internal) | 1 | 0.800 |" in text
+
+
+def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypatch):
+    """ctaug reaches the plans the trainer reads, wideA trains on its own A-wide drop, tissues4 converts
+    with the tissues kept and records per-tissue Dice; the training and prediction are stubbed."""
+    import argparse
+
+    import dataset_conversion.convert as convert
+    import sarco_nn.evaluation.evaluate as evaluate
+    import sarco_nn.inference as inference
+    import sarco_nn.planning as planning
+    import sarco_nn.training.run as run
+
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(key, "unset")
+    seen: dict = {}
+
+    def fake_convert(drop, raw, name, dataset_id, keep_tissues=False):
+        seen["drop"], seen["keep_tissues"] = Path(drop).name, keep_tissues
+
+    def fake_plan(ws, dataset_id, preset):
+        folder = ws.preprocessed / "Dataset501_ExtVal"
+        folder.mkdir(parents=True)
+        (folder / "sarcoPlans_smoke.json").write_text(json.dumps({"sarco": {"preset": {"training": {"seed": 0}}}}))
+
+    def fake_train(ws, *args):
+        plans = json.loads(next((ws.preprocessed / "Dataset501_ExtVal").glob("*.json")).read_text())
+        seen["training"] = plans["sarco"]["preset"]["training"]
+
+    def fake_predict(ws, images, out, *args, **kwargs):
+        Path(out).mkdir(parents=True)
+
+    def fake_evaluate(*args, **kwargs):
+        pooled = {"n": 1, "dice_mean": 0.9, "sma_abs_error_percent_mean": 2.0, "sma_abs_error_percent_max": 3.0,
+                  "accuracy": 1.0}
+        tissues = {"muscle": {"n": 1, "dice_mean": 0.9, "dice_min": 0.9}, "sat": {"n": 1, "dice_mean": 0.8,
+                                                                              "dice_min": 0.8}}
+        return {"pooled": pooled, "worst_cases": [], "tissues": tissues if seen["keep_tissues"] else {}}
+
+    monkeypatch.setattr(convert, "convert_dropin", fake_convert)
+    monkeypatch.setattr(planning, "plan_dataset", fake_plan)
+    monkeypatch.setattr(run, "train_fold", fake_train)
+    monkeypatch.setattr(inference, "predict", fake_predict)
+    monkeypatch.setattr(evaluate, "evaluate_folder", fake_evaluate)
+    args = argparse.Namespace(work=tmp_path / "work", train_cases=2, test_cases=1, matrix=48, preset="smoke",
+                              trainer="smit", device="cpu")
+
+    base = bench.run_arm("trainA_seed3", "train_A", 3, args)
+    assert seen["drop"] == "train_A_2_48" and seen["keep_tissues"] is False
+    assert seen["training"] == {"seed": 3} and base["lever"] == "baseline" and "tissues" not in base["test"]["B"]
+
+    levers = ("ctaug", "wideA", "tissues4")
+    arm = bench.run_arm(bench.arm_name("A", 0, levers), bench.train_key("A", levers), 0, args, levers)
+    assert seen["drop"] == "train_A-wide_2_48" and seen["keep_tissues"] is True
+    assert seen["training"] == {"seed": 0, "ct_augmentation": True}
+    assert arm["train"] == "A" and arm["train_family"] == "A-wide" and arm["lever"] == "ctaug+wideA+tissues4"
+    assert arm["test"]["B"]["tissues"]["sat"]["dice_mean"] == 0.8
+    assert (tmp_path / "work" / "data" / "train_A_2_48").is_dir()  # the baseline's drop is left as it was

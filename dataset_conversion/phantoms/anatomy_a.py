@@ -43,6 +43,8 @@ class Tissue(IntEnum):
     DISC = 19
     CALCIUM = 20
     ORAL = 21  # positive oral contrast in a bowel loop
+    ARM_MUSCLE = 22  # muscle of an arm in the field of view (widened A only): muscle HU, never trunk SMA
+    ARM_FAT = 23  # subcutaneous fat of an arm: not the trunk's SAT
 
 
 _L3 = VERTEBRA_LABELS["L3"]
@@ -118,6 +120,9 @@ class Anatomy:
     noise_sigma: float = 12.0
     blur_mm: float = 0.5
     circular_fov: bool = False
+    # domain randomisation (`widen_a`, the opt-in "A-wide" family); the defaults leave family A as it was
+    arms: list[dict] = field(default_factory=list)
+    sharpen: tuple[float, float] = (0.0, 1.0)  # unsharp-mask amount and sigma (mm) of a sharp kernel
 
     def level_height(self, label: int) -> float:
         top, bot = self.levels[label]

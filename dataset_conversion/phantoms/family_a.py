@@ -18,11 +18,28 @@ from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import SarcoError
 
 
-def sample_anatomy(rng: np.random.Generator, sex: str | None = None, sarcopenic: bool | None = None) -> Anatomy:
-    """Draw one patient and tune its muscle scale so the L3 muscle area hits the drawn target SMA."""
+def sample_anatomy(rng: np.random.Generator, sex: str | None = None, sarcopenic: bool | None = None,
+                   wide_rng: np.random.Generator | None = None) -> Anatomy:
+    """Draw one patient and tune its muscle scale so the L3 muscle area hits the drawn target SMA.
+
+    wide_rng: widen the patient (`widen_a`, the "A-wide" family) with draws from this generator.
+    """
     an = draw_anatomy(rng, sex, sarcopenic)
+    if wide_rng is not None:
+        from dataset_conversion.phantoms.widen_a import widen_anatomy
+
+        widen_anatomy(an, wide_rng)
     tune_muscle_scale(an)
     return an
+
+
+def _grid(an: Anatomy, rng: np.random.Generator, wide_rng: np.random.Generator | None, matrix: int,
+          spacing_mm: tuple[float, float] | None, zs: list[float] | None = None):
+    if wide_rng is None:
+        return choose_grid(an, rng, matrix, spacing_mm, zs=zs)
+    from dataset_conversion.phantoms.widen_a import wide_grid
+
+    return wide_grid(an, rng, wide_rng, matrix, spacing_mm, zs=zs)
 
 
 def generate_phantom_slice(
@@ -31,6 +48,7 @@ def generate_phantom_slice(
     matrix: int = 512,
     spacing_mm: tuple[float, float] | None = None,
     sarcopenic: bool | None = None,
+    wide_rng: np.random.Generator | None = None,
 ) -> PhantomSlice:
     """Draw a patient and render the axial slice through (near) the middle of L3.
 
@@ -43,10 +61,12 @@ def generate_phantom_slice(
             matrices, sometimes non-square). A given spacing too small for the body truncates it.
         sarcopenic: force the class by the 144 / 92 cm² cutoffs (with a margin); None draws the
             SMA from a range that straddles the cutoff.
+        wide_rng: domain-randomise anatomy and scanner (`widen_a`; the "A-wide" family) from this
+            generator; None (default) is family A exactly.
     """
-    an = sample_anatomy(rng, sex=sex, sarcopenic=sarcopenic)
+    an = sample_anatomy(rng, sex=sex, sarcopenic=sarcopenic, wide_rng=wide_rng)
     z = float(rng.uniform(-0.2, 0.2)) * an.level_height(_L3)  # the reader's slice is near mid-L3
-    grid = choose_grid(an, rng, matrix, spacing_mm)
+    grid = _grid(an, rng, wide_rng, matrix, spacing_mm)
     lab, _ = render_labels(an, z, grid.xs, grid.ys)
     ct = tissue_to_hu(an, lab, grid, rng)
     mask = (lab == Tissue.MUSCLE).astype(np.uint8) * np.uint8(MUSCLE_LABEL)
@@ -62,6 +82,7 @@ def generate_phantom_volume(
     sex: str | None = None,
     sarcopenic: bool | None = None,
     spacing_mm: tuple[float, float] | None = None,
+    wide_rng: np.random.Generator | None = None,
 ) -> PhantomVolume:
     """Draw a patient and render axial slices from the top of T12 to S1.
 
@@ -71,8 +92,9 @@ def generate_phantom_volume(
         slice_spacing_mm: distance between slices; None draws 3, 4 or 5 mm.
         matrix, spacing_mm: in-plane size and (row, column) spacing, as in generate_phantom_slice.
         sarcopenic: forces the class of the L3 slice's muscle area (144 / 92 cm² cutoffs).
+        wide_rng: as in generate_phantom_slice.
     """
-    an = sample_anatomy(rng, sex=sex, sarcopenic=sarcopenic)
+    an = sample_anatomy(rng, sex=sex, sarcopenic=sarcopenic, wide_rng=wide_rng)
     dz = float(slice_spacing_mm) if slice_spacing_mm is not None else float(rng.choice([3.0, 4.0, 5.0]))
     if dz <= 0:
         raise SarcoError(f"slice spacing must be positive, got {slice_spacing_mm}")
@@ -91,7 +113,7 @@ def generate_phantom_volume(
     l3 = int(np.argmin(np.abs(zs)))  # L3 body centre is z = 0 in the anatomy frame
     if abs(zs[l3]) > 0.5 * an.level_height(VERTEBRA_LABELS["L3"]):
         raise SarcoError(f"{n} slices at {dz} mm do not reach the middle of L3; ask for more slices")
-    grid = choose_grid(an, rng, matrix, spacing_mm, zs=[float(zs[0]), 0.0, float(zs[-1])])
+    grid = _grid(an, rng, wide_rng, matrix, spacing_mm, zs=[float(zs[0]), 0.0, float(zs[-1])])
     shape = (n, len(grid.ys), len(grid.xs))
     ct = np.empty(shape, np.int16)
     mask = np.empty(shape, np.uint8)

@@ -141,6 +141,8 @@ def render_labels(an: Anatomy, z: float, xs: np.ndarray, ys: np.ndarray) -> tupl
     _paint_bowel(cv, an, z)
     _paint_spine(cv, an, z)
     _paint_ribs(cv, an, z)
+    if an.arms:
+        _paint_arms(cv, an, z)
     if an.table:
         _paint_table(cv, an, z)
     return cv.lab, cv.vert
@@ -384,6 +386,32 @@ def _paint_ribs(cv: _Canvas, an: Anatomy, z: float) -> None:
             x, y = rr * math.sin(phi), c["yc"] - rr * math.cos(phi)
             cv.paint(ellipse(x, y, 6.0 * an.k, 4.0 * an.k, phi), Tissue.CORTICAL)
             cv.paint(ellipse(x, y, 4.0 * an.k, 2.2 * an.k, phi), Tissue.TRABECULAR, (Tissue.CORTICAL,))
+
+
+def _paint_arms(cv: _Canvas, an: Anatomy, z: float) -> None:
+    """Arms beside the trunk (widened A): skin, fat, arm muscle, humerus, painted only into air.
+
+    Arm muscle has muscle HU but is not trunk skeletal muscle, so it gets its own tissue and never
+    enters the mask; painting into air only means an arm touching the trunk leaves the trunk as it was.
+    """
+    x0, x1, y0, y1 = body_extent(an, [z])
+    X, Y = cv.xs[None, :], cv.ys[:, None]
+    for arm in an.arms:
+        r_out = arm["muscle"] + arm["fat"] + an.skin
+        cy = 0.5 * (y0 + y1) + arm["dy"] * (y1 - y0)
+        cx = (x1 + arm["gap"] + r_out) if arm["side"] > 0 else (x0 - arm["gap"] - r_out)
+        aspect = arm["aspect"]
+
+        def disc(r: float, dx: float = 0.0, cx=cx, cy=cy, aspect=aspect) -> np.ndarray:
+            return ellipse(cx + dx, cy, r, r * aspect, arm["rot"])[0](X, Y)
+
+        arm_px = disc(r_out) & (cv.lab == Tissue.AIR)
+        cv.lab[arm_px] = Tissue.SKIN
+        cv.lab[arm_px & disc(r_out - an.skin)] = Tissue.ARM_FAT
+        cv.lab[arm_px & disc(arm["muscle"])] = Tissue.ARM_MUSCLE
+        bone_dx = arm["side"] * arm["bone_shift"] * arm["muscle"]
+        cv.lab[arm_px & disc(arm["bone"], bone_dx)] = Tissue.CORTICAL
+        cv.lab[arm_px & disc(arm["bone"] * 0.6, bone_dx)] = Tissue.TRABECULAR
 
 
 def _paint_table(cv: _Canvas, an: Anatomy, z: float) -> None:

@@ -73,7 +73,7 @@ def tissue_to_hu(an: Anatomy, lab: np.ndarray, grid: Grid, rng: np.random.Genera
     lut = np.zeros(max(int(t) for t in Tissue) + 1, np.float32)
     tex = np.zeros_like(lut)
     for t in Tissue:
-        lut[t] = an.hu[int(t)]
+        lut[t] = an.hu.get(int(t), -1000.0)  # tissues a patient lacks (arms) never occur in its labels
         tex[t] = an.texture.get(int(t), 0.0)
     img = lut[lab]
     shape = lab.shape
@@ -87,6 +87,9 @@ def tissue_to_hu(an: Anatomy, lab: np.ndarray, grid: Grid, rng: np.random.Genera
     img[trab] += 20.0 * mid[trab]
     sy, sx = grid.spacing
     img = gaussian_filter(img, (an.blur_mm / sy, an.blur_mm / sx), truncate=3.0)
+    amount, sigma_mm = an.sharpen
+    if amount > 0:  # sharp reconstruction kernel: unsharp mask, overshoot at edges
+        img = img + amount * (img - gaussian_filter(img, (sigma_mm / sy, sigma_mm / sx), truncate=3.0))
     noise = gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.6, truncate=3.0)
     img += noise * (an.noise_sigma / max(float(noise.std()), 1e-6))
     if an.circular_fov:  # outside the reconstruction circle scanners store padding

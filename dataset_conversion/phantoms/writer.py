@@ -32,14 +32,18 @@ class DropinCase:
     origin_z_mm: float
 
 
-#: Phantom families: A is the demo's training family, B an independently designed "other site".
-FAMILIES: tuple[str, ...] = ("A", "B")
+#: Phantom families: A is the demo's training family, A-wide the same family domain-randomised
+#: (``widen_a``: wider anatomy and scanner, a training lever), B an independently designed "other site".
+FAMILIES: tuple[str, ...] = ("A", "A-wide", "B")
+
+#: Seed-stream tag of the widening draws (A-wide case i is A's patient i, widened).
+_WIDE_STREAM = 0xA1DE
 
 
 def check_family(family: str) -> str:
-    """The family's canonical name ("A" / "B"); refuse any other before anything is written."""
-    name = str(family).upper()
-    if name not in FAMILIES:
+    """The family's canonical name ("A" / "A-wide" / "B", any case); refuse any other before anything is written."""
+    name = {f.upper(): f for f in FAMILIES}.get(str(family).upper())
+    if name is None:
         raise SarcoError(f"unknown phantom family {family!r}", fix=f"use one of {', '.join(FAMILIES)}")
     return name
 
@@ -68,11 +72,12 @@ def dropin_case(seed: int, index: int, matrix: int = 512, volumes: bool = False,
     from dataset_conversion.phantoms.family_a import generate_phantom_slice, generate_phantom_volume
 
     rng = np.random.default_rng([seed, index])
+    wide_rng = np.random.default_rng([seed, index, _WIDE_STREAM]) if family == "A-wide" else None
     if volumes:
-        ph = generate_phantom_volume(rng, matrix=matrix, sex=sex, sarcopenic=sarcopenic)
+        ph = generate_phantom_volume(rng, matrix=matrix, sex=sex, sarcopenic=sarcopenic, wide_rng=wide_rng)
         dz = float(ph.spacing_mm[0])
     else:
-        ph = generate_phantom_slice(rng, sex=sex, matrix=matrix, sarcopenic=sarcopenic)
+        ph = generate_phantom_slice(rng, sex=sex, matrix=matrix, sarcopenic=sarcopenic, wide_rng=wide_rng)
         dz = float(rng.choice([2.5, 3.0, 5.0]))
     return DropinCase(f"{case_prefix}_{index:03d}", ph, flipped, dz, float(rng.uniform(-600.0, -100.0)))
 

@@ -215,6 +215,20 @@ class SarcoTrainerBase(nnUNetTrainer):
         self.inference_allowed_mirroring_axes = mirror_axes
         return rotation, dummy_2d, initial_patch, mirror_axes
 
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's training pipeline; preset `ct_augmentation` (default off) adds the CT site-shift
+        transforms of `ct_augmentation.py` after its spatial transform. Off, nnU-Net's object as it is."""
+        pipeline = super().get_training_transforms(*args, **kwargs)
+        if not self.settings.get("ct_augmentation", False):
+            return pipeline
+        from sarco_nn.training.ct_augmentation import add_ct_augmentation
+
+        pipeline = add_ct_augmentation(pipeline)
+        if getattr(self, "log_file", None):
+            self.print_to_log_file("CT site-shift augmentation on (preset ct_augmentation): "
+                                   + ", ".join(type(getattr(t, "transform", t)).__name__ for t in pipeline.transforms))
+        return pipeline
+
     # ---- checkpoints: never unpickle arbitrary objects ------------------------------------------
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """nnU-Net's restore, but loaded with weights_only=True.
