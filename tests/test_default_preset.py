@@ -78,3 +78,21 @@ def test_default_preset_plans_trains_ensembles_with_mirroring_and_evaluates(tmp_
     assert len(report["matched"]) == report["total"] and f"{report['total']}/{report['total']}" in out.stdout
     provenance = json.loads((model / "fold_all" / "sarco_provenance.json").read_text())
     assert provenance["pretrained"]["sha256"] == report["sha256"]
+
+    # issue #20 item 3: a checkpoint in the official SMIT layout (3-D Trans-Small, `module.` keys in the
+    # official names, an SSL-only extra tensor) fine-tunes the same 2-D network with every encoder key matched
+    import torch
+
+    from sarco_nn.models.pretrained import ours_to_official
+    from sarco_nn.models.smit import SMITEncoder
+    from sarco_nn.models.smit_config import TRANS_SMALL
+
+    official = {f"module.{ours_to_official(k)}": v for k, v in SMITEncoder(1, 3, TRANS_SMALL).state_dict().items()}
+    official["module.mask_token"] = torch.zeros(1, 1, TRANS_SMALL.embed_dim)
+    torch.save(official, tmp_path / "pre_train_weight.pt")
+    shutil.rmtree(model / "fold_all")  # a fresh fine-tune, not a resume of the one above
+    out = sarco("train", "all", "--epochs", "1", "--iterations", "1", "--pretrained", "pre_train_weight.pt",
+                "-w", "ws", cwd=tmp_path)
+    report = json.loads((model / "fold_all" / "pretrained_load_report.json").read_text())
+    assert report["fraction_matched"] == 1.0 and not report["missing"] and not report["shape_mismatched"]
+    assert report["unexpected"] == ["module.mask_token"] and report["adapted"]  # 3-D -> 2-D adaptation ran
