@@ -536,7 +536,13 @@ def demo_data(out_dir: PathLike, *, cases: int = 40, seed: int = 0, matrix: int 
 
 
 def phantom_family(family: str) -> str:
-    """The canonical name of a phantom family ("a-wide" -> "A-wide"); SarcoError for an unknown one.
+    """The canonical name of a phantom family, so messages and folders spell it one way.
+
+    Args:
+        family: a family name in any case: ``A``, ``A-wide`` or ``B``.
+
+    Returns:
+        The canonical spelling ("a-wide" -> "A-wide"); SarcoError for an unknown family.
 
     Example:
         >>> phantom_family("b")
