@@ -46,7 +46,7 @@ def _path(value: PathLike | None) -> Path | None:
 
 # ------------------------------------------------------------------------------------ convert
 def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, overwrite: bool = False,
-            workspace: PathLike | Workspace | None = None):
+            keep_tissues: bool = False, workspace: PathLike | Workspace | None = None):
     """Turn a dropped folder into an nnU-Net raw dataset: one L3 slice per case, pseudonymised ids.
 
     Args:
@@ -55,6 +55,7 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
         name: dataset name, letters/digits/``_``/``-`` (e.g. ``"Freeman"``).
         dataset_id: nnU-Net dataset id; None takes the next free id from 501.
         overwrite: replace an existing converted dataset with the same id and name.
+        keep_tissues: keep IMAT/VAT/SAT as labels.json names them (muscle 1, imat 2, vat 3, sat 4).
         workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
 
     Returns:
@@ -70,7 +71,7 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
 
     ws = _ws(workspace).activate()
     chosen_id = dataset_id if dataset_id is not None else ws.next_dataset_id(FIRST_DATASET_ID)
-    return convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite)
+    return convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite, keep_tissues=keep_tissues)
 
 
 # --------------------------------------------------------------------------------------- plan
