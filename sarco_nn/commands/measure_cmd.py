@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL, TISSUE_LABELS
+from sarco_nn.constants import MUSCLE_LABEL, TISSUE_LABELS
 from sarco_nn.mask_measurement import check_patient, ct_input_reasons, measure_objects
 from sarco_nn.status import FLAG_UNKNOWN
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, get_threshold_set
@@ -35,8 +35,12 @@ def measure(
     tissues: bool = typer.Option(False, "--tissues", help="Body composition: muscle, IMAT, VAT, SAT, indices, myosteatosis."),
     labels_file: Optional[Path] = typer.Option(None, "--labels", help="labels.json naming the tissue values "
                                                "(default muscle 1, imat 2, vat 3, sat 4); implies --tissues."),
-    level: str = typer.Option(DEFAULT_LEVEL, "--level", help="Vertebral level of the slice (T12…L5); flags only "
-                              "where the threshold set was published for that level."),
+    level: Optional[list[str]] = typer.Option(None, "--level", help="Vertebral level of the slice (T12…L5, "
+                                              "default L3); repeat with --vertebrae for one row per level. Flags only "
+                                              "where the threshold set was published for that level."),
+    vertebrae: Optional[Path] = typer.Option(None, "--vertebrae", help="Vertebra labels on the mask's grid "
+                                             "(TotalSegmentator numbering, or its output folder): each --level's "
+                                             "slice by the centroid rule."),
     hu_convention: Optional[str] = typer.Option(None, "--hu-convention", help="Tissue HU rule: label (every labelled "
                                                 "pixel) or alberta (muscle −29…150, adipose −190…−30 HU). "
                                                 "Default: alberta with --hu-gate, else label."),
@@ -58,7 +62,9 @@ def measure(
         raise SarcoError("--hu-gate needs the CT", fix="pass it with --image CT.")
     from sarco_nn.body_composition import check_convention, check_level
 
-    level = check_level(level)
+    for name in level or []:
+        check_level(name)  # a wrong level is refused before any file is read
+
     convention = check_convention(hu_convention or ("alberta" if hu_gate else "label"))
     if hu_gate and convention != "alberta":
         raise SarcoError(f"--hu-gate contradicts --hu-convention {convention}", fix="drop one of them.")
@@ -71,21 +77,28 @@ def measure(
         for reason in input_reasons:
             typer.echo(f"warning: {reason}", err=True)
     tissue_labels = resolve_tissue_labels(mask_img, mask, labels_file, label, force=tissues)
-    objects = measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=slice_index,
-                              hu_gate=convention == "alberta", mask_name=str(mask),
-                              ct_name=None if image is None else str(image), level=level,
-                              input_reasons=input_reasons)
-    if tissue_labels is not None:
-        add_body_composition(objects, mask_img, ct_img, tissue_labels, convention, level, sex_code, height, weight,
-                             get_threshold_set(myosteatosis), mask_name=str(mask),
-                             ct_name=None if image is None else str(image))
+    from sarco_nn.levels import level_slices
+
+    plan = level_slices(level, mask_img, vertebrae, slice_index=slice_index, mask_name=str(mask))
+    objects = []
+    for at in plan:  # one row per (slice, level); a flag only where `ts` was published for that level
+        found = measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=at.slice_index,
+                                hu_gate=convention == "alberta", mask_name=str(mask),
+                                ct_name=None if image is None else str(image), level=at.level,
+                                input_reasons=input_reasons)
+        if tissue_labels is not None:
+            add_body_composition(found, mask_img, ct_img, tissue_labels, convention, at.level, sex_code, height,
+                                 weight, get_threshold_set(myosteatosis), mask_name=str(mask),
+                                 ct_name=None if image is None else str(image))
+        objects += [{**o, "level": at.level, "level_source": at.source} for o in found]
     if as_json:
-        single = len(objects) == 1 and (slice_index is not None or mask_img.GetDimension() == 2
-                                        or _n_axial_slices(mask_img) == 1)
+        single = len(objects) == 1 and len(plan) == 1 and (
+            slice_index is not None or mask_img.GetDimension() == 2 or _n_axial_slices(mask_img) == 1)
         typer.echo(json.dumps(objects[0] if single else objects, ensure_ascii=False))
         return
     for o in objects:
-        parts = [f"slice {o['slice_index']}:", f"SMA {o['sma_cm2']:.2f} cm²"]
+        parts = [f"slice {o['slice_index']}" + (f" ({o['level']}):" if len(plan) > 1 or vertebrae else ":"),
+                 f"SMA {o['sma_cm2']:.2f} cm²"]
         if o["smi_cm2_m2"] is not None:
             parts.append(f"SMI {o['smi_cm2_m2']:.2f} cm²/m²")
         if o["muscle_hu_mean"] is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sarco_nn.errors import SarcoError
 
-__all__ = ["L3Location", "L3NotFound"]
+__all__ = ["L3Location", "L3NotFound", "LevelNotFound"]
 
 
 class L3NotFound(SarcoError):
@@ -16,6 +16,14 @@ class L3NotFound(SarcoError):
     def __init__(self, reason: str, path: str | Path | None = None, fix: str | None = None):
         super().__init__(f"L3 not in field of view: {reason}", path,
                          fix or "give a CT that covers the whole third lumbar vertebra, or pass --l3-slice N")
+
+
+class LevelNotFound(SarcoError):
+    """A vertebral level other than L3 is not (wholly) in the vertebra labels: no slice for it."""
+
+    def __init__(self, level: str, reason: str, path: str | Path | None = None, fix: str | None = None):
+        super().__init__(f"{level} not in field of view: {reason}", path,
+                         fix or f"give vertebra labels that cover the whole of {level}, or drop --level {level}")
 
 
 @dataclass(frozen=True)
