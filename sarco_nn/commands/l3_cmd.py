@@ -18,6 +18,8 @@ def locate(
     model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Trained localizer (default <workspace>/l3_localizer)."),
     thumbnail: Optional[Path] = typer.Option(None, "--thumbnail", help="Write a sagittal PNG marking the level."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (found: false when L3 is not in view)."),
+    level: str = typer.Option("L3", "--level", help="Vertebra to find; not L3: a localizer trained with "
+                              "`sarco train-l3 --level` (default <workspace>/localizer_<LEVEL>)."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder (for the default model)."),
 ):
     """Find the L3 slice of a CT volume (0 = most inferior slice) and its z position in mm.
@@ -30,10 +32,12 @@ def locate(
     from sarco_nn.l3.localizer import default_model_dir
     from sarco_nn.l3.result import L3NotFound
 
-    model_dir = model_dir or default_model_dir(workspace)
+    level = level.strip().upper()
+    model_dir = model_dir or default_model_dir(workspace, level)
     try:
-        location = locate_l3(volume, method=locator, vertebra_mask=l3_from, rule=rule, model_dir=model_dir)
-    except L3NotFound as exc:
+        location = locate_l3(volume, method=locator, vertebra_mask=l3_from, rule=rule, model_dir=model_dir,
+                             level=level)
+    except L3NotFound as exc:  # LevelNotFound too
         if as_json:
             typer.echo(json.dumps({"found": False, "reason": str(exc)}))
         else:
@@ -47,7 +51,7 @@ def locate(
         typer.echo(json.dumps({"found": True, **location.as_dict()}))
         return
     rule_text = f", rule {location.rule}" if location.rule else ""
-    typer.echo(f"L3: slice {location.slice_index} (0 = most inferior; slice {location.stored_index} in the file's "
+    typer.echo(f"{level}: slice {location.slice_index} (0 = most inferior; slice {location.stored_index} in the file's "
                f"own order), z {location.z_mm:.1f} mm [{location.method}{rule_text}, "
                f"confidence {location.confidence:.2f}]")
 
@@ -62,11 +66,14 @@ def train_l3(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop early after this many minutes."),
     validation: float = typer.Option(0.2, "--validation", help="Share of volumes held out for the error report."),
     seed: int = typer.Option(0, "--seed"),
+    level: str = typer.Option("L3", "--level", help="Vertebra to localize (T12…L5): the drop's masks lie on that "
+                              "level's slice; phantoms use their vertebra labels. Not L3: saved to "
+                              "<workspace>/localizer_<LEVEL>."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder."),
 ):
     """Train the L3 localizer (CNN on bone-window projections) on CPU and report its held-out error.
 
-    Example: sarco train-l3 ~/l3_drop --validation 0.2
+    Example: sarco train-l3 ~/l3_drop --validation 0.2 ;  sarco train-l3 ~/l1_drop --level L1
     """
     import torch
 
@@ -77,11 +84,13 @@ def train_l3(
     if source is None and phantoms < 1:
         raise SarcoError("nothing to train on", fix="give a drop-in folder of volumes, or --phantoms N")
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    out = model_dir or default_model_dir(workspace)
+    level = level.strip().upper()
+    out = model_dir or default_model_dir(workspace, level)
     path, report = train_from_sources(out, source, drop_dir, phantoms, validation, steps,
-                                      None if max_minutes is None else 60.0 * max_minutes, seed)
+                                      None if max_minutes is None else 60.0 * max_minutes, seed, level=level)
     t = report["training"]
-    typer.echo(f"trained on {t['cases']} volumes, {t['steps']} steps in {t['seconds']} s -> {path}")
+    typer.echo(f"{report['level']} localizer trained on {t['cases']} volumes, {t['steps']} steps in {t['seconds']} s "
+               f"-> {path}")
     for note in report.get("notes", [])[:10]:
         typer.echo(f"  note: {note}")
     held = report.get("held_out")

@@ -18,12 +18,14 @@ class L3NotFound(SarcoError):
                          fix or "give a CT that covers the whole third lumbar vertebra, or pass --l3-slice N")
 
 
-class LevelNotFound(SarcoError):
-    """A vertebral level other than L3 is not (wholly) in the vertebra labels: no slice for it."""
+class LevelNotFound(L3NotFound):
+    """Another vertebral level is not (wholly) in view; a kind of L3NotFound, so every caller that
+    turns "not in view" into a row or an exit status treats both alike."""
 
     def __init__(self, level: str, reason: str, path: str | Path | None = None, fix: str | None = None):
-        super().__init__(f"{level} not in field of view: {reason}", path,
-                         fix or f"give vertebra labels that cover the whole of {level}, or drop --level {level}")
+        SarcoError.__init__(self, f"{level} not in field of view: {reason}", path,
+                            fix or f"give a CT (or vertebra labels) that covers the whole of {level}, "
+                                   f"or drop --level {level}")
 
 
 @dataclass(frozen=True)
