@@ -58,7 +58,7 @@ def _path(value: PathLike | None) -> Path | None:
 
 # ------------------------------------------------------------------------------------ convert
 def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, overwrite: bool = False,
-            workspace: PathLike | Workspace | None = None) -> ConversionResult:
+            keep_tissues: bool = False, workspace: PathLike | Workspace | None = None) -> ConversionResult:
     """Turn a dropped folder into an nnU-Net raw dataset: one L3 slice per case, pseudonymised ids.
 
     Args:
@@ -67,6 +67,7 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
         name: dataset name, letters/digits/``_``/``-`` (e.g. ``"Freeman"``).
         dataset_id: nnU-Net dataset id, 1..999; None takes the next free id from 501.
         overwrite: replace an existing converted dataset with the same id and name.
+        keep_tissues: keep IMAT/VAT/SAT as labels.json names them (muscle 1, imat 2, vat 3, sat 4).
         workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
 
     Returns:
@@ -82,7 +83,7 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
 
     ws = _ws(workspace).activate()
     chosen_id = dataset_id if dataset_id is not None else ws.next_dataset_id(FIRST_DATASET_ID)
-    return convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite)
+    return convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite, keep_tissues=keep_tissues)
 
 
 # --------------------------------------------------------------------------------------- plan
@@ -369,6 +370,10 @@ class MuscleMeasurement:
         threshold: the cut-off applied, in words (e.g. ``"SMA < 144 cm² (paper, M)"``).
         status: ``ok`` / ``review`` / ``failed`` (`sarco_nn.status`), as ``sarco measure`` reports it.
         reasons: ``(code, message)`` pairs behind a status other than ``ok``.
+        level: vertebral level of the slice (``T12`` ... ``L5``): as given, or each of several
+            levels found from `vertebrae`.
+        level_source: how the slice is known to be that level: ``declared`` (the caller's
+            `level` for the given slice) or ``vertebrae (centroid)`` (found from vertebra labels).
         mask_slices: axial slices in the mask (1 for a 2-D mask or a one-slice volume).
         ct_warnings: the CT's own reasons (``code: message``, also in `reasons`), which
             ``sarco measure`` prints as warnings.
@@ -387,6 +392,8 @@ class MuscleMeasurement:
     threshold: str
     status: str = "ok"
     reasons: tuple[tuple[str, str], ...] = ()
+    level: str = DEFAULT_LEVEL
+    level_source: str = "declared"
     mask_slices: int = 1
     ct_warnings: tuple[str, ...] = ()
     record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -395,9 +402,9 @@ class MuscleMeasurement:
 def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int | None = None,
             label: int = MUSCLE_LABEL, sex: str | None = None, height_m: float | None = None,
             weight_kg: float | None = None, hu_gate: bool = False, thresholds: str = DEFAULT_THRESHOLD_SET,
-            tissues: bool = False, labels_file: PathLike | None = None, level: str = DEFAULT_LEVEL,
-            hu_convention: str | None = None, myosteatosis: str = DEFAULT_MYOSTEATOSIS_SET,
-            cli_names: bool = False) -> list[MuscleMeasurement]:
+            tissues: bool = False, labels_file: PathLike | None = None, level: str | Sequence[str] = DEFAULT_LEVEL,
+            vertebrae: PathLike | None = None, hu_convention: str | None = None,
+            myosteatosis: str = DEFAULT_MYOSTEATOSIS_SET, cli_names: bool = False) -> list[MuscleMeasurement]:
     """SMA (cm²), SMI (cm²/m²), mean muscle HU and the sarcopenia flag from an existing mask.
 
     Optionally the body composition too (muscle, IMAT, VAT, SAT; indices; myosteatosis).
@@ -417,8 +424,13 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
             a mask holding muscle plus another tissue value is measured as one anyway.
         labels_file: labels.json naming the tissue values (default: a labels.json beside the mask,
             else muscle 1, imat 2, vat 3, sat 4); implies `tissues`.
-        level: vertebral level of the slice (``T12`` ... ``L5``); flags only where the threshold
-            set was published for that level.
+        level: vertebral level of the slice (``T12`` ... ``L5``), or several levels (with
+            `vertebrae`): one measurement per (slice, level). Flags only where the threshold set
+            was published for that level (every built-in set: L3); elsewhere areas only, and
+            `MuscleMeasurement.threshold` says why.
+        vertebrae: vertebra label map on the mask's grid (TotalSegmentator numbering) or
+            TotalSegmentator's output folder (``vertebrae_L1.nii.gz``, ...): each level's slice by
+            the centroid rule of `l3.rules`. Needed for several levels; not with `slice_index`.
         hu_convention: tissue HU rule: ``label`` (every labelled pixel) or ``alberta`` (muscle
             -29..150, adipose -190..-30 HU; gates the SMA too). None: alberta with `hu_gate`, else label.
         myosteatosis: myosteatosis set (muscle HU cut-offs): ``martin_myosteatosis`` or a file.
@@ -426,18 +438,22 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
             than as these arguments; the command line sets it.
 
     Returns:
-        One `MuscleMeasurement` per measured slice, in slice order.
+        One `MuscleMeasurement` per measured slice, in slice order; with several levels, per
+        (slice, level) in the order the levels were given.
 
     Example:
         >>> [m] = measure("l3_mask.nii.gz", image="l3_ct.nii.gz", sex="F", height_m=1.62)  # doctest: +SKIP
         >>> round(m.sma_cm2, 1), m.sarcopenic  # doctest: +SKIP
         (98.3, True)
+        >>> [l1, l3] = measure("mask_3d.nii.gz", level=["L1", "L3"], vertebrae="vertebrae.nii.gz")  # doctest: +SKIP
+        >>> l1.sarcopenic, l1.level_source  # doctest: +SKIP
+        (None, 'vertebrae (centroid)')
     """
     from sarco_nn.mask_measurement import measure_mask
 
     report = measure_mask(mask, image=image, slice_index=slice_index, label=label, sex=sex, height_m=height_m,
                           weight_kg=weight_kg, hu_gate=hu_gate, thresholds=thresholds, tissues=tissues,
-                          labels_file=labels_file, level=level, hu_convention=hu_convention,
+                          labels_file=labels_file, level=level, vertebrae=vertebrae, hu_convention=hu_convention,
                           myosteatosis=myosteatosis, cli=cli_names)
     warnings = tuple(str(r) for r in report.input_reasons)
     return [MuscleMeasurement(
@@ -445,7 +461,8 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
         muscle_hu_mean=o["muscle_hu_mean"], hu_gate=None if o["hu_gate"] is None else tuple(o["hu_gate"]),
         sarcopenic=o["sarcopenic"] if isinstance(o["sarcopenic"], bool) else None, threshold_set=o["threshold_set"],
         threshold=o["threshold"], status=o["status"], reasons=tuple((r["code"], r["message"]) for r in o["reasons"]),
-        mask_slices=report.n_mask_slices, ct_warnings=warnings, record=o)
+        level=o["level"], level_source=o["level_source"], mask_slices=report.n_mask_slices, ct_warnings=warnings,
+        record=o)
         for o in report.objects]
 
 
@@ -687,9 +704,9 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
 
 # ---------------------------------------------------------------------------------------- L3
 def locate_l3(volume: PathLike, *, l3_from: PathLike | None = None, rule: str = "centroid", locator: str = "auto",
-              model_dir: PathLike | None = None, thumbnail: PathLike | None = None,
+              model_dir: PathLike | None = None, thumbnail: PathLike | None = None, level: str = DEFAULT_LEVEL,
               workspace: PathLike | Workspace | None = None) -> L3Location:
-    """Find the L3 slice of a CT volume and its z position (mm).
+    """Find the L3 slice (or another vertebra's, with `level`) of a CT volume and its z position (mm).
 
     Args:
         volume: CT volume: NIfTI/MHA/NRRD file or DICOM series folder, any orientation.
@@ -697,13 +714,17 @@ def locate_l3(volume: PathLike, *, l3_from: PathLike | None = None, rule: str = 
             TotalSegmentator's output folder.
         rule: L3 slice from vertebra labels: ``centroid`` or ``max-area``.
         locator: ``auto``, ``vertebrae``, ``model`` or ``totalsegmentator``.
-        model_dir: trained localizer (None: <workspace>/l3_localizer).
+        model_dir: trained localizer (None: <workspace>/l3_localizer; for another level
+            <workspace>/localizer_<LEVEL>).
         thumbnail: also write a sagittal PNG marking the level here.
+        level: vertebra to find (any case, e.g. ``"l1"``). Not L3: only a localizer trained for it
+            (``train_l3(level=...)``) answers, so `locator` must be ``auto`` or ``model``.
         workspace: sarco workspace folder (for the default localizer).
 
     Returns:
         `l3.result.L3Location`: slice_index (0 = most inferior slice), stored_index (the file's own
-        order), z_mm, method, rule, confidence. Raises `L3NotFound` (a SarcoError) when L3 is not in view.
+        order), z_mm, method, rule, confidence. Raises `L3NotFound` (a SarcoError) when L3 is not in
+        view; for another level its subclass `l3.result.LevelNotFound`.
 
     Example:
         >>> locate_l3("ct.nii.gz", l3_from="vertebrae.nii.gz").slice_index  # doctest: +SKIP
@@ -713,8 +734,10 @@ def locate_l3(volume: PathLike, *, l3_from: PathLike | None = None, rule: str = 
     from sarco_nn.l3.locate import read_volume
     from sarco_nn.l3.localizer import default_model_dir
 
-    chosen_dir = Path(model_dir) if model_dir is not None else default_model_dir(_ws(workspace).root)
-    location = run_locate(Path(volume), method=locator, vertebra_mask=_path(l3_from), rule=rule, model_dir=chosen_dir)
+    level = level.strip().upper()
+    chosen_dir = Path(model_dir) if model_dir is not None else default_model_dir(_ws(workspace).root, level)
+    location = run_locate(Path(volume), method=locator, vertebra_mask=_path(l3_from), rule=rule, model_dir=chosen_dir,
+                          level=level)
     if thumbnail is not None:
         from sarco_nn.l3.thumbnail import save_l3_thumbnail
 
@@ -732,23 +755,30 @@ class L3Training:
 
 def train_l3(source: PathLike | None = None, *, drop_dir: PathLike | None = None, phantoms: int = 0,
              model_dir: PathLike | None = None, steps: int = 1500, max_minutes: float | None = None,
-             validation: float = 0.2, seed: int = 0, workspace: PathLike | Workspace | None = None) -> L3Training:
+             validation: float = 0.2, seed: int = 0, level: str = DEFAULT_LEVEL,
+             workspace: PathLike | Workspace | None = None) -> L3Training:
     """Train the L3 localizer (a CNN on bone-window projections) on CPU; report its held-out error.
 
+    With another `level` the same network learns that vertebra instead (nothing in it is specific
+    to L3, only the annotation is); the checkpoint records the level, so the L3 path refuses it.
+
     Args:
-        source: drop-in folder of whole volumes (mask on the L3 slice), or a converted dataset
-            folder with manifest.csv (then `drop_dir`). None: phantoms only.
+        source: drop-in folder of whole volumes (mask on the L3 slice, or on `level`'s), or a
+            converted dataset folder with manifest.csv (then `drop_dir`). None: phantoms only.
         drop_dir: original drop folder of a converted dataset.
         phantoms: add this many phantom volumes (T12-S1) to the training set.
-        model_dir: output folder (None: <workspace>/l3_localizer).
+        model_dir: output folder (None: <workspace>/l3_localizer; for another level
+            <workspace>/localizer_<LEVEL>).
         steps: training steps (batches of 8 random crops).
         max_minutes: stop early after this many minutes.
         validation: share of volumes (0..1) held out for the error report.
         seed: random seed.
+        level: vertebra to localize, ``T12`` ... ``L5`` (any case); phantoms give it from their
+            vertebra labels.
         workspace: sarco workspace folder (for the default output folder).
 
     Returns:
-        `L3Training`: checkpoint, and report with ``training`` (cases, steps, seconds),
+        `L3Training`: checkpoint, and report with ``level``, ``training`` (cases, steps, seconds),
         ``held_out`` (n_cases, mean_abs_error_mm, mean_abs_error_slices, max_abs_error_mm,
         n_not_found) and ``notes``.
 
@@ -764,9 +794,10 @@ def train_l3(source: PathLike | None = None, *, drop_dir: PathLike | None = None
     from sarco_nn.l3.train_l3 import train_from_sources
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    out = Path(model_dir) if model_dir is not None else default_model_dir(_ws(workspace).root)
+    level = level.strip().upper()
+    out = Path(model_dir) if model_dir is not None else default_model_dir(_ws(workspace).root, level)
     path, report = train_from_sources(out, _path(source), _path(drop_dir), phantoms, validation, steps,
-                                      None if max_minutes is None else 60.0 * max_minutes, seed)
+                                      None if max_minutes is None else 60.0 * max_minutes, seed, level=level)
     return L3Training(Path(path), report)
 
 

@@ -54,8 +54,9 @@ from sarco_nn.thresholds import ThresholdSet, exact, smi_exact
 
 TISSUES: tuple[str, ...] = ("muscle", *ADIPOSE_TISSUES)
 
-#: Source of a tissue's pixels: its own label, derived from the HU rule, or not available.
-SOURCE_LABEL, SOURCE_DERIVED, SOURCE_ABSENT = "label", "derived", "absent"
+#: Source of a tissue's pixels: its own label (a given mask), a predicting model's label, derived
+#: from the HU rule, or not available.
+SOURCE_LABEL, SOURCE_MODEL, SOURCE_DERIVED, SOURCE_ABSENT = "label", "model", "derived", "absent"
 
 
 @dataclass
@@ -153,6 +154,24 @@ def check_convention(convention: str | None) -> str:
     return name
 
 
+def model_tissue_labels(dataset_labels: dict | None) -> dict[str, int]:
+    """{tissue: value} a trained model segments, from its dataset.json "labels" (muscle always 1).
+
+    Why: a four-tissue model (`sarco convert --keep-tissues`) predicts IMAT/VAT/SAT itself, so
+    predict fills those columns from the model ("model") instead of deriving IMAT or leaving VAT
+    and SAT absent; a muscle-only model's map is {"muscle": 1}. Names other than the tissues
+    (background, anything else a dataset carries) are ignored.
+    """
+    labels = {"muscle": TISSUE_LABELS["muscle"]}
+    for name, value in (dataset_labels or {}).items():
+        if name in TISSUES and name != "muscle" and not isinstance(value, (list, tuple)):
+            labels[name] = int(value)
+    if dataset_labels and int(dataset_labels.get("muscle", TISSUE_LABELS["muscle"])) != TISSUE_LABELS["muscle"]:
+        raise SarcoError(f"the model's dataset.json gives muscle label {dataset_labels['muscle']}, not 1",
+                         fix="retrain from a dataset written by `sarco convert` (muscle is always label 1).")
+    return labels
+
+
 def hu_stats(values: np.ndarray) -> tuple[Fraction | float | None, float | None]:
     """(mean, population SD) of HU values; exact for integer-valued CT; (None, None) when empty."""
     values = np.asarray(values, dtype=np.float64).ravel()
@@ -203,13 +222,18 @@ def measure_composition_slice(
     derive_imat: bool | None = None,
     slice_index: int | None = None,
     attenuation_gate: tuple[float, float] = MUSCLE_HU_GATE,
+    label_source: str = SOURCE_LABEL,
 ) -> BodyComposition:
     """Body composition of one 2-D slice.
 
     labels: {tissue: mask value}; default `constants.TISSUE_LABELS`. Names other than the four
       tissues are ignored; a tissue not named is "absent".
     derive_imat: derive IMAT from the HU rule (needs the CT); None = when the map names no IMAT.
+    label_source: what a labelled tissue's `source` says: "label" (a given mask) or "model"
+      (`sarco predict`'s segmentation); derived IMAT stays "derived" either way.
     """
+    if label_source not in (SOURCE_LABEL, SOURCE_MODEL):
+        raise SarcoError(f"internal: label source {label_source!r} is not 'label' or 'model'")
     labels = dict(TISSUE_LABELS if labels is None else labels)
     if "muscle" not in labels:
         raise SarcoError("the label map names no 'muscle'", fix='give e.g. {"muscle": 1, "imat": 2, "vat": 3, "sat": 4}.')
@@ -233,14 +257,14 @@ def measure_composition_slice(
     muscle_label = label_mask(mask2d, labels["muscle"])
     counted_muscle = muscle_label if gates["muscle"] is None else muscle_label & _in_gate(ct, gates["muscle"])
     tissues: dict[str, TissueMeasure] = {
-        "muscle": _tissue("muscle", SOURCE_LABEL, counted_muscle, ct, spacing_yx_mm, expect_pixels=m.n_pixels)
+        "muscle": _tissue("muscle", label_source, counted_muscle, ct, spacing_yx_mm, expect_pixels=m.n_pixels)
     }
     for name in ADIPOSE_TISSUES:
         if name in labels:
             selected = label_mask(mask2d, labels[name])
             if gates["adipose"] is not None:
                 selected = selected & _in_gate(ct, gates["adipose"])
-            tissues[name] = _tissue(name, SOURCE_LABEL, selected, ct, spacing_yx_mm)
+            tissues[name] = _tissue(name, label_source, selected, ct, spacing_yx_mm)
         elif name == "imat" and derive_imat:
             others = np.zeros(muscle_label.shape, dtype=bool)
             for other, value in labels.items():
@@ -255,6 +279,21 @@ def measure_composition_slice(
         attenuation, _ = hu_stats(ct[muscle_label & _in_gate(ct, attenuation_gate)])
     return BodyComposition(level, slice_index, convention, tissues, height_m, attenuation,
                            (float(attenuation_gate[0]), float(attenuation_gate[1])))
+
+
+def predicted_composition(seg2d: np.ndarray, spacing_yx_mm: tuple[float, float], ct2d_hu: np.ndarray,
+                          dataset_labels: dict | None, hu_gate: bool, height_m: float | None,
+                          level: str = DEFAULT_LEVEL) -> BodyComposition:
+    """What `sarco predict` reports for one predicted slice: every tissue the model segments is
+    measured from its prediction (source "model"); with a muscle-only model IMAT is derived from
+    the HU rule inside the muscle envelope ("derived") and VAT/SAT are "absent".
+
+    dataset_labels: the model's dataset.json "labels"; hu_gate: the run's --hu-gate (alberta
+    convention), else every predicted pixel counts ("label" convention).
+    """
+    return measure_composition_slice(seg2d, spacing_yx_mm, ct2d_hu, labels=model_tissue_labels(dataset_labels),
+                                     convention="alberta" if hu_gate else "label", level=level,
+                                     height_m=height_m, label_source=SOURCE_MODEL)
 
 
 def measure_composition_image(
@@ -391,6 +430,6 @@ def _gate_text(gate) -> str | None:
 
 
 __all__ = [
-    "RESULT_COLUMNS", "TISSUES", "BodyComposition", "result_columns", "TissueMeasure", "check_convention", "check_level", "derived_imat", "hu_stats",
+    "RESULT_COLUMNS", "SOURCE_ABSENT", "SOURCE_DERIVED", "SOURCE_LABEL", "SOURCE_MODEL", "TISSUES", "BodyComposition", "model_tissue_labels", "predicted_composition", "result_columns", "TissueMeasure", "check_convention", "check_level", "derived_imat", "hu_stats",
     "level_note", "measure_composition_image", "measure_composition_slice", "myosteatosis_flag", "sarcopenia_flag",
 ]

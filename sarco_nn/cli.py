@@ -47,12 +47,15 @@ def convert(drop_dir: Path = typer.Argument(..., help="Dropped folder with image
             name: str = typer.Option(..., "--name", "-n", help="Dataset name, e.g. Freeman."),
             dataset_id: Optional[int] = typer.Option(None, "--id", help="nnU-Net dataset id (default: next free from 501)."),
             overwrite: bool = typer.Option(False, help="Replace an existing converted dataset of that id and name."),
+            keep_tissues: bool = typer.Option(False, "--keep-tissues", help="Keep IMAT/VAT/SAT as labels.json names "
+                                              "them (muscle 1, imat 2, vat 3, sat 4): train a body-composition model."),
             workspace: Optional[Path] = WorkspaceOpt):
     """Turn a dropped dataset into an nnU-Net raw dataset (one L3 slice per case, pseudonymised ids).
 
-    Example: sarco convert ~/l3_drop --name Freeman
+    Example: sarco convert ~/l3_drop --name Freeman ; sarco convert demo/drop --name Tissues --keep-tissues
     """
-    result = api.convert(drop_dir, name=name, dataset_id=dataset_id, overwrite=overwrite, workspace=workspace)
+    result = api.convert(drop_dir, name=name, dataset_id=dataset_id, overwrite=overwrite, keep_tissues=keep_tissues,
+                         workspace=workspace)
     typer.echo(f"{result.dataset_name}: {result.n_cases} cases written to {result.dataset_dir}")
     for note in result.notes:
         typer.echo(f"  note: {note}")

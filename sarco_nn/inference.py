@@ -366,6 +366,14 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     return results_path, failures
 
 
+def _model_tissue_labels(model) -> dict[str, int]:
+    """{tissue: value} the model segments, from its dataset.json (muscle only when it has none)."""
+    from sarco_nn.body_composition import model_tissue_labels
+
+    path = Path(model.folder) / "dataset.json"
+    return model_tissue_labels(json.loads(path.read_text(encoding="utf-8")).get("labels") if path.is_file() else None)
+
+
 def _write_review_outputs(out_dir: Path, results_path: Path, scans: list[Scan], rows: dict, model,
                           dicom_seg: bool) -> None:
     """Opt-in DICOM SEGs (noted in results.csv), then review.html over the finished results (#19)."""
@@ -376,7 +384,8 @@ def _write_review_outputs(out_dir: Path, results_path: Path, scans: list[Scan], 
 
         keyed = [(s.path, rows[printable_path(os.path.abspath(s.path))]) for s in scans
                  if printable_path(os.path.abspath(s.path)) in rows]
-        write_batch_segs(out_dir, keyed, model_name=f"{model.trainer_name}__{model.plans_name}")
+        write_batch_segs(out_dir, keyed, model_name=f"{model.trainer_name}__{model.plans_name}",
+                         labels=_model_tissue_labels(model))
         from sarco_nn.batch import write_results
 
         write_results(results_path, RESULT_COLUMNS, sorted(rows.values(), key=lambda r: (r.get("case_id", ""),
@@ -417,7 +426,7 @@ def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, v
     from sarco_nn.image_io import mask_to_source_geometry, to_canonical
     from sarco_nn.l3.choose import l3_result_fields
     from sarco_nn.l3.thumbnail import save_l3_thumbnail
-    from sarco_nn.body_composition import measure_composition_slice, result_columns
+    from sarco_nn.body_composition import model_tissue_labels, predicted_composition, result_columns
     from sarco_nn.constants import MUSCLE_LABEL
     from sarco_nn.mask_checks import labels_in, mask_reasons
     from sarco_nn.measure import measure_slice, smi
@@ -455,14 +464,16 @@ def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, v
     bmi = record.bmi if record else None
     smi_value = smi(measurement.sma_cm2, height)
     quality = qc_score(CaseEvidence(
-        mask=seg[0], spacing_yx_mm=spacing_yx, ct_hu=ct[0], fold_probabilities=folds.muscle_probabilities()[:, 0],
+        mask=seg[0] == MUSCLE_LABEL, spacing_yx_mm=spacing_yx, ct_hu=ct[0],  # muscle only, whatever the model
+        fold_probabilities=folds.muscle_probabilities()[:, 0],
         sma_cm2=measurement.sma_cm2, smi_cm2_m2=smi_value, muscle_hu_mean=measurement.muscle_hu_mean, sex=sex,
         l3_confidence=location.confidence if location.method == "model" else None))
     quality.apply(verdict)
     flag = (threshold_set.is_sarcopenic(sex, measurement.sma_cm2, smi_value, bmi, height_m=height)
             if verdict.flag_allowed else None)
-    composition = measure_composition_slice(seg[0], spacing_yx, ct[0], labels={"muscle": MUSCLE_LABEL},
-                                            convention="alberta" if gate else "label", level="L3", height_m=height)
+    dataset_labels = (getattr(predictor, "dataset_json", None) or {}).get("labels")  # a 4-tissue model's map
+    tissue_labels = model_tissue_labels(dataset_labels)
+    composition = predicted_composition(seg[0], spacing_yx, ct[0], dataset_labels, bool(gate), height)
     mask_rel = Path("masks") / f"{stem}.nii.gz"
     overlay_rel = Path("overlays") / f"{stem}.png"
     with atomic_path(out_dir / mask_rel) as tmp:
@@ -470,7 +481,8 @@ def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, v
     flag_text = "sarcopenic" if flag else "not sarcopenic" if flag is False else "flag n/a"
     save_overlay(ct[0], seg[0], spacing_yx, out_dir / overlay_rel,
                  title=_plain_text(f"{scan.case_id}  SMA {measurement.sma_cm2:.1f} cm²  {flag_text} "
-                                   f"({threshold_set.name})  status: {verdict.status}"))
+                                   f"({threshold_set.name})  status: {verdict.status}"),
+                 tissues=tissue_labels if len(tissue_labels) > 1 else None)
     return {
         "sma_cm2": _fmt(measurement.sma_cm2), "smi_cm2_m2": _fmt(smi_value),
         "muscle_hu_mean": _fmt(measurement.muscle_hu_mean, 1),

@@ -8,6 +8,7 @@ flag at a level the threshold set was not published for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,11 +117,9 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     return objects, int(stack.array.shape[0])
 
 
-
-
 @dataclass(frozen=True)
 class MaskReport:
-    """What measuring one mask file gives: one object per slice, the CT's own reasons, the mask's slice count.
+    """What measuring one mask file gives: one object per (slice, level), the CT's own reasons, the mask's slice count.
 
     `objects` are the dicts `sarco measure --json` prints (with the body composition when asked);
     `n_mask_slices` is 1 for a 2-D mask (or a one-slice volume), which decides the JSON shape.
@@ -131,11 +130,13 @@ class MaskReport:
     n_mask_slices: int = 1
 
 
-def check_measure_options(image: Path | str | None, hu_gate: bool, level: str | None, hu_convention: str | None,
-                          cli: bool = False) -> tuple[str, str]:
-    """(level, HU convention) after refusing contradicting options, before any file is read.
+def check_measure_options(image: Path | str | None, hu_gate: bool, level: str | Sequence[str] | None,
+                          hu_convention: str | None, cli: bool = False) -> tuple[list[str], str]:
+    """(levels, HU convention) after refusing contradicting options, before any file is read.
 
-    `cli` names the options as `sarco measure` flags (``--hu-gate``) instead of API arguments.
+    `level` is one level or several (each checked, canonical spelling, each once, in the order
+    given; None or empty: L3). `cli` names the options as `sarco measure` flags (``--hu-gate``)
+    instead of API arguments.
     """
     from sarco_nn.body_composition import check_convention, check_level
 
@@ -143,43 +144,56 @@ def check_measure_options(image: Path | str | None, hu_gate: bool, level: str | 
         "hu_gate", "hu_convention", "pass it as image=CT.")
     if hu_gate and image is None:
         raise SarcoError(f"{'--hu-gate' if cli else 'the HU gate'} needs the CT", fix=with_ct)
-    level = check_level(level)
+    levels: list[str] = []
+    for name in [level] if level is None or isinstance(level, str) else list(level) or [None]:
+        checked = check_level(name)  # a wrong level is refused before any file is read
+        if checked not in levels:
+            levels.append(checked)
     convention = check_convention(hu_convention or ("alberta" if hu_gate else "label"))
     if hu_gate and convention != "alberta":
         raise SarcoError(f"{gate} contradicts {conv} {convention}", fix="drop one of them.")
     if convention == "alberta" and image is None:
         raise SarcoError("the alberta HU convention needs the CT", fix=with_ct)
-    return level, convention
+    return levels, convention
 
 
 def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_index: int | None = None,
                  label: int = MUSCLE_LABEL, sex: str | None = None, height_m: float | None = None,
                  weight_kg: float | None = None, hu_gate: bool = False, thresholds: str = DEFAULT_THRESHOLD_SET,
-                 tissues: bool = False, labels_file: Path | str | None = None, level: str = DEFAULT_LEVEL,
+                 tissues: bool = False, labels_file: Path | str | None = None,
+                 level: str | Sequence[str] = DEFAULT_LEVEL, vertebrae: Path | str | None = None,
                  hu_convention: str | None = None, myosteatosis: str = DEFAULT_MYOSTEATOSIS_SET,
                  cli: bool = False) -> MaskReport:
     """Everything `sarco measure` / `api.measure` do: check the options, read, measure, add body composition.
 
     The alberta convention (``--hu-gate``, or ``hu_convention="alberta"``) gates the SMA path too.
+    Several levels need `vertebrae` (`sarco_nn.levels.level_slices`): one object per (slice, level),
+    each with ``level`` and ``level_source``; a flag only where `thresholds` was published for that level.
     """
     from sarco_nn.image_io import read_image, read_label_image
+    from sarco_nn.levels import level_slices
     from sarco_nn.thresholds import get_threshold_set
 
     ts = get_threshold_set(thresholds)
     sex_code = check_patient(sex, height_m, weight_kg, label, cli=cli)
-    level, convention = check_measure_options(image, hu_gate, level, hu_convention, cli=cli)
+    levels, convention = check_measure_options(image, hu_gate, level, hu_convention, cli=cli)
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
     input_reasons = ct_input_reasons(ct_img, image)
     mask_name, ct_name = str(mask), None if image is None else str(image)
     tissue_labels = resolve_tissue_labels(mask_img, Path(mask), labels_file, label, force=tissues)
-    objects, n_slices = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
-                                         slice_index=slice_index, hu_gate=convention == "alberta",
-                                         mask_name=mask_name, ct_name=ct_name, level=level,
-                                         input_reasons=input_reasons)
-    if tissue_labels is not None:
-        add_body_composition(objects, mask_img, ct_img, tissue_labels, convention, level, sex_code, height_m,
-                             weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name)
+    plan = level_slices(levels, mask_img, vertebrae, slice_index=slice_index, mask_name=mask_name)
+    objects: list[dict] = []
+    n_slices = 1
+    for at in plan:
+        found, n_slices = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
+                                           slice_index=at.slice_index, hu_gate=convention == "alberta",
+                                           mask_name=mask_name, ct_name=ct_name, level=at.level,
+                                           input_reasons=input_reasons)
+        if tissue_labels is not None:
+            add_body_composition(found, mask_img, ct_img, tissue_labels, convention, at.level, sex_code, height_m,
+                                 weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name)
+        objects += [{**o, "level": at.level, "level_source": at.source} for o in found]
     return MaskReport(objects, list(input_reasons), n_slices)
 
 

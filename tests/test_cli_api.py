@@ -79,7 +79,8 @@ def _expect_demo(tmp, calls):
 
 def _expect_convert(tmp, calls):
     args, kw = _one(calls)
-    assert args == (Path("drop"),) and kw == dict(name="X", dataset_id=7, overwrite=True, workspace=Path("ws"))
+    assert args == (Path("drop"),) and kw == dict(name="X", dataset_id=7, overwrite=True, keep_tissues=True,
+                                                  workspace=Path("ws"))
 
 
 def _expect_plan(tmp, calls):
@@ -117,7 +118,7 @@ def _expect_measure(tmp, calls):
     assert args == (Path("m.nii.gz"),)
     assert kw == dict(image=Path("ct.nii.gz"), slice_index=4, label=2, sex="F", height_m=1.62, weight_kg=60.0,
                       hu_gate=True, thresholds="martin", tissues=True, labels_file=Path("labels.json"), level="L4",
-                      hu_convention="alberta", myosteatosis="martin_myosteatosis", cli_names=True)
+                      vertebrae=None, hu_convention="alberta", myosteatosis="martin_myosteatosis", cli_names=True)
 
 
 def _expect_evaluate(tmp, calls):
@@ -145,14 +146,15 @@ def _expect_pretrain(tmp, calls):
 
 
 def _expect_locate(tmp, calls):
-    assert _one(calls) == ((Path("ct.nii.gz"),), dict(l3_from=Path("v.nii.gz"), rule="max-area", locator="vertebrae",
-                                                        model_dir=Path("mdl"), thumbnail=Path("t.png"),
+    assert _one(calls) == ((Path("ct.nii.gz"),), dict(l3_from=Path("v.nii.gz"), rule="max-area", locator="model",
+                                                        model_dir=Path("mdl"), thumbnail=Path("t.png"), level="L1",
                                                         workspace=Path("ws")))
 
 
 def _expect_train_l3(tmp, calls):
     assert _one(calls) == ((Path("drop"),), dict(drop_dir=Path("orig"), phantoms=2, model_dir=Path("mdl"), steps=5,
-                                                  max_minutes=1.5, validation=0.3, seed=4, workspace=Path("ws")))
+                                                  max_minutes=1.5, validation=0.3, seed=4, level="L1",
+                                                  workspace=Path("ws")))
 
 
 def _expect_classify_train(tmp, calls):
@@ -179,7 +181,7 @@ def _expect_classify_compare(tmp, calls):
 CASES: dict[str, Case] = {
     "demo-data": Case(["demo-data", "d", "--cases", "3", "--seed", "2", "--matrix", "64", "--volumes",
                        "--case-prefix", "p", "--family", "B"], "demo_data", lambda t: Path("d"), _expect_demo),
-    "convert": Case(["convert", "drop", "-n", "X", "--id", "7", "--overwrite", "-w", "ws"], "convert",
+    "convert": Case(["convert", "drop", "-n", "X", "--id", "7", "--overwrite", "--keep-tissues", "-w", "ws"], "convert",
                     lambda t: _CONVERTED, _expect_convert),
     "plan": Case(["plan", "--preset", "cpu", "--processes", "2", "-w", "ws"], "plan", lambda t: [_PLANNED], _expect_plan),
     "train": Case(["train", "5fold", "-d", "X", "-t", "nnunet", "-p", "cpu", "--epochs", "3", "--iterations", "4",
@@ -209,11 +211,14 @@ CASES: dict[str, Case] = {
                       "--spacing", "1.5", "--device", "cpu", "--continue", "--workers", "2", "--seed", "9",
                       "--no-progress"], "pretrain", lambda t: _PRETRAINED, _expect_pretrain),
     "locate-l3": Case(["locate-l3", "ct.nii.gz", "--l3-from", "v.nii.gz", "--rule", "max-area", "--locator",
-                       "vertebrae", "--model-dir", "mdl", "--thumbnail", "t.png", "--json", "-w", "ws"], "locate_l3",
+                       "model", "--model-dir", "mdl", "--thumbnail", "t.png", "--json", "--level", "L1", "-w", "ws"],
+                      "locate_l3",
                       lambda t: _LOCATION, _expect_locate),
     "train-l3": Case(["train-l3", "drop", "--drop-dir", "orig", "--phantoms", "2", "--model-dir", "mdl", "--steps", "5",
-                      "--max-minutes", "1.5", "--validation", "0.3", "--seed", "4", "-w", "ws"], "train_l3",
-                     lambda t: api.L3Training(t / "l3.pt", {"training": {"cases": 2, "steps": 5, "seconds": 1}}),
+                      "--max-minutes", "1.5", "--validation", "0.3", "--seed", "4", "--level", "L1", "-w", "ws"],
+                     "train_l3",
+                     lambda t: api.L3Training(t / "l3.pt", {"level": "L1",
+                                                            "training": {"cases": 2, "steps": 5, "seconds": 1}}),
                      _expect_train_l3),
     "classify train": Case(["classify", "train", "1", "-a", "resnet50", "--weights", "w.pt", "--unfreeze", "head",
                             "--epochs", "2", "--batch-size", "4", "--lr", "0.01", "--input-size", "128", "--patience",
@@ -267,6 +272,25 @@ def test_command_output_comes_from_the_api_result(tmp_path, monkeypatch):
     monkeypatch.setattr(api, "measure", lambda *a, **k: [_measurement(n_pixels=9)])
     out = json.loads(CliRunner().invoke(cli.app, ["measure", "m.nii.gz", "--json"]).stdout)
     assert isinstance(out, dict) and out["n_pixels"] == 9  # one slice of a 2-D mask: one object
+
+
+def test_measure_passes_several_levels_and_the_vertebrae_to_the_api(monkeypatch):
+    """`--level L1 --level L3 --vertebrae V`: the api gets both levels (in order) and the labels; the
+    rows it returns are printed one per (slice, level), each naming its level."""
+    calls: list[dict] = []
+    from dataclasses import replace
+
+    rows = [replace(_measurement(slice_index=s, level=lv), level=lv) for s, lv in ((40, "L1"), (20, "L3"))]
+    monkeypatch.setattr(api, "measure", lambda *a, **k: calls.append(k) or rows)
+    result = CliRunner().invoke(cli.app, ["measure", "m.nii.gz", "--level", "L1", "--level", "l3", "--vertebrae",
+                                          "v.nii.gz"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert calls[0]["level"] == ["L1", "l3"] and calls[0]["vertebrae"] == Path("v.nii.gz")
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("slice")] == [
+        "slice 40 (L1)", "slice 20 (L3)"]
+    json_out = json.loads(CliRunner().invoke(cli.app, ["measure", "m.nii.gz", "--level", "L1", "--level", "L3",
+                                                       "--vertebrae", "v.nii.gz", "--json"]).stdout)
+    assert [o["level"] for o in json_out] == ["L1", "L3"]  # several levels: always a list
 
 
 #: What a command module may import besides the api: typer/stdlib, option defaults, the error the

@@ -174,3 +174,43 @@ def test_seg_of_an_anonymised_series_without_patient_sex_or_study_date(tmp_path)
     assert row["dicom_seg"] == "dicom_seg/anon.dcm", row["dicom_seg_note"]
     seg = hd.seg.segread(str(out / "dicom_seg" / "anon.dcm"))
     assert seg.PatientSex == "" and int(seg.NumberOfFrames) == 1
+
+
+def test_four_tissue_mask_gets_one_coded_segment_per_present_tissue(tmp_path):
+    """A four-tissue model's mask (muscle 1, IMAT 2, VAT 3, SAT 4): every tissue it holds is its own
+    SNOMED-coded segment (adipose tissue 55603005 in its region), one it lacks is left out."""
+    from sarco_nn.body_composition import model_tissue_labels
+    from sarco_nn.review.dicom_seg import write_batch_segs
+
+    series = tmp_path / "scans" / "ct1"
+    sources = _series(series)
+    image = read_image(series)
+    arr = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+    arr[2, 5:15, 3:20] = 1
+    arr[2, 16:18, 3:20] = 3  # VAT
+    arr[2, 20:23, 3:20] = 4  # SAT; no IMAT
+    mask = sitk.GetImageFromArray(arr)
+    mask.CopyInformation(image)
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    sitk.WriteImage(mask, str(out / "masks" / "ct1.nii.gz"))
+    row = {"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz"}
+    labels = model_tissue_labels({"background": 0, "muscle": 1, "imat": 2, "vat": 3, "sat": 4})
+    write_batch_segs(out, [(series, row)], labels=labels)
+    seg = hd.seg.segread(str(out / row["dicom_seg"]))
+    segments = {s.SegmentLabel: s for s in seg.SegmentSequence}
+    assert list(segments) == ["Skeletal muscle", "Visceral adipose tissue", "Subcutaneous adipose tissue"]
+    assert segments["Skeletal muscle"].SegmentedPropertyTypeCodeSequence[0].CodeValue == "127954009"
+    for name, region in (("Visceral adipose tissue", "83670000"), ("Subcutaneous adipose tissue", "71966008")):
+        assert segments[name].SegmentedPropertyTypeCodeSequence[0].CodeValue == "55603005"
+        assert segments[name].AnatomicRegionSequence[0].CodeValue == region
+    [holding] = [ds for ds in sources if float(ds.ImagePositionPatient[2]) == 2.5 * 2]  # the slice with tissue
+    for label, value in (("Skeletal muscle", 1), ("Visceral adipose tissue", 3), ("Subcutaneous adipose tissue", 4)):
+        got = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[holding.SOPInstanceUID], segment_numbers=[segments[label].SegmentNumber],
+            ignore_spatial_locations=True, assert_missing_frames_are_empty=True)[0, :, :, 0]
+        assert got.sum() == np.count_nonzero(arr[2] == value), label  # each segment holds its tissue's pixels only
+    muscle_only = {"case_id": "ct2", "status": "ok", "mask": "masks/ct1.nii.gz"}
+    write_batch_segs(out, [(series, muscle_only)])  # a muscle-only model: muscle only, as before
+    assert [s.SegmentLabel for s in hd.seg.segread(str(out / muscle_only["dicom_seg"])).SegmentSequence] == [
+        "Skeletal muscle"]

@@ -20,6 +20,8 @@ def locate(
     model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Trained localizer (default <workspace>/l3_localizer)."),
     thumbnail: Optional[Path] = typer.Option(None, "--thumbnail", help="Write a sagittal PNG marking the level."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (found: false when L3 is not in view)."),
+    level: str = typer.Option("L3", "--level", help="Vertebra to find; not L3: a localizer trained with "
+                              "`sarco train-l3 --level` (default <workspace>/localizer_<LEVEL>)."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder (for the default model)."),
 ):
     """Find the L3 slice of a CT volume (0 = most inferior slice) and its z position in mm.
@@ -30,8 +32,8 @@ def locate(
     """
     try:
         location = api.locate_l3(volume, l3_from=l3_from, rule=rule, locator=locator, model_dir=model_dir,
-                                 thumbnail=thumbnail, workspace=workspace)
-    except api.L3NotFound as exc:
+                                 thumbnail=thumbnail, level=level, workspace=workspace)
+    except api.L3NotFound as exc:  # LevelNotFound too
         if as_json:
             typer.echo(json.dumps({"found": False, "reason": str(exc)}))
         else:
@@ -41,9 +43,9 @@ def locate(
         typer.echo(json.dumps({"found": True, **location.as_dict()}))
         return
     rule_text = f", rule {location.rule}" if location.rule else ""
-    typer.echo(f"L3: slice {location.slice_index} (0 = most inferior; slice {location.stored_index} in the file's "
-               f"own order), z {location.z_mm:.1f} mm [{location.method}{rule_text}, "
-               f"confidence {location.confidence:.2f}]")
+    typer.echo(f"{level.strip().upper()}: slice {location.slice_index} (0 = most inferior; "
+               f"slice {location.stored_index} in the file's own order), z {location.z_mm:.1f} mm "
+               f"[{location.method}{rule_text}, confidence {location.confidence:.2f}]")
 
 
 def train_l3(
@@ -56,17 +58,21 @@ def train_l3(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop early after this many minutes."),
     validation: float = typer.Option(0.2, "--validation", help="Share of volumes held out for the error report."),
     seed: int = typer.Option(0, "--seed"),
+    level: str = typer.Option("L3", "--level", help="Vertebra to localize (T12…L5): the drop's masks lie on that "
+                              "level's slice; phantoms use their vertebra labels. Not L3: saved to "
+                              "<workspace>/localizer_<LEVEL>."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder."),
 ):
     """Train the L3 localizer (CNN on bone-window projections) on CPU and report its held-out error.
 
-    Example: sarco train-l3 ~/l3_drop --validation 0.2
+    Example: sarco train-l3 ~/l3_drop --validation 0.2 ;  sarco train-l3 ~/l1_drop --level L1
     """
     trained = api.train_l3(source, drop_dir=drop_dir, phantoms=phantoms, model_dir=model_dir, steps=steps,
-                           max_minutes=max_minutes, validation=validation, seed=seed, workspace=workspace)
+                           max_minutes=max_minutes, validation=validation, seed=seed, level=level, workspace=workspace)
     path, report = trained.checkpoint, trained.report
     t = report["training"]
-    typer.echo(f"trained on {t['cases']} volumes, {t['steps']} steps in {t['seconds']} s -> {path}")
+    typer.echo(f"{report['level']} localizer trained on {t['cases']} volumes, {t['steps']} steps in {t['seconds']} s "
+               f"-> {path}")
     for note in report.get("notes", [])[:10]:
         typer.echo(f"  note: {note}")
     held = report.get("held_out")

@@ -35,8 +35,12 @@ def measure(
     tissues: bool = typer.Option(False, "--tissues", help="Body composition: muscle, IMAT, VAT, SAT, indices, myosteatosis."),
     labels_file: Optional[Path] = typer.Option(None, "--labels", help="labels.json naming the tissue values "
                                                "(default muscle 1, imat 2, vat 3, sat 4); implies --tissues."),
-    level: str = typer.Option(DEFAULT_LEVEL, "--level", help="Vertebral level of the slice (T12…L5); flags only "
-                              "where the threshold set was published for that level."),
+    level: Optional[list[str]] = typer.Option(None, "--level", help="Vertebral level of the slice (T12…L5, "
+                                              "default L3); repeat with --vertebrae for one row per level. Flags only "
+                                              "where the threshold set was published for that level."),
+    vertebrae: Optional[Path] = typer.Option(None, "--vertebrae", help="Vertebra labels on the mask's grid "
+                                             "(TotalSegmentator numbering, or its output folder): each --level's "
+                                             "slice by the centroid rule."),
     hu_convention: Optional[str] = typer.Option(None, "--hu-convention", help="Tissue HU rule: label (every labelled "
                                                 "pixel) or alberta (muscle −29…150, adipose −190…−30 HU). "
                                                 "Default: alberta with --hu-gate, else label."),
@@ -51,8 +55,8 @@ def measure(
     """
     results = api.measure(mask, image=image, slice_index=slice_index, label=label, sex=sex, height_m=height,
                           weight_kg=weight, hu_gate=hu_gate, thresholds=thresholds, tissues=tissues,
-                          labels_file=labels_file, level=level, hu_convention=hu_convention,
-                          myosteatosis=myosteatosis, cli_names=True)
+                          labels_file=labels_file, level=_levels(level), vertebrae=vertebrae,
+                          hu_convention=hu_convention, myosteatosis=myosteatosis, cli_names=True)
     objects = [dict(m.record) for m in results]
     if as_json:
         single = len(results) == 1 and (slice_index is not None or results[0].mask_slices == 1)
@@ -60,8 +64,10 @@ def measure(
         return
     for warning in results[0].ct_warnings if results else ():
         typer.echo(f"warning: {warning}", err=True)
+    by_level = vertebrae is not None or len({m.level for m in results}) > 1
     for o in objects:
-        parts = [f"slice {o['slice_index']}:", f"SMA {o['sma_cm2']:.2f} cm²"]
+        parts = [f"slice {o['slice_index']}" + (f" ({o['level']}):" if by_level else ":"),
+                 f"SMA {o['sma_cm2']:.2f} cm²"]
         if o["smi_cm2_m2"] is not None:
             parts.append(f"SMI {o['smi_cm2_m2']:.2f} cm²/m²")
         if o["muscle_hu_mean"] is not None:
@@ -76,6 +82,13 @@ def measure(
             typer.echo("  " + _composition_text(o))
         for reason in o["reasons"]:
             typer.echo(f"  {reason['code']}: {reason['message']}")
+
+
+def _levels(given: Optional[list[str]]) -> str | list[str]:
+    """--level as api.measure takes it: one level as a string, several (repeated --level) as a list."""
+    if not given:
+        return DEFAULT_LEVEL
+    return given[0] if len(given) == 1 else list(given)
 
 
 def _composition_text(o: dict) -> str:

@@ -176,6 +176,11 @@ class L3Localizer:
         self.network = network.eval()
         self.config = dict(config or {})
 
+    @property
+    def level(self) -> str:
+        """The vertebral level this localizer was trained for (`sarco train-l3 --level`; older checkpoints: L3)."""
+        return str(self.config.get("level", "L3"))
+
     # ------------------------------------------------------------------------------ prediction
     def predict(self, mip: MipInput) -> Prediction:
         import torch
@@ -204,12 +209,12 @@ class L3Localizer:
             return Prediction(row, confidence, p_absent, int(votes.size), spread, found, reason)
 
         if p_absent >= confidence:
-            return answer(False, f"the localizer finds no L3 level (P(not in view) {p_absent:.2f} >= P(level) "
+            return answer(False, f"the localizer finds no {self.level} level (P(not in view) {p_absent:.2f} >= P(level) "
                                  f"{confidence:.2f})")
         if confidence < MIN_CONFIDENCE:
             return answer(False, f"the localizer is not confident (P(level) {confidence:.2f} < {MIN_CONFIDENCE})")
         if votes.size < MIN_VOTES or spread > VOTE_TOLERANCE_MM:
-            return answer(False, f"the rows of the scan do not agree on an L3 level ({votes.size} votes, spread "
+            return answer(False, f"the rows of the scan do not agree on an {self.level} level ({votes.size} votes, spread "
                                  f"{spread:.0f} mm): anatomy unlike a lumbar spine")
         if edge_mm < EDGE_MARGIN_MM:
             return answer(False, f"the predicted level lies {edge_mm:.0f} mm from the end of the scan (vertebra cut)")
@@ -218,6 +223,10 @@ class L3Localizer:
     def locate_mip(self, mip: MipInput, where: str | Path | None = None) -> L3Location:
         pred = self.predict(mip)
         if not pred.found:
+            if self.level != "L3":
+                from sarco_nn.l3.result import LevelNotFound
+
+                raise LevelNotFound(self.level, pred.reason, where)
             raise L3NotFound(pred.reason, where)
         index = mip.slice_of_row(pred.row)
         return L3Location(slice_index=index, z_mm=float(mip.origin_z_mm + index * mip.slice_spacing_mm),
@@ -242,7 +251,9 @@ class L3Localizer:
         return model_dir / CHECKPOINT_FILE
 
     @classmethod
-    def load(cls, model_dir: Path | str) -> "L3Localizer":
+    def load(cls, model_dir: Path | str, level: str | None = "L3") -> "L3Localizer":
+        """The localizer in `model_dir`; refused when it was trained for another level than `level`
+        (None: any level), so an L1 localizer never answers where predict asks for L3."""
         import torch
 
         from sarco_nn.l3.network import MipLocalizerNet
@@ -261,14 +272,20 @@ class L3Localizer:
         config = payload.get("config", {})
         network = MipLocalizerNet(**config.get("network", {}))
         network.load_state_dict(payload["state_dict"])
-        return cls(network, config)
+        localizer = cls(network, config)
+        if level is not None and localizer.level != level:
+            raise SarcoError(f"this localizer was trained for {localizer.level}, not {level}", path.parent,
+                             f"point --model-dir at a localizer trained with `sarco train-l3 --level {level}`")
+        return localizer
 
 
-def default_model_dir(workspace_root: Path | str | None = None) -> Path:
-    """Where `sarco train-l3` writes and `sarco predict` looks: <workspace>/l3_localizer."""
+def default_model_dir(workspace_root: Path | str | None = None, level: str = "L3") -> Path:
+    """Where `sarco train-l3` writes and `sarco predict` looks: <workspace>/l3_localizer; a localizer
+    for another level (`sarco train-l3 --level L1`) goes to <workspace>/localizer_L1 beside it."""
     from sarco_nn.workspace import Workspace
 
-    return Workspace.resolve(workspace_root).root / "l3_localizer"
+    root = Workspace.resolve(workspace_root).root
+    return root / "l3_localizer" if level == "L3" else root / f"localizer_{level}"
 
 
 def has_model(model_dir: Path | str | None) -> bool:

@@ -44,25 +44,29 @@ def read_volume(path_or_image: Path | str | sitk.Image, where: Path | str | None
     return original, to_canonical(original)
 
 
-def load_localizer(model_dir: Path | str):
-    """The trained localizer in `model_dir`, cached while its checkpoint file is unchanged."""
+def load_localizer(model_dir: Path | str, level: str = "L3"):
+    """The trained localizer in `model_dir` (refused unless trained for `level`), cached while its
+    checkpoint file is unchanged."""
     from sarco_nn.l3.localizer import CHECKPOINT_FILE, L3Localizer
 
     path = (Path(model_dir) / CHECKPOINT_FILE).resolve()
-    key = (str(path), path.stat().st_mtime if path.exists() else 0.0)
+    key = (str(path), path.stat().st_mtime if path.exists() else 0.0, level)
     if key not in _LOCALIZERS:
-        _LOCALIZERS[key] = L3Localizer.load(model_dir)
+        _LOCALIZERS[key] = L3Localizer.load(model_dir, level)
     return _LOCALIZERS[key]
 
 
 def locate_l3(volume_path_or_image: Path | str | sitk.Image, method: str = "auto",
               vertebra_mask: Path | str | sitk.Image | None = None, rule: str = "centroid",
-              model_dir: Path | str | None = None, where: Path | str | None = None) -> L3Location:
+              model_dir: Path | str | None = None, where: Path | str | None = None,
+              level: str = "L3") -> L3Location:
     """Find the L3 slice of a CT volume (file, DICOM folder or SimpleITK image, any orientation).
 
     `slice_index` is canonical: 0 = most inferior slice (`stored_index` counts along the file's own axis).
     `model_dir` None means <workspace>/l3_localizer; `where` names an in-memory image in messages.
-    Raises L3NotFound when L3 is not in view,
+    `level` other than L3: only a localizer trained for it (`sarco train-l3 --level`) answers, from
+    <workspace>/localizer_<level> by default.
+    Raises L3NotFound when L3 is not in view (LevelNotFound for another level),
     SarcoError when the chosen method cannot run here.
     """
     from sarco_nn.l3.localizer import default_model_dir, has_model
@@ -71,6 +75,13 @@ def locate_l3(volume_path_or_image: Path | str | sitk.Image, method: str = "auto
     if method not in METHODS:
         raise InputError(f"unknown L3 locator {method!r}", None, f"use one of: {', '.join(METHODS)}")
     check_rule(rule)
+    if level != "L3":
+        if method not in ("auto", "model"):
+            raise SarcoError(f"--locator {method} finds L3 only; {level} comes from a localizer trained for it",
+                             fix=f"train one with `sarco train-l3 --level {level}` and use --locator model (or "
+                                 f"measure at {level} from vertebra labels: sarco measure --vertebrae).")
+        method = "model"
+        model_dir = Path(model_dir) if model_dir is not None else default_model_dir(None, level)
     where = where or ("image" if isinstance(volume_path_or_image, sitk.Image) else Path(volume_path_or_image))
     original, canonical = read_volume(volume_path_or_image, where)
     if canonical.GetSize()[2] < 2:
@@ -101,7 +112,7 @@ def locate_l3(volume_path_or_image: Path | str | sitk.Image, method: str = "auto
             raise InputError("--locator vertebrae needs a vertebra mask", where, "pass --l3-from VERTEBRA_MASK")
         location = locate_from_vertebrae(vertebra_mask, original, rule)
     elif method == "model":
-        location = load_localizer(model_dir).locate(canonical, where)
+        location = load_localizer(model_dir, level).locate(canonical, where)
     else:
         from sarco_nn.l3.totalseg import vertebrae_with_totalsegmentator
 

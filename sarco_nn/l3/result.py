@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sarco_nn.errors import SarcoError
 
-__all__ = ["L3Location", "L3NotFound"]
+__all__ = ["L3Location", "L3NotFound", "LevelNotFound"]
 
 
 class L3NotFound(SarcoError):
@@ -16,6 +16,16 @@ class L3NotFound(SarcoError):
     def __init__(self, reason: str, path: str | Path | None = None, fix: str | None = None):
         super().__init__(f"L3 not in field of view: {reason}", path,
                          fix or "give a CT that covers the whole third lumbar vertebra, or pass --l3-slice N")
+
+
+class LevelNotFound(L3NotFound):
+    """Another vertebral level is not (wholly) in view; a kind of L3NotFound, so every caller that
+    turns "not in view" into a row or an exit status treats both alike."""
+
+    def __init__(self, level: str, reason: str, path: str | Path | None = None, fix: str | None = None):
+        SarcoError.__init__(self, f"{level} not in field of view: {reason}", path,
+                            fix or f"give a CT (or vertebra labels) that covers the whole of {level}, "
+                                   f"or drop --level {level}")
 
 
 @dataclass(frozen=True)

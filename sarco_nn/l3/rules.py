@@ -27,7 +27,7 @@ from sarco_nn.l3.result import L3Location, L3NotFound
 
 __all__ = [
     "L3_LABEL", "RULES", "TOTALSEG_L3_FILE", "VERTEBRA_LABELS", "check_rule", "describe_vertebrae",
-    "l3_index_from_labels", "locate_from_vertebrae", "read_vertebra_mask"
+    "l3_index_from_labels", "level_index_from_labels", "locate_from_vertebrae", "read_vertebra_mask"
 ]
 
 #: TotalSegmentator v2 vertebra label ids, caudal to cranial (S1 = 26 ... C1 = 50).
@@ -62,17 +62,34 @@ def describe_vertebrae(labels: np.ndarray) -> str:
 
 def l3_index_from_labels(labels_zyx: np.ndarray, rule: str = "centroid", where: str | Path | None = None) -> int:
     """Canonical axial index of the L3 slice in a (z, y, x) label array with z[0] the most inferior slice."""
+    return level_index_from_labels(labels_zyx, "L3", rule, where)
+
+
+def level_index_from_labels(labels_zyx: np.ndarray, level: str, rule: str = "centroid",
+                            where: str | Path | None = None) -> int:
+    """Canonical axial index of the slice of vertebra `level` (T12, L1, ...; same rules as L3).
+
+    Raises L3NotFound for L3 and LevelNotFound for another level when the vertebra is absent or cut.
+    """
+    from sarco_nn.l3.result import LevelNotFound
+
     check_rule(rule)
-    l3 = np.asarray(labels_zyx) == L3_LABEL
-    per_slice = l3.reshape(l3.shape[0], -1).sum(axis=1)
+    if level not in VERTEBRA_LABELS:
+        raise InputError(f"unknown vertebra {level!r}", where, f"use one of {', '.join(VERTEBRA_LABELS)}")
+    value = VERTEBRA_LABELS[level]
+
+    def missing(reason: str) -> Exception:
+        return L3NotFound(reason, where) if level == "L3" else LevelNotFound(level, reason, where)
+
+    body = np.asarray(labels_zyx) == value
+    per_slice = body.reshape(body.shape[0], -1).sum(axis=1)
     occupied = np.flatnonzero(per_slice)
     if occupied.size == 0:
-        raise L3NotFound(f"the vertebra mask has no L3 (label {L3_LABEL}); it shows {describe_vertebrae(labels_zyx)}",
-                         where)
+        raise missing(f"the vertebra mask has no {level} (label {value}); it shows {describe_vertebrae(labels_zyx)}")
     n = len(per_slice)
     if occupied[0] == 0 or occupied[-1] == n - 1:
         edge = "lower (caudal)" if occupied[0] == 0 else "upper (cranial)"
-        raise L3NotFound(f"L3 (label {L3_LABEL}) touches the {edge} edge of the scan, so the vertebra is cut", where)
+        raise missing(f"{level} (label {value}) touches the {edge} edge of the scan, so the vertebra is cut")
     centroid = float(np.sum(np.arange(n) * per_slice) / per_slice.sum())
     if rule == "centroid":
         return int(np.floor(centroid + 0.5))

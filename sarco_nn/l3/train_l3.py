@@ -69,16 +69,22 @@ def case_from_volume(name: str, image: sitk.Image, l3_slice_index: int) -> Train
     return TrainingCase(name, projection_input(image), int(l3_slice_index))
 
 
-def cases_from_phantoms(n: int, seed: int = 0, matrix: int = 128) -> list[TrainingCase]:
-    """`n` phantom volumes (T12-S1, 3-5 mm slices); seeds (seed, i) so cohorts with different seeds are disjoint."""
+def cases_from_phantoms(n: int, seed: int = 0, matrix: int = 128, level: str = "L3") -> list[TrainingCase]:
+    """`n` phantom volumes (T12-S1, 3-5 mm slices); seeds (seed, i) so cohorts with different seeds are disjoint.
+
+    level: the vertebra to learn; L3 is the phantom's own L3 slice, another level the centroid
+    slice of its exact vertebra labels (`rules.level_index_from_labels`).
+    """
     from dataset_conversion.phantom import to_sitk
     from dataset_conversion.phantom_volume import generate_phantom_volume
+    from sarco_nn.l3.rules import level_index_from_labels
 
     cases = []
     for i in range(n):
         vol = generate_phantom_volume(np.random.default_rng([seed, i, 31]), matrix=matrix)
         image = to_sitk(vol.ct_hu, vol.spacing_mm, False, 0.0)  # LPS layout, identity direction: canonical
-        cases.append(case_from_volume(f"phantom_{seed}_{i:03d}", image, vol.l3_slice_index))
+        index = vol.l3_slice_index if level == "L3" else level_index_from_labels(vol.vertebra_labels, level)
+        cases.append(case_from_volume(f"phantom_{seed}_{i:03d}", image, index))
     return cases
 
 
@@ -278,8 +284,13 @@ class TrainingLog:
 
 def train_localizer(cases: list[TrainingCase], steps: int = 600, max_seconds: float | None = None, seed: int = 0,
                     batch_size: int = 8, learning_rate: float = 3e-3, p_present: float = 0.5,
-                    log: TrainingLog | None = None, network_config: dict | None = None) -> L3Localizer:
-    """Train a MipLocalizerNet from scratch on random crops of `cases` (stops at `steps` or `max_seconds`)."""
+                    log: TrainingLog | None = None, network_config: dict | None = None,
+                    level: str = "L3") -> L3Localizer:
+    """Train a MipLocalizerNet from scratch on random crops of `cases` (stops at `steps` or `max_seconds`).
+
+    level: the vertebra the cases' annotated slices show (recorded in the checkpoint; nothing in
+    the network or the decision rule is specific to L3, only the annotation is).
+    """
     import torch
 
     from sarco_nn.l3.network import MipLocalizerNet
@@ -316,7 +327,8 @@ def train_localizer(cases: list[TrainingCase], steps: int = 600, max_seconds: fl
             break
     log.seconds = time.monotonic() - start
     log.final_loss = float(np.mean(log.losses[-20:]))
-    config = {"network": network_config, "n_training_cases": len(cases), "steps": log.steps, "seed": seed,
+    config = {"network": network_config, "level": level, "n_training_cases": len(cases), "steps": log.steps,
+              "seed": seed,
               "training_cases": [c.name for c in cases][:200]}
     return L3Localizer(network, config)
 
@@ -387,8 +399,17 @@ def split_cases(cases: list[TrainingCase], validation_fraction: float, seed: int
 
 def train_from_sources(model_dir: Path | str, source: Path | str | None = None, drop_dir: Path | str | None = None,
                        phantoms: int = 0, validation_fraction: float = 0.2, steps: int = 600,
-                       max_seconds: float | None = None, seed: int = 0) -> tuple[Path, dict]:
-    """What `sarco train-l3` does: gather cases, hold some out, train, evaluate, save. Returns (checkpoint, report)."""
+                       max_seconds: float | None = None, seed: int = 0, level: str = "L3") -> tuple[Path, dict]:
+    """What `sarco train-l3` does: gather cases, hold some out, train, evaluate, save. Returns (checkpoint, report).
+
+    level: the vertebra to localize (T12…L5). A drop-in's annotated slice IS that level (masks drawn
+    at L1 for `--level L1`); phantom volumes give it from their vertebra labels.
+    """
+    from sarco_nn.constants import LEVELS
+
+    level = (level or "L3").strip().upper()
+    if level not in LEVELS:
+        raise SarcoError(f"level {level!r} is not supported", fix=f"use one of {', '.join(LEVELS)}.")
     cases: list[TrainingCase] = []
     notes: list[str] = []
     if source is not None:
@@ -400,14 +421,14 @@ def train_from_sources(model_dir: Path | str, source: Path | str | None = None, 
         cases += found
         notes += why
     if phantoms:
-        cases += cases_from_phantoms(phantoms, seed=seed)
+        cases += cases_from_phantoms(phantoms, seed=seed, level=level)
     if not cases:
         raise SarcoError("no whole volume with an annotated L3 slice found", source,
                          "drop whole CT volumes whose muscle mask lies on the L3 slice, or add --phantoms N")
     train, held = split_cases(cases, validation_fraction, seed)
     log = TrainingLog()
-    localizer = train_localizer(train, steps=steps, max_seconds=max_seconds, seed=seed, log=log)
-    report = {"training": {"cases": len(train), "steps": log.steps, "seconds": round(log.seconds, 1),
+    localizer = train_localizer(train, steps=steps, max_seconds=max_seconds, seed=seed, log=log, level=level)
+    report = {"level": level, "training": {"cases": len(train), "steps": log.steps, "seconds": round(log.seconds, 1),
                            "final_loss": round(log.final_loss, 4)}, "notes": notes}
     if held:
         evaluation = evaluate_localizer(localizer, held)

@@ -56,15 +56,15 @@ class TissueCode:
                 getattr(codes.SCT, self.region_name) if self.region_name else None)
 
 
-#: Tissue name (as in constants.LABELS) → its coding. Only `muscle` is predicted today; the fat
-#: compartments are ready for when a model labels them.
+#: Tissue name (as in constants.TISSUE_LABELS) → its coding. A muscle-only model predicts `muscle`;
+#: a four-tissue model (`sarco convert --keep-tissues`) also the adipose compartments, each coded as
+#: SCT Adipose tissue (55603005) with its anatomic region: Subcutaneous tissue (71966008), Peritoneal
+#: cavity (83670000), Skeletal muscle (127954009); code values as in DICOM's dictionary (pydicom codes.SCT).
 TISSUE_CODES: dict[str, TissueCode] = {
     "muscle": TissueCode("Skeletal muscle", "SkeletalMuscle", None, (50.0, 70.0, 50.0)),
-    "subcutaneous_fat": TissueCode("Subcutaneous adipose tissue", "AdiposeTissue", "SubcutaneousTissue",
-                                   (85.0, 10.0, 60.0)),
-    "visceral_fat": TissueCode("Visceral adipose tissue", "AdiposeTissue", "PeritonealCavity", (80.0, -10.0, 70.0)),
-    "intermuscular_fat": TissueCode("Intermuscular adipose tissue", "AdiposeTissue", "SkeletalMuscle",
-                                    (90.0, 0.0, 40.0)),
+    "imat": TissueCode("Intermuscular adipose tissue", "AdiposeTissue", "SkeletalMuscle", (90.0, 0.0, 40.0)),
+    "vat": TissueCode("Visceral adipose tissue", "AdiposeTissue", "PeritonealCavity", (80.0, -10.0, 70.0)),
+    "sat": TissueCode("Subcutaneous adipose tissue", "AdiposeTissue", "SubcutaneousTissue", (85.0, 10.0, 60.0)),
 }
 
 
@@ -144,7 +144,8 @@ def write_dicom_seg(source: Path, mask: sitk.Image, out_path: Path, labels: dict
         source: the DICOM file or series folder the mask was predicted from.
         mask: label image in the source's physical space (any orientation; sampled per instance).
         out_path: where the SEG (.dcm) goes.
-        labels: tissue name → label value in `mask` (default: constants.LABELS without background).
+        labels: tissue name → label value in `mask` (default: constants.LABELS without background);
+            one segment per tissue the mask holds (a tissue it lacks gets none).
         uid_policy: "refuse" (default) or "generate" for sources missing REQUIRED_UIDS.
     """
     try:
@@ -171,6 +172,8 @@ def write_dicom_seg(source: Path, mask: sitk.Image, out_path: Path, labels: dict
             if name not in ds:
                 setattr(ds, name, "")
     frames = np.stack([_frame_on_instance(mask, ds) for ds in datasets])  # (n, rows, cols) of label values
+    present = {name: value for name, value in labels.items() if np.any(frames == value)}
+    labels = present or labels  # an empty mask keeps its (empty) segments, as before
     segment_map = np.zeros(frames.shape, np.uint8)
     descriptions = []
     algorithm = hd.AlgorithmIdentificationSequence(name=model_name[:64], version=__version__,
@@ -189,7 +192,8 @@ def write_dicom_seg(source: Path, mask: sitk.Image, out_path: Path, labels: dict
         segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=9901,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="sarco_nn",
         manufacturer_model_name=model_name[:64], software_versions=__version__, device_serial_number="0",
-        content_description="sarco skeletal muscle segmentation", content_label="SARCO", omit_empty_frames=True)
+        content_description="sarco skeletal muscle segmentation" if list(labels) == ["muscle"] else
+        "sarco body composition segmentation", content_label="SARCO", omit_empty_frames=True)
     with atomic_path(Path(out_path)) as tmp:
         seg.save_as(str(tmp))
     return SegResult(Path(out_path), int(seg.NumberOfFrames), generated)
@@ -208,11 +212,13 @@ def _is_dicom_input(path: Path) -> bool:
 
 
 def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: str = "generate",
-                     model_name: str = "sarco_nn") -> list[dict]:
+                     model_name: str = "sarco_nn", labels: dict[str, int] | None = None) -> list[dict]:
     """SEG objects for every finished DICOM case of a predict batch; updates the rows in place.
 
     cases: (source path, results row) pairs; rows need case_id, status and mask (relative to
-    out_dir). Sets ``dicom_seg`` (relative path) and ``dicom_seg_note`` on each row, writes
+    out_dir). labels: tissue → value the model segments (`body_composition.model_tissue_labels`;
+    None: muscle only), so a four-tissue model's SEG holds each present tissue's segment.
+    Sets ``dicom_seg`` (relative path) and ``dicom_seg_note`` on each row, writes
     ``dicom_seg/dicom_seg.csv`` and returns its rows. A SEG that cannot be written never fails a
     case: the note says why. Resumable: an existing SEG is kept.
     """
@@ -240,7 +246,7 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
         if note is None:
             try:
                 result = write_dicom_seg(source, sitk.ReadImage(str(out_dir / row["mask"])), out_dir / rel,
-                                         uid_policy=uid_policy, model_name=model_name)
+                                         labels=labels, uid_policy=uid_policy, model_name=model_name)
                 note = result.note
             except SarcoError as exc:
                 rel, note = None, f"not written: {str(exc).splitlines()[0]}"
