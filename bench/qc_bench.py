@@ -198,6 +198,28 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def summary_table(summary: dict) -> str:
+    """summary.json as a Markdown table: the whole set, then per family, failure and family x failure."""
+    def fmt(v, pct=False):
+        return "n/a" if v is None else f"{v:.1%}" if pct else f"{v:.2f}"
+
+    t = summary["targets"]
+    lines = [f"AUROC {fmt(summary['auroc'])} (target {t['auroc']}: {'met' if t['auroc_met'] else 'NOT met'}); "
+             f"top {summary['top10_n']} by score hold {fmt(summary['top10_large_error_share'], True)} large errors "
+             f"against {fmt(summary['large_error_share'], True)} overall (target {fmt(t['top10_large_error_share'], True)}: "
+             f"{'met' if t['top10_met'] else 'NOT met'})", "",
+             "| group | n | mean abs SMA error | large-error share | mean qc_score | review share | AUROC | top-10 % share |",
+             "|---|---|---|---|---|---|---|---|"]
+    groups = [("all", {**summary, "n": summary["n_cases"]})]
+    for key in ("families", "failures", "family_failure"):
+        groups += list(summary[key].items())
+    for name, g in groups:
+        lines.append(f"| {name} | {g['n']} | {fmt(g['mean_abs_rel_error'], True)} | {fmt(g['large_error_share'], True)} | "
+                     f"{fmt(g['mean_qc_score'])} | {fmt(g['review_share'], True)} | {fmt(g['auroc'])} | "
+                     f"{fmt(g['top10_large_error_share'], True)} |")
+    return "\n".join(lines) + "\n"
+
+
 def resolve_model(args) -> Path:
     """The workspace whose model is scored: given, assembled from several, or trained here."""
     from bench.qc_model import assemble_ensemble
@@ -282,8 +304,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.fold_cost:
         summary["fold_cost"] = fold_cost(predictor)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: summary[k] for k in ("n_cases", "large_error_share", "auroc", "top10_large_error_share",
-                                              "top10_enrichment", "targets")}, indent=2))
+    text = summary_table(summary)
+    (out / "summary.md").write_text(f"model {model.folder.name} folds {'+'.join(model.folds)} "
+                                    f"(signature {summary['model']['signature']})\n\n{text}")
+    print(text)
     return summary
 
 

@@ -225,9 +225,9 @@ def test_bench_scores_a_single_model_and_a_seed_ensemble(qcb, qcm, tiny_model, t
     from sarco_nn.models.checkpoints import load_trainer_checkpoint
     from sarco_nn.workspace import Workspace
 
-    single = qcb.main(["--workspace", str(tiny_model.workspace), "--held", "2", "--out", str(tmp_path / "single")])
+    single = qcb.main(["--workspace", str(tiny_model.workspace), "--held", "1", "--out", str(tmp_path / "single")])
     rows = (tmp_path / "single" / "cases.csv").read_text().splitlines()
-    assert len(rows) == 3 and rows[0].startswith("case_id,family,failure")
+    assert len(rows) == 2 and rows[0].startswith("case_id,family,failure")
     assert "fold_disagreement" not in rows[1] and "border_entropy" in rows[1]  # one model: its own probabilities
     assert single["model"]["folds"] == ["all"] and single["model"]["ensemble_of"] is None
 
@@ -242,7 +242,16 @@ def test_bench_scores_a_single_model_and_a_seed_ensemble(qcb, qcm, tiny_model, t
                                for k, v in ckpt["network_weights"].items()}
     torch.save(ckpt, ckpt_path)
     out = tmp_path / "ens"
-    ens = qcb.main(["--ensemble-from", str(tiny_model.workspace), str(other), "--held", "2", "--out", str(out)])
+    ens = qcb.main(["--ensemble-from", str(tiny_model.workspace), str(other), "--held", "1", "--out", str(out)])
     assert ens["model"]["folds"] == ["0", "1"] and len(ens["model"]["ensemble_of"]) == 2
     assert "fold_disagreement" in (out / "cases.csv").read_text()
     assert json.loads((out / "cases_model.json").read_text())["ensemble_of"][1]["workspace"] == str(other.resolve())
+
+
+def test_summary_table_has_every_group(qcb):
+    rows = _rows([0.2, 0.01, 0.1, 0.02] * 3, [0.9, 0.1, 0.7, 0.2] * 3, family=list("AABB") * 3,
+                 failure=["none", "noise", "none", "noise"] * 3)
+    text = qcb.summary_table(qcb.summarise(rows))
+    assert text.startswith("AUROC 1.00 (target 0.85: met)")
+    for group in ("| all | 12 |", "| A | 6 |", "| noise | 6 |", "| B/none | 3 |"):
+        assert group in text, group
