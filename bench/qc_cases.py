@@ -8,7 +8,8 @@ and "another site" for family B. The truth is always the exact muscle area of th
 patient on the full field of view, whatever was then done to the image.
 
 Planted failures (the CT changes, the truth does not):
-``truncated_fov`` the image cut 18 % on each side; ``wrong_level`` the slice 1.2–1.6 L3 body
+``truncated_fov`` the image cut through the muscle (6 % of the muscle's width lost on each side: a
+fixed share of the image would miss the body in a wide field of view); ``wrong_level`` the slice 1.2–1.6 L3 body
 heights above or below the L3 slice; ``contrast`` +90 HU on every soft tissue; ``noise`` Gaussian,
 SD 100 HU.
 """
@@ -26,7 +27,9 @@ FAILURES: tuple[str, ...] = ("none", "none", "truncated_fov", "wrong_level", "co
 HELD_SEED = 1234  # the training drops use seeds 0-11 (bench/external_validation.py DATA): no shared stream
 MATRIX = 512  # both families' normal matrix: 0.5-1.0 mm pixels, as the cpu preset trains on
 #: What changes every case when edited: part of the results' signature (bench/qc_bench.py).
-CASES_VERSION = 2
+CASES_VERSION = 3
+#: Share of the muscle's left-right extent a truncated field of view loses on each side.
+TRUNCATE_SHARE = 0.06
 
 
 @dataclass
@@ -42,6 +45,7 @@ class HeldCase:
     spacing_yx_mm: tuple[float, float]
     truth_mask: np.ndarray  # bool (y, x): muscle of the L3 slice on the full, uncut field of view
     true_sma_cm2: float  # truth_mask's pixel count x row x column spacing / 100
+    kept_columns: tuple[int, int] | None = None  # truncated_fov: the columns [start, stop) the image keeps
 
 
 def case_plan(index: int) -> tuple[str, str, str]:
@@ -59,17 +63,20 @@ def held_case(index: int, seed: int = HELD_SEED, matrix: int = MATRIX) -> HeldCa
     draw = _family_a if family == "A" else _family_b
     ct, spacing, mask, height, rng = draw(index, seed, matrix, sex, failure == "wrong_level")
     ct = ct.astype(np.float32)
+    mask = np.asarray(mask) > 0
+    kept = None
     if failure == "truncated_fov":
-        cut = int(0.18 * ct.shape[1])
-        ct = ct[:, cut:-cut].copy()
+        cols = np.nonzero(mask.any(axis=0))[0]
+        margin = TRUNCATE_SHARE * (cols[-1] - cols[0] + 1)
+        kept = (int(np.ceil(cols[0] + margin)), int(np.floor(cols[-1] + 1 - margin)))
+        ct = ct[:, kept[0]:kept[1]].copy()
     elif failure == "contrast":
         ct[ct > -200] += 90.0
     elif failure == "noise":
         ct += rng.normal(0.0, 100.0, ct.shape).astype(np.float32)
     sy, sx = spacing
-    mask = np.asarray(mask) > 0
     return HeldCase(f"held_{index:04d}", family, failure, sex, float(height), ct, (float(sy), float(sx)), mask,
-                    float(np.count_nonzero(mask)) * sy * sx / 100.0)
+                    float(np.count_nonzero(mask)) * sy * sx / 100.0, kept)
 
 
 def _wrong_z(rng: np.random.Generator, l3_body_height_mm: float) -> float:

@@ -62,8 +62,11 @@ def test_held_cases_are_deterministic_in_distribution_and_their_truth_is_the_mas
         assert a.truth_mask.shape == (512, 512)
         assert all(0.5 <= s <= 1.0 for s in a.spacing_yx_mm), a.spacing_yx_mm
         assert 1.3 < a.height_m < 2.1 and a.sex in "MF"
-    cut = cases.held_case(8)
-    assert cut.ct_hu.shape[1] < 0.7 * cut.truth_mask.shape[1]  # the image is cut, the truth is not
+    cut = cases.held_case(8)  # the image is cut through the muscle on both sides; the truth is the whole muscle
+    start, stop = cut.kept_columns
+    assert cut.ct_hu.shape == (512, stop - start)
+    assert cut.truth_mask[:, :start].sum() > 0 and cut.truth_mask[:, stop:].sum() > 0
+    assert 0.03 < 1 - cut.truth_mask[:, start:stop].sum() / cut.truth_mask.sum() < 0.5  # SMA visibly lost
 
 
 def test_held_cases_come_from_each_familys_own_generator(cases):
