@@ -48,7 +48,7 @@ TOP_SHARE = 0.10
 TARGET_AUROC = 0.85
 TARGET_ENRICHMENT = 3.0
 CASE_COLUMNS = ["case_id", "family", "failure", "sex", "height_m", "true_sma_cm2", "pred_sma_cm2", "abs_rel_error",
-                "dice", "qc_score", "status", "components", "seconds"]
+                "dice", "qc_score", "status", "components", "values", "seconds"]
 
 
 def sarco(*args, cwd: Path) -> None:
@@ -122,6 +122,7 @@ def case_row(case: HeldCase, sma: float, overlap: float | None, result, seconds:
             "dice": "" if overlap is None else f"{overlap:.4f}", "qc_score": f"{result.score:.4f}",
             "status": "review" if result.reasons else "ok",
             "components": json.dumps({k: round(v, 3) for k, v in result.components.items()}),
+            "values": json.dumps({k: round(float(v), 4) for k, v in result.values.items()}),  # e.g. muscle_hu
             "seconds": f"{seconds:.2f}"}
 
 
@@ -275,7 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
     predictor = build_predictor(model, torch.device(args.device), use_mirroring=args.mirroring)
     print(f"model {model.folder.name}, folds {model.folds}", flush=True)
 
-    held = {"seed": HELD_SEED, "matrix": MATRIX, "cases_version": CASES_VERSION, "mirroring": args.mirroring}
+    held = {"seed": HELD_SEED, "matrix": MATRIX, "cases_version": CASES_VERSION, "mirroring": args.mirroring,
+            "columns": CASE_COLUMNS}
     signature = model_signature(model, ws, held)
     done = read_done(out, signature)
     cases_csv = out / "cases.csv"
