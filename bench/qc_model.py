@@ -36,9 +36,21 @@ def checkpoint_identity(path: Path) -> dict:
     return {"path": str(real), "bytes": real.stat().st_size, "sha256": digest.hexdigest()}
 
 
+def _plans(model: TrainedModel) -> dict:
+    return json.loads((model.folder / "plans.json").read_text())
+
+
+def training_recipe(plans: dict) -> dict:
+    """The preset's training block (seed, epochs, ...): what may differ between members."""
+    return plans.get("sarco", {}).get("preset", {}).get("training", {})
+
+
 def _comparable_plans(model: TrainedModel) -> dict:
-    plans = json.loads((model.folder / "plans.json").read_text())
-    plans.pop("dataset_name", None)  # the same data converted under another name is still the same plan
+    """plans.json less what members may differ in: the dataset's name and the training recipe (the seed
+    is the point); preprocessing, grid and network must be the same, one preprocessing serves them all."""
+    plans = _plans(model)
+    plans.pop("dataset_name", None)
+    plans.get("sarco", {}).get("preset", {}).pop("training", None)
     return plans
 
 
@@ -46,7 +58,8 @@ def ensemble_members(sources: list[Path]) -> tuple[list[dict], TrainedModel]:
     """Every trained fold of every source workspace, in order, and the first source's model.
 
     Refused (one line, with the fix): sources whose model folders (trainer, plans) or plans.json differ
-    (one preprocessing serves every member), and the same checkpoint twice (its disagreement is zero).
+    beyond the training recipe (one preprocessing and one network serve every member), and the same
+    checkpoint twice (its disagreement is zero).
     """
     if len(sources) < 2:
         raise SarcoError("an ensemble needs at least two source workspaces",
@@ -61,7 +74,7 @@ def ensemble_members(sources: list[Path]) -> tuple[list[dict], TrainedModel]:
                              fix="ensemble only models trained with the same trainer and plan on the same data")
         for fold in model.folds:
             members.append({"workspace": str(Path(ws).resolve()), "fold": fold, "model": model.folder.name,
-                            **checkpoint_identity(model.checkpoint(fold))})
+                            "training": training_recipe(_plans(model)), **checkpoint_identity(model.checkpoint(fold))})
     seen: dict[str, str] = {}
     for m in members:
         if m["sha256"] in seen:
@@ -117,7 +130,8 @@ def model_signature(model: TrainedModel, workspace: Path, held: dict) -> dict:
     sig = {"model": model.folder.name, "folds": model.folds, "held": held,
            "checkpoints": {f: checkpoint_identity(model.checkpoint(f)) for f in model.folds}}
     if marker.is_file():
-        sig["ensemble_of"] = [{k: m[k] for k in ("workspace", "fold", "sha256")} for m in json.loads(marker.read_text())]
+        sig["ensemble_of"] = [{"workspace": m["workspace"], "fold": m["fold"], "sha256": m["sha256"],
+                               "seed": m.get("training", {}).get("seed")} for m in json.loads(marker.read_text())]
     return sig
 
 

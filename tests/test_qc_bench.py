@@ -115,7 +115,9 @@ def test_ensemble_of_fold_all_models_is_a_model_find_model_accepts(qcm, tmp_path
     from sarco_nn.model_store import find_model
     from sarco_nn.workspace import Workspace
 
-    sources = [_fake_workspace(tmp_path / f"seed{i}", bytes([i]) * 100) for i in range(3)]
+    sources = [_fake_workspace(tmp_path / f"seed{i}", bytes([i]) * 100,  # seeds differ in plans.json: allowed
+                               plans_extra={"sarco": {"preset": {"name": "cpu", "training": {"seed": i}}}})
+               for i in range(3)]
     ws = qcm.assemble_ensemble(sources, tmp_path / "out" / "ensemble_ws")
     model = find_model(Workspace(ws))
     assert model.folds == ["0", "1", "2"]
@@ -134,6 +136,7 @@ def test_ensemble_of_fold_all_models_is_a_model_find_model_accepts(qcm, tmp_path
 
     sig = qcm.model_signature(model, ws, {"seed": 1})
     assert [m["workspace"] for m in sig["ensemble_of"]] == [str(s.resolve()) for s in sources]
+    assert [m["seed"] for m in sig["ensemble_of"]] == [0, 1, 2]
     ckpt = sources[1] / "nnUNet_results" / "Dataset501_ExtVal" / model.folder.name / "fold_all" / "checkpoint_final.pth"
     ckpt.write_bytes(b"retrained" * 10)  # a source retrained: another model, another signature
     ws = qcm.assemble_ensemble(sources, ws)
@@ -146,6 +149,9 @@ def test_ensemble_refuses_mixed_plans_duplicates_and_foreign_folders(qcm, tmp_pa
     b = _fake_workspace(tmp_path / "b", b"b" * 50, plans_extra={"configurations": {"2d": {"spacing": [3, 3]}}})
     with pytest.raises(SarcoError, match="differs"):
         qcm.ensemble_members([a, b])
+    net = _fake_workspace(tmp_path / "net", b"n" * 50, plans_extra={"sarco": {"preset": {"name": "cpu", "network": 1}}})
+    with pytest.raises(SarcoError, match="differs"):  # another network: its weights would not load
+        qcm.ensemble_members([a, net])
     other = _fake_workspace(tmp_path / "c", b"c" * 50, folder="nnUNetTrainer__sarcoPlans_cpu__2d")
     with pytest.raises(SarcoError, match="differs"):
         qcm.ensemble_members([a, other])
