@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from sarco_nn.commands.runner import run_app
+from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Skeletal muscle area at L3 on CT and sarcopenia detection, built on nnU-Net v2 with a SMIT trainer.")
@@ -162,6 +163,7 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
                                            "Opt-in: the one output that carries patient identity."),
             part: Optional[int] = typer.Option(None, "--part", help="Predict only share PART (0..PARTS-1) of the inputs, e.g. $SLURM_ARRAY_TASK_ID; give each part its own -o."),
             parts: Optional[int] = typer.Option(None, "--parts", help="Number of shares the batch is split into (merge them with `sarco predict-merge`)."),
+            io_workers: int = typer.Option(DEFAULT_IO_WORKERS, "--io-workers", min=1, help="Threads reading the next scans and writing masks/overlays while the network runs (1: one scan at a time)."),
             workspace: Optional[Path] = WorkspaceOpt):
     """Segment muscle with the fold ensemble and report SMA (cm²), SMI, muscle HU and the sarcopenia flag.
 
@@ -172,7 +174,7 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
     results, failures = run_predict(_workspace(workspace), inputs, out_dir, dataset, trainer, preset, clinical,
                                     thresholds, fast, device, l3_slice, hu_gate, overwrite, l3_csv=l3_csv,
                                     l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab, dicom_seg=dicom_seg,
-                                    part=part, parts=parts)
+                                    part=part, parts=parts, io_workers=io_workers)
     typer.echo(f"results: {results}")
     if failures:
         import csv
