@@ -79,27 +79,32 @@ def _localizer(work: Path, phantoms: int, steps: int) -> Path:
     return model_dir
 
 
-def _model(work: Path, preset: str, data: Path):
-    """A workspace with a 5-fold model of `preset` (one training iteration, folds are copies)."""
+def _model(work: Path, preset: str, data: Path, source: Path | None = None):
+    """A workspace with a 5-fold model of `preset` (one training iteration, folds are copies), or a
+    copy of the trained model in workspace `source` (its first fold copied to folds 0-4)."""
     from dataset_conversion.convert import convert_dropin
     from sarco_nn.planning import plan_dataset
     from sarco_nn.training.run import train_fold
     from sarco_nn.workspace import Workspace
 
-    root = work / f"{preset}_{data.name}"
+    root = work / (f"{preset}_{data.name}" if source is None else f"{preset}_from_{Path(source).name}")
     ws = Workspace(root / "ws")
-    model_root = ws.results / "Dataset501_Bench"
-    if not any(model_root.glob("*/fold_4/checkpoint_final.pth")):
+    if not any(ws.results.glob("*/*__*__2d/fold_4/checkpoint_final.pth")):
         shutil.rmtree(root, ignore_errors=True)
         ws = Workspace(root / "ws").activate()
-        convert_dropin(data / "drop", ws.raw, "Bench", 501)
-        plan_dataset(ws, "Bench", preset)
-        fold_all = train_fold(ws, "all", "Bench", "smit", preset, epochs=1, iterations=1, validate=False,
+        if source is None:
+            convert_dropin(data / "drop", ws.raw, "Bench", 501)
+            plan_dataset(ws, "Bench", preset)
+            fold = train_fold(ws, "all", "Bench", "smit", preset, epochs=1, iterations=1, validate=False,
                               settings={"val_iterations_per_epoch": 1})
-        for fold in range(5):
-            shutil.copytree(fold_all, fold_all.parent / f"fold_{fold}", dirs_exist_ok=True)
+        else:
+            shutil.copytree(Path(source), ws.root, dirs_exist_ok=True)
+            fold = sorted(ws.results.glob("*/*__*__2d/fold_*/checkpoint_final.pth"))[0].parent
+        for k in range(5):
+            if fold.name != f"fold_{k}":
+                shutil.copytree(fold, fold.parent / f"fold_{k}", dirs_exist_ok=True)
     ws.activate()
-    return ws, next(model_root.glob("*__*__2d"))
+    return ws, next(ws.results.glob("*/*__*__2d/fold_4")).parent
 
 
 # --------------------------------------------------------------------------- stage timing
@@ -160,27 +165,25 @@ def _time_case(scan, ctx, predictor, out: Path, clock: StageClock, fallback_ctx)
     case = _prepare_case(scan, ctx)
     prepare_s = time.perf_counter() - start
     inner = clock.take()
+    load, read, preprocess = (inner.get(k, 0.0) for k in ("load_l3_slice", "disk_read", "preprocess"))
+    checks = prepare_s - load - preprocess  # file and CT checks, array copy
     found = case.error is None
-    if not found and fallback_ctx is not None:  # localizer declined (untrained weights): time it, then
-        case = _prepare_case(scan, fallback_ctx)  # take the vertebra masks' slice for the other stages
-        clock.take()
+    if not found and fallback_ctx is not None:  # the localizer declined (barely trained): its time counts,
+        case = _prepare_case(scan, fallback_ctx)  # the vertebra masks' slice feeds the other stages
+        preprocess = clock.take().get("preprocess", 0.0)
     if case.error is not None:
         raise RuntimeError(f"{scan.path.name}: {case.error}")
     start = time.perf_counter()
     _, job = _segment_and_measure(scan, scan.case_id, case, Verdict(list(case.reasons)), predictor, [], out, {},
                                   get_threshold_set("paper"), None, 1)
     segment_s = time.perf_counter() - start
-    network = clock.take()
+    network = clock.take().get("predict_folds", 0.0)
     start = time.perf_counter()
     if job is not None:
         job()
     write_s = time.perf_counter() - start
-    load = inner.get("load_l3_slice", 0.0)
-    read = inner.get("disk_read", 0.0)
-    checks = prepare_s - load - inner.get("preprocess", 0.0)  # file and CT checks, array copy
-    return {"read": read + checks, "l3": load - read,
-            "network": inner.get("preprocess", 0.0) + network.get("predict_folds", 0.0),
-            "post": segment_s - network.get("predict_folds", 0.0), "write": write_s, "l3_found": float(found)}
+    return {"read": read + checks, "l3": load - read, "network": preprocess + network, "post": segment_s - network,
+            "write": write_s, "l3_found": float(found)}
 
 
 def _stage_arm(preset: str, label: str, folds: list[str], mirroring: bool, kind: str, model_folder: Path,
@@ -253,7 +256,7 @@ def bench_preset(preset: str, args) -> list[dict]:
     results.mkdir(parents=True, exist_ok=True)
     data = _data(work, args.train_cases, args.cases, args.volumes, args.matrix)
     l3_dir = _localizer(work, args.l3_phantoms, args.l3_steps)
-    ws, model_folder = _model(work, preset, data)
+    ws, model_folder = _model(work, preset, data, args.from_workspace)
     slices = [Scan(p.name[: -len(".nii.gz")], p) for p in sorted((data / "slices" / "images").glob("*.nii.gz"))]
     volumes = [Scan(p.name[: -len(".nii.gz")], p) for p in sorted((data / "volumes" / "images").glob("*.nii.gz"))]
     base = dict(l3_slice=None, l3_rows={}, l3_rule="centroid", l3_dir=l3_dir, slab=1, predictor=None)
@@ -301,11 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=Path("bench_runs/inference"))
     parser.add_argument("--results", type=Path, help=f"one JSON per arm (default {DEFAULT_RESULTS}; --tiny: WORK/results)")
+    parser.add_argument("--from-workspace", type=Path, help="time the trained model of this workspace (its "
+                        "preset given by --presets) instead of training one: for quick checks")
     parser.add_argument("--force", action="store_true", help="re-measure arms whose JSON exists")
     parser.add_argument("--tiny", action="store_true", help="128² images, 1 slice, 1 volume, no warm-up, "
                                                             "a 2-step localizer: plumbing only")
     parser.add_argument("--json", type=Path, help="also write every row to this file")
     args = parser.parse_args(argv)
+    if args.from_workspace is not None and len(args.presets) != 1:
+        parser.error("--from-workspace times one model: give its preset alone with --presets")
     if args.tiny:
         args.cases, args.volumes, args.matrix = 1, 1, 128
         args.warmup, args.l3_phantoms, args.l3_steps = 0, 2, 2

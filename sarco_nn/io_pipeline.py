@@ -9,7 +9,10 @@ case after case, in input order, and every finished case is handed back in input
 Why the network is not starved: torch keeps every core it was given (`devices.resolve_device`);
 the I/O threads run at a lower scheduling priority (nice +10 on Linux, so they get the CPU the
 network leaves idle, roughly a tenth of a core when both want it), and at most N cases are read
-ahead and N written behind, so memory stays bounded (a case in flight holds its volume).
+ahead and N written behind, so memory stays bounded (a case in flight holds its volume). The
+threads' pure-Python work (matplotlib drawing the overlay) shares the GIL with the network's Python
+glue between torch kernels, which run without it; `bench/inference_bench.py` times whole batches
+with 1 and 2 workers to show the net effect.
 
 `workers` 1 runs everything inline on the calling thread, in today's order: read, network, write.
 """

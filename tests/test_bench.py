@@ -44,9 +44,12 @@ def test_gpu_suite_dry_run_on_cpu_prints_every_row(tmp_path):
 
 
 @pytest.mark.slow
-def test_inference_bench_tiny_breaks_down_each_configuration_and_resumes(tmp_path, capsys):
+def test_inference_bench_tiny_breaks_down_each_configuration_and_resumes(tiny_model, tmp_path, capsys):
+    """The plumbing of every arm, on the suite's tiny model (the bench's own one-iteration training is
+    the same `train_fold` call the training tests make): rows, table, one JSON per arm, resume."""
     out = tmp_path / "rows.json"
-    args = ["--tiny", "--presets", "smoke", "--work", str(tmp_path / "work"), "--json", str(out)]
+    args = ["--tiny", "--presets", "smoke", "--from-workspace", str(tiny_model.workspace), "--work",
+            str(tmp_path / "work"), "--json", str(out)]
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "inference_bench.py"), *args], env=_env(),
                             cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
