@@ -1,14 +1,21 @@
-"""Seconds per L3 slice of `sarco predict`, broken down: read, L3 choice, network, postprocessing
-(+ measurement), mask/overlay writing; for 1 fold, the 5-fold ensemble, and the ensemble with
-test-time mirroring; per single slice and per whole abdominal volume (L3 localisation included).
+"""Seconds per case of `sarco predict`, broken down: read, L3 choice, network, postprocessing
+(+ measurement and quality score), mask/overlay/thumbnail writing; for 1 fold, the 5-fold ensemble
+and the ensemble with test-time mirroring; per L3 slice and per whole abdominal volume (L3 from the
+trained L3 localizer, `sarco train-l3`); and whole batches through `predict` itself with
+`--io-workers 1` and `2` (reading and writing overlapped with the network).
 
 Each preset (`cpu`, `default`) gets its own small workspace under --work: phantoms, `sarco convert`,
 `sarco plan --preset P`, one fold trained for one iteration (speed does not depend on the weights)
-and copied to folds 0-4. The stages are the calls `sarco predict` makes, timed one by one.
+and copied to folds 0-4; one L3 localizer is trained for all presets. The stage arms run predict's
+own functions (`sarco_nn.inference`: `_prepare_case`, `_segment_and_measure`, the write job) case
+by case, timing the library calls inside them; the batch arms time `sarco_nn.inference.predict`.
 
-Run (2 CPU cores, idle machine, warm file cache):
-    python bench/inference_bench.py --presets cpu default --threads 2
-    python bench/inference_bench.py --tiny      # plumbing check: tiny images, timings meaningless
+Every arm writes its own JSON under --results (default bench/results/inference/) and is skipped
+when that file exists, so a killed run resumes where it stopped (--force re-measures).
+
+Run (idle machine, warm file cache; `taskset -c 0,1` gives the 2-core figures on a larger machine):
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu default --threads 2
+    python bench/inference_bench.py --tiny --presets smoke   # plumbing check: timings meaningless
 """
 
 from __future__ import annotations
@@ -16,137 +23,311 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CONFIGS = [("1 fold", ["0"], False), ("5 folds", ["0", "1", "2", "3", "4"], False),
            ("5 folds + mirroring", ["0", "1", "2", "3", "4"], True)]
+#: The batch arms: the 5-fold ensemble without mirroring (the `cpu` target's configuration).
+BATCH_CONFIG = "5 folds"
+IO_WORKERS = (1, 2)
 STAGES = ("read", "l3", "network", "post", "write")
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "inference"
 
 
-def _prepare(work: Path, preset: str, n_train: int, n_test: int, n_volumes: int, matrix: int):
-    """A workspace with a 5-fold model of `preset` (one training iteration, folds are copies)."""
-    from dataset_conversion.convert import convert_dropin
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+# --------------------------------------------------------------------------- preparation
+
+def _data(work: Path, n_train: int, n_test: int, n_volumes: int, matrix: int) -> Path:
+    """Phantom folders shared by every preset: drop (training), slices, volumes (+ vertebrae)."""
     from dataset_conversion.phantom import write_dropin_dataset
+
+    data = work / f"data_{matrix}"
+    done = data / "done"
+    if not done.exists():
+        shutil.rmtree(data, ignore_errors=True)
+        write_dropin_dataset(data / "drop", n_cases=n_train, seed=1, matrix=matrix)
+        write_dropin_dataset(data / "slices", n_cases=n_test, seed=2, matrix=matrix, case_prefix="slice")
+        if n_volumes:
+            write_dropin_dataset(data / "volumes", n_cases=n_volumes, seed=3, matrix=matrix, volumes=True,
+                                 case_prefix="vol")
+        done.write_text("ok\n")
+    return data
+
+
+def _localizer(work: Path, phantoms: int, steps: int) -> Path:
+    """A trained L3 localizer (`sarco train-l3 --phantoms N`'s training), once for all presets."""
+    from sarco_nn.l3.localizer import CHECKPOINT_FILE
+    from sarco_nn.l3.train_l3 import cases_from_phantoms, train_localizer
+
+    model_dir = work / f"l3_localizer_{phantoms}x{steps}"
+    if not (model_dir / CHECKPOINT_FILE).exists():
+        localizer = train_localizer(cases_from_phantoms(phantoms, seed=0, matrix=128), steps=steps, seed=0)
+        localizer.save(model_dir, {"bench": "inference_bench", "phantoms": phantoms, "steps": steps})
+    return model_dir
+
+
+def _model(work: Path, preset: str, data: Path, source: Path | None = None):
+    """A workspace with a 5-fold model of `preset` (one training iteration, folds are copies), or a
+    copy of the trained model in workspace `source` (its first fold copied to folds 0-4)."""
+    from dataset_conversion.convert import convert_dropin
     from sarco_nn.planning import plan_dataset
     from sarco_nn.training.run import train_fold
     from sarco_nn.workspace import Workspace
 
-    root = work / preset
+    root = work / (f"{preset}_{data.name}" if source is None else f"{preset}_from_{Path(source).name}")
     ws = Workspace(root / "ws")
-    model_root = ws.results / "Dataset501_Bench"
-    if not any(model_root.glob("*/fold_4/checkpoint_final.pth")):
+    if not any(ws.results.glob("*/*__*__2d/fold_4/checkpoint_final.pth")):
         shutil.rmtree(root, ignore_errors=True)
-        write_dropin_dataset(root / "drop", n_cases=n_train, seed=1, matrix=matrix)
-        write_dropin_dataset(root / "slices", n_cases=n_test, seed=2, matrix=matrix, case_prefix="slice")
-        if n_volumes:
-            write_dropin_dataset(root / "volumes", n_cases=n_volumes, seed=3, matrix=matrix, volumes=True,
-                                 case_prefix="vol")
-        ws.activate()
-        convert_dropin(root / "drop", ws.raw, "Bench", 501)
-        plan_dataset(ws, "Bench", preset)
-        fold_all = train_fold(ws, "all", "Bench", "smit", preset, epochs=1, iterations=1, validate=False,
+        ws = Workspace(root / "ws").activate()
+        if source is None:
+            convert_dropin(data / "drop", ws.raw, "Bench", 501)
+            plan_dataset(ws, "Bench", preset)
+            fold = train_fold(ws, "all", "Bench", "smit", preset, epochs=1, iterations=1, validate=False,
                               settings={"val_iterations_per_epoch": 1})
-        for fold in range(5):
-            shutil.copytree(fold_all, fold_all.parent / f"fold_{fold}", dirs_exist_ok=True)
-    return ws, root, next(model_root.glob("*__*__2d"))
+        else:
+            shutil.copytree(Path(source), ws.root, dirs_exist_ok=True)
+            fold = sorted(ws.results.glob("*/*__*__2d/fold_*/checkpoint_final.pth"))[0].parent
+        for k in range(5):
+            if fold.name != f"fold_{k}":
+                shutil.copytree(fold, fold.parent / f"fold_{k}", dirs_exist_ok=True)
+    ws.activate()
+    return ws, next(ws.results.glob("*/*__*__2d/fold_4")).parent
 
 
-def _time_case(scan: Path, predictor, vertebrae: Path | None, out: Path) -> dict[str, float]:
-    import SimpleITK as sitk
+# --------------------------------------------------------------------------- stage timing
 
-    from sarco_nn.l3.choose import choose_slice, slab_slice
-    from sarco_nn.l3.locate import read_volume
-    from sarco_nn.measure import measure_slice
-    from sarco_nn.overlay import save_overlay
+class StageClock:
+    """Seconds spent inside the library calls predict's functions make, gathered by wrapping them."""
 
-    t = {}
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def take(self) -> dict[str, float]:
+        out, self.seconds = self.seconds, {}
+        return out
+
+    @contextmanager
+    def wrapping(self) -> Iterator["StageClock"]:
+        import SimpleITK as sitk
+
+        import sarco_nn.l3.choose as choose
+        import sarco_nn.l3.locate as locate
+        import sarco_nn.review.fold_ensemble as fold_ensemble
+
+        def timed(name: str, fn: Callable, when: Callable[..., bool] = lambda *a, **k: True) -> Callable:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    if when(*args, **kwargs):
+                        self.add(name, time.perf_counter() - start)
+            return wrapper
+
+        saved = [(locate, "read_volume"), (choose, "load_l3_slice"), (fold_ensemble, "preprocess"),
+                 (fold_ensemble, "predict_folds")]
+        originals = [getattr(module, name) for module, name in saved]
+        # a path is a read from disk; an in-memory image (the localizer's own check) is L3 work
+        locate.read_volume = timed("disk_read", originals[0], lambda image, *a, **k: not isinstance(image, sitk.Image))
+        choose.load_l3_slice = timed("load_l3_slice", originals[1])
+        fold_ensemble.preprocess = timed("preprocess", originals[2])
+        fold_ensemble.predict_folds = timed("predict_folds", originals[3])
+        try:
+            yield self
+        finally:
+            for (module, name), original in zip(saved, originals):
+                setattr(module, name, original)
+
+
+def _time_case(scan, ctx, predictor, out: Path, clock: StageClock, fallback_ctx) -> dict[str, float]:
+    """One case through predict's own functions; the stages are read off the wrapped calls."""
+    from sarco_nn.inference import _prepare_case, _segment_and_measure
+    from sarco_nn.status import Verdict
+    from sarco_nn.thresholds import get_threshold_set
+
     start = time.perf_counter()
-    original, canonical = read_volume(scan)
-    t["read"] = time.perf_counter() - start
+    case = _prepare_case(scan, ctx)
+    prepare_s = time.perf_counter() - start
+    inner = clock.take()
+    load, read, preprocess = (inner.get(k, 0.0) for k in ("load_l3_slice", "disk_read", "preprocess"))
+    checks = prepare_s - load - preprocess  # file and CT checks, array copy
+    found = case.error is None
+    if not found and fallback_ctx is not None:  # the localizer declined (barely trained): its time counts,
+        case = _prepare_case(scan, fallback_ctx)  # the vertebra masks' slice feeds the other stages
+        preprocess = clock.take().get("preprocess", 0.0)
+    if case.error is not None:
+        raise RuntimeError(f"{scan.path.name}: {case.error}")
     start = time.perf_counter()
-    location = choose_slice(scan, original, None, None, vertebrae, "vertebrae" if vertebrae else "auto")
-    slice_image = slab_slice(canonical, location.slice_index, 1)
-    ct = sitk.GetArrayFromImage(slice_image).astype("float32")
-    spacing = list(slice_image.GetSpacing())[::-1]
-    t["l3"] = time.perf_counter() - start
+    _, job = _segment_and_measure(scan, scan.case_id, case, Verdict(list(case.reasons)), predictor, [], out, {},
+                                  get_threshold_set("paper"), None, 1)
+    segment_s = time.perf_counter() - start
+    network = clock.take().get("predict_folds", 0.0)
     start = time.perf_counter()
-    seg = predictor.predict_single_npy_array(ct[None], {"spacing": spacing}, None, None, False).astype("uint8")
-    t["network"] = time.perf_counter() - start
-    start = time.perf_counter()
-    measure_slice(seg[0], (spacing[1], spacing[2]), ct[0])
-    t["post"] = time.perf_counter() - start
-    start = time.perf_counter()
-    mask = sitk.GetImageFromArray(seg)
-    mask.CopyInformation(slice_image)
-    sitk.WriteImage(mask, str(out / f"{scan.name}.mask.nii.gz"), True)
-    save_overlay(ct[0], seg[0], (spacing[1], spacing[2]), out / f"{scan.name}.png", title=scan.name)
-    t["write"] = time.perf_counter() - start
-    return t
+    if job is not None:
+        job()
+    write_s = time.perf_counter() - start
+    return {"read": read + checks, "l3": load - read, "network": preprocess + network, "post": segment_s - network,
+            "write": write_s, "l3_found": float(found)}
 
 
-def bench_preset(work: Path, preset: str, args) -> list[dict]:
+def _stage_arm(preset: str, label: str, folds: list[str], mirroring: bool, kind: str, model_folder: Path,
+               cases: list, ctx, fallback_ctx, args) -> dict:
     import torch
 
+    from sarco_nn.inference import _ReadContext
     from sarco_nn.model_store import TrainedModel, build_predictor
 
-    ws, root, model_folder = _prepare(work, preset, args.train_cases, args.cases, args.volumes, args.matrix)
-    inputs = [("slice", p, None) for p in sorted((root / "slices" / "images").glob("*.nii.gz"))]
-    inputs += [("volume", p, root / "volumes" / "vertebrae" / p.name)
-               for p in sorted((root / "volumes" / "images").glob("*.nii.gz"))] if args.volumes else []
-    device = torch.device(args.device)
+    start = time.perf_counter()
+    predictor = build_predictor(TrainedModel(model_folder, folds), torch.device(args.device), use_mirroring=mirroring)
+    load_s = time.perf_counter() - start
+    ctx = _ReadContext(**{**ctx.__dict__, "predictor": predictor})
+    fallback_ctx = _ReadContext(**{**fallback_ctx.__dict__, "predictor": predictor}) if fallback_ctx else None
+    clock = StageClock()
+    with tempfile.TemporaryDirectory(prefix="sarco_bench_") as tmp, clock.wrapping():
+        for scan in cases[:args.warmup]:  # first-call costs (allocator, oneDNN kernels)
+            _time_case(scan, ctx, predictor, Path(tmp), clock, fallback_ctx)
+        timings = [_time_case(scan, ctx, predictor, Path(tmp), clock, fallback_ctx) for scan in cases]
+    mean = {s: statistics.mean(t[s] for t in timings) for s in STAGES}
+    row = {"preset": preset, "config": label, "input": kind, "io_workers": 1, "n": len(cases),
+           "model_load_s": load_s, **mean, "total": sum(mean.values())}
+    if kind == "volume":
+        row["l3_found"] = sum(t["l3_found"] for t in timings) / len(timings)
+    return row
+
+
+def _batch_arm(preset: str, ws, data: Path, kind: str, io_workers: int, l3_dir: Path, args) -> dict:
+    """Wall seconds per case of `sarco predict` itself (model loading included, once per batch)."""
+    import csv
+
+    import torch
+
+    from sarco_nn.inference import predict
+
+    folder = data / ("slices" if kind == "slice" else "volumes") / "images"
+    n = len(list(folder.glob("*.nii.gz")))
+    with tempfile.TemporaryDirectory(prefix="sarco_bench_batch_") as tmp:
+        start = time.perf_counter()
+        results, failures = predict(ws, folder, Path(tmp) / "out", fast=True, device=args.device, progress=False,
+                                    locator="model", l3_model_dir=l3_dir, io_workers=io_workers)
+        wall = time.perf_counter() - start
+        torch.set_num_threads(args.threads)  # predict takes every core of this process's share
+
+        with open(results, newline="", encoding="utf-8") as handle:
+            measured = sum(1 for r in csv.DictReader(handle) if r["mask"])
+    return {"preset": preset, "config": f"{BATCH_CONFIG}, sarco predict", "input": kind, "io_workers": io_workers,
+            "n": n, "measured": measured, "failed": failures, **{s: None for s in STAGES}, "total": wall / n}
+
+
+# --------------------------------------------------------------------------- arms and table
+
+def _arm(results: Path, name: str, force: bool, measure: Callable[[], dict]) -> dict:
+    """One arm's row from its JSON, or measured now and written (atomically) for the next run."""
+    from sarco_nn.atomic import write_json_atomic
+
+    path = results / f"{name}.json"
+    if path.exists() and not force:
+        return json.loads(path.read_text())
+    row = measure()
+    write_json_atomic(path, row)
+    print(f"  {name}: {row['total']:.3f} s per case", flush=True)
+    return row
+
+
+def bench_preset(preset: str, args) -> list[dict]:
+    from sarco_nn.inference import Scan, _ReadContext
+
+    work, results = args.work.resolve(), args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    data = _data(work, args.train_cases, args.cases, args.volumes, args.matrix)
+    l3_dir = _localizer(work, args.l3_phantoms, args.l3_steps)
+    ws, model_folder = _model(work, preset, data, args.from_workspace)
+    slices = [Scan(p.name[: -len(".nii.gz")], p) for p in sorted((data / "slices" / "images").glob("*.nii.gz"))]
+    volumes = [Scan(p.name[: -len(".nii.gz")], p) for p in sorted((data / "volumes" / "images").glob("*.nii.gz"))]
+    base = dict(l3_slice=None, l3_rows={}, l3_rule="centroid", l3_dir=l3_dir, slab=1, predictor=None)
+    by_model = _ReadContext(l3_from=None, locator="model", **base)
+    by_vertebrae = _ReadContext(l3_from=data / "volumes" / "vertebrae", locator="vertebrae", **base)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="sarco_bench_") as tmp:
-        for label, folds, mirroring in CONFIGS:
-            start = time.perf_counter()
-            predictor = build_predictor(TrainedModel(model_folder, folds), device, use_mirroring=mirroring)
-            load_s = time.perf_counter() - start
-            for kind in ("slice", "volume"):
-                cases = [(p, v) for k, p, v in inputs if k == kind]
-                if not cases:
-                    continue
-                _time_case(cases[0][0], predictor, cases[0][1], Path(tmp))  # warm-up (first-call costs)
-                timings = [_time_case(p, predictor, v, Path(tmp)) for p, v in cases]
-                mean = {s: statistics.mean(t[s] for t in timings) for s in STAGES}
-                rows.append({"preset": preset, "config": label, "input": kind, "n": len(cases),
-                             "model_load_s": load_s, **mean, "total": sum(mean.values())})
+    for label, folds, mirroring in CONFIGS:
+        for kind, cases in (("slice", slices), ("volume", volumes)):
+            if cases:
+                rows.append(_arm(results, f"{preset}__{_slug(label)}__{kind}", args.force, lambda: _stage_arm(
+                    preset, label, folds, mirroring, kind, model_folder, cases, by_model,
+                    by_vertebrae if kind == "volume" else None, args)))
+    for io_workers in IO_WORKERS:
+        for kind, cases in (("slice", slices), ("volume", volumes)):
+            if cases:
+                rows.append(_arm(results, f"{preset}__batch-io{io_workers}__{kind}", args.force,
+                                 lambda: _batch_arm(preset, ws, data, kind, io_workers, l3_dir, args)))
     return rows
+
+
+def print_table(rows: list[dict], note: str) -> None:
+    print(f"\nseconds per case{note}\n")
+    print("| preset | ensemble | input | io workers | read | L3 choice | network | post + measure | writing | total |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cells = " | ".join("—" if r[s] is None else f"{r[s]:.3f}" for s in STAGES)
+        extra = f" (L3 found {r['l3_found']:.0%})" if "l3_found" in r else ""
+        if r.get("measured") is not None and r["measured"] < r["n"]:
+            extra += f" ({r['measured']}/{r['n']} measured)"
+        print(f"| {r['preset']} | {r['config']} | {r['input']}{extra} | {r['io_workers']} | {cells} "
+              f"| **{r['total']:.3f}** |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["cpu", "default"])
-    parser.add_argument("--cases", type=int, default=5, help="timed L3 slices per configuration")
-    parser.add_argument("--volumes", type=int, default=2, help="timed whole volumes per configuration")
+    parser.add_argument("--cases", type=int, default=5, help="timed L3 slices per arm")
+    parser.add_argument("--volumes", type=int, default=2, help="timed whole volumes per arm")
     parser.add_argument("--train-cases", type=int, default=6)
     parser.add_argument("--matrix", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed cases before each stage arm")
+    parser.add_argument("--l3-phantoms", type=int, default=18, help="phantom volumes the L3 localizer learns from")
+    parser.add_argument("--l3-steps", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (set the CPU share with taskset)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=Path("bench_runs/inference"))
-    parser.add_argument("--tiny", action="store_true", help="128² images, 1 slice, 1 volume, smoke preset allowed")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--results", type=Path, help=f"one JSON per arm (default {DEFAULT_RESULTS}; --tiny: WORK/results)")
+    parser.add_argument("--from-workspace", type=Path, help="time the trained model of this workspace (its "
+                        "preset given by --presets) instead of training one: for quick checks")
+    parser.add_argument("--force", action="store_true", help="re-measure arms whose JSON exists")
+    parser.add_argument("--tiny", action="store_true", help="128² images, 1 slice, 1 volume, no warm-up, "
+                                                            "a 2-step localizer: plumbing only")
+    parser.add_argument("--json", type=Path, help="also write every row to this file")
     args = parser.parse_args(argv)
+    if args.from_workspace is not None and len(args.presets) != 1:
+        parser.error("--from-workspace times one model: give its preset alone with --presets")
     if args.tiny:
         args.cases, args.volumes, args.matrix = 1, 1, 128
+        args.warmup, args.l3_phantoms, args.l3_steps = 0, 2, 2
+    if args.results is None:
+        args.results = args.work / "results" if args.tiny else DEFAULT_RESULTS
     import torch
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("nnUNet_def_n_proc", str(args.threads))
     rows = []
     for preset in args.presets:
-        rows.extend(bench_preset(args.work.resolve(), preset, args))
-    print(f"\nseconds per case, {args.threads} CPU thread(s){' (tiny: timings meaningless)' if args.tiny else ''}\n")
-    print("| preset | ensemble | input | read | L3 choice | network | post + measure | mask + overlay | total |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['preset']} | {r['config']} | {r['input']} | " + " | ".join(f"{r[s]:.3f}" for s in STAGES)
-              + f" | **{r['total']:.3f}** |")
+        rows.extend(bench_preset(preset, args))
+    threads = f", {torch.get_num_threads()} torch thread(s) on {len(os.sched_getaffinity(0))} core(s)" \
+        if hasattr(os, "sched_getaffinity") else ""
+    print_table(rows, threads + (" (tiny: timings meaningless)" if args.tiny else ""))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

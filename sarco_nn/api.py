@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
 from sarco_nn.errors import SarcoError
+from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.l3.result import L3Location, L3NotFound
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET
 from sarco_nn.workspace import Workspace
@@ -237,6 +238,8 @@ class PredictOptions:
         part: predict only share ``part`` (0..parts-1) of the inputs (a SLURM array index); None: all.
         parts: number of shares the batch is split into (merge the parts with ``sarco predict-merge``).
         dicom_seg: also write a DICOM SEG per DICOM scan (the one output carrying patient identity).
+        io_workers: threads reading the next scans and writing finished ones while the network runs
+            (1: one scan at a time); the results do not depend on it.
     """
 
     dataset: str | int | None = None
@@ -259,6 +262,7 @@ class PredictOptions:
     part: int | None = None
     parts: int | None = None
     dicom_seg: bool = False
+    io_workers: int = DEFAULT_IO_WORKERS
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,8 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
         clinical_csv=_path(o.clinical_csv), thresholds=o.thresholds, fast=o.fast, device=o.device,
         l3_slice=o.l3_slice, hu_gate=o.hu_gate, overwrite=o.overwrite, progress=o.progress, l3_csv=_path(o.l3_csv),
         l3_from=_path(o.l3_from), locator=o.locator, l3_rule=o.l3_rule, slab=o.slab,
-        l3_model_dir=_path(o.l3_model_dir), part=o.part, parts=o.parts, dicom_seg=o.dicom_seg)
+        l3_model_dir=_path(o.l3_model_dir), part=o.part, parts=o.parts, dicom_seg=o.dicom_seg,
+        io_workers=o.io_workers)
     return PredictResult(Path(results), int(failed), _failed_reasons(Path(results), Path(inputs)) if failed else ())
 
 

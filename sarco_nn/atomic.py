@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "remove_stale_partials", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 @contextmanager
@@ -34,6 +34,38 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Delete the temporaries `atomic_path` left in `folder` when its process was killed (SIGKILL runs
+    no cleanup); those of a process still running are kept. Returns what was removed."""
+    import re
+
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = re.fullmatch(r"\..+\.partial(\d+)(\..*)?", path.name)
+        if match is None or not path.is_file() or _alive(int(match.group(1))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":  # (on Windows os.kill would end the process)
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OSError:
+        return True  # cannot tell (not POSIX): keep the file
+    return True
 
 
 def write_bytes_atomic(target: str | Path, data: bytes) -> None:

@@ -29,7 +29,7 @@ def resolve_device(device: str = "auto", all_cpu_threads: bool = False) -> "torc
 
     Args:
         device: one of `DEVICE_NAMES`; case and surrounding blanks are ignored.
-        all_cpu_threads: on CPU, let torch use every logical core (``os.cpu_count()``). nnU-Net
+        all_cpu_threads: on CPU, let torch use every logical core this process may run on. nnU-Net
             training and prediction want this (torch's default is often the physical-core count
             or less); short jobs sharing a machine (pretraining tests, the classifier) do not.
 
@@ -52,5 +52,6 @@ def resolve_device(device: str = "auto", all_cpu_threads: bool = False) -> "torc
     if name == "mps" and not torch.backends.mps.is_available():
         raise SarcoError("--device mps asked for, but torch sees no Apple GPU", fix="use --device cpu (or auto).")
     if name == "cpu" and all_cpu_threads:
-        torch.set_num_threads(os.cpu_count() or 1)
+        # the cores this process may run on (a SLURM job's or taskset's share), not the machine's
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     return torch.device(name)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from sarco_nn.cases import IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.image_io import printable_path
+from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.body_composition import RESULT_COLUMNS as BODY_COMPOSITION_COLUMNS
 from sarco_nn.l3.choose import L3_RESULT_COLUMNS
 from sarco_nn.status import FLAG_UNKNOWN, STATUS_COLUMNS, Reason, Status, Verdict, is_finished
@@ -215,7 +217,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             hu_gate: bool = False, overwrite: bool = False, progress: bool = True, l3_csv: Path | None = None,
             l3_from: Path | None = None, locator: str = "auto", l3_rule: str = "centroid", slab: int = 1,
             l3_model_dir: Path | None = None, part: int | None = None, parts: int | None = None,
-            dicom_seg: bool = False) -> tuple[Path, int]:
+            dicom_seg: bool = False, io_workers: int = DEFAULT_IO_WORKERS) -> tuple[Path, int]:
     """Segment and measure every scan; return (results.csv path, number of failed cases).
 
     Whole volumes get their L3 slice from --l3-slice, an --l3-csv row, a vertebra mask (--l3-from),
@@ -224,11 +226,12 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     `dicom_seg` also writes a DICOM SEG per DICOM scan (the one output carrying patient identity).
     Every plausible case gets a `qc_score` (`sarco_nn.review.qc`: fold disagreement, border
     uncertainty, plausibility); the folder ends with `review.html`.
+    `io_workers` threads read the next cases and write finished ones while the network runs
+    (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
     """
     from sarco_nn.clinical import read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
-    from sarco_nn.ct_checks import ct_reasons, file_reasons
-    from sarco_nn.l3.choose import load_l3_slice, read_l3_csv, vertebra_mask_for
+    from sarco_nn.l3.choose import read_l3_csv
     from sarco_nn.l3.localizer import default_model_dir
     from sarco_nn.model_store import build_predictor, find_model
     from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
@@ -238,8 +241,13 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
         raise SarcoError(f"--part {part} --parts {parts} is not a share of the batch",
                          fix="give both, with 0 <= --part < --parts (e.g. --part $SLURM_ARRAY_TASK_ID --parts 8).")
+    if not isinstance(io_workers, int) or io_workers < 1:
+        raise SarcoError(f"--io-workers {io_workers} must be a whole number of at least 1",
+                         fix="give e.g. --io-workers 2 (1 reads, predicts and writes one case at a time).")
     out_dir = Path(out_dir)
     scans = discover_scans(inputs)
+    tables = {os.path.abspath(t) for t in (clinical_csv, l3_csv) if t}  # --clinical beside the scans is no scan
+    scans = [s for s in scans if os.path.abspath(s.path) not in tables]
     check_output_location(out_dir, inputs=[Path(inputs)], workspace_root=workspace.root)
     if parts is not None:
         scans = [s for s in scans if part_of(s.relative or printable_path(s.path.name), parts) == part]
@@ -295,9 +303,43 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
 
     from tqdm import tqdm
 
+    from sarco_nn.atomic import remove_stale_partials
+    from sarco_nn.io_pipeline import ReadAhead, WriteBehind, io_executor
+
+    for sub in ("masks", "overlays", "thumbnails"):  # a SIGKILLed run's half-written files
+        remove_stale_partials(out_dir / sub)
+    reading = _ReadContext(l3_slice, l3_rows, l3_from, locator, l3_rule, l3_dir, slab, predictor)
     finished = 0
+
+    def finish(written, case: _Case) -> None:
+        """A case whose files are on disk (or failed): its row joins the journal, in input order."""
+        nonlocal finished
+        row, verdict = case.row, case.verdict
+        error = written.exception()
+        if error is None:
+            row.update(case.cells)
+        else:
+            verdict.add(_failure_reason(error, out_dir))
+        row.update(verdict.columns())
+        if verdict.status is Status.FAILED:
+            for column in ("sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "mask", "overlay"):
+                row[column] = ""
+            row["sarcopenic"] = ""
+            with open(errors_log, "a", encoding="utf-8") as log:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {case.scan.case_id}: {row['reasons']}\n")
+        else:
+            taken[case.stem] = case.key
+        journal.append(case.key, row)
+        rows[case.key] = row
+        finished += 1
+        _test_signal_hook(finished)
+
+    executor = io_executor(io_workers)
+    depth = 0 if io_workers == 1 else io_workers
+    reads = ReadAhead(executor, lambda item: _prepare_case(item[0], reading), todo, depth)
+    writes: WriteBehind[_Case] = WriteBehind(executor, finish, limit=depth)
     try:
-        for scan, key, fp in tqdm(todo, desc="predict", unit="scan", disable=not progress):
+        for (scan, key, fp), prepared in tqdm(reads, desc="predict", unit="scan", disable=not progress):
             stem = _output_stem(scan.case_id, key, taken)
             row: dict[str, Any] = {"case_id": scan.case_id, "input": key, "input_fingerprint": fp,
                                    **provenance, "tta": _fmt(not fast and bool(predictor and predictor.use_mirroring)),
@@ -309,52 +351,39 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
                                    f"{scan.case_id!r} ({sorted(others)[0]}); clinical.csv rows are joined by case id. "
                                    "Fix: rename one scan, or predict it into another -o folder", blocks_flag=False))
             keys_by_case[scan.case_id].add(key)
+            cells: dict[str, Any] = {}
+            job = None
             try:
-                if scan.problem is not None:
-                    text, _, fix = scan.problem.partition(" Fix: ")
-                    raise InputError(text, printable_path(scan.path), fix or None)
-                verdict.extend(file_reasons(scan.path))
-                slice_image, source, location = load_l3_slice(
-                    scan.path, l3_slice, l3_rows.get(scan.case_id), vertebra_mask_for(l3_from, scan.case_id),
-                    locator, l3_rule, l3_dir, slab)
-                verdict.extend(ct_reasons(slice_image, printable_path(scan.path)))  # before the network runs
+                case_input = prepared.result()
+                verdict.extend(case_input.reasons)
+                if case_input.error is not None:
+                    raise case_input.error
                 if verdict.status is not Status.FAILED:
-                    row.update(_segment_and_measure(scan, stem, slice_image, source, location, verdict, predictor,
-                                                    pp_functions, out_dir, clinical, threshold_set, gate, slab))
-            except SarcoError as exc:
-                verdict.add(Reason("unreadable", str(exc).splitlines()[0], Status.FAILED))
+                    cells, job = _segment_and_measure(scan, stem, case_input, verdict, predictor, pp_functions,
+                                                      out_dir, clinical, threshold_set, gate, slab)
             except (KeyboardInterrupt, MemoryError):
                 raise
             except Exception as exc:  # one bad scan must never stop a night's batch
-                if _disk_full(out_dir, exc):
-                    raise SarcoError("disk full while writing the results", out_dir,
-                                     "free disk space and run the same command again: finished cases are kept") from None
-                message = " ".join(f"unexpected {type(exc).__name__}: {exc}".split())[:300]
-                verdict.add(Reason("unexpected_error", message, Status.FAILED))
-            row.update(verdict.columns())
-            if verdict.status is Status.FAILED:
-                for column in ("sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "mask", "overlay"):
-                    row[column] = ""
-                row["sarcopenic"] = ""
-                with open(errors_log, "a", encoding="utf-8") as log:
-                    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {scan.case_id}: {row['reasons']}\n")
-            else:
-                taken[stem] = key
-            journal.append(key, row)
-            rows[key] = row
-            finished += 1
-            _test_signal_hook(finished)
+                verdict.add(_failure_reason(exc, out_dir))
+                cells, job = {}, None
+            writes.submit(job, _Case(scan, key, stem, row, verdict, cells))
+        writes.close()
     except KeyboardInterrupt:
+        executor.shutdown(wait=True, cancel_futures=True)
         _fold_quietly(out_dir)
         raise SarcoError(f"interrupted after {finished} of {len(todo)} case(s)", out_dir,
                          "run the same command again to resume (finished cases are kept)") from None
     except SarcoError:
+        executor.shutdown(wait=True, cancel_futures=True)
         _fold_quietly(out_dir)
         raise
     except OSError as exc:
+        executor.shutdown(wait=True, cancel_futures=True)
         _fold_quietly(out_dir)
         raise SarcoError(f"cannot write the results ({exc.strerror or exc})", out_dir,
                          "free disk space and run the same command again: finished cases are kept") from None
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
     try:
         rows = fold_journal(out_dir, RESULT_COLUMNS, KEY_COLUMN)
     except OSError as exc:
@@ -417,42 +446,147 @@ def _fold_quietly(out_dir: Path) -> None:
         pass  # the journal stays; the next run folds it
 
 
-def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, verdict: Verdict, predictor,
-                         pp_functions, out_dir: Path, clinical: dict, threshold_set, gate, slab: int) -> dict[str, Any]:
-    """The network, the measurement and the files of one plausible scan; returns its row cells."""
+@dataclass(frozen=True)
+class _ReadContext:
+    """What reading one case needs (shared, read-only, by the reader threads)."""
+    l3_slice: int | None
+    l3_rows: dict
+    l3_from: Path | None
+    locator: str
+    l3_rule: str
+    l3_dir: Path
+    slab: int
+    predictor: Any
+
+
+@dataclass
+class _CaseInput:
+    """One case as read ahead: file/CT reasons (in the order checked), or the error that stopped the
+    read; for a plausible slice, its HU array and nnU-Net's preprocessing of it."""
+    reasons: list[Reason]
+    error: Exception | None = None
+    slice_image: Any = None
+    source: Any = None
+    location: Any = None
+    ct: Any = None  # (1, y, x) float32 HU
+    spacing_zyx: list[float] | None = None
+    too_big: Reason | None = None
+    preprocessed: dict | None = None
+
+
+@dataclass
+class _Case:
+    """A case between the network and the journal: its row so far, verdict and measured cells."""
+    scan: Scan
+    key: str
+    stem: str
+    row: dict[str, Any]
+    verdict: Verdict
+    cells: dict[str, Any]
+
+
+def _prepare_case(scan: Scan, ctx: _ReadContext) -> _CaseInput:
+    """Read, check and L3-choose one scan and preprocess its slice (a reader thread's job).
+
+    Never raises: an error is returned with the reasons found before it, so the case gets the
+    same failed row, with the same reasons in the same order, as when read on the main thread."""
+    import SimpleITK as sitk
+
+    from sarco_nn.ct_checks import ct_reasons, file_reasons
+    from sarco_nn.l3.choose import load_l3_slice, vertebra_mask_for
+    from sarco_nn.review.fold_ensemble import preprocess
+
+    case = _CaseInput(reasons=[])
+    try:
+        if scan.problem is not None:
+            text, _, fix = scan.problem.partition(" Fix: ")
+            raise InputError(text, printable_path(scan.path), fix or None)
+        case.reasons.extend(file_reasons(scan.path))
+        case.slice_image, case.source, case.location = load_l3_slice(
+            scan.path, ctx.l3_slice, ctx.l3_rows.get(scan.case_id), vertebra_mask_for(ctx.l3_from, scan.case_id),
+            ctx.locator, ctx.l3_rule, ctx.l3_dir, ctx.slab)
+        case.reasons.extend(ct_reasons(case.slice_image, printable_path(scan.path)))  # before the network runs
+        if Verdict(list(case.reasons)).status is Status.FAILED:
+            return case
+        case.ct = sitk.GetArrayFromImage(case.slice_image).astype("float32")  # (1, y, x)
+        case.spacing_zyx = list(case.slice_image.GetSpacing())[::-1]
+        # never minutes of network time for a number that cannot be right
+        case.too_big = _huge_network_grid(case.ct.shape[1:], case.spacing_zyx[1:], ctx.predictor, scan)
+        if case.too_big is None:
+            case.preprocessed = preprocess(ctx.predictor, case.ct[None], {"spacing": case.spacing_zyx})
+    except Exception as exc:  # judged on the main thread (`_failure_reason`), in input order
+        case.error = exc
+    return case
+
+
+def _failure_reason(exc: BaseException, out_dir: Path) -> Reason:
+    """The failed reason of a case stopped by `exc`; a full disk stops the batch instead."""
+    if isinstance(exc, SarcoError):
+        return Reason("unreadable", str(exc).splitlines()[0], Status.FAILED)
+    if isinstance(exc, MemoryError):
+        raise exc
+    if _disk_full(out_dir, exc):
+        raise SarcoError("disk full while writing the results", out_dir,
+                         "free disk space and run the same command again: finished cases are kept") from None
+    message = " ".join(f"unexpected {type(exc).__name__}: {exc}".split())[:300]
+    return Reason("unexpected_error", message, Status.FAILED)
+
+
+#: matplotlib's pyplot is not thread-safe: overlays and thumbnails are drawn one at a time.
+_PLOT_LOCK = threading.Lock()
+
+
+def _write_case_files(out_dir: Path, case: _CaseInput, seg, title: str, mask_rel: Path, overlay_rel: Path,
+                      thumbnail_rel: Path | None, thumbnail_title: str,
+                      tissues: dict[str, int] | None = None) -> None:
+    """Thumbnail, mask and overlay of one case, each written atomically (a writer thread's job)."""
     import SimpleITK as sitk
 
     from sarco_nn.atomic import atomic_path
     from sarco_nn.image_io import mask_to_source_geometry, to_canonical
-    from sarco_nn.l3.choose import l3_result_fields
     from sarco_nn.l3.thumbnail import save_l3_thumbnail
+    from sarco_nn.overlay import save_overlay
+
+    if thumbnail_rel is not None:
+        canonical = to_canonical(case.source.original)
+        with _PLOT_LOCK:
+            save_l3_thumbnail(canonical, case.location, out_dir / thumbnail_rel, title=thumbnail_title)
+    mask_slice = sitk.GetImageFromArray(seg)
+    mask_slice.CopyInformation(case.slice_image)
+    with atomic_path(out_dir / mask_rel) as tmp:
+        sitk.WriteImage(mask_to_source_geometry(mask_slice, case.source), str(tmp), True)
+    spacing_yx = (case.spacing_zyx[1], case.spacing_zyx[2])
+    with _PLOT_LOCK:
+        save_overlay(case.ct[0], seg[0], spacing_yx, out_dir / overlay_rel, title=title, tissues=tissues)
+
+
+def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdict, predictor, pp_functions,
+                         out_dir: Path, clinical: dict, threshold_set, gate, slab: int):
+    """The network and the measurement of one plausible scan (main thread).
+
+    Returns (row cells, the job that writes its files): the cells join the row only once the job has
+    written every file, so a journalled row never points at a missing mask."""
+    from functools import partial
+
+    from sarco_nn.l3.choose import l3_result_fields
     from sarco_nn.body_composition import model_tissue_labels, predicted_composition, result_columns
     from sarco_nn.constants import MUSCLE_LABEL
     from sarco_nn.mask_checks import labels_in, mask_reasons
     from sarco_nn.measure import measure_slice, smi
-    from sarco_nn.overlay import save_overlay
     from sarco_nn.postprocessing import apply_postprocessing
     from sarco_nn.review.fold_ensemble import predict_folds
     from sarco_nn.review.qc import CaseEvidence, qc_score
     from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, get_threshold_set
 
-    thumbnail_rel = None
-    if source.n_slices > 1:
-        thumbnail_rel = Path("thumbnails") / f"{stem}.png"
-        save_l3_thumbnail(to_canonical(source.original), location, out_dir / thumbnail_rel,
-                          title=_plain_text(scan.case_id))
-    ct = sitk.GetArrayFromImage(slice_image).astype("float32")  # (1, y, x)
-    spacing_zyx = list(slice_image.GetSpacing())[::-1]
-    too_big = _huge_network_grid(ct.shape[1:], spacing_zyx[1:], predictor, scan)
-    if too_big is not None:  # never minutes of network time for a number that cannot be right
-        verdict.add(too_big)
-        return {}
+    source, location, ct, spacing_zyx = case.source, case.location, case.ct, case.spacing_zyx
+    thumbnail_rel = Path("thumbnails") / f"{stem}.png" if source.n_slices > 1 else None
+    if case.too_big is not None:
+        verdict.add(case.too_big)
+        return {}, None
     # fold by fold (the same network passes as nnU-Net's averaged ensemble): each fold's probabilities
     # feed the quality score; the segmentation is nnU-Net's mean-logit ensemble
-    folds = predict_folds(predictor, ct[None], {"spacing": spacing_zyx})
+    folds = predict_folds(predictor, ct[None], {"spacing": spacing_zyx}, preprocessed=case.preprocessed)
     seg = apply_postprocessing(folds.segmentation, pp_functions).astype("uint8")
-    mask_slice = sitk.GetImageFromArray(seg)
-    mask_slice.CopyInformation(slice_image)
     spacing_yx = (spacing_zyx[1], spacing_zyx[2])
     measurement = measure_slice(seg[0], spacing_yx, ct[0], hu_gate=gate, slice_index=source.stored_index)
     # an empty, near-empty or implausible predicted mask never becomes a diagnosis (sarco_nn.mask_checks)
@@ -476,14 +610,12 @@ def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, v
     composition = predicted_composition(seg[0], spacing_yx, ct[0], dataset_labels, bool(gate), height)
     mask_rel = Path("masks") / f"{stem}.nii.gz"
     overlay_rel = Path("overlays") / f"{stem}.png"
-    with atomic_path(out_dir / mask_rel) as tmp:
-        sitk.WriteImage(mask_to_source_geometry(mask_slice, source), str(tmp), True)
     flag_text = "sarcopenic" if flag else "not sarcopenic" if flag is False else "flag n/a"
-    save_overlay(ct[0], seg[0], spacing_yx, out_dir / overlay_rel,
-                 title=_plain_text(f"{scan.case_id}  SMA {measurement.sma_cm2:.1f} cm²  {flag_text} "
-                                   f"({threshold_set.name})  status: {verdict.status}"),
-                 tissues=tissue_labels if len(tissue_labels) > 1 else None)
-    return {
+    title = _plain_text(f"{scan.case_id}  SMA {measurement.sma_cm2:.1f} cm²  {flag_text} "
+                        f"({threshold_set.name})  status: {verdict.status}")
+    job = partial(_write_case_files, out_dir, case, seg, title, mask_rel, overlay_rel, thumbnail_rel,
+                  _plain_text(scan.case_id), tissue_labels if len(tissue_labels) > 1 else None)
+    cells = {
         "sma_cm2": _fmt(measurement.sma_cm2), "smi_cm2_m2": _fmt(smi_value),
         "muscle_hu_mean": _fmt(measurement.muscle_hu_mean, 1),
         "hu_gate": f"{gate[0]:g}..{gate[1]:g}" if gate else "off",
@@ -497,6 +629,7 @@ def _segment_and_measure(scan: Scan, stem: str, slice_image, source, location, v
             composition, get_threshold_set(DEFAULT_MYOSTEATOSIS_SET), sex, bmi,
             withheld=not verdict.flag_allowed, unknown=FLAG_UNKNOWN).items()},
     }
+    return cells, job
 
 
 #: Largest edge (pixels) of the grid the network may be asked to run on after resampling to the

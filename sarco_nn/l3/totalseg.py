@@ -9,6 +9,7 @@ silently pick the wrong vertebra.
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,10 @@ __all__ = [
 TOTALSEG_FAST_TASK_ID = 297
 INSTALL_HINT = ("install it into sarco's environment (pip install TotalSegmentator) and its weights "
                 "(totalseg_download_weights -t total_fast), or pass --l3-from VERTEBRA_MASK / --l3-slice N")
+
+
+#: One TotalSegmentator run at a time per process (`sarco predict --io-workers N` reads in threads).
+_RUN_LOCK = threading.Lock()
 
 
 def totalsegmentator_problem() -> str | None:
@@ -52,7 +57,7 @@ def vertebrae_with_totalsegmentator(image: sitk.Image) -> sitk.Image:
     import torch
 
     their_ids = {name: int(i) for i, name in class_map["total"].items()}
-    with tempfile.TemporaryDirectory(prefix="sarco_totalseg_") as tmp:
+    with _RUN_LOCK, tempfile.TemporaryDirectory(prefix="sarco_totalseg_") as tmp:
         ct_path = Path(tmp) / "ct.nii.gz"
         sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16), str(ct_path), True)
         result = totalsegmentator(str(ct_path), None, ml=True, fast=True, quiet=True,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FoldPrediction", "predict_folds"]
+__all__ = ["FoldPrediction", "predict_folds", "preprocess"]
 
 
 @dataclass
@@ -37,7 +37,20 @@ class FoldPrediction:
         return self.fold_probabilities[:, label]
 
 
-def predict_folds(predictor, image: np.ndarray, properties: dict) -> FoldPrediction:
+def preprocess(predictor, image: np.ndarray, properties: dict) -> dict:
+    """nnU-Net's preprocessing of one image (``PreprocessAdapterFromNpy``, as ``predict_single_npy_array``).
+
+    Separate from the network so `sarco predict --io-workers N` can run it for the next case in a
+    reader thread: it only reads the predictor's plans, never its weights."""
+    from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+
+    adapter = PreprocessAdapterFromNpy([image], [None], [properties], [None], predictor.plans_manager,
+                                       predictor.dataset_json, predictor.configuration_manager,
+                                       num_threads_in_multithreaded=1, verbose=False)
+    return next(adapter)
+
+
+def predict_folds(predictor, image: np.ndarray, properties: dict, preprocessed: dict | None = None) -> FoldPrediction:
     """Run every fold of an initialised ``nnUNetPredictor`` on one image, keeping each fold.
 
     Args:
@@ -45,15 +58,12 @@ def predict_folds(predictor, image: np.ndarray, properties: dict) -> FoldPredict
             ``initialize_from_trained_model_folder``); its ``list_of_parameters`` holds the folds.
         image: (channels, z, y, x) float array, as for ``predict_single_npy_array``.
         properties: ``{"spacing": [sz, sy, sx]}``.
+        preprocessed: `preprocess` of this image and properties, when already done (else done here).
     """
     import torch
-    from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
-    adapter = PreprocessAdapterFromNpy([image], [None], [properties], [None], predictor.plans_manager,
-                                       predictor.dataset_json, predictor.configuration_manager,
-                                       num_threads_in_multithreaded=1, verbose=False)
-    item = next(adapter)
+    item = preprocessed if preprocessed is not None else preprocess(predictor, image, properties)
     folds = list(predictor.list_of_parameters)
 
     def to_grid(logits):
