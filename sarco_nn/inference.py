@@ -42,7 +42,7 @@ RESULT_COLUMNS = [
     *L3_RESULT_COLUMNS, "dicom_seg", "dicom_seg_note", *BODY_COMPOSITION_COLUMNS,
 ]
 #: Columns holding paths relative to the output folder (rewritten by predict-merge).
-PATH_COLUMNS = ("mask", "overlay", "l3_thumbnail")
+PATH_COLUMNS = ("mask", "overlay", "l3_thumbnail", "dicom_seg")
 
 #: Companion files that belong to another input (pixels of a .mhd; the .img of an Analyze .hdr).
 _COMPANIONS = (".raw", ".zraw", ".raw.gz", ".img", ".img.gz")
