@@ -42,7 +42,7 @@ RESULT_COLUMNS = [
     *L3_RESULT_COLUMNS, "dicom_seg", "dicom_seg_note", *BODY_COMPOSITION_COLUMNS,
 ]
 #: Columns holding paths relative to the output folder (rewritten by predict-merge).
-PATH_COLUMNS = ("mask", "overlay", "l3_thumbnail")
+PATH_COLUMNS = ("mask", "overlay", "l3_thumbnail", "dicom_seg")
 
 #: Companion files that belong to another input (pixels of a .mhd; the .img of an Analyze .hdr).
 _COMPANIONS = (".raw", ".zraw", ".raw.gz", ".img", ".img.gz")
@@ -164,7 +164,9 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> None:
+def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> bool:
+    """Refuse a folder of other results unless `overwrite`; True when its earlier rows are of other
+    settings (so none of them may stand for this run's cases)."""
     run_file = out_dir / RUN_FILE
     if run_file.exists():
         try:
@@ -178,9 +180,11 @@ def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> Non
             raise SarcoError(f"output folder holds results of another model/settings ({previous.get('model')}"
                              f"{', part %s/%s' % (previous.get('part'), previous.get('parts')) if previous.get('parts') else ''})",
                              path=out_dir, fix="choose another -o folder, or pass --overwrite.")
+        return previous != signature
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise SarcoError("output folder is not empty and was not written by `sarco predict`", path=out_dir,
                          fix="choose an empty or new -o folder, or pass --overwrite.")
+    return False
 
 
 def _output_stem(case_id: str, key: str, taken: dict[str, str]) -> str:
@@ -262,7 +266,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
                  "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab}
     if parts is not None:
         signature.update(part=part, parts=parts)
-    _check_output_folder(out_dir, signature, overwrite)
+    other_settings = _check_output_folder(out_dir, signature, overwrite)  # --overwrite: recompute every case
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         from sarco_nn.atomic import write_text_atomic
@@ -287,8 +291,9 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         except OSError:
             fp = ""
         done = rows.get(key)
-        if (done and is_finished(done.get("status")) and fp and done.get("input_fingerprint") == fp
-                and (out_dir / done.get("mask", "")).is_file() and done.get("mask")):
+        if (not other_settings and done and is_finished(done.get("status")) and fp
+                and done.get("input_fingerprint") == fp and (out_dir / done.get("mask", "")).is_file()
+                and done.get("mask")):
             continue
         todo.append((scan, key, fp))
 

@@ -174,6 +174,22 @@ def test_merge_joins_every_part_and_refuses_an_incomplete_or_mixed_set(tmp_path)
                     PATH_COLUMNS)
 
 
+def test_merge_rewrites_the_dicom_seg_path_like_the_mask_path(tmp_path):
+    """A part's DICOM SEG stays in its folder, like its mask: the merged table must point there,
+    not at <merged>/dicom_seg/..., where no file is."""
+    for part, case in ((0, "a"), (1, "c")):
+        folder = tmp_path / f"p{part}"
+        folder.mkdir()
+        (folder / RUN_FILE).write_text(json.dumps({"model": "/m", "part": part, "parts": 2}))
+        Journal(folder / JOURNAL_FILE).append(f"/in/{case}", {
+            "case_id": case, "input": f"/in/{case}", "status": "ok", "mask": f"masks/{case}.nii.gz",
+            "dicom_seg": f"dicom_seg/{case}.dcm"})
+    merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                         PATH_COLUMNS)
+    rows = read_results(merged.path, KEY_COLUMN)
+    assert (tmp_path / "all" / rows["/in/c"]["dicom_seg"]).resolve() == (tmp_path / "p1" / "dicom_seg" / "c.dcm").resolve()
+
+
 def test_a_slice_whose_spacing_would_give_an_absurd_network_grid_fails_before_the_network():
     """9 mm "pixels" on a 512² slice would be a 4608² grid at a 1 mm model: minutes of network time
     for a number that cannot be right (found by a hostile-user run). A genuine 0.5 mm slice passes."""

@@ -115,3 +115,17 @@ def test_an_all_air_slice_never_gets_a_number(tiny_model, tmp_path):
     assert result.code == 1 and "Traceback" not in result.output
     (row,) = _rows(tmp_path / "out" / "results.csv")
     assert row["status"] == "failed" and row["reasons"].startswith("no_body") and row["sma_cm2"] == ""
+
+
+def test_overwrite_with_other_settings_recomputes_the_finished_cases(tiny_model, tmp_path):
+    """`--overwrite` into a folder of other settings (here another threshold set) must not keep the
+    earlier run's rows as this run's: every case is predicted again under the new settings."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copyfile(sorted((tiny_model.held / "images").iterdir())[0], scans / "patient.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(tiny_model, scans, out).code == 0
+    assert {r["threshold_set"] for r in _rows(out / "results.csv")} == {"paper"}
+    result = _predict(tiny_model, scans, out, "--thresholds", "prado", "--overwrite")
+    assert result.code == 0, result.output
+    assert {r["threshold_set"] for r in _rows(out / "results.csv")} == {"prado"}

@@ -214,3 +214,30 @@ def test_four_tissue_mask_gets_one_coded_segment_per_present_tissue(tmp_path):
     write_batch_segs(out, [(series, muscle_only)])  # a muscle-only model: muscle only, as before
     assert [s.SegmentLabel for s in hd.seg.segread(str(out / muscle_only["dicom_seg"])).SegmentSequence] == [
         "Skeletal muscle"]
+
+
+def test_a_recomputed_mask_gets_a_new_seg_not_the_earlier_scans(tmp_path):
+    """A rerun that recomputes a case (its scan changed) writes a new mask under the same name; the
+    SEG made from the earlier mask must not be kept as this scan's (results keyed by inputs)."""
+    from sarco_nn.review.dicom_seg import write_batch_segs
+
+    series = tmp_path / "scans" / "ct1"
+    _series(series)
+    image = read_image(series)
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+
+    def write_mask(rows: slice) -> int:
+        arr = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+        arr[2, rows, 3:20] = 1
+        mask = sitk.GetImageFromArray(arr)
+        mask.CopyInformation(image)
+        sitk.WriteImage(mask, str(out / "masks" / "ct1.nii.gz"))
+        return int(arr.sum())
+
+    write_mask(slice(5, 8))
+    write_batch_segs(out, [(series, {"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz"})])
+    n_new = write_mask(slice(5, 15))  # the recomputed case's mask
+    row = {"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz"}
+    write_batch_segs(out, [(series, row)])
+    assert int(np.asarray(hd.seg.segread(str(out / row["dicom_seg"])).pixel_array).sum()) == n_new

@@ -211,6 +211,16 @@ def _is_dicom_input(path: Path) -> bool:
     return path.is_dir() or not path.name.lower().endswith(tuple(IMAGE_SUFFIXES))
 
 
+def _file_digest(path: Path) -> str:
+    """sha256 of a mask file ("" when unreadable): which mask an existing SEG was made from."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
 def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: str = "generate",
                      model_name: str = "sarco_nn", labels: dict[str, int] | None = None) -> list[dict]:
     """SEG objects for every finished DICOM case of a predict batch; updates the rows in place.
@@ -230,10 +240,10 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
 
     out_dir = Path(out_dir)
     index_path = out_dir / SEG_DIR / SEG_INDEX
-    previous: dict[str, str] = {}
+    previous: dict[str, dict[str, str]] = {}
     if index_path.is_file():
         with open(index_path, newline="", encoding="utf-8") as f:
-            previous = {r["case_id"]: r["note"] for r in csv.DictReader(f)}
+            previous = {r["case_id"]: r for r in csv.DictReader(f)}
     index = []
     for source, row in cases:
         if not is_finished(row.get("status")) or not row.get("mask"):
@@ -242,7 +252,10 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
             row["dicom_seg"], row["dicom_seg_note"] = "", "not written: the input is not DICOM"
             continue
         rel = Path(SEG_DIR) / f"{row['case_id']}.dcm"
-        note = previous.get(row["case_id"], row.get("dicom_seg_note", "")) if (out_dir / rel).is_file() else None
+        mask_digest = _file_digest(out_dir / row["mask"])
+        kept = previous.get(row["case_id"])  # an existing SEG is kept only if it was made from this very mask
+        note = (kept["note"] if kept and kept.get("mask_sha256") == mask_digest and (out_dir / rel).is_file()
+                else None)
         if note is None:
             try:
                 result = write_dicom_seg(source, sitk.ReadImage(str(out_dir / row["mask"])), out_dir / rel,
@@ -253,10 +266,11 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
             except Exception as exc:  # a SEG never fails the batch after every case was measured
                 rel, note = None, " ".join(f"not written: unexpected {type(exc).__name__}: {exc}".split())[:300]
         row["dicom_seg"], row["dicom_seg_note"] = ("" if rel is None else str(rel)), note
-        index.append({"case_id": row["case_id"], "dicom_seg": row["dicom_seg"], "note": note})
+        index.append({"case_id": row["case_id"], "dicom_seg": row["dicom_seg"], "note": note,
+                      "mask_sha256": mask_digest})
     if index:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["case_id", "dicom_seg", "note"])
+        writer = csv.DictWriter(buffer, fieldnames=["case_id", "dicom_seg", "note", "mask_sha256"])
         writer.writeheader()
         writer.writerows(index)
         write_text_atomic(index_path, buffer.getvalue())
