@@ -439,9 +439,13 @@ def _test_signal_hook(finished: int) -> None:
     import signal
 
     name, _, count = spec.partition(":")
-    if count.isdigit() and finished == int(count) and name in ("KILL", "INT"):
-        os.kill(os.getpid(), signal.SIGKILL if name == "KILL" else signal.SIGINT)
-        time.sleep(1)  # the signal arrives; a KeyboardInterrupt is raised here for INT
+    if count.isdigit() and finished == int(count) and name == "KILL":
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(1)  # the kill arrives
+    elif count.isdigit() and finished == int(count) and name == "INT":
+        # what Python turns Ctrl-C into, raised here rather than by a signal: a SIGINT's delivery point
+        # is up to the interpreter and the race made the test flaky; predict's handling is the same
+        raise KeyboardInterrupt
 
 
 def _fold_quietly(out_dir: Path) -> None:
