@@ -17,6 +17,10 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
   ctaug     CT site-shift augmentation in the trainer (preset training.ct_augmentation = true)
   wideA     train on family A-wide (A domain-randomised, dataset_conversion/phantoms/widen_a.py); train A only
   tissues4  a four-tissue model (muscle, IMAT, VAT, SAT: convert with keep_tissues), per-tissue Dice recorded
+  trunk     at prediction: tissue outside the trunk is not counted (sarco_nn.trunk; predict's default
+            since it was measured). A prediction-time lever: an arm reuses the trained model of its
+            arm without it when that one is finished (trainA_trunk_seed0 predicts with trainA_seed0's).
+            Arms without it predict with trunk_only=False, so earlier arms stay comparable.
 The table has one row per lever and train → test pair, over every finished arm in --out.
   python bench/external_validation.py --compare "internal=demo/report" "external=demo/report_external"
 """
@@ -45,7 +49,9 @@ HU_BINS: tuple[tuple[str, float, float], ...] = (
 DATA = {"train_A": ("A", 1), "train_B": ("B", 11), "test_A": ("A", 2), "test_B": ("B", 3),
         "train_A-wide": ("A-wide", 1)}
 #: Robustness levers, in the order their names are joined in an arm name (what each changes: module doc).
-LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4")
+LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4", "trunk")
+#: Levers that change only the prediction, not the training: their arms reuse a finished trained model.
+PREDICTION_LEVERS: frozenset[str] = frozenset({"trunk"})
 BASELINE = "baseline"
 
 
@@ -143,31 +149,52 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
              for key in (train_key, "test_A", "test_B")}
     arm_dir = args.work / arm
     shutil.rmtree(arm_dir, ignore_errors=True)  # an unfinished arm starts again
-    ws = Workspace(arm_dir / "ws").activate()
-    convert_dropin(drops[train_key], ws.raw, "ExtVal", 501, keep_tissues="tissues4" in levers)
-    plan_dataset(ws, 501, args.preset)
-    plans_file = next((ws.preprocessed / "Dataset501_ExtVal").glob("sarcoPlans_*.json"))
-    plans = json.loads(plans_file.read_text())
-    plans["sarco"]["preset"]["training"]["seed"] = seed  # the seed is a preset field, recorded in the plans
-    if "ctaug" in levers:
-        plans["sarco"]["preset"]["training"]["ct_augmentation"] = True
-    plans_file.write_text(json.dumps(plans, indent=1))
-    started = time.monotonic()
-    train_fold(ws, "all", 501, args.trainer, None, None, None, args.device)
+    trained_by = _finished_training_arm(arm, train_key, seed, args, levers)
     result: dict[str, Any] = {"arm": arm, "train": DATA[train_key][0].split("-")[0], "train_family": DATA[train_key][0],
                               "lever": lever_tag(levers), "seed": seed, "preset": args.preset,
                               "trainer": args.trainer, "train_cases": args.train_cases, "matrix": args.matrix,
-                              "train_s": round(time.monotonic() - started, 1), "test": {}}
+                              "trunk_only": "trunk" in levers, "test": {}}
+    if trained_by is not None:  # a prediction-time lever: the same trained model as that arm
+        ws = Workspace(args.work / trained_by["arm"] / "ws").activate()
+        result.update(train_s=trained_by["train_s"], trained_by=trained_by["arm"])
+    else:
+        ws = Workspace(arm_dir / "ws").activate()
+        convert_dropin(drops[train_key], ws.raw, "ExtVal", 501, keep_tissues="tissues4" in levers)
+        plan_dataset(ws, 501, args.preset)
+        plans_file = next((ws.preprocessed / "Dataset501_ExtVal").glob("sarcoPlans_*.json"))
+        plans = json.loads(plans_file.read_text())
+        plans["sarco"]["preset"]["training"]["seed"] = seed  # the seed is a preset field, recorded in the plans
+        if "ctaug" in levers:
+            plans["sarco"]["preset"]["training"]["ct_augmentation"] = True
+        plans_file.write_text(json.dumps(plans, indent=1))
+        started = time.monotonic()
+        train_fold(ws, "all", 501, args.trainer, None, None, None, args.device)
+        result["train_s"] = round(time.monotonic() - started, 1)
     for key in ("test_A", "test_B"):
         out = arm_dir / f"pred_{key}"
         predict(ws, drops[key] / "images", out, 501, args.trainer, None, drops[key] / "clinical.csv",
-                device=args.device, progress=False)
+                device=args.device, progress=False, trunk_only="trunk" in levers)
         summary = evaluate_folder(out, drops[key] / "masks", drops[key] / "clinical.csv", arm_dir / f"eval_{key}",
                                   images_dir=drops[key] / "images")
         result["test"][DATA[key][0]] = {**_scores(summary), "hu_bins": hu_bin_errors(out, drops[key]),
                                         "worst_cases": summary.get("worst_cases", []),
                                         **({"tissues": _tissue_dice(summary)} if summary.get("tissues") else {})}
     return result
+
+
+def _finished_training_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace,
+                           levers: tuple[str, ...]) -> dict | None:
+    """The finished arm whose trained model this arm may reuse: same training, without the
+    prediction-time levers (None: this arm trains its own)."""
+    training_levers = tuple(n for n in levers if n not in PREDICTION_LEVERS)
+    if training_levers == levers:
+        return None
+    base = arm_name(DATA[train_key][0].split("-")[0], seed, training_levers)
+    path = args.out / f"{base}.json"
+    model = args.work / base / "ws" / "nnUNet_results"
+    if not path.is_file() or not any(model.rglob("checkpoint_final.pth")):
+        return None
+    return json.loads(path.read_text())
 
 
 def _tissue_dice(summary: dict) -> dict[str, dict[str, float]]:

@@ -240,6 +240,8 @@ class PredictOptions:
         dicom_seg: also write a DICOM SEG per DICOM scan (the one output carrying patient identity).
         io_workers: threads reading the next scans and writing finished ones while the network runs
             (1: one scan at a time); the results do not depend on it.
+        trunk_only: count predicted tissue only inside the trunk, the largest body region of the slice
+            (arms in the field of view are not SMA; `sarco_nn.trunk`). False counts it all.
     """
 
     dataset: str | int | None = None
@@ -263,6 +265,7 @@ class PredictOptions:
     parts: int | None = None
     dicom_seg: bool = False
     io_workers: int = DEFAULT_IO_WORKERS
+    trunk_only: bool = True
 
 
 @dataclass(frozen=True)
@@ -310,7 +313,7 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
         l3_slice=o.l3_slice, hu_gate=o.hu_gate, overwrite=o.overwrite, progress=o.progress, l3_csv=_path(o.l3_csv),
         l3_from=_path(o.l3_from), locator=o.locator, l3_rule=o.l3_rule, slab=o.slab,
         l3_model_dir=_path(o.l3_model_dir), part=o.part, parts=o.parts, dicom_seg=o.dicom_seg,
-        io_workers=o.io_workers)
+        io_workers=o.io_workers, trunk_only=o.trunk_only)
     return PredictResult(Path(results), int(failed), _failed_reasons(Path(results), Path(inputs)) if failed else ())
 
 

@@ -35,7 +35,7 @@ import SimpleITK as sitk
 from sarco_nn.errors import InputError
 from sarco_nn.status import Reason, Status
 
-__all__ = ["ct_reasons", "file_reasons", "reason_error", "refuse_unless_ct", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2"]
+__all__ = ["body_region", "ct_reasons", "file_reasons", "reason_error", "refuse_unless_ct", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2"]
 
 #: Widest body extent (cm) taken as plausible for an abdominal CT slice; beyond it the pixel spacing
 #: is wrong (the widest abdomens are about 60 cm).
@@ -63,6 +63,16 @@ def _in_plane_slices(image: sitk.Image) -> np.ndarray:
 def _largest_region(mask: np.ndarray) -> np.ndarray:
     labels = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8))))
     return sitk.GetArrayFromImage(labels) == 1
+
+
+def body_region(plane_hu: np.ndarray) -> np.ndarray:
+    """The body on one axial plane: the largest connected region above the body HU bound, holes filled
+    (bowel gas and lung inside the body belong to it). Empty when nothing is above the bound."""
+    above = np.asarray(plane_hu) > _BODY_HU
+    if not above.any():
+        return np.zeros(above.shape, bool)
+    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(_largest_region(above).astype(np.uint8)))
+    return sitk.GetArrayFromImage(filled).astype(bool)
 
 
 def ct_reasons(image: sitk.Image, name: str | Path) -> list[Reason]:

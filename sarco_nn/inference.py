@@ -38,7 +38,7 @@ KEY_COLUMN = "input"
 RESULT_COLUMNS = [
     "case_id", *STATUS_COLUMNS, "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
     "threshold_set", "threshold", "sarcopenic", "slice_index", "z_mm", "spacing_y_mm", "spacing_x_mm",
-    "input", "input_fingerprint", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
+    "outside_trunk_cm2", "input", "input_fingerprint", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
     *L3_RESULT_COLUMNS, "dicom_seg", "dicom_seg_note", *BODY_COMPOSITION_COLUMNS,
 ]
 #: Columns holding paths relative to the output folder (rewritten by predict-merge).
@@ -221,7 +221,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             hu_gate: bool = False, overwrite: bool = False, progress: bool = True, l3_csv: Path | None = None,
             l3_from: Path | None = None, locator: str = "auto", l3_rule: str = "centroid", slab: int = 1,
             l3_model_dir: Path | None = None, part: int | None = None, parts: int | None = None,
-            dicom_seg: bool = False, io_workers: int = DEFAULT_IO_WORKERS) -> tuple[Path, int]:
+            dicom_seg: bool = False, io_workers: int = DEFAULT_IO_WORKERS,
+            trunk_only: bool = True) -> tuple[Path, int]:
     """Segment and measure every scan; return (results.csv path, number of failed cases).
 
     Whole volumes get their L3 slice from --l3-slice, an --l3-csv row, a vertebra mask (--l3-from),
@@ -232,6 +233,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     uncertainty, plausibility); the folder ends with `review.html`.
     `io_workers` threads read the next cases and write finished ones while the network runs
     (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
+    `trunk_only` keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are not SMA).
     """
     from sarco_nn.clinical import read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
@@ -263,7 +265,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     signature = {"model": str(model.folder), "folds": model.folds, "tta": not fast,
                  "postprocessing": (decision or {}).get("postprocessing_fns", []), "thresholds": thresholds,
                  "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None,
-                 "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab}
+                 "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab,
+                 "trunk_only": trunk_only}
     if parts is not None:
         signature.update(part=part, parts=parts)
     other_settings = _check_output_folder(out_dir, signature, overwrite)  # --overwrite: recompute every case
@@ -365,7 +368,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
                     raise case_input.error
                 if verdict.status is not Status.FAILED:
                     cells, job = _segment_and_measure(scan, stem, case_input, verdict, predictor, pp_functions,
-                                                      out_dir, clinical, threshold_set, gate, slab)
+                                                      out_dir, clinical, threshold_set, gate, slab,
+                                                      trunk_only)
             except (KeyboardInterrupt, MemoryError):
                 raise
             except Exception as exc:  # one bad scan must never stop a night's batch
@@ -570,7 +574,7 @@ def _write_case_files(out_dir: Path, case: _CaseInput, seg, title: str, mask_rel
 
 
 def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdict, predictor, pp_functions,
-                         out_dir: Path, clinical: dict, threshold_set, gate, slab: int):
+                         out_dir: Path, clinical: dict, threshold_set, gate, slab: int, trunk_only: bool = True):
     """The network and the measurement of one plausible scan (main thread).
 
     Returns (row cells, the job that writes its files): the cells join the row only once the job has
@@ -597,6 +601,14 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
     folds = predict_folds(predictor, ct[None], {"spacing": spacing_zyx}, preprocessed=case.preprocessed)
     seg = apply_postprocessing(folds.segmentation, pp_functions).astype("uint8")
     spacing_yx = (spacing_zyx[1], spacing_zyx[2])
+    outside_trunk_cm2 = None
+    if trunk_only:  # arms and anything lying apart from the trunk are not trunk tissue (sarco_nn.trunk)
+        from sarco_nn.trunk import restrict_to_trunk
+
+        restriction = restrict_to_trunk(seg[0], ct[0], spacing_yx)
+        seg = restriction.segmentation[None]
+        outside_trunk_cm2 = restriction.muscle_removed_cm2
+        verdict.extend(restriction.reasons())
     measurement = measure_slice(seg[0], spacing_yx, ct[0], hu_gate=gate, slice_index=source.stored_index)
     # an empty, near-empty or implausible predicted mask never becomes a diagnosis (sarco_nn.mask_checks)
     verdict.extend(mask_reasons(measurement, spacing_yx, label=MUSCLE_LABEL, labels_present=labels_in(seg),
@@ -633,6 +645,7 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
         "slice_index": _fmt(source.stored_index), "z_mm": _fmt(source.z_mm),
         "spacing_y_mm": _fmt(spacing_yx[0], 4), "spacing_x_mm": _fmt(spacing_yx[1], 4),
         "mask": str(mask_rel), "overlay": str(overlay_rel),
+        "outside_trunk_cm2": _fmt(outside_trunk_cm2) if outside_trunk_cm2 is not None else "",
         **l3_result_fields(location, slab, thumbnail_rel),
         **{k: _fmt(v, 4) if isinstance(v, float) else _fmt(v) for k, v in result_columns(
             composition, get_threshold_set(DEFAULT_MYOSTEATOSIS_SET), sex, bmi,
