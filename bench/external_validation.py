@@ -242,6 +242,12 @@ def _muscle_only_tag(tag: str) -> str:
     return "+".join(rest) if rest else BASELINE
 
 
+def _train_s(arms: list[dict]) -> str:
+    """Mean training wall time of the arms (s; machine load shifts it: compare arms of one run)."""
+    values = [a["train_s"] for a in arms if a.get("train_s") is not None]
+    return f"{statistics.fmean(values):.0f}" if values else "-"
+
+
 def body_composition_table(results: list[dict]) -> str:
     """Markdown: each four-tissue lever (tissues4, alone or combined) beside its muscle-only arms, per train → test:
     SAT, VAT, IMAT and muscle Dice, mean abs SMA error, and which of #18's targets are met. "" without such arms.
@@ -255,24 +261,25 @@ def body_composition_table(results: list[dict]) -> str:
     adipose = ("sat", "vat", "imat")
     lines = ["| model | train → test | seeds | " + " | ".join(f"{t.upper()} Dice (≥ {TISSUE_TARGETS[t]:.2f})"
                                                          for t in adipose)
-             + " | muscle Dice | mean abs SMA err % | #18 targets |",
-             "|---|---|---|" + "---|" * (len(adipose) + 3)]
+             + " | muscle Dice | mean abs SMA err % | train s | #18 targets |",
+             "|---|---|---|" + "---|" * (len(adipose) + 4)]
     for tag in tags:
         ref_tag = _muscle_only_tag(tag)
         for train in ("A", "B"):
             for test in ("A", "B"):
                 def arms(lever: str) -> list[dict]:
-                    return [r["test"][test] for r in results if r.get("lever", BASELINE) == lever
+                    return [r for r in results if r.get("lever", BASELINE) == lever
                             and r["train"] == train and test in r["test"]]
 
-                four, ref = arms(tag), arms(ref_tag)
+                four_arms, ref_arms = arms(tag), arms(ref_tag)
+                four, ref = [r["test"][test] for r in four_arms], [r["test"][test] for r in ref_arms]
                 if not four:
                     continue
                 pair = f"{train} → {test}" + (" (internal)" if train == test else " (external)")
                 if ref:
                     lines.append(f"| {ref_tag} (muscle only) | {pair} | {len(ref)} | - | - | - | "
                                  f"{_fmt([r['dice'] for r in ref], min)} | "
-                                 f"{_fmt([r['sma_err_mean_pct'] for r in ref], max)} | reference |")
+                                 f"{_fmt([r['sma_err_mean_pct'] for r in ref], max)} | {_train_s(ref_arms)} | reference |")
                 dice = {t: [r["tissues"][t]["dice_mean"] for r in four if t in (r.get("tissues") or {})]
                         for t in adipose}
                 verdicts = []
@@ -292,7 +299,8 @@ def body_composition_table(results: list[dict]) -> str:
                 lines.append(f"| {tag} (four tissues) | {pair} | {len(four)} | "
                              + " | ".join(_fmt(dice[t], min) for t in adipose) + " | "
                              f"{_fmt([r['dice'] for r in four], min)} | "
-                             f"{_fmt([r['sma_err_mean_pct'] for r in four], max)} | {', '.join(verdicts)} |")
+                             f"{_fmt([r['sma_err_mean_pct'] for r in four], max)} | {_train_s(four_arms)} | "
+                             f"{', '.join(verdicts)} |")
     return "\n".join(["Body composition (issue #18 targets: SAT and VAT Dice ≥ 0.95, IMAT ≥ 0.80, muscle no worse "
                       "than the muscle-only model)", "", *lines, "", f"Rule: {MUSCLE_RULE}."])
 

@@ -155,17 +155,18 @@ def test_body_composition_table_sets_four_tissue_arm_beside_muscle_only_with_tar
     for seed, dice in ((0, 0.95), (1, 0.94)):
         base = _arm("A", seed, dice)
         base["test"]["A"]["sma_err_mean_pct"] = base["test"]["B"]["sma_err_mean_pct"] = 4.0 + seed
+        base["train_s"] = 340.0 + 20 * seed
         (out / f"trainA_seed{seed}.json").write_text(json.dumps(base))
     (out / "trainA_tissues4_seed0.json").write_text(json.dumps(
-        _tissues4_arm(0, 0.945, 4.5, {"sat": 0.97, "vat": 0.96, "imat": 0.70})))
+        {**_tissues4_arm(0, 0.945, 4.5, {"sat": 0.97, "vat": 0.96, "imat": 0.70}), "train_s": 360.2}))
     monkeypatch.setattr(sys, "argv", ["external_validation.py", "--table-only", "--train-on", "A", "--seeds", "0",
                                       "--out", str(out), "--work", str(tmp_path / "work")])
     bench.main()
     text = capsys.readouterr().out
     assert "Body composition (issue #18 targets" in text
     assert "| baseline (muscle only) | A → A (internal) | 2 | - | - | - | 0.945 (worst 0.940) | 4.500 (worst 5.000) " \
-           "| reference |" in text
-    assert ("| tissues4 (four tissues) | A → B (external) | 1 | 0.970 | 0.960 | 0.700 | 0.945 | 4.500 | "
+           "| 350 | reference |" in text
+    assert ("| tissues4 (four tissues) | A → B (external) | 1 | 0.970 | 0.960 | 0.700 | 0.945 | 4.500 | 360 | "
             "SAT met, VAT met, IMAT not met, muscle met |") in text
     assert "Body composition" in (out / "table.md").read_text()
 
