@@ -124,6 +124,20 @@ def _nan(value) -> float:
     return math.nan if value is None else float(value)
 
 
+def console_line(tissues: dict | None) -> str | None:
+    """The one line `sarco evaluate` prints per run for the tissues evaluated (None for muscle only), so
+    a four-tissue run shows IMAT/VAT/SAT where the muscle figures are shown, not only in report.md."""
+    if not tissues:
+        return None
+
+    def num(value, digits: int, sign: str = "") -> str:
+        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{sign}.{digits}f}"
+
+    parts = [f"{_NAMES.get(t, t)} {num(v['dice_mean'], 3)} / {num(v['area_agreement_cm2'].get('bias'), 2, '+')} cm² / "
+             f"{num(v['hu_bias'], 1, '+')} HU" for t, v in tissues.items()]
+    return "per tissue (Dice mean / area bias / HU bias): " + " · ".join(parts)
+
+
 def report_lines(tissues: dict | None, fmt, plots: dict[str, str] | None = None) -> list[str]:
     """One markdown section per evaluated tissue (empty when no tissue beyond muscle was compared),
     with its area Bland–Altman plot when `plots` holds it (`write_plots`)."""
@@ -149,4 +163,4 @@ def report_lines(tissues: dict | None, fmt, plots: dict[str, str] | None = None)
 
 
 __all__ = ["ALL_CASE_COLUMNS", "TISSUE_RULE", "carried_tissues", "case_columns", "case_tissue_metrics",
-           "plot_key", "report_lines", "tissue_summary", "write_plots"]
+           "console_line", "plot_key", "report_lines", "tissue_summary", "write_plots"]
