@@ -17,7 +17,9 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
   ctaug     CT site-shift augmentation in the trainer (preset training.ct_augmentation = true)
   wideA     train on family A-wide (A domain-randomised, dataset_conversion/phantoms/widen_a.py); train A only
   tissues4  a four-tissue model (muscle, IMAT, VAT, SAT: convert with keep_tissues), per-tissue Dice recorded
-The table has one row per lever and train → test pair, over every finished arm in --out.
+The table has one row per lever and train → test pair, over every finished arm in --out; with tissues4 arms a
+"Body composition" table follows: each beside its muscle-only arms (same levers without tissues4), SAT/VAT/IMAT
+and muscle Dice, SMA error and issue #18's targets (SAT, VAT ≥ 0.95, IMAT ≥ 0.80, muscle no worse).
   python bench/external_validation.py --compare "internal=demo/report" "external=demo/report_external"
 """
 
@@ -193,7 +195,8 @@ def _lever_order(tag: str) -> tuple:
 
 def table(results: list[dict]) -> str:
     """Markdown: per lever and train → test family, mean over seeds with the worst seed beside it, then FP/FN
-    by HU bin, then per-tissue Dice of the four-tissue arms. Arms without a lever (the baseline's) read "baseline"."""
+    by HU bin, then per-tissue Dice of the four-tissue arms and the body-composition table
+    (`body_composition_table`). Arms without a lever (the baseline's) read "baseline"."""
     lines = ["| lever | train → test | seeds | Dice | mean abs SMA err % | max abs SMA err % | flag accuracy |",
              "|---|---|---|---|---|---|---|"]
     bins = ["| lever | train → test | " + " | ".join(f"FP / FN {name} (cm²)" for name, _, _ in HU_BINS) + " |",
