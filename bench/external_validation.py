@@ -327,7 +327,8 @@ def compare_reports(pairs: list[str]) -> str:
             ("max abs SMA error %", "sma_abs_error_percent_max", "{:.2f}"), ("flag accuracy", "accuracy", "{:.2f}")]
     lines = [header, "|---|" + "---|" * len(pairs)]
     for label, key, fmt in keys:
-        lines.append(f"| {label} | " + " | ".join(fmt.format(s["pooled"][key]) for s in summaries) + " |")
+        lines.append(f"| {label} | " + " | ".join("n/a" if s["pooled"].get(key) is None else fmt.format(s["pooled"][key])
+                                               for s in summaries) + " |")
     lines += _compare_tissue_rows(summaries)
     return "\n".join(lines)
 

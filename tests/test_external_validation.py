@@ -194,6 +194,10 @@ def test_compare_reports_shows_per_tissue_dice(bench, tmp_path):
     assert "| IMAT Dice (mean, per tissue) | 0.610 | - |" in text and "| SAT Dice (mean, per tissue) | 0.980 | - |" in text
     plain = bench.compare_reports([f"x={tmp_path / 'muscle_only'}"])
     assert "per tissue" not in plain
+    (tmp_path / "noclin").mkdir()  # evaluated without clinical.csv: no accuracy (null in summary.json)
+    (tmp_path / "noclin" / "summary.json").write_text(json.dumps({"pooled": {
+        "n": 2, "dice_mean": 0.9, "sma_abs_error_percent_mean": 2.0, "sma_abs_error_percent_max": 9.0, "accuracy": None}}))
+    assert "| flag accuracy | n/a |" in bench.compare_reports([f"x={tmp_path / 'noclin'}"])
 
 
 def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypatch):
