@@ -1,6 +1,7 @@
 # sarco_nn — two commands for a fresh machine:
 #   make demo   installs, makes phantom data, converts, plans, trains, predicts and evaluates on held-out
 #               phantoms of the training family (A, internal) and of an independent family (B, external); CPU, < 15 min
+#               DEMO_TISSUES=1 (default) trains the muscle-only model; DEMO_TISSUES=4 a four-tissue model (muscle, IMAT, VAT, SAT)
 #   make test   installs and runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,6 +14,9 @@ DEMO_TEST_CASES ?= 12
 DEMO_EXTERNAL_CASES ?= 12
 DEMO_TRAINER ?= smit
 DEMO_PRESET ?= cpu
+# 4: convert with --keep-tissues (muscle, IMAT, VAT, SAT: one 4-class head, same network and budget); 1: muscle only
+DEMO_TISSUES ?= 1
+DEMO_KEEP_TISSUES = $(if $(filter 4,$(DEMO_TISSUES)),--keep-tissues,)
 PYTEST_ARGS ?=
 
 .PHONY: install test test-fast demo clean-demo bench
@@ -32,11 +36,12 @@ test-fast: install
 
 # The demo only ever writes below $(DEMO)/, which it owns and recreates.
 demo: install
+	@case "$(DEMO_TISSUES)" in 1|4) ;; *) echo "make demo: DEMO_TISSUES must be 1 (muscle only) or 4 (muscle, IMAT, VAT, SAT), not '$(DEMO_TISSUES)'" >&2; exit 2;; esac
 	rm -rf $(DEMO)
 	$(SARCO) demo-data $(DEMO)/drop --cases $(DEMO_TRAIN_CASES) --seed 1
 	$(SARCO) demo-data $(DEMO)/heldout --cases $(DEMO_TEST_CASES) --seed 2 --case-prefix heldout
 	$(SARCO) demo-data $(DEMO)/external --cases $(DEMO_EXTERNAL_CASES) --seed 3 --family B --case-prefix siteb
-	$(SARCO) convert $(DEMO)/drop --name Demo --workspace $(DEMO_WS)
+	$(SARCO) convert $(DEMO)/drop --name Demo $(DEMO_KEEP_TISSUES) --workspace $(DEMO_WS)
 	$(SARCO) plan --preset $(DEMO_PRESET) --workspace $(DEMO_WS)
 	$(SARCO) train all --trainer $(DEMO_TRAINER) --workspace $(DEMO_WS)
 	$(SARCO) predict -i $(DEMO)/heldout/images -o $(DEMO)/predictions --clinical $(DEMO)/heldout/clinical.csv --workspace $(DEMO_WS)

@@ -23,7 +23,9 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
             since it was measured). A prediction-time lever: an arm reuses the trained model of its
             arm without it when that one is finished (trainA_trunk_seed0 predicts with trainA_seed0's).
             Arms without it predict with trunk_only=False, so earlier arms stay comparable.
-The table has one row per lever and train → test pair, over every finished arm in --out.
+The table has one row per lever and train → test pair, over every finished arm in --out; with tissues4 arms a
+"Body composition" table follows: each beside its muscle-only arms (same levers without tissues4), SAT/VAT/IMAT
+and muscle Dice, SMA error and issue #18's targets (SAT, VAT ≥ 0.95, IMAT ≥ 0.80, muscle no worse).
   python bench/external_validation.py --compare "internal=demo/report" "external=demo/report_external"
 """
 
@@ -224,7 +226,8 @@ def _lever_order(tag: str) -> tuple:
 
 def table(results: list[dict]) -> str:
     """Markdown: per lever and train → test family, mean over seeds with the worst seed beside it, then FP/FN
-    by HU bin, then per-tissue Dice of the four-tissue arms. Arms without a lever (the baseline's) read "baseline"."""
+    by HU bin, then per-tissue Dice of the four-tissue arms and the body-composition table
+    (`body_composition_table`). Arms without a lever (the baseline's) read "baseline"."""
     lines = ["| lever | train → test | seeds | Dice | mean abs SMA err % | max abs SMA err % | flag accuracy |",
              "|---|---|---|---|---|---|---|"]
     bins = ["| lever | train → test | " + " | ".join(f"FP / FN {name} (cm²)" for name, _, _ in HU_BINS) + " |",
@@ -256,7 +259,84 @@ def table(results: list[dict]) -> str:
                     cells = [_fmt([t[name]["dice_mean"] for t in with_tissues if name in t], min)
                              for name in tissue_names]
                     tissues.append(f"| {label} | {len(with_tissues)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + [""] + bins + ([""] + tissues if len(tissues) > 2 else []))
+    body = body_composition_table(results)
+    return "\n".join(lines + [""] + bins + ([""] + tissues if len(tissues) > 2 else []) + ([""] + [body] if body else []))
+
+
+#: Issue #18's targets on held-out phantoms at the demo budget: minimum mean Dice per adipose tissue.
+TISSUE_TARGETS: dict[str, float] = {"sat": 0.95, "vat": 0.95, "imat": 0.80}
+#: How "muscle no worse than the muscle-only model" is judged (printed under the table).
+MUSCLE_RULE = ("muscle no worse = the four-tissue model's mean muscle Dice ≥ the muscle-only model's worst seed and "
+               "its mean abs SMA error ≤ the muscle-only model's worst seed (the muscle-only seeds' spread is the noise)")
+
+
+def _muscle_only_tag(tag: str) -> str:
+    """The lever tag a four-tissue arm is compared with: the same levers without tissues4."""
+    rest = [n for n in tag.split("+") if n != "tissues4"]
+    return "+".join(rest) if rest else BASELINE
+
+
+def _train_s(arms: list[dict]) -> str:
+    """Mean training wall time of the arms (s; machine load shifts it: compare arms of one run)."""
+    values = [a["train_s"] for a in arms if a.get("train_s") is not None]
+    return f"{statistics.fmean(values):.0f}" if values else "-"
+
+
+def body_composition_table(results: list[dict]) -> str:
+    """Markdown: each four-tissue lever (tissues4, alone or combined) beside its muscle-only arms, per train → test:
+    SAT, VAT, IMAT and muscle Dice, mean abs SMA error, and which of #18's targets are met. "" without such arms.
+
+    Reads what run_arm writes: test[fam]["tissues"][tissue]["dice_mean"] (evaluation/tissues.py) and the pooled
+    muscle "dice" / "sma_err_mean_pct" (the same muscle metrics for both models)."""
+    tags = sorted({r.get("lever", BASELINE) for r in results if "tissues4" in r.get("lever", "").split("+")},
+                  key=_lever_order)
+    if not tags:
+        return ""
+    adipose = ("sat", "vat", "imat")
+    lines = ["| model | train → test | seeds | " + " | ".join(f"{t.upper()} Dice (≥ {TISSUE_TARGETS[t]:.2f})"
+                                                         for t in adipose)
+             + " | muscle Dice | mean abs SMA err % | train s | #18 targets |",
+             "|---|---|---|" + "---|" * (len(adipose) + 4)]
+    for tag in tags:
+        ref_tag = _muscle_only_tag(tag)
+        for train in ("A", "B"):
+            for test in ("A", "B"):
+                def arms(lever: str) -> list[dict]:
+                    return [r for r in results if r.get("lever", BASELINE) == lever
+                            and r["train"] == train and test in r["test"]]
+
+                four_arms, ref_arms = arms(tag), arms(ref_tag)
+                four, ref = [r["test"][test] for r in four_arms], [r["test"][test] for r in ref_arms]
+                if not four:
+                    continue
+                pair = f"{train} → {test}" + (" (internal)" if train == test else " (external)")
+                if ref:
+                    lines.append(f"| {ref_tag} (muscle only) | {pair} | {len(ref)} | - | - | - | "
+                                 f"{_fmt([r['dice'] for r in ref], min)} | "
+                                 f"{_fmt([r['sma_err_mean_pct'] for r in ref], max)} | {_train_s(ref_arms)} | reference |")
+                dice = {t: [r["tissues"][t]["dice_mean"] for r in four if t in (r.get("tissues") or {})]
+                        for t in adipose}
+                verdicts = []
+                for t in adipose:
+                    if not dice[t]:
+                        verdicts.append(f"{t.upper()} not evaluated")
+                    else:
+                        met = statistics.fmean(dice[t]) >= TISSUE_TARGETS[t]
+                        verdicts.append(f"{t.upper()} {'met' if met else 'not met'}")
+                if ref:
+                    met = (statistics.fmean(r["dice"] for r in four) >= min(r["dice"] for r in ref)
+                           and statistics.fmean(r["sma_err_mean_pct"] for r in four)
+                           <= max(r["sma_err_mean_pct"] for r in ref))
+                    verdicts.append(f"muscle {'met' if met else 'not met'}")
+                else:
+                    verdicts.append(f"muscle: no {ref_tag} arm to compare")
+                lines.append(f"| {tag} (four tissues) | {pair} | {len(four)} | "
+                             + " | ".join(_fmt(dice[t], min) for t in adipose) + " | "
+                             f"{_fmt([r['dice'] for r in four], min)} | "
+                             f"{_fmt([r['sma_err_mean_pct'] for r in four], max)} | {_train_s(four_arms)} | "
+                             f"{', '.join(verdicts)} |")
+    return "\n".join(["Body composition (issue #18 targets: SAT and VAT Dice ≥ 0.95, IMAT ≥ 0.80, muscle no worse "
+                      "than the muscle-only model)", "", *lines, "", f"Rule: {MUSCLE_RULE}."])
 
 
 def finished_arms(out: Path) -> list[dict]:
@@ -278,8 +358,25 @@ def compare_reports(pairs: list[str]) -> str:
             ("max abs SMA error %", "sma_abs_error_percent_max", "{:.2f}"), ("flag accuracy", "accuracy", "{:.2f}")]
     lines = [header, "|---|" + "---|" * len(pairs)]
     for label, key, fmt in keys:
-        lines.append(f"| {label} | " + " | ".join(fmt.format(s["pooled"][key]) for s in summaries) + " |")
+        lines.append(f"| {label} | " + " | ".join("n/a" if s["pooled"].get(key) is None else fmt.format(s["pooled"][key])
+                                               for s in summaries) + " |")
+    lines += _compare_tissue_rows(summaries)
     return "\n".join(lines)
+
+
+def _compare_tissue_rows(summaries: list[dict]) -> list[str]:
+    """Per-tissue Dice rows (summary["tissues"], evaluation/tissues.py) when any report evaluated tissues;
+    "-" where a report did not (a muscle-only model)."""
+    names = {"muscle": "muscle", "imat": "IMAT", "vat": "VAT", "sat": "SAT"}
+    present = [t for t in names if any(t in (s.get("tissues") or {}) for s in summaries)]
+    rows = []
+    for t in present:
+        cells = []
+        for s in summaries:
+            value = ((s.get("tissues") or {}).get(t) or {}).get("dice_mean")
+            cells.append("-" if value is None else f"{value:.3f}")
+        rows.append(f"| {names[t]} Dice (mean, per tissue) | " + " | ".join(cells) + " |")
+    return rows
 
 
 def main() -> None:

@@ -422,6 +422,17 @@ def test_evaluation_reports_each_tissue_against_a_numpy_oracle(tmp_path):
     assert s["tissues"]["vat"]["dice_min"] < 1.0 and s["tissues"]["sat"]["dice_min"] == 1.0
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Tissue: VAT" in report and "## Tissue: SAT" in report and "## Tissue: IMAT" in report
+    vat_section = report.split("## Tissue: VAT")[1].split("## ")[0]
+    assert "![Bland–Altman VAT area](bland_altman_vat.png)" in vat_section  # each section shows its own plot
+    assert all((tmp_path / "out" / f"bland_altman_{t}.png").stat().st_size > 1000 for t in LABELS)
+    assert s["plots"]["Bland–Altman IMAT area"] == "bland_altman_imat.png"
+    assert report.count("bland_altman_vat.png") == 1  # not repeated in the Plots list
+    from sarco_nn.evaluation.tissues import console_line
+
+    line = console_line(s["tissues"])
+    assert line.startswith("per tissue (Dice mean / area bias / HU bias): Skeletal muscle ")
+    assert f"VAT {s['tissues']['vat']['dice_mean']:.3f} / {s['tissues']['vat']['area_agreement_cm2']['bias']:+.2f} cm²" in line
+    assert console_line({}) is None
     header = (tmp_path / "out" / "cases.csv").read_text().splitlines()[0].split(",")
     assert "vat_dice" in header and "imat_hu_error" in header
 

@@ -138,6 +138,68 @@ def test_table_has_per_tissue_dice_of_four_tissue_arms(bench):
     assert "| baseline | A → A (internal) | 1 | 0.800 |" in text
 
 
+def _tissues4_arm(seed: int, muscle_dice: float, sma_err: float, tissue_dice: dict[str, float]) -> dict:
+    arm = {**_arm("A", seed, muscle_dice), "arm": f"trainA_tissues4_seed{seed}", "lever": "tissues4"}
+    for fam in "AB":
+        arm["test"][fam]["sma_err_mean_pct"] = sma_err
+        arm["test"][fam]["tissues"] = {t: {"n": 2, "dice_mean": d, "dice_min": d - 0.01}
+                                       for t, d in {"muscle": muscle_dice, **tissue_dice}.items()}
+    return arm
+
+
+def test_body_composition_table_sets_four_tissue_arm_beside_muscle_only_with_targets(bench, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """The #18 table reads the arm JSON files run_arm writes: tissues4 beside the muscle-only seeds, each target judged."""
+    out = tmp_path / "results"
+    out.mkdir()
+    for seed, dice in ((0, 0.95), (1, 0.94)):
+        base = _arm("A", seed, dice)
+        base["test"]["A"]["sma_err_mean_pct"] = base["test"]["B"]["sma_err_mean_pct"] = 4.0 + seed
+        base["train_s"] = 340.0 + 20 * seed
+        (out / f"trainA_seed{seed}.json").write_text(json.dumps(base))
+    (out / "trainA_tissues4_seed0.json").write_text(json.dumps(
+        {**_tissues4_arm(0, 0.945, 4.5, {"sat": 0.97, "vat": 0.96, "imat": 0.70}), "train_s": 360.2}))
+    monkeypatch.setattr(sys, "argv", ["external_validation.py", "--table-only", "--train-on", "A", "--seeds", "0",
+                                      "--out", str(out), "--work", str(tmp_path / "work")])
+    bench.main()
+    text = capsys.readouterr().out
+    assert "Body composition (issue #18 targets" in text
+    assert "| baseline (muscle only) | A → A (internal) | 2 | - | - | - | 0.945 (worst 0.940) | 4.500 (worst 5.000) " \
+           "| 350 | reference |" in text
+    assert ("| tissues4 (four tissues) | A → B (external) | 1 | 0.970 | 0.960 | 0.700 | 0.945 | 4.500 | 360 | "
+            "SAT met, VAT met, IMAT not met, muscle met |") in text
+    assert "Body composition" in (out / "table.md").read_text()
+
+
+def test_body_composition_muscle_worse_than_every_muscle_only_seed_is_not_met(bench):
+    base = _arm("A", 0, 0.95)
+    four = _tissues4_arm(0, 0.90, 3.0, {"sat": 0.99, "vat": 0.99, "imat": 0.85})
+    line = next(l for l in bench.body_composition_table([base, four]).splitlines()
+                if l.startswith("| tissues4 (four tissues) | A → A"))
+    assert line.endswith("SAT met, VAT met, IMAT met, muscle not met |")
+    assert bench.body_composition_table([base]) == ""  # no four-tissue arm: no table
+    combined = {**four, "lever": "ctaug+tissues4"}  # compared with the ctaug arm, absent here
+    assert "muscle: no ctaug arm to compare" in bench.body_composition_table([base, combined])
+
+
+def test_compare_reports_shows_per_tissue_dice(bench, tmp_path):
+    tissues = {"muscle": {"dice_mean": 0.95}, "imat": {"dice_mean": 0.61}, "vat": {"dice_mean": 0.97},
+               "sat": {"dice_mean": 0.98}}
+    for name, t in (("four", tissues), ("muscle_only", None)):
+        (tmp_path / name).mkdir()
+        pooled = {"n": 12, "dice_mean": 0.9, "sma_abs_error_percent_mean": 2.0, "sma_abs_error_percent_max": 9.0,
+                  "accuracy": 1.0}
+        (tmp_path / name / "summary.json").write_text(json.dumps({"pooled": pooled, "tissues": t or {}}))
+    text = bench.compare_reports([f"internal={tmp_path / 'four'}", f"muscle-only={tmp_path / 'muscle_only'}"])
+    assert "| IMAT Dice (mean, per tissue) | 0.610 | - |" in text and "| SAT Dice (mean, per tissue) | 0.980 | - |" in text
+    plain = bench.compare_reports([f"x={tmp_path / 'muscle_only'}"])
+    assert "per tissue" not in plain
+    (tmp_path / "noclin").mkdir()  # evaluated without clinical.csv: no accuracy (null in summary.json)
+    (tmp_path / "noclin" / "summary.json").write_text(json.dumps({"pooled": {
+        "n": 2, "dice_mean": 0.9, "sma_abs_error_percent_mean": 2.0, "sma_abs_error_percent_max": 9.0, "accuracy": None}}))
+    assert "| flag accuracy | n/a |" in bench.compare_reports([f"x={tmp_path / 'noclin'}"])
+
+
 def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypatch):
     """ctaug reaches the plans the trainer reads, wideA trains on its own A-wide drop, tissues4 converts
     with the tissues kept and records per-tissue Dice; the training and prediction are stubbed."""

@@ -532,6 +532,7 @@ def _write_plots(rows: list[dict], summary: dict, inputs: dict[str, CaseInput], 
         dice_by_fold[r["fold"]].append(r["dice"])
     report.plot_fold_dice(dict(dice_by_fold), out_dir / "dice_per_fold.png")
     plots["Dice per fold"] = "dice_per_fold.png"
+    plots.update(tissues.write_plots(rows, summary.get("tissues"), out_dir))  # one per tissue section
     by_id = {r["case_id"]: r for r in rows}
     for case_id in summary["worst_cases"]:
         row, case = by_id[case_id], inputs[case_id]

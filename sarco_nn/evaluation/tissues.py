@@ -14,6 +14,7 @@ Rules (also in the report):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -94,10 +95,55 @@ def tissue_summary(rows: list[dict]) -> dict:
     return summary
 
 
-def report_lines(tissues: dict | None, fmt) -> list[str]:
-    """One markdown section per evaluated tissue (empty when no tissue beyond muscle was compared)."""
+def plot_key(tissue: str) -> str:
+    """The `plots` key (summary.json "plots", report.md) of a tissue's area Bland–Altman plot."""
+    return f"Bland–Altman {_NAMES.get(tissue, tissue)} area"
+
+
+def write_plots(rows: list[dict], tissues: dict | None, out_dir: Path) -> dict[str, str]:
+    """One area Bland–Altman plot per evaluated tissue (bland_altman_<tissue>.png); {plot_key: file}.
+
+    Why: the report's per-tissue section shows the agreement, not only its numbers (the SMA gets the same)."""
+    from sarco_nn.evaluation.report import plot_bland_altman
+
+    plots: dict[str, str] = {}
+    for tissue, t in (tissues or {}).items():
+        have = [r for r in rows if r.get(f"{tissue}_dice") is not None]
+        if not have:
+            continue
+        a = t["area_agreement_cm2"]
+        name = f"bland_altman_{tissue}.png"
+        plot_bland_altman([r[f"{tissue}_area_pred_cm2"] for r in have], [r[f"{tissue}_area_ref_cm2"] for r in have],
+                          Path(out_dir) / name, f"{_NAMES.get(tissue, tissue)} area", "cm²",
+                          _nan(a.get("bias")), _nan(a.get("loa_low")), _nan(a.get("loa_high")))
+        plots[plot_key(tissue)] = name
+    return plots
+
+
+def _nan(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def console_line(tissues: dict | None) -> str | None:
+    """The one line `sarco evaluate` prints per run for the tissues evaluated (None for muscle only), so
+    a four-tissue run shows IMAT/VAT/SAT where the muscle figures are shown, not only in report.md."""
+    if not tissues:
+        return None
+
+    def num(value, digits: int, sign: str = "") -> str:
+        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{sign}.{digits}f}"
+
+    parts = [f"{_NAMES.get(t, t)} {num(v['dice_mean'], 3)} / {num(v['area_agreement_cm2'].get('bias'), 2, '+')} cm² / "
+             f"{num(v['hu_bias'], 1, '+')} HU" for t, v in tissues.items()]
+    return "per tissue (Dice mean / area bias / HU bias): " + " · ".join(parts)
+
+
+def report_lines(tissues: dict | None, fmt, plots: dict[str, str] | None = None) -> list[str]:
+    """One markdown section per evaluated tissue (empty when no tissue beyond muscle was compared),
+    with its area Bland–Altman plot when `plots` holds it (`write_plots`)."""
     if not tissues:
         return []
+    plots = plots or {}
     lines = [f"Per-tissue rule: {TISSUE_RULE}.", ""]
     for tissue, t in tissues.items():
         a = t["area_agreement_cm2"]
@@ -111,9 +157,10 @@ def report_lines(tissues: dict | None, fmt) -> list[str]:
             f"{fmt(a['bias'])} | {fmt(a['loa_low'])} … {fmt(a['loa_high'])} | {fmt(a['icc_2_1'], 3)} | "
             f"{fmt(a['icc_3_1'], 3)} | {fmt(t['hu_bias'])} ({t['hu_n']}) |",
             "",
+            *([f"![{plot_key(tissue)}]({plots[plot_key(tissue)]})", ""] if plot_key(tissue) in plots else []),
         ]
     return lines
 
 
 __all__ = ["ALL_CASE_COLUMNS", "TISSUE_RULE", "carried_tissues", "case_columns", "case_tissue_metrics",
-           "report_lines", "tissue_summary"]
+           "console_line", "plot_key", "report_lines", "tissue_summary", "write_plots"]
