@@ -37,7 +37,7 @@ from sarco_nn.workspace import Workspace
 __all__ = [
     "ClassifierPredictions", "L3Location", "L3NotFound", "L3Training", "MergeResult", "MuscleMeasurement",
     "PredictOptions", "PredictResult", "TrainOptions", "WeightsCheck",
-    "check_weights", "classify_compare", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
+    "check_weights", "classify_compare", "evaluation_tissue_line", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
     "locate_l3", "measure", "phantom_family", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train",
     "train_l3",
 ]
@@ -475,6 +475,14 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
 
 
 # ----------------------------------------------------------------------------------- evaluate
+def evaluation_tissue_line(summary: Mapping[str, Any]) -> str | None:
+    """The one console line of an `evaluate` summary's tissues beyond muscle (None for muscle only):
+    Dice, area bias (cm²) and HU bias per tissue."""
+    from sarco_nn.evaluation.tissues import console_line
+
+    return console_line(summary.get("tissues"))
+
+
 def evaluate(predictions: PathLike | None = None, *, reference: PathLike | None = None,
              clinical: PathLike | None = None, output: PathLike | None = None,
              thresholds: str = DEFAULT_THRESHOLD_SET, images: PathLike | None = None,

@@ -90,10 +90,9 @@ def _print_summary(s: dict) -> None:
                f"LoA {f(s['sma_loa_low_cm2'])}..{f(s['sma_loa_high_cm2'])} cm², ICC(2,1) {f(s['sma_icc'], 3)}")
     typer.echo(f"sarcopenia: accuracy {f(s['accuracy'], pct=True)}, sensitivity {f(s['sensitivity'], pct=True)}, "
                f"specificity {f(s['specificity'], pct=True)}")
-    from sarco_nn.evaluation.tissues import console_line
-
-    if console_line(s.get("tissues")):
-        typer.echo(console_line(s.get("tissues")))
+    tissue_line = api.evaluation_tissue_line(s)
+    if tissue_line:
+        typer.echo(tissue_line)
     l3 = s.get("l3")
     if l3:
         at_annotated = (f", at the annotated slice {f(l3['sma_abs_error_percent_at_annotated_level'])} %"
