@@ -121,8 +121,8 @@ def case_row(case: HeldCase, sma: float, overlap: float | None, result, seconds:
             "abs_rel_error": f"{abs(sma - case.true_sma_cm2) / case.true_sma_cm2:.4f}",
             "dice": "" if overlap is None else f"{overlap:.4f}", "qc_score": f"{result.score:.4f}",
             "status": "review" if result.reasons else "ok",
-            "components": json.dumps({k: round(v, 3) for k, v in result.components.items()}),
-            "values": json.dumps({k: round(float(v), 4) for k, v in result.values.items()}),  # e.g. muscle_hu
+            "components": json.dumps({k: round(v, 4) for k, v in result.components.items()}),
+            "values": json.dumps({k: float(f"{float(v):.6g}") for k, v in result.values.items()}),  # --rescore reads them
             "seconds": f"{seconds:.2f}"}
 
 
@@ -155,8 +155,10 @@ def auroc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float(roc_auc_score(positive, score)) if 0 < positive.sum() < len(positive) else None
 
 
-def group_stats(err: np.ndarray, score: np.ndarray, review: np.ndarray) -> dict:
-    """Error, score and ranking of one group of cases (the whole set, a family, a failure)."""
+def group_stats(err: np.ndarray, score: np.ndarray, review: np.ndarray, rank: np.ndarray | None = None) -> dict:
+    """Error, score and ranking of one group of cases (the whole set, a family, a failure); `rank`: each
+    case's rank by score in the whole set (1 = most suspicious), since a group's own AUROC says nothing
+    about where it stands among the others (a group of nearly all large errors has hardly any pairs)."""
     large = err > LARGE_ERROR
     n_top = max(1, int(np.ceil(TOP_SHARE * len(err) - 1e-9)))  # 0.1 * 30 is 3.0000000000000004
     top = np.argsort(-score, kind="stable")[:n_top]
@@ -165,18 +167,20 @@ def group_stats(err: np.ndarray, score: np.ndarray, review: np.ndarray) -> dict:
            "large_error_share": share, "mean_qc_score": float(score.mean()), "review_share": float(review.mean()),
            "auroc": auroc(large, score), "top10_n": n_top, "top10_large_error_share": float(large[top].mean())}
     out["top10_enrichment"] = out["top10_large_error_share"] / share if share else None
+    out["median_rank"] = float(np.median(rank)) if rank is not None else None
     return out
 
 
 def summarise(rows: list[dict]) -> dict:
     """The whole set against the issue's targets, then the same figures per family, failure and both."""
-    from scipy.stats import spearmanr
+    from scipy.stats import rankdata, spearmanr
 
     err = np.array([float(r["abs_rel_error"]) for r in rows])
     score = np.array([float(r["qc_score"]) for r in rows])
     review = np.array([r["status"] == "review" for r in rows])
     large = err > LARGE_ERROR
-    out = {"large_error_threshold": LARGE_ERROR, **group_stats(err, score, review)}
+    rank = rankdata(-score, method="average")
+    out = {"large_error_threshold": LARGE_ERROR, **group_stats(err, score, review, rank)}
     out["n_cases"] = out.pop("n")
     target_top = min(1.0, TARGET_ENRICHMENT * out["large_error_share"])
     out["targets"] = {
@@ -194,7 +198,8 @@ def summarise(rows: list[dict]) -> dict:
     for key, of in (("families", lambda r: r["family"]), ("failures", lambda r: r["failure"]),
                     ("family_failure", lambda r: f"{r['family']}/{r['failure']}")):
         names = np.array([of(r) for r in rows])
-        out[key] = {name: group_stats(err[names == name], score[names == name], review[names == name])
+        out[key] = {name: group_stats(err[names == name], score[names == name], review[names == name],
+                                      rank[names == name])
                     for name in sorted(set(names))}
     return out
 
@@ -208,16 +213,17 @@ def summary_table(summary: dict) -> str:
     lines = [f"AUROC {fmt(summary['auroc'])} (target {t['auroc']}: {'met' if t['auroc_met'] else 'NOT met'}); "
              f"top {summary['top10_n']} by score hold {fmt(summary['top10_large_error_share'], True)} large errors "
              f"against {fmt(summary['large_error_share'], True)} overall (target {fmt(t['top10_large_error_share'], True)}: "
-             f"{'met' if t['top10_met'] else 'NOT met'})", "",
-             "| group | n | mean abs SMA error | large-error share | mean qc_score | review share | AUROC | top-10 % share |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{'met' if t['top10_met'] else 'NOT met'}); median rank: of the group's scores among all "
+             f"{summary['n_cases']} (1 = most suspicious)", "",
+             "| group | n | mean abs SMA error | large-error share | mean qc_score | review share | AUROC | top-10 % share "
+             "| median rank |", "|---|---|---|---|---|---|---|---|---|"]
     groups = [("all", {**summary, "n": summary["n_cases"]})]
     for key in ("families", "failures", "family_failure"):
         groups += list(summary[key].items())
     for name, g in groups:
         lines.append(f"| {name} | {g['n']} | {fmt(g['mean_abs_rel_error'], True)} | {fmt(g['large_error_share'], True)} | "
                      f"{fmt(g['mean_qc_score'])} | {fmt(g['review_share'], True)} | {fmt(g['auroc'])} | "
-                     f"{fmt(g['top10_large_error_share'], True)} |")
+                     f"{fmt(g['top10_large_error_share'], True)} | {fmt(g.get('median_rank'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -246,6 +252,65 @@ def read_done(out: Path, signature: dict) -> dict[str, dict]:
         return {r["case_id"]: r for r in csv.DictReader(f)}
 
 
+def write_summary(out: Path, rows: list[dict], model: dict) -> dict:
+    """summary.json and summary.md of scored rows, headed by the model they came from."""
+    summary = summarise(rows)
+    summary["model"] = model
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    text = summary_table(summary)
+    (out / "summary.md").write_text(f"model {model['folder']} folds {'+'.join(model['folds'])} "
+                                    f"(signature {model['signature']})\n\n{text}")
+    print(text)
+    return summary
+
+
+def rescore(out: Path) -> dict:
+    """Re-score cases.csv with today's sarco_nn.review.qc, no model needed: the score is a function of
+    the raw values (`score_values`). Values from the masks and probabilities are taken as stored (their
+    `measure` must be today's, MEASURE_VERSION); values from the CT alone (`ct_values`) are recomputed
+    from the regenerated held-out image, and the mask's area is the row's predicted SMA."""
+    from bench.qc_model import signature_key
+    from sarco_nn.errors import SarcoError
+    from sarco_nn.review.qc import MEASURE_VERSION, ct_values, score_values
+
+    cases_csv, signature_file = out / "cases.csv", out / "cases_model.json"
+    if not cases_csv.is_file() or not signature_file.is_file():
+        raise SarcoError("nothing to re-score: no cases.csv with its cases_model.json", path=out,
+                         fix="run bench/qc_bench.py without --rescore first")
+    signature = json.loads(signature_file.read_text())
+    held = signature.get("held", {})
+    if held.get("qc_measure_version", 1) != MEASURE_VERSION or held.get("cases_version") != CASES_VERSION:
+        raise SarcoError(f"cases.csv holds raw values of another qc measure or case set (not measure "
+                         f"{MEASURE_VERSION}, cases {CASES_VERSION})", path=cases_csv,
+                         fix="rerun bench/qc_bench.py without --rescore to predict them again")
+    with open(cases_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        case = held_case(int(row["case_id"].rsplit("_", 1)[1]), seed=held.get("seed", HELD_SEED),
+                         matrix=held.get("matrix", MATRIX))
+        values = {**json.loads(row["values"]), **ct_values(case.ct_hu, case.spacing_yx_mm),
+                  "mask_area_cm2": float(row["pred_sma_cm2"])}
+        result = score_values(values)
+        row.update({"qc_score": f"{result.score:.4f}", "status": "review" if result.reasons else "ok",
+                    "components": json.dumps({k: round(v, 4) for k, v in result.components.items()}),
+                    "values": json.dumps({k: float(f"{float(v):.6g}") for k, v in values.items()})})
+    with open(cases_csv, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CASE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    if "qc_measure_version" not in held:  # rows of measure 1 written before the key: they are today's
+        signature["held"] = {**held, "qc_measure_version": MEASURE_VERSION}
+        signature_file.write_text(json.dumps(signature, indent=2))
+    model = {"folder": signature["model"], "folds": signature["folds"], "signature": signature_key(signature),
+             "ensemble_of": [m["workspace"] for m in signature.get("ensemble_of", [])] or None}
+    before = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    summary = write_summary(out, rows, model)
+    if "fold_cost" in before:  # measured with the model; re-scoring does not change it
+        summary["fold_cost"] = before["fold_cost"]
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "qc")
@@ -261,11 +326,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu", help="torch device for prediction (cpu, cuda)")
     ap.add_argument("--mirroring", action="store_true", help="test-time mirroring, as `sarco predict` without --fast")
     ap.add_argument("--fold-cost", action="store_true", help="also time fold-by-fold vs nnU-Net's averaged ensemble")
+    ap.add_argument("--rescore", action="store_true",
+                    help="no prediction: recompute qc_score, status and components of --out's cases.csv from its "
+                         "stored raw values (the score is a function of them), then the summary")
     args = ap.parse_args(argv)
+    if args.rescore:
+        return rescore(args.out)
 
     import torch
 
     from bench.qc_model import model_signature, signature_key
+    from sarco_nn.review.qc import MEASURE_VERSION
     from sarco_nn.model_store import build_predictor, find_model
     from sarco_nn.workspace import Workspace
 
@@ -277,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model {model.folder.name}, folds {model.folds}", flush=True)
 
     held = {"seed": HELD_SEED, "matrix": MATRIX, "cases_version": CASES_VERSION, "mirroring": args.mirroring,
-            "columns": CASE_COLUMNS}
+            "columns": CASE_COLUMNS, "qc_measure_version": MEASURE_VERSION}
     signature = model_signature(model, ws, held)
     done = read_done(out, signature)
     cases_csv = out / "cases.csv"
@@ -300,16 +371,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{case_id} {case.family} {case.failure:14s} err {float(row['abs_rel_error']):6.1%} "
                   f"qc {result.score:.2f}", flush=True)
     rows = [done[f"held_{i:04d}"] for i in range(args.held)]
-    summary = summarise(rows)
-    summary["model"] = {"folder": model.folder.name, "folds": model.folds, "signature": signature_key(signature),
-                        "ensemble_of": [m["workspace"] for m in signature.get("ensemble_of", [])] or None}
+    info = {"folder": model.folder.name, "folds": model.folds, "signature": signature_key(signature),
+            "ensemble_of": [m["workspace"] for m in signature.get("ensemble_of", [])] or None}
+    summary = write_summary(out, rows, info)
     if args.fold_cost:
         summary["fold_cost"] = fold_cost(predictor)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    text = summary_table(summary)
-    (out / "summary.md").write_text(f"model {model.folder.name} folds {'+'.join(model.folds)} "
-                                    f"(signature {summary['model']['signature']})\n\n{text}")
-    print(text)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -220,6 +220,56 @@ def test_summary_top10_share_and_targets(qcb):
     assert nothing_large["auroc"] is None and nothing_large["targets"]["top10_met"] is False
 
 
+def _stored_rows(cases, qcb, tmp_path, held_extra=None):
+    """cases.csv + cases_model.json as a prediction run leaves them, for held_0000 (clean) and held_0002
+    (truncated field of view), with raw values of a confident model whose mask stops short of the border."""
+    import csv
+
+    values = {"fold_mean_dice": 0.97, "fold_sma_cv": 0.01, "entropy_area_ratio": 0.2, "plausibility_z": -0.5,
+              "edge_muscle_mm": 0.0, "muscle_hu": 40.0, "components": 6.0, "speck_share": 0.0, "asymmetry": 0.02}
+    rows = []
+    for i, err in ((0, 0.01), (2, 0.14)):
+        plan = cases.case_plan(i)
+        rows.append({"case_id": f"held_{i:04d}", "family": plan[0], "failure": plan[1], "sex": plan[2],
+                     "height_m": "1.700", "true_sma_cm2": "150.00", "pred_sma_cm2": f"{150 * (1 - err):.2f}",
+                     "abs_rel_error": f"{err:.4f}", "dice": "", "qc_score": "0.1000", "status": "ok",
+                     "components": "{}", "values": json.dumps(values), "seconds": "1.00"})
+    with open(tmp_path / "cases.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=qcb.CASE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    held = {"seed": cases.HELD_SEED, "matrix": cases.MATRIX, "cases_version": cases.CASES_VERSION, **(held_extra or {})}
+    (tmp_path / "cases_model.json").write_text(json.dumps({"model": "M", "folds": ["0", "1", "2"], "held": held}))
+
+
+def test_rescore_recomputes_the_score_from_stored_values_and_the_regenerated_ct(qcb, cases, tmp_path):
+    """--rescore: no model; the CT-only values (the patient's outline on the border) come from the
+    regenerated image, so the truncated case is found although its stored mask never touched the border."""
+    import csv
+
+    from sarco_nn.review.qc import MEASURE_VERSION, score_values
+
+    _stored_rows(cases, qcb, tmp_path)
+    summary = qcb.main(["--rescore", "--out", str(tmp_path)])
+    with open(tmp_path / "cases.csv", newline="", encoding="utf-8") as f:
+        clean, cut = list(csv.DictReader(f))
+    clean_v, cut_v = json.loads(clean["values"]), json.loads(cut["values"])
+    assert clean_v["edge_body_mm"] == 0.0 and cut_v["edge_body_mm"] > 100.0
+    assert cut_v["mask_area_cm2"] == float(cut["pred_sma_cm2"])
+    assert float(cut["qc_score"]) == pytest.approx(score_values(cut_v).score, abs=1e-4)
+    assert cut["status"] == "review" and clean["status"] == "ok"
+    assert json.loads(cut["components"])["fov_edge"] > 0.05
+    assert summary["auroc"] == 1.0 and (tmp_path / "summary.md").read_text().startswith("model M folds 0+1+2")
+    signature = json.loads((tmp_path / "cases_model.json").read_text())
+    assert signature["held"]["qc_measure_version"] == MEASURE_VERSION
+
+
+def test_rescore_refuses_values_of_another_measure(qcb, cases, tmp_path):
+    _stored_rows(cases, qcb, tmp_path, {"qc_measure_version": 999})
+    with pytest.raises(SarcoError, match="another qc measure"):
+        qcb.main(["--rescore", "--out", str(tmp_path)])
+
+
 # ---------------------------------------------------------------- end to end (tiny model)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sarco_nn.review.qc import REVIEW_THRESHOLD, WEIGHTS, CaseEvidence, qc_score
+from sarco_nn.review.qc import (REFERENCE_ERROR, REVIEW_THRESHOLD, CaseEvidence, measure, patient_outline, qc_score,
+                                score_values)
 from sarco_nn.status import Status, Verdict
 
 N = 128
@@ -71,7 +72,7 @@ def test_fold_disagreement_is_measured_and_named():
     probs = np.stack([_sharp(mask)[0]] * 3 + [_sharp(other)[0]] * 2)
     result = qc_score(_evidence(ct, mask, probs))
     assert result.values["fold_mean_dice"] < 0.9
-    assert result.components["fold_disagreement"] == 1.0
+    assert result.components["fold_disagreement"] >= REFERENCE_ERROR  # alone enough for review
     assert "qc_fold_disagreement" in _codes(result)
 
 
@@ -81,7 +82,7 @@ def test_single_model_uses_its_own_probabilities():
     sharp = qc_score(_evidence(ct, mask, _sharp(mask)))
     unsure = qc_score(_evidence(ct, mask, blurry))
     assert "fold_disagreement" not in unsure.components  # one model: no folds to compare
-    assert unsure.components["border_entropy"] == 1.0 and sharp.components["border_entropy"] == 0.0
+    assert unsure.components["border_entropy"] >= REFERENCE_ERROR and sharp.components["border_entropy"] == 0.0
     assert "qc_border_entropy" in _codes(unsure)
 
 
@@ -125,12 +126,79 @@ def test_low_muscle_is_the_disease_and_never_withholds_the_flag():
     assert not any(r.blocks_flag for r in result.reasons)
 
 
-def test_score_is_a_weighted_noisy_or_of_components():
+def test_score_is_the_estimated_error_against_the_reference_error():
+    """score = E / (E + REFERENCE_ERROR), E the components' sum: 0.5 (review) exactly at a 5 % estimated error."""
     ct, mask = _body()
     result = qc_score(_evidence(ct, mask, _sharp(mask), l3_confidence=0.4, muscle_hu_mean=200.0))
-    expected = 1 - np.prod([1 - WEIGHTS[n] * s for n, s in result.components.items()])
-    assert result.score == pytest.approx(expected)
-    assert result.components["l3_confidence"] == 1.0 and result.components["hu_implausible"] == 1.0
+    expected = sum(result.components.values())
+    assert result.expected_error == pytest.approx(expected)
+    assert result.score == pytest.approx(expected / (expected + REFERENCE_ERROR))
+    assert qc_score(_evidence(ct, mask, _sharp(mask))).score < REVIEW_THRESHOLD
+    # the members' SMAs spread by 5 % (their coefficient of variation): a 5 % estimated error, review
+    at_line = score_values({"fold_mean_dice": 0.99, "fold_sma_cv": REFERENCE_ERROR})
+    assert at_line.score == pytest.approx(0.5) and at_line.reasons
+    assert not score_values({"fold_mean_dice": 0.99, "fold_sma_cv": 0.8 * REFERENCE_ERROR}).reasons
+
+
+def test_score_is_a_function_of_the_raw_values():
+    """bench/qc_bench.py --rescore recomputes the score from stored values: it must be what predict writes."""
+    ct, mask = _body(half_width=80)
+    probs = np.stack([_sharp(mask)[0], np.where(np.roll(mask, 3, 1) > 0, 0.7, 0.2).astype(np.float32)])
+    ev = _evidence(ct, mask, probs, l3_confidence=0.6)
+    direct, again = qc_score(ev), score_values(measure(ev))
+    assert direct.score == again.score and direct.components == again.components
+    assert [r.code for r in direct.reasons] == [r.code for r in again.reasons]
+
+
+def test_score_keeps_resolving_where_the_old_ramps_saturated():
+    """Fold disagreement, border entropy and specks each raise the score further past the point where
+    a clipped ramp stopped at 1 (the old score sat at 0.99 for a whole family)."""
+    base = {"fold_mean_dice": 0.97, "fold_sma_cv": 0.01, "entropy_area_ratio": 0.2, "speck_share": 0.0}
+    for key, values in (("fold_mean_dice", [0.85, 0.75, 0.6]), ("fold_sma_cv", [0.06, 0.1, 0.2]),
+                        ("entropy_area_ratio", [0.5, 0.8, 1.2]), ("speck_share", [0.05, 0.1, 0.2])):
+        scores = [score_values({**base, key: v}).score for v in values]
+        assert all(a < b for a, b in zip(scores, scores[1:])), (key, scores)
+        assert scores[-1] < 0.99, (key, scores)
+
+
+def _with_table(ct: np.ndarray) -> np.ndarray:
+    """A 3-mm table under the patient reaching both sides of the image, as on most scanners."""
+    ct = ct.copy()
+    ct[N - 8:N - 6, :] = 0.0
+    return ct
+
+
+def test_table_reaching_the_image_sides_is_not_a_cut_body():
+    ct, mask = _body()
+    ct = _with_table(ct)
+    result = qc_score(_evidence(ct, mask, _sharp(mask, 3)))
+    assert result.values["edge_body_mm"] == 0.0 and result.components["fov_edge"] == 0.0
+    assert not patient_outline(ct, SPACING)[N - 8:N - 6].any()
+    assert result.reasons == []
+
+
+def test_cut_body_goes_to_review_even_when_the_mask_stops_short_of_the_border():
+    """The truncated-FOV failure the bench found: the model leaves the cut muscle out near the border,
+    so only the patient's outline on the border tells that muscle is missing."""
+    ct, mask = _body(half_width=80)  # wider than the 128-px image
+    ct = _with_table(ct)
+    mask = mask.copy()
+    mask[:, :6] = 0
+    mask[:, -6:] = 0  # the mask never touches the border
+    result = qc_score(_evidence(ct, mask, _sharp(mask, 3)))
+    assert result.values["edge_muscle_mm"] == 0.0 and result.values["edge_body_mm"] > 100.0
+    assert result.components["fov_edge"] >= REFERENCE_ERROR, result.components
+    assert {"qc_score_high", "qc_fov_edge"} <= _codes(result)
+    assert "body touches the image border" in next(r.message for r in result.reasons if r.code == "qc_fov_edge")
+
+
+def test_fov_term_grows_with_the_cut():
+    ct_wide, mask_wide = _body(half_width=80)
+    ct_less, mask_less = _body(half_width=68)
+    wide = qc_score(_evidence(ct_wide, mask_wide, _sharp(mask_wide, 3)))
+    less = qc_score(_evidence(ct_less, mask_less, _sharp(mask_less, 3)))
+    assert 0 < less.values["edge_body_mm"] < wide.values["edge_body_mm"]
+    assert 0 < less.components["fov_edge"] < wide.components["fov_edge"]
 
 
 def test_probabilities_on_another_grid_are_refused():

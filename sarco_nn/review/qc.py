@@ -1,37 +1,49 @@
 """Per-case quality score: which of 5 000 answers a person should look at first.
 
-``qc_score`` is in [0, 1], higher = more suspicious. It combines independent pieces of evidence,
-each first turned into a *suspicion* s in [0, 1] by a documented ramp, then weighted (w) and
-combined as a noisy-OR::
+Every piece of evidence is turned into an *estimate of the relative SMA error it implies* (a fraction
+of the SMA: 0.05 = 5 %), the estimates are added, and the score is that sum E against the error that
+counts as large (REFERENCE_ERROR, 5 %)::
 
-    qc_score = 1 - prod_i (1 - w_i * s_i)
+    qc_score = E / (E + REFERENCE_ERROR)        in [0, 1), higher = more suspicious
 
-so that one strong, specific sign (a mask cut by the field of view) is enough to reach review,
-while several weak signs add up. Components whose evidence is missing (no CT, no sex, a single
-model for fold disagreement) are left out, never guessed.
+so ``qc_score >= 0.5`` (REVIEW_THRESHOLD) means "an SMA error of 5 % or more is expected", and the
+score keeps ranking where evidence piles up (E = 20 % → 0.80, 50 % → 0.91, 200 % → 0.98) instead of
+sitting at 0.99 for a whole site, as clipped ramps combined by a noisy-OR did. Adding is the triangle
+inequality: independent error sources can at most add. Components whose evidence is missing (no CT,
+no sex, a single model for fold disagreement) are left out, never guessed.
 
-Components (name: measured value → ramp [start, full] → weight):
+Components (name: raw value → estimated error):
 
-- ``fold_disagreement``: max of (1 − mean pairwise Dice of the fold masks) → [0.02, 0.10] and the
-  coefficient of variation of the folds' SMAs → [0.01, 0.05]; w 0.9. Needs ≥ 2 folds.
-- ``border_entropy``: binary entropy (bits) of the averaged muscle probability, summed over the
-  unsure pixels (0.1 < p < 0.9: the blurred borders and doubtful islands) and divided by the
-  mask's pixel count: the share of the SMA the model is unsure about (works for one model from
-  its own probabilities) → [0.15, 0.40]; w 0.7.
-- ``sma_implausible``: |z| of SMA (or SMI when the height is known) against approximate adult L3
-  reference values for the sex (pooled when the sex is unknown) → [3, 5] SD; w 0.6.
-- ``fov_edge``: length (mm) of muscle touching the image border → [0, 20] mm, and half of the
-  body's lateral/anterior contact with the border → [0, 60] mm (a truncated abdomen); w 0.8.
-- ``hu_implausible``: distance (HU) of the mean muscle HU outside [−10, 80] → [0, 30]; w 0.6.
-- ``fragmentation``: share of the mask in specks (< 1 % of the mask each) → [0.01, 0.05], or
-  more than 14 components → [14, 24]; w 0.6.
-- ``asymmetry``: |L − R| / (L + R) of muscle about the body's midline → [0.15, 0.35]; w 0.6.
-- ``l3_confidence``: the L3 locator's confidence → [0.8, 0.4] (lower = more suspicious); w 0.7.
+- ``fold_disagreement``: the larger of the coefficient of variation of the members' SMAs (their SD)
+  and half the share of the mask the members dispute, 1 − mean pairwise Dice (a disputed pixel is
+  wrong for about half of them: DISPUTED_PIXEL_ERROR). Needs ≥ 2 folds.
+- ``border_entropy``: binary entropy (bits) of the averaged probability summed over the unsure pixels
+  (0.1 < p < 0.9) per mask pixel; a correct mask's soft edge already holds ENTROPY_SHARP_EDGE (0.25:
+  the clean in-distribution cases of the first half of bench/qc_bench.py's held-out set), each bit
+  beyond is half a pixel of expected error (ENTROPY_ERROR_PER_BIT). Works for one model.
+- ``fov_edge``: muscle lost outside the image, over the mask's area: a patient outline cut by the
+  image border over L mm hides the abdominal-wall muscle behind it, WALL_THICKNESS_MM (10 mm) × L;
+  muscle cut over L mm hides at least a half-disc on that chord, π/8 × L²; the larger counts. The
+  patient is the largest region above BODY_HU after an opening of TABLE_OPEN_MM (`patient_outline`),
+  so the table and sheets that reach the image's sides are not a cut body; the bottom row (table) is
+  not counted.
+- ``sma_implausible``: SMA (SMI when the height is known) z against approximate adult L3 references for
+  the sex; each SD beyond PLAUSIBLE_Z (2) is one REFERENCE_ERROR.
+- ``hu_implausible``: mean muscle HU outside [−10, 80]; each HU_PER_REFERENCE_ERROR (15 HU) beyond is
+  one REFERENCE_ERROR (fat or contrast-filled organs counted as muscle).
+- ``fragmentation``: the share of the mask in specks (islands < 1 % of it: area in doubt), plus one
+  REFERENCE_ERROR per MAX_PLAUSIBLE_PIECES pieces beyond the 14 an L3 slice's muscle groups make.
+- ``asymmetry``: |L − R| / (L + R) about the body's midline beyond NATURAL_ASYMMETRY (0.10): losing a
+  share f of one side gives |L − R| / (L + R) ≈ f / 2, which is the SMA error.
+- ``l3_confidence``: the L3 locator's confidence c below L3_SURE (0.8): (0.8 − c) / 0.8 × 15 % (one
+  vertebra off changes the SMA by 10–20 %).
 
-A case with ``qc_score >= REVIEW_THRESHOLD`` gets ``status = review`` through the reason
-``qc_score_high`` plus one reason per component that drove it. These are pure suspicion: they do
-not block the sarcopenia flag (``blocks_flag=False``); a person decides — except SMA/SMI 5 SD or
-more above the adult mean, or a mean HU far outside muscle's range (see `_withholds_flag`).
+`measure` turns a case's evidence into the raw values, `score_values` the raw values into the score
+(so bench/qc_bench.py --rescore can re-score stored values: the same numbers predict writes). A case
+at or above REVIEW_THRESHOLD gets ``status = review`` through ``qc_score_high`` plus one reason per
+component holding at least DRIVER_SHARE of E. These are pure suspicion: they do not block the
+sarcopenia flag (``blocks_flag=False``); a person decides — except SMA/SMI 5 SD or more above the
+adult mean, or a mean HU far outside muscle's range (see `_withholds_flag`).
 """
 
 from __future__ import annotations
@@ -43,16 +55,57 @@ import numpy as np
 
 from sarco_nn.status import Reason, Status, Verdict
 
-__all__ = ["CaseEvidence", "QcResult", "qc_score", "WEIGHTS", "REVIEW_THRESHOLD", "REFERENCE_L3"]
+__all__ = ["CaseEvidence", "QcResult", "qc_score", "measure", "score_values", "REVIEW_THRESHOLD", "REFERENCE_ERROR",
+           "REFERENCE_L3"]
 
-#: Score at or above which a case goes to review.
+#: What the raw values from the mask and probabilities (`measure`) are; bump when one is added or changes
+#: meaning (bench/qc_bench.py's signature). The CT-only values (`ct_values`) are refreshed on re-scoring.
+MEASURE_VERSION = 1
+
+#: The relative SMA error that counts as large (bench/qc_bench.py's line): the score is 0.5 there.
+REFERENCE_ERROR = 0.05
+
+#: Score at or above which a case goes to review: an estimated SMA error of REFERENCE_ERROR or more.
 REVIEW_THRESHOLD = 0.5
 
-#: Weight of each component in the noisy-OR (see the module docstring for what each measures).
-WEIGHTS: dict[str, float] = {
-    "fold_disagreement": 0.9, "border_entropy": 0.7, "sma_implausible": 0.6, "fov_edge": 0.8,
-    "hu_implausible": 0.6, "fragmentation": 0.6, "asymmetry": 0.6, "l3_confidence": 0.7,
-}
+#: border_entropy: share of the mask in soft-edge entropy that a correct mask's edge already has
+#: (a one-to-two-pixel transition band; 0.25 = the clean family-A cases of the first half of
+#: bench/qc_bench.py's held-out set, p50-p90 0.23-0.29), and the SMA error per bit beyond it (half a pixel).
+ENTROPY_SHARP_EDGE = 0.25
+ENTROPY_ERROR_PER_BIT = 0.5
+
+#: fold_disagreement: the share of a disputed pixel's area that is error (it is wrong for about half the members).
+DISPUTED_PIXEL_ERROR = 0.5
+
+#: sma_implausible: |z| up to which an SMA/SMI is a plausible adult value; each SD beyond adds REFERENCE_ERROR.
+PLAUSIBLE_Z = 2.0
+
+#: fov_edge: thickness (mm) of the abdominal-wall muscle behind a cut body outline (obliques and
+#: transversus at L3, about 10 mm in adults): the muscle lost per mm of outline on the border.
+WALL_THICKNESS_MM = 10.0
+
+#: hu_implausible: HU beyond PLAUSIBLE_MUSCLE_HU per REFERENCE_ERROR of error; HU_FAR_OUTSIDE or more withholds the flag.
+HU_PER_REFERENCE_ERROR = 15.0
+HU_FAR_OUTSIDE = 30.0
+
+#: fragmentation: an island under SPECK_SHARE of the mask is a speck; more pieces than MAX_PLAUSIBLE_PIECES
+#: (the L3 muscle groups, each possibly split) is odd.
+SPECK_SHARE = 0.01
+MAX_PLAUSIBLE_PIECES = 14
+
+#: asymmetry: |L - R| / (L + R) a healthy L3 slice shows at most; beyond it, the excess is area in doubt.
+NATURAL_ASYMMETRY = 0.10
+
+#: l3_confidence: confidence at or above which the level is taken as right; at 0 the error is WRONG_LEVEL_ERROR
+#: (one vertebra off changes the SMA by about 10-20 %).
+L3_SURE = 0.8
+WRONG_LEVEL_ERROR = 0.15
+
+#: A component is named as a reason when it holds at least this share of the estimated error.
+DRIVER_SHARE = 0.2
+
+#: Opening radius (mm) that detaches the table and sheets from the patient (patient_outline).
+TABLE_OPEN_MM = 5.0
 
 #: Approximate adult L3 reference (mean, SD) per sex: SMA in cm², SMI in cm²/m² (rounded from
 #: published healthy-adult cohorts; only used to spot values many SDs away, never to diagnose).
@@ -109,12 +162,14 @@ class CaseEvidence:
 
 @dataclass
 class QcResult:
-    """The score, each component's suspicion in [0, 1], the raw values, and the reasons to add."""
+    """The score, each component's estimated relative SMA error, the raw values, the reasons to add,
+    and the estimated error (the components' sum) the score is a function of."""
 
     score: float
     components: dict[str, float] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
     reasons: list[Reason] = field(default_factory=list)
+    expected_error: float = 0.0
 
     def apply(self, verdict: Verdict) -> Verdict:
         """Put the score and its reasons on a case's verdict (the results.csv status cells)."""
@@ -123,20 +178,18 @@ class QcResult:
         return verdict
 
 
-def _withholds_flag(component: str, suspicion: float, values: dict) -> bool:
+def _withholds_flag(component: str, values: dict) -> bool:
     """Suspicion alone never withholds the flag, except where the numbers cannot be muscle at all:
     SMA/SMI 5 SD or more ABOVE the adult mean (never below: low muscle is the disease itself), or a
     mean HU fully outside muscle's range (fat or air counted as muscle)."""
     if component == "sma_implausible":
         return values.get("plausibility_z", 0.0) >= 5.0
-    return component == "hu_implausible" and suspicion >= 1.0
+    if component == "hu_implausible" and "muscle_hu" in values:
+        lo, hi = PLAUSIBLE_MUSCLE_HU
+        return max(lo - values["muscle_hu"], values["muscle_hu"] - hi) >= HU_FAR_OUTSIDE
+    return False
 
-
-def _ramp(value: float, start: float, full: float) -> float:
-    """0 at `start`, 1 at `full` (either direction), linear between, clipped."""
-    if full == start:
-        return float(value >= full)
-    return float(np.clip((value - start) / (full - start), 0.0, 1.0))
+# ---------------------------------------------------------------- measurement: CaseEvidence -> raw values
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -145,35 +198,36 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
 
 
-def _fold_disagreement(probs: np.ndarray, spacing: tuple[float, float]) -> tuple[float, dict, str] | None:
+def _fold_values(probs: np.ndarray, spacing: tuple[float, float]) -> dict[str, float]:
+    """Agreement of the members' masks and of their SMAs (needs >= 2 members)."""
     if probs.shape[0] < 2:
-        return None
+        return {}
     masks = probs > 0.5
     mean_dice = float(np.mean([dice(a, b) for a, b in combinations(masks, 2)]))
     smas = masks.reshape(len(masks), -1).sum(1) * spacing[0] * spacing[1] / 100.0
-    cv = float(np.std(smas) / np.mean(smas)) if np.mean(smas) > 0 else 1.0
-    s = max(_ramp(1 - mean_dice, 0.02, 0.10), _ramp(cv, 0.01, 0.05))
-    return s, {"fold_mean_dice": mean_dice, "fold_sma_cv": cv}, f"mean Dice {mean_dice:.2f}, SMA CV {cv:.1%}"
+    mean = float(np.mean(smas))
+    cv = float(np.std(smas) / mean) if mean > 0 else 1.0
+    return {"fold_mean_dice": mean_dice, "fold_sma_cv": cv}
 
 
-def _border_entropy(probs: np.ndarray, mask: np.ndarray) -> tuple[float, dict, str]:
+def _probability_values(probs: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """entropy_area_ratio: binary entropy (bits) of the averaged muscle probability summed over the
+    unsure pixels (UNSURE_P: blurred borders, doubtful islands) / the mask's pixel count."""
     p = np.clip(probs.mean(0), 1e-6, 1 - 1e-6)
     entropy_bits = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
     unsure = (p > UNSURE_P[0]) & (p < UNSURE_P[1])  # faint background noise must not add up over the image
-    ratio = float(entropy_bits[unsure].sum() / max(int((mask > 0).sum()), 1))
-    return _ramp(ratio, 0.15, 0.40), {"entropy_area_ratio": ratio}, f"{ratio:.0%}"
+    return {"entropy_area_ratio": float(entropy_bits[unsure].sum() / max(int(mask.sum()), 1))}
 
 
-def _sma_implausible(ev: CaseEvidence) -> tuple[float, dict, str] | None:
+def _plausibility_values(ev: CaseEvidence) -> dict[str, float]:
     ref = REFERENCE_L3.get(ev.sex if ev.sex in ("M", "F") else None)
     if ev.smi_cm2_m2 is not None:
-        (mean, sd), value, name, unit = ref["smi"], ev.smi_cm2_m2, "SMI", "cm²/m²"
+        (mean, sd), value = ref["smi"], ev.smi_cm2_m2
     elif ev.sma_cm2 is not None:
-        (mean, sd), value, name, unit = ref["sma"], ev.sma_cm2, "SMA", "cm²"
+        (mean, sd), value = ref["sma"], ev.sma_cm2
     else:
-        return None
-    z = (value - mean) / sd
-    return _ramp(abs(z), 3.0, 5.0), {"plausibility_z": z}, f"{name} {value:.1f} {unit} is {z:+.1f} SD"
+        return {}
+    return {"plausibility_z": (value - mean) / sd}
 
 
 def _edge_contact_mm(region: np.ndarray, spacing: tuple[float, float], sides: str = "tblr") -> float:
@@ -190,95 +244,176 @@ def _edge_contact_mm(region: np.ndarray, spacing: tuple[float, float], sides: st
     return float(length)
 
 
-def _fov_edge(ev: CaseEvidence, mask: np.ndarray) -> tuple[float, dict, str]:
-    muscle_mm = _edge_contact_mm(mask, ev.spacing_yx_mm)
-    body_mm = 0.0
-    if ev.ct_hu is not None:  # the posterior edge (bottom row) is skipped: the table lies there
-        body_mm = _edge_contact_mm(ev.ct_hu > BODY_HU, ev.spacing_yx_mm, sides="tlr")
-    s = max(_ramp(muscle_mm, 0.0, 20.0), 0.5 * _ramp(body_mm, 0.0, 60.0))
-    detail = (f"muscle touches the image border over {muscle_mm:.0f} mm" if muscle_mm > 0
-              else f"the body touches the image border over {body_mm:.0f} mm")
-    return s, {"edge_muscle_mm": muscle_mm, "edge_body_mm": body_mm}, detail
+def patient_outline(ct_hu: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """The patient: the largest connected region above BODY_HU after an opening of TABLE_OPEN_MM, so
+    the table, sheets and cables (thin, often reaching the image's sides) are not the patient."""
+    from scipy import ndimage
+
+    body = ct_hu > BODY_HU
+    radius = np.maximum(1, np.round(TABLE_OPEN_MM / np.asarray(spacing, float))).astype(int)
+    yy, xx = np.mgrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
+    disc = (yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0
+    opened = ndimage.binary_opening(body, structure=disc)
+    labels, n = ndimage.label(opened)
+    if n == 0:
+        return opened
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == (int(np.argmax(sizes)) + 1)
 
 
-def _hu_implausible(ev: CaseEvidence, mask: np.ndarray) -> tuple[float, dict, str] | None:
+def ct_values(ct_hu: np.ndarray, spacing: tuple[float, float]) -> dict[str, float]:
+    """The raw values that need only the CT (no model): edge_body_mm, the length of the patient's
+    outline on the image's top, left and right borders (the bottom row is skipped: the table lies there).
+
+    Separate so bench/qc_bench.py --rescore can refresh them from the regenerated image."""
+    return {"edge_body_mm": _edge_contact_mm(patient_outline(ct_hu, spacing), spacing, sides="tlr")}
+
+
+def _fov_values(ev: CaseEvidence, mask: np.ndarray) -> dict[str, float]:
+    """Contact (mm) of the muscle and of the patient's outline with the image border, and the mask's area."""
+    out = {"edge_muscle_mm": _edge_contact_mm(mask, ev.spacing_yx_mm),
+           "mask_area_cm2": float(mask.sum()) * ev.spacing_yx_mm[0] * ev.spacing_yx_mm[1] / 100.0}
+    if ev.ct_hu is not None:
+        out.update(ct_values(ev.ct_hu, ev.spacing_yx_mm))
+    return out
+
+
+def _hu_values(ev: CaseEvidence, mask: np.ndarray) -> dict[str, float]:
     hu = ev.muscle_hu_mean
     if hu is None and ev.ct_hu is not None and mask.any():
         hu = float(ev.ct_hu[mask].mean())
-    if hu is None:
-        return None
-    lo, hi = PLAUSIBLE_MUSCLE_HU
-    outside = max(lo - hu, hu - hi, 0.0)
-    return _ramp(outside, 0.0, 30.0), {"muscle_hu": hu}, f"{hu:.0f}"
+    return {} if hu is None else {"muscle_hu": float(hu)}
 
 
-def _fragmentation(mask: np.ndarray) -> tuple[float, dict, str]:
+def _fragment_values(mask: np.ndarray) -> dict[str, float]:
     from scipy import ndimage
 
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     sizes = np.bincount(labels.ravel())[1:] if n else np.zeros(0, int)
     total = max(int(sizes.sum()), 1)
-    speck_share = float(sizes[sizes < 0.01 * total].sum() / total)
-    s = max(_ramp(speck_share, 0.01, 0.05), _ramp(float(n), 14, 24))
-    return s, {"components": float(n), "speck_share": speck_share}, f"{n} pieces, {speck_share:.1%} in specks"
+    return {"components": float(n), "speck_share": float(sizes[sizes < SPECK_SHARE * total].sum() / total)}
 
 
-def _asymmetry(ev: CaseEvidence, mask: np.ndarray) -> tuple[float, dict, str] | None:
+def _asymmetry_values(ev: CaseEvidence, mask: np.ndarray) -> dict[str, float]:
     body = ev.ct_hu > BODY_HU if ev.ct_hu is not None else mask
     if not body.any() or not mask.any():
-        return None
+        return {}
     midline = float(np.nonzero(body)[1].mean())
     cols = np.nonzero(mask)[1]
     left, right = float((cols < midline).sum()), float((cols >= midline).sum())
-    asym = abs(left - right) / (left + right)
-    return _ramp(asym, 0.15, 0.35), {"asymmetry": asym}, f"{asym:.0%}"
+    return {"asymmetry": abs(left - right) / (left + right)}
 
 
-def _l3(ev: CaseEvidence) -> tuple[float, dict, str] | None:
-    if ev.l3_confidence is None:
-        return None
-    c = float(ev.l3_confidence)
-    return _ramp(c, 0.8, 0.4), {"l3_confidence": c}, f"{c:.2f}"
-
-
-def qc_score(ev: CaseEvidence, threshold: float = REVIEW_THRESHOLD) -> QcResult:
-    """Score one case (see the module docstring for every component and its weight)."""
+def measure(ev: CaseEvidence) -> dict[str, float]:
+    """Every raw value the score is computed from (the `values` of QcResult; missing evidence: absent)."""
     mask = np.asarray(ev.mask) > 0
-    probs = None
+    values: dict[str, float] = {}
     if ev.fold_probabilities is not None:
         probs = np.asarray(ev.fold_probabilities, dtype=np.float32)
         probs = probs[None] if probs.ndim == 2 else probs
         if probs.shape[1:] != mask.shape:
             raise ValueError(f"fold probabilities {probs.shape[1:]} do not match the mask {mask.shape}")
-    found: dict[str, tuple[float, dict, str] | None] = {
-        "fold_disagreement": _fold_disagreement(probs, ev.spacing_yx_mm) if probs is not None else None,
-        "border_entropy": _border_entropy(probs, mask) if probs is not None else None,
-        "sma_implausible": _sma_implausible(ev),
-        "fov_edge": _fov_edge(ev, mask),
-        "hu_implausible": _hu_implausible(ev, mask),
-        "fragmentation": _fragmentation(mask),
-        "asymmetry": _asymmetry(ev, mask),
-        "l3_confidence": _l3(ev),
-    }
-    components, values, details = {}, {}, {}
-    keep = 1.0
-    for name, item in found.items():
-        if item is None:
-            continue
-        s, vals, detail = item
-        components[name], details[name] = s, detail
-        values.update(vals)
-        keep *= 1.0 - WEIGHTS[name] * s
-    score = float(1.0 - keep)
+        values.update(_fold_values(probs, ev.spacing_yx_mm))
+        values.update(_probability_values(probs, mask))
+    values.update(_plausibility_values(ev))
+    values.update(_fov_values(ev, mask))
+    values.update(_hu_values(ev, mask))
+    values.update(_fragment_values(mask))
+    values.update(_asymmetry_values(ev, mask))
+    if ev.l3_confidence is not None:
+        values["l3_confidence"] = float(ev.l3_confidence)
+    return {k: float(v) for k, v in values.items()}
+
+
+# ---------------------------------------------------------------- scoring: raw values -> estimated SMA error
+
+
+def _fold_term(v: dict) -> tuple[float, str] | None:
+    if "fold_mean_dice" not in v:
+        return None
+    e = max(v["fold_sma_cv"], DISPUTED_PIXEL_ERROR * (1.0 - v["fold_mean_dice"]))
+    return e, f"mean Dice {v['fold_mean_dice']:.2f}, SMA CV {v['fold_sma_cv']:.1%}"
+
+
+def _entropy_term(v: dict) -> tuple[float, str] | None:
+    if "entropy_area_ratio" not in v:
+        return None
+    e = ENTROPY_ERROR_PER_BIT * max(0.0, v["entropy_area_ratio"] - ENTROPY_SHARP_EDGE)
+    return e, f"{v['entropy_area_ratio']:.0%}"
+
+
+def _plausibility_term(v: dict) -> tuple[float, str] | None:
+    if "plausibility_z" not in v:
+        return None
+    z = v["plausibility_z"]
+    return REFERENCE_ERROR * max(0.0, abs(z) - PLAUSIBLE_Z), f"SMA/SMI {z:+.1f} SD from the adult mean"
+
+
+def _fov_term(v: dict) -> tuple[float, str]:
+    muscle_mm, body_mm = v.get("edge_muscle_mm", 0.0), v.get("edge_body_mm", 0.0)
+    area_mm2 = max(v.get("mask_area_cm2", 0.0) * 100.0, 1.0)
+    lost_mm2 = max(WALL_THICKNESS_MM * body_mm, np.pi / 8 * muscle_mm ** 2)
+    detail = (f"muscle touches the image border over {muscle_mm:.0f} mm" if muscle_mm > 0
+              else f"the body touches the image border over {body_mm:.0f} mm")
+    return lost_mm2 / area_mm2, detail
+
+
+def _hu_term(v: dict) -> tuple[float, str] | None:
+    if "muscle_hu" not in v:
+        return None
+    lo, hi = PLAUSIBLE_MUSCLE_HU
+    outside = max(lo - v["muscle_hu"], v["muscle_hu"] - hi, 0.0)
+    return REFERENCE_ERROR * outside / HU_PER_REFERENCE_ERROR, f"{v['muscle_hu']:.0f}"
+
+
+def _fragment_term(v: dict) -> tuple[float, str]:
+    n = int(v.get("components", 0))
+    e = v.get("speck_share", 0.0) + REFERENCE_ERROR * max(0.0, n - MAX_PLAUSIBLE_PIECES) / MAX_PLAUSIBLE_PIECES
+    return e, f"{n} pieces, {v.get('speck_share', 0.0):.1%} in specks"
+
+
+def _asymmetry_term(v: dict) -> tuple[float, str] | None:
+    if "asymmetry" not in v:
+        return None
+    return max(0.0, v["asymmetry"] - NATURAL_ASYMMETRY), f"{v['asymmetry']:.0%}"
+
+
+def _l3_term(v: dict) -> tuple[float, str] | None:
+    if "l3_confidence" not in v:
+        return None
+    c = v["l3_confidence"]
+    return WRONG_LEVEL_ERROR * float(np.clip((L3_SURE - c) / L3_SURE, 0.0, 1.0)), f"{c:.2f}"
+
+
+_TERMS = {"fold_disagreement": _fold_term, "border_entropy": _entropy_term, "sma_implausible": _plausibility_term,
+          "fov_edge": _fov_term, "hu_implausible": _hu_term, "fragmentation": _fragment_term,
+          "asymmetry": _asymmetry_term, "l3_confidence": _l3_term}
+
+
+def score_values(values: dict, threshold: float = REVIEW_THRESHOLD) -> QcResult:
+    """The score, components and reasons of one case's raw values (`measure`)."""
+    components, details = {}, {}
+    for name, term in _TERMS.items():
+        found = term(values)
+        if found is not None:
+            components[name], details[name] = float(found[0]), found[1]
+    expected = float(sum(components.values()))
+    score = expected / (expected + REFERENCE_ERROR)
     reasons: list[Reason] = []
     if score >= threshold:
-        drivers = sorted((n for n in components if WEIGHTS[n] * components[n] >= 0.2),
-                         key=lambda n: -WEIGHTS[n] * components[n])
+        drivers = sorted((n for n in components if components[n] >= DRIVER_SHARE * expected and components[n] > 0),
+                         key=lambda n: -components[n])
         names = ", ".join(drivers) or "several weak signs"
         reasons.append(Reason("qc_score_high", f"suspicion score {score:.2f} >= {threshold:.2f} (higher = more "
-                                               f"suspicious; {names}); look at the overlay before using the numbers",
+                                               f"suspicious; SMA error estimated at {expected:.0%}: {names}); look at "
+                                               "the overlay before using the numbers",
                               Status.REVIEW, blocks_flag=False))
         reasons.extend(Reason(f"qc_{n}", _MESSAGES[n].format(detail=details[n]), Status.REVIEW,
-                              blocks_flag=_withholds_flag(n, components[n], values))
+                              blocks_flag=_withholds_flag(n, values))
                        for n in drivers)
-    return QcResult(score, components, values, reasons)
+    return QcResult(score, components, dict(values), reasons, expected)
+
+
+def qc_score(ev: CaseEvidence, threshold: float = REVIEW_THRESHOLD) -> QcResult:
+    """Score one case: `measure` its raw values, then `score_values` (see the module docstring)."""
+    return score_values(measure(ev), threshold)
