@@ -35,7 +35,7 @@ import SimpleITK as sitk
 from sarco_nn.errors import InputError
 from sarco_nn.status import Reason, Status
 
-__all__ = ["body_region", "ct_reasons", "file_reasons", "reason_error", "refuse_unless_ct", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2"]
+__all__ = ["BODY_HU", "body_region", "ct_reasons", "file_reasons", "reason_error", "refuse_unless_ct", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2"]
 
 #: Widest body extent (cm) taken as plausible for an abdominal CT slice; beyond it the pixel spacing
 #: is wrong (the widest abdomens are about 60 cm).
@@ -44,8 +44,10 @@ MAX_BODY_EXTENT_CM: float = 80.0
 #: Smallest body cross-section (cm²): below it the slice holds no body (air, a table, noise).
 MIN_BODY_AREA_CM2: float = 0.5
 
-#: Above this a voxel is body (skin, fat, muscle, bone), below it air or lung.
-_BODY_HU = -500.0
+#: Above this a voxel is body (skin, fat, muscle, bone), below it air or lung (one bound for every
+#: "where is the body" question: the CT checks, the trunk rule, the QC outline).
+BODY_HU = -500.0
+_BODY_HU = BODY_HU
 _SOFT_TISSUE_HU = (-29.0, 150.0)
 _BONE_HU = 200.0
 #: Fewest soft-tissue voxels (fraction of the body) in a CT slice of a body at L3.

@@ -122,8 +122,7 @@ PLAUSIBLE_MUSCLE_HU: tuple[float, float] = (-10.0, 80.0)
 #: Probabilities in this open interval count as unsure for ``border_entropy``.
 UNSURE_P: tuple[float, float] = (0.1, 0.9)
 
-#: HU above which a pixel belongs to the body (air and most of the table are below).
-BODY_HU = -500.0
+from sarco_nn.ct_checks import BODY_HU  # noqa: E402  (the one body bound; air and most of the table are below)
 
 _MESSAGES: dict[str, str] = {
     "fold_disagreement": "the cross-validation folds disagree on this mask ({detail}); check the overlay",
