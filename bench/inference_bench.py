@@ -24,8 +24,16 @@ when that file exists, so a killed run resumes where it stopped (--force re-meas
 Run (idle machine, warm file cache; `taskset -c 0,1` gives the 2-core figures on a larger machine):
     taskset -c 0,1 python bench/inference_bench.py --presets cpu default --threads 2
     python bench/inference_bench.py --tiny --presets smoke   # plumbing check: timings meaningless
-    python bench/inference_bench.py --presets cpu --from-workspace WS --inference bf16   # one lever's timings
-    python bench/inference_bench.py --presets cpu --from-workspace WS --agreement DROP_A DROP_B
+
+Speed levers on a quiet machine (each arm < 3 min on 2 cores; WS = a trained `cpu`-preset workspace,
+e.g. bench_runs/external_validation/trainA_seed0/ws; DROP_A/B = held-out drops with truth, e.g.
+bench_runs/external_validation/data/test_A_12_512 and test_B_12_512):
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --agreement DROP_A DROP_B
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS   # the preset's (bf16)
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --inference bf16+whole \\
+        --configs 1-fold 5-folds
+    taskset -c 0,1 python bench/inference_bench.py --presets default --threads 2 --configs 1-fold-mirroring \\
+        --cases 3 --volumes 1 [--inference fp32 | bf16+whole]
 """
 
 from __future__ import annotations
@@ -370,26 +378,41 @@ def _agreement_arm(preset: str, model_folder: Path, drops: list[Path], levers: l
             per_case.append(case)
             print(f"  agreement {case['drop']}/{case['case']}: " + ", ".join(
                 f"{n} Dice {case[n]['dice_ref']:.4f}" for n in names[1:]), flush=True)
+    summary = _summarise(per_case, names)
+    for name, got in summary.items():
+        got["settings"] = predictors[name].sarco_settings.label()
+        got["by_drop"] = {Path(d).name: _summarise([c for c in per_case if c["drop"] == Path(d).name], [name, REFERENCE])[name]
+                          for d in drops}
+        # the rule holds pooled AND on every drop (family): a lever must not trade one family for another
+        got["may_be_default"] = _meets_rule(got, summary[REFERENCE]) and all(
+            _meets_rule(got["by_drop"][k], _summarise([c for c in per_case if c["drop"] == k], [REFERENCE])[REFERENCE])
+            for k in got["by_drop"])
+    return {"preset": preset, "config": "agreement", "model": str(model_folder), "folds": model.folds,
+            "drops": [str(d) for d in drops], "n": len(per_case), "rule": AGREEMENT_RULE, "levers": summary,
+            "cases": per_case, "total": summary[REFERENCE]["mean_cpu_s"]}
+
+
+def _summarise(per_case: list[dict], names: list[str]) -> dict[str, dict]:
+    """Per lever: means of the per-case figures, the worst agreement, and CPU speed-up vs the reference."""
     summary = {}
     for name in names:
         rows = [c[name] for c in per_case]
         mean = {k: statistics.mean(r[k] for r in rows) for k in ("dice_ref", "sma_diff_pct", "dice_truth",
                                                                  "sma_err_pct", "cpu_s")}
-        summary[name] = {**{f"mean_{k}": v for k, v in mean.items()},
+        summary[name] = {**{f"mean_{k}": v for k, v in mean.items()}, "n": len(rows),
                          "min_dice_ref": min(r["dice_ref"] for r in rows),
-                         "max_sma_diff_pct": max(r["sma_diff_pct"] for r in rows),
-                         "settings": predictors[name].sarco_settings.label()}
-    ref = summary[REFERENCE]
-    for name, got in summary.items():
-        got["speedup_cpu"] = ref["mean_cpu_s"] / got["mean_cpu_s"]
-        got["may_be_default"] = (
-            got["mean_dice_ref"] >= AGREEMENT_RULE["min_dice_vs_reference"]
+                         "max_sma_diff_pct": max(r["sma_diff_pct"] for r in rows)}
+    reference_cpu = statistics.mean(c[REFERENCE]["cpu_s"] for c in per_case)
+    for got in summary.values():
+        got["speedup_cpu"] = reference_cpu / got["mean_cpu_s"]
+    return summary
+
+
+def _meets_rule(got: dict, ref: dict) -> bool:
+    return (got["mean_dice_ref"] >= AGREEMENT_RULE["min_dice_vs_reference"]
             and got["mean_sma_diff_pct"] <= AGREEMENT_RULE["max_mean_abs_sma_diff_pct"]
             and got["mean_dice_truth"] >= ref["mean_dice_truth"] - AGREEMENT_RULE["max_truth_dice_drop"]
             and got["mean_sma_err_pct"] <= ref["mean_sma_err_pct"] + AGREEMENT_RULE["max_truth_sma_error_rise_pct"])
-    return {"preset": preset, "config": "agreement", "model": str(model_folder), "folds": model.folds,
-            "drops": [str(d) for d in drops], "n": len(per_case), "rule": AGREEMENT_RULE, "levers": summary,
-            "cases": per_case, "total": ref["mean_cpu_s"]}
 
 
 def print_agreement(row: dict) -> None:
@@ -403,6 +426,11 @@ def print_agreement(row: dict) -> None:
               f"| {r['mean_sma_diff_pct']:.2f} / {r['max_sma_diff_pct']:.2f} | {r['mean_dice_truth']:.4f} "
               f"| {r['mean_sma_err_pct']:.2f} | {r['mean_cpu_s']:.2f} | {r['speedup_cpu']:.2f}x "
               f"| {'yes' if r['may_be_default'] else 'no'} |")
+    print("\nper drop: Dice vs ref / abs SMA diff % / Dice vs truth / abs SMA error vs truth %\n")
+    for name, r in row["levers"].items():
+        print(f"- {name}: " + "; ".join(
+            f"{drop} {d['mean_dice_ref']:.4f} / {d['mean_sma_diff_pct']:.2f} / {d['mean_dice_truth']:.4f} / "
+            f"{d['mean_sma_err_pct']:.2f}" for drop, d in r.get("by_drop", {}).items()))
 
 
 # --------------------------------------------------------------------------- arms and table
@@ -485,7 +513,8 @@ def print_table(rows: list[dict], note: str) -> None:
         extra = f" (L3 found {r['l3_found']:.0%})" if "l3_found" in r else ""
         if r.get("measured") is not None and r["measured"] < r["n"]:
             extra += f" ({r['measured']}/{r['n']} measured)"
-        print(f"| {r['preset']} | {r['config']} | {r['input']}{extra} | {r['io_workers']} | {cells} "
+        settings = f" [{r['inference']}]" if r.get("inference") else ""
+        print(f"| {r['preset']} | {r['config']}{settings} | {r['input']}{extra} | {r['io_workers']} | {cells} "
               f"| **{r['total']:.3f}** |")
 
 
