@@ -131,9 +131,11 @@ def test_bf16_prediction_agrees_with_fp32_on_the_tiny_model(tiny_model):
 
     model = find_model(Workspace(tiny_model.workspace))
     fp32 = build_predictor(model, torch.device("cpu"), use_mirroring=False, settings=InferenceSettings(bf16=False))
-    bf16 = build_predictor(model, torch.device("cpu"), use_mirroring=False,
-                           settings=InferenceSettings(bf16=True, whole_slice=True))
-    assert bf16.sarco_settings.bf16 is cpu_bf16_supported() and bf16.sarco_settings.whole_slice
+    bf16 = build_predictor(model, torch.device("cpu"), use_mirroring=False, settings=InferenceSettings(bf16=True))
+    whole = build_predictor(model, torch.device("cpu"), use_mirroring=False,
+                            settings=InferenceSettings(bf16=True, whole_slice=True))
+    assert bf16.sarco_settings.bf16 is cpu_bf16_supported() and whole.sarco_settings.whole_slice
+    assert not fp32.sarco_settings.bf16 and fp32.tile_step_size == 0.5
     bf16.attach_bf16()  # exercised even on a CPU without native bf16 (there it is only slower)
     for path in sorted((tiny_model.held / "images").iterdir()):
         image = sitk.ReadImage(str(path))
@@ -141,8 +143,11 @@ def test_bf16_prediction_agrees_with_fp32_on_the_tiny_model(tiny_model):
         spacing = [10.0, *list(image.GetSpacing())[:2][::-1]]
         a = predict_folds(fp32, ct, {"spacing": spacing}).probabilities
         b = predict_folds(bf16, ct, {"spacing": spacing}).probabilities
-        assert a.shape == b.shape and np.abs(a - b).max() < 0.1
-        assert (a.argmax(0) == b.argmax(0)).mean() > 0.99
+        assert a.shape == b.shape and np.abs(a - b).max() < 0.05
+        confident = np.abs(a[1] - 0.5) > 0.05  # an untrained model's 0.5s may flip either way
+        assert (a.argmax(0) == b.argmax(0))[confident].mean() > 0.99
+        c = predict_folds(whole, ct, {"spacing": spacing}).probabilities  # another tiling: other numbers
+        assert c.shape == a.shape and np.allclose(c.sum(0), 1.0, atol=1e-3)
 
 
 @pytest.mark.slow  # needs the tiny trained model
