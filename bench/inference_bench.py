@@ -273,7 +273,8 @@ def _batch_arm(preset: str, ws, data: Path, kind: str, io_workers: int, l3_dir: 
         with open(results, newline="", encoding="utf-8") as handle:
             measured = sum(1 for r in csv.DictReader(handle) if r["mask"])
     return {"preset": preset, "config": f"{BATCH_CONFIG}, sarco predict", "input": kind, "io_workers": io_workers,
-            "inference": _preset_settings(ws).label(), "n": n, "measured": measured, "failed": failures, **{s: None for s in STAGES}, "total": wall / n}
+            "inference": _preset_settings(ws, args.device).label(), "n": n, "measured": measured, "failed": failures,
+            **{s: None for s in STAGES}, "total": wall / n}
 
 
 # --------------------------------------------------------------------------- inference settings
@@ -381,8 +382,8 @@ def _agreement_arm(preset: str, model_folder: Path, drops: list[Path], levers: l
     summary = _summarise(per_case, names)
     for name, got in summary.items():
         got["settings"] = predictors[name].sarco_settings.label()
-        got["by_drop"] = {Path(d).name: _summarise([c for c in per_case if c["drop"] == Path(d).name], [name, REFERENCE])[name]
-                          for d in drops}
+        got["by_drop"] = {k: _summarise([c for c in per_case if c["drop"] == k], [name, REFERENCE])[name]
+                          for k in (Path(d).name for d in drops)}
         # the rule holds pooled AND on every drop (family): a lever must not trade one family for another
         got["may_be_default"] = _meets_rule(got, summary[REFERENCE]) and all(
             _meets_rule(got["by_drop"][k], _summarise([c for c in per_case if c["drop"] == k], [REFERENCE])[REFERENCE])

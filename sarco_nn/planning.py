@@ -58,7 +58,8 @@ def apply_preset(plans: dict[str, Any], preset: dict[str, Any]) -> None:
     """Edit nnU-Net's 2d plan in place: patch cap/rounding, batch size, CT window, preset record."""
     _window_plans(plans)
     config = plans["configurations"][CONFIGURATION]
-    config["patch_size"] = _round_patch(config["patch_size"], preset.get("max_patch_size"), patch_divisors(config, preset))
+    divisors = patch_divisors(config, preset)
+    config["patch_size"] = _round_patch(config["patch_size"], preset.get("max_patch_size"), divisors)
     if preset.get("batch_size"):
         config["batch_size"] = int(preset["batch_size"])
     plans["sarco"] = {"preset": preset, "ct_window_hu": list(CT_WINDOW_HU)}

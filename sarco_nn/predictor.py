@@ -2,9 +2,10 @@
 
 Only hooks, no second sliding window: the tile step is nnU-Net's own `tile_step_size`; a whole-slice
 tile swaps the configuration's patch size for the duration of one
-`predict_sliding_window_return_logits` call (nnU-Net pads, tiles and Gaussian-weights with it as
-with the plan's patch, Gaussian weighting aside: one tile needs none); bf16 is `cpu_autocast`'s forward hooks on the network, so every tile and
-mirrored copy runs in bf16 and returns float32 logits to nnU-Net's accumulation.
+`predict_sliding_window_return_logits` call, so nnU-Net pads and tiles with it as with the plan's
+patch (without Gaussian weighting: one tile needs none); bf16 is `cpu_autocast`'s forward hooks on
+the network, so every tile and mirrored copy runs in bf16 and returns float32 logits to nnU-Net's
+accumulation.
 """
 
 from __future__ import annotations
