@@ -10,12 +10,30 @@ and copied to folds 0-4; one L3 localizer is trained for all presets. The stage 
 own functions (`sarco_nn.inference`: `_prepare_case`, `_segment_and_measure`, the write job) case
 by case, timing the library calls inside them; the batch arms time `sarco_nn.inference.predict`.
 
+Speed levers (`sarco_nn.inference_settings`: bf16 autocast, tile step, one whole-slice tile) are
+chosen with --inference NAME (one of LEVERS; `preset`: the model's own settings) for the stage arms;
+every row records the settings that computed it (`inference`) and its file name carries them. The
+agreement arm (--agreement DROP...) runs each lever and nnU-Net's reference (fp32, step 0.5) on
+held-out drops with truth (images/, masks/, truth.csv) and reports per lever: Dice and |SMA
+difference| against the reference, Dice and |SMA error| against the truth, the network's CPU
+seconds, and whether the lever may be a default (AGREEMENT_RULE).
+
 Every arm writes its own JSON under --results (default bench/results/inference/) and is skipped
 when that file exists, so a killed run resumes where it stopped (--force re-measures).
 
 Run (idle machine, warm file cache; `taskset -c 0,1` gives the 2-core figures on a larger machine):
     taskset -c 0,1 python bench/inference_bench.py --presets cpu default --threads 2
     python bench/inference_bench.py --tiny --presets smoke   # plumbing check: timings meaningless
+
+Speed levers on a quiet machine (each arm < 3 min on 2 cores; WS = a trained `cpu`-preset workspace,
+e.g. bench_runs/external_validation/trainA_seed0/ws; DROP_A/B = held-out drops with truth, e.g.
+bench_runs/external_validation/data/test_A_12_512 and test_B_12_512):
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --agreement DROP_A DROP_B
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS   # the preset's (bf16)
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --inference bf16+whole \\
+        --configs 1-fold 5-folds
+    taskset -c 0,1 python bench/inference_bench.py --presets default --threads 2 --configs 1-fold-mirroring \\
+        --cases 3 --volumes 1 [--inference fp32 | bf16+whole]
 """
 
 from __future__ import annotations
@@ -37,11 +55,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CONFIGS = [("1 fold", ["0"], False), ("5 folds", ["0", "1", "2", "3", "4"], False),
            ("5 folds + mirroring", ["0", "1", "2", "3", "4"], True)]
+#: Only when --configs names it: the `default` preset's target configuration.
+EXTRA_CONFIGS = [("1 fold + mirroring", ["0"], True)]
 #: The batch arms: the 5-fold ensemble without mirroring (the `cpu` target's configuration).
 BATCH_CONFIG = "5 folds"
 IO_WORKERS = (1, 2)
 STAGES = ("read", "l3", "network", "post", "write")
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "inference"
+#: The speed levers measured (InferenceSettings fields); "fp32" is nnU-Net's own setting, the reference.
+LEVERS: dict[str, dict[str, Any]] = {
+    "fp32": {"bf16": False},
+    "bf16": {"bf16": True},
+    "step1": {"bf16": False, "tile_step_size": 1.0},
+    "bf16+step1": {"bf16": True, "tile_step_size": 1.0},
+    "whole": {"bf16": False, "whole_slice": True},
+    "bf16+whole": {"bf16": True, "whole_slice": True},
+}
+REFERENCE = "fp32"
+#: When a lever may become a default: agreement with the reference and no loss against the truth.
+AGREEMENT_RULE = {"min_dice_vs_reference": 0.99, "max_mean_abs_sma_diff_pct": 0.5,
+                  "max_truth_dice_drop": 0.002, "max_truth_sma_error_rise_pct": 0.25}
+
+
+def lever_settings(name: str):
+    """The InferenceSettings of a lever (nnU-Net's defaults for every field it does not set)."""
+    from sarco_nn.inference_settings import InferenceSettings
+
+    return InferenceSettings(**LEVERS[name])
 
 
 def _slug(text: str) -> str:
@@ -194,7 +234,9 @@ def _stage_arm(preset: str, label: str, folds: list[str], mirroring: bool, kind:
     from sarco_nn.model_store import TrainedModel, build_predictor
 
     start = time.perf_counter()
-    predictor = build_predictor(TrainedModel(model_folder, folds), torch.device(args.device), use_mirroring=mirroring)
+    settings = None if args.inference == "preset" else lever_settings(args.inference)
+    predictor = build_predictor(TrainedModel(model_folder, folds), torch.device(args.device), use_mirroring=mirroring,
+                                settings=settings)
     load_s = time.perf_counter() - start
     ctx = _ReadContext(**{**ctx.__dict__, "predictor": predictor})
     fallback_ctx = _ReadContext(**{**fallback_ctx.__dict__, "predictor": predictor}) if fallback_ctx else None
@@ -205,7 +247,7 @@ def _stage_arm(preset: str, label: str, folds: list[str], mirroring: bool, kind:
         timings = [_time_case(scan, ctx, predictor, Path(tmp), clock, fallback_ctx) for scan in cases]
     mean = {s: statistics.mean(t[s] for t in timings) for s in STAGES}
     row = {"preset": preset, "config": label, "input": kind, "io_workers": 1, "n": len(cases),
-           "model_load_s": load_s, **mean, "total": sum(mean.values())}
+           "inference": predictor.sarco_settings.label(), "model_load_s": load_s, **mean, "total": sum(mean.values())}
     if kind == "volume":
         row["l3_found"] = sum(t["l3_found"] for t in timings) / len(timings)
     return row
@@ -231,7 +273,165 @@ def _batch_arm(preset: str, ws, data: Path, kind: str, io_workers: int, l3_dir: 
         with open(results, newline="", encoding="utf-8") as handle:
             measured = sum(1 for r in csv.DictReader(handle) if r["mask"])
     return {"preset": preset, "config": f"{BATCH_CONFIG}, sarco predict", "input": kind, "io_workers": io_workers,
-            "n": n, "measured": measured, "failed": failures, **{s: None for s in STAGES}, "total": wall / n}
+            "inference": _preset_settings(ws, args.device).label(), "n": n, "measured": measured, "failed": failures,
+            **{s: None for s in STAGES}, "total": wall / n}
+
+
+# --------------------------------------------------------------------------- inference settings
+
+def _preset_settings(ws, device: str = "cpu"):
+    """The effective settings `sarco predict` runs the workspace's model with (its preset's)."""
+    from sarco_nn.model_store import find_model, inference_settings
+
+    return inference_settings(find_model(ws), device.split(":")[0])
+
+
+def _arm_settings(model_folder: Path, args):
+    """The effective settings a stage arm runs with: --inference's lever, or the model's preset's."""
+    from sarco_nn.inference_settings import InferenceSettings
+
+    if args.inference != "preset":
+        return lever_settings(args.inference).effective(args.device.split(":")[0])
+    plans = json.loads((Path(model_folder) / "plans.json").read_text())
+    return InferenceSettings.of_plans(plans).effective(args.device.split(":")[0])
+
+
+# --------------------------------------------------------------------------- agreement arm
+
+def _truth_cases(drop: Path) -> list[tuple[Path, Path, float | None]]:
+    """(image, truth mask, true SMA in cm² or None) of a held-out drop (images/, masks/, and
+    truth.csv's true_sma_cm2 where the drop has one; else the SMA of the truth mask)."""
+    import csv
+
+    sma: dict[str, float] = {}
+    if (drop / "truth.csv").is_file():
+        with open(drop / "truth.csv", newline="", encoding="utf-8") as handle:
+            sma = {r["case_id"]: float(r["true_sma_cm2"]) for r in csv.DictReader(handle)}
+    out = []
+    for image in sorted((drop / "images").glob("*.nii.gz")):
+        if (drop / "masks" / image.name).is_file():
+            out.append((image, drop / "masks" / image.name, sma.get(image.name[: -len(".nii.gz")])))
+    return out
+
+
+def _dice(a, b) -> float:
+    import numpy as np
+
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def _agreement_arm(preset: str, model_folder: Path, drops: list[Path], levers: list[str], args) -> dict:
+    """Every lever against the reference (fp32, step 0.5) and the truth, case by case.
+
+    The slice goes through predict's own reading (`_prepare_case`: L3 choice, CT checks, nnU-Net's
+    preprocessing) and `predict_folds` (nnU-Net's ensemble); the muscle mask is the network's
+    (no postprocessing, which is a workspace decision, not a lever's)."""
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+
+    from sarco_nn.constants import MUSCLE_LABEL
+    from sarco_nn.inference import Scan, _prepare_case, _ReadContext
+    from sarco_nn.measure import sma_cm2
+    from sarco_nn.image_io import mask_to_source_geometry
+    from sarco_nn.model_store import TrainedModel, build_predictor, trained_folds
+    from sarco_nn.review.fold_ensemble import predict_folds
+
+    model = TrainedModel(model_folder, trained_folds(model_folder)[:1])
+    names = [REFERENCE] + [n for n in levers if n != REFERENCE]
+    predictors = {n: build_predictor(model, torch.device(args.device), use_mirroring=False, settings=lever_settings(n))
+                  for n in names}
+    base = dict(l3_slice=None, l3_rows={}, l3_from=None, locator="auto", l3_rule="centroid", l3_dir=Path("."), slab=1)
+    per_case: list[dict] = []
+    for drop in drops:
+        for image, truth_path, true_sma in _truth_cases(Path(drop))[: args.agreement_cases]:
+            scan = Scan(image.name[: -len(".nii.gz")], image)
+            truth_image = sitk.ReadImage(str(truth_path))
+            truth = sitk.GetArrayFromImage(truth_image).reshape(-1) == MUSCLE_LABEL
+            if true_sma is None:  # the truth mask's own area
+                true_sma = float(np.count_nonzero(truth)) * float(np.prod(truth_image.GetSpacing()[:2])) / 100.0
+            case = {"drop": Path(drop).name, "case": scan.case_id}
+            for name in names:
+                predictor = predictors[name]
+                prepared = _prepare_case(scan, _ReadContext(predictor=predictor, **base))
+                if prepared.error is not None:
+                    raise RuntimeError(f"{image}: {prepared.error}")
+                start = time.process_time()
+                folds = predict_folds(predictor, prepared.ct[None], {"spacing": prepared.spacing_zyx},
+                                      preprocessed=prepared.preprocessed)
+                cpu_s = time.process_time() - start
+                mask = folds.segmentation[0] == MUSCLE_LABEL
+                on_grid = sitk.GetImageFromArray(folds.segmentation)  # back to the file's geometry, as predict writes
+                on_grid.CopyInformation(prepared.slice_image)
+                in_file = sitk.GetArrayFromImage(mask_to_source_geometry(on_grid, prepared.source)).reshape(-1)
+                case[name] = {"mask": in_file == MUSCLE_LABEL, "cpu_s": cpu_s,
+                              "sma": sma_cm2(mask.astype(np.uint8), tuple(prepared.spacing_zyx[1:]))}
+            ref = case[REFERENCE]
+            for name in names:
+                got = case[name]
+                got.update(dice_ref=_dice(got["mask"], ref["mask"]),
+                           sma_diff_pct=100.0 * abs(got["sma"] - ref["sma"]) / max(ref["sma"], 1e-6),
+                           dice_truth=_dice(got["mask"], truth),
+                           sma_err_pct=100.0 * abs(got["sma"] - true_sma) / max(true_sma, 1e-6))
+            for name in names:
+                del case[name]["mask"]
+            per_case.append(case)
+            print(f"  agreement {case['drop']}/{case['case']}: " + ", ".join(
+                f"{n} Dice {case[n]['dice_ref']:.4f}" for n in names[1:]), flush=True)
+    summary = _summarise(per_case, names)
+    for name, got in summary.items():
+        got["settings"] = predictors[name].sarco_settings.label()
+        got["by_drop"] = {k: _summarise([c for c in per_case if c["drop"] == k], [name, REFERENCE])[name]
+                          for k in (Path(d).name for d in drops)}
+        # the rule holds pooled AND on every drop (family): a lever must not trade one family for another
+        got["may_be_default"] = _meets_rule(got, summary[REFERENCE]) and all(
+            _meets_rule(got["by_drop"][k], _summarise([c for c in per_case if c["drop"] == k], [REFERENCE])[REFERENCE])
+            for k in got["by_drop"])
+    return {"preset": preset, "config": "agreement", "model": str(model_folder), "folds": model.folds,
+            "drops": [str(d) for d in drops], "n": len(per_case), "rule": AGREEMENT_RULE, "levers": summary,
+            "cases": per_case, "total": summary[REFERENCE]["mean_cpu_s"]}
+
+
+def _summarise(per_case: list[dict], names: list[str]) -> dict[str, dict]:
+    """Per lever: means of the per-case figures, the worst agreement, and CPU speed-up vs the reference."""
+    summary = {}
+    for name in names:
+        rows = [c[name] for c in per_case]
+        mean = {k: statistics.mean(r[k] for r in rows) for k in ("dice_ref", "sma_diff_pct", "dice_truth",
+                                                                 "sma_err_pct", "cpu_s")}
+        summary[name] = {**{f"mean_{k}": v for k, v in mean.items()}, "n": len(rows),
+                         "min_dice_ref": min(r["dice_ref"] for r in rows),
+                         "max_sma_diff_pct": max(r["sma_diff_pct"] for r in rows)}
+    reference_cpu = statistics.mean(c[REFERENCE]["cpu_s"] for c in per_case)
+    for got in summary.values():
+        got["speedup_cpu"] = reference_cpu / got["mean_cpu_s"]
+    return summary
+
+
+def _meets_rule(got: dict, ref: dict) -> bool:
+    return (got["mean_dice_ref"] >= AGREEMENT_RULE["min_dice_vs_reference"]
+            and got["mean_sma_diff_pct"] <= AGREEMENT_RULE["max_mean_abs_sma_diff_pct"]
+            and got["mean_dice_truth"] >= ref["mean_dice_truth"] - AGREEMENT_RULE["max_truth_dice_drop"]
+            and got["mean_sma_err_pct"] <= ref["mean_sma_err_pct"] + AGREEMENT_RULE["max_truth_sma_error_rise_pct"])
+
+
+def print_agreement(row: dict) -> None:
+    print(f"\nagreement with {REFERENCE} (fp32, step 0.5), {row['n']} held-out slices, folds {row['folds']}; "
+          "CPU s = network CPU seconds per slice (a relative figure on a busy machine)\n")
+    print("| lever | settings | Dice vs ref (mean / min) | abs SMA diff % (mean / max) | Dice vs truth "
+          "| abs SMA error vs truth % | CPU s | speed-up | may be default |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in row["levers"].items():
+        print(f"| {name} | {r['settings']} | {r['mean_dice_ref']:.4f} / {r['min_dice_ref']:.4f} "
+              f"| {r['mean_sma_diff_pct']:.2f} / {r['max_sma_diff_pct']:.2f} | {r['mean_dice_truth']:.4f} "
+              f"| {r['mean_sma_err_pct']:.2f} | {r['mean_cpu_s']:.2f} | {r['speedup_cpu']:.2f}x "
+              f"| {'yes' if r['may_be_default'] else 'no'} |")
+    print("\nper drop: Dice vs ref / abs SMA diff % / Dice vs truth / abs SMA error vs truth %\n")
+    for name, r in row["levers"].items():
+        print(f"- {name}: " + "; ".join(
+            f"{drop} {d['mean_dice_ref']:.4f} / {d['mean_sma_diff_pct']:.2f} / {d['mean_dice_truth']:.4f} / "
+            f"{d['mean_sma_err_pct']:.2f}" for drop, d in r.get("by_drop", {}).items()))
 
 
 # --------------------------------------------------------------------------- arms and table
@@ -263,18 +463,46 @@ def bench_preset(preset: str, args) -> list[dict]:
     by_model = _ReadContext(l3_from=None, locator="model", **base)
     by_vertebrae = _ReadContext(l3_from=data / "volumes" / "vertebrae", locator="vertebrae", **base)
     rows = []
-    for label, folds, mirroring in CONFIGS:
+    tag = _slug(_arm_settings(model_folder, args).label())  # results are keyed by what computed them
+    for label, folds, mirroring in CONFIGS + EXTRA_CONFIGS:
+        if _slug(label) not in args.configs:
+            continue
         for kind, cases in (("slice", slices), ("volume", volumes)):
             if cases:
-                rows.append(_arm(results, f"{preset}__{_slug(label)}__{kind}", args.force, lambda: _stage_arm(
+                rows.append(_arm(results, f"{preset}__{_slug(label)}__{kind}__{tag}", args.force, lambda: _stage_arm(
                     preset, label, folds, mirroring, kind, model_folder, cases, by_model,
                     by_vertebrae if kind == "volume" else None, args)))
+    if args.inference != "preset" or _slug(BATCH_CONFIG) not in args.configs:  # predict: the preset's settings
+        return rows
+    tag = _slug(_preset_settings(ws, args.device).label())
     for io_workers in IO_WORKERS:
         for kind, cases in (("slice", slices), ("volume", volumes)):
             if cases:
-                rows.append(_arm(results, f"{preset}__batch-io{io_workers}__{kind}", args.force,
+                rows.append(_arm(results, f"{preset}__batch-io{io_workers}__{kind}__{tag}", args.force,
                                  lambda: _batch_arm(preset, ws, data, kind, io_workers, l3_dir, args)))
     return rows
+
+
+def agreement_main(args) -> int:
+    """The agreement arm alone: the model of --from-workspace (or the bench's own) on --agreement drops."""
+    work, results = args.work.resolve(), args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    preset = args.presets[0]
+    if args.from_workspace is not None:
+        found = sorted(Path(args.from_workspace).glob("nnUNet_results/*/*__*__2d/fold_*/checkpoint_final.pth"))
+        if not found:
+            raise SystemExit(f"no trained fold in {args.from_workspace}")
+        model_folder, source = found[0].parent.parent, Path(args.from_workspace)
+    else:
+        data = _data(work, args.train_cases, args.cases, args.volumes, args.matrix)
+        model_folder, source = _model(work, preset, data)[1], work
+    name = f"{preset}__agreement__{_slug(source.parent.name if source.name == 'ws' else source.name)}__" \
+           f"{_slug('-'.join(Path(d).name for d in args.agreement))}"
+    row = _arm(results, name, args.force, lambda: _agreement_arm(preset, model_folder, args.agreement, args.levers, args))
+    print_agreement(row)
+    if args.json:
+        args.json.write_text(json.dumps(row, indent=2))
+    return 0
 
 
 def print_table(rows: list[dict], note: str) -> None:
@@ -286,7 +514,8 @@ def print_table(rows: list[dict], note: str) -> None:
         extra = f" (L3 found {r['l3_found']:.0%})" if "l3_found" in r else ""
         if r.get("measured") is not None and r["measured"] < r["n"]:
             extra += f" ({r['measured']}/{r['n']} measured)"
-        print(f"| {r['preset']} | {r['config']} | {r['input']}{extra} | {r['io_workers']} | {cells} "
+        settings = f" [{r['inference']}]" if r.get("inference") else ""
+        print(f"| {r['preset']} | {r['config']}{settings} | {r['input']}{extra} | {r['io_workers']} | {cells} "
               f"| **{r['total']:.3f}** |")
 
 
@@ -306,6 +535,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help=f"one JSON per arm (default {DEFAULT_RESULTS}; --tiny: WORK/results)")
     parser.add_argument("--from-workspace", type=Path, help="time the trained model of this workspace (its "
                         "preset given by --presets) instead of training one: for quick checks")
+    parser.add_argument("--configs", nargs="+", default=[_slug(c[0]) for c in CONFIGS],
+                        choices=[_slug(c[0]) for c in CONFIGS + EXTRA_CONFIGS],
+                        help="ensembles to time (the batch arms run with 5-folds)")
+    parser.add_argument("--inference", default="preset", choices=["preset", *LEVERS],
+                        help="speed lever the stage arms run with (preset: the model's own settings)")
+    parser.add_argument("--agreement", type=Path, nargs="+", metavar="DROP",
+                        help="only the agreement arm: every lever vs fp32 step 0.5 and vs the truth on these "
+                             "held-out drops (images/, masks/, truth.csv)")
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS),
+                        help="levers the agreement arm compares")
+    parser.add_argument("--agreement-cases", type=int, default=12, help="slices per drop in the agreement arm")
     parser.add_argument("--force", action="store_true", help="re-measure arms whose JSON exists")
     parser.add_argument("--tiny", action="store_true", help="128² images, 1 slice, 1 volume, no warm-up, "
                                                             "a 2-step localizer: plumbing only")
@@ -322,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("nnUNet_def_n_proc", str(args.threads))
+    if args.agreement:
+        return agreement_main(args)
     rows = []
     for preset in args.presets:
         rows.extend(bench_preset(preset, args))

@@ -39,6 +39,7 @@ RESULT_COLUMNS = [
     "case_id", *STATUS_COLUMNS, "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
     "threshold_set", "threshold", "sarcopenic", "slice_index", "z_mm", "spacing_y_mm", "spacing_x_mm",
     "outside_trunk_cm2", "input", "input_fingerprint", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
+    "inference",
     *L3_RESULT_COLUMNS, "dicom_seg", "dicom_seg_note", *BODY_COMPOSITION_COLUMNS,
 ]
 #: Columns holding paths relative to the output folder (rewritten by predict-merge).
@@ -239,7 +240,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     from sarco_nn.constants import MUSCLE_HU_GATE
     from sarco_nn.l3.choose import read_l3_csv
     from sarco_nn.l3.localizer import default_model_dir
-    from sarco_nn.model_store import build_predictor, find_model
+    from sarco_nn.model_store import build_predictor, find_model, inference_settings
     from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
     from sarco_nn.thresholds import get_threshold_set
     from sarco_nn.devices import resolve_device
@@ -262,7 +263,10 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     l3_rows = read_l3_csv(l3_csv) if l3_csv else {}
     model = find_model(workspace, dataset, trainer, preset)
     decision = ensure_postprocessing(workspace, model)
+    torch_device = resolve_device(device, all_cpu_threads=True)
+    run_settings = inference_settings(model, torch_device.type)  # bf16 / tiles: results are keyed by them
     signature = {"model": str(model.folder), "folds": model.folds, "tta": not fast,
+                 "inference": run_settings.as_dict(),
                  "postprocessing": (decision or {}).get("postprocessing_fns", []), "thresholds": thresholds,
                  "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None,
                  "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab,
@@ -302,7 +306,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
 
     l3_dir = Path(l3_model_dir) if l3_model_dir else default_model_dir(workspace.root)
     needs_network = any(scan.problem is None for scan, _, _ in todo)
-    predictor = (build_predictor(model, resolve_device(device, all_cpu_threads=True), use_mirroring=not fast)
+    predictor = (build_predictor(model, torch_device, use_mirroring=not fast, settings=run_settings)
                  if needs_network else None)
     pp_functions = postprocessing_functions(decision)
     provenance = model.provenance()
@@ -351,6 +355,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             stem = _output_stem(scan.case_id, key, taken)
             row: dict[str, Any] = {"case_id": scan.case_id, "input": key, "input_fingerprint": fp,
                                    **provenance, "tta": _fmt(not fast and bool(predictor and predictor.use_mirroring)),
+                                   "inference": run_settings.label(),
                                    "threshold_set": threshold_set.name}
             verdict = Verdict()
             others = keys_by_case.setdefault(scan.case_id, set()) - {key}

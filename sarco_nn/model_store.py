@@ -87,13 +87,19 @@ def find_model(workspace: Workspace, dataset: str | int | None = None, trainer: 
     return TrainedModel(candidates[0], trained_folds(candidates[0]))
 
 
-def build_predictor(model: TrainedModel, device, use_mirroring: bool = True):
-    """nnU-Net's predictor, initialised by hand so checkpoints load with weights_only=True."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+def build_predictor(model: TrainedModel, device, use_mirroring: bool = True, settings=None):
+    """nnU-Net's predictor, initialised by hand so checkpoints load with weights_only=True.
+
+    settings: `InferenceSettings` to run with; None takes the model's preset's `inference` block
+    (`InferenceSettings.of_plans`). The predictor's `sarco_settings` are the effective ones (bf16
+    only where it runs): what `sarco predict` records with every result."""
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    from sarco_nn.inference_settings import InferenceSettings
     from sarco_nn.models.checkpoints import load_trainer_checkpoint
+    from sarco_nn.planning import patch_divisors
+    from sarco_nn.predictor import SarcoPredictor
     from sarco_nn.training.run import trainer_class
 
     plans_manager = PlansManager(str(model.folder / "plans.json"))
@@ -106,10 +112,24 @@ def build_predictor(model: TrainedModel, device, use_mirroring: bool = True):
         determine_num_input_channels(plans_manager, configuration_manager, dataset_json),
         plans_manager.get_label_manager(dataset_json).num_segmentation_heads, False)
     mirror_axes = checkpoints[0].get("inference_allowed_mirroring_axes")
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring and bool(mirror_axes),
-                                perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
-                                verbose_preprocessing=False, allow_tqdm=False)
+    settings = (settings or InferenceSettings.of_plans(plans_manager.plans)).effective(device.type)
+    preset = (plans_manager.plans.get("sarco") or {}).get("preset") or {}
+    predictor = SarcoPredictor(settings, patch_divisors(configuration_manager.configuration, preset),
+                               use_gaussian=True, use_mirroring=use_mirroring and bool(mirror_axes),
+                               perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
+                               verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(network, plans_manager, configuration_manager,
                                     [c["network_weights"] for c in checkpoints], dataset_json,
                                     checkpoints[0]["trainer_name"], mirror_axes)
+    if settings.bf16:
+        predictor.attach_bf16()
     return predictor
+
+
+def inference_settings(model: TrainedModel, device_type: str):
+    """The effective `InferenceSettings` `build_predictor` will run `model` with on `device_type`
+    (known before any weights load: `sarco predict`'s settings signature needs it)."""
+    from sarco_nn.inference_settings import InferenceSettings
+
+    plans = json.loads((model.folder / "plans.json").read_text())
+    return InferenceSettings.of_plans(plans).effective(device_type)

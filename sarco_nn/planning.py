@@ -44,14 +44,21 @@ def _round_patch(patch: list[int], cap: list[int] | None, divisors: list[int]) -
     return [max(d, int(round(p / d)) * d) for p, d in zip(capped, divisors)]
 
 
+def patch_divisors(config: dict[str, Any], preset: dict[str, Any]) -> list[int]:
+    """Per axis, what every trainer's input edge must be a multiple of (plan patch, whole-slice tile).
+
+    Every trainer (U-Net, ResEnc, SMIT) must accept the same patch, so this divides by all their
+    downsamplings; it also refuses bad SMIT network settings early."""
+    strides = config["architecture"]["arch_kwargs"]["strides"]
+    smit_divisor = smit_network_config(preset).size_divisor
+    return [math.lcm(math.prod(s[axis] for s in strides), smit_divisor) for axis in range(len(strides[0]))]
+
+
 def apply_preset(plans: dict[str, Any], preset: dict[str, Any]) -> None:
     """Edit nnU-Net's 2d plan in place: patch cap/rounding, batch size, CT window, preset record."""
     _window_plans(plans)
     config = plans["configurations"][CONFIGURATION]
-    strides = config["architecture"]["arch_kwargs"]["strides"]
-    # every trainer (U-Net, ResEnc, SMIT) must accept the same patch, so divide by all their downsamplings
-    smit_divisor = smit_network_config(preset).size_divisor  # also refuses bad network settings early
-    divisors = [math.lcm(math.prod(s[axis] for s in strides), smit_divisor) for axis in range(len(strides[0]))]
+    divisors = patch_divisors(config, preset)
     config["patch_size"] = _round_patch(config["patch_size"], preset.get("max_patch_size"), divisors)
     if preset.get("batch_size"):
         config["batch_size"] = int(preset["batch_size"])

@@ -79,7 +79,10 @@ def _invalid_field(preset: dict[str, Any]) -> str | None:
         return f"training.ct_augmentation {training['ct_augmentation']!r} must be true or false (CT site-shift augmentation)"
     if training.get("time_budget_s") is not None and not _positive_number(training["time_budget_s"]):
         return f"training.time_budget_s {training['time_budget_s']!r} must be null or a positive number of seconds"
-    return None
+    from sarco_nn.inference_settings import invalid_inference_block
+
+    problem = invalid_inference_block(preset.get("inference"))
+    return f"inference: {problem}" if problem else None
 
 
 def plans_identifier(preset_name: str) -> str:
