@@ -38,7 +38,8 @@ KEY_COLUMN = "input"
 RESULT_COLUMNS = [
     "case_id", *STATUS_COLUMNS, "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
     "threshold_set", "threshold", "sarcopenic", "slice_index", "z_mm", "spacing_y_mm", "spacing_x_mm",
-    "input", "input_fingerprint", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
+    "input", "input_fingerprint", "clinical_fingerprint", "mask", "overlay", "trainer", "plans", "folds",
+    "pretrained", "tta",
     *L3_RESULT_COLUMNS, "dicom_seg", "dicom_seg_note", *BODY_COMPOSITION_COLUMNS,
 ]
 #: Columns holding paths relative to the output folder (rewritten by predict-merge).
@@ -233,7 +234,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     `io_workers` threads read the next cases and write finished ones while the network runs
     (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
     """
-    from sarco_nn.clinical import read_clinical_csv
+    from sarco_nn.clinical import clinical_fingerprint, read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
     from sarco_nn.l3.choose import read_l3_csv
     from sarco_nn.l3.localizer import default_model_dir
@@ -293,6 +294,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         done = rows.get(key)
         if (not other_settings and done and is_finished(done.get("status")) and fp
                 and done.get("input_fingerprint") == fp and (out_dir / done.get("mask", "")).is_file()
+                and done.get("clinical_fingerprint", "") == clinical_fingerprint(clinical.get(scan.case_id))
                 and done.get("mask")):
             continue
         todo.append((scan, key, fp))
@@ -347,6 +349,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         for (scan, key, fp), prepared in tqdm(reads, desc="predict", unit="scan", disable=not progress):
             stem = _output_stem(scan.case_id, key, taken)
             row: dict[str, Any] = {"case_id": scan.case_id, "input": key, "input_fingerprint": fp,
+                                   "clinical_fingerprint": clinical_fingerprint(clinical.get(scan.case_id)),
                                    **provenance, "tta": _fmt(not fast and bool(predictor and predictor.use_mirroring)),
                                    "threshold_set": threshold_set.name}
             verdict = Verdict()
