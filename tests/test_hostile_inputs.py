@@ -106,3 +106,18 @@ def test_rerun_with_a_corrected_clinical_csv_recomputes_the_patient_facts(tiny_m
         row = {r["case_id"]: r for r in csv.DictReader(handle)}[first]
     assert row["status"] != "failed", row["reasons"]
     assert (row["sex"], row["height_m"]) == ("F", "1.62") and row["smi_cm2_m2"] != ""
+
+
+def test_a_ten_mm_pixel_slice_is_refused_naming_its_file(tmp_path):
+    from sarco_nn.errors import InputError
+    from sarco_nn.image_io import load_axial_slice
+
+    arr = np.full((1, 64, 64), -1000, np.int16)
+    arr[0, 16:48, 16:48] = 40
+    arr[0, 30:34, 30:34] = 400
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((10.0, 10.0, 3.0))
+    sitk.WriteImage(img, str(tmp_path / "coarse.nii.gz"))
+    with pytest.raises(InputError) as error:
+        load_axial_slice(tmp_path / "coarse.nii.gz")
+    assert error.value.path == str(tmp_path / "coarse.nii.gz") and "10.0" in str(error.value)
