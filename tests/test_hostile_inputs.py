@@ -121,3 +121,17 @@ def test_a_ten_mm_pixel_slice_is_refused_naming_its_file(tmp_path):
     with pytest.raises(InputError) as error:
         load_axial_slice(tmp_path / "coarse.nii.gz")
     assert error.value.path == str(tmp_path / "coarse.nii.gz") and "10.0" in str(error.value)
+
+
+def test_evaluate_flags_a_multi_organ_reference_instead_of_taking_it_as_truth(tmp_path):
+    for side in ("pred", "ref"):
+        (tmp_path / side).mkdir()
+    _label_map(tmp_path / "pred" / "c1.nii.gz", {1: 100})
+    _label_map(tmp_path / "ref" / "c1.nii.gz", {1: 60, 5: 60, 6: 40})  # spleen 1, liver 5, stomach 6
+    result = sarco_inprocess("evaluate", tmp_path / "pred", "--reference", tmp_path / "ref", "-o", tmp_path / "rep")
+    assert result.code == 0, result.output
+    import csv
+
+    with open(tmp_path / "rep" / "cases.csv", newline="", encoding="utf-8") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["status"] == "review" and row["reasons"].startswith("unknown_labels: reference holds label value(s) 5, 6")
