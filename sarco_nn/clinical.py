@@ -6,6 +6,7 @@ value), so a user fixes the spreadsheet in one go.
 
 Format: UTF-8 (an Excel BOM is fine), comma-, semicolon- or tab-separated, a header row with at
 least `case_id, sex, height_m`; optional `weight_kg, age, sarcopenic`; other columns are ignored.
+Cells reading NA, N/A, NaN, null, unknown, ?, - or . are missing values (as an empty cell).
 A row with more filled cells than the header has columns is refused: in a comma-separated file a
 decimal comma ("1,76") splits one value into two, and the row would silently read height 1 m.
 """
@@ -26,6 +27,10 @@ from sarco_nn.thresholds import normalise_sex
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("case_id", "sex", "height_m")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("weight_kg", "age", "sarcopenic")
+
+#: Cells that spell "not known" (R writes NA, pandas NaN, spreadsheets N/A or -): read as empty, so the
+#: case gets no SMI or flag from that value (as for an empty cell) instead of refusing the whole file.
+_MISSING_TOKENS = frozenset({"na", "n/a", "nan", "null", "none", "unknown", "?", "-", "."})
 
 _BOOL_CODES = {"1": True, "true": True, "yes": True, "y": True, "0": False, "false": False, "no": False, "n": False}
 
@@ -103,6 +108,8 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
         if not any(cell.strip() for cell in row):
             continue
         cell = {name: (row[i].strip() if i < len(row) else "") for name, i in column.items()}
+        cell = {name: "" if name != "case_id" and value.lower() in _MISSING_TOKENS else value
+                for name, value in cell.items()}
         case_id = cell["case_id"]
         if not case_id:
             problems.append(f"row {row_number}: empty case_id")

@@ -115,3 +115,11 @@ def test_height_below_half_a_metre_is_a_unit_slip(tmp_path):
 def test_tab_separated_file_is_read(tmp_path):
     path = csv_file(tmp_path, "case_id\tsex\theight_m\na\tF\t1.6\n")
     assert read_clinical_csv(path)["a"].height_m == 1.6
+
+
+def test_na_tokens_are_missing_values_not_errors(tmp_path):
+    # R writes NA, pandas NaN: the case gets no SMI / flag from them, the file is not refused
+    path = csv_file(tmp_path, "case_id,sex,height_m,weight_kg\na,NA,NA,nan\nb,F,N/A,-\n")
+    records = read_clinical_csv(path)
+    assert (records["a"].sex, records["a"].height_m, records["a"].weight_kg) == (None, None, None)
+    assert (records["b"].sex, records["b"].height_m) == ("F", None)
