@@ -240,7 +240,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     from sarco_nn.l3.localizer import default_model_dir
     from sarco_nn.model_store import build_predictor, find_model
     from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
-    from sarco_nn.thresholds import get_threshold_set
+    from sarco_nn.hashing import file_identity
+    from sarco_nn.thresholds import get_threshold_set, threshold_identity
     from sarco_nn.devices import resolve_device
 
     if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
@@ -262,8 +263,9 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     model = find_model(workspace, dataset, trainer, preset)
     decision = ensure_postprocessing(workspace, model)
     signature = {"model": str(model.folder), "folds": model.folds, "tta": not fast,
-                 "postprocessing": (decision or {}).get("postprocessing_fns", []), "thresholds": thresholds,
-                 "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None,
+                 "postprocessing": (decision or {}).get("postprocessing_fns", []),
+                 "thresholds": threshold_identity(thresholds),
+                 "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": file_identity(l3_csv) if l3_csv else None,
                  "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab}
     if parts is not None:
         signature.update(part=part, parts=parts)
