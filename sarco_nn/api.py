@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
-from sarco_nn.errors import SarcoError
+from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.l3.result import L3Location, L3NotFound
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET
@@ -37,7 +37,7 @@ from sarco_nn.workspace import Workspace
 __all__ = [
     "ClassifierPredictions", "L3Location", "L3NotFound", "L3Training", "MergeResult", "MuscleMeasurement",
     "PredictOptions", "PredictResult", "TrainOptions", "WeightsCheck",
-    "check_weights", "classify_compare", "evaluation_tissue_line", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
+    "cases_without_clinical", "check_weights", "classify_compare", "evaluation_tissue_line", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
     "locate_l3", "measure", "phantom_family", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train",
     "train_l3",
 ]
@@ -116,7 +116,10 @@ def plan(dataset: str | int | None = None, *, preset: str = "default", processes
     from sarco_nn.presets import load_preset, plans_identifier
 
     preset_name = load_preset(preset)["name"]  # refuse an unknown preset before touching the workspace
-    ws = _ws(workspace).activate()
+    ws = _ws(workspace)
+    if dataset is not None or not ws.datasets():
+        ws.dataset_name(dataset)  # no dataset (or an unknown one): say so before creating any folder
+    ws = ws.activate()
     if dataset is None:
         identifier = plans_identifier(preset_name)
         names = [n for n in ws.datasets().values() if not (ws.preprocessed / n / f"{identifier}.json").exists()]
@@ -306,6 +309,9 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
     """
     from sarco_nn.inference import predict as run_predict
 
+    if Path(output).exists() and not Path(output).is_dir():  # before any model is loaded
+        raise InputError("the output is a file, not a folder", output,
+                         "give -o a new or empty folder (predict writes masks/, overlays/ and results.csv into it)")
     o = options
     results, failed = run_predict(
         _ws(workspace), Path(inputs), Path(output), dataset=o.dataset, trainer=o.trainer, preset=o.preset,
@@ -315,6 +321,28 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
         l3_model_dir=_path(o.l3_model_dir), part=o.part, parts=o.parts, dicom_seg=o.dicom_seg,
         io_workers=o.io_workers, trunk_only=o.trunk_only)
     return PredictResult(Path(results), int(failed), _failed_reasons(Path(results), Path(inputs)) if failed else ())
+
+
+def cases_without_clinical(inputs: PathLike, clinical_csv: PathLike) -> list[tuple[str, str | None]]:
+    """(case id, the CSV's id that differs only in letter case, or None) of each scan in `inputs`
+    that `clinical_csv` has no row for: `predict` would give it no SMI and no flag.
+
+    Why: case ids are matched exactly, so 'CASE_000' in the CSV silently matched no scan.
+
+    Example:
+        >>> cases_without_clinical("scans/", "clinical.csv")  # doctest: +SKIP
+        [('case_000', 'CASE_000')]
+    """
+    import os
+
+    from sarco_nn.clinical import read_clinical_csv
+    from sarco_nn.inference import discover_scans
+
+    table = read_clinical_csv(clinical_csv)
+    lowered = {case.lower(): case for case in table}
+    csv_path = os.path.abspath(clinical_csv)
+    return [(s.case_id, lowered.get(s.case_id.lower())) for s in discover_scans(Path(inputs))
+            if s.case_id and s.case_id not in table and os.path.abspath(s.path) != csv_path]
 
 
 def _failed_reasons(results_csv: Path, inputs: Path) -> tuple[str, ...]:

@@ -4,8 +4,11 @@ Why strict: a height in centimetres or an unknown sex code would silently give a
 factor of 10 000 or the wrong cutoff. Every problem in the file is reported at once (row and
 value), so a user fixes the spreadsheet in one go.
 
-Format: UTF-8 (an Excel BOM is fine), comma- or semicolon-separated, a header row with at least
-`case_id, sex, height_m`; optional `weight_kg, age, sarcopenic`; other columns are ignored.
+Format: UTF-8 (an Excel BOM is fine), comma-, semicolon- or tab-separated, a header row with at
+least `case_id, sex, height_m`; optional `weight_kg, age, sarcopenic`; other columns are ignored.
+Cells reading NA, N/A, NaN, null, unknown, ?, - or . are missing values (as an empty cell).
+A row with more filled cells than the header has columns is refused: in a comma-separated file a
+decimal comma ("1,76") splits one value into two, and the row would silently read height 1 m.
 """
 
 from __future__ import annotations
@@ -25,10 +28,17 @@ from sarco_nn.thresholds import normalise_sex
 REQUIRED_COLUMNS: tuple[str, ...] = ("case_id", "sex", "height_m")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("weight_kg", "age", "sarcopenic")
 
+#: Cells that spell "not known" (R writes NA, pandas NaN, spreadsheets N/A or -): read as empty, so the
+#: case gets no SMI or flag from that value (as for an empty cell) instead of refusing the whole file.
+_MISSING_TOKENS = frozenset({"na", "n/a", "nan", "null", "none", "unknown", "?", "-", "."})
+
 _BOOL_CODES = {"1": True, "true": True, "yes": True, "y": True, "0": False, "false": False, "no": False, "n": False}
 
 #: Anybody taller than this (in metres) has been entered in centimetres.
 _MAX_HEIGHT_M = 3.0
+#: Nobody shorter than this (in metres) has an adult L3 scan: the shortest adult on record measured
+#: 0.55 m, so a smaller value is a unit slip (0.176 for 1.76, decimetres) that would multiply SMI by ~100.
+_MIN_HEIGHT_M = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,7 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise ClinicalDataError("empty file or empty header row", path, "the first row must name the columns")
-    delimiter = ";" if lines[0].count(";") > lines[0].count(",") else ","
+    delimiter = max((",", ";", "\t"), key=lines[0].count)  # ties (none of them): comma
     reader = csv.reader(lines, delimiter=delimiter)
     header = [h.strip().lower() for h in next(reader)]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -98,9 +108,18 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
         if not any(cell.strip() for cell in row):
             continue
         cell = {name: (row[i].strip() if i < len(row) else "") for name, i in column.items()}
+        cell = {name: "" if name != "case_id" and value.lower() in _MISSING_TOKENS else value
+                for name, value in cell.items()}
         case_id = cell["case_id"]
         if not case_id:
             problems.append(f"row {row_number}: empty case_id")
+            continue
+        extra = [c for c in row[len(header):] if c.strip()]
+        if extra:  # the values have shifted: which cell is the height is unknown
+            name = {",": "comma", ";": "semicolon", "\t": "tab"}[delimiter]
+            problems.append(f"row {row_number} ({case_id}): {len(header) + len(extra)} values for {len(header)} "
+                            f"columns (a decimal comma in a {name}-separated file? {', '.join(extra[:3])} "
+                            "left over); quote such values or use a '.' decimal point")
             continue
         if case_id in seen:
             if strict:
@@ -126,6 +145,21 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
     if problems and strict:
         raise ClinicalDataError(_summary(problems), path, "correct these rows and run again")
     return ClinicalTable(records, problems)
+
+
+def clinical_fingerprint(record: ClinicalRecord | None) -> str:
+    """A digest of the patient facts a result row depends on (sex, height, weight), "" without a row.
+
+    Why: a resumed `sarco predict` skips a finished case only while the file AND these facts are
+    unchanged; otherwise a corrected clinical.csv (a height added, a sex fixed) left the earlier
+    row's SMI and flag standing as this run's answer.
+    """
+    if record is None:
+        return ""
+    import hashlib
+
+    facts = f"{record.sex}|{record.height_m!r}|{record.weight_kg!r}"
+    return hashlib.sha256(facts.encode("utf-8")).hexdigest()[:16]
 
 
 def write_clinical_csv(path: Path | str, records: Iterable[ClinicalRecord]) -> None:
@@ -183,6 +217,9 @@ def _parse_height(value: str, errors: list[str], decimal_comma: bool) -> float |
         return None
     if height <= 0:
         errors.append(f"height_m {value!r} must be positive (metres)")
+        return None
+    if height < _MIN_HEIGHT_M:
+        errors.append(f"height_m {value!r} is below {_MIN_HEIGHT_M:g} m: a unit slip? give metres (e.g. 1.75)")
         return None
     return height
 

@@ -38,8 +38,8 @@ KEY_COLUMN = "input"
 RESULT_COLUMNS = [
     "case_id", *STATUS_COLUMNS, "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
     "threshold_set", "threshold", "sarcopenic", "slice_index", "z_mm", "spacing_y_mm", "spacing_x_mm",
-    "outside_trunk_cm2", "input", "input_fingerprint", "mask", "overlay", "trainer", "plans", "folds", "pretrained", "tta",
-    "inference",
+    "outside_trunk_cm2", "input", "input_fingerprint", "clinical_fingerprint", "mask", "overlay", "trainer", "plans",
+    "folds", "pretrained", "tta", "inference",
     *L3_RESULT_COLUMNS, "dicom_seg", "dicom_seg_note", *BODY_COMPOSITION_COLUMNS,
 ]
 #: Columns holding paths relative to the output folder (rewritten by predict-merge).
@@ -236,13 +236,14 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
     `trunk_only` keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are not SMA).
     """
-    from sarco_nn.clinical import read_clinical_csv
+    from sarco_nn.clinical import clinical_fingerprint, read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
     from sarco_nn.l3.choose import read_l3_csv
     from sarco_nn.l3.localizer import default_model_dir
     from sarco_nn.model_store import build_predictor, find_model, inference_settings
     from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
-    from sarco_nn.thresholds import get_threshold_set
+    from sarco_nn.hashing import file_identity
+    from sarco_nn.thresholds import get_threshold_set, threshold_identity
     from sarco_nn.devices import resolve_device
 
     if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
@@ -267,8 +268,9 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     run_settings = inference_settings(model, torch_device.type)  # bf16 / tiles: results are keyed by them
     signature = {"model": str(model.folder), "folds": model.folds, "tta": not fast,
                  "inference": run_settings.as_dict(),
-                 "postprocessing": (decision or {}).get("postprocessing_fns", []), "thresholds": thresholds,
-                 "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None,
+                 "postprocessing": (decision or {}).get("postprocessing_fns", []),
+                 "thresholds": threshold_identity(thresholds),
+                 "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": file_identity(l3_csv) if l3_csv else None,
                  "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab,
                  "trunk_only": trunk_only}
     if parts is not None:
@@ -300,6 +302,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         done = rows.get(key)
         if (not other_settings and done and is_finished(done.get("status")) and fp
                 and done.get("input_fingerprint") == fp and (out_dir / done.get("mask", "")).is_file()
+                and done.get("clinical_fingerprint", "") == clinical_fingerprint(clinical.get(scan.case_id))
                 and done.get("mask")):
             continue
         todo.append((scan, key, fp))
@@ -354,6 +357,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         for (scan, key, fp), prepared in tqdm(reads, desc="predict", unit="scan", disable=not progress):
             stem = _output_stem(scan.case_id, key, taken)
             row: dict[str, Any] = {"case_id": scan.case_id, "input": key, "input_fingerprint": fp,
+                                   "clinical_fingerprint": clinical_fingerprint(clinical.get(scan.case_id)),
                                    **provenance, "tta": _fmt(not fast and bool(predictor and predictor.use_mirroring)),
                                    "inference": run_settings.label(),
                                    "threshold_set": threshold_set.name}

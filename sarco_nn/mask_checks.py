@@ -29,7 +29,7 @@ from typing import Iterable
 
 from sarco_nn.status import Reason, Status
 
-__all__ = ["SMA_FLOOR_CM2", "SMA_CEILING_CM2", "mask_reasons", "labels_in"]
+__all__ = ["SMA_FLOOR_CM2", "SMA_CEILING_CM2", "mask_reasons", "labels_in", "unknown_label_reason"]
 
 #: Smallest SMA (cm²) accepted as a measurement of an adult at L3 (sources in the module docstring).
 SMA_FLOOR_CM2: float = 30.0
@@ -74,6 +74,28 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
                        "spacing in the header, a wrong label or a mask of the whole body; review the mask and the "
                        "spacing", Status.REVIEW, True)]
     return []
+
+
+def unknown_label_reason(labels_present: Iterable[int], known: Iterable[int], *, declared: bool,
+                         what: str = "mask") -> Reason | None:
+    """A `review` reason (blocking the flag) when the mask holds values that name no known tissue.
+
+    Why: a multi-organ label map (TotalSegmentator's `total` task: 1 = spleen, 2/3 = kidneys, ...)
+    has a value 1 too; measured as muscle it gave the spleen's area as "SMA", status ok and a
+    sarcopenia flag. known: the values of the labels.json in use (`declared`), else sarco's
+    tissue values (muscle, IMAT, VAT, SAT).
+    """
+    unknown = sorted({int(v) for v in labels_present} - {int(v) for v in known} - {0})
+    if not unknown:
+        return None
+    listed = ", ".join(map(str, unknown[:8])) + (f", ... ({len(unknown)} values)" if len(unknown) > 8 else "")
+    values = ", ".join(map(str, sorted({int(v) for v in known} - {0})))
+    known_text = f"the labels.json in use ({values})" if declared else f"sarco's tissue values ({values})"
+    return Reason("unknown_labels",
+                  f"{what} holds label value(s) {listed} that {known_text} do not name: a multi-organ "
+                  "segmentation (e.g. TotalSegmentator, where 1 = spleen)? What was measured as muscle may be "
+                  "another structure; give a muscle-only mask, or a labels.json (--labels) naming every value",
+                  Status.REVIEW, True)
 
 
 def labels_in(array) -> list[int]:

@@ -182,6 +182,8 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     input_reasons = ct_input_reasons(ct_img, image)
     mask_name, ct_name = str(mask), None if image is None else str(image)
     tissue_labels = resolve_tissue_labels(mask_img, Path(mask), labels_file, label, force=tissues)
+    unknown = _unknown_labels(mask_img, Path(mask), labels_file, label)
+    slice_reasons = [*input_reasons, *([unknown] if unknown else [])]
     plan = level_slices(levels, mask_img, vertebrae, slice_index=slice_index, mask_name=mask_name)
     objects: list[dict] = []
     n_slices = 1
@@ -189,12 +191,42 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
         found, n_slices = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
                                            slice_index=at.slice_index, hu_gate=convention == "alberta",
                                            mask_name=mask_name, ct_name=ct_name, level=at.level,
-                                           input_reasons=input_reasons)
+                                           input_reasons=slice_reasons)
         if tissue_labels is not None:
             add_body_composition(found, mask_img, ct_img, tissue_labels, convention, at.level, sex_code, height_m,
                                  weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name)
         objects += [{**o, "level": at.level, "level_source": at.source} for o in found]
     return MaskReport(objects, list(input_reasons), n_slices)
+
+
+def _declared_labels(mask_path: Path, labels_file: Path | str | None) -> dict[str, int] | None:
+    """The labels.json in use: --labels FILE, else one beside the mask, else None."""
+    from sarco_nn.cases import LABELS_FILE, read_labels_json
+
+    beside = Path(mask_path).parent / LABELS_FILE
+    if labels_file is not None:
+        return read_labels_json(Path(labels_file))
+    return read_labels_json(beside) if beside.is_file() else None
+
+
+def _known_values(declared: dict[str, int] | None, label: int) -> set[int]:
+    """The label values that name a tissue: the declared map's, else sarco's tissues with muscle = `label`."""
+    if declared is not None:
+        return set(declared.values())
+    return {label, *(v for k, v in TISSUE_LABELS.items() if k != "muscle" and v != label)}
+
+
+def _unknown_labels(mask_img, mask_path: Path, labels_file: Path | str | None, label: int) -> Reason | None:
+    """`mask_checks.unknown_label_reason` for this mask file and its labels.json (if any)."""
+    import SimpleITK as sitk
+
+    from sarco_nn.mask_checks import labels_in, unknown_label_reason
+
+    present = labels_in(sitk.GetArrayViewFromImage(mask_img))
+    if label not in present:  # mask_checks' label_absent says it, with the values found
+        return None
+    declared = _declared_labels(mask_path, labels_file)
+    return unknown_label_reason(present, _known_values(declared, label), declared=declared is not None)
 
 
 def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | str | None, label: int,
@@ -221,7 +253,9 @@ def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | str | N
         labels = {k: v for k, v in labels.items() if k == "muscle" or v != label}
     present = set(labels_in(sitk.GetArrayViewFromImage(mask_img)))
     others = {v for k, v in labels.items() if k in TISSUE_LABELS and k != "muscle"}
-    if not (force or labels_file is not None or (labels["muscle"] in present and present & others)):
+    # a mask with values no tissue names (a multi-organ map: 2/3 = kidneys) is no tissue map by default
+    foreign = not beside.is_file() and bool(present - set(labels.values()) - {0})
+    if not (force or labels_file is not None or (labels["muscle"] in present and present & others and not foreign)):
         return None
     if labels_file is None and not beside.is_file():
         # no declared map: a tissue value the mask does not hold is "absent" (not 0 cm²); IMAT then derivable

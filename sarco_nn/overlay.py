@@ -94,7 +94,12 @@ def save_overlay(ct_hu: np.ndarray, mask: np.ndarray, spacing_yx_mm: tuple[float
     fig = overlay_figure(ct_hu, mask, spacing_yx_mm, title, reference, tissues)
     import matplotlib.pyplot as plt  # after overlay_figure chose the Agg backend
 
-    with atomic_path(Path(path)) as tmp:
+    import warnings
+
+    with atomic_path(Path(path)) as tmp, warnings.catch_warnings():
+        # a case id in a script the font lacks (CJK) is drawn as boxes; matplotlib's warning per glyph
+        # would only clutter the batch's console
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
         fig.savefig(tmp, bbox_inches="tight", format="png")
     plt.close(fig)
     return Path(path)

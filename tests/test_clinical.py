@@ -94,3 +94,32 @@ def test_write_then_read_round_trip(tmp_path):
     path = tmp_path / "out.csv"
     write_clinical_csv(path, records)
     assert list(read_clinical_csv(path).values()) == records
+
+
+def test_decimal_comma_in_a_comma_separated_file_is_refused_not_read_as_one_metre(tmp_path):
+    # "1,76" splits into height "1" and a stray "76": read as 1 m, SMI would be SMA / 1
+    path = csv_file(tmp_path, "case_id,sex,height_m\na,M,1,76\nb,F,1.62\n")
+    with pytest.raises(ClinicalDataError, match=r"row 2 \(a\): 4 values for 3 columns.*decimal comma"):
+        read_clinical_csv(path)
+    lenient = read_clinical_csv(path, strict=False)
+    assert "a" not in lenient and lenient["b"].height_m == 1.62
+    assert any("decimal comma" in p for p in lenient.problems)
+
+
+def test_height_below_half_a_metre_is_a_unit_slip(tmp_path):
+    path = csv_file(tmp_path, "case_id,sex,height_m\na,M,0.176\n")
+    with pytest.raises(ClinicalDataError, match=r"height_m '0.176' is below 0.5 m"):
+        read_clinical_csv(path)
+
+
+def test_tab_separated_file_is_read(tmp_path):
+    path = csv_file(tmp_path, "case_id\tsex\theight_m\na\tF\t1.6\n")
+    assert read_clinical_csv(path)["a"].height_m == 1.6
+
+
+def test_na_tokens_are_missing_values_not_errors(tmp_path):
+    # R writes NA, pandas NaN: the case gets no SMI / flag from them, the file is not refused
+    path = csv_file(tmp_path, "case_id,sex,height_m,weight_kg\na,NA,NA,nan\nb,F,N/A,-\n")
+    records = read_clinical_csv(path)
+    assert (records["a"].sex, records["a"].height_m, records["a"].weight_kg) == (None, None, None)
+    assert (records["b"].sex, records["b"].height_m) == ("F", None)

@@ -12,7 +12,7 @@ import typer
 
 from sarco_nn.errors import SarcoError
 
-__all__ = ["run_app"]
+__all__ = ["os_error_line", "run_app"]
 
 
 def run_app(typer_app: typer.Typer) -> None:
@@ -25,3 +25,18 @@ def run_app(typer_app: typer.Typer) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted (Ctrl-C): run the same command again to resume", err=True)
         sys.exit(130)
+    except OSError as exc:  # a path of the wrong kind, no permission, a full or read-only disk
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        sys.exit(2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system error as sarco's one line: the path, what the system said, the fix.
+
+    Why: the commands turn the errors they expect into SarcoErrors; one they did not expect (an -o
+    that is a file, a read-only folder) must still be one line naming the path, never a traceback.
+    """
+    path = exc.filename if exc.filename is not None else "?"
+    what = exc.strerror or exc.__class__.__name__
+    return (f"{path}: {what} Fix: check that this path exists, is a folder where a folder is expected "
+            "(a file where a file is), and is writable; then run the same command again")

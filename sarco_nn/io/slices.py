@@ -27,7 +27,7 @@ class SliceSource:
     original: sitk.Image  # the image as read, in its stored orientation
 
 
-def extract_axial_slice(image: sitk.Image, index: int) -> sitk.Image:
+def extract_axial_slice(image: sitk.Image, index: int, path: Path | str | None = None) -> sitk.Image:
     """Axial slice `index` of a canonical image as a one-slice 3-D image.
 
     In-plane spacing and origin are kept exactly; the slice-axis spacing becomes
@@ -41,7 +41,7 @@ def extract_axial_slice(image: sitk.Image, index: int) -> sitk.Image:
         raise InputError(f"slice index {index} outside 0..{n - 1}", None, f"choose a slice between 0 and {n - 1}")
     spacing, origin = image.GetSpacing(), image.GetOrigin()
     if max(spacing[:2]) >= SLICE_AXIS_SPACING_MM:
-        raise InputError(f"in-plane pixel spacing {spacing[:2]} mm is not below {SLICE_AXIS_SPACING_MM} mm", None,
+        raise InputError(f"in-plane pixel spacing {spacing[:2]} mm is not below {SLICE_AXIS_SPACING_MM} mm", path,
                          "give a CT with a usual in-plane resolution (about 0.5-1 mm)")
     array = sitk.GetArrayViewFromImage(image)[index]
     out = sitk.GetImageFromArray(np.array(array)[None])
@@ -72,7 +72,7 @@ def load_axial_slice(path: Path | str, slice_index: int | None = None) -> tuple[
             raise InputError(f"--l3-slice {slice_index} outside the volume's 0..{n - 1}", path,
                              "count slices along the file's own slice axis, from 0")
         index = canonical_slice_index(original, int(slice_index))
-    slice_image = extract_axial_slice(canonical, index)
+    slice_image = extract_axial_slice(canonical, index, path)
     z_mm = canonical.GetOrigin()[2] + index * canonical.GetSpacing()[2]
     return slice_image, SliceSource(path=path, slice_index=index, n_slices=n,
                                     stored_index=canonical_slice_index(original, index), z_mm=float(z_mm),
