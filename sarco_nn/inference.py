@@ -315,8 +315,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
                 why = ["mask", *why]
             if not why:
                 continue
-            for name in why[:1]:
-                redone[name] = redone.get(name, 0) + 1
+            redone[why[0]] = redone.get(why[0], 0) + 1  # the first reason per case: the counts add up
         todo.append((scan, key, fp))
     if redone:
         print(describe_changes(sum(redone.values()), redone), file=sys.stderr, flush=True)
