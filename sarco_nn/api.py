@@ -774,11 +774,13 @@ def locate_l3(volume: PathLike, *, l3_from: PathLike | None = None, rule: str = 
         >>> locate_l3("ct.nii.gz", l3_from="vertebrae.nii.gz").slice_index  # doctest: +SKIP
         41
     """
+    from sarco_nn.body_composition import check_level
+
+    level = check_level(level)  # a bad level is one line before any file is read or folder made
     from sarco_nn.l3.locate import locate_l3 as run_locate
     from sarco_nn.l3.locate import read_volume
     from sarco_nn.l3.localizer import default_model_dir
 
-    level = level.strip().upper()
     chosen_dir = Path(model_dir) if model_dir is not None else default_model_dir(_ws(workspace).root, level)
     location = run_locate(Path(volume), method=locator, vertebra_mask=_path(l3_from), rule=rule, model_dir=chosen_dir,
                           level=level)
@@ -830,6 +832,9 @@ def train_l3(source: PathLike | None = None, *, drop_dir: PathLike | None = None
         >>> train_l3("l3_drop", validation=0.2).report["held_out"]["mean_abs_error_mm"]  # doctest: +SKIP
         4.1
     """
+    from sarco_nn.body_composition import check_level
+
+    level = check_level(level)  # before torch loads or a localizer_<LEVEL> folder is named
     if source is None and phantoms < 1:
         raise SarcoError("nothing to train on", fix="give a drop-in folder of volumes, or --phantoms N")
     import torch
@@ -838,7 +843,6 @@ def train_l3(source: PathLike | None = None, *, drop_dir: PathLike | None = None
     from sarco_nn.l3.train_l3 import train_from_sources
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    level = level.strip().upper()
     out = Path(model_dir) if model_dir is not None else default_model_dir(_ws(workspace).root, level)
     path, report = train_from_sources(out, _path(source), _path(drop_dir), phantoms, validation, steps,
                                       None if max_minutes is None else 60.0 * max_minutes, seed, level=level)

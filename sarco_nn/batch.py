@@ -15,6 +15,11 @@ Why each piece exists (issues #14 and #16):
   each other, each with its own output folder and resume; `merge_parts` joins their results.csv.
 - **Output location**: -o inside an input folder, a reference folder or the workspace's nnUNet_*
   folders would change the inputs (a rerun reads `results/` as a scan) or break nnU-Net.
+- **What a row was computed from**: every row carries `computed_from` (`row_fingerprint`): a digest of
+  the run's settings (`settings_digest` of one dict) plus one short digest per case input (its
+  clinical record, its --l3-csv row, ...). A rerun takes a row as finished only when its fingerprint
+  is this run's, so a row of other settings (a killed `--overwrite` run resumed) or of an edited
+  height is never kept as this run's result; `fingerprint_changes` says what differs.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from sarco_nn.atomic import write_text_atomic
 from sarco_nn.errors import SarcoError
 
 __all__ = [
-    "JOURNAL_FILE", "RESULTS_FILE", "fingerprint", "part_of", "Journal", "read_results", "write_results",
+    "JOURNAL_FILE", "RESULTS_FILE", "FINGERPRINT_COLUMN", "fingerprint", "file_identity", "normalised_settings",
+    "settings_digest", "changed_settings", "row_fingerprint", "fingerprint_changes", "part_of", "Journal", "read_results", "write_results",
     "fold_journal", "check_output_location", "merge_parts",
 ]
 
@@ -67,6 +73,79 @@ def fingerprint(path: Path) -> str:
     st = path.stat()
     _head_hash(path, digest)
     return f"{st.st_size}:{st.st_mtime_ns}:{digest.hexdigest()[:16]}"
+
+
+#: Files up to this size are hashed whole by `file_identity` (tables, plans, small checkpoints).
+_WHOLE_FILE_BYTES = 1 << 20
+#: Column of every result row naming what it was computed from (`row_fingerprint`).
+FINGERPRINT_COLUMN = "computed_from"
+
+
+def file_identity(path: Path | str | None) -> str:
+    """Content identity of a file or folder that survives a copy (no mtime): a file up to 1 MiB is
+    hashed whole; a larger one by its size, first and last 64 KiB (a torch checkpoint is a zip whose
+    central directory, at the end, holds the CRC-32 of every tensor record); a folder by the names
+    and identities of its files. "" for None, "missing" for what cannot be read."""
+    if path is None:
+        return ""
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                digest.update(f"{child.relative_to(path).as_posix()}\0{file_identity(child)}\0".encode(
+                    "utf-8", "surrogateescape"))
+            return "d" + digest.hexdigest()[:16]
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            if size <= _WHOLE_FILE_BYTES:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(_HEAD_BYTES))
+                handle.seek(size - _HEAD_BYTES)
+                digest.update(handle.read(_HEAD_BYTES))
+        return f"{size}:{digest.hexdigest()[:16]}"
+    except OSError:
+        return "missing"
+
+
+def normalised_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as they read back from the run file (tuples become lists, paths text), so the
+    dict of this run compares equal to the one an identical earlier run wrote."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def _digest(value: Any, length: int) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:length]
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    """12 hex digits naming one dict of run settings (every row-changing setting of a run)."""
+    return _digest(normalised_settings(settings), 12)
+
+
+def changed_settings(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Names of the settings that differ between an earlier run file and this run's settings."""
+    current = normalised_settings(current)
+    return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+
+
+def row_fingerprint(settings: str, case_inputs: dict[str, Any]) -> str:
+    """What one row is computed from: the run's `settings_digest`, then 8 hex digits per case input
+    (in name order), so a changed input can be named (`fingerprint_changes`)."""
+    return ".".join([settings, *(_digest(case_inputs[name], 8) for name in sorted(case_inputs))])
+
+
+def fingerprint_changes(previous: str | None, current: str, case_input_names: Iterable[str]) -> list[str]:
+    """What differs between a row's `computed_from` and this run's: "settings" and/or case-input
+    names; ["unrecorded"] for a row that carries none (written by an earlier sarco)."""
+    if not previous:
+        return ["unrecorded"]
+    old, new = previous.split("."), current.split(".")
+    if len(old) != len(new) or old[0] != new[0]:
+        return ["settings"]
+    return [name for name, a, b in zip(sorted(case_input_names), old[1:], new[1:]) if a != b]
 
 
 def part_of(relative_key: str, parts: int) -> int:
@@ -209,8 +288,8 @@ def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_co
                 run_file: str, path_columns: tuple[str, ...]) -> MergeResult:
     """Join the results.csv of `sarco predict --part I --parts N` runs into out_dir/results.csv.
 
-    Every part must come from the same model and settings (its run file, apart from the part index)
-    and every part of the N must be there; a killed part's journal is folded in first. Paths to
+    Every part must come from the same model and settings (its run file, apart from the part index),
+    every row of a part from its run's settings (`computed_from`), and every part of the N must be there; a killed part's journal is folded in first. Paths to
     masks and overlays are rewritten relative to `out_dir` (the files stay in the part folders)."""
     if not part_dirs:
         raise SarcoError("no part folders given", fix="pass the -o folders of every `sarco predict --part` run.")
@@ -231,7 +310,16 @@ def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_co
             raise SarcoError(f"part {part} given twice", part_dir, "give each part folder once")
         seen_parts.add(part)
         signatures.append({k: v for k, v in signature.items() if k != "part"})
-        for key, row in fold_journal(part_dir, columns, key_column).items():
+        expected = settings_digest({k: v for k, v in signature.items() if k not in ("part", "parts")})
+        part_rows = fold_journal(part_dir, columns, key_column)
+        other = sorted(k for k, r in part_rows.items() if r.get(FINGERPRINT_COLUMN)
+                       and r[FINGERPRINT_COLUMN].split(".")[0] != expected)
+        if other:  # an earlier run's rows of inputs this part's run did not see again
+            raise SarcoError(f"{len(other)} row(s) of this part were computed with other settings than its run "
+                             f"(e.g. {other[0]})", part_dir,
+                             "run that part again over the same inputs (they are then recomputed), or merge "
+                             "folders of one batch only")
+        for key, row in part_rows.items():
             merged = dict(row)
             for column in path_columns:
                 if merged.get(column):

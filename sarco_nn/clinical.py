@@ -147,21 +147,6 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
     return ClinicalTable(records, problems)
 
 
-def clinical_fingerprint(record: ClinicalRecord | None) -> str:
-    """A digest of the patient facts a result row depends on (sex, height, weight), "" without a row.
-
-    Why: a resumed `sarco predict` skips a finished case only while the file AND these facts are
-    unchanged; otherwise a corrected clinical.csv (a height added, a sex fixed) left the earlier
-    row's SMI and flag standing as this run's answer.
-    """
-    if record is None:
-        return ""
-    import hashlib
-
-    facts = f"{record.sex}|{record.height_m!r}|{record.weight_kg!r}"
-    return hashlib.sha256(facts.encode("utf-8")).hexdigest()[:16]
-
-
 def write_clinical_csv(path: Path | str, records: Iterable[ClinicalRecord]) -> None:
     """Write records in the format read_clinical_csv reads (UTF-8, comma-separated)."""
     with open(path, "w", encoding="utf-8", newline="") as handle:

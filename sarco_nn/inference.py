@@ -15,13 +15,16 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from sarco_nn.batch import JOURNAL_FILE, RESULTS_FILE, Journal, check_output_location, fingerprint, fold_journal, part_of
+from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, RESULTS_FILE, Journal, changed_settings,
+                            check_output_location, fingerprint, fingerprint_changes, fold_journal, normalised_settings,
+                            part_of, row_fingerprint, settings_digest)
 from sarco_nn.cases import IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
 from sarco_nn.errors import InputError, SarcoError
@@ -38,7 +41,7 @@ KEY_COLUMN = "input"
 RESULT_COLUMNS = [
     "case_id", *STATUS_COLUMNS, "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
     "threshold_set", "threshold", "sarcopenic", "slice_index", "z_mm", "spacing_y_mm", "spacing_x_mm",
-    "outside_trunk_cm2", "input", "input_fingerprint", "clinical_fingerprint", "mask", "overlay", "trainer", "plans",
+    "outside_trunk_cm2", "input", "input_fingerprint", FINGERPRINT_COLUMN, "mask", "overlay", "trainer", "plans",
     "folds", "pretrained", "tta", "inference",
     *L3_RESULT_COLUMNS, "dicom_seg", "dicom_seg_note", *BODY_COMPOSITION_COLUMNS,
 ]
@@ -166,8 +169,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> bool:
-    """Refuse a folder of other results unless `overwrite`; True when its earlier rows are of other
-    settings (so none of them may stand for this run's cases)."""
+    """Refuse a folder of other results unless `overwrite`, naming the settings that changed; True
+    when its earlier rows are of other settings (each row's `computed_from` then differs too)."""
     run_file = out_dir / RUN_FILE
     if run_file.exists():
         try:
@@ -177,11 +180,14 @@ def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> boo
         except (ValueError, UnicodeDecodeError, OSError):
             raise SarcoError(f"{RUN_FILE} is damaged or truncated (a killed run or an edited file)", path=run_file,
                              fix="choose another -o folder, or pass --overwrite to start this folder afresh.") from None
-        if previous != signature and not overwrite:
-            raise SarcoError(f"output folder holds results of another model/settings ({previous.get('model')}"
+        changed = changed_settings(previous, signature)
+        if changed and not overwrite:
+            what = ("written by an earlier sarco version" if "fingerprint_version" in changed
+                    else "changed: " + ", ".join(changed))
+            raise SarcoError(f"output folder holds results of another model/settings ({what}; {previous.get('model')}"
                              f"{', part %s/%s' % (previous.get('part'), previous.get('parts')) if previous.get('parts') else ''})",
-                             path=out_dir, fix="choose another -o folder, or pass --overwrite.")
-        return previous != signature
+                             path=out_dir, fix="choose another -o folder, or pass --overwrite to measure every case again.")
+        return bool(changed)
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise SarcoError("output folder is not empty and was not written by `sarco predict`", path=out_dir,
                          fix="choose an empty or new -o folder, or pass --overwrite.")
@@ -236,14 +242,14 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
     `trunk_only` keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are not SMA).
     """
-    from sarco_nn.clinical import clinical_fingerprint, read_clinical_csv
+    from sarco_nn.clinical import read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
     from sarco_nn.l3.choose import read_l3_csv
     from sarco_nn.l3.localizer import default_model_dir
     from sarco_nn.model_store import build_predictor, find_model, inference_settings
     from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
-    from sarco_nn.hashing import file_identity
-    from sarco_nn.thresholds import get_threshold_set, threshold_identity
+    from sarco_nn.predict_settings import CASE_INPUTS, case_inputs, describe_changes, locator_identities, run_settings
+    from sarco_nn.thresholds import get_threshold_set
     from sarco_nn.devices import resolve_device
 
     if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
@@ -252,6 +258,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     if not isinstance(io_workers, int) or io_workers < 1:
         raise SarcoError(f"--io-workers {io_workers} must be a whole number of at least 1",
                          fix="give e.g. --io-workers 2 (1 reads, predicts and writes one case at a time).")
+    test_hook = _test_signal_hook()  # None outside the crash-safety tests
     out_dir = Path(out_dir)
     scans = discover_scans(inputs)
     tables = {os.path.abspath(t) for t in (clinical_csv, l3_csv) if t}  # --clinical beside the scans is no scan
@@ -265,17 +272,20 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     model = find_model(workspace, dataset, trainer, preset)
     decision = ensure_postprocessing(workspace, model)
     torch_device = resolve_device(device, all_cpu_threads=True)
-    run_settings = inference_settings(model, torch_device.type)  # bf16 / tiles: results are keyed by them
-    signature = {"model": str(model.folder), "folds": model.folds, "tta": not fast,
-                 "inference": run_settings.as_dict(),
-                 "postprocessing": (decision or {}).get("postprocessing_fns", []),
-                 "thresholds": threshold_identity(thresholds),
-                 "hu_gate": hu_gate, "l3_slice": l3_slice, "l3_csv": file_identity(l3_csv) if l3_csv else None,
-                 "l3_from": str(l3_from) if l3_from else None, "locator": locator, "l3_rule": l3_rule, "slab": slab,
-                 "trunk_only": trunk_only}
-    if parts is not None:
-        signature.update(part=part, parts=parts)
-    other_settings = _check_output_folder(out_dir, signature, overwrite)  # --overwrite: recompute every case
+    network_settings = inference_settings(model, torch_device.type)  # bf16 / tiles: results are keyed by them
+    # every row-changing setting, in one dict (sarco_nn.predict_settings); each row records it
+    settings = run_settings(model, decision, threshold_set, thresholds=thresholds, fast=fast, hu_gate=hu_gate,
+                            l3_slice=l3_slice, l3_csv=l3_csv, l3_from=l3_from, locator=locator, l3_rule=l3_rule,
+                            slab=slab, inference={"inference": network_settings.as_dict(), "trunk_only": trunk_only})
+    signature = normalised_settings({**settings, **({"part": part, "parts": parts} if parts is not None else {})})
+    _check_output_folder(out_dir, signature, overwrite)  # --overwrite: rows of other settings are recomputed
+    l3_dir = Path(l3_model_dir) if l3_model_dir else default_model_dir(workspace.root)
+    settings_id, locators = settings_digest(settings), locator_identities(l3_dir)
+
+    def computed_from(case_id: str, l3_method: str | None) -> str:
+        """What a row of this case is (or would be) computed from in this run."""
+        return row_fingerprint(settings_id, case_inputs(case_id, l3_method, clinical, l3_rows, l3_from, locators))
+
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         from sarco_nn.atomic import write_text_atomic
@@ -293,6 +303,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         keys_by_case.setdefault(r.get("case_id", ""), set()).add(k)
 
     todo: list[tuple[Scan, str, str]] = []
+    redone: dict[str, int] = {}  # why finished cases are measured again (one note)
     for scan in scans:
         key = printable_path(os.path.abspath(scan.path))
         try:
@@ -300,16 +311,22 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         except OSError:
             fp = ""
         done = rows.get(key)
-        if (not other_settings and done and is_finished(done.get("status")) and fp
-                and done.get("input_fingerprint") == fp and (out_dir / done.get("mask", "")).is_file()
-                and done.get("clinical_fingerprint", "") == clinical_fingerprint(clinical.get(scan.case_id))
-                and done.get("mask")):
-            continue
+        if done and is_finished(done.get("status")) and fp:
+            why = fingerprint_changes(done.get(FINGERPRINT_COLUMN), computed_from(scan.case_id, done.get("l3_method")),
+                                      CASE_INPUTS)
+            if done.get("input_fingerprint") != fp:
+                why = ["input", *why]
+            elif not done.get("mask") or not (out_dir / done["mask"]).is_file():
+                why = ["mask", *why]
+            if not why:
+                continue
+            redone[why[0]] = redone.get(why[0], 0) + 1  # the first reason per case: the counts add up
         todo.append((scan, key, fp))
+    if redone:
+        print(describe_changes(sum(redone.values()), redone), file=sys.stderr, flush=True)
 
-    l3_dir = Path(l3_model_dir) if l3_model_dir else default_model_dir(workspace.root)
     needs_network = any(scan.problem is None for scan, _, _ in todo)
-    predictor = (build_predictor(model, torch_device, use_mirroring=not fast, settings=run_settings)
+    predictor = (build_predictor(model, torch_device, use_mirroring=not fast, settings=network_settings)
                  if needs_network else None)
     pp_functions = postprocessing_functions(decision)
     provenance = model.provenance()
@@ -336,6 +353,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         else:
             verdict.add(_failure_reason(error, out_dir))
         row.update(verdict.columns())
+        row[FINGERPRINT_COLUMN] = computed_from(case.scan.case_id, row.get("l3_method"))
         if verdict.status is Status.FAILED:
             for column in ("sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "mask", "overlay"):
                 row[column] = ""
@@ -347,7 +365,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         journal.append(case.key, row)
         rows[case.key] = row
         finished += 1
-        _test_signal_hook(finished)
+        if test_hook is not None:
+            test_hook(finished)
 
     executor = io_executor(io_workers)
     depth = 0 if io_workers == 1 else io_workers
@@ -357,9 +376,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         for (scan, key, fp), prepared in tqdm(reads, desc="predict", unit="scan", disable=not progress):
             stem = _output_stem(scan.case_id, key, taken)
             row: dict[str, Any] = {"case_id": scan.case_id, "input": key, "input_fingerprint": fp,
-                                   "clinical_fingerprint": clinical_fingerprint(clinical.get(scan.case_id)),
                                    **provenance, "tta": _fmt(not fast and bool(predictor and predictor.use_mirroring)),
-                                   "inference": run_settings.label(),
+                                   "inference": network_settings.label(),
                                    "threshold_set": threshold_set.name}
             verdict = Verdict()
             others = keys_by_case.setdefault(scan.case_id, set()) - {key}
@@ -440,25 +458,38 @@ def _write_review_outputs(out_dir: Path, results_path: Path, scans: list[Scan], 
     write_review_html(out_dir, results_path)
 
 
-#: Crash-safety tests set this to "KILL:N" or "INT:N": the process signals itself after its N-th
-#: journalled case, so the test interrupts at a known state instead of racing a timer.
+#: TEST-ONLY (tests/test_resume.py; never set it in production): "KILL:N" or "INT:N" makes predict
+#: stop itself right after its N-th journalled case, so a crash-safety test interrupts at a known
+#: state instead of racing a timer. Unset, `_test_signal_hook` is None and predict never looks again.
 TEST_SIGNAL_ENV = "SARCO_TEST_SIGNAL_AFTER_CASES"
 
 
-def _test_signal_hook(finished: int) -> None:
+def _test_signal_hook() -> Callable[[int], None] | None:
+    """The test-only interrupt of predict's per-case loop (`TEST_SIGNAL_ENV`), read once per run;
+    None unless the variable is set. A malformed value is an error, so a test never silently runs
+    uninterrupted."""
     spec = os.environ.get(TEST_SIGNAL_ENV)
     if not spec:
-        return
-    import signal
-
+        return None
     name, _, count = spec.partition(":")
-    if count.isdigit() and finished == int(count) and name == "KILL":
-        os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(1)  # the kill arrives
-    elif count.isdigit() and finished == int(count) and name == "INT":
+    if name not in ("KILL", "INT") or not count.isdigit() or int(count) < 1:
+        raise SarcoError(f"{TEST_SIGNAL_ENV}={spec!r} is not KILL:N or INT:N (a test-only setting)",
+                         fix=f"unset {TEST_SIGNAL_ENV} (only the crash-safety tests set it).")
+    after = int(count)
+
+    def hook(finished: int) -> None:
+        if finished != after:
+            return
+        if name == "KILL":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(1)  # the kill arrives
         # what Python turns Ctrl-C into, raised here rather than by a signal: a SIGINT's delivery point
         # is up to the interpreter and the race made the test flaky; predict's handling is the same
         raise KeyboardInterrupt
+
+    return hook
 
 
 def _fold_quietly(out_dir: Path) -> None:

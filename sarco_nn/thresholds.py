@@ -277,20 +277,6 @@ def get_threshold_set(name_or_path: str | Path) -> ThresholdSet:
     )
 
 
-def threshold_identity(name_or_path: str | Path) -> str:
-    """What a resumed batch compares: a built-in set's name, or a file's path AND content digest.
-
-    Why: `sarco predict` keyed its run by the --thresholds text alone, so a rerun after editing the
-    threshold file kept every finished row's flag, taken with the old cut-offs.
-    """
-    text = str(name_or_path)
-    if text.lower() in THRESHOLD_SETS or text.lower() in MYOSTEATOSIS_SETS:
-        return text
-    from sarco_nn.hashing import file_identity
-
-    return file_identity(Path(text).expanduser()) or text  # a missing file: get_threshold_set reports it
-
-
 def load_threshold_file(path: str | Path) -> ThresholdSet:
     """Parse and validate a user threshold file; every problem is a one-line InputError."""
     path = Path(path)

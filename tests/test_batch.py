@@ -13,8 +13,9 @@ import pytest
 
 from dicom_factory import write_series
 from helpers import make_image, phantom_array, write
-from sarco_nn.batch import (JOURNAL_FILE, RESULTS_FILE, Journal, check_output_location, fingerprint, fold_journal,
-                            merge_parts, part_of, read_results)
+from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, RESULTS_FILE, Journal, check_output_location,
+                            file_identity, fingerprint, fingerprint_changes, fold_journal, merge_parts, part_of,
+                            read_results, row_fingerprint, settings_digest)
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.inference import (KEY_COLUMN, PATH_COLUMNS, RESULT_COLUMNS, RUN_FILE, _check_output_folder,
                                 _output_stem, _plain_text, discover_scans)
@@ -205,3 +206,88 @@ def test_a_slice_whose_spacing_would_give_an_absurd_network_grid_fails_before_th
     reason = _huge_network_grid((512, 512), (9.0, 9.0), predictor, scan)
     assert reason is not None and reason.status is Status.FAILED and reason.code == "implausible_spacing"
     assert "4608" in reason.message and MAX_NETWORK_EDGE_PX < 4608
+
+
+def test_file_identity_follows_content_not_time_or_place(tmp_path):
+    """A model retrained in place has other content (other identity); a copy to another node (other
+    mtime) has the same. Large files: size + first and last 64 KiB (a zip checkpoint's directory)."""
+    big = tmp_path / "checkpoint.pth"
+    data = bytearray(os.urandom(3 << 20))
+    big.write_bytes(bytes(data))
+    first = file_identity(big)
+    os.utime(big, ns=(1, 1))
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(bytes(data))
+    assert file_identity(big) == file_identity(copy) == first
+    data[-10] ^= 0xFF  # the tail (a zip's central directory with every record's CRC)
+    big.write_bytes(bytes(data))
+    assert file_identity(big) != first
+    small = tmp_path / "clinical.csv"
+    small.write_text("case_id,sex,height_m\na,F,1.60\n")
+    before = file_identity(small)
+    small.write_text("case_id,sex,height_m\na,F,1.70\n")
+    assert file_identity(small) != before and file_identity(tmp_path / "absent") == "missing"
+
+
+def test_row_fingerprint_names_what_changed():
+    inputs = {"clinical": {"sex": "F", "height_m": 1.6}, "l3_csv_row": None, "l3_locator": ""}
+    settings = settings_digest({"model": "/m", "thresholds": "paper"})
+    assert settings == settings_digest({"thresholds": "paper", "model": "/m"})  # order does not matter
+    row = row_fingerprint(settings, inputs)
+    assert fingerprint_changes(row, row, inputs) == []
+    taller = row_fingerprint(settings, {**inputs, "clinical": {"sex": "F", "height_m": 1.7}})
+    assert fingerprint_changes(row, taller, inputs) == ["clinical"]
+    other = row_fingerprint(settings_digest({"model": "/m", "thresholds": "prado"}), inputs)
+    assert fingerprint_changes(row, other, inputs) == ["settings"]
+    assert fingerprint_changes("", row, inputs) == ["unrecorded"]
+
+
+def test_run_file_change_is_refused_naming_the_changed_setting(tmp_path):
+    signature = {"fingerprint_version": 1, "model": "/ws/m", "model_files": {"fold_0": "1:ab"}, "thresholds": "paper"}
+    (tmp_path / RUN_FILE).write_text(json.dumps(signature))
+    assert _check_output_folder(tmp_path, dict(signature), overwrite=False) is False  # an identical rerun
+    retrained = {**signature, "model_files": {"fold_0": "2:cd"}}
+    with pytest.raises(SarcoError, match=r"changed: model_files.*--overwrite"):
+        _check_output_folder(tmp_path, retrained, overwrite=False)
+    assert _check_output_folder(tmp_path, retrained, overwrite=True) is True
+    (tmp_path / RUN_FILE).write_text(json.dumps({"model": "/ws/m", "thresholds": "paper"}))  # an older sarco's
+    with pytest.raises(SarcoError, match=r"earlier sarco version"):
+        _check_output_folder(tmp_path, signature, overwrite=False)
+
+
+def test_merge_refuses_a_part_holding_rows_of_other_settings(tmp_path):
+    """A part folder re-run with --overwrite under other settings keeps the earlier rows of inputs it did
+    not see again: merging them as this batch's results would mix two settings in one table."""
+    for part in (0, 1):
+        folder = tmp_path / f"p{part}"
+        folder.mkdir()
+        signature = {"model": "/m", "part": part, "parts": 2}
+        (folder / RUN_FILE).write_text(json.dumps(signature))
+        current = settings_digest({"model": "/m"})
+        Journal(folder / JOURNAL_FILE).append(f"/in/{part}", {
+            "case_id": str(part), "input": f"/in/{part}", "status": "ok", "mask": f"masks/{part}.nii.gz",
+            FINGERPRINT_COLUMN: f"{current}.00000000"})
+    merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                         PATH_COLUMNS)
+    assert merged.n_rows == 2
+    Journal(tmp_path / "p1" / JOURNAL_FILE).append("/in/old", {
+        "case_id": "old", "input": "/in/old", "status": "ok", "mask": "masks/old.nii.gz",
+        FINGERPRINT_COLUMN: f"{settings_digest({'model': '/earlier'})}.00000000"})
+    with pytest.raises(SarcoError, match=r"1 row\(s\) of this part were computed with other settings"):
+        merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                    PATH_COLUMNS)
+
+
+def test_the_test_signal_hook_is_inert_unless_set_and_refuses_a_malformed_value(monkeypatch):
+    from sarco_nn.inference import TEST_SIGNAL_ENV, _test_signal_hook
+
+    monkeypatch.delenv(TEST_SIGNAL_ENV, raising=False)
+    assert _test_signal_hook() is None
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "INT:2")
+    hook = _test_signal_hook()
+    hook(1)  # not yet
+    with pytest.raises(KeyboardInterrupt):
+        hook(2)
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "TERM:x")
+    with pytest.raises(SarcoError, match="test-only"):
+        _test_signal_hook()

@@ -129,3 +129,64 @@ def test_overwrite_with_other_settings_recomputes_the_finished_cases(tiny_model,
     result = _predict(tiny_model, scans, out, "--thresholds", "prado", "--overwrite")
     assert result.code == 0, result.output
     assert {r["threshold_set"] for r in _rows(out / "results.csv")} == {"prado"}
+
+
+def test_a_changed_clinical_record_is_measured_again_and_an_identical_rerun_is_not(tiny_model, tmp_path):
+    """Results are keyed by what they were computed from: a corrected height must give the new SMI
+    (and flag) on a rerun into the same folder, with a note saying why; an identical rerun redoes nothing."""
+    scans = tmp_path / "scans"
+    shutil.copytree(tiny_model.held / "images", scans)
+    clinical = tmp_path / "clinical.csv"
+    shutil.copyfile(tiny_model.held / "clinical.csv", clinical)
+    out = tmp_path / "out"
+    assert _predict(tiny_model, scans, out, "--clinical", clinical).code == 0
+    first = {r["case_id"]: r for r in _rows(out / "results.csv")}
+    stamps = {c: (out / r["mask"]).stat().st_mtime_ns for c, r in first.items()}
+    same = _predict(tiny_model, scans, out, "--clinical", clinical)
+    assert same.code == 0 and "measured again" not in same.output, same.output
+    assert {c: (out / r["mask"]).stat().st_mtime_ns for c, r in first.items()} == stamps
+
+    with open(clinical, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields, records = reader.fieldnames, list(reader)
+    changed = records[0]["case_id"]
+    records[0]["height_m"] = "2.00"
+    with open(clinical, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(records)
+    result = _predict(tiny_model, scans, out, "--clinical", clinical)
+    assert result.code == 0, result.output
+    assert "1 finished case(s) of this folder are measured again: clinical record changed (1)" in result.output
+    again = {r["case_id"]: r for r in _rows(out / "results.csv")}
+    assert again[changed]["height_m"] == "2.00"
+    assert abs(float(again[changed]["smi_cm2_m2"]) - float(again[changed]["sma_cm2"]) / 4.0) < 0.01
+    assert again[changed]["smi_cm2_m2"] != first[changed]["smi_cm2_m2"]
+    assert {c: (out / r["mask"]).stat().st_mtime_ns for c, r in first.items() if c != changed} == \
+           {c: s for c, s in stamps.items() if c != changed}, "unchanged cases were measured again"
+
+
+def test_a_model_retrained_in_place_is_other_settings(tiny_model, tmp_path):
+    """The model folder's name is not its identity: new weights under the same name must not keep
+    the earlier weights' rows (refused, naming the change; --overwrite measures every case again)."""
+    import torch
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_model.workspace, ws, ignore=shutil.ignore_patterns("nnUNet_preprocessed"))
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copyfile(sorted((tiny_model.held / "images").iterdir())[0], scans / "patient.nii.gz")
+    out = tmp_path / "out"
+    args = ["predict", "-i", scans, "-o", out, "--fast", "--device", "cpu", "-w", ws]
+    assert sarco_inprocess(*args).code == 0
+    (checkpoint,) = ws.glob("nnUNet_results/*/*/fold_all/checkpoint_final.pth")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    weights = state["network_weights"]
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name] + 0.01
+    torch.save(state, checkpoint)
+    refused = sarco_inprocess(*args)
+    assert refused.code == 2 and len(refused.error_lines()) == 1, refused.output
+    assert "model_files" in refused.output and "--overwrite" in refused.output
+    redone = sarco_inprocess(*args, "--overwrite")
+    assert redone.code == 0 and "computed with other settings (1)" in redone.output, redone.output

@@ -378,3 +378,19 @@ def test_compare_table_on_a_fake_crossval_layout(demo, tmp_path):
     shutil.move(src, src.parents[2] / f"fold_{wrong}" / "validation" / src.name)
     with pytest.raises(SarcoError, match="different folds"):
         compare(ws, log=lambda _: None)
+
+
+def test_5fold_expands_by_the_training_rule_and_a_bad_fold_trains_nothing(monkeypatch):
+    """`sarco classify train 5fold` means folds 0-4 in turn by `training.run.expand_folds` (any case,
+    as `sarco train` reads it), and a fold that does not exist is one line before any fold trains."""
+    from sarco_nn import api
+    from sarco_nn.training.run import expand_folds
+
+    trained: list[str] = []
+    monkeypatch.setattr(api, "classify_train", lambda fold, **kw: trained.append(fold) or f"fold_{fold}")
+    result = CliRunner().invoke(classify_app, ["train", "5FOLD"])
+    assert result.exit_code == 0, result.output
+    assert trained == expand_folds("5fold") == ["0", "1", "2", "3", "4"]
+    trained.clear()
+    refused = CliRunner().invoke(classify_app, ["train", "7"])
+    assert refused.exit_code != 0 and isinstance(refused.exception, SarcoError) and trained == []

@@ -137,23 +137,6 @@ def test_evaluate_flags_a_multi_organ_reference_instead_of_taking_it_as_truth(tm
     assert row["status"] == "review" and row["reasons"].startswith("unknown_labels: reference holds label value(s) 5, 6")
 
 
-def test_an_edited_threshold_or_l3_file_is_another_setting(tmp_path):
-    from sarco_nn.hashing import file_identity
-    from sarco_nn.thresholds import threshold_identity
-
-    assert threshold_identity("paper") == "paper"
-    cut = tmp_path / "cut.json"
-    cut.write_text('{"name": "site", "metric": "sma", "male": 140, "female": 90}')
-    before = threshold_identity(str(cut))
-    cut.write_text('{"name": "site", "metric": "sma", "male": 150, "female": 90}')
-    assert before.startswith(str(cut)) and threshold_identity(str(cut)) != before
-    l3 = tmp_path / "l3.csv"
-    l3.write_text("case_id,l3_slice\na,10\n")
-    first = file_identity(l3)
-    l3.write_text("case_id,l3_slice\na,12\n")
-    assert file_identity(l3) != first and file_identity(tmp_path / "none.csv") is None
-
-
 @pytest.mark.slow
 def test_rerun_after_editing_the_threshold_file_is_refused_not_kept(tiny_model, tmp_path):
     """The run was keyed by the --thresholds path: an edited file's new cut-offs never reached the

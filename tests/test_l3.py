@@ -425,3 +425,21 @@ def test_vertebra_mask_for_a_batch(tmp_path):
     assert vertebra_mask_for(tmp_path / "masks", "case_b") == tmp_path / "masks" / "case_b"
     with pytest.raises(InputError, match="no vertebra mask for case 'case_c'"):
         vertebra_mask_for(tmp_path / "masks", "case_c")
+
+
+@pytest.mark.parametrize("call", ["locate", "train"])
+def test_a_bad_level_is_one_line_before_any_file_is_read_or_folder_made(tmp_path, call):
+    """`--level L9` (or a typo) names the levels that exist, before the volume is read, torch loads,
+    or a localizer_<LEVEL> / thumbnail folder is made (the localizer's message would suggest
+    `sarco train-l3 --level L9`, which cannot work)."""
+    from sarco_nn import api
+
+    ws, thumbs = tmp_path / "ws", tmp_path / "thumbs"
+    with pytest.raises(SarcoError) as caught:
+        if call == "locate":
+            api.locate_l3(tmp_path / "absent.nii.gz", level="L9", thumbnail=thumbs / "x.png", workspace=ws)
+        else:
+            api.train_l3(phantoms=2, steps=1, level="l9", workspace=ws)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "'L9'" in message.upper() and "T12, L1, L2, L3, L4, L5" in message, message
+    assert not ws.exists() and not thumbs.exists() and not (tmp_path / "absent.nii.gz").exists()

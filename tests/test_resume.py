@@ -115,6 +115,31 @@ def test_ctrl_c_prints_one_line_and_the_rerun_finishes(tiny_model, tmp_path):
     assert again.code == 0 and len(_ok(tmp_path / "out" / "results.csv")) == 3, again.output
 
 
+def test_a_killed_overwrite_run_resumed_without_overwrite_keeps_no_row_of_the_earlier_settings(tiny_model, tmp_path):
+    """`--overwrite` with other settings (prado thresholds) killed after one case, then the same
+    command without --overwrite: the earlier run's paper rows look finished but belong to other
+    settings (their computed_from says so), so they are measured again; the killed run's case is not."""
+    images = tmp_path / "images"
+    shutil.copytree(tiny_model.held / "images", images)
+    out = tmp_path / "out"
+    args = ["predict", "-i", images, "-o", out, "--fast", "--device", "cpu", "-w", tiny_model.workspace]
+    first = sarco_subprocess(*args)
+    assert first.code == 0, first.output
+    killed = sarco_subprocess(*args, "--thresholds", "prado", "--overwrite", env={TEST_SIGNAL_ENV: "KILL:1"})
+    assert killed.code == -signal.SIGKILL, killed.output
+    (done,) = _journalled(out)
+    with open(out / JOURNAL_FILE, encoding="utf-8") as handle:
+        mask = out / json.loads(handle.readline())["row"]["mask"]
+    stamp = mask.stat().st_mtime_ns
+    resumed = sarco_subprocess(*args, "--thresholds", "prado")
+    assert resumed.code == 0, resumed.output
+    assert "2 finished case(s) of this folder are measured again: computed with other settings (2)" in resumed.output
+    with open(out / "results.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and {r["threshold_set"] for r in rows} == {"prado"}, rows
+    assert mask.stat().st_mtime_ns == stamp, f"{done}, finished by the killed run, was measured again"
+
+
 def test_predict_refuses_a_foreign_output_folder(tiny_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

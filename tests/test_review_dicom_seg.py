@@ -241,3 +241,50 @@ def test_a_recomputed_mask_gets_a_new_seg_not_the_earlier_scans(tmp_path):
     row = {"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz"}
     write_batch_segs(out, [(series, row)])
     assert int(np.asarray(hd.seg.segread(str(out / row["dicom_seg"])).pixel_array).sum()) == n_new
+
+
+def test_two_scans_with_one_case_id_each_get_their_own_seg(tmp_path):
+    """Two series predicted into one folder under the same case id (Monday's and Tuesday's
+    `patient`): predict gives their masks distinct names, so each SEG must be its own series'
+    (a SEG carries patient identity), and a rerun keeps both; an earlier run's entry stays indexed."""
+    from sarco_nn.review.dicom_seg import write_batch_segs
+
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    rows, sources = [], []
+    for day, stem in (("monday", "patient"), ("tuesday", "patient-0123456789")):
+        series = tmp_path / day / "patient"
+        sources.append((series, _series(series)))
+        mask, _ = _mask_like(read_image(series))
+        sitk.WriteImage(mask, str(out / "masks" / f"{stem}.nii.gz"))
+        rows.append({"case_id": "patient", "status": "ok", "mask": f"masks/{stem}.nii.gz", "input": str(series)})
+    write_batch_segs(out, [(sources[0][0], rows[0])])  # Monday's run
+    write_batch_segs(out, [(sources[1][0], rows[1])])  # Tuesday's, into the same folder
+    assert rows[0]["dicom_seg"] != rows[1]["dicom_seg"]
+    for row, (_, datasets) in zip(rows, sources):
+        seg = hd.seg.segread(str(out / row["dicom_seg"]))
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == datasets[0].SeriesInstanceUID, row
+    import csv
+
+    with open(out / "dicom_seg" / "dicom_seg.csv", newline="", encoding="utf-8") as handle:
+        assert sorted(r["dicom_seg"] for r in csv.DictReader(handle)) == sorted(r["dicom_seg"] for r in rows)
+
+
+def test_a_case_that_fails_on_rerun_loses_its_earlier_seg(tmp_path):
+    """A recomputed case that now fails has no mask: the SEG of its earlier mask must not stay
+    indexed (or on disk) as its result."""
+    from sarco_nn.review.dicom_seg import write_batch_segs
+
+    series = tmp_path / "scans" / "ct1"
+    _series(series)
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    mask, _ = _mask_like(read_image(series))
+    sitk.WriteImage(mask, str(out / "masks" / "ct1.nii.gz"))
+    row = {"case_id": "ct1", "status": "ok", "mask": "masks/ct1.nii.gz", "input": str(series)}
+    write_batch_segs(out, [(series, row)])
+    assert (out / row["dicom_seg"]).is_file()
+    failed = {"case_id": "ct1", "status": "failed", "mask": "", "input": str(series)}
+    write_batch_segs(out, [(series, failed)])
+    assert not (out / row["dicom_seg"]).exists()
+    assert "ct1" not in (out / "dicom_seg" / "dicom_seg.csv").read_text(encoding="utf-8")

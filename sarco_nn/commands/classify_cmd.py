@@ -43,7 +43,9 @@ def train(fold: str = typer.Argument(..., help="Fold 0-4 of splits_final.json, `
 
     Example: sarco classify train 0 --arch densenet121 --weights RadImageNet-DenseNet121.pt
     """
-    folds = ["0", "1", "2", "3", "4"] if fold == "5fold" else [fold]
+    from sarco_nn.training.run import expand_folds  # the one `5fold` rule, shared with `sarco train`
+
+    folds = expand_folds(fold)
     for f in folds:
         out = api.classify_train(f, arch=arch, weights=weights, unfreeze=unfreeze, epochs=epochs, batch_size=batch_size,
                                  lr=lr, input_size=input_size, patience=patience, balance=balance,

@@ -72,6 +72,9 @@ def locate_l3(volume_path_or_image: Path | str | sitk.Image, method: str = "auto
     from sarco_nn.l3.localizer import default_model_dir, has_model
     from sarco_nn.l3.rules import check_rule, locate_from_vertebrae
 
+    from sarco_nn.body_composition import check_level
+
+    level = check_level(level)  # T12..L5 (constants.LEVELS), before the volume is read
     if method not in METHODS:
         raise InputError(f"unknown L3 locator {method!r}", None, f"use one of: {', '.join(METHODS)}")
     check_rule(rule)

@@ -405,11 +405,9 @@ def train_from_sources(model_dir: Path | str, source: Path | str | None = None, 
     level: the vertebra to localize (T12…L5). A drop-in's annotated slice IS that level (masks drawn
     at L1 for `--level L1`); phantom volumes give it from their vertebra labels.
     """
-    from sarco_nn.constants import LEVELS
+    from sarco_nn.body_composition import check_level
 
-    level = (level or "L3").strip().upper()
-    if level not in LEVELS:
-        raise SarcoError(f"level {level!r} is not supported", fix=f"use one of {', '.join(LEVELS)}.")
+    level = check_level(level)
     cases: list[TrainingCase] = []
     notes: list[str] = []
     if source is not None:

@@ -221,16 +221,56 @@ def _file_digest(path: Path) -> str:
         return ""
 
 
+#: Columns of dicom_seg/dicom_seg.csv: which input and which mask (sha256) each SEG was made from.
+SEG_INDEX_COLUMNS = ["case_id", "input", "mask", "dicom_seg", "note", "mask_sha256", "made_from"]
+
+
+def seg_path_for(mask_rel: str | Path) -> Path:
+    """The SEG of a mask, named by the mask's file stem (never by case id): predict makes that stem
+    unique per input of the output folder (`inference._output_stem`), so two scans with one case
+    id never share, overwrite or point at one SEG (a SEG carries patient identity)."""
+    name = Path(mask_rel).name
+    for suffix in (".nii.gz", ".nii", ".mha", ".nrrd"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return Path(SEG_DIR) / f"{name}.dcm"
+
+
+def _made_from(mask_digest: str, source: Path, labels: dict[str, int] | None, model_name: str, uid_policy: str) -> str:
+    """Digest of everything a SEG's content depends on: the mask, the source series (its UIDs and
+    geometry: a re-exported series gets a new SEG), the tissue labels, the model name and UID policy."""
+    import hashlib
+    import json
+
+    from sarco_nn.batch import fingerprint
+
+    try:
+        source_id = fingerprint(source)
+    except OSError:
+        source_id = "missing"
+    text = json.dumps([mask_digest, source_id, labels, model_name, uid_policy], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def _index_key(row: dict) -> str:
+    """What an index entry belongs to: the input (its absolute path, as predict keys rows), else the mask."""
+    return row.get("input") or str(row.get("mask") or row.get("case_id", ""))
+
+
 def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: str = "generate",
                      model_name: str = "sarco_nn", labels: dict[str, int] | None = None) -> list[dict]:
     """SEG objects for every finished DICOM case of a predict batch; updates the rows in place.
 
     cases: (source path, results row) pairs; rows need case_id, status and mask (relative to
-    out_dir). labels: tissue → value the model segments (`body_composition.model_tissue_labels`;
-    None: muscle only), so a four-tissue model's SEG holds each present tissue's segment.
-    Sets ``dicom_seg`` (relative path) and ``dicom_seg_note`` on each row, writes
-    ``dicom_seg/dicom_seg.csv`` and returns its rows. A SEG that cannot be written never fails a
-    case: the note says why. Resumable: an existing SEG is kept.
+    out_dir), and predict's rows carry their `input`. labels: tissue → value the model segments
+    (`body_composition.model_tissue_labels`; None: muscle only), so a four-tissue model's SEG holds
+    each present tissue's segment. Sets ``dicom_seg`` (relative path, `seg_path_for` the mask) and
+    ``dicom_seg_note`` on each row, writes ``dicom_seg/dicom_seg.csv`` (earlier runs' entries of
+    other inputs kept) and returns this call's entries. A SEG that cannot be written never fails a
+    case: the note says why. Resumable: an existing SEG is kept only if it was made from this very
+    mask file (sha256), source series, labels and model; a case that failed on a rerun loses its
+    earlier SEG.
     """
     import csv
     import io
@@ -243,19 +283,24 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
     previous: dict[str, dict[str, str]] = {}
     if index_path.is_file():
         with open(index_path, newline="", encoding="utf-8") as f:
-            previous = {r["case_id"]: r for r in csv.DictReader(f)}
+            previous = {_index_key(r): r for r in csv.DictReader(f)}
     index = []
+    stale: list[str] = []
     for source, row in cases:
+        key = _index_key(row)
         if not is_finished(row.get("status")) or not row.get("mask"):
+            if row.get("input") and key in previous:
+                stale.append(key)  # recomputed and failed: the SEG of its earlier mask must not stay as its own
             continue
         if not _is_dicom_input(source):
             row["dicom_seg"], row["dicom_seg_note"] = "", "not written: the input is not DICOM"
             continue
-        rel = Path(SEG_DIR) / f"{row['case_id']}.dcm"
+        rel = seg_path_for(row["mask"])
         mask_digest = _file_digest(out_dir / row["mask"])
-        kept = previous.get(row["case_id"])  # an existing SEG is kept only if it was made from this very mask
-        note = (kept["note"] if kept and kept.get("mask_sha256") == mask_digest and (out_dir / rel).is_file()
-                else None)
+        made_from = _made_from(mask_digest, source, labels, model_name, uid_policy)
+        kept = previous.get(key)  # an existing SEG is kept only if it was made from this very mask, series, model
+        note = (kept["note"] if kept and kept.get("made_from") == made_from and kept.get("dicom_seg") == str(rel)
+                and (out_dir / rel).is_file() else None)
         if note is None:
             try:
                 result = write_dicom_seg(source, sitk.ReadImage(str(out_dir / row["mask"])), out_dir / rel,
@@ -265,13 +310,22 @@ def write_batch_segs(out_dir: Path, cases: list[tuple[Path, dict]], uid_policy: 
                 rel, note = None, f"not written: {str(exc).splitlines()[0]}"
             except Exception as exc:  # a SEG never fails the batch after every case was measured
                 rel, note = None, " ".join(f"not written: unexpected {type(exc).__name__}: {exc}".split())[:300]
+        if rel is None:  # the SEG of an earlier mask of this input must not stay as this one's
+            (out_dir / seg_path_for(row["mask"])).unlink(missing_ok=True)
         row["dicom_seg"], row["dicom_seg_note"] = ("" if rel is None else str(rel)), note
-        index.append({"case_id": row["case_id"], "dicom_seg": row["dicom_seg"], "note": note,
-                      "mask_sha256": mask_digest})
-    if index:
+        index.append({"case_id": row["case_id"], "input": row.get("input", ""), "mask": row["mask"],
+                      "dicom_seg": row["dicom_seg"],
+                      "note": note, "mask_sha256": mask_digest, "made_from": made_from})
+    for key in stale:
+        gone = previous.pop(key)
+        if gone.get("dicom_seg"):
+            (out_dir / gone["dicom_seg"]).unlink(missing_ok=True)
+    entries = {**previous, **{_index_key(e): e for e in index}}
+    if entries or stale:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["case_id", "dicom_seg", "note", "mask_sha256"])
+        writer = csv.DictWriter(buffer, fieldnames=SEG_INDEX_COLUMNS, extrasaction="ignore", restval="")
         writer.writeheader()
-        writer.writerows(index)
+        writer.writerows(sorted(entries.values(), key=lambda e: (e.get("case_id", ""), e.get("dicom_seg", ""))))
+        (out_dir / SEG_DIR).mkdir(parents=True, exist_ok=True)
         write_text_atomic(index_path, buffer.getvalue())
     return index

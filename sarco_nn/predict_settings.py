@@ -1,0 +1,134 @@
+"""What a `sarco predict` row is computed from: the ONE dict of run settings, and each case's inputs.
+
+Why one place: a rerun into the same -o folder keeps a finished row only when it was computed from
+what this run would compute it from (`sarco_nn.batch.row_fingerprint`). Checking settings one by
+one let a changed clinical.csv, a retrained model or a retrained L3 localizer keep old SMA/SMI
+and flags. Here:
+
+- `run_settings` is every setting that changes every row (model files, thresholds, conventions,
+  L3 options, test-time mirroring, inference settings). It is the run file (sarco_predict.json):
+  any change is refused unless --overwrite, naming what changed. A new setting is one entry in
+  the dict, or one keyword in `inference` (e.g. ``inference={"bf16": True, "tile_step": 0.5}``).
+- `case_inputs` is what changes one case only (its clinical record, its --l3-csv row, the
+  localizer or vertebra mask that found its L3): a change recomputes that case on the rerun,
+  with a note saying why.
+
+Not in either, because no row depends on them: device (equal up to float rounding), io_workers,
+progress, dicom_seg (its column is refreshed for every row at the end of each run), overwrite,
+part/parts (folder identity, kept in the run file beside the settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+from sarco_nn.batch import file_identity
+from sarco_nn.errors import SarcoError
+
+__all__ = ["FINGERPRINT_VERSION", "CASE_INPUTS", "run_settings", "locator_identities", "case_inputs",
+           "describe_changes"]
+
+#: Bumped when the meaning of an entry changes: a folder of an older version is then "other settings".
+FINGERPRINT_VERSION = 1
+#: Names of the per-case inputs (`case_inputs`), in the order their digests appear in `computed_from`.
+CASE_INPUTS: tuple[str, ...] = ("clinical", "l3_csv_row", "l3_locator")
+
+#: What each changed input means, for the rerun's one-line note.
+_CHANGE_TEXT = {
+    "input": "scan changed",
+    "mask": "mask file missing",
+    "settings": "computed with other settings",
+    "unrecorded": "written by an earlier sarco (no computed_from)",
+    "clinical": "clinical record changed",
+    "l3_csv_row": "--l3-csv row changed",
+    "l3_locator": "L3 localizer or vertebra mask that found L3 changed",
+}
+
+
+def _conventions() -> dict[str, Any]:
+    """The fixed conventions every measurement uses (a sarco upgrade that changes one is other settings)."""
+    from sarco_nn import constants as c
+
+    return {"ct_window_hu": c.CT_WINDOW_HU, "muscle_hu_gate": c.MUSCLE_HU_GATE, "adipose_hu_gate": c.ADIPOSE_HU_GATE,
+            "hu_conventions": c.HU_CONVENTIONS, "tissue_labels": c.TISSUE_LABELS, "muscle_label": c.MUSCLE_LABEL,
+            "derived_imat_max_hole_cm2": c.DERIVED_IMAT_MAX_HOLE_CM2, "level": c.DEFAULT_LEVEL}
+
+
+def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str, fast: bool, hu_gate: bool,
+                 l3_slice: int | None, l3_csv: Path | None, l3_from: Path | None, locator: str, l3_rule: str,
+                 slab: int, inference: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting that changes every row of a predict run, as one JSON-able dict (the run file).
+
+    `model` is a `model_store.TrainedModel`; its files enter by content (`batch.file_identity`), so
+    a model retrained in the same folder is other settings. `threshold_set` enters by its
+    definition (a threshold file edited in place is other settings). `inference`: further
+    network settings (precision, tile step, ...), one entry each.
+    """
+    from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, get_threshold_set
+
+    decision = decision or {}
+    files = {name: file_identity(model.folder / name) for name in ("plans.json", "dataset.json")}
+    files.update({f"fold_{fold}": file_identity(model.checkpoint(fold)) for fold in model.folds})
+    settings: dict[str, Any] = {
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "model": str(model.folder), "folds": list(model.folds), "model_files": files,
+        "postprocessing": decision.get("postprocessing_fns", []),
+        "postprocessing_kwargs": decision.get("postprocessing_kwargs", []),
+        "tta": not fast,
+        "thresholds": thresholds, "threshold_definition": repr(threshold_set),
+        "myosteatosis_definition": repr(get_threshold_set(DEFAULT_MYOSTEATOSIS_SET)),
+        "hu_gate": hu_gate, "conventions": _conventions(),
+        "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None, "l3_from": str(l3_from) if l3_from else None,
+        "locator": locator, "l3_rule": l3_rule, "slab": slab,
+    }
+    for name, value in (inference or {}).items():
+        if name in settings:
+            raise ValueError(f"inference setting {name!r} would replace a run setting")
+        settings[name] = value
+    return settings
+
+
+def locator_identities(l3_model_dir: Path) -> dict[str, str]:
+    """{l3_method: identity} of the locators a row's L3 may come from that are not per case: the
+    trained localizer's checkpoint and the installed TotalSegmentator version."""
+    from sarco_nn.l3.localizer import CHECKPOINT_FILE
+
+    identities = {"model": file_identity(Path(l3_model_dir) / CHECKPOINT_FILE)}
+    try:
+        from importlib.metadata import version
+
+        identities["totalsegmentator"] = version("TotalSegmentator")
+    except Exception:  # not installed: such rows cannot be recomputed the same way anyway
+        identities["totalsegmentator"] = "absent"
+    return identities
+
+
+def case_inputs(case_id: str, l3_method: str | None, clinical: Mapping, l3_rows: Mapping, l3_from: Path | None,
+                locators: Mapping[str, str]) -> dict[str, Any]:
+    """What one case's row depends on beyond the run settings (names: `CASE_INPUTS`).
+
+    `l3_method` is the row's own (`l3_method` column): the localizer's identity matters only to a
+    row whose L3 it found, a vertebra mask's only to a row located from it, so retraining the
+    localizer recomputes the volumes it located, not the single slices."""
+    from sarco_nn.l3.choose import vertebra_mask_for
+
+    record = clinical.get(case_id)
+    method = l3_method or ""
+    if method == "vertebrae":
+        try:
+            locator = file_identity(vertebra_mask_for(l3_from, case_id))
+        except SarcoError:
+            locator = "missing"
+    else:
+        locator = locators.get(method, "")
+    return {"clinical": dataclasses.asdict(record) if record is not None else None,
+            "l3_csv_row": l3_rows.get(case_id), "l3_locator": locator}
+
+
+def describe_changes(n_cases: int, counts: Mapping[str, int]) -> str:
+    """The one-line note of a rerun that measures finished cases again, e.g. "note: 2 finished
+    case(s) of this folder are measured again: clinical record changed (2)"."""
+    why = ", ".join(f"{_CHANGE_TEXT.get(name, name)} ({n})" for name, n in sorted(counts.items()))
+    return f"note: {n_cases} finished case(s) of this folder are measured again: {why}"
