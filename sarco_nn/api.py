@@ -329,6 +329,13 @@ def cases_without_clinical(inputs: PathLike, clinical_csv: PathLike) -> list[tup
 
     Why: case ids are matched exactly, so 'CASE_000' in the CSV silently matched no scan.
 
+    Args:
+        inputs: a CT file, a DICOM series folder, or a folder of scans (as for `predict`).
+        clinical_csv: clinical.csv (case_id, sex, height_m, ...).
+
+    Returns:
+        One (case id, near-miss CSV id or None) pair per scan without a clinical row.
+
     Example:
         >>> cases_without_clinical("scans/", "clinical.csv")  # doctest: +SKIP
         [('case_000', 'CASE_000')]
@@ -505,7 +512,18 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
 # ----------------------------------------------------------------------------------- evaluate
 def evaluation_tissue_line(summary: Mapping[str, Any]) -> str | None:
     """The one console line of an `evaluate` summary's tissues beyond muscle (None for muscle only):
-    Dice, area bias (cm²) and HU bias per tissue."""
+    Dice, area bias (cm²) and HU bias per tissue.
+
+    Args:
+        summary: the summary `evaluate` returns (its ``tissues`` entry is read).
+
+    Returns:
+        The line, or None when only muscle was evaluated.
+
+    Example:
+        >>> evaluation_tissue_line({"tissues": {}}) is None
+        True
+    """
     from sarco_nn.evaluation.tissues import console_line
 
     return console_line(summary.get("tissues"))

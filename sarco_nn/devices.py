@@ -16,7 +16,7 @@ from sarco_nn.errors import SarcoError
 if TYPE_CHECKING:  # torch is imported when a device is resolved, not when this module is
     import torch
 
-__all__ = ["DEVICE_NAMES", "resolve_device"]
+__all__ = ["DEVICE_NAMES", "cpu_bf16_supported", "resolve_device"]
 
 #: What `--device` accepts (``cuda:N`` picks one GPU).
 DEVICE_NAMES: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -55,3 +55,15 @@ def resolve_device(device: str = "auto", all_cpu_threads: bool = False) -> "torc
         # the cores this process may run on (a SLURM job's or taskset's share), not the machine's
         torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     return torch.device(name)
+
+
+def cpu_bf16_supported() -> bool:
+    """True when this CPU computes bfloat16 natively (otherwise bf16 would be slower than fp32).
+
+    Here, not in training: inference settings ask it too, and devices imports nothing of the library."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

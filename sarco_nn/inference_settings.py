@@ -57,7 +57,7 @@ class InferenceSettings:
         """What actually runs on `device_type`: bf16 only on a CPU with native bfloat16."""
         if self.bf16 and device_type == "cpu":
             if cpu_bf16 is None:
-                from sarco_nn.training.cpu_autocast import cpu_bf16_supported
+                from sarco_nn.devices import cpu_bf16_supported
 
                 cpu_bf16 = cpu_bf16_supported()
             return self if cpu_bf16 else replace(self, bf16=False)

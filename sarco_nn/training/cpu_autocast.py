@@ -13,15 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sarco_nn.devices import cpu_bf16_supported  # noqa: F401  (re-exported: the trainers and benches ask here)
+
 _CONTEXT_ATTR = "_sarco_cpu_autocast"
 
 
-def cpu_bf16_supported() -> bool:
-    """True when this CPU computes bfloat16 natively (otherwise bf16 would be slower than fp32)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _to_float32(output):
