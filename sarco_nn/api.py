@@ -268,7 +268,7 @@ class PredictOptions:
     parts: int | None = None
     dicom_seg: bool = False
     io_workers: int = DEFAULT_IO_WORKERS
-    trunk_only: bool = True
+    trunk_only: bool = False
 
 
 @dataclass(frozen=True)

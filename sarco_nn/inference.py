@@ -229,7 +229,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             l3_from: Path | None = None, locator: str = "auto", l3_rule: str = "centroid", slab: int = 1,
             l3_model_dir: Path | None = None, part: int | None = None, parts: int | None = None,
             dicom_seg: bool = False, io_workers: int = DEFAULT_IO_WORKERS,
-            trunk_only: bool = True) -> tuple[Path, int]:
+            trunk_only: bool = False) -> tuple[Path, int]:
     """Segment and measure every scan; return (results.csv path, number of failed cases).
 
     Whole volumes get their L3 slice from --l3-slice, an --l3-csv row, a vertebra mask (--l3-from),

@@ -49,7 +49,7 @@ def test_settings_come_from_the_plans_and_bf16_only_runs_where_it_is_native():
     assert settings.effective("cuda").bf16 is False  # nnU-Net's own CUDA autocast applies there
     assert settings.effective("cpu", cpu_bf16=True).label() == "bf16, step 1"
     assert InferenceSettings(bf16=False, whole_slice=True).label() == "fp32, whole slice <= 1024 px"
-    assert InferenceSettings().effective("cpu", cpu_bf16=True).label() == "bf16, step 0.5"  # the default
+    assert InferenceSettings().effective("cpu", cpu_bf16=True).label() == "fp32, step 0.5"  # the default
 
 
 def test_whole_slice_tile_rounds_up_to_the_divisor_and_respects_the_cap():
