@@ -17,6 +17,9 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
   ctaug     CT site-shift augmentation in the trainer (preset training.ct_augmentation = true)
   wideA     train on family A-wide (A domain-randomised, dataset_conversion/phantoms/widen_a.py); train A only
   tissues4  a four-tissue model (muscle, IMAT, VAT, SAT: convert with keep_tissues), per-tissue Dice recorded
+  long1.5x  1.5 times the preset's epochs (146 x 10 iterations from the cpu preset's 97): the longest
+            training that keeps `make demo` within its 15 minutes on 2 cores
+  lr2x      twice the trainer's initial learning rate at the same iterations: under-fitting cured without time?
   long2x    twice the preset's epochs (1940 iterations): is a lever's loss under-fitting? (beyond the
             demo's 15-minute budget on 2 cores: a diagnosis, not a preset candidate there)
   trunk     at prediction: tissue outside the trunk is not counted (sarco_nn.trunk; predict's default
@@ -53,7 +56,7 @@ HU_BINS: tuple[tuple[str, float, float], ...] = (
 DATA = {"train_A": ("A", 1), "train_B": ("B", 11), "test_A": ("A", 2), "test_B": ("B", 3),
         "train_A-wide": ("A-wide", 1)}
 #: Robustness levers, in the order their names are joined in an arm name (what each changes: module doc).
-LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4", "long2x", "trunk")
+LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4", "long1.5x", "long2x", "lr2x", "trunk")
 #: Levers that change only the prediction, not the training: their arms reuse a finished trained model.
 PREDICTION_LEVERS: frozenset[str] = frozenset({"trunk"})
 BASELINE = "baseline"
@@ -172,6 +175,10 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
             plans["sarco"]["preset"]["training"]["ct_augmentation"] = True
         if "long2x" in levers:
             plans["sarco"]["preset"]["training"]["num_epochs"] *= 2
+        if "long1.5x" in levers:
+            plans["sarco"]["preset"]["training"]["num_epochs"] = round(plans["sarco"]["preset"]["training"]["num_epochs"] * 1.5)
+        if "lr2x" in levers:
+            plans["sarco"]["preset"]["trainer_overrides"][args.trainer]["initial_lr"] *= 2
         plans_file.write_text(json.dumps(plans, indent=1))
         started = time.monotonic()
         train_fold(ws, "all", 501, args.trainer, None, None, None, args.device)
