@@ -10,6 +10,7 @@ continued. The evaluation folders (with overlays of the worst cases) stay under 
   python bench/external_validation.py                    # cpu preset, 40 train / 12+12 test, seeds 0 1 2
   python bench/external_validation.py --smoke            # plumbing check: smoke preset, tiny data, one seed
   python bench/external_validation.py --table-only       # print the table of the finished arms
+  python bench/external_validation.py --attribute        # add "false positives by true tissue" to finished arms
   python bench/external_validation.py --train-on A --lever ctaug        # a robustness lever (arms trainA_ctaug_seedN)
   python bench/external_validation.py --train-on A --lever ctaug+wideA  # levers combined
 
@@ -35,6 +36,7 @@ and muscle Dice, SMA error and issue #18's targets (SAT, VAT ≥ 0.95, IMAT ≥ 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -137,6 +139,101 @@ def hu_bin_errors(pred_dir: Path, drop: Path) -> dict[str, dict[str, float]]:
     return {name: {k: v / max(n, 1) for k, v in d.items()} for name, d in sums.items()}
 
 
+#: The phantom families' own tissues grouped into what a reader would call them (family A's and family B's
+#: enum names, lower case; bench-only, so the analysis can say "bowel" where the HU bins say "30..150 HU").
+STRUCTURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "organs": ("liver", "spleen", "kidney", "pancreas"),
+    "bowel": ("bowel_wall", "bowel_fluid", "bowel_gas", "stool", "oral_contrast", "fluid", "gas", "feces", "oral"),
+    "vessels": ("aorta", "ivc", "small_vessel", "vessel", "calcium"),
+    "fascia/skin": ("fascia", "skin"),
+    "fat (SAT/VAT/IMAT)": ("sat", "vat", "imat", "subcut_fat", "visc_fat", "im_fat"),
+    "arm": ("arm_skin", "arm_fat", "arm_muscle", "arm_bone"),
+    "bone/canal": ("cortex", "marrow", "canal", "cortical", "trabecular", "csf", "disc"),
+    "outside/table": ("outside", "air", "table", "pad", "table_foam"),
+}
+
+
+def structure_group(name: str) -> str:
+    """The STRUCTURE_GROUPS group of a phantom tissue name ("other" for one not listed)."""
+    return next((group for group, names in STRUCTURE_GROUPS.items() if name in names), "other")
+
+
+@functools.lru_cache(maxsize=64)
+def _phantom_truth(key: str, index: int, matrix: int) -> tuple[np.ndarray, np.ndarray, dict[int, str]] | None:
+    """(four-tissue mask, the family's own tissue map, its names) of a drop's case, in the stored array
+    layout; regenerated from the drop's seed once per case (every arm scores the same held-out cases)."""
+    import SimpleITK as sitk
+
+    from dataset_conversion.phantoms.writer import dropin_case, to_sitk
+
+    family, seed = DATA[key]
+    case = dropin_case(seed, index, matrix, False, key.lower().replace("-", "_"), family)
+    ph = case.phantom
+    if ph.anatomy is None:
+        return None
+    spacing = (case.z_spacing_mm, *ph.spacing_mm)
+
+    def layout(a: np.ndarray) -> np.ndarray:
+        return sitk.GetArrayFromImage(to_sitk(a[None].astype(np.uint8), spacing, case.flipped, case.origin_z_mm))
+
+    return layout(ph.tissue_mask), layout(ph.anatomy), dict(ph.anatomy_names or {})
+
+
+def anatomy_errors(pred_dir: Path, drop: Path, key: str, matrix: int) -> dict[str, float]:
+    """Mean false-positive muscle area (cm² per case) by what the pixel really was, from the phantom's own
+    tissue map (bowel, liver, fascia, arm muscle ...), regenerated from the drop's seed: the region view of
+    the errors that the HU bins cannot give. A case whose regenerated mask differs from the drop's is
+    skipped (a drop written by other generator code)."""
+    import SimpleITK as sitk
+
+    from sarco_nn.constants import MUSCLE_LABEL
+
+    prefix = key.lower().replace("-", "_")
+    masks = pred_dir / "masks" if (pred_dir / "masks").is_dir() else pred_dir
+    sums: dict[str, float] = {}
+    n = 0
+    for ref_path in sorted((drop / "masks").glob("*.nii.gz")):
+        pred_path = masks / ref_path.name
+        case_id = ref_path.name[: -len(".nii.gz")]
+        if not pred_path.is_file() or not case_id.startswith(prefix + "_"):
+            continue
+        truth = _phantom_truth(key, int(case_id.rsplit("_", 1)[1]), matrix)
+        ref_img = sitk.ReadImage(str(ref_path))
+        ref = sitk.GetArrayFromImage(ref_img)
+        if truth is None or not np.array_equal(truth[0], ref):
+            print(f"  {case_id}: no regenerated tissue map that matches the drop; not attributed")
+            continue
+        _, anatomy, names = truth
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_path))) == MUSCLE_LABEL
+        fp = pred & (ref != MUSCLE_LABEL)
+        sx, sy = ref_img.GetSpacing()[:2]
+        values, counts = np.unique(anatomy[fp], return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist()):
+            name = names.get(int(value), f"tissue_{value}")
+            sums[name] = sums.get(name, 0.0) + count * sx * sy / 100.0
+        n += 1
+    return {name: v / max(n, 1) for name, v in sorted(sums.items(), key=lambda kv: -kv[1])}
+
+
+def add_anatomy_errors(out: Path, work: Path, matrix: int, test_cases: int) -> list[str]:
+    """Fill `fp_by_tissue` into every finished arm of `out` that lacks it, from its prediction folders under
+    `work` (no training, no prediction: about a second per case). Returns the arms updated."""
+    updated = []
+    for path in sorted(out.glob("*.json")):
+        result = json.loads(path.read_text())
+        if "test" not in result or all("fp_by_tissue" in v for v in result["test"].values()):
+            continue
+        for key in ("test_A", "test_B"):
+            family = DATA[key][0]
+            pred = work / result["arm"] / f"pred_{key}"
+            drop = work / "data" / f"{key}_{test_cases}_{matrix}"
+            if family in result["test"] and pred.is_dir() and drop.is_dir():
+                result["test"][family]["fp_by_tissue"] = anatomy_errors(pred, drop, key, matrix)
+        _write_json_atomic(path, result)
+        updated.append(result["arm"])
+    return updated
+
+
 def _scores(summary: dict) -> dict[str, float]:
     pooled = summary["pooled"]
     return {"n": pooled["n"], "dice": pooled["dice_mean"], "sma_err_mean_pct": pooled["sma_abs_error_percent_mean"],
@@ -190,6 +287,7 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
         summary = evaluate_folder(out, drops[key] / "masks", drops[key] / "clinical.csv", arm_dir / f"eval_{key}",
                                   images_dir=drops[key] / "images")
         result["test"][DATA[key][0]] = {**_scores(summary), "hu_bins": hu_bin_errors(out, drops[key]),
+                                        "fp_by_tissue": anatomy_errors(out, drops[key], key, args.matrix),
                                         "worst_cases": summary.get("worst_cases", []),
                                         **({"tissues": _tissue_dice(summary)} if summary.get("tissues") else {})}
     return result
@@ -267,7 +365,32 @@ def table(results: list[dict]) -> str:
                              for name in tissue_names]
                     tissues.append(f"| {label} | {len(with_tissues)} | " + " | ".join(cells) + " |")
     body = body_composition_table(results)
-    return "\n".join(lines + [""] + bins + ([""] + tissues if len(tissues) > 2 else []) + ([""] + [body] if body else []))
+    regions = structure_table(results)
+    return "\n".join(lines + [""] + bins + ([""] + [regions] if regions else [])
+                     + ([""] + tissues if len(tissues) > 2 else []) + ([""] + [body] if body else []))
+
+
+def structure_table(results: list[dict]) -> str:
+    """Markdown: mean false-positive muscle area (cm² per case) by the phantom's true tissue, grouped
+    (STRUCTURE_GROUPS), per lever and train → test pair, over the arms that have `fp_by_tissue`."""
+    groups = list(STRUCTURE_GROUPS) + ["other"]
+    lines = ["| lever | train → test | seeds | FP total (cm²) | " + " | ".join(groups) + " |",
+             "|---|---|---|---|" + "---|" * len(groups)]
+    for lever in sorted({r.get("lever", BASELINE) for r in results}, key=_lever_order):
+        for train in ("A", "B"):
+            for test in ("A", "B"):
+                rows = [r["test"][test]["fp_by_tissue"] for r in results
+                        if r.get("lever", BASELINE) == lever and r["train"] == train
+                        and "fp_by_tissue" in r["test"].get(test, {})]
+                if not rows:
+                    continue
+                by_group = [{g: sum(v for k, v in row.items() if structure_group(k) == g) for g in groups}
+                            for row in rows]
+                means = {g: statistics.fmean(b[g] for b in by_group) for g in groups}
+                label = f"{lever} | {train} → {test}" + (" (internal)" if train == test else " (external)")
+                lines.append(f"| {label} | {len(rows)} | {sum(means.values()):.2f} | "
+                             + " | ".join(f"{means[g]:.2f}" for g in groups) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 #: Issue #18's targets on held-out phantoms at the demo budget: minimum mean Dice per adipose tissue.
@@ -402,6 +525,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="arm results (default bench/results/external_validation)")
     parser.add_argument("--work", type=Path, default=None, help="scratch (default bench_runs/external_validation)")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--attribute", action="store_true",
+                        help="fill the false positives by true tissue into finished arms that lack them (no training)")
     parser.add_argument("--compare", nargs="+", metavar="LABEL=REPORT", help="print evaluate reports side by side")
     args = parser.parse_args()
     try:
@@ -422,11 +547,13 @@ def main() -> None:
     args.seeds = args.seeds if args.seeds is not None else defaults[4]
     args.out = args.out or RESULTS / name
     args.work = (args.work or Path("bench_runs") / name).resolve()
+    if args.attribute:
+        print("attributed:", ", ".join(add_anatomy_errors(args.out, args.work, args.matrix, args.test_cases)) or "none")
     for train in args.train_on:
         for seed in args.seeds:
             arm = arm_name(train, seed, levers)
             path = args.out / f"{arm}.json"
-            if not path.is_file() and not args.table_only:
+            if not path.is_file() and not args.table_only and not args.attribute:
                 print(f"[{arm}] training on family {train} ({lever_tag(levers)}), seed {seed} ...", flush=True)
                 _write_json_atomic(path, run_arm(arm, train_key(train, levers), seed, args, levers))
             elif path.is_file():

@@ -256,3 +256,64 @@ def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypat
     assert arm["train"] == "A" and arm["train_family"] == "A-wide" and arm["lever"] == "ctaug+wideA+tissues4"
     assert arm["test"]["B"]["tissues"]["sat"]["dice_mean"] == 0.8
     assert (tmp_path / "work" / "data" / "train_A_2_48").is_dir()  # the baseline's drop is left as it was
+
+
+@pytest.mark.parametrize("family", ["A", "B"])
+def test_phantom_anatomy_is_the_map_the_muscle_mask_came_from(family):
+    """The kept tissue map says "muscle" exactly where the mask does (and names every value it holds)."""
+    from dataset_conversion.phantoms.writer import dropin_case
+
+    ph = dropin_case(5, 0, 96, False, "c", family).phantom
+    names = ph.anatomy_names
+    muscle_value = next(v for v, n in names.items() if n == "muscle")
+    assert ph.anatomy.shape == ph.muscle_mask.shape
+    assert np.array_equal(ph.anatomy == muscle_value, ph.muscle_mask > 0)
+    assert set(np.unique(ph.anatomy).tolist()) <= set(names)
+
+
+def test_false_positives_are_attributed_to_the_true_tissue(bench, tmp_path):
+    """Muscle planted on the liver and on the table of site-B phantoms is reported as liver and table,
+    in cm² per case, through the stored (possibly flipped) file layout."""
+    from dataset_conversion.phantoms.writer import dropin_case
+
+    key, matrix, n = "test_B", 96, 3
+    family, seed = bench.DATA[key]
+    drop = write_dropin_dataset(tmp_path / "drop", n, seed=seed, matrix=matrix, family=family, case_prefix="test_b")
+    pred = tmp_path / "pred" / "masks"
+    pred.mkdir(parents=True)
+    planted: dict[str, float] = {}
+    for path in sorted((drop / "masks").glob("*.nii.gz")):
+        img = sitk.ReadImage(str(path))
+        arr = sitk.GetArrayFromImage(img)
+        ph = dropin_case(seed, int(path.name[:-7].rsplit("_", 1)[1]), matrix, False, "test_b", family).phantom
+        # the stored layout may be flipped in x and y: find the liver/table through the stored muscle mask
+        flipped = not np.array_equal(arr[0] == 1, ph.muscle_mask > 0)
+        anatomy = ph.anatomy[::-1, ::-1] if flipped else ph.anatomy
+        assert np.array_equal(arr[0] == 1, (ph.muscle_mask[::-1, ::-1] if flipped else ph.muscle_mask) > 0)
+        out = (arr == 1).astype(np.uint8)
+        pixel_cm2 = float(np.prod(img.GetSpacing()[:2])) / 100.0
+        for name in ("liver", "table"):
+            value = next(v for v, nm in ph.anatomy_names.items() if nm == name)
+            where = anatomy == value
+            out[0][where] = 1
+            planted[name] = planted.get(name, 0.0) + float(where.sum()) * pixel_cm2 / n
+        res = sitk.GetImageFromArray(out)
+        res.CopyInformation(img)
+        sitk.WriteImage(res, str(pred / path.name))
+    got = bench.anatomy_errors(pred.parent, drop, key, matrix)
+    assert set(got) == {name for name, v in planted.items() if v > 0}
+    for name, area in planted.items():
+        if area > 0:
+            assert got[name] == pytest.approx(area, rel=1e-9)
+    assert bench.structure_group("liver") == "organs" and bench.structure_group("table") == "outside/table"
+
+
+def test_a_drop_from_other_generator_code_is_not_attributed(bench, tmp_path, capsys):
+    key, matrix = "test_B", 96
+    family, seed = bench.DATA[key]
+    drop = write_dropin_dataset(tmp_path / "drop", 1, seed=seed + 1, matrix=matrix, family=family, case_prefix="test_b")
+    (tmp_path / "pred").mkdir()
+    for path in (drop / "masks").glob("*.nii.gz"):
+        (tmp_path / "pred" / path.name).write_bytes(path.read_bytes())
+    assert bench.anatomy_errors(tmp_path / "pred", drop, key, matrix) == {}
+    assert "not attributed" in capsys.readouterr().out

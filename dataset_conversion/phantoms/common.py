@@ -6,7 +6,7 @@ and benches compare) must mean the same for every family.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,11 @@ class PhantomSlice:
     height_m: float
     weight_kg: float
     age: int
+    # The family's own tissue map of the slice (its tissue enum: organs, bowel, fascia, arm muscle ...) and
+    # the enum's names: what a wrongly labelled pixel really was (bench/external_validation.py). Never written
+    # to a drop; None where a generator does not keep it.
+    anatomy: np.ndarray | None = field(default=None, repr=False, compare=False)
+    anatomy_names: dict[int, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def true_sma_cm2(self) -> float:

@@ -71,7 +71,8 @@ def generate_phantom_slice(
     ct = tissue_to_hu(an, lab, grid, rng)
     mask = (lab == Tissue.MUSCLE).astype(np.uint8) * np.uint8(MUSCLE_LABEL)
     tissues = body_composition_labels(an, z, lab, grid.xs, grid.ys)
-    return PhantomSlice(ct, mask, tissues, grid.spacing, an.sex, an.height_m, an.weight_kg, an.age)
+    return PhantomSlice(ct, mask, tissues, grid.spacing, an.sex, an.height_m, an.weight_kg, an.age,
+                        anatomy=lab, anatomy_names={int(t): t.name.lower() for t in Tissue})
 
 
 def generate_phantom_volume(

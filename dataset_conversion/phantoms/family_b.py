@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from dataset_conversion.phantoms.anatomy_b import LEVELS_B, PatientB, draw_patient
+from dataset_conversion.phantoms.anatomy_b import LEVELS_B, PatientB, TissueB, draw_patient
 from dataset_conversion.phantoms.common import PhantomSlice, PhantomVolume
 from dataset_conversion.phantoms.render_b import composition_mask, fit_muscle_scale, render, trunk_extent, vertebra_map
 from dataset_conversion.phantoms.scanner_b import acquire, draw_protocol, finish, fov_grid, paint_table
@@ -47,7 +47,8 @@ def generate_slice(rng: np.random.Generator, sex: str | None = None, matrix: int
     ct, lab = canvas.slice(rng, 0.0)
     tissues = composition_mask(lab)
     muscle = (tissues == TISSUE_LABELS["muscle"]).astype(np.uint8)
-    return PhantomSlice(ct, muscle, tissues, proto.spacing, p.sex, p.height_m, p.weight_kg, p.age), proto.thickness_mm
+    return (PhantomSlice(ct, muscle, tissues, proto.spacing, p.sex, p.height_m, p.weight_kg, p.age,
+                         anatomy=lab, anatomy_names={int(t): t.name.lower() for t in TissueB}), proto.thickness_mm)
 
 
 def generate_volume(rng: np.random.Generator, matrix: int = 128, sex: str | None = None,
