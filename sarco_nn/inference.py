@@ -242,7 +242,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
     `trunk_only` keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are not SMA).
     """
-    from sarco_nn.clinical import read_clinical_csv
+    from sarco_nn.clinical import missing_rows_warning, read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
     from sarco_nn.l3.choose import read_l3_csv
     from sarco_nn.l3.localizer import default_model_dir
@@ -268,6 +268,10 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         scans = [s for s in scans if part_of(s.relative or printable_path(s.path.name), parts) == part]
     threshold_set = get_threshold_set(thresholds)
     clinical = read_clinical_csv(clinical_csv) if clinical_csv else {}
+    if clinical_csv:  # before the network runs: a case id off by letter case would silently lose its SMI
+        note = missing_rows_warning(clinical_csv, clinical, [s.case_id for s in scans])
+        if note:
+            print(note, file=sys.stderr, flush=True)
     l3_rows = read_l3_csv(l3_csv) if l3_csv else {}
     model = find_model(workspace, dataset, trainer, preset)
     decision = ensure_postprocessing(workspace, model)
