@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, RESULTS_FILE, Journal, changed_settings,
-                            check_output_location, fingerprint, fingerprint_changes, fold_journal, normalised_settings,
-                            part_of, row_fingerprint, settings_digest)
+from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, MISSING, RESULTS_FILE, Journal, changed_settings,
+                            check_output_location, file_identity, fingerprint_changes, fold_journal,
+                            normalised_settings, part_of, row_fingerprint, settings_digest)
 from sarco_nn.cases import IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
 from sarco_nn.errors import InputError, SarcoError
@@ -310,10 +310,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     redone: dict[str, int] = {}  # why finished cases are measured again (one note)
     for scan in scans:
         key = printable_path(os.path.abspath(scan.path))
-        try:
-            fp = fingerprint(scan.path) if scan.problem is None else ""
-        except OSError:
-            fp = ""
+        fp = file_identity(scan.path, by="stamp") if scan.problem is None else ""
+        fp = "" if fp == MISSING else fp  # cannot be stat'ed: never resumed, read (and reported) again
         done = rows.get(key)
         if done and is_finished(done.get("status")) and fp:
             why = fingerprint_changes(done.get(FINGERPRINT_COLUMN), computed_from(scan.case_id, done.get("l3_method")),
