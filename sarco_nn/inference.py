@@ -577,7 +577,7 @@ def _prepare_case(scan: Scan, ctx: _ReadContext) -> _CaseInput:
 def _failure_reason(exc: BaseException, out_dir: Path) -> Reason:
     """The failed reason of a case stopped by `exc`; a full disk stops the batch instead."""
     if isinstance(exc, SarcoError):
-        return Reason("unreadable", str(exc).splitlines()[0], Status.FAILED)
+        return Reason(exc.reason_code, str(exc).splitlines()[0], Status.FAILED)  # not_ct, l3_not_in_view, ...
     if isinstance(exc, MemoryError):
         raise exc
     if _disk_full(out_dir, exc):
