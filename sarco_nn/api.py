@@ -37,7 +37,7 @@ from sarco_nn.workspace import Workspace
 __all__ = [
     "ClassifierPredictions", "L3Location", "L3NotFound", "L3Training", "MergeResult", "MuscleMeasurement",
     "PredictOptions", "PredictResult", "TrainOptions", "WeightsCheck",
-    "cases_without_clinical", "check_weights", "classify_compare", "evaluation_tissue_line", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
+    "check_weights", "classify_compare", "evaluation_tissue_line", "classify_predict", "classify_train", "convert", "demo_data", "evaluate",
     "locate_l3", "measure", "phantom_family", "plan", "postprocess", "predict", "predict_merge", "pretrain", "train",
     "train_l3",
 ]
@@ -321,35 +321,6 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
         l3_model_dir=_path(o.l3_model_dir), part=o.part, parts=o.parts, dicom_seg=o.dicom_seg,
         io_workers=o.io_workers, trunk_only=o.trunk_only)
     return PredictResult(Path(results), int(failed), _failed_reasons(Path(results), Path(inputs)) if failed else ())
-
-
-def cases_without_clinical(inputs: PathLike, clinical_csv: PathLike) -> list[tuple[str, str | None]]:
-    """(case id, the CSV's id that differs only in letter case, or None) of each scan in `inputs`
-    that `clinical_csv` has no row for: `predict` would give it no SMI and no flag.
-
-    Why: case ids are matched exactly, so 'CASE_000' in the CSV silently matched no scan.
-
-    Args:
-        inputs: a CT file, a DICOM series folder, or a folder of scans (as for `predict`).
-        clinical_csv: clinical.csv (case_id, sex, height_m, ...).
-
-    Returns:
-        One (case id, near-miss CSV id or None) pair per scan without a clinical row.
-
-    Example:
-        >>> cases_without_clinical("scans/", "clinical.csv")  # doctest: +SKIP
-        [('case_000', 'CASE_000')]
-    """
-    import os
-
-    from sarco_nn.clinical import read_clinical_csv
-    from sarco_nn.inference import discover_scans
-
-    table = read_clinical_csv(clinical_csv)
-    lowered = {case.lower(): case for case in table}
-    csv_path = os.path.abspath(clinical_csv)
-    return [(s.case_id, lowered.get(s.case_id.lower())) for s in discover_scans(Path(inputs))
-            if s.case_id and s.case_id not in table and os.path.abspath(s.path) != csv_path]
 
 
 def _failed_reasons(results_csv: Path, inputs: Path) -> tuple[str, ...]:

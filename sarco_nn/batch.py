@@ -2,10 +2,12 @@
 
 Why each piece exists (issues #14 and #16):
 
-- **Identity**: a result belongs to an input *path* plus a cheap fingerprint (size, mtime and a
-  hash of the first bytes; for a DICOM folder: its file names, sizes, newest mtime and the first
-  bytes of one file). A resumed 20 000-scan batch stats files but never re-reads a series, and a
-  different scan under the same name is recomputed instead of inheriting another patient's SMA.
+- **Identity**: a result belongs to an input *path* plus a cheap fingerprint
+  (`file_identity(..., by="stamp")`: size, mtime and a hash of the first bytes; for a DICOM
+  folder: its file names, sizes, newest mtime and the first bytes of one file). A resumed
+  20 000-scan batch stats files but never re-reads a series, and a different scan under the same
+  name is recomputed instead of inheriting another patient's SMA. The model and other settings
+  files enter by content (`by="content"`, no mtime: a copied model keeps its rows).
 - **Journal**: each finished case appends one JSON line to ``journal.jsonl`` (flushed and fsynced),
   so a batch costs O(1) writes per case instead of rewriting results.csv after each. A line torn
   by SIGKILL or a full disk is ignored (and cut off before the next append). The journal is folded
@@ -37,7 +39,7 @@ from sarco_nn.atomic import write_text_atomic
 from sarco_nn.errors import SarcoError
 
 __all__ = [
-    "JOURNAL_FILE", "RESULTS_FILE", "FINGERPRINT_COLUMN", "fingerprint", "file_identity", "normalised_settings",
+    "JOURNAL_FILE", "RESULTS_FILE", "FINGERPRINT_COLUMN", "MISSING", "file_identity", "normalised_settings",
     "settings_digest", "changed_settings", "row_fingerprint", "fingerprint_changes", "part_of", "Journal", "read_results", "write_results",
     "fold_journal", "check_output_location", "merge_parts",
 ]
@@ -54,10 +56,46 @@ def _head_hash(path: Path, digest) -> None:
         digest.update(handle.read(_HEAD_BYTES))
 
 
-def fingerprint(path: Path) -> str:
-    """Cheap content identity: size, mtime and a hash of the first bytes (DICOM folder: of its listing
-    and of one file). Raises OSError for what cannot be stat'ed (dangling link, loop)."""
-    path = Path(path)
+#: Files up to this size are hashed whole by `file_identity(..., by="content")` (tables, plans, small checkpoints).
+_WHOLE_FILE_BYTES = 1 << 20
+#: Column of every result row naming what it was computed from (`row_fingerprint`).
+FINGERPRINT_COLUMN = "computed_from"
+#: The identity of a file or folder that cannot be read (or stat'ed).
+MISSING = "missing"
+
+#: The two rules of `file_identity`.
+IDENTITY_RULES: tuple[str, ...] = ("stamp", "content")
+
+
+def file_identity(path: Path | str | None, *, by: str) -> str:
+    """What a result row records about a file, so a rerun knows whether the file changed.
+
+    One function, two rules, because the two uses ask different questions:
+
+    - ``by="stamp"``: the scans a row is measured from (keyed in ``input_fingerprint``). Size,
+      mtime and a hash of the first 64 KiB (a DICOM folder: its file names and sizes, newest
+      mtime and the first bytes of one file). A resumed 20 000-scan batch stats files but never
+      re-reads a series; touching a scan only recomputes its row, which is safe.
+    - ``by="content"``: the few files every row's settings depend on (model checkpoints, plans,
+      vertebra masks, the L3 localizer). No mtime, so a model copied to another node (new mtime,
+      same bytes) keeps every row; a file up to 1 MiB is hashed whole, a larger one by its size and
+      first and last 64 KiB (a torch checkpoint is a zip whose central directory, at the end,
+      holds the CRC-32 of every tensor record); a folder by the names and identities of all its files.
+
+    The strings are those earlier sarco versions wrote, so their results resume. "" for None,
+    `MISSING` for what cannot be read or stat'ed (dangling link, loop, no permission).
+    """
+    if by not in IDENTITY_RULES:
+        raise ValueError(f"file_identity(by={by!r}): use one of {IDENTITY_RULES}")
+    if path is None:
+        return ""
+    try:
+        return _stamp(Path(path)) if by == "stamp" else _content(Path(path))
+    except OSError:
+        return MISSING
+
+
+def _stamp(path: Path) -> str:
     digest = hashlib.sha256()
     if path.is_dir():
         entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
@@ -75,38 +113,26 @@ def fingerprint(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{digest.hexdigest()[:16]}"
 
 
-#: Files up to this size are hashed whole by `file_identity` (tables, plans, small checkpoints).
-_WHOLE_FILE_BYTES = 1 << 20
-#: Column of every result row naming what it was computed from (`row_fingerprint`).
-FINGERPRINT_COLUMN = "computed_from"
-
-
-def file_identity(path: Path | str | None) -> str:
-    """Content identity of a file or folder that survives a copy (no mtime): a file up to 1 MiB is
-    hashed whole; a larger one by its size, first and last 64 KiB (a torch checkpoint is a zip whose
-    central directory, at the end, holds the CRC-32 of every tensor record); a folder by the names
-    and identities of its files. "" for None, "missing" for what cannot be read."""
-    if path is None:
-        return ""
-    path = Path(path)
+def _content(path: Path) -> str:
     digest = hashlib.sha256()
-    try:
-        if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                digest.update(f"{child.relative_to(path).as_posix()}\0{file_identity(child)}\0".encode(
-                    "utf-8", "surrogateescape"))
-            return "d" + digest.hexdigest()[:16]
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            if size <= _WHOLE_FILE_BYTES:
-                digest.update(handle.read())
-            else:
-                digest.update(handle.read(_HEAD_BYTES))
-                handle.seek(size - _HEAD_BYTES)
-                digest.update(handle.read(_HEAD_BYTES))
-        return f"{size}:{digest.hexdigest()[:16]}"
-    except OSError:
-        return "missing"
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            try:
+                child_identity = _content(child)
+            except OSError:  # one unreadable file changes the folder's identity, not all of it to MISSING
+                child_identity = MISSING
+            digest.update(f"{child.relative_to(path).as_posix()}\0{child_identity}\0".encode(
+                "utf-8", "surrogateescape"))
+        return "d" + digest.hexdigest()[:16]
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        if size <= _WHOLE_FILE_BYTES:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(_HEAD_BYTES))
+            handle.seek(size - _HEAD_BYTES)
+            digest.update(handle.read(_HEAD_BYTES))
+    return f"{size}:{digest.hexdigest()[:16]}"
 
 
 def normalised_settings(settings: dict[str, Any]) -> dict[str, Any]:

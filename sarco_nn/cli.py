@@ -13,7 +13,6 @@ from typing import Optional
 import typer
 
 from sarco_nn import api
-from sarco_nn.errors import SarcoError
 from sarco_nn.commands.runner import run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -158,8 +157,6 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
                                  l3_from=l3_from, locator=locator, l3_rule=l3_rule, slab=slab, hu_gate=hu_gate,
                                  overwrite=overwrite, part=part, parts=parts, dicom_seg=dicom_seg,
                                  io_workers=io_workers, trunk_only=trunk_only)
-    if clinical is not None:
-        _warn_cases_without_clinical(inputs, clinical)
     result = api.predict(inputs, out_dir, options, workspace=workspace)
     typer.echo(f"results: {result.results_csv}")
     if result.n_failed:
@@ -167,22 +164,6 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
             typer.echo(f"error: {reasons}", err=True)
         typer.echo(f"{result.n_failed} case(s) failed; see {result.results_csv.parent / 'errors.log'}", err=True)
         raise typer.Exit(1)
-
-
-def _warn_cases_without_clinical(inputs: Path, clinical: Path) -> None:
-    """Say, before the network runs, which scans --clinical has no row for (their SMI and flag stay unknown)."""
-    try:
-        missing = api.cases_without_clinical(inputs, clinical)
-    except SarcoError:  # an unreadable input or CSV: predict itself reports it, with its own fix
-        return
-    if not missing:
-        return
-    named = [f"{case} (the CSV has {near!r})" if near else case for case, near in missing]
-    near_first = [n for n, (_, near) in zip(named, missing) if near] or named
-    shown = ", ".join(near_first[:5]) + (" ..." if len(near_first) > 5 else "")
-    typer.echo(f"warning: {clinical}: no row for {len(missing)} case(s): {shown}; their SMI and sarcopenia flag "
-               "will be unknown. Fix: add rows whose case_id is the scan's file name without its extension "
-               "(matched exactly, case-sensitive)", err=True)
 
 
 @app.command("predict-merge")

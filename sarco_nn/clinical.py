@@ -147,6 +147,24 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
     return ClinicalTable(records, problems)
 
 
+def missing_rows_warning(path: Path | str, table: dict[str, ClinicalRecord], case_ids: Iterable[str]) -> str | None:
+    """The one-line warning naming the cases `table` (read from `path`) has no row for, or None.
+
+    Why: case ids are matched exactly, so 'CASE_000' in the CSV silently matched scan case_000 and
+    its SMI and flag stayed unknown; a row differing only in letter case is named first.
+    """
+    lowered = {case.lower(): case for case in table}
+    missing = [(case, lowered.get(case.lower())) for case in case_ids if case and case not in table]
+    if not missing:
+        return None
+    named = [f"{case} (the CSV has {near!r})" if near else case for case, near in missing]
+    near_first = [n for n, (_, near) in zip(named, missing) if near] or named
+    shown = ", ".join(near_first[:5]) + (" ..." if len(near_first) > 5 else "")
+    return (f"warning: {path}: no row for {len(missing)} case(s): {shown}; their SMI and sarcopenia flag "
+            "will be unknown. Fix: add rows whose case_id is the scan's file name without its extension "
+            "(matched exactly, case-sensitive)")
+
+
 def write_clinical_csv(path: Path | str, records: Iterable[ClinicalRecord]) -> None:
     """Write records in the format read_clinical_csv reads (UTF-8, comma-separated)."""
     with open(path, "w", encoding="utf-8", newline="") as handle:

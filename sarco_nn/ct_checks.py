@@ -84,8 +84,8 @@ def ct_reasons(image: sitk.Image, name: str | Path) -> list[Reason]:
         from sarco_nn.io.hu import check_ct_intensities
 
         check_ct_intensities(image, name)
-    except InputError as exc:
-        return [Reason("not_ct", str(exc), Status.FAILED)]
+    except InputError as exc:  # a NotCTError: the code predict gives the same refusal (`errors.SarcoError.reason_code`)
+        return [Reason(exc.reason_code, str(exc), Status.FAILED)]
     planes = _in_plane_slices(image)
     sx, sy = image.GetSpacing()[:2]
     # the plane with the most body stands for the scan (the L3 slice when one slice is given)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 
 class SarcoError(Exception):
-    """An input or usage problem the user can fix; the CLI prints it as one line, no traceback."""
+    """An input or usage problem the user can fix; the CLI prints it as one line, no traceback.
+
+    `reason_code`: the `sarco_nn.status.Reason` code of the failed row a batch command (predict,
+    classify predict) writes when this error stops one case, so the same fact gets the same code
+    in every command (a subclass that names a fact, e.g. `NotCTError`, says which).
+    """
+
+    reason_code: str = "unreadable"
 
     def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
         self.path = None if path is None else str(path)
@@ -19,6 +26,12 @@ class SarcoError(Exception):
 
 class InputError(SarcoError):
     """A file or folder the user gave is unusable (wrong type, corrupt, inconsistent geometry)."""
+
+
+class NotCTError(InputError):
+    """The image's values cannot be a CT in Hounsfield units (MR, normalised, windowed, rescale lost)."""
+
+    reason_code = "not_ct"
 
 
 class ClinicalDataError(SarcoError):

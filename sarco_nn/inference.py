@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, RESULTS_FILE, Journal, changed_settings,
-                            check_output_location, fingerprint, fingerprint_changes, fold_journal, normalised_settings,
-                            part_of, row_fingerprint, settings_digest)
+from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, MISSING, RESULTS_FILE, Journal, changed_settings,
+                            check_output_location, file_identity, fingerprint_changes, fold_journal,
+                            normalised_settings, part_of, row_fingerprint, settings_digest)
 from sarco_nn.cases import IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
 from sarco_nn.errors import InputError, SarcoError
@@ -242,7 +242,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
     `trunk_only` keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are not SMA).
     """
-    from sarco_nn.clinical import read_clinical_csv
+    from sarco_nn.clinical import missing_rows_warning, read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
     from sarco_nn.l3.choose import read_l3_csv
     from sarco_nn.l3.localizer import default_model_dir
@@ -268,6 +268,10 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         scans = [s for s in scans if part_of(s.relative or printable_path(s.path.name), parts) == part]
     threshold_set = get_threshold_set(thresholds)
     clinical = read_clinical_csv(clinical_csv) if clinical_csv else {}
+    if clinical_csv:  # before the network runs: a case id off by letter case would silently lose its SMI
+        note = missing_rows_warning(clinical_csv, clinical, [s.case_id for s in scans])
+        if note:
+            print(note, file=sys.stderr, flush=True)
     l3_rows = read_l3_csv(l3_csv) if l3_csv else {}
     model = find_model(workspace, dataset, trainer, preset)
     decision = ensure_postprocessing(workspace, model)
@@ -306,10 +310,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     redone: dict[str, int] = {}  # why finished cases are measured again (one note)
     for scan in scans:
         key = printable_path(os.path.abspath(scan.path))
-        try:
-            fp = fingerprint(scan.path) if scan.problem is None else ""
-        except OSError:
-            fp = ""
+        fp = file_identity(scan.path, by="stamp") if scan.problem is None else ""
+        fp = "" if fp == MISSING else fp  # cannot be stat'ed: never resumed, read (and reported) again
         done = rows.get(key)
         if done and is_finished(done.get("status")) and fp:
             why = fingerprint_changes(done.get(FINGERPRINT_COLUMN), computed_from(scan.case_id, done.get("l3_method")),
@@ -575,7 +577,7 @@ def _prepare_case(scan: Scan, ctx: _ReadContext) -> _CaseInput:
 def _failure_reason(exc: BaseException, out_dir: Path) -> Reason:
     """The failed reason of a case stopped by `exc`; a full disk stops the batch instead."""
     if isinstance(exc, SarcoError):
-        return Reason("unreadable", str(exc).splitlines()[0], Status.FAILED)
+        return Reason(exc.reason_code, str(exc).splitlines()[0], Status.FAILED)  # not_ct, l3_not_in_view, ...
     if isinstance(exc, MemoryError):
         raise exc
     if _disk_full(out_dir, exc):

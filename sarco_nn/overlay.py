@@ -5,6 +5,8 @@ given) gets one colour per tissue and a legend naming only the tissues present o
 palette is Okabe & Ito's colour-blind-safe set ("Color Universal Design", 2008): muscle
 vermillion, IMAT yellow, VAT bluish green, SAT sky blue, distinguishable under the common colour
 vision deficiencies. The CT is drawn in a soft-tissue window; display only, never measurement.
+A reference mask (evaluation) is drawn as outlines: green for a muscle-only overlay, and with
+`reference_tissues` each tissue's outline in that tissue's colour over the prediction's fill.
 """
 
 from __future__ import annotations
@@ -54,8 +56,12 @@ def tissue_overlay_rgb(ct_hu: np.ndarray, mask: np.ndarray, tissues: dict[str, i
 
 
 def overlay_figure(ct_hu: np.ndarray, mask: np.ndarray, spacing_yx_mm: tuple[float, float], title: str = "",
-                   reference: np.ndarray | None = None, tissues: dict[str, int] | None = None):
-    """The matplotlib figure `save_overlay` writes (true pixel aspect ratio); the caller closes it."""
+                   reference: np.ndarray | None = None, tissues: dict[str, int] | None = None,
+                   reference_tissues: dict[str, int] | None = None):
+    """The matplotlib figure `save_overlay` writes (true pixel aspect ratio); the caller closes it.
+
+    `reference_tissues` ({name: value in `reference`}, with `tissues`): outline every reference
+    tissue in its own colour instead of one green outline of the whole reference."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,10 +80,23 @@ def overlay_figure(ct_hu: np.ndarray, mask: np.ndarray, spacing_yx_mm: tuple[flo
         from matplotlib.patches import Patch
 
         ax.imshow(tissue_overlay_rgb(ct_hu, mask, tissues), extent=extent, interpolation="nearest")
+        outlined = present_tissues(reference, reference_tissues) if reference is not None and reference_tissues else []
         shown = present_tissues(mask, tissues)
+        shown += [t for t in outlined if t not in shown]
         if shown:
-            ax.legend(handles=[Patch(facecolor=TISSUE_COLOURS[t], edgecolor="none", label=TISSUE_DISPLAY_NAMES[t])
-                               for t in shown], loc="lower right", fontsize=7, framealpha=0.8)
+            handles = [Patch(facecolor=TISSUE_COLOURS[t], edgecolor="none", label=TISSUE_DISPLAY_NAMES[t])
+                       for t in sorted(shown, key=list(TISSUE_COLOURS).index)]
+            if outlined:
+                from matplotlib.lines import Line2D
+
+                handles.append(Line2D([], [], color="dimgray", linewidth=1.2, label="outline: reference"))
+            ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.8)
+        for name in outlined:
+            ax.contour(np.linspace(0, width * sx, width), np.linspace(0, height * sy, height),
+                       reference == reference_tissues[name], levels=[0.5], colors=TISSUE_COLOURS[name],
+                       linewidths=1.2)
+        if outlined:
+            reference = None  # drawn per tissue
     if reference is not None and reference.any():
         ax.contour(np.linspace(0, width * sx, width), np.linspace(0, height * sy, height), reference > 0,
                    levels=[0.5], colors="lime", linewidths=0.8)
@@ -88,10 +107,11 @@ def overlay_figure(ct_hu: np.ndarray, mask: np.ndarray, spacing_yx_mm: tuple[flo
 
 def save_overlay(ct_hu: np.ndarray, mask: np.ndarray, spacing_yx_mm: tuple[float, float], path: Path,
                  title: str = "", reference: np.ndarray | None = None,
-                 tissues: dict[str, int] | None = None) -> Path:
+                 tissues: dict[str, int] | None = None, reference_tissues: dict[str, int] | None = None) -> Path:
     """Write the overlay PNG: muscle filled red, or with `tissues` ({name: value}) one colour per
-    tissue and a legend; the reference contour green when given."""
-    fig = overlay_figure(ct_hu, mask, spacing_yx_mm, title, reference, tissues)
+    tissue and a legend; the reference contour green when given, or with `reference_tissues` one
+    outline per reference tissue in its colour."""
+    fig = overlay_figure(ct_hu, mask, spacing_yx_mm, title, reference, tissues, reference_tissues)
     import matplotlib.pyplot as plt  # after overlay_figure chose the Agg backend
 
     import warnings

@@ -69,8 +69,8 @@ def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str
     from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, get_threshold_set
 
     decision = decision or {}
-    files = {name: file_identity(model.folder / name) for name in ("plans.json", "dataset.json")}
-    files.update({f"fold_{fold}": file_identity(model.checkpoint(fold)) for fold in model.folds})
+    files = {name: file_identity(model.folder / name, by="content") for name in ("plans.json", "dataset.json")}
+    files.update({f"fold_{fold}": file_identity(model.checkpoint(fold), by="content") for fold in model.folds})
     settings: dict[str, Any] = {
         "fingerprint_version": FINGERPRINT_VERSION,
         "model": str(model.folder), "folds": list(model.folds), "model_files": files,
@@ -95,7 +95,7 @@ def locator_identities(l3_model_dir: Path) -> dict[str, str]:
     trained localizer's checkpoint and the installed TotalSegmentator version."""
     from sarco_nn.l3.localizer import CHECKPOINT_FILE
 
-    identities = {"model": file_identity(Path(l3_model_dir) / CHECKPOINT_FILE)}
+    identities = {"model": file_identity(Path(l3_model_dir) / CHECKPOINT_FILE, by="content")}
     try:
         from importlib.metadata import version
 
@@ -118,7 +118,7 @@ def case_inputs(case_id: str, l3_method: str | None, clinical: Mapping, l3_rows:
     method = l3_method or ""
     if method == "vertebrae":
         try:
-            locator = file_identity(vertebra_mask_for(l3_from, case_id))
+            locator = file_identity(vertebra_mask_for(l3_from, case_id), by="content")
         except SarcoError:
             locator = "missing"
     else:

@@ -14,7 +14,7 @@ import pytest
 from dicom_factory import write_series
 from helpers import make_image, phantom_array, write
 from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, RESULTS_FILE, Journal, check_output_location,
-                            file_identity, fingerprint, fingerprint_changes, fold_journal, merge_parts, part_of,
+                            MISSING, file_identity, fingerprint_changes, fold_journal, merge_parts, part_of,
                             read_results, row_fingerprint, settings_digest)
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.inference import (KEY_COLUMN, PATH_COLUMNS, RESULT_COLUMNS, RUN_FILE, _check_output_folder,
@@ -55,18 +55,39 @@ def test_results_resaved_by_a_spreadsheet_are_read_or_refused_in_one_line(tmp_pa
         read_results(path, "input")
 
 
-def test_fingerprint_follows_content_and_time_without_reading_a_whole_series(tmp_path):
+def test_stamp_identity_follows_content_and_time_without_reading_a_whole_series(tmp_path):
     a = write(make_image(phantom_array(nz=1)[0]), tmp_path / "a.nii.gz")
-    first = fingerprint(a)
-    assert fingerprint(a) == first
+    first = file_identity(a, by="stamp")
+    assert file_identity(a, by="stamp") == first
     os.utime(a, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert fingerprint(a) != first
+    assert file_identity(a, by="stamp") != first
     series = write_series(tmp_path / "s", phantom_array(nz=3, ny=32, nx=32))
-    stamp = fingerprint(series)
+    stamp = file_identity(series, by="stamp")
     (series / "IM0002").unlink()
-    assert fingerprint(series) != stamp
-    with pytest.raises(OSError):
-        fingerprint(tmp_path / "missing")
+    assert file_identity(series, by="stamp") != stamp
+    assert file_identity(tmp_path / "missing", by="stamp") == MISSING
+
+
+def test_one_file_identity_two_explicit_rules_in_the_strings_earlier_runs_wrote(tmp_path):
+    """batch.py had two near-twin functions (fingerprint, file_identity); now one, whose rule the
+    caller names. The strings are unchanged, so results.csv of an earlier sarco still resumes."""
+    import hashlib
+
+    scan = tmp_path / "scan.nii"
+    data = os.urandom(200_000)
+    scan.write_bytes(data)
+    os.utime(scan, ns=(10**18, 10**18))
+    head = hashlib.sha256(data[:65536]).hexdigest()[:16]
+    assert file_identity(scan, by="stamp") == f"200000:{10**18}:{head}"  # size, mtime, first 64 KiB
+    assert file_identity(scan, by="content") == f"200000:{hashlib.sha256(data).hexdigest()[:16]}"
+    touched = file_identity(scan, by="content")
+    os.utime(scan, ns=(1, 1))  # a copy to another node: same bytes, other mtime
+    assert file_identity(scan, by="content") == touched and file_identity(scan, by="stamp") != f"200000:{10**18}:{head}"
+    assert file_identity(None, by="content") == "" and file_identity(tmp_path / "absent", by="content") == MISSING
+    with pytest.raises(TypeError):
+        file_identity(scan)  # no default rule: each caller says which question it asks
+    with pytest.raises(ValueError, match="stamp"):
+        file_identity(scan, by="mtime")
 
 
 def test_parts_are_a_stable_partition_independent_of_order():
@@ -214,19 +235,19 @@ def test_file_identity_follows_content_not_time_or_place(tmp_path):
     big = tmp_path / "checkpoint.pth"
     data = bytearray(os.urandom(3 << 20))
     big.write_bytes(bytes(data))
-    first = file_identity(big)
+    first = file_identity(big, by="content")
     os.utime(big, ns=(1, 1))
     copy = tmp_path / "copy.pth"
     copy.write_bytes(bytes(data))
-    assert file_identity(big) == file_identity(copy) == first
+    assert file_identity(big, by="content") == file_identity(copy, by="content") == first
     data[-10] ^= 0xFF  # the tail (a zip's central directory with every record's CRC)
     big.write_bytes(bytes(data))
-    assert file_identity(big) != first
+    assert file_identity(big, by="content") != first
     small = tmp_path / "clinical.csv"
     small.write_text("case_id,sex,height_m\na,F,1.60\n")
-    before = file_identity(small)
+    before = file_identity(small, by="content")
     small.write_text("case_id,sex,height_m\na,F,1.70\n")
-    assert file_identity(small) != before and file_identity(tmp_path / "absent") == "missing"
+    assert file_identity(small, by="content") != before and file_identity(tmp_path / "absent", by="content") == MISSING
 
 
 def test_row_fingerprint_names_what_changed():

@@ -81,6 +81,45 @@ def test_predict_warns_before_running_when_clinical_has_no_row_for_a_scan(tmp_pa
     assert len(warning) == 1 and "case_000 (the CSV has 'CASE_000')" in warning[0], result.output
 
 
+def test_predict_warns_of_clinical_gaps_from_its_own_discovery_and_one_csv_read(tmp_path, monkeypatch, capsys):
+    """The warning was computed by the CLI, which discovered every scan and read clinical.csv once
+    more before predict did both itself; predict (api and CLI alike) now warns from its own."""
+    import sarco_nn.clinical
+    import sarco_nn.inference
+    from sarco_nn import api
+    from sarco_nn.errors import SarcoError
+
+    calls = {"discover": 0, "read": 0}
+    discover, read = sarco_nn.inference.discover_scans, sarco_nn.clinical.read_clinical_csv
+
+    def counted_discover(*args, **kwargs):
+        calls["discover"] += 1
+        return discover(*args, **kwargs)
+
+    def counted_read(*args, **kwargs):
+        calls["read"] += 1
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(sarco_nn.inference, "discover_scans", counted_discover)
+    monkeypatch.setattr(sarco_nn.clinical, "read_clinical_csv", counted_read)
+    (tmp_path / "scans").mkdir()
+    for name in ("case_000", "case_001"):
+        _label_map(tmp_path / "scans" / f"{name}.nii.gz", {1: 100})
+    csv_path = tmp_path / "scans" / "clinical.csv"  # beside the scans: a table, not a case
+    csv_path.write_text("case_id,sex,height_m\nCase_001,F,1.6\n")
+    result = sarco_inprocess("predict", "-i", tmp_path / "scans", "-o", tmp_path / "out",
+                             "--clinical", csv_path, "-w", tmp_path / "ws")
+    warning = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "no row for 2 case(s): case_001 (the CSV has 'Case_001')" in warning[0], result.output
+    assert calls == {"discover": 1, "read": 1}, calls
+
+    capsys.readouterr()
+    with pytest.raises(SarcoError):  # an empty workspace: no model, after the warning
+        api.predict(tmp_path / "scans", tmp_path / "out2", api.PredictOptions(clinical_csv=csv_path),
+                    workspace=tmp_path / "ws")
+    assert "no row for 2 case(s)" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_rerun_with_a_corrected_clinical_csv_recomputes_the_patient_facts(tiny_model, tmp_path):
     """A finished row was kept on resume although clinical.csv had changed: the earlier (missing)

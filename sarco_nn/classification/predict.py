@@ -124,7 +124,7 @@ def predict_scans(workspace, inputs: Path | str, out_dir: Path | str, dataset: s
                        n_models=len(probabilities), slice_index=source.slice_index)
         except SarcoError as exc:
             failures += 1
-            row.update(Verdict([Reason("unreadable", str(exc), Status.FAILED)]).columns())
+            row.update(Verdict([Reason(exc.reason_code, str(exc), Status.FAILED)]).columns())
             log(f"{scan.case_id}: {exc}")
         rows.append(row)
     out = io.StringIO()

@@ -504,7 +504,7 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
     summary.update(extra or {})
     summary["report_dir"] = str(out_dir.resolve())
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = _write_plots(rows, summary, inputs, label, pred_label, out_dir)
+    plots = _write_plots(rows, summary, inputs, label, pred_label, out_dir, ref_tissue_labels)
     summary["plots"] = plots
     report.write_cases_csv(rows, out_dir / "cases.csv")
     annotated_levels = [r for r in rows if r.get("l3_slice_ref") is not None]
@@ -517,7 +517,7 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
 
 
 def _write_plots(rows: list[dict], summary: dict, inputs: dict[str, CaseInput], label: int, pred_label: int,
-                 out_dir: Path) -> dict:
+                 out_dir: Path, ref_tissue_labels: dict[str, int] | None = None) -> dict:
     plots: dict[str, str] = {}
     rows = [r for r in rows if r["in_statistics"]] or rows  # the plots show what the statistics count
     pairs = [(r["sma_pred_cm2"], r["sma_ref_cm2"]) for r in rows]
@@ -550,10 +550,27 @@ def _write_plots(rows: list[dict], summary: dict, inputs: dict[str, CaseInput], 
         name = f"worst_{len([p for p in plots if p.startswith('worst')]) + 1}_{_safe(case_id)}.png"
         title = (f"{case_id} (fold {row['fold']}): SMA ref {row['sma_ref_cm2']:.1f} cm², "
                  f"pred {row['sma_pred_cm2']:.1f} cm² ({row['sma_error_percent']:+.1f} %), Dice {row['dice']:.3f}")
-        report.plot_overlay(ct2d, ref_stack.array[z] == label, pred_stack.array[z] == pred_label,
-                            ref_stack.spacing_yx_mm, title, out_dir / "overlays" / name)
+        carried = tissues.carried_tissues(ref_tissue_labels, labels_in(pred_stack.array))
+        if carried:  # a multi-tissue evaluation: every tissue, in predict's overlay colours
+            _tissue_overlay(ct2d, ref_stack.array[z], pred_stack.array[z], carried, ref_stack.spacing_yx_mm,
+                            title, out_dir / "overlays" / name)
+        else:
+            report.plot_overlay(ct2d, ref_stack.array[z] == label, pred_stack.array[z] == pred_label,
+                                ref_stack.spacing_yx_mm, title, out_dir / "overlays" / name)
         plots[f"worst case {case_id}"] = f"overlays/{name}"
     return plots
+
+
+def _tissue_overlay(ct2d: np.ndarray | None, ref2d: np.ndarray, pred2d: np.ndarray,
+                    carried: dict[str, tuple[int, int]], spacing_yx_mm, title: str, path: Path) -> None:
+    """Worst-case overlay of a multi-tissue evaluation (`overlay.save_overlay`, one Okabe–Ito colour
+    per tissue): the prediction filled, each reference tissue outlined in its colour."""
+    from sarco_nn.overlay import DISPLAY_WINDOW_HU, save_overlay
+
+    background = ct2d if ct2d is not None else np.full(ref2d.shape, DISPLAY_WINDOW_HU[0])  # no CT: black
+    save_overlay(background, pred2d, spacing_yx_mm, path, title + "\nfilled: prediction, outlines: reference",
+                 reference=ref2d, tissues={t: p for t, (_, p) in carried.items()},
+                 reference_tissues={t: r for t, (r, _) in carried.items()})
 
 
 def _safe(text: str) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sarco_nn.constants import CT_PLAUSIBLE_RANGE_HU
-from sarco_nn.errors import InputError
+from sarco_nn.errors import InputError, NotCTError
 
 
 #: An abdominal CT slice always holds air or fat; with nothing below this it is not CT in HU
@@ -28,13 +28,13 @@ def check_ct_intensities(image: sitk.Image, path: Path | str) -> None:
     if minimum < lo:
         array = array[array != minimum]
     if array.size == 0:
-        raise InputError("image holds a single value (empty field of view)", path, "give the CT slice or volume")
+        raise NotCTError("image holds a single value (empty field of view)", path, "give the CT slice or volume")
     p_lo, p_hi = np.percentile(array, [0.1, 99.9])
     if p_lo < lo or p_hi > hi:
-        raise InputError(
+        raise NotCTError(
             f"intensities {p_lo:.0f}..{p_hi:.0f} lie outside the plausible CT range {lo:.0f}..{hi:.0f} HU",
             path, "give the CT in Hounsfield units (apply rescale slope/intercept; do not give a windowed or MR image)")
     if array.min() > _AIR_OR_FAT_HU:
-        raise InputError(
+        raise NotCTError(
             f"no voxel below {_AIR_OR_FAT_HU:.0f} HU (no air or fat): this is not a CT in Hounsfield units",
             path, "give the CT in HU, not a windowed, normalised or MR image")

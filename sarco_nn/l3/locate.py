@@ -16,7 +16,7 @@ import dataclasses
 import SimpleITK as sitk
 
 from sarco_nn.errors import InputError, SarcoError
-from sarco_nn.l3.result import L3Location
+from sarco_nn.l3.result import L3Location, NoL3Locator
 
 __all__ = ["METHODS", "load_localizer", "locate_l3", "read_volume"]
 
@@ -102,7 +102,7 @@ def locate_l3(volume_path_or_image: Path | str | sitk.Image, method: str = "auto
 
             problem = totalsegmentator_problem()
             if problem:
-                raise SarcoError(f"cannot locate L3 automatically: no vertebra mask, no trained L3 localizer in "
+                raise NoL3Locator(f"cannot locate L3 automatically: no vertebra mask, no trained L3 localizer in "
                                  f"{model_dir}, and {problem}", where,
                                  f"pass --l3-slice N or --l3-from VERTEBRA_MASK, train one with `sarco train-l3`, "
                                  f"or {INSTALL_HINT.split(', or ')[0]}")

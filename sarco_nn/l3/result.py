@@ -7,11 +7,13 @@ from pathlib import Path
 
 from sarco_nn.errors import SarcoError
 
-__all__ = ["L3Location", "L3NotFound", "LevelNotFound"]
+__all__ = ["L3Location", "L3NotFound", "LevelNotFound", "NoL3Locator"]
 
 
 class L3NotFound(SarcoError):
     """The scan does not show the whole L3 vertebra (chest-only, pelvis-only, neck...): no SMA is reported."""
+
+    reason_code = "l3_not_in_view"
 
     def __init__(self, reason: str, path: str | Path | None = None, fix: str | None = None):
         super().__init__(f"L3 not in field of view: {reason}", path,
@@ -26,6 +28,13 @@ class LevelNotFound(L3NotFound):
         SarcoError.__init__(self, f"{level} not in field of view: {reason}", path,
                             fix or f"give a CT (or vertebra labels) that covers the whole of {level}, "
                                    f"or drop --level {level}")
+
+
+class NoL3Locator(SarcoError):
+    """A volume came without an L3 slice, and nothing here can locate one (no vertebra mask, no
+    trained localizer, no TotalSegmentator): a setup fact, not a property of the scan."""
+
+    reason_code = "l3_no_locator"
 
 
 @dataclass(frozen=True)

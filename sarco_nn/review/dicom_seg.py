@@ -243,12 +243,9 @@ def _made_from(mask_digest: str, source: Path, labels: dict[str, int] | None, mo
     import hashlib
     import json
 
-    from sarco_nn.batch import fingerprint
+    from sarco_nn.batch import file_identity
 
-    try:
-        source_id = fingerprint(source)
-    except OSError:
-        source_id = "missing"
+    source_id = file_identity(source, by="stamp")  # "missing" when it cannot be stat'ed, as before
     text = json.dumps([mask_digest, source_id, labels, model_name, uid_policy], sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
