@@ -225,8 +225,11 @@ def _stored_rows(cases, qcb, tmp_path, held_extra=None):
     (truncated field of view), with raw values of a confident model whose mask stops short of the border."""
     import csv
 
+    from sarco_nn.review.qc import MEASURE_VERSION
+
     values = {"fold_mean_dice": 0.97, "fold_sma_cv": 0.01, "entropy_area_ratio": 0.2, "plausibility_z": -0.5,
-              "edge_muscle_mm": 0.0, "muscle_hu": 40.0, "components": 6.0, "speck_share": 0.0, "asymmetry": 0.02}
+              "edge_muscle_mm": 0.0, "muscle_hu": 40.0, "components": 6.0, "speck_share": 0.0, "asymmetry": 0.02,
+              "outside_trunk_share": 0.0}
     rows = []
     for i, err in ((0, 0.01), (2, 0.14)):
         plan = cases.case_plan(i)
@@ -238,7 +241,8 @@ def _stored_rows(cases, qcb, tmp_path, held_extra=None):
         writer = csv.DictWriter(f, fieldnames=qcb.CASE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    held = {"seed": cases.HELD_SEED, "matrix": cases.MATRIX, "cases_version": cases.CASES_VERSION, **(held_extra or {})}
+    held = {"seed": cases.HELD_SEED, "matrix": cases.MATRIX, "cases_version": cases.CASES_VERSION,
+            "qc_measure_version": MEASURE_VERSION, **(held_extra or {})}
     (tmp_path / "cases_model.json").write_text(json.dumps({"model": "M", "folds": ["0", "1", "2"], "held": held}))
 
 
