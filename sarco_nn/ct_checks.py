@@ -47,7 +47,6 @@ MIN_BODY_AREA_CM2: float = 0.5
 #: Above this a voxel is body (skin, fat, muscle, bone), below it air or lung (one bound for every
 #: "where is the body" question: the CT checks, the trunk rule, the QC outline).
 BODY_HU = -500.0
-_BODY_HU = BODY_HU
 _SOFT_TISSUE_HU = (-29.0, 150.0)
 _BONE_HU = 200.0
 #: Fewest soft-tissue voxels (fraction of the body) in a CT slice of a body at L3.
@@ -67,10 +66,25 @@ def _largest_region(mask: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(labels) == 1
 
 
-def body_region(plane_hu: np.ndarray) -> np.ndarray:
-    """The body on one axial plane: the largest connected region above the body HU bound, holes filled
-    (bowel gas and lung inside the body belong to it). Empty when nothing is above the bound."""
-    above = np.asarray(plane_hu) > _BODY_HU
+def body_region(plane_hu: np.ndarray, spacing_yx_mm: tuple[float, float] | None = None,
+                open_mm: float = 0.0) -> np.ndarray:
+    """The body on one axial plane: the largest connected region above BODY_HU, holes filled (bowel
+    gas and lung inside the body belong to it). Empty when nothing is above the bound.
+
+    The one body outline of the toolkit: the trunk rule (`sarco_nn.trunk`) takes it as it is; the QC's
+    field-of-view check (`sarco_nn.review.qc`) first opens the HU mask with a disc of `open_mm` (mm,
+    needs `spacing_yx_mm`) so the table, sheets and cables (thin, often reaching the image's sides)
+    come off the patient. Hole filling never changes what touches the image border."""
+    above = np.asarray(plane_hu) > BODY_HU
+    if open_mm > 0:
+        if spacing_yx_mm is None:
+            raise ValueError("body_region: an opening in mm needs the pixel spacing")
+        from scipy import ndimage
+
+        radius = np.maximum(1, np.round(open_mm / np.asarray(spacing_yx_mm, float))).astype(int)
+        yy, xx = np.mgrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
+        disc = (yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0
+        above = ndimage.binary_opening(above, structure=disc)
     if not above.any():
         return np.zeros(above.shape, bool)
     filled = sitk.BinaryFillhole(sitk.GetImageFromArray(_largest_region(above).astype(np.uint8)))
@@ -89,12 +103,12 @@ def ct_reasons(image: sitk.Image, name: str | Path) -> list[Reason]:
     planes = _in_plane_slices(image)
     sx, sy = image.GetSpacing()[:2]
     # the plane with the most body stands for the scan (the L3 slice when one slice is given)
-    body_counts = (planes > _BODY_HU).reshape(len(planes), -1).sum(axis=1)
+    body_counts = (planes > BODY_HU).reshape(len(planes), -1).sum(axis=1)
     plane = planes[int(np.argmax(body_counts))]
-    body = _largest_region(plane > _BODY_HU) if body_counts.max() else np.zeros(plane.shape, bool)
+    body = _largest_region(plane > BODY_HU) if body_counts.max() else np.zeros(plane.shape, bool)
     area_cm2 = float(body.sum()) * sx * sy / 100.0
     if area_cm2 < MIN_BODY_AREA_CM2:
-        return [Reason("no_body", f"{name}: no body in the image (largest region above {_BODY_HU:.0f} HU: "
+        return [Reason("no_body", f"{name}: no body in the image (largest region above {BODY_HU:.0f} HU: "
                                   f"{area_cm2:.2f} cm²): an empty or all-air slice. Fix: give the L3 slice of the CT",
                        Status.FAILED)]
     values = plane[body]

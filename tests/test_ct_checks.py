@@ -125,3 +125,23 @@ def test_measure_refuses_an_image_that_is_not_a_ct_of_a_body(tmp_path, kind):
     assert result.code == 2 and len(result.error_lines()) == 1, result.output
     assert "ct.nii.gz" in result.error_lines()[0] and ("no_body" if kind == "air" else "not") in result.output
     assert "SMA" not in result.stdout
+
+
+def test_body_region_is_the_one_outline_an_opening_detaches_the_table_from():
+    """The trunk rule takes the body as it is (a table touching the patient belongs to it); the QC's
+    field-of-view check opens it first (5 mm), so a thin table reaching the image's sides comes off.
+    Holes (gas inside the body) are filled either way."""
+    from sarco_nn.ct_checks import body_region
+
+    yy, xx = np.mgrid[:100, :100]
+    plane = np.full((100, 100), -1000.0)
+    plane[((yy - 45) / 30.0) ** 2 + ((xx - 50) / 40.0) ** 2 < 1] = 40.0
+    plane[(yy - 45) ** 2 + (xx - 50) ** 2 < 25] = -900.0  # bowel gas inside the body
+    plane[74:76, :] = 0.0  # a 2-px (2 mm) table touching the body and both image sides
+    whole = body_region(plane)
+    assert whole[74, 0] and whole[74, 99] and whole[45, 50]
+    opened = body_region(plane, (1.0, 1.0), open_mm=5.0)
+    assert not opened[74:76, :5].any() and not opened[74:76, -5:].any()
+    assert opened[45, 50] and opened[45, 20]
+    with pytest.raises(ValueError, match="spacing"):
+        body_region(plane, open_mm=5.0)

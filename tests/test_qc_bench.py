@@ -181,7 +181,8 @@ def _mann_whitney_auc(positive: list[bool], score: list[float]) -> float:
 
 
 def _rows(err, score, family=None, failure=None):
-    return [{"abs_rel_error": f"{e:.4f}", "qc_score": f"{s:.4f}", "status": "review" if s >= 0.5 else "ok",
+    return [{"case_id": f"held_{i:04d}", "abs_rel_error": f"{e:.4f}", "qc_score": f"{s:.4f}",
+             "status": "review" if s >= 0.5 else "ok",
              "family": family[i] if family else "A", "failure": failure[i] if failure else "none"}
             for i, (e, s) in enumerate(zip(err, score))]
 
@@ -202,6 +203,47 @@ def test_summary_auroc_matches_a_hand_computed_mann_whitney(qcb):
             _mann_whitney_auc([large[i] for i in idx], [score[i] for i in idx]), abs=1e-12)
     assert sum(g["n"] for g in s["family_failure"].values()) == 40
     assert s["large_error_share"] == pytest.approx(np.mean(large))
+
+
+def test_summary_reports_the_half_the_score_was_tuned_on_and_the_held_out_half(qcb):
+    """Cases 0-11 and 24-35 = "tuned on", 12-23 and 36-47 = "held out" (whole cycles of every family x
+    failure pair): each half's AUROC is its own Mann-Whitney (by hand), its top 10 % its own cases',
+    and the table shows both halves."""
+    rng = np.random.default_rng(3)
+    err = rng.uniform(0.0, 0.12, 48)
+    tuned = [i for i in range(48) if i < 12 or 24 <= i < 36]
+    fitted = np.isin(np.arange(48), tuned)
+    score = np.round(rng.uniform(0, 1, 48) * 0.6 + (err > 0.05) * 0.3 * fitted, 2)
+    s = qcb.summarise(_rows(err, score))
+    large = [float(f"{e:.4f}") > 0.05 for e in err]
+    for name, idx in (("tuned on", tuned), ("held out", [i for i in range(48) if i not in tuned])):
+        half = s["splits"][name]
+        assert half["n"] == 24
+        assert half["auroc"] == pytest.approx(_mann_whitney_auc([large[i] for i in idx], [score[i] for i in idx]),
+                                              abs=1e-12)
+        top = sorted(idx, key=lambda i: -score[i])[:3]  # 10 % of 24, rounded up
+        assert half["top10_large_error_share"] == pytest.approx(np.mean([large[i] for i in top]))
+    assert s["splits"]["tuned on"]["auroc"] > s["splits"]["held out"]["auroc"]  # only one half was "fitted"
+    assert qcb.split_of("held_0011") == "tuned on" and qcb.split_of("held_0012") == "held out"
+    assert qcb.split_of("held_0119") == "held out" and qcb.split_of("held_0100") == "tuned on"
+    assert qcb.split_of("held_0120") == "fresh" and "fresh" not in s["splits"]  # only with --held > 120
+    text = qcb.summary_table(s)
+    assert "| tuned on (even cycles of 12) | 24 |" in text and "| held out (odd cycles of 12) | 24 |" in text
+
+
+def test_bench_predicts_with_sarco_predicts_defaults(qcb, monkeypatch):
+    """Mirroring and the trunk rule come from predict's own options, so a changed default moves the bench."""
+    import dataclasses
+
+    from sarco_nn import api
+
+    assert qcb.predict_defaults() == {"mirroring": not api.PredictOptions().fast,
+                                      "trunk_only": api.PredictOptions().trunk_only}
+    flipped = dataclasses.make_dataclass("Flipped", [("fast", bool, dataclasses.field(default=True)),
+                                                     ("trunk_only", bool, dataclasses.field(
+                                                         default=not api.PredictOptions().trunk_only))])
+    monkeypatch.setattr(api, "PredictOptions", flipped)
+    assert qcb.predict_defaults() == {"mirroring": False, "trunk_only": flipped().trunk_only}
 
 
 def test_summary_top10_share_and_targets(qcb):
@@ -225,8 +267,11 @@ def _stored_rows(cases, qcb, tmp_path, held_extra=None):
     (truncated field of view), with raw values of a confident model whose mask stops short of the border."""
     import csv
 
+    from sarco_nn.review.qc import MEASURE_VERSION
+
     values = {"fold_mean_dice": 0.97, "fold_sma_cv": 0.01, "entropy_area_ratio": 0.2, "plausibility_z": -0.5,
-              "edge_muscle_mm": 0.0, "muscle_hu": 40.0, "components": 6.0, "speck_share": 0.0, "asymmetry": 0.02}
+              "edge_muscle_mm": 0.0, "muscle_hu": 40.0, "components": 6.0, "speck_share": 0.0, "asymmetry": 0.02,
+              "outside_trunk_share": 0.0}
     rows = []
     for i, err in ((0, 0.01), (2, 0.14)):
         plan = cases.case_plan(i)
@@ -238,7 +283,8 @@ def _stored_rows(cases, qcb, tmp_path, held_extra=None):
         writer = csv.DictWriter(f, fieldnames=qcb.CASE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    held = {"seed": cases.HELD_SEED, "matrix": cases.MATRIX, "cases_version": cases.CASES_VERSION, **(held_extra or {})}
+    held = {"seed": cases.HELD_SEED, "matrix": cases.MATRIX, "cases_version": cases.CASES_VERSION,
+            "qc_measure_version": MEASURE_VERSION, **(held_extra or {})}
     (tmp_path / "cases_model.json").write_text(json.dumps({"model": "M", "folds": ["0", "1", "2"], "held": held}))
 
 
@@ -304,7 +350,10 @@ def test_bench_scores_a_single_model_and_a_seed_ensemble(qcb, qcm, tiny_model, t
     ens = qcb.main(["--ensemble-from", str(tiny_model.workspace), str(other), "--held", "1", "--out", str(out)])
     assert ens["model"]["folds"] == ["0", "1"] and len(ens["model"]["ensemble_of"]) == 2
     assert "fold_disagreement" in (out / "cases.csv").read_text()
-    assert json.loads((out / "cases_model.json").read_text())["ensemble_of"][1]["workspace"] == str(other.resolve())
+    signature = json.loads((out / "cases_model.json").read_text())
+    assert signature["ensemble_of"][1]["workspace"] == str(other.resolve())
+    assert signature["held"]["mirroring"] == qcb.predict_defaults()["mirroring"]  # sarco predict's defaults
+    assert signature["held"]["trunk_only"] == qcb.predict_defaults()["trunk_only"]
 
 
 def test_summary_table_has_every_group(qcb):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sarco_nn.review.qc import (REFERENCE_ERROR, REVIEW_THRESHOLD, CaseEvidence, measure, patient_outline, qc_score,
+from sarco_nn.ct_checks import body_region
+from sarco_nn.review.qc import (REFERENCE_ERROR, REVIEW_THRESHOLD, TABLE_OPEN_MM, CaseEvidence, measure, qc_score,
                                 score_values)
 from sarco_nn.status import Status, Verdict
 
@@ -127,10 +128,14 @@ def test_low_muscle_is_the_disease_and_never_withholds_the_flag():
 
 
 def test_score_is_the_estimated_error_against_the_reference_error():
-    """score = E / (E + REFERENCE_ERROR), E the components' sum: 0.5 (review) exactly at a 5 % estimated error."""
+    """score = E / (E + REFERENCE_ERROR), E the components' sum with the model's doubt counted once: 0.5
+    (review) exactly at a 5 % estimated error."""
     ct, mask = _body()
     result = qc_score(_evidence(ct, mask, _sharp(mask), l3_confidence=0.4, muscle_hu_mean=200.0))
-    expected = sum(result.components.values())
+    doubt = max(result.components[n] for n in ("fold_disagreement", "border_entropy", "fragmentation")
+                if n in result.components)
+    expected = doubt + sum(v for n, v in result.components.items()
+                           if n not in ("fold_disagreement", "border_entropy", "fragmentation"))
     assert result.expected_error == pytest.approx(expected)
     assert result.score == pytest.approx(expected / (expected + REFERENCE_ERROR))
     assert qc_score(_evidence(ct, mask, _sharp(mask))).score < REVIEW_THRESHOLD
@@ -173,7 +178,7 @@ def test_table_reaching_the_image_sides_is_not_a_cut_body():
     ct = _with_table(ct)
     result = qc_score(_evidence(ct, mask, _sharp(mask, 3)))
     assert result.values["edge_body_mm"] == 0.0 and result.components["fov_edge"] == 0.0
-    assert not patient_outline(ct, SPACING)[N - 8:N - 6].any()
+    assert not body_region(ct, SPACING, open_mm=TABLE_OPEN_MM)[N - 8:N - 6].any()
     assert result.reasons == []
 
 
@@ -205,3 +210,56 @@ def test_probabilities_on_another_grid_are_refused():
     ct, mask = _body()
     with pytest.raises(ValueError, match="do not match"):
         qc_score(_evidence(ct, mask, np.zeros((2, 10, 10), np.float32)))
+
+
+def test_the_models_doubt_counts_once_by_its_largest_measure():
+    """Fold disagreement, border entropy and specks are one doubt measured three ways: E takes the
+    largest (by hand: 0.03 fold CV, 0.5 x (0.35 - 0.25) = 0.05 entropy, 0.02 specks -> 0.05), while an
+    independent source (a 10 % body cut) adds."""
+    doubt = {"fold_mean_dice": 0.99, "fold_sma_cv": 0.03, "entropy_area_ratio": 0.35, "speck_share": 0.02,
+             "components": 6.0}
+    alone = score_values(doubt)
+    assert alone.components["fold_disagreement"] == pytest.approx(0.03)
+    assert alone.components["border_entropy"] == pytest.approx(0.05)
+    assert alone.components["fragmentation"] == pytest.approx(0.02)
+    assert alone.expected_error == pytest.approx(0.05)
+    assert alone.score == pytest.approx(0.05 / 0.10)
+    cut = score_values({**doubt, "edge_body_mm": 100.0, "mask_area_cm2": 100.0})  # 10 mm x 100 mm of 100 cm²
+    assert cut.components["fov_edge"] == pytest.approx(0.10)
+    assert cut.expected_error == pytest.approx(0.15)
+    assert {"qc_border_entropy", "qc_fov_edge"} <= _codes(cut)
+
+
+def test_muscle_counted_outside_the_trunk_is_the_over_count_and_names_itself():
+    """An arm beside the trunk labelled muscle: its share of the mask is the estimated error; once the
+    trunk rule has removed it, nothing is left to count."""
+    from sarco_nn.trunk import restrict_to_trunk
+
+    ct, mask = _body(half_width=38)
+    yy, xx = np.mgrid[:N, :N]
+    arm = (yy - N // 2) ** 2 + (xx - (N - 12)) ** 2 < 64
+    ct[arm] = 45.0
+    with_arm = mask | arm.astype(np.uint8)
+    result = qc_score(_evidence(ct, with_arm, _sharp(with_arm, 3)))
+    share = arm.sum() / with_arm.sum()
+    assert result.values["outside_trunk_share"] == pytest.approx(share)
+    assert result.components["outside_trunk"] == pytest.approx(share)
+    assert "qc_outside_trunk" in _codes(result) and result.score >= REVIEW_THRESHOLD
+    restricted = restrict_to_trunk(with_arm, ct, SPACING).segmentation
+    assert qc_score(_evidence(ct, restricted, _sharp(restricted, 3))).values["outside_trunk_share"] == 0.0
+
+
+def test_bright_muscle_is_implausible_unless_the_patients_fat_is_as_bright():
+    """Contrast on every soft tissue (fat too) brightens muscle without making its area wrong: the upper
+    HU bound rises with the patient's own fat; the lower bound (fat counted as muscle) never moves."""
+    ct, mask = _body()
+    plain = qc_score(_evidence(ct, mask, _sharp(mask), muscle_hu_mean=125.0))
+    assert plain.values["fat_hu"] == pytest.approx(-100.0)
+    assert plain.components["hu_implausible"] == pytest.approx(REFERENCE_ERROR * 45.0 / 15.0)
+    bright = ct.copy()
+    bright[ct > -200] += 90.0  # fat at -10 HU, muscle at 135 HU
+    shifted = qc_score(_evidence(bright, mask, _sharp(mask), muscle_hu_mean=125.0))
+    assert shifted.values["fat_hu"] == pytest.approx(-10.0)
+    assert shifted.components["hu_implausible"] == 0.0
+    fatty = qc_score(_evidence(bright, mask, _sharp(mask), muscle_hu_mean=-40.0))
+    assert fatty.components["hu_implausible"] == pytest.approx(REFERENCE_ERROR * 30.0 / 15.0)

@@ -1,8 +1,8 @@
 """Per-case quality score: which of 5 000 answers a person should look at first.
 
 Every piece of evidence is turned into an *estimate of the relative SMA error it implies* (a fraction
-of the SMA: 0.05 = 5 %), the estimates are added, and the score is that sum E against the error that
-counts as large (REFERENCE_ERROR, 5 %)::
+of the SMA: 0.05 = 5 %), the estimates of independent sources are added (below), and the score is that
+sum E against the error that counts as large (REFERENCE_ERROR, 5 %)::
 
     qc_score = E / (E + REFERENCE_ERROR)        in [0, 1), higher = more suspicious
 
@@ -24,19 +24,30 @@ Components (name: raw value → estimated error):
 - ``fov_edge``: muscle lost outside the image, over the mask's area: a patient outline cut by the
   image border over L mm hides the abdominal-wall muscle behind it, WALL_THICKNESS_MM (10 mm) × L;
   muscle cut over L mm hides at least a half-disc on that chord, π/8 × L²; the larger counts. The
-  patient is the largest region above BODY_HU after an opening of TABLE_OPEN_MM (`patient_outline`),
+  patient is the largest region above BODY_HU after an opening of TABLE_OPEN_MM (`ct_checks.body_region`),
   so the table and sheets that reach the image's sides are not a cut body; the bottom row (table) is
   not counted.
 - ``sma_implausible``: SMA (SMI when the height is known) z against approximate adult L3 references for
   the sex; each SD beyond PLAUSIBLE_Z (2) is one REFERENCE_ERROR.
 - ``hu_implausible``: mean muscle HU outside [−10, 80]; each HU_PER_REFERENCE_ERROR (15 HU) beyond is
-  one REFERENCE_ERROR (fat or contrast-filled organs counted as muscle).
+  one REFERENCE_ERROR (fat or contrast-filled organs counted as muscle). The upper bound rises by as
+  much as the patient's fat is brighter than −100 HU (`muscle_hu_band`): contrast on every soft
+  tissue brightens muscle without making its area wrong.
 - ``fragmentation``: the share of the mask in specks (islands < 1 % of it: area in doubt), plus one
   REFERENCE_ERROR per MAX_PLAUSIBLE_PIECES pieces beyond the 14 an L3 slice's muscle groups make.
 - ``asymmetry``: |L − R| / (L + R) about the body's midline beyond NATURAL_ASYMMETRY (0.10): losing a
   share f of one side gives |L − R| / (L + R) ≈ f / 2, which is the SMA error.
 - ``l3_confidence``: the L3 locator's confidence c below L3_SURE (0.8): (0.8 − c) / 0.8 × 15 % (one
   vertebra off changes the SMA by 10–20 %).
+
+- ``outside_trunk``: the share of the counted muscle outside the trunk (the largest body region,
+  `ct_checks.body_region`, as the trunk rule `sarco_nn.trunk` takes it): arm muscle counted as SMA.
+  It is the over-count itself; 0 when the trunk rule already left it out.
+
+The estimate E adds the components, except the three that are the model's own doubt (MODEL_DOUBT:
+fold disagreement, border entropy, fragmentation): they measure one error source three ways, so only
+the largest of them counts. Each component is still reported (``components``) and named as a reason
+when it holds DRIVER_SHARE of E.
 
 `measure` turns a case's evidence into the raw values, `score_values` the raw values into the score
 (so bench/qc_bench.py --rescore can re-score stored values: the same numbers predict writes). A case
@@ -55,12 +66,12 @@ import numpy as np
 
 from sarco_nn.status import Reason, Status, Verdict
 
-__all__ = ["CaseEvidence", "QcResult", "qc_score", "measure", "score_values", "REVIEW_THRESHOLD", "REFERENCE_ERROR",
-           "REFERENCE_L3"]
+__all__ = ["CaseEvidence", "QcResult", "qc_score", "measure", "score_values", "estimated_error", "REVIEW_THRESHOLD",
+           "REFERENCE_ERROR", "REFERENCE_L3", "MODEL_DOUBT"]
 
 #: What the raw values from the mask and probabilities (`measure`) are; bump when one is added or changes
 #: meaning (bench/qc_bench.py's signature). The CT-only values (`ct_values`) are refreshed on re-scoring.
-MEASURE_VERSION = 1
+MEASURE_VERSION = 2  # 2: outside_trunk_share added
 
 #: The relative SMA error that counts as large (bench/qc_bench.py's line): the score is 0.5 there.
 REFERENCE_ERROR = 0.05
@@ -101,10 +112,16 @@ NATURAL_ASYMMETRY = 0.10
 L3_SURE = 0.8
 WRONG_LEVEL_ERROR = 0.15
 
+#: The components that are the model's own doubt about its mask, measured three ways (members that
+#: disagree, soft borders, specks): one source of error, so only the largest of them enters the estimate
+#: (adding them counted one doubt up to three times: bench/qc_bench.py's site-B cases, uncertain and
+#: often right, outranked cut and wrong-level cases).
+MODEL_DOUBT: tuple[str, ...] = ("fold_disagreement", "border_entropy", "fragmentation")
+
 #: A component is named as a reason when it holds at least this share of the estimated error.
 DRIVER_SHARE = 0.2
 
-#: Opening radius (mm) that detaches the table and sheets from the patient (patient_outline).
+#: Opening radius (mm) that detaches the table and sheets from the patient (`ct_checks.body_region`).
 TABLE_OPEN_MM = 5.0
 
 #: Approximate adult L3 reference (mean, SD) per sex: SMA in cm², SMI in cm²/m² (rounded from
@@ -119,10 +136,17 @@ REFERENCE_L3: dict[str | None, dict[str, tuple[float, float]]] = {
 #: included).
 PLAUSIBLE_MUSCLE_HU: tuple[float, float] = (-10.0, 80.0)
 
+#: hu_implausible is judged against the patient's own fat: the median HU of the body's pixels in FAT_WINDOW_HU
+#: (`fat_hu`), against TYPICAL_FAT_HU. Where the whole soft tissue is brighter (fat included: contrast, an
+#: offset scale) muscle may be brighter by as much before it is implausible; the lower bound never moves
+#: (fat or air counted as muscle lowers the mean whatever the phase).
+TYPICAL_FAT_HU = -100.0
+FAT_WINDOW_HU: tuple[float, float] = (-250.0, 0.0)
+
 #: Probabilities in this open interval count as unsure for ``border_entropy``.
 UNSURE_P: tuple[float, float] = (0.1, 0.9)
 
-from sarco_nn.ct_checks import BODY_HU  # noqa: E402  (the one body bound; air and most of the table are below)
+from sarco_nn.ct_checks import BODY_HU, body_region  # noqa: E402  (the one body bound and outline)
 
 _MESSAGES: dict[str, str] = {
     "fold_disagreement": "the cross-validation folds disagree on this mask ({detail}); check the overlay",
@@ -133,6 +157,7 @@ _MESSAGES: dict[str, str] = {
     "fragmentation": "the mask is fragmented ({detail}); check for stray islands",
     "asymmetry": "left/right muscle area differs by {detail}; check for a missed or extra region",
     "l3_confidence": "L3 located with low confidence ({detail}); check the level on the thumbnail",
+    "outside_trunk": "{detail} of the counted muscle lies outside the trunk (an arm?); the trunk rule leaves it out",
 }
 
 
@@ -162,7 +187,7 @@ class CaseEvidence:
 @dataclass
 class QcResult:
     """The score, each component's estimated relative SMA error, the raw values, the reasons to add,
-    and the estimated error (the components' sum) the score is a function of."""
+    and the estimated error (`estimated_error` of the components) the score is a function of."""
 
     score: float
     components: dict[str, float] = field(default_factory=dict)
@@ -177,6 +202,13 @@ class QcResult:
         return verdict
 
 
+def muscle_hu_band(values: dict) -> tuple[float, float]:
+    """PLAUSIBLE_MUSCLE_HU, its upper bound raised by how much brighter than TYPICAL_FAT_HU the
+    patient's fat is (`fat_hu`; contrast on every soft tissue is not a wrong mask)."""
+    lo, hi = PLAUSIBLE_MUSCLE_HU
+    return lo, hi + max(0.0, values.get("fat_hu", TYPICAL_FAT_HU) - TYPICAL_FAT_HU)
+
+
 def _withholds_flag(component: str, values: dict) -> bool:
     """Suspicion alone never withholds the flag, except where the numbers cannot be muscle at all:
     SMA/SMI 5 SD or more ABOVE the adult mean (never below: low muscle is the disease itself), or a
@@ -184,7 +216,7 @@ def _withholds_flag(component: str, values: dict) -> bool:
     if component == "sma_implausible":
         return values.get("plausibility_z", 0.0) >= 5.0
     if component == "hu_implausible" and "muscle_hu" in values:
-        lo, hi = PLAUSIBLE_MUSCLE_HU
+        lo, hi = muscle_hu_band(values)
         return max(lo - values["muscle_hu"], values["muscle_hu"] - hi) >= HU_FAR_OUTSIDE
     return False
 
@@ -243,29 +275,19 @@ def _edge_contact_mm(region: np.ndarray, spacing: tuple[float, float], sides: st
     return float(length)
 
 
-def patient_outline(ct_hu: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-    """The patient: the largest connected region above BODY_HU after an opening of TABLE_OPEN_MM, so
-    the table, sheets and cables (thin, often reaching the image's sides) are not the patient."""
-    from scipy import ndimage
-
-    body = ct_hu > BODY_HU
-    radius = np.maximum(1, np.round(TABLE_OPEN_MM / np.asarray(spacing, float))).astype(int)
-    yy, xx = np.mgrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
-    disc = (yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0
-    opened = ndimage.binary_opening(body, structure=disc)
-    labels, n = ndimage.label(opened)
-    if n == 0:
-        return opened
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
-
-
 def ct_values(ct_hu: np.ndarray, spacing: tuple[float, float]) -> dict[str, float]:
     """The raw values that need only the CT (no model): edge_body_mm, the length of the patient's
-    outline on the image's top, left and right borders (the bottom row is skipped: the table lies there).
+    outline on the image's top, left and right borders (the bottom row is skipped: the table lies there),
+    and fat_hu, the median HU of the outline's pixels in FAT_WINDOW_HU (the patient's fat).
 
     Separate so bench/qc_bench.py --rescore can refresh them from the regenerated image."""
-    return {"edge_body_mm": _edge_contact_mm(patient_outline(ct_hu, spacing), spacing, sides="tlr")}
+    outline = body_region(ct_hu, spacing, open_mm=TABLE_OPEN_MM)
+    values = {"edge_body_mm": _edge_contact_mm(outline, spacing, sides="tlr")}
+    body = np.asarray(ct_hu)[outline]
+    fat = body[(body > FAT_WINDOW_HU[0]) & (body < FAT_WINDOW_HU[1])]
+    if fat.size:
+        values["fat_hu"] = float(np.median(fat))
+    return values
 
 
 def _fov_values(ev: CaseEvidence, mask: np.ndarray) -> dict[str, float]:
@@ -275,6 +297,14 @@ def _fov_values(ev: CaseEvidence, mask: np.ndarray) -> dict[str, float]:
     if ev.ct_hu is not None:
         out.update(ct_values(ev.ct_hu, ev.spacing_yx_mm))
     return out
+
+
+def _trunk_values(ev: CaseEvidence, mask: np.ndarray) -> dict[str, float]:
+    """outside_trunk_share: the share of the mask outside the trunk region the trunk rule keeps."""
+    if ev.ct_hu is None or not mask.any():
+        return {}
+    trunk = body_region(ev.ct_hu)
+    return {"outside_trunk_share": float((mask & ~trunk).sum() / mask.sum())}
 
 
 def _hu_values(ev: CaseEvidence, mask: np.ndarray) -> dict[str, float]:
@@ -317,6 +347,7 @@ def measure(ev: CaseEvidence) -> dict[str, float]:
     values.update(_plausibility_values(ev))
     values.update(_fov_values(ev, mask))
     values.update(_hu_values(ev, mask))
+    values.update(_trunk_values(ev, mask))
     values.update(_fragment_values(mask))
     values.update(_asymmetry_values(ev, mask))
     if ev.l3_confidence is not None:
@@ -360,7 +391,7 @@ def _fov_term(v: dict) -> tuple[float, str]:
 def _hu_term(v: dict) -> tuple[float, str] | None:
     if "muscle_hu" not in v:
         return None
-    lo, hi = PLAUSIBLE_MUSCLE_HU
+    lo, hi = muscle_hu_band(v)
     outside = max(lo - v["muscle_hu"], v["muscle_hu"] - hi, 0.0)
     return REFERENCE_ERROR * outside / HU_PER_REFERENCE_ERROR, f"{v['muscle_hu']:.0f}"
 
@@ -384,9 +415,21 @@ def _l3_term(v: dict) -> tuple[float, str] | None:
     return WRONG_LEVEL_ERROR * float(np.clip((L3_SURE - c) / L3_SURE, 0.0, 1.0)), f"{c:.2f}"
 
 
+def _trunk_term(v: dict) -> tuple[float, str] | None:
+    if "outside_trunk_share" not in v:
+        return None
+    return v["outside_trunk_share"], f"{v['outside_trunk_share']:.0%}"
+
+
 _TERMS = {"fold_disagreement": _fold_term, "border_entropy": _entropy_term, "sma_implausible": _plausibility_term,
           "fov_edge": _fov_term, "hu_implausible": _hu_term, "fragmentation": _fragment_term,
-          "asymmetry": _asymmetry_term, "l3_confidence": _l3_term}
+          "asymmetry": _asymmetry_term, "l3_confidence": _l3_term, "outside_trunk": _trunk_term}
+
+
+def estimated_error(components: dict[str, float]) -> float:
+    """E: the independent sources added, the model's doubt (MODEL_DOUBT) once, by its largest measure."""
+    doubt = [components[n] for n in MODEL_DOUBT if n in components]
+    return float(sum(v for n, v in components.items() if n not in MODEL_DOUBT) + (max(doubt) if doubt else 0.0))
 
 
 def score_values(values: dict, threshold: float = REVIEW_THRESHOLD) -> QcResult:
@@ -396,7 +439,7 @@ def score_values(values: dict, threshold: float = REVIEW_THRESHOLD) -> QcResult:
         found = term(values)
         if found is not None:
             components[name], details[name] = float(found[0]), found[1]
-    expected = float(sum(components.values()))
+    expected = estimated_error(components)
     score = expected / (expected + REFERENCE_ERROR)
     reasons: list[Reason] = []
     if score >= threshold:
