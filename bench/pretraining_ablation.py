@@ -525,6 +525,9 @@ def run_pretrain_arm(ctx: Context, arm: Arm) -> dict[str, Any]:
     wall = run_cmd([str(ctx.work / "unlabeled"), "-o", str(out), "--device", ctx.device, *argv], ctx.log, ctx.threads,
                    module="sarco_nn.pretraining")
     card = json.loads((out / "card.json").read_text())
+    if card["epochs_done"] < card["epochs_planned"]:  # stopped by a signal: saved, exit 0, but not finished
+        raise SystemExit(f"{arm.id}: pretraining stopped at epoch {card['epochs_done']} of {card['epochs_planned']}; "
+                         "rerun the same command to continue it from its checkpoint")
     curve = ctx.results / f"{arm.id}_loss_curve.png"
     curve.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "loss_curve.png", curve)

@@ -200,3 +200,22 @@ def test_freeze_recipe_resolves_to_whole_epochs(abl):
     assert abl._resolve_levers(abl.RECIPES["freeze"].finetune, 20) == {"freeze_encoder_epochs": 4}
     assert abl._resolve_levers({"freeze_encoder_epochs": "20%"}, 2) == {"freeze_encoder_epochs": 1}
     assert abl._resolve_levers({"layer_decay": 0.75}, 20) == {"layer_decay": 0.75}
+
+
+def test_a_pretraining_stopped_by_a_signal_is_not_a_finished_arm(abl, tmp_path, monkeypatch):
+    """Ctrl-C/SIGTERM make `sarco pretrain` save and exit 0 ("stopped, continue with --continue"): the arm
+    must stay unfinished (no JSON), so the next piece continues it instead of fine-tuning a half encoder."""
+    ctx = abl.Context(abl.PROFILES["smoke"], tmp_path / "results", tmp_path / "work", ["A"], [], None, "cpu", 1)
+    arm = abl.plan_arms(ctx.profile, ["official"])[0]
+    monkeypatch.setattr(abl, "write_unlabeled", lambda *a, **k: {})
+    monkeypatch.setattr(abl, "write_preset", lambda *a, **k: tmp_path / "preset.json")
+
+    def stopped_run(argv, log, threads, module="sarco_nn.cli"):
+        out = Path(argv[argv.index("-o") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "card.json").write_text(json.dumps({"epochs_done": 1, "epochs_planned": 2, "config": {}}))
+        return 1.0
+
+    monkeypatch.setattr(abl, "run_cmd", stopped_run)
+    with pytest.raises(SystemExit, match="stopped at epoch 1 of 2.*continue"):
+        abl.run_pretrain_arm(ctx, arm)
