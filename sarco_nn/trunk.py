@@ -44,7 +44,7 @@ class TrunkRestriction:
         return [Reason("muscle_outside_trunk",
                        f"{self.muscle_removed_share:.0%} of the predicted muscle ({self.muscle_removed_cm2:.1f} cm²) "
                        f"lay outside the largest body region and was not counted; check the overlay "
-                       f"(predict without --trunk-only counts it)")]
+                       f"(predict --keep-outside-trunk counts it)")]
 
 
 def restrict_to_trunk(segmentation: np.ndarray, ct_hu: np.ndarray, spacing_yx_mm: tuple[float, float]) -> TrunkRestriction:
