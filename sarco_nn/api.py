@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
+from sarco_nn.constants import DEFAULT_LEVEL, DEFAULT_TRUNK_ONLY, MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.l3.result import L3Location, L3NotFound
@@ -244,7 +244,8 @@ class PredictOptions:
         io_workers: threads reading the next scans and writing finished ones while the network runs
             (1: one scan at a time); the results do not depend on it.
         trunk_only: count predicted tissue only inside the trunk, the largest body region of the slice
-            (arms in the field of view are not SMA; `sarco_nn.trunk`). False counts it all.
+            (arms in the field of view are not SMA; `sarco_nn.trunk`). On by default; False
+            (``--keep-outside-trunk``) counts it all.
     """
 
     dataset: str | int | None = None
@@ -268,7 +269,7 @@ class PredictOptions:
     parts: int | None = None
     dicom_seg: bool = False
     io_workers: int = DEFAULT_IO_WORKERS
-    trunk_only: bool = False
+    trunk_only: bool = DEFAULT_TRUNK_ONLY
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from sarco_nn.cases import case_id_from_path as _rule_case_id
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.image_io import printable_path
 from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
+from sarco_nn.constants import DEFAULT_TRUNK_ONLY
 from sarco_nn.body_composition import RESULT_COLUMNS as BODY_COMPOSITION_COLUMNS
 from sarco_nn.l3.choose import L3_RESULT_COLUMNS
 from sarco_nn.status import FLAG_UNKNOWN, STATUS_COLUMNS, Reason, Status, Verdict, is_finished
@@ -229,7 +230,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
             l3_from: Path | None = None, locator: str = "auto", l3_rule: str = "centroid", slab: int = 1,
             l3_model_dir: Path | None = None, part: int | None = None, parts: int | None = None,
             dicom_seg: bool = False, io_workers: int = DEFAULT_IO_WORKERS,
-            trunk_only: bool = False) -> tuple[Path, int]:
+            trunk_only: bool = DEFAULT_TRUNK_ONLY) -> tuple[Path, int]:
     """Segment and measure every scan; return (results.csv path, number of failed cases).
 
     Whole volumes get their L3 slice from --l3-slice, an --l3-csv row, a vertebra mask (--l3-from),
@@ -240,7 +241,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     uncertainty, plausibility); the folder ends with `review.html`.
     `io_workers` threads read the next cases and write finished ones while the network runs
     (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
-    `trunk_only` keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are not SMA).
+    `trunk_only` (the default) keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are
+    not SMA); False counts every predicted pixel.
     """
     from sarco_nn.clinical import missing_rows_warning, read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
@@ -280,7 +282,8 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     # every row-changing setting, in one dict (sarco_nn.predict_settings); each row records it
     settings = run_settings(model, decision, threshold_set, thresholds=thresholds, fast=fast, hu_gate=hu_gate,
                             l3_slice=l3_slice, l3_csv=l3_csv, l3_from=l3_from, locator=locator, l3_rule=l3_rule,
-                            slab=slab, inference={"inference": network_settings.as_dict(), "trunk_only": trunk_only})
+                            slab=slab, trunk_only=trunk_only,
+                            inference={"inference": network_settings.as_dict()})
     signature = normalised_settings({**settings, **({"part": part, "parts": parts} if parts is not None else {})})
     _check_output_folder(out_dir, signature, overwrite)  # --overwrite: rows of other settings are recomputed
     l3_dir = Path(l3_model_dir) if l3_model_dir else default_model_dir(workspace.root)
@@ -616,7 +619,7 @@ def _write_case_files(out_dir: Path, case: _CaseInput, seg, title: str, mask_rel
 
 
 def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdict, predictor, pp_functions,
-                         out_dir: Path, clinical: dict, threshold_set, gate, slab: int, trunk_only: bool = True):
+                         out_dir: Path, clinical: dict, threshold_set, gate, slab: int, trunk_only: bool):
     """The network and the measurement of one plausible scan (main thread).
 
     Returns (row cells, the job that writes its files): the cells join the row only once the job has

@@ -6,9 +6,10 @@ one let a changed clinical.csv, a retrained model or a retrained L3 localizer ke
 and flags. Here:
 
 - `run_settings` is every setting that changes every row (model files, thresholds, conventions,
-  L3 options, test-time mirroring, inference settings). It is the run file (sarco_predict.json):
-  any change is refused unless --overwrite, naming what changed. A new setting is one entry in
-  the dict, or one keyword in `inference` (e.g. ``inference={"bf16": True, "tile_step": 0.5}``).
+  L3 options, test-time mirroring, the HU gate, the trunk rule, inference settings). It is the run
+  file (sarco_predict.json): any change is refused unless --overwrite, naming what changed. A new
+  measurement setting is one named entry of the dict; a network setting is one keyword in
+  `inference` (e.g. ``inference={"bf16": True, "tile_step": 0.5}``).
 - `case_inputs` is what changes one case only (its clinical record, its --l3-csv row, the
   localizer or vertebra mask that found its L3): a change recomputes that case on the rerun,
   with a note saying why.
@@ -58,13 +59,15 @@ def _conventions() -> dict[str, Any]:
 
 def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str, fast: bool, hu_gate: bool,
                  l3_slice: int | None, l3_csv: Path | None, l3_from: Path | None, locator: str, l3_rule: str,
-                 slab: int, inference: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 slab: int, trunk_only: bool, inference: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every setting that changes every row of a predict run, as one JSON-able dict (the run file).
 
     `model` is a `model_store.TrainedModel`; its files enter by content (`batch.file_identity`), so
     a model retrained in the same folder is other settings. `threshold_set` enters by its
-    definition (a threshold file edited in place is other settings). `inference`: further
-    network settings (precision, tile step, ...), one entry each.
+    definition (a threshold file edited in place is other settings). `trunk_only`: the trunk rule
+    (`sarco_nn.trunk`), an entry of its own (a folder predicted with --keep-outside-trunk is
+    refused by a default run, naming it). `inference`: further network settings (precision, tile
+    step, ...), one entry each.
     """
     from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, get_threshold_set
 
@@ -79,7 +82,7 @@ def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str
         "tta": not fast,
         "thresholds": thresholds, "threshold_definition": repr(threshold_set),
         "myosteatosis_definition": repr(get_threshold_set(DEFAULT_MYOSTEATOSIS_SET)),
-        "hu_gate": hu_gate, "conventions": _conventions(),
+        "hu_gate": hu_gate, "trunk_only": bool(trunk_only), "conventions": _conventions(),
         "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None, "l3_from": str(l3_from) if l3_from else None,
         "locator": locator, "l3_rule": l3_rule, "slab": slab,
     }

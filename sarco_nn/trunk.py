@@ -6,7 +6,8 @@ on scans without arms labels their muscle as skeletal muscle (measured on site-B
 of false muscle per case, mean |SMA error| 20.5 % -> 14.4 % with this rule; `bench/results/
 external_validation`). The trunk is the largest body region of the slice (`ct_checks.body_region`),
 so a rule of anatomy, not of the training data, removes them. An arm pressed against the trunk
-joins its region and is kept: the rule never removes tissue connected to the trunk.
+joins its region and is kept: the rule never removes tissue connected to the trunk. It is
+`sarco predict`'s default (`constants.DEFAULT_TRUNK_ONLY`); `--keep-outside-trunk` counts everything.
 
 On the real CT of ../shared/data (TotalSegmentator's example, T11-L2) the rule keeps 100 % of the
 reference skeletal muscle, subcutaneous and torso fat (tests/test_trunk.py).
@@ -44,7 +45,7 @@ class TrunkRestriction:
         return [Reason("muscle_outside_trunk",
                        f"{self.muscle_removed_share:.0%} of the predicted muscle ({self.muscle_removed_cm2:.1f} cm²) "
                        f"lay outside the largest body region and was not counted; check the overlay "
-                       f"(predict without --trunk-only counts it)")]
+                       f"(predict --keep-outside-trunk counts it)")]
 
 
 def restrict_to_trunk(segmentation: np.ndarray, ct_hu: np.ndarray, spacing_yx_mm: tuple[float, float]) -> TrunkRestriction:

@@ -19,7 +19,9 @@ import SimpleITK as sitk
 
 from dataset_conversion.phantom import write_dropin_dataset
 from helpers import accepted_and_measured
+from sarco_nn.ct_checks import body_region
 from sarco_nn.presets import PRESET_DIR
+from sarco_nn.trunk import MAX_OUTSIDE_TRUNK_SHARE
 
 SARCO = [sys.executable, "-m", "sarco_nn.cli"]
 pytestmark = pytest.mark.slow
@@ -76,6 +78,14 @@ def test_predict_writes_masks_on_input_grid_and_exact_sma(trained: Path):
         assert float(row["spacing_x_mm"]) == pytest.approx(sx, abs=1e-4)
         # a flag, or none because the (barely trained) model's mask is implausible: then a review reason says so
         assert row["sarcopenic"] in {"yes", "no"} or (row["sarcopenic"] == "unknown" and row["status"] == "review")
+        # the trunk rule (predict's default): nothing is labelled apart from the body; the muscle it removed
+        # is in outside_trunk_cm2, and a share above MAX_OUTSIDE_TRUNK_SHARE (this model labels air as
+        # muscle) is a review with muscle_outside_trunk
+        plane = np.squeeze(sitk.GetArrayFromImage(image))
+        assert not (np.squeeze(sitk.GetArrayFromImage(mask))[~body_region(plane)] != 0).any()
+        outside, kept = float(row["outside_trunk_cm2"]), float(row["sma_cm2"])
+        much_outside = outside > MAX_OUTSIDE_TRUNK_SHARE * (outside + kept)
+        assert ("muscle_outside_trunk" in row["reasons"]) == much_outside, (outside, kept, row["reasons"])
         assert (trained / "pred" / row["overlay"]).stat().st_size > 1000
 
     # a restarted run with the same model skips finished cases and keeps the results

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sarco_nn.batch import fingerprint_changes, row_fingerprint, settings_digest
+from sarco_nn.batch import changed_settings, fingerprint_changes, normalised_settings, row_fingerprint, settings_digest
 from sarco_nn.clinical import ClinicalRecord
 from sarco_nn.l3.localizer import CHECKPOINT_FILE
 from sarco_nn.model_store import TrainedModel
@@ -27,7 +27,7 @@ def _model(tmp_path: Path) -> TrainedModel:
 
 def _settings(model, threshold="paper", **changes):
     options = dict(thresholds=threshold, fast=True, hu_gate=False, l3_slice=None, l3_csv=None, l3_from=None,
-                   locator="auto", l3_rule="centroid", slab=1)
+                   locator="auto", l3_rule="centroid", slab=1, trunk_only=True)
     options.update(changes)
     return run_settings(model, None, get_threshold_set(threshold), **options)
 
@@ -37,13 +37,27 @@ def test_every_row_changing_setting_moves_the_run_digest(tmp_path):
     base = settings_digest(_settings(model))
     assert settings_digest(_settings(model)) == base  # an identical rerun
     for changed in (dict(fast=False), dict(hu_gate=True), dict(l3_slice=3), dict(locator="model"),
-                    dict(l3_rule="max-area"), dict(slab=3), dict(threshold="prado"),
+                    dict(l3_rule="max-area"), dict(slab=3), dict(threshold="prado"), dict(trunk_only=False),
                     dict(inference={"bf16": True}), dict(inference={"tile_step": 0.75})):
         assert settings_digest(_settings(model, **changed)) != base, changed
     (model.folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"weights-2")  # retrained in place
     assert settings_digest(_settings(model)) != base
     with pytest.raises(ValueError, match="would replace"):
         _settings(model, inference={"tta": False})
+    with pytest.raises(ValueError, match="would replace"):  # the trunk rule is a setting of its own
+        _settings(model, inference={"trunk_only": False})
+
+
+def test_a_folder_predicted_with_or_without_the_trunk_rule_names_it_as_the_change(tmp_path):
+    """The trunk rule is a named run setting: a folder of --keep-outside-trunk rows (or of a sarco
+    that had no such entry) is refused by a default run naming `trunk_only`, not an opaque change."""
+    model = _model(tmp_path)
+    default = _settings(model)
+    assert default["trunk_only"] is True
+    kept_outside = normalised_settings(_settings(model, trunk_only=False))
+    assert changed_settings(kept_outside, default) == ["trunk_only"]
+    older = {k: v for k, v in kept_outside.items() if k != "trunk_only"}
+    assert changed_settings(older, default) == ["trunk_only"]
 
 
 def test_a_threshold_file_edited_in_place_is_other_settings(tmp_path):

@@ -92,6 +92,28 @@ def test_real_ct_reference_tissue_lies_in_the_trunk(tissue):
     assert total > 1000 and kept == total
 
 
+def test_the_trunk_rule_is_predicts_default_with_an_explicit_opt_out(monkeypatch):
+    """One default (sarco_nn.constants.DEFAULT_TRUNK_ONLY): the api, the library and the command
+    line count tissue only inside the trunk unless --keep-outside-trunk is given."""
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from sarco_nn import api, cli
+    from sarco_nn.inference import predict
+
+    assert api.PredictOptions().trunk_only is True
+    assert inspect.signature(predict).parameters["trunk_only"].default is True
+    seen: list[bool] = []
+    monkeypatch.setattr(api, "predict", lambda inputs, out, options, **kw: (
+        seen.append(options.trunk_only), api.PredictResult(Path(out) / "results.csv", 0))[1])
+    for flag, expected in (([], True), (["--keep-outside-trunk"], False), (["--trunk-only"], True)):
+        result = CliRunner().invoke(cli.app, ["predict", "-i", "s", "-o", "o", *flag])
+        assert result.exit_code == 0, result.output
+        assert seen[-1] is expected, flag
+
+
+@pytest.mark.slow  # needs the tiny trained model
 def test_predict_does_not_count_an_arm_and_the_option_does(tiny_model, tmp_path):
     """End to end: a held-out phantom with an arm added beside the trunk. The default run's mask has
     nothing outside the trunk and its outside_trunk_cm2 is what the --keep-outside-trunk run counted there."""
