@@ -18,7 +18,7 @@ from sarco_nn.status import FLAG_UNKNOWN, Reason
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, normalise_sex
 
 __all__ = ["MaskReport", "add_body_composition", "check_measure_options", "check_patient", "ct_input_reasons",
-           "measure_mask", "measure_objects", "resolve_tissue_labels"]
+           "mask_file_reasons", "measure_mask", "measure_objects", "resolve_tissue_labels"]
 
 
 def check_patient(sex: str | None, height: float | None, weight: float | None, label: int,
@@ -50,6 +50,15 @@ def ct_input_reasons(ct_img, image: Path | str | None) -> list[Reason]:
     from sarco_nn.ct_checks import file_reasons, refuse_unless_ct
 
     return [*file_reasons(image), *refuse_unless_ct(ct_img, image)]
+
+
+def mask_file_reasons(mask: Path | str) -> list[Reason]:
+    """The mask file's own header facts (`ct_checks.file_reasons`): a NIfTI mask whose qform and sform
+    give other voxel sizes has an area that depends on the reader (ITK: qform, nibabel/FSL: sform), so
+    it is a review with the flag withheld, as the same CT is."""
+    from sarco_nn.ct_checks import file_reasons
+
+    return file_reasons(mask)
 
 
 def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
@@ -181,7 +190,7 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     levels, convention = check_measure_options(image, hu_gate, level, hu_convention, cli=cli)
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
-    input_reasons = ct_input_reasons(ct_img, image)
+    input_reasons = [*ct_input_reasons(ct_img, image), *mask_file_reasons(mask)]
     mask_name, ct_name = str(mask), None if image is None else str(image)
     tissue_labels = resolve_tissue_labels(mask_img, Path(mask), labels_file, label, force=tissues)
     unknown = _unknown_labels(mask_img, Path(mask), labels_file, label)
