@@ -415,7 +415,7 @@ class MuscleMeasurement:
 
 
 def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int | None = None,
-            label: int = MUSCLE_LABEL, sex: str | None = None, height_m: float | None = None,
+            label: int | None = None, sex: str | None = None, height_m: float | None = None,
             weight_kg: float | None = None, hu_gate: bool = False, thresholds: str = DEFAULT_THRESHOLD_SET,
             tissues: bool = False, labels_file: PathLike | None = None, level: str | Sequence[str] = DEFAULT_LEVEL,
             vertebrae: PathLike | None = None, hu_convention: str | None = None,
@@ -429,7 +429,8 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
         image: the CT the mask was drawn on (same grid), for muscle HU and the HU gate.
         slice_index: 3-D mask: the slice to measure, along the image's own stored slice axis
             (ITK-SNAP/Slicer k). None: every slice holding `label`.
-        label: label value of muscle in the mask.
+        label: label value of muscle in the mask (None: the labels.json in use names it, else 1;
+            a value contradicting that labels.json is refused).
         sex: ``"M"`` or ``"F"`` (any spelling `thresholds.normalise_sex` knows), for the flag.
         height_m: height in metres, for SMI.
         weight_kg: weight in kg (BMI, used by the ``martin`` set).

@@ -140,8 +140,20 @@ def muscle_label_for(mask_folder: Path | str, label: int | None = None) -> tuple
     """
     if label is not None:
         return int(label), "--label"
+    candidate = labels_json_for(mask_folder)
+    if candidate is not None:
+        return read_labels_json(candidate)["muscle"], str(candidate)
+    return MUSCLE_LABEL, "sarco default"
+
+
+def labels_json_for(mask_folder: Path | str) -> Path | None:
+    """The labels.json that declares the values of the masks in `mask_folder`: in it, or beside it.
+
+    A drop's masks/ sits next to its labels.json, so a mask in drop/masks/ is read with drop/labels.json;
+    every reader of a mask (measure, evaluate, convert) finds it here, so none reads 1 as muscle alone.
+    """
     folder = Path(mask_folder)
     for candidate in (folder / LABELS_FILE, folder.parent / LABELS_FILE):
         if candidate.is_file():
-            return read_labels_json(candidate)["muscle"], str(candidate)
-    return MUSCLE_LABEL, "sarco default"
+            return candidate
+    return None

@@ -18,7 +18,7 @@ from sarco_nn.status import FLAG_UNKNOWN, Reason
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, normalise_sex
 
 __all__ = ["MaskReport", "add_body_composition", "check_measure_options", "check_patient", "ct_input_reasons",
-           "measure_mask", "measure_objects", "resolve_tissue_labels"]
+           "mask_file_reasons", "measure_mask", "measure_objects", "resolve_tissue_labels"]
 
 
 def check_patient(sex: str | None, height: float | None, weight: float | None, label: int,
@@ -50,6 +50,15 @@ def ct_input_reasons(ct_img, image: Path | str | None) -> list[Reason]:
     from sarco_nn.ct_checks import file_reasons, refuse_unless_ct
 
     return [*file_reasons(image), *refuse_unless_ct(ct_img, image)]
+
+
+def mask_file_reasons(mask: Path | str) -> list[Reason]:
+    """The mask file's own header facts (`ct_checks.file_reasons`): a NIfTI mask whose qform and sform
+    give other voxel sizes has an area that depends on the reader (ITK: qform, nibabel/FSL: sform), so
+    it is a review with the flag withheld, as the same CT is."""
+    from sarco_nn.ct_checks import file_reasons
+
+    return file_reasons(mask)
 
 
 def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
@@ -158,7 +167,7 @@ def check_measure_options(image: Path | str | None, hu_gate: bool, level: str | 
 
 
 def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_index: int | None = None,
-                 label: int = MUSCLE_LABEL, sex: str | None = None, height_m: float | None = None,
+                 label: int | None = None, sex: str | None = None, height_m: float | None = None,
                  weight_kg: float | None = None, hu_gate: bool = False, thresholds: str = DEFAULT_THRESHOLD_SET,
                  tissues: bool = False, labels_file: Path | str | None = None,
                  level: str | Sequence[str] = DEFAULT_LEVEL, vertebrae: Path | str | None = None,
@@ -169,17 +178,19 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     The alberta convention (``--hu-gate``, or ``hu_convention="alberta"``) gates the SMA path too.
     Several levels need `vertebrae` (`sarco_nn.levels.level_slices`): one object per (slice, level),
     each with ``level`` and ``level_source``; a flag only where `thresholds` was published for that level.
+    `label` None: the muscle value of the labels.json in use (`muscle_label`), else MUSCLE_LABEL.
     """
     from sarco_nn.image_io import read_image, read_label_image
     from sarco_nn.levels import level_slices
     from sarco_nn.thresholds import get_threshold_set
 
     ts = get_threshold_set(thresholds)
+    label = muscle_label(Path(mask), labels_file, label, cli=cli)
     sex_code = check_patient(sex, height_m, weight_kg, label, cli=cli)
     levels, convention = check_measure_options(image, hu_gate, level, hu_convention, cli=cli)
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
-    input_reasons = ct_input_reasons(ct_img, image)
+    input_reasons = [*ct_input_reasons(ct_img, image), *mask_file_reasons(mask)]
     mask_name, ct_name = str(mask), None if image is None else str(image)
     tissue_labels = resolve_tissue_labels(mask_img, Path(mask), labels_file, label, force=tissues)
     unknown = _unknown_labels(mask_img, Path(mask), labels_file, label)
@@ -200,13 +211,36 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
 
 
 def _declared_labels(mask_path: Path, labels_file: Path | str | None) -> dict[str, int] | None:
-    """The labels.json in use: --labels FILE, else one beside the mask, else None."""
-    from sarco_nn.cases import LABELS_FILE, read_labels_json
+    """The labels.json in use: --labels FILE, else the drop's (`cases.labels_json_for`), else None."""
+    from sarco_nn.cases import labels_json_for, read_labels_json
 
-    beside = Path(mask_path).parent / LABELS_FILE
+    beside = labels_json_for(Path(mask_path).parent)
     if labels_file is not None:
         return read_labels_json(Path(labels_file))
-    return read_labels_json(beside) if beside.is_file() else None
+    return read_labels_json(beside) if beside is not None else None
+
+
+def muscle_label(mask_path: Path, labels_file: Path | str | None, label: int | None, cli: bool = False) -> int:
+    """The value measured as muscle: the labels.json in use names it; an explicit `label` must agree.
+
+    Without this the SMA path counted value 1 whatever labels.json said (muscle 2, IMAT 1 gave IMAT's
+    area as SMA, status ok); a --label contradicting the declared map is refused, not chosen silently.
+    """
+    declared = _declared_labels(mask_path, labels_file)
+    if declared is None:
+        return MUSCLE_LABEL if label is None else int(label)
+    if label is not None and int(label) != declared["muscle"]:
+        opt = "--label" if cli else "label"
+        raise SarcoError(f"{opt} {label} contradicts the labels.json in use, which declares muscle "
+                         f"{declared['muscle']} ({labels_file or _labels_path(mask_path)})",
+                         fix=f"drop {opt}, or correct the labels.json.")
+    return declared["muscle"]
+
+
+def _labels_path(mask_path: Path) -> Path | None:
+    from sarco_nn.cases import labels_json_for
+
+    return labels_json_for(Path(mask_path).parent)
 
 
 def _known_values(declared: dict[str, int] | None, label: int) -> set[int]:
@@ -233,20 +267,20 @@ def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | str | N
                           force: bool) -> dict[str, int] | None:
     """The tissue label map for body composition, or None when only the SMA is asked for.
 
-    --labels FILE wins; else a labels.json beside the mask (a tissue it names but the mask lacks
+    --labels FILE wins; else the drop's labels.json (`cases.labels_json_for`; a tissue it names but the mask lacks
     measures 0 cm²); else TISSUE_LABELS with muscle = --label, keeping only the values the mask holds.
     Without --tissues/--labels, body composition is reported only when the mask holds the muscle
     value and at least one other tissue value of that map (a multi-tissue mask).
     """
     import SimpleITK as sitk
 
-    from sarco_nn.cases import LABELS_FILE, read_labels_json
+    from sarco_nn.cases import labels_json_for, read_labels_json
     from sarco_nn.mask_checks import labels_in
 
-    beside = Path(mask_path).parent / LABELS_FILE
+    beside = labels_json_for(Path(mask_path).parent)
     if labels_file is not None:
         labels = read_labels_json(Path(labels_file))
-    elif beside.is_file():
+    elif beside is not None:
         labels = read_labels_json(beside)
     else:
         labels = {**TISSUE_LABELS, "muscle": label}
@@ -254,10 +288,10 @@ def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | str | N
     present = set(labels_in(sitk.GetArrayViewFromImage(mask_img)))
     others = {v for k, v in labels.items() if k in TISSUE_LABELS and k != "muscle"}
     # a mask with values no tissue names (a multi-organ map: 2/3 = kidneys) is no tissue map by default
-    foreign = not beside.is_file() and bool(present - set(labels.values()) - {0})
+    foreign = beside is None and bool(present - set(labels.values()) - {0})
     if not (force or labels_file is not None or (labels["muscle"] in present and present & others and not foreign)):
         return None
-    if labels_file is None and not beside.is_file():
+    if labels_file is None and beside is None:
         # no declared map: a tissue value the mask does not hold is "absent" (not 0 cm²); IMAT then derivable
         labels = {k: v for k, v in labels.items() if k == "muscle" or v in present}
     return labels

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from sarco_nn import api
-from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
+from sarco_nn.constants import DEFAULT_LEVEL
 from sarco_nn.status import FLAG_UNKNOWN
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET
 
@@ -25,7 +25,8 @@ def measure(
     slice_index: Optional[int] = typer.Option(
         None, "--slice", help="3-D mask: slice index along the image's own slice axis as stored (ITK-SNAP/Slicer k). "
         "Default: every slice holding the label."),
-    label: int = typer.Option(MUSCLE_LABEL, "--label", help="Label value of muscle in the mask."),
+    label: Optional[int] = typer.Option(None, "--label", help="Label value of muscle in the mask "
+                                        "(default: the muscle of labels.json beside the mask or its folder, else 1)."),
     sex: Optional[str] = typer.Option(None, "--sex", help="M/F, male/female or man/woman (for the sarcopenia flag)."),
     height: Optional[float] = typer.Option(None, "--height", help="Height in metres (for SMI)."),
     weight: Optional[float] = typer.Option(None, "--weight", help="Weight in kg (BMI, for the martin set)."),

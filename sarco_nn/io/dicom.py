@@ -76,6 +76,8 @@ def _read_dicom_files(where: Path, paths: list[Path]) -> sitk.Image:
             if modality in _NON_IMAGE_MODALITIES and len(paths) > 1:
                 continue  # a segmentation or report stored beside the series
             images.append(_DicomFile(path, header))
+        axial = [i for i in images if not _is_localizer(i.header)]
+        images = axial or images  # a scout stored in the series is no slice of it (one alone: refused below)
         if not images:
             raise InputError("folder holds no DICOM images (only segmentations or reports)", where,
                              "give the folder of the CT series")
@@ -92,12 +94,24 @@ def _read_dicom_files(where: Path, paths: list[Path]) -> sitk.Image:
     return _assemble(ordered, spacing_z, where)
 
 
+def _is_localizer(header) -> bool:
+    """A scout / topogram (ImageType value 3 LOCALIZER): a projection, not an axial slice of the series."""
+    image_type = header.get("ImageType") or []
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    return len(values) > 2 and str(values[2]).strip().upper() == "LOCALIZER"
+
+
 def _check_dicom_header(item: _DicomFile, where: Path) -> None:
     header, name = item.header, item.path.name
     modality = str(header.get("Modality", "") or "").upper()
     if modality and modality != "CT":
         raise InputError(f"Modality is {modality}, not CT ({name})", where,
                          "sarco measures muscle on CT only: give the CT series")
+    if str(header.get("PhotometricInterpretation", "") or "").strip().upper() == "MONOCHROME1":
+        # the decoder inverts MONOCHROME1 for display, so the "HU" would be 65535 - value: no CT is stored so
+        raise InputError(f"PhotometricInterpretation MONOCHROME1 (inverted grey scale) in {name}: not a CT "
+                         "stored in Hounsfield units", where,
+                         "re-export the original CT series (MONOCHROME2) from PACS, not a display copy")
     frames = int(header.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise InputError(f"multi-frame (enhanced) DICOM with {frames} frames ({name}) is not supported", where,
@@ -145,11 +159,34 @@ def _check_single_series(images: list[_DicomFile], where: Path) -> None:
         return (int(h.Rows), int(h.Columns), tuple(round(float(v), 4) for v in h.PixelSpacing),
                 tuple(round(float(v), 3) for v in h.ImageOrientationPatient))
 
+    if not uids:  # no UID tells series apart: their other identifiers and the instance numbering must
+        _check_one_series_without_uid(images, where)
     keys = Counter(geometry_key(i) for i in images)
     if len(keys) > 1:
         raise InputError(
             f"mixed series: the {len(images)} images have {len(keys)} different sizes/pixel spacings/orientations",
             where, "put each series in its own folder and give the CT series folder")
+
+
+def _check_one_series_without_uid(images: list[_DicomFile], where: Path) -> None:
+    """Two reconstructions of one scan stored without SeriesInstanceUID (an anonymiser's doing), at
+    interleaved positions, would stack into one volume of alternating kernels or phases; refuse them.
+
+    Told apart by SeriesNumber, SeriesDescription or ConvolutionKernel differing, or by one InstanceNumber
+    repeated (each series numbers its images from 1)."""
+    fix = "put each series in its own folder and give the CT series folder"
+    for tag in ("SeriesNumber", "SeriesDescription", "ConvolutionKernel"):
+        values = {str(i.header.get(tag, "") or "") for i in images} - {""}
+        if len(values) > 1:
+            shown = ", ".join(sorted(values)[:3])
+            raise InputError(f"mixed series: the images have {len(values)} different {tag} values ({shown})",
+                             where, fix)
+    numbers = [str(i.header.get("InstanceNumber", "") or "") for i in images]
+    if all(numbers):
+        repeated = [n for n, count in Counter(numbers).items() if count > 1]
+        if repeated and len(set(numbers)) > 1:
+            raise InputError(f"mixed series: InstanceNumber {repeated[0]} occurs {numbers.count(repeated[0])} "
+                             "times (series without SeriesInstanceUID stored together?)", where, fix)
 
 
 def _sort_and_check_stack(images: list[_DicomFile], where: Path) -> tuple[list[_DicomFile], float]:

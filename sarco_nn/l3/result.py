@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sarco_nn.errors import SarcoError
 
-__all__ = ["L3Location", "L3NotFound", "LevelNotFound", "NoL3Locator"]
+__all__ = ["L3Location", "L3NotFound", "LevelInPieces", "LevelNotFound", "NoL3Locator"]
 
 
 class L3NotFound(SarcoError):
@@ -35,6 +35,16 @@ class NoL3Locator(SarcoError):
     trained localizer, no TotalSegmentator): a setup fact, not a property of the scan."""
 
     reason_code = "l3_no_locator"
+
+
+class LevelInPieces(L3NotFound):
+    """A vertebra's label lies in separate pieces along z (part of it is another vertebra): no slice is
+    chosen. A kind of L3NotFound, so every caller turns it into the same row or exit status."""
+
+    def __init__(self, level: str, reason: str, path: str | Path | None = None):
+        SarcoError.__init__(self, f"{level} cannot be placed: {reason}", path,
+                            "correct the vertebra labels (one piece per vertebra), or give the slice yourself "
+                            "(--slice N / --l3-slice N)")
 
 
 @dataclass(frozen=True)

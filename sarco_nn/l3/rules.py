@@ -71,7 +71,7 @@ def level_index_from_labels(labels_zyx: np.ndarray, level: str, rule: str = "cen
 
     Raises L3NotFound for L3 and LevelNotFound for another level when the vertebra is absent or cut.
     """
-    from sarco_nn.l3.result import LevelNotFound
+    from sarco_nn.l3.result import LevelInPieces, LevelNotFound
 
     check_rule(rule)
     if level not in VERTEBRA_LABELS:
@@ -86,6 +86,13 @@ def level_index_from_labels(labels_zyx: np.ndarray, level: str, rule: str = "cen
     occupied = np.flatnonzero(per_slice)
     if occupied.size == 0:
         raise missing(f"the vertebra mask has no {level} (label {value}); it shows {describe_vertebrae(labels_zyx)}")
+    gaps = np.flatnonzero(np.diff(occupied) > 1)
+    if gaps.size:  # a mislabelled piece elsewhere: the centroid would fall between the pieces, in another vertebra
+        starts, ends = [occupied[0], *occupied[gaps + 1]], [*occupied[gaps], occupied[-1]]
+        pieces = ", ".join(f"{a}-{b}" for a, b in zip(starts, ends))
+        raise LevelInPieces(level, f"its label {value} lies in {len(starts)} separate pieces along the slices "
+                            f"(canonical slices {pieces}); a vertebra is one piece, so part of it is another "
+                            "vertebra", where)
     n = len(per_slice)
     if occupied[0] == 0 or occupied[-1] == n - 1:
         edge = "lower (caudal)" if occupied[0] == 0 else "upper (cranial)"
