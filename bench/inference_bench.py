@@ -70,8 +70,11 @@ LEVERS: dict[str, dict[str, Any]] = {
     "bf16+step1": {"bf16": True, "tile_step_size": 1.0},
     "whole": {"bf16": False, "whole_slice": True},
     "bf16+whole": {"bf16": True, "whole_slice": True},
+    "jit": {"bf16": False, "jit_freeze": True},
 }
 REFERENCE = "fp32"
+#: Appended to every arm's JSON name: "__loaded" for --machine loaded (shared-machine figures).
+ARM_SUFFIX = [""]
 #: When a lever may become a default: agreement with the reference and no loss against the truth.
 AGREEMENT_RULE = {"min_dice_vs_reference": 0.99, "max_mean_abs_sma_diff_pct": 0.5,
                   "max_truth_dice_drop": 0.002, "max_truth_sma_error_rise_pct": 0.25}
@@ -440,7 +443,7 @@ def _arm(results: Path, name: str, force: bool, measure: Callable[[], dict]) -> 
     """One arm's row from its JSON, or measured now and written (atomically) for the next run."""
     from sarco_nn.atomic import write_json_atomic
 
-    path = results / f"{name}.json"
+    path = results / f"{name}{ARM_SUFFIX[0]}.json"
     if path.exists() and not force:
         return json.loads(path.read_text())
     row = measure()
@@ -505,6 +508,28 @@ def agreement_main(args) -> int:
     return 0
 
 
+def profile_cli(args) -> int:
+    """The network profile alone: the first fold of --from-workspace's model on --profile's image."""
+    from network_profile import print_profile, profile_main
+
+    if args.from_workspace is None:
+        raise SystemExit("--profile needs --from-workspace WS (a trained model)")
+    found = sorted(Path(args.from_workspace).glob("nnUNet_results/*/*__*__2d/fold_*/checkpoint_final.pth"))
+    if not found:
+        raise SystemExit(f"no trained fold in {args.from_workspace}")
+    results = args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    source = Path(args.from_workspace)
+    name = f"{args.presets[0]}__profile__{_slug(source.parent.name if source.name == 'ws' else source.name)}__" \
+           f"t{args.threads}"
+    row = _arm(results, name, args.force, lambda: profile_main(args, args.presets[0], found[0].parent.parent,
+                                                               args.profile))
+    print_profile(row)
+    if args.json:
+        args.json.write_text(json.dumps(row, indent=2))
+    return 0
+
+
 def print_table(rows: list[dict], note: str) -> None:
     print(f"\nseconds per case{note}\n")
     print("| preset | ensemble | input | io workers | read | L3 choice | network | post + measure | writing | total |")
@@ -546,6 +571,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS),
                         help="levers the agreement arm compares")
     parser.add_argument("--agreement-cases", type=int, default=12, help="slices per drop in the agreement arm")
+    parser.add_argument("--profile", type=Path, metavar="IMAGE",
+                        help="only the network profile (bench/network_profile.py): one fold pass of the model of "
+                             "--from-workspace on this L3 slice or volume, split into encoder / decoder / nnU-Net "
+                             "bookkeeping, and the answer-preserving levers")
+    parser.add_argument("--profile-reps", type=int, default=3, help="timed repetitions in the profile")
+    parser.add_argument("--machine", choices=["quiet", "loaded"], default="quiet",
+                        help="loaded: a shared machine's figures; their JSON files get the suffix __loaded")
     parser.add_argument("--force", action="store_true", help="re-measure arms whose JSON exists")
     parser.add_argument("--tiny", action="store_true", help="128² images, 1 slice, 1 volume, no warm-up, "
                                                             "a 2-step localizer: plumbing only")
@@ -558,10 +590,13 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup, args.l3_phantoms, args.l3_steps = 0, 2, 2
     if args.results is None:
         args.results = args.work / "results" if args.tiny else DEFAULT_RESULTS
+    ARM_SUFFIX[0] = "__loaded" if args.machine == "loaded" else ""
     import torch
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("nnUNet_def_n_proc", str(args.threads))
+    if args.profile:
+        return profile_cli(args)
     if args.agreement:
         return agreement_main(args)
     rows = []
