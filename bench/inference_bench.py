@@ -87,6 +87,12 @@ def lever_settings(name: str):
     return InferenceSettings(**LEVERS[name])
 
 
+def bench_label(settings) -> str:
+    """The settings' label plus the answer-keeping levers (which results.csv leaves out): a bench
+    arm's row and file name say everything that ran."""
+    return settings.label() + (", jit-frozen" if settings.jit_freeze else "")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -250,7 +256,7 @@ def _stage_arm(preset: str, label: str, folds: list[str], mirroring: bool, kind:
         timings = [_time_case(scan, ctx, predictor, Path(tmp), clock, fallback_ctx) for scan in cases]
     mean = {s: statistics.mean(t[s] for t in timings) for s in STAGES}
     row = {"preset": preset, "config": label, "input": kind, "io_workers": 1, "n": len(cases),
-           "inference": predictor.sarco_settings.label(), "model_load_s": load_s, **mean, "total": sum(mean.values())}
+           "inference": bench_label(predictor.sarco_settings), "model_load_s": load_s, **mean, "total": sum(mean.values())}
     if kind == "volume":
         row["l3_found"] = sum(t["l3_found"] for t in timings) / len(timings)
     return row
@@ -276,7 +282,7 @@ def _batch_arm(preset: str, ws, data: Path, kind: str, io_workers: int, l3_dir: 
         with open(results, newline="", encoding="utf-8") as handle:
             measured = sum(1 for r in csv.DictReader(handle) if r["mask"])
     return {"preset": preset, "config": f"{BATCH_CONFIG}, sarco predict", "input": kind, "io_workers": io_workers,
-            "inference": _preset_settings(ws, args.device).label(), "n": n, "measured": measured, "failed": failures,
+            "inference": bench_label(_preset_settings(ws, args.device)), "n": n, "measured": measured, "failed": failures,
             **{s: None for s in STAGES}, "total": wall / n}
 
 
@@ -384,7 +390,7 @@ def _agreement_arm(preset: str, model_folder: Path, drops: list[Path], levers: l
                 f"{n} Dice {case[n]['dice_ref']:.4f}" for n in names[1:]), flush=True)
     summary = _summarise(per_case, names)
     for name, got in summary.items():
-        got["settings"] = predictors[name].sarco_settings.label()
+        got["settings"] = bench_label(predictors[name].sarco_settings)
         got["by_drop"] = {k: _summarise([c for c in per_case if c["drop"] == k], [name, REFERENCE])[name]
                           for k in (Path(d).name for d in drops)}
         # the rule holds pooled AND on every drop (family): a lever must not trade one family for another
@@ -466,7 +472,7 @@ def bench_preset(preset: str, args) -> list[dict]:
     by_model = _ReadContext(l3_from=None, locator="model", **base)
     by_vertebrae = _ReadContext(l3_from=data / "volumes" / "vertebrae", locator="vertebrae", **base)
     rows = []
-    tag = _slug(_arm_settings(model_folder, args).label())  # results are keyed by what computed them
+    tag = _slug(bench_label(_arm_settings(model_folder, args)))  # results are keyed by what computed them
     for label, folds, mirroring in CONFIGS + EXTRA_CONFIGS:
         if _slug(label) not in args.configs:
             continue
@@ -477,7 +483,7 @@ def bench_preset(preset: str, args) -> list[dict]:
                     by_vertebrae if kind == "volume" else None, args)))
     if args.inference != "preset" or _slug(BATCH_CONFIG) not in args.configs:  # predict: the preset's settings
         return rows
-    tag = _slug(_preset_settings(ws, args.device).label())
+    tag = _slug(bench_label(_preset_settings(ws, args.device)))
     for io_workers in IO_WORKERS:
         for kind, cases in (("slice", slices), ("volume", volumes)):
             if cases:
