@@ -34,6 +34,12 @@ bench_runs/external_validation/data/test_A_12_512 and test_B_12_512):
         --configs 1-fold 5-folds
     taskset -c 0,1 python bench/inference_bench.py --presets default --threads 2 --configs 1-fold-mirroring \\
         --cases 3 --volumes 1 [--inference fp32 | bf16+whole]
+
+Where one fold pass goes, and the answer-keeping levers (bench/network_profile.py; IMAGE = one L3 slice,
+e.g. DROP_B/images/test_b_000.nii.gz; add --machine loaded on a shared machine: files get __loaded):
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --profile IMAGE
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --inference jit \\
+        --configs 1-fold 5-folds
 """
 
 from __future__ import annotations
@@ -516,6 +522,7 @@ def agreement_main(args) -> int:
 
 def profile_cli(args) -> int:
     """The network profile alone: the first fold of --from-workspace's model on --profile's image."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (also when imported by a test)
     from network_profile import print_profile, profile_main
 
     if args.from_workspace is None:
