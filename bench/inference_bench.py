@@ -513,6 +513,8 @@ def agreement_main(args) -> int:
         model_folder, source = _model(work, preset, data)[1], work
     name = f"{preset}__agreement__{_slug(source.parent.name if source.name == 'ws' else source.name)}__" \
            f"{_slug('-'.join(Path(d).name for d in args.agreement))}"
+    if args.levers != list(LEVERS):  # a subset of the levers: its own file
+        name += f"__{_slug('-'.join(args.levers))}"
     row = _arm(results, name, args.force, lambda: _agreement_arm(preset, model_folder, args.agreement, args.levers, args))
     print_agreement(row)
     if args.json:
