@@ -285,3 +285,27 @@ def test_build_predictor_wraps_the_network_only_when_jit_freeze_is_asked(monkeyp
         assert isinstance(predictor.network, FrozenFolds) is on
         assert (predictor.network.network if on else predictor.network) is net
         assert isinstance(net, torch.nn.Module)
+
+
+def test_jit_freeze_traces_the_smit_network_to_the_same_logits_and_masks():
+    """The real architecture (MONAI Swin blocks, shape branches, instance norm) at a tiny width:
+    nnU-Net's sliding window over a generated slice gives the plain path's logits and mask."""
+    import torch
+
+    from sarco_nn.models.smit import SMITConfig, SMITSegNet
+    from sarco_nn.predictor import FrozenFolds
+
+    torch.manual_seed(0)
+    net = SMITSegNet(1, 2, 2, SMITConfig(embed_dim=12, num_heads=(2, 2, 2, 2), drop_path=0.0)).eval()
+    plain, _ = _toy_predictor(InferenceSettings(), patch=(64, 64))
+    frozen, _ = _toy_predictor(InferenceSettings(jit_freeze=True), patch=(64, 64))
+    plain.network, frozen.network = net, FrozenFolds(net, (64, 64))
+    params = {k: v.clone() for k, v in net.state_dict().items()}
+    plain.list_of_parameters = frozen.list_of_parameters = [params]
+    yy, xx = torch.meshgrid(torch.arange(100.0), torch.arange(90.0), indexing="ij")
+    ring = (((yy - 50) / 40) ** 2 + ((xx - 45) / 35) ** 2 - 1).abs() < 0.3  # a muscle-like band
+    image = (0.2 + 0.6 * ring.float() + 0.05 * torch.rand(100, 90))[None, None]
+    a = plain.predict_logits_from_preprocessed_data(image).float()
+    b = frozen.predict_logits_from_preprocessed_data(image).float()
+    assert frozen.network.traces == 1 and a.shape == (2, 1, 100, 90)
+    assert (a - b).abs().max() < 1e-3 and torch.equal(a.argmax(0), b.argmax(0))
