@@ -34,6 +34,12 @@ bench_runs/external_validation/data/test_A_12_512 and test_B_12_512):
         --configs 1-fold 5-folds
     taskset -c 0,1 python bench/inference_bench.py --presets default --threads 2 --configs 1-fold-mirroring \\
         --cases 3 --volumes 1 [--inference fp32 | bf16+whole]
+
+Where one fold pass goes, and the answer-keeping levers (bench/network_profile.py; IMAGE = one L3 slice,
+e.g. DROP_B/images/test_b_000.nii.gz; add --machine loaded on a shared machine: files get __loaded):
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --profile IMAGE
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --inference jit \\
+        --configs 1-fold 5-folds
 """
 
 from __future__ import annotations
@@ -70,8 +76,11 @@ LEVERS: dict[str, dict[str, Any]] = {
     "bf16+step1": {"bf16": True, "tile_step_size": 1.0},
     "whole": {"bf16": False, "whole_slice": True},
     "bf16+whole": {"bf16": True, "whole_slice": True},
+    "jit": {"bf16": False, "jit_freeze": True},
 }
 REFERENCE = "fp32"
+#: Appended to every arm's JSON name: "__loaded" for --machine loaded (shared-machine figures).
+ARM_SUFFIX = [""]
 #: When a lever may become a default: agreement with the reference and no loss against the truth.
 AGREEMENT_RULE = {"min_dice_vs_reference": 0.99, "max_mean_abs_sma_diff_pct": 0.5,
                   "max_truth_dice_drop": 0.002, "max_truth_sma_error_rise_pct": 0.25}
@@ -82,6 +91,12 @@ def lever_settings(name: str):
     from sarco_nn.inference_settings import InferenceSettings
 
     return InferenceSettings(**LEVERS[name])
+
+
+def bench_label(settings) -> str:
+    """The settings' label plus the answer-keeping levers (which results.csv leaves out): a bench
+    arm's row and file name say everything that ran."""
+    return settings.label() + (", jit-frozen" if settings.jit_freeze else "")
 
 
 def _slug(text: str) -> str:
@@ -247,7 +262,7 @@ def _stage_arm(preset: str, label: str, folds: list[str], mirroring: bool, kind:
         timings = [_time_case(scan, ctx, predictor, Path(tmp), clock, fallback_ctx) for scan in cases]
     mean = {s: statistics.mean(t[s] for t in timings) for s in STAGES}
     row = {"preset": preset, "config": label, "input": kind, "io_workers": 1, "n": len(cases),
-           "inference": predictor.sarco_settings.label(), "model_load_s": load_s, **mean, "total": sum(mean.values())}
+           "inference": bench_label(predictor.sarco_settings), "model_load_s": load_s, **mean, "total": sum(mean.values())}
     if kind == "volume":
         row["l3_found"] = sum(t["l3_found"] for t in timings) / len(timings)
     return row
@@ -273,7 +288,7 @@ def _batch_arm(preset: str, ws, data: Path, kind: str, io_workers: int, l3_dir: 
         with open(results, newline="", encoding="utf-8") as handle:
             measured = sum(1 for r in csv.DictReader(handle) if r["mask"])
     return {"preset": preset, "config": f"{BATCH_CONFIG}, sarco predict", "input": kind, "io_workers": io_workers,
-            "inference": _preset_settings(ws, args.device).label(), "n": n, "measured": measured, "failed": failures,
+            "inference": bench_label(_preset_settings(ws, args.device)), "n": n, "measured": measured, "failed": failures,
             **{s: None for s in STAGES}, "total": wall / n}
 
 
@@ -381,7 +396,7 @@ def _agreement_arm(preset: str, model_folder: Path, drops: list[Path], levers: l
                 f"{n} Dice {case[n]['dice_ref']:.4f}" for n in names[1:]), flush=True)
     summary = _summarise(per_case, names)
     for name, got in summary.items():
-        got["settings"] = predictors[name].sarco_settings.label()
+        got["settings"] = bench_label(predictors[name].sarco_settings)
         got["by_drop"] = {k: _summarise([c for c in per_case if c["drop"] == k], [name, REFERENCE])[name]
                           for k in (Path(d).name for d in drops)}
         # the rule holds pooled AND on every drop (family): a lever must not trade one family for another
@@ -440,7 +455,7 @@ def _arm(results: Path, name: str, force: bool, measure: Callable[[], dict]) -> 
     """One arm's row from its JSON, or measured now and written (atomically) for the next run."""
     from sarco_nn.atomic import write_json_atomic
 
-    path = results / f"{name}.json"
+    path = results / f"{name}{ARM_SUFFIX[0]}.json"
     if path.exists() and not force:
         return json.loads(path.read_text())
     row = measure()
@@ -463,7 +478,7 @@ def bench_preset(preset: str, args) -> list[dict]:
     by_model = _ReadContext(l3_from=None, locator="model", **base)
     by_vertebrae = _ReadContext(l3_from=data / "volumes" / "vertebrae", locator="vertebrae", **base)
     rows = []
-    tag = _slug(_arm_settings(model_folder, args).label())  # results are keyed by what computed them
+    tag = _slug(bench_label(_arm_settings(model_folder, args)))  # results are keyed by what computed them
     for label, folds, mirroring in CONFIGS + EXTRA_CONFIGS:
         if _slug(label) not in args.configs:
             continue
@@ -474,7 +489,7 @@ def bench_preset(preset: str, args) -> list[dict]:
                     by_vertebrae if kind == "volume" else None, args)))
     if args.inference != "preset" or _slug(BATCH_CONFIG) not in args.configs:  # predict: the preset's settings
         return rows
-    tag = _slug(_preset_settings(ws, args.device).label())
+    tag = _slug(bench_label(_preset_settings(ws, args.device)))
     for io_workers in IO_WORKERS:
         for kind, cases in (("slice", slices), ("volume", volumes)):
             if cases:
@@ -498,8 +513,33 @@ def agreement_main(args) -> int:
         model_folder, source = _model(work, preset, data)[1], work
     name = f"{preset}__agreement__{_slug(source.parent.name if source.name == 'ws' else source.name)}__" \
            f"{_slug('-'.join(Path(d).name for d in args.agreement))}"
+    if args.levers != list(LEVERS):  # a subset of the levers: its own file
+        name += f"__{_slug('-'.join(args.levers))}"
     row = _arm(results, name, args.force, lambda: _agreement_arm(preset, model_folder, args.agreement, args.levers, args))
     print_agreement(row)
+    if args.json:
+        args.json.write_text(json.dumps(row, indent=2))
+    return 0
+
+
+def profile_cli(args) -> int:
+    """The network profile alone: the first fold of --from-workspace's model on --profile's image."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (also when imported by a test)
+    from network_profile import print_profile, profile_main
+
+    if args.from_workspace is None:
+        raise SystemExit("--profile needs --from-workspace WS (a trained model)")
+    found = sorted(Path(args.from_workspace).glob("nnUNet_results/*/*__*__2d/fold_*/checkpoint_final.pth"))
+    if not found:
+        raise SystemExit(f"no trained fold in {args.from_workspace}")
+    results = args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    source = Path(args.from_workspace)
+    name = f"{args.presets[0]}__profile__{_slug(source.parent.name if source.name == 'ws' else source.name)}__" \
+           f"t{args.threads}"
+    row = _arm(results, name, args.force, lambda: profile_main(args, args.presets[0], found[0].parent.parent,
+                                                               args.profile))
+    print_profile(row)
     if args.json:
         args.json.write_text(json.dumps(row, indent=2))
     return 0
@@ -546,6 +586,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS),
                         help="levers the agreement arm compares")
     parser.add_argument("--agreement-cases", type=int, default=12, help="slices per drop in the agreement arm")
+    parser.add_argument("--profile", type=Path, metavar="IMAGE",
+                        help="only the network profile (bench/network_profile.py): one fold pass of the model of "
+                             "--from-workspace on this L3 slice or volume, split into encoder / decoder / nnU-Net "
+                             "bookkeeping, and the answer-preserving levers")
+    parser.add_argument("--profile-reps", type=int, default=3, help="timed repetitions in the profile")
+    parser.add_argument("--machine", choices=["quiet", "loaded"], default="quiet",
+                        help="loaded: a shared machine's figures; their JSON files get the suffix __loaded")
     parser.add_argument("--force", action="store_true", help="re-measure arms whose JSON exists")
     parser.add_argument("--tiny", action="store_true", help="128² images, 1 slice, 1 volume, no warm-up, "
                                                             "a 2-step localizer: plumbing only")
@@ -558,10 +605,13 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup, args.l3_phantoms, args.l3_steps = 0, 2, 2
     if args.results is None:
         args.results = args.work / "results" if args.tiny else DEFAULT_RESULTS
+    ARM_SUFFIX[0] = "__loaded" if args.machine == "loaded" else ""
     import torch
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("nnUNet_def_n_proc", str(args.threads))
+    if args.profile:
+        return profile_cli(args)
     if args.agreement:
         return agreement_main(args)
     rows = []

@@ -11,6 +11,14 @@ and accuracy in `bench/inference_bench.py --agreement` (README "Inference speed"
   instead of the plan's training patch: a 400-px slice at a 256 patch is 9 tiles at step 0.5 or one
   here. Slices with an edge over ``whole_slice_max_px`` keep the sliding window (memory).
 
+One lever that keeps the answers (`sarco_nn.predictor.FrozenFolds`), so it is no part of a result's
+settings (`as_dict`, `label`):
+
+- ``jit_freeze``: each fold's network traced at the plan's patch and frozen (`torch.jit.freeze`:
+  weights prepacked for oneDNN), once per fold per process; the same logits (README "Inference
+  speed": measured on the trained `cpu` models). Opt-in: the one-off trace (~1-2 CPU s per fold)
+  costs more than it saves for a handful of slices.
+
 A model's plans carry its preset (`plans["sarco"]["preset"]`), so a preset's `inference` block
 travels with the model; fields it leaves out take the defaults below. The effective settings (bf16
 only where it runs) are part of `sarco predict`'s settings signature and of every results row.
@@ -39,6 +47,7 @@ class InferenceSettings:
     tile_step_size: float = 0.5
     whole_slice: bool = False
     whole_slice_max_px: int = 1024
+    jit_freeze: bool = False
 
     @classmethod
     def from_dict(cls, block: dict[str, Any] | None) -> "InferenceSettings":
@@ -55,7 +64,14 @@ class InferenceSettings:
         return cls.from_dict(((plans.get("sarco") or {}).get("preset") or {}).get("inference"))
 
     def effective(self, device_type: str, cpu_bf16: bool | None = None) -> "InferenceSettings":
-        """What actually runs on `device_type`: bf16 only on a CPU with native bfloat16."""
+        """What actually runs on `device_type`: bf16 only on a CPU with native bfloat16; jit_freeze
+        only on a CPU without bf16 (a graph traced in fp32 does not follow autocast, nor nnU-Net's
+        CUDA autocast)."""
+        settings = self._effective_precision(device_type, cpu_bf16)
+        frozen_ok = device_type == "cpu" and not settings.bf16
+        return replace(settings, jit_freeze=False) if settings.jit_freeze and not frozen_ok else settings
+
+    def _effective_precision(self, device_type: str, cpu_bf16: bool | None) -> "InferenceSettings":
         if self.bf16 and device_type == "cpu":
             if cpu_bf16 is None:
                 from sarco_nn.devices import cpu_bf16_supported
@@ -65,12 +81,18 @@ class InferenceSettings:
         return replace(self, bf16=False) if self.bf16 else self
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields that may change a result (the answer-keeping ones left out: rows and output
+        folders computed with and without them are the same results)."""
+        return {k: v for k, v in asdict(self).items() if k not in ANSWER_KEEPING}
 
     def label(self) -> str:
         """Short text for results.csv's `inference` column, e.g. `bf16, whole slice` or `fp32, step 0.5`."""
         tiles = f"whole slice <= {self.whole_slice_max_px} px" if self.whole_slice else f"step {self.tile_step_size:g}"
         return f"{'bf16' if self.bf16 else 'fp32'}, {tiles}"
+
+
+#: Settings that change the speed only, never a logit: not part of a result's settings.
+ANSWER_KEEPING = frozenset({"jit_freeze"})
 
 
 def invalid_inference_block(block: Any) -> str | None:
@@ -83,7 +105,7 @@ def invalid_inference_block(block: Any) -> str | None:
     unknown = sorted(set(block) - known)
     if unknown:
         return f"unknown field(s) {unknown} (known: {sorted(known)})"
-    for key in ("bf16", "whole_slice"):
+    for key in ("bf16", "whole_slice", "jit_freeze"):
         if key in block and not isinstance(block[key], bool):
             return f"{key} {block[key]!r} must be true or false"
     step = block.get("tile_step_size", 0.5)

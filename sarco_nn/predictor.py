@@ -5,15 +5,69 @@ tile swaps the configuration's patch size for the duration of one
 `predict_sliding_window_return_logits` call, so nnU-Net pads and tiles with it as with the plan's
 patch (without Gaussian weighting: one tile needs none); bf16 is `cpu_autocast`'s forward hooks on
 the network, so every tile and mirrored copy runs in bf16 and returns float32 logits to nnU-Net's
-accumulation.
+accumulation. `jit_freeze` wraps the network in `FrozenFolds` (below) at initialisation, so
+nnU-Net's own fold loop (`load_state_dict`, then the tile forwards) runs a frozen graph per fold.
 """
 
 from __future__ import annotations
 
+import copy
+import warnings
+
+import torch
+from torch._dynamo import OptimizedModule
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from sarco_nn.inference_settings import InferenceSettings, whole_slice_tile
+
+
+class FrozenFolds(torch.nn.Module):
+    """The network, run as one `torch.jit.freeze`-d trace per fold at the plan's patch.
+
+    nnU-Net's `predict_logits_from_preprocessed_data` calls `network.load_state_dict(params)` with
+    each entry of `list_of_parameters` (the same dict objects case after case) and then runs every
+    tile through `network(x)`. Here `load_state_dict` also notes which fold is loaded, and the
+    forward of a patch-sized tile runs that fold's frozen trace (made at its first tile: a copy of
+    the network with these weights, traced and frozen, so oneDNN gets prepacked weights and
+    conv+bias folding; the logits are the eager forward's). Any other shape (a whole-slice tile)
+    runs the eager network. Parameters, state_dict and hooks are the wrapped network's."""
+
+    def __init__(self, network: torch.nn.Module, patch: list[int] | tuple[int, ...]) -> None:
+        super().__init__()
+        self.network = network
+        self.patch = tuple(int(p) for p in patch)
+        self._loaded: dict | None = None
+        # id(params) -> (params, its trace); holding the dict keeps its id from being reused
+        self._frozen: dict[int, tuple[dict, torch.jit.ScriptModule]] = {}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._loaded = None  # until the weights are in
+        result = self.network.load_state_dict(state_dict, strict=strict, assign=assign)
+        self._loaded = state_dict
+        return result
+
+    def state_dict(self, *args, **kwargs):
+        return self.network.state_dict(*args, **kwargs)
+
+    @property
+    def traces(self) -> int:
+        """How many folds have been traced (each once per process)."""
+        return len(self._frozen)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._loaded is None or tuple(x.shape[2:]) != self.patch or x.shape[0] != 1:
+            return self.network(x)
+        entry = self._frozen.get(id(self._loaded))
+        if entry is None:
+            entry = self._frozen[id(self._loaded)] = (self._loaded, self._trace(x))
+        return entry[1](x)
+
+    def _trace(self, x: torch.Tensor) -> torch.jit.ScriptModule:
+        with warnings.catch_warnings():  # the trace's notes on Python branches over the (fixed) shape
+            warnings.simplefilter("ignore")
+            frozen = torch.jit.freeze(torch.jit.trace(copy.deepcopy(self.network).eval(), x, check_trace=False))
+        return frozen
 
 
 class SarcoPredictor(nnUNetPredictor):
@@ -24,6 +78,11 @@ class SarcoPredictor(nnUNetPredictor):
         self.sarco_settings = settings
         self.sarco_divisors = divisors
         self._bf16_hooks: list = []
+
+    def manual_initialization(self, network, *args, **kwargs) -> None:
+        super().manual_initialization(network, *args, **kwargs)
+        if self.sarco_settings.jit_freeze and not isinstance(self.network, OptimizedModule):  # nnUNet_compile wins
+            self.network = FrozenFolds(self.network, self.configuration_manager.patch_size)
 
     def attach_bf16(self) -> None:
         """CPU bf16 autocast on the network's forward (call after the network is set)."""

@@ -206,3 +206,106 @@ def test_inference_bench_agreement_arm_compares_each_lever_with_fp32_and_the_tru
         assert isinstance(lever["may_be_default"], bool)
     assert "| lever | settings | Dice vs ref" in result.stdout
     assert len(list((tmp_path / "results").glob("smoke__agreement__*.json"))) == 1
+
+
+def test_jit_freeze_is_validated_kept_out_of_the_results_settings_and_only_runs_in_fp32_on_cpu():
+    assert "jit_freeze" in invalid_inference_block({"jit_freeze": "yes"})
+    settings = InferenceSettings.from_dict({"jit_freeze": True})
+    assert settings.jit_freeze and "jit_freeze" not in settings.as_dict()  # same answers: same results key
+    assert settings.as_dict() == InferenceSettings().as_dict() and settings.label() == InferenceSettings().label()
+    assert settings.effective("cpu").jit_freeze
+    assert not settings.effective("cuda").jit_freeze
+    assert not InferenceSettings(bf16=True, jit_freeze=True).effective("cpu", cpu_bf16=True).jit_freeze
+    assert InferenceSettings(bf16=True, jit_freeze=True).effective("cpu", cpu_bf16=False).jit_freeze
+
+
+def _jit_pair(patch=(32, 32)):
+    """A plain toy predictor and one whose network runs as `FrozenFolds`, sharing one network."""
+    import torch
+
+    from sarco_nn.predictor import FrozenFolds
+
+    plain, _ = _toy_predictor(InferenceSettings(), patch=patch)
+    frozen, _ = _toy_predictor(InferenceSettings(jit_freeze=True), patch=patch)
+    frozen.network = FrozenFolds(frozen.network, patch)
+    torch.manual_seed(1)
+    folds = [{k: v.clone() for k, v in plain.network.state_dict().items()}]
+    folds.append({k: v + 0.05 * torch.randn_like(v) for k, v in folds[0].items()})  # a second, other fold
+    plain.list_of_parameters = frozen.list_of_parameters = folds
+    return plain, frozen
+
+
+def test_jit_freeze_gives_nnunets_logits_with_one_trace_per_fold_through_its_fold_loop():
+    import torch
+
+    plain, frozen = _jit_pair()
+    image = torch.rand(1, 1, 70, 50)
+    for _ in range(2):  # a second case reuses the traces
+        for params in plain.list_of_parameters:  # as predict_folds runs the ensemble, fold by fold
+            for predictor in (plain, frozen):
+                predictor.list_of_parameters_all, predictor.list_of_parameters = predictor.list_of_parameters, [params]
+            a = plain.predict_logits_from_preprocessed_data(image).float()
+            b = frozen.predict_logits_from_preprocessed_data(image).float()
+            for predictor in (plain, frozen):
+                predictor.list_of_parameters = predictor.list_of_parameters_all
+            assert a.shape == b.shape == (2, 1, 70, 50)
+            assert (a - b).abs().max() < 1e-3 and torch.equal(a.argmax(0), b.argmax(0))
+        assert frozen.network.traces == 2  # one per fold, not per case or tile
+    ensemble_a = plain.predict_logits_from_preprocessed_data(image)  # nnU-Net's own 2-fold loop
+    ensemble_b = frozen.predict_logits_from_preprocessed_data(image)
+    assert (ensemble_a.float() - ensemble_b.float()).abs().max() < 1e-3 and frozen.network.traces == 2
+
+
+def test_jit_freeze_leaves_other_tile_shapes_to_the_eager_network():
+    import torch
+
+    _, frozen = _jit_pair()
+    frozen.network.load_state_dict(frozen.list_of_parameters[0])
+    with torch.inference_mode():
+        other = frozen.network(torch.rand(1, 1, 48, 64))  # a whole-slice tile: not the plan's patch
+    assert other.shape == (1, 2, 48, 64) and frozen.network.traces == 0
+    assert set(frozen.network.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}  # the network's names
+
+
+def test_build_predictor_wraps_the_network_only_when_jit_freeze_is_asked(monkeypatch):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from sarco_nn.predictor import FrozenFolds
+
+    monkeypatch.setattr(nnUNetPredictor, "manual_initialization",
+                        lambda self, network, *a, **k: (setattr(self, "network", network),
+                                                        setattr(self, "configuration_manager",
+                                                                SimpleNamespace(patch_size=[32, 32]))))
+    import torch
+
+    for on in (False, True):
+        predictor, _ = _toy_predictor(InferenceSettings(jit_freeze=on))
+        net = predictor.network
+        predictor.manual_initialization(net, None, None, [net.state_dict()], {}, "toy", None)
+        assert isinstance(predictor.network, FrozenFolds) is on
+        assert (predictor.network.network if on else predictor.network) is net
+        assert isinstance(net, torch.nn.Module)
+
+
+def test_jit_freeze_traces_the_smit_network_to_the_same_logits_and_masks():
+    """The real architecture (MONAI Swin blocks, shape branches, instance norm) at a tiny width:
+    nnU-Net's sliding window over a generated slice gives the plain path's logits and mask."""
+    import torch
+
+    from sarco_nn.models.smit import SMITConfig, SMITSegNet
+    from sarco_nn.predictor import FrozenFolds
+
+    torch.manual_seed(0)
+    net = SMITSegNet(1, 2, 2, SMITConfig(embed_dim=12, num_heads=(2, 2, 2, 2), drop_path=0.0)).eval()
+    plain, _ = _toy_predictor(InferenceSettings(), patch=(64, 64))
+    frozen, _ = _toy_predictor(InferenceSettings(jit_freeze=True), patch=(64, 64))
+    plain.network, frozen.network = net, FrozenFolds(net, (64, 64))
+    params = {k: v.clone() for k, v in net.state_dict().items()}
+    plain.list_of_parameters = frozen.list_of_parameters = [params]
+    yy, xx = torch.meshgrid(torch.arange(100.0), torch.arange(90.0), indexing="ij")
+    ring = (((yy - 50) / 40) ** 2 + ((xx - 45) / 35) ** 2 - 1).abs() < 0.3  # a muscle-like band
+    image = (0.2 + 0.6 * ring.float() + 0.05 * torch.rand(100, 90))[None, None]
+    a = plain.predict_logits_from_preprocessed_data(image).float()
+    b = frozen.predict_logits_from_preprocessed_data(image).float()
+    assert frozen.network.traces == 1 and a.shape == (2, 1, 100, 90)
+    assert (a - b).abs().max() < 1e-3 and torch.equal(a.argmax(0), b.argmax(0))
