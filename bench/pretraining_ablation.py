@@ -18,6 +18,7 @@ finishes; a rerun skips finished arms, so the ablation runs in pieces):
 Run:   python bench/pretraining_ablation.py --cpu --plan          (measure a tiny run, print the plan)
        python bench/pretraining_ablation.py --cpu --only-pretrain (the pretraining arm(s) alone)
        python bench/pretraining_ablation.py --cpu --arms 4        (at most 4 unfinished arms, then stop)
+       python bench/pretraining_ablation.py --cpu --sizes 4       (only the 4-label arms: the issue's target)
        python bench/pretraining_ablation.py --cpu                 (everything still missing)
        python bench/pretraining_ablation.py report --cpu          (mean ± SD, paired deltas, table.md)
 Recipes (`--recipe NAME`, repeatable; scratch arms are shared by every recipe): see RECIPES.
@@ -159,6 +160,15 @@ def plan_arms(profile: Profile, recipes: Iterable[str]) -> list[Arm]:
             arms.append(Arm("finetune", None, n, seed))
             arms.extend(Arm("finetune", r, n, seed) for r in recipes)
     return arms
+
+
+def only_sizes(arms: list[Arm], sizes: Iterable[int] | None) -> list[Arm]:
+    """The arms of these labeled-set sizes (pretraining arms always stay: every fine-tuning arm needs
+    them); None keeps all. Why: the issue's target is at 4 labels, so a short piece runs those first."""
+    if not sizes:
+        return arms
+    wanted = set(sizes)
+    return [a for a in arms if a.kind == "pretrain" or a.n_labeled in wanted]
 
 
 def arm_path(results_dir: Path, arm: Arm) -> Path:
@@ -708,6 +718,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--families", help="phantom families, comma-separated (default: the profile's, A,B)")
     ap.add_argument("--only-pretrain", action="store_true", help="run the pretraining arm(s) only")
     ap.add_argument("--arms", type=int, help="run at most N unfinished arms, then stop")
+    ap.add_argument("--sizes", type=int, nargs="+", help="only these labeled-set sizes (default: the profile's)")
     ap.add_argument("--plan", action="store_true", help="measure a tiny run, print the arms and estimated hours")
     ap.add_argument("--results", type=Path, help="results folder (default bench/results/pretraining_ablation/<profile>)")
     ap.add_argument("--work", type=Path, help="work folder, kept between pieces (default ~/.cache/sarco_ablation/<profile>)")
@@ -734,7 +745,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"note: {note}")
     work = args.work or Path.home() / ".cache" / "sarco_ablation" / profile.name
     ctx = Context(profile, results, work, families, notes, shared_data_dir(args.shared_data), args.device, args.threads)
-    arms = plan_arms(profile, args.recipe)
+    arms = only_sizes(plan_arms(profile, args.recipe), args.sizes)
     todo = pending_arms(arms, results, args.only_pretrain, args.arms)
     if args.plan:
         m = measure(ctx)

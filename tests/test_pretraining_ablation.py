@@ -219,3 +219,12 @@ def test_a_pretraining_stopped_by_a_signal_is_not_a_finished_arm(abl, tmp_path, 
     monkeypatch.setattr(abl, "run_cmd", stopped_run)
     with pytest.raises(SystemExit, match="stopped at epoch 1 of 2.*continue"):
         abl.run_pretrain_arm(ctx, arm)
+
+
+def test_sizes_keep_the_pretraining_and_only_those_fine_tuning_arms(abl):
+    arms = abl.plan_arms(abl.PROFILES["cpu"], ["official"])
+    four = abl.only_sizes(arms, [4])
+    assert [a.kind for a in four].count("pretrain") == 1
+    assert {a.n_labeled for a in four if a.kind == "finetune"} == {4}
+    assert len([a for a in four if a.kind == "finetune"]) == 2 * len(abl.PROFILES["cpu"].seeds)
+    assert abl.only_sizes(arms, None) == arms
