@@ -212,6 +212,7 @@ class StageClock:
 
 def _time_case(scan, ctx, predictor, out: Path, clock: StageClock, fallback_ctx) -> dict[str, float]:
     """One case through predict's own functions; the stages are read off the wrapped calls."""
+    from sarco_nn.constants import DEFAULT_TRUNK_ONLY
     from sarco_nn.inference import _prepare_case, _segment_and_measure
     from sarco_nn.status import Verdict
     from sarco_nn.thresholds import get_threshold_set
@@ -230,7 +231,7 @@ def _time_case(scan, ctx, predictor, out: Path, clock: StageClock, fallback_ctx)
         raise RuntimeError(f"{scan.path.name}: {case.error}")
     start = time.perf_counter()
     _, job = _segment_and_measure(scan, scan.case_id, case, Verdict(list(case.reasons)), predictor, [], out, {},
-                                  get_threshold_set("paper"), None, 1)
+                                  get_threshold_set("paper"), None, 1, DEFAULT_TRUNK_ONLY)  # predict's default
     segment_s = time.perf_counter() - start
     network = clock.take().get("predict_folds", 0.0)
     start = time.perf_counter()
