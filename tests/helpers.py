@@ -62,6 +62,19 @@ def write(image: sitk.Image, path: Path) -> Path:
     return path
 
 
+def square_label_map(path: Path, values: dict[int, int], shape=(200, 200), dtype=np.uint16) -> None:
+    """A 1 mm 2-D label map with `values` {label: side of its square (mm)}, squares side by side: each
+    label's area is exactly side² mm², so a test knows every area without measuring it."""
+    arr = np.zeros(shape, dtype)
+    x = 0
+    for value, side in values.items():
+        arr[:side, x:x + side] = value
+        x += side
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((1.0, 1.0))
+    sitk.WriteImage(img, str(path))
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     """relative path -> sha256 of every file below `folder`: equal digests mean nothing was touched."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()

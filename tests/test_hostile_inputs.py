@@ -10,23 +10,12 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import sarco_inprocess
-
-
-def _label_map(path, values: dict[int, int], shape=(200, 200)) -> None:
-    """A 1 mm label map with `values` {label: side of its square}, squares placed side by side."""
-    arr = np.zeros(shape, np.uint16)
-    x = 0
-    for value, side in values.items():
-        arr[:side, x:x + side] = value
-        x += side
-    img = sitk.GetImageFromArray(arr)
-    img.SetSpacing((1.0, 1.0))
-    sitk.WriteImage(img, str(path))
+from helpers import square_label_map
 
 
 def test_measure_on_a_multi_organ_label_map_withholds_the_flag(tmp_path):
     # TotalSegmentator `total`: 1 = spleen, 2/3 = kidneys, 5 = liver. The "SMA" of value 1 is a spleen.
-    _label_map(tmp_path / "organs.nii.gz", {1: 80, 2: 30, 3: 30, 5: 50})
+    square_label_map(tmp_path / "organs.nii.gz", {1: 80, 2: 30, 3: 30, 5: 50})
     result = sarco_inprocess("measure", tmp_path / "organs.nii.gz", "--sex", "M", "--json")
     assert result.code == 0, result.output
     obj = json.loads(result.stdout)
@@ -37,18 +26,18 @@ def test_measure_on_a_multi_organ_label_map_withholds_the_flag(tmp_path):
 
 
 def test_measure_with_a_labels_json_naming_every_value_is_ok(tmp_path):
-    _label_map(tmp_path / "m.nii.gz", {1: 100, 7: 20})
+    square_label_map(tmp_path / "m.nii.gz", {1: 100, 7: 20})
     (tmp_path / "labels.json").write_text('{"muscle": 1, "bone": 7}')
     obj = json.loads(sarco_inprocess("measure", tmp_path / "m.nii.gz", "--sex", "M", "--json").stdout)
     assert obj["status"] == "ok" and obj["reasons"] == [] and obj["sarcopenic"] is True  # 100 cm² < 144
 
 
 def test_output_path_that_is_a_file_gives_one_line_not_a_traceback(tmp_path):
-    _label_map(tmp_path / "case_a.nii.gz", {1: 100})
+    square_label_map(tmp_path / "case_a.nii.gz", {1: 100})
     (tmp_path / "pred").mkdir()
     (tmp_path / "ref").mkdir()
-    _label_map(tmp_path / "pred" / "case_a.nii.gz", {1: 100})
-    _label_map(tmp_path / "ref" / "case_a.nii.gz", {1: 100})
+    square_label_map(tmp_path / "pred" / "case_a.nii.gz", {1: 100})
+    square_label_map(tmp_path / "ref" / "case_a.nii.gz", {1: 100})
     a_file = tmp_path / "report.txt"
     a_file.write_text("keep me")
     result = sarco_inprocess("evaluate", tmp_path / "pred", "--reference", tmp_path / "ref", "-o", a_file)
@@ -57,7 +46,7 @@ def test_output_path_that_is_a_file_gives_one_line_not_a_traceback(tmp_path):
 
 
 def test_predict_into_a_file_is_refused_before_any_model_is_loaded(tmp_path):
-    _label_map(tmp_path / "scan.nii.gz", {1: 100})
+    square_label_map(tmp_path / "scan.nii.gz", {1: 100})
     a_file = tmp_path / "results.csv"
     a_file.write_text("keep me")
     result = sarco_inprocess("predict", "-i", tmp_path / "scan.nii.gz", "-o", a_file, "-w", tmp_path / "ws")
@@ -73,7 +62,7 @@ def test_plan_in_an_empty_workspace_says_so_and_creates_nothing(tmp_path):
 
 
 def test_predict_warns_before_running_when_clinical_has_no_row_for_a_scan(tmp_path):
-    _label_map(tmp_path / "case_000.nii.gz", {1: 100})
+    square_label_map(tmp_path / "case_000.nii.gz", {1: 100})
     (tmp_path / "clinical.csv").write_text("case_id,sex,height_m\nCASE_000,F,1.6\n")
     result = sarco_inprocess("predict", "-i", tmp_path / "case_000.nii.gz", "-o", tmp_path / "out",
                              "--clinical", tmp_path / "clinical.csv", "-w", tmp_path / "ws")
@@ -104,7 +93,7 @@ def test_predict_warns_of_clinical_gaps_from_its_own_discovery_and_one_csv_read(
     monkeypatch.setattr(sarco_nn.clinical, "read_clinical_csv", counted_read)
     (tmp_path / "scans").mkdir()
     for name in ("case_000", "case_001"):
-        _label_map(tmp_path / "scans" / f"{name}.nii.gz", {1: 100})
+        square_label_map(tmp_path / "scans" / f"{name}.nii.gz", {1: 100})
     csv_path = tmp_path / "scans" / "clinical.csv"  # beside the scans: a table, not a case
     csv_path.write_text("case_id,sex,height_m\nCase_001,F,1.6\n")
     result = sarco_inprocess("predict", "-i", tmp_path / "scans", "-o", tmp_path / "out",
@@ -165,8 +154,8 @@ def test_a_ten_mm_pixel_slice_is_refused_naming_its_file(tmp_path):
 def test_evaluate_flags_a_multi_organ_reference_instead_of_taking_it_as_truth(tmp_path):
     for side in ("pred", "ref"):
         (tmp_path / side).mkdir()
-    _label_map(tmp_path / "pred" / "c1.nii.gz", {1: 100})
-    _label_map(tmp_path / "ref" / "c1.nii.gz", {1: 60, 5: 60, 6: 40})  # spleen 1, liver 5, stomach 6
+    square_label_map(tmp_path / "pred" / "c1.nii.gz", {1: 100})
+    square_label_map(tmp_path / "ref" / "c1.nii.gz", {1: 60, 5: 60, 6: 40})  # spleen 1, liver 5, stomach 6
     result = sarco_inprocess("evaluate", tmp_path / "pred", "--reference", tmp_path / "ref", "-o", tmp_path / "rep")
     assert result.code == 0, result.output
     import csv

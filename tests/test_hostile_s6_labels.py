@@ -10,21 +10,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import SimpleITK as sitk
 
 from conftest import sarco_inprocess
-
-
-def _mask(path, values: dict[int, int], shape=(200, 200)) -> None:
-    """A 1 mm label map with `values` {label: side of its square}, squares side by side."""
-    arr = np.zeros(shape, np.uint8)
-    x = 0
-    for value, side in values.items():
-        arr[:side, x:x + side] = value
-        x += side
-    img = sitk.GetImageFromArray(arr)
-    img.SetSpacing((1.0, 1.0))
-    sitk.WriteImage(img, str(path))
+from helpers import square_label_map
 
 
 def _drop(tmp_path, labels: dict[str, int]):
@@ -32,13 +20,13 @@ def _drop(tmp_path, labels: dict[str, int]):
     (tmp_path / "masks").mkdir()
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     mask = tmp_path / "masks" / "m.nii.gz"
-    _mask(mask, {labels["muscle"]: 100, labels["imat"]: 20})
+    square_label_map(mask, {labels["muscle"]: 100, labels["imat"]: 20}, dtype=np.uint8)
     return mask
 
 
 def test_measure_reads_muscle_from_the_labels_json_given_with_labels(tmp_path):
     mask = tmp_path / "m.nii.gz"
-    _mask(mask, {2: 100, 1: 20})  # muscle 2 (100 cm²), IMAT 1 (4 cm²)
+    square_label_map(mask, {2: 100, 1: 20}, dtype=np.uint8)  # muscle 2 (100 cm²), IMAT 1 (4 cm²)
     (tmp_path / "l.json").write_text('{"muscle": 2, "imat": 1}')
     obj = json.loads(sarco_inprocess("measure", mask, "--labels", tmp_path / "l.json", "--sex", "M", "--json").stdout)
     assert obj["sma_cm2"] == 100.0 and obj["imat_area_cm2"] == 4.0, obj
