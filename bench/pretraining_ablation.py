@@ -202,7 +202,7 @@ def write_arm(results_dir: Path, arm: Arm, record: dict[str, Any]) -> Path:
 
 # ============================================================================ report (no torch)
 #: (result key, label, better) per held-out set; `better` = +1 if higher is better.
-METRICS = (("dice_mean", "Dice", +1), ("sma_abs_err_cm2", "|SMA error| cm²", -1))
+METRICS = (("dice_mean", "Dice", +1), ("sma_abs_err_cm2", "abs SMA error cm²", -1))
 
 
 def load_finetune_arms(results_dir: Path) -> list[dict[str, Any]]:
