@@ -75,6 +75,8 @@ class Profile:
     require_families: bool = True  # False: a family missing from this checkout is skipped with a note
     ft_lr: float = 1e-3
     network: dict[str, Any] = field(default_factory=lambda: {"embed_dim": 24, "num_heads": [2, 2, 2, 2]})
+    #: reuse this profile's pretraining arms (results and encoders): a fine-tuning-only variant
+    pretrain_from: str | None = None
 
     def pretrain_schedule(self) -> dict[str, int]:
         """The official warm-ups (lr 20, teacher temperature 30, patch start 30 of 500 epochs), scaled to this run."""
@@ -90,6 +92,11 @@ PROFILES: dict[str, Profile] = {
     # a few hours of 2 CPU cores in all (see --plan for the measured estimate)
     "cpu": Profile("cpu", matrix=256, spacing=2.0, patch=128, unlabeled_per_family=16, pre_epochs=50, pre_steps=20,
                    pre_batch=4, ft_epochs=20, ft_iters=10, held_per_family=8),
+    # the cpu profile's pretrained encoders fine-tuned 4x longer (800 iterations), 4 labels only:
+    # is the 200-iteration budget what limits every arm?
+    "cpu_long": Profile("cpu_long", matrix=256, spacing=2.0, patch=128, unlabeled_per_family=16, pre_epochs=50,
+                        pre_steps=20, pre_batch=4, ft_epochs=80, ft_iters=10, held_per_family=8, sizes=(4,),
+                        pretrain_from="cpu"),
     # a GPU: the study's 1.5 mm, 256^2 crops, long pretraining and fine-tuning
     "gpu": Profile("gpu", matrix=512, spacing=1.5, patch=256, unlabeled_per_family=60, pre_epochs=300, pre_steps=50,
                    pre_batch=8, ft_epochs=100, ft_iters=50, held_per_family=24, ft_lr=3e-4, network={}),
@@ -119,6 +126,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            pretrain={"cls_weight": 0.0, "patch_weight": 0.0}),
     Recipe("unmatched", "full SMIT losses at the 2D defaults (96^2 crops at 1.5 mm), not the fine-tuning patch/spacing",
            pretrain={"crop_size": 96, "spacing_mm": 1.5}),
+    # distillation levers (the official heads stay at ln 8192 on this data: uniform teacher, see --probe)
+    Recipe("sharp", "full SMIT losses, teacher temperature held at 0.02 (image and patch; official 0.04 -> 0.07)",
+           pretrain={"warmup_teacher_temp": 0.02, "teacher_temp": 0.02, "warmup_teacher_patch_temp": 0.02,
+                     "teacher_patch_temp": 0.02}),
+    Recipe("small_heads", "full SMIT losses, distillation heads of 1024 outputs (official 8192)",
+           pretrain={"out_dim": 1024, "patch_out_dim": 1024}),
     Recipe("lld", "official pretraining; fine-tuning with layer-wise lr decay 0.75 on the encoder",
            finetune={"layer_decay": 0.75}, pretrain_from="official"),
     Recipe("freeze", "official pretraining; the encoder kept fixed for the first 20 % of fine-tuning epochs",
@@ -154,7 +167,8 @@ def plan_arms(profile: Profile, recipes: Iterable[str]) -> list[Arm]:
     for r in recipes:
         if r not in RECIPES:
             raise SystemExit(f"unknown recipe {r!r}: use one of {', '.join(RECIPES)}")
-    arms = [Arm("pretrain", p) for p in dict.fromkeys(RECIPES[r].pretrain_name for r in recipes)]
+    arms = [] if profile.pretrain_from else [Arm("pretrain", p) for p in dict.fromkeys(RECIPES[r].pretrain_name
+                                                                                          for r in recipes)]
     for seed in profile.seeds:
         for n in profile.sizes:
             arms.append(Arm("finetune", None, n, seed))
@@ -482,6 +496,11 @@ class Context:
     shared: Path | None
     device: str
     threads: int
+    pretrain_results: Path | None = None  # where the pretraining arms' JSONs are (default: results)
+
+    @property
+    def pretrained(self) -> Path:
+        return self.pretrain_results or self.results
 
     @property
     def log(self) -> Path:
@@ -508,7 +527,11 @@ def pretrain_config_args(profile: Profile, recipe: Recipe, preset: Path) -> tupl
             "steps_per_epoch": "--steps-per-epoch", "batch_size": "--batch-size", "warmup_epochs": "--warmup-epochs",
             "teacher_temp_warmup_epochs": "--teacher-temp-warmup-epochs",
             "patch_temp_start_epoch": "--patch-temp-start-epoch", "cls_weight": "--cls-weight",
-            "patch_weight": "--patch-weight", "rec_weight": "--rec-weight", "mask_ratio": "--mask-ratio"}
+            "patch_weight": "--patch-weight", "rec_weight": "--rec-weight", "mask_ratio": "--mask-ratio",
+            "student_temp": "--student-temp", "warmup_teacher_temp": "--warmup-teacher-temp",
+            "teacher_temp": "--teacher-temp", "warmup_teacher_patch_temp": "--warmup-teacher-patch-temp",
+            "teacher_patch_temp": "--teacher-patch-temp", "center_momentum": "--center-momentum",
+            "out_dim": "--out-dim", "patch_out_dim": "--patch-out-dim"}
     argv = ["--preset", str(preset), "--cache-volumes", "1000", "--no-progress"]
     for key, value in settings.items():
         if key not in flag:
@@ -545,6 +568,53 @@ def run_pretrain_arm(ctx: Context, arm: Arm) -> dict[str, Any]:
             "volumes": card["data"]["volumes_listed"], "volumes_skipped": card["data"]["volumes_skipped"],
             "history": card["history"], "encoder": str(out / "encoder.pt"), "encoder_sha256": card["encoder"]["sha256"],
             "loss_curve": curve.name, "wall_s": round(wall, 1), "card_wall_s": card["wall_s"]}
+
+
+def run_probe(ctx: Context, recipe: Recipe, epochs: int) -> dict[str, Any]:
+    """A short pretraining of one recipe (the full arm's settings, `epochs` epochs) whose per-epoch losses
+    say whether the self-distillation terms leave their uniform value ln(out_dim): a diagnosis, not an arm."""
+    out_json = ctx.results / "probes" / f"{recipe.name}-e{epochs}.json"
+    if out_json.is_file():
+        print(f"probe {recipe.name} ({epochs} epochs): finished, {out_json}")
+        return json.loads(out_json.read_text())
+    listing = write_unlabeled(ctx.work, ctx.profile, ctx.families, ctx.shared, ctx.log)
+    preset = write_preset(ctx.work / "presets" / "pretrain_network.json", ctx.profile, 0, {})
+    argv, settings = pretrain_config_args(ctx.profile, recipe, preset)
+    i = argv.index("--epochs")
+    argv[i + 1] = str(epochs)
+    out = ctx.work / f"probe-e{epochs}-{recipe.name}"
+    if out.exists():
+        shutil.rmtree(out)
+    print(f"probe {recipe.name}: {epochs} epochs ...", flush=True)
+    wall = run_cmd([str(ctx.work / "unlabeled"), "-o", str(out), "--device", ctx.device, *argv], ctx.log, ctx.threads,
+                   module="sarco_nn.pretraining")
+    card = json.loads((out / "card.json").read_text())
+    cfg = card["config"]
+    record = {"recipe": recipe.name, "recipe_summary": recipe.summary, "epochs": epochs, "settings": settings,
+              "uniform_cls": math.log(cfg["out_dim"]), "uniform_patch": math.log(cfg["patch_out_dim"]),
+              "history": card["history"], "unlabeled": listing, "wall_s": round(wall, 1), **_provenance(ctx)}
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_json.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, out_json)
+    h = card["history"]
+    print(f"probe {recipe.name}: cls {h[0]['cls']:.3f} -> {h[-1]['cls']:.3f} (uniform {record['uniform_cls']:.3f}), "
+          f"patch {h[0]['patch']:.3f} -> {h[-1]['patch']:.3f}, rec {h[0]['rec']:.3f} -> {h[-1]['rec']:.3f}", flush=True)
+    return record
+
+
+def restore_encoder(ctx: Context, pre: Arm, pre_rec: dict[str, Any]) -> Path:
+    """A finished pretraining arm whose encoder file is gone (the work folder lives outside the
+    repository and does not outlive a machine): rerun it with the same settings and seed, and keep
+    it only if it is bit-identical (same SHA-256) to the encoder the finished arms were tuned from."""
+    print(f"    {pre.id}: its encoder {pre_rec['encoder']} is gone; rerunning the pretraining to restore it", flush=True)
+    record = run_pretrain_arm(ctx, pre)
+    if record["encoder_sha256"] != pre_rec["encoder_sha256"]:
+        raise SystemExit(f"{pre.id}: the rerun gave another encoder (SHA-256 {record['encoder_sha256'][:12]} instead of "
+                         f"{pre_rec['encoder_sha256'][:12]}), so the finished arms of that recipe cannot be extended: "
+                         f"delete {arm_path(ctx.pretrained, pre)} and its fine-tuning arms' JSONs and rerun them")
+    print(f"    {pre.id}: restored, bit-identical (SHA-256 {record['encoder_sha256'][:12]})", flush=True)
+    return Path(record["encoder"])
 
 
 def _labeled_workspace(ctx: Context, n: int, seed: int) -> Path:
@@ -588,13 +658,13 @@ def run_finetune_arm(ctx: Context, arm: Arm) -> dict[str, Any]:
     encoder, pre_ref = None, None
     if recipe is not None:
         pre = Arm("pretrain", recipe.pretrain_name)
-        if not is_finished(ctx.results, pre):
-            raise SystemExit(f"{arm.id} needs {pre.id}, which has not finished: run it first (--only-pretrain)")
-        pre_rec = json.loads(arm_path(ctx.results, pre).read_text())
+        if not is_finished(ctx.pretrained, pre):
+            raise SystemExit(f"{arm.id} needs {pre.id}, which has not finished: run it first (--only-pretrain"
+                             + (f" --{ctx.profile.pretrain_from})" if ctx.profile.pretrain_from else ")"))
+        pre_rec = json.loads(arm_path(ctx.pretrained, pre).read_text())
         encoder = Path(pre_rec["encoder"])
         if not encoder.is_file():
-            raise SystemExit(f"{encoder}: the encoder of {pre.id} is gone (work folder lost); restore it, or delete "
-                             f"{arm_path(ctx.results, pre)} and the {recipe.name} arms' JSONs and rerun them")
+            encoder = restore_encoder(ctx, pre, pre_rec)
         pre_ref = {"arm": pre.id, "encoder_sha256": pre_rec["encoder_sha256"]}
     base = _labeled_workspace(ctx, arm.n_labeled, arm.seed)
     ws = ctx.work / "runs" / arm.id
@@ -719,6 +789,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only-pretrain", action="store_true", help="run the pretraining arm(s) only")
     ap.add_argument("--arms", type=int, help="run at most N unfinished arms, then stop")
     ap.add_argument("--sizes", type=int, nargs="+", help="only these labeled-set sizes (default: the profile's)")
+    ap.add_argument("--probe", type=int, metavar="EPOCHS",
+                    help="diagnose the pretraining losses only: each recipe's pretraining for EPOCHS epochs (its "
+                         "warm-ups as in the full arm), per-epoch losses to results/probes/, no fine-tuning")
     ap.add_argument("--plan", action="store_true", help="measure a tiny run, print the arms and estimated hours")
     ap.add_argument("--results", type=Path, help="results folder (default bench/results/pretraining_ablation/<profile>)")
     ap.add_argument("--work", type=Path, help="work folder, kept between pieces (default ~/.cache/sarco_ablation/<profile>)")
@@ -744,7 +817,12 @@ def main(argv: list[str] | None = None) -> None:
     for note in notes:
         print(f"note: {note}")
     work = args.work or Path.home() / ".cache" / "sarco_ablation" / profile.name
-    ctx = Context(profile, results, work, families, notes, shared_data_dir(args.shared_data), args.device, args.threads)
+    ctx = Context(profile, results, work, families, notes, shared_data_dir(args.shared_data), args.device, args.threads,
+                  RESULTS / profile.pretrain_from if profile.pretrain_from else None)
+    if args.probe:
+        for name in dict.fromkeys(RECIPES[r].pretrain_name for r in args.recipe):
+            run_probe(ctx, RECIPES[name], args.probe)
+        return
     arms = only_sizes(plan_arms(profile, args.recipe), args.sizes)
     todo = pending_arms(arms, results, args.only_pretrain, args.arms)
     if args.plan:
