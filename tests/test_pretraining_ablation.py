@@ -228,3 +228,61 @@ def test_sizes_keep_the_pretraining_and_only_those_fine_tuning_arms(abl):
     assert {a.n_labeled for a in four if a.kind == "finetune"} == {4}
     assert len([a for a in four if a.kind == "finetune"]) == 2 * len(abl.PROFILES["cpu"].seeds)
     assert abl.only_sizes(arms, None) == arms
+
+
+def test_cpu_long_fine_tunes_cpu_encoders_longer_and_runs_no_pretraining(abl):
+    """The longer-fine-tuning variant reuses the cpu profile's pretraining arms: its plan holds
+    fine-tuning arms only (scratch and pretrained at the same, longer budget)."""
+    cpu, long = abl.PROFILES["cpu"], abl.PROFILES["cpu_long"]
+    arms = abl.plan_arms(long, ["mim"])
+    assert long.pretrain_from == "cpu" and all(a.kind == "finetune" for a in arms)
+    assert {a.recipe for a in arms} == {None, "mim"} and {a.n_labeled for a in arms} == {4}
+    assert long.ft_epochs * long.ft_iters == 4 * cpu.ft_epochs * cpu.ft_iters
+    # everything that shapes the pretrained encoder is the cpu profile's
+    for key in ("matrix", "spacing", "patch", "unlabeled_per_family", "pre_epochs", "pre_steps", "pre_batch", "network"):
+        assert getattr(long, key) == getattr(cpu, key), key
+
+
+def test_distillation_recipes_map_to_pretraining_flags(abl):
+    """Every recipe's overrides reach `sarco pretrain` as flags and form a valid config."""
+    p = abl.PROFILES["cpu"]
+    argv, settings = abl.pretrain_config_args(p, abl.RECIPES["sharp"], Path("x.json"))
+    assert argv[argv.index("--teacher-temp") + 1] == "0.02" and settings["warmup_teacher_patch_temp"] == 0.02
+    cfg = PretrainConfig(**abl.pretrain_config_args(p, abl.RECIPES["small_heads"], Path("x.json"))[1])
+    assert cfg.out_dim == cfg.patch_out_dim == 1024 and cfg.distills
+
+
+def test_a_lost_encoder_is_restored_only_if_bit_identical(abl, tmp_path, monkeypatch):
+    """Fine-tuning arms of a recipe whose encoder file is gone rerun its pretraining; a rerun that
+    gives another encoder must stop, since the finished arms were tuned from the old one."""
+    ctx = abl.Context(abl.PROFILES["cpu"], tmp_path / "res", tmp_path / "work", ["A", "B"], [], None, "cpu", 2)
+    pre = abl.Arm("pretrain", "mim")
+    new_encoder = tmp_path / "work" / "pretrain-mim" / "encoder.pt"
+    monkeypatch.setattr(abl, "run_pretrain_arm", lambda c, a: {"encoder_sha256": "ab" * 32, "encoder": str(new_encoder)})
+    assert abl.restore_encoder(ctx, pre, {"encoder": "/gone/encoder.pt", "encoder_sha256": "ab" * 32}) == new_encoder
+    with pytest.raises(SystemExit, match="another encoder.*delete"):
+        abl.restore_encoder(ctx, pre, {"encoder": "/gone/encoder.pt", "encoder_sha256": "cd" * 32})
+
+
+def test_probe_records_losses_against_the_uniform_value_and_is_not_rerun(abl, tmp_path, monkeypatch):
+    """--probe: a short pretraining whose JSON holds per-epoch losses beside ln(out_dim), the value a
+    uniform (collapsed) teacher gives; a finished probe is read back, not rerun."""
+    ctx = abl.Context(abl.PROFILES["cpu"], tmp_path / "res", tmp_path / "work", ["A", "B"], [], None, "cpu", 2)
+    monkeypatch.setattr(abl, "write_unlabeled", lambda *a: {"phantoms": {}, "real": []})
+    calls = []
+
+    def fake_run(argv, log, threads, module="x"):
+        calls.append(argv)
+        out = Path(argv[argv.index("-o") + 1])
+        out.mkdir(parents=True)
+        hist = [{"epoch": e, "total": 1.0, "rec": 0.3, "cls": 6.9 - e / 10, "patch": 6.93} for e in (1, 2, 3)]
+        cfg = {"out_dim": 1024, "patch_out_dim": 1024}
+        (out / "card.json").write_text(json.dumps({"config": cfg, "history": hist}))
+        return 1.0
+
+    monkeypatch.setattr(abl, "run_cmd", fake_run)
+    rec = abl.run_probe(ctx, abl.RECIPES["small_heads"], 3)
+    assert calls[0][calls[0].index("--epochs") + 1] == "3" and calls[0][calls[0].index("--out-dim") + 1] == "1024"
+    assert rec["uniform_cls"] == pytest.approx(math.log(1024)) and rec["history"][-1]["cls"] == pytest.approx(6.6)
+    assert json.loads((tmp_path / "res" / "probes" / "small_heads-e3.json").read_text())["epochs"] == 3
+    assert abl.run_probe(ctx, abl.RECIPES["small_heads"], 3)["epochs"] == 3 and len(calls) == 1
