@@ -620,16 +620,16 @@ def restore_encoder(ctx: Context, pre: Arm, pre_rec: dict[str, Any]) -> Path:
 def _labeled_workspace(ctx: Context, n: int, seed: int) -> Path:
     """Converted + planned workspace of the first n labeled cases of `seed` (shared by its arms)."""
     base = ctx.work / "datasets" / f"n{n:02d}_s{seed}"
-    if (base / ".planned").is_file():
-        return base
+    preset = write_preset(ctx.work / "presets" / f"abl_{ctx.profile.name}_s{seed}.json", ctx.profile, seed, {})
+    if (base / ".planned").is_file() and (base / ".planned").read_text() == preset.read_text():
+        return base  # planned from this very preset (a profile with another budget sharing --work replans)
     if base.exists():
         shutil.rmtree(base)
     drop = write_phantoms(ctx.work / "phantom_src" / f"labeled_n{n:02d}_s{seed}", n, SEED_LABELED + seed,
                           ctx.profile.matrix, TRAIN_FAMILY, ctx.log, "lab")
-    preset = write_preset(ctx.work / "presets" / f"abl_s{seed}.json", ctx.profile, seed, {})
     run_cmd(["convert", str(drop), "--name", f"Abl{n}s{seed}", "-w", str(base)], ctx.log, ctx.threads)
     run_cmd(["plan", "--preset", str(preset), "-w", str(base), "--processes", "1"], ctx.log, ctx.threads)
-    (base / ".planned").write_text("ok\n")
+    (base / ".planned").write_text(preset.read_text())
     return base
 
 

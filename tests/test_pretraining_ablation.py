@@ -286,3 +286,21 @@ def test_probe_records_losses_against_the_uniform_value_and_is_not_rerun(abl, tm
     assert rec["uniform_cls"] == pytest.approx(math.log(1024)) and rec["history"][-1]["cls"] == pytest.approx(6.6)
     assert json.loads((tmp_path / "res" / "probes" / "small_heads-e3.json").read_text())["epochs"] == 3
     assert abl.run_probe(ctx, abl.RECIPES["small_heads"], 3)["epochs"] == 3 and len(calls) == 1
+
+
+def test_a_labeled_workspace_planned_for_another_budget_is_replanned(abl, tmp_path, monkeypatch):
+    """cpu and cpu_long may share --work: a dataset planned with 200 iterations must not be reused
+    for an 800-iteration arm (the plan carries the budget)."""
+    planned = []
+    monkeypatch.setattr(abl, "write_phantoms", lambda out, *a, **k: out)
+    def fake_run(argv, *a, **k):  # convert makes the workspace folder, plan is counted
+        Path(argv[argv.index("-w") + 1]).mkdir(parents=True, exist_ok=True)
+        planned.append(argv[0])
+        return 0.0
+
+    monkeypatch.setattr(abl, "run_cmd", fake_run)
+    for name, expect in (("cpu", 1), ("cpu", 1), ("cpu_long", 2), ("cpu", 3)):
+        ctx = abl.Context(abl.PROFILES[name], tmp_path / "res", tmp_path / "work", ["A"], [], None, "cpu", 2)
+        base = abl._labeled_workspace(ctx, 4, 0)
+        assert planned.count("plan") == expect, name
+        assert json.loads((base / ".planned").read_text())["training"]["num_epochs"] == abl.PROFILES[name].ft_epochs
