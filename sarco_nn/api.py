@@ -699,7 +699,9 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
              echo: Callable[[str], None] | None = None) -> PretrainResult:
     """Self-supervised SMIT pretraining on unlabeled CT; writes encoder.pt for ``train(pretrained=...)``.
 
-    Every default is the official SMIT value (`pretraining.config.PretrainConfig`).
+    Every default is the official SMIT value (`pretraining.config.PretrainConfig`), except those the
+    preset's `pretraining` section sets (the recipe measured to work at that preset's scale); the
+    keys of `settings` win over both.
 
     Args:
         unlabeled_dir: folder of unlabeled CTs (NIfTI/MHA/NRRD files, DICOM series folders).
@@ -720,7 +722,7 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
         >>> pretrain("ct_archive", output="pre2d", settings={"dims": 2, "crop_size": 256}).encoder  # doctest: +SKIP
         PosixPath('pre2d/encoder.pt')
     """
-    from sarco_nn.presets import load_preset, training_settings
+    from sarco_nn.presets import load_preset, pretraining_defaults, training_settings
     from sarco_nn.pretraining.config import PretrainConfig
     from sarco_nn.pretraining.trainer import run_pretraining
 
@@ -728,7 +730,9 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
     if preset is not None:
         if "encoder" in chosen:
             raise SarcoError("preset and settings['encoder'] both name the encoder", fix="give one of them.")
-        chosen["encoder"] = training_settings(load_preset(preset), "smit").get("network")
+        loaded = load_preset(preset)
+        chosen = {**pretraining_defaults(loaded), **chosen,
+                  "encoder": training_settings(loaded, "smit").get("network")}
     try:
         cfg = PretrainConfig(**chosen)
     except (TypeError, ValueError) as exc:

@@ -110,3 +110,22 @@ def training_settings(preset: dict[str, Any], trainer_key: str) -> dict[str, Any
     settings = dict(preset.get("training", {}))
     settings.update(preset.get("trainer_overrides", {}).get(trainer_key, {}))
     return settings
+
+
+def pretraining_defaults(preset: dict[str, Any]) -> dict[str, Any]:
+    """The preset's `pretraining` section: `sarco pretrain` settings measured to work at that preset's
+    scale (e.g. the cpu preset's recipe from bench/pretraining_ablation.py). They replace the official
+    SMIT defaults; options the user gives replace them in turn. Keys must be PretrainConfig fields."""
+    section = preset.get("pretraining", {})
+    if not isinstance(section, dict):
+        raise SarcoError(f"preset {preset.get('name')!r}: 'pretraining' must be an object of sarco pretrain settings",
+                         fix="write it as e.g. {\"cls_weight\": 0.0} (see sarco_nn/plans/cpu.json).")
+    from sarco_nn.pretraining.config import PretrainConfig  # a dataclass module: no torch at import
+
+    allowed = set(PretrainConfig.__dataclass_fields__) - {"encoder"}  # the network is the preset's own
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise SarcoError(f"preset {preset.get('name')!r}: unknown pretraining setting(s) {', '.join(unknown)}",
+                         fix="use PretrainConfig field names (sarco pretrain --help); the network comes from "
+                             "trainer_overrides.smit.network.")
+    return dict(section)

@@ -274,3 +274,46 @@ def test_pretraining_encoder_can_follow_a_preset_and_bad_settings_fail_at_once()
     assert PretrainConfig().smit_config().embed_dim == 48  # no preset: the official Trans-Small
     with pytest.raises(ValueError, match="unknown SMIT network setting"):
         PretrainConfig(encoder={"embed": 24})
+
+
+def test_a_presets_pretraining_section_fills_only_what_the_user_left_out(tmp_path, monkeypatch):
+    """A preset's `pretraining` section (the recipe measured to work at its scale) replaces the
+    official defaults; an option typed on the command line still wins; an option left out is not
+    sent as its official value (which would silently undo the preset)."""
+    import typer
+    from typer.testing import CliRunner
+
+    import sarco_nn.pretraining.trainer as trainer_module
+    from sarco_nn import api
+    from sarco_nn.commands.pretrain_cmd import pretrain
+    from sarco_nn.errors import SarcoError
+    from sarco_nn.presets import load_preset, pretraining_defaults
+
+    preset = dict(load_preset("smoke"), name="mine", pretraining={"cls_weight": 0.0, "patch_weight": 0.0, "epochs": 3})
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(preset))
+    seen = []
+    monkeypatch.setattr(trainer_module, "run_pretraining", lambda data, out, cfg, **kw: seen.append(cfg) or "done")
+    assert api.pretrain(tmp_path, preset=str(path), settings={"epochs": 5}) == "done"
+    assert (seen[-1].cls_weight, seen[-1].patch_weight, seen[-1].epochs) == (0.0, 0.0, 5)
+    assert seen[-1].encoder == load_preset("smoke")["trainer_overrides"]["smit"].get("network")
+    api.pretrain(tmp_path)  # no preset: the official recipe
+    assert (seen[-1].cls_weight, seen[-1].epochs) == (PretrainConfig().cls_weight, PretrainConfig().epochs)
+
+    calls = []
+    monkeypatch.setattr(api, "pretrain", lambda *a, **kw: calls.append(kw) or SimpleResult())
+    app = typer.Typer()
+    app.command()(pretrain)
+    res = CliRunner().invoke(app, [str(tmp_path), "-p", str(path), "--no-progress"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert calls[-1]["settings"] is None  # nothing typed: the preset's section, then the official values
+    CliRunner().invoke(app, [str(tmp_path), "-p", str(path), "--cls-weight", "0.1", "--spacing", "1.5"])
+    assert calls[-1]["settings"] == {"cls_weight": 0.1, "spacing_mm": 1.5}
+
+    for bad in ({"clsweight": 0}, {"encoder": {}}, [1]):
+        with pytest.raises(SarcoError, match="pretraining"):
+            pretraining_defaults({"name": "x", "pretraining": bad})
+
+
+class SimpleResult:
+    stopped_early, steps_done, epochs_done, encoder = False, 0, 0, Path("e.pt")

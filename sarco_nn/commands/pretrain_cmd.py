@@ -17,12 +17,21 @@ import typer
 from sarco_nn import api
 from sarco_nn.pretraining.config import PretrainConfig
 
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """True when the option came from the command line (or its environment variable), not its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+#: PretrainConfig field -> this command's parameter name, where they differ
+_PARAM = {"spacing_mm": "spacing"}
 # the official defaults, read from the dataclass fields: building a PretrainConfig validates its
 # encoder, which imports torch and MONAI (seconds) - too slow for `sarco --help`
 _D = SimpleNamespace(**{f.name: f.default for f in fields(PretrainConfig) if f.default is not MISSING})
 
 
 def pretrain(
+    ctx: typer.Context,
     unlabeled_dir: Path = typer.Argument(..., help="Folder of unlabeled CTs (NIfTI/MHA/NRRD files, DICOM series folders)."),
     out_dir: Path = typer.Option(Path("sarco_pretrain"), "--output", "-o", help="Checkpoint folder (encoder.pt, card.json, loss_curve.png, checkpoint.pt)."),
     dims: int = typer.Option(_D.dims, "--dims", help="2: axial slices of the abdomen (the L3 network); 3: sub-volumes."),
@@ -68,7 +77,7 @@ def pretrain(
     Example: sarco pretrain ~/ct_archive -o pre2d --dims 2 --crop-size 256 --spacing 1.5 ;
     sarco train all --pretrained pre2d/encoder.pt
     """
-    settings = dict(
+    given = dict(
         dims=dims, crop_size=crop_size, spacing_mm=spacing, epochs=epochs, steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, lr_per_sample=lr_per_sample, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         mask_ratio=mask_ratio, mask_block=mask_block, rec_weight=rec_weight, cls_weight=cls_weight,
@@ -79,6 +88,9 @@ def pretrain(
         momentum_teacher=momentum_teacher, freeze_last_layer_epochs=freeze_last_layer_epochs, out_dim=out_dim,
         patch_out_dim=patch_out_dim, min_body_area_cm2=min_body_area_cm2, samples_per_read=samples_per_read,
         cache_volumes=cache_volumes, seed=seed)
+    # only what the user typed: a preset's `pretraining` section (api.pretrain) fills the rest before
+    # the official defaults, so an option left out must not arrive as its official value
+    settings = {key: value for key, value in given.items() if _typed(ctx, _PARAM.get(key, key))} or None
     result = api.pretrain(unlabeled_dir, output=out_dir, preset=preset, settings=settings, device=device,
                           resume=continue_run, workers=workers, progress=progress, echo=typer.echo)
     state = "stopped (continue with --continue)" if result.stopped_early else "done"
