@@ -608,7 +608,8 @@ def restore_encoder(ctx: Context, pre: Arm, pre_rec: dict[str, Any]) -> Path:
     repository and does not outlive a machine): rerun it with the same settings and seed, and keep
     it only if it is bit-identical (same SHA-256) to the encoder the finished arms were tuned from."""
     print(f"    {pre.id}: its encoder {pre_rec['encoder']} is gone; rerunning the pretraining to restore it", flush=True)
-    record = run_pretrain_arm(ctx, pre)
+    home = Path(pre_rec["encoder"]).parent.parent  # back where the record says, so every later arm finds it
+    record = run_pretrain_arm(replace(ctx, work=home), pre)
     if record["encoder_sha256"] != pre_rec["encoder_sha256"]:
         raise SystemExit(f"{pre.id}: the rerun gave another encoder (SHA-256 {record['encoder_sha256'][:12]} instead of "
                          f"{pre_rec['encoder_sha256'][:12]}), so the finished arms of that recipe cannot be extended: "

@@ -257,9 +257,16 @@ def test_a_lost_encoder_is_restored_only_if_bit_identical(abl, tmp_path, monkeyp
     gives another encoder must stop, since the finished arms were tuned from the old one."""
     ctx = abl.Context(abl.PROFILES["cpu"], tmp_path / "res", tmp_path / "work", ["A", "B"], [], None, "cpu", 2)
     pre = abl.Arm("pretrain", "mim")
-    new_encoder = tmp_path / "work" / "pretrain-mim" / "encoder.pt"
-    monkeypatch.setattr(abl, "run_pretrain_arm", lambda c, a: {"encoder_sha256": "ab" * 32, "encoder": str(new_encoder)})
-    assert abl.restore_encoder(ctx, pre, {"encoder": "/gone/encoder.pt", "encoder_sha256": "ab" * 32}) == new_encoder
+    homes = []
+
+    def rerun(c, a):
+        homes.append(c.work)
+        return {"encoder_sha256": "ab" * 32, "encoder": str(c.work / a.id / "encoder.pt")}
+
+    monkeypatch.setattr(abl, "run_pretrain_arm", rerun)
+    recorded = tmp_path / "cpu_work" / "pretrain-mim" / "encoder.pt"  # another profile's work folder
+    assert abl.restore_encoder(ctx, pre, {"encoder": str(recorded), "encoder_sha256": "ab" * 32}) == recorded
+    assert homes == [tmp_path / "cpu_work"]  # restored where the record points, not into this profile's work
     with pytest.raises(SystemExit, match="another encoder.*delete"):
         abl.restore_encoder(ctx, pre, {"encoder": "/gone/encoder.pt", "encoder_sha256": "cd" * 32})
 
