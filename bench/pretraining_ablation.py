@@ -327,7 +327,9 @@ def report(results_dir: Path, profile_name: str) -> str:
     """Print and write table.md (and summary.json) from whatever arms have finished."""
     results_dir = Path(results_dir)
     records = load_finetune_arms(results_dir)
-    pretrain = [json.loads(p.read_text()) for p in sorted((results_dir / "arms").glob("pretrain-*.json"))]
+    source = PROFILES[profile_name].pretrain_from if profile_name in PROFILES else None
+    pre_dir = RESULTS / source if source else results_dir  # a fine-tuning-only profile: its source's encoders
+    pretrain = [json.loads(p.read_text()) for p in sorted((pre_dir / "arms").glob("pretrain-*.json"))]
     rows, paired = summarize(records)
     text = markdown_table(profile_name, rows, paired, pretrain)
     results_dir.mkdir(parents=True, exist_ok=True)
