@@ -151,11 +151,23 @@ def test_contrast_phase_shifts_organs_not_muscle_nor_fat(sample):
 def test_partial_volume_coarsens_with_a_factor_per_axis(sample):
     t = cta.PartialVolumeTransform()
     base = _data(sample)
-    out = t.apply(_data(sample), factors=[0.4, 0.7])
+    out = t.apply(_data(sample), apply_to_channel=torch.tensor([0]), scales=torch.tensor([[0.4, 0.7]]))
     assert out["image"].shape == base["image"].shape
     assert _gradient_energy(out["image"]) < 0.7 * _gradient_energy(base["image"])
     assert float(out["image"].mean()) == pytest.approx(float(base["image"].mean()), rel=0.02)
     assert torch.equal(out["segmentation"], base["segmentation"])
+    np.random.seed(3)
+    factors = t.get_parameters(**_data(sample))["scales"][0].tolist()
+    assert len(factors) == 2 and factors[0] != factors[1] and all(0.35 <= f <= 0.8 for f in factors)
+
+
+def test_partial_volume_averages_thin_planes_where_nearest_neighbour_would_alias():
+    """1-pixel stripes at half the resolution: a coarse pixel is their average (the library's nearest
+    neighbour down-sampling would keep one phase, all 0 or all 1)."""
+    stripes = (torch.arange(64) % 2).float()[:, None].expand(64, 64)[None].clone()
+    out = cta.PartialVolumeTransform().apply({"image": stripes}, apply_to_channel=torch.tensor([0]),
+                                             scales=torch.tensor([[0.5, 1.0]]))["image"]
+    assert torch.allclose(out[0, 2:-2], torch.full((60, 64), 0.5), atol=0.05)
 
 
 @pytest.mark.parametrize("params", [{"mode": "band", "edge": 3, "width": 0.3},
@@ -192,6 +204,7 @@ def test_a_seed_fixes_the_augmentation(sample):
     outs = []
     for _ in range(2):
         torch.manual_seed(7)
+        np.random.seed(7)  # batchgeneratorsv2 samples with NumPy (seed_everything seeds both)
         pipeline = cta.ComposeTransforms(cta.ct_transforms())
         outs.append([pipeline(**_data(sample))["image"] for _ in range(5)])
     assert all(torch.equal(a, b) for a, b in zip(*outs))

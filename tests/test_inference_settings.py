@@ -267,15 +267,61 @@ def test_jit_freeze_leaves_other_tile_shapes_to_the_eager_network():
     assert set(frozen.network.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}  # the network's names
 
 
+def _frozen_logits_match_eager(frozen, params, x) -> bool:
+    """Load `params` into `frozen` as nnU-Net's fold loop does; its patch logits equal the eager network's."""
+    import torch
+
+    with torch.inference_mode():
+        frozen.load_state_dict(params)
+        got = frozen(x)
+        return bool((got - frozen.network(x)).abs().max() < 1e-5)
+
+
+def test_jit_freeze_never_runs_one_folds_trace_for_other_weights_even_when_ids_collide(monkeypatch):
+    """CPython gives a freed dict's id() to the next one (and a copied module would carry old ids over):
+    here every object shares one id, and each fold still runs its own weights."""
+    import torch
+
+    import sarco_nn.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "id", lambda obj: 0, raising=False)  # shadows the builtin there
+    _, frozen = _jit_pair()
+    x = torch.rand(1, 1, 32, 32)
+    fold_a, fold_b = frozen.list_of_parameters
+    for params in (fold_a, fold_b, fold_a):
+        assert _frozen_logits_match_eager(frozen.network, params, x)
+    assert frozen.network.traces == 2
+    freed = {k: v * 0.5 for k, v in fold_a.items()}  # a dict made after a traced one was dropped
+    assert _frozen_logits_match_eager(frozen.network, freed, x)
+
+
+def test_jit_freeze_traces_again_when_a_folds_dict_is_changed_in_place():
+    import torch
+
+    _, frozen = _jit_pair()
+    x = torch.rand(1, 1, 32, 32)
+    params = frozen.list_of_parameters[0]
+    assert _frozen_logits_match_eager(frozen.network, params, x)
+    params["2.bias"].add_(1.0)  # the same dict and tensor, new values
+    assert _frozen_logits_match_eager(frozen.network, params, x)
+    params["0.weight"] = params["0.weight"] * -1.0  # the same dict, another tensor
+    assert _frozen_logits_match_eager(frozen.network, params, x)
+    assert frozen.network.traces == 1  # the stale traces were dropped, not kept beside the new one
+    partial = {"2.bias": params["2.bias"] * 0.0}
+    with torch.inference_mode():
+        frozen.network.load_state_dict(partial, strict=False)  # the network is no longer one dict's weights
+        assert torch.equal(frozen.network(x), frozen.network.network(x))
+
+
 def test_build_predictor_wraps_the_network_only_when_jit_freeze_is_asked(monkeypatch):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from sarco_nn.predictor import FrozenFolds
 
-    monkeypatch.setattr(nnUNetPredictor, "manual_initialization",
-                        lambda self, network, *a, **k: (setattr(self, "network", network),
-                                                        setattr(self, "configuration_manager",
-                                                                SimpleNamespace(patch_size=[32, 32]))))
+    def initialise(self, network, *a, **k):
+        self.network, self.configuration_manager = network, SimpleNamespace(patch_size=[32, 32])
+
+    monkeypatch.setattr(nnUNetPredictor, "manual_initialization", initialise)
     import torch
 
     for on in (False, True):
@@ -285,6 +331,15 @@ def test_build_predictor_wraps_the_network_only_when_jit_freeze_is_asked(monkeyp
         assert isinstance(predictor.network, FrozenFolds) is on
         assert (predictor.network.network if on else predictor.network) is net
         assert isinstance(net, torch.nn.Module)
+    # nnU-Net's other public initialisation (a trained model folder) wraps too, and a reload gets a new
+    # wrapper around the new network, with none of the old one's traces
+    other = torch.nn.Conv2d(1, 2, 3, padding=1)
+    monkeypatch.setattr(nnUNetPredictor, "initialize_from_trained_model_folder",
+                        lambda self, folder, use_folds, checkpoint_name="checkpoint_final.pth": initialise(self, other))
+    old = predictor.network
+    predictor.initialize_from_trained_model_folder("model", (0,))
+    assert isinstance(predictor.network, FrozenFolds) and predictor.network is not old
+    assert predictor.network.network is other and predictor.network.traces == 0
 
 
 def test_jit_freeze_traces_the_smit_network_to_the_same_logits_and_masks():

@@ -13,9 +13,15 @@ contrast offsets act only strictly inside the window, as they would on the HU be
 
 Transforms work on one sample, image (C, X, Y) and segmentation (1, X, Y) tensors, after nnU-Net's
 spatial transform (the patch is final) and before its intensity transforms. Randomness comes from
-torch's global generator, which the trainer seeds (`seed_everything`), so a seed fixes the stream.
+torch's and NumPy's global generators (batchgeneratorsv2 samples its scalars with NumPy), both seeded
+by the trainer (`seed_everything`), so a seed fixes the stream.
 Labels stay consistent: transforms that remove anatomy (truncation, air) set the labels there to
 background; the others change intensities only.
+
+batchgeneratorsv2 has near-twins of three of them (blur/sharpening, Gaussian noise, low resolution).
+Where its transform does the job it is used: `PartialVolumeTransform` is its
+`SimulateLowResolutionTransform` (its sampling, its upsampling) with one hook changed. Where it cannot,
+the class says exactly what the library's version does not do.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform, ImageOnlyTransform
+from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
@@ -52,8 +59,13 @@ def _in_window(img: torch.Tensor) -> torch.Tensor:
 def _blur(img: torch.Tensor, sigma_px: float) -> torch.Tensor:
     """Gaussian blur over every spatial axis of a (C, ...) tensor, channels apart.
 
-    SciPy's filter (cut at 3 sigma, edges continued): on 2 loaded CPU cores it took 13 ms for a
-    256² patch where batchgeneratorsv2's torch blur took 100 ms, and it runs on every sample.
+    SciPy's filter (cut at 3 sigma, edges continued), not batchgeneratorsv2's `GaussianBlurTransform`:
+    for a 256² patch at sigma 1.2 on one thread SciPy took 0.85 ms and the library 8.0 ms (13 and
+    100 ms on 2 loaded cores). Three transforms here blur (kernel, correlated noise, organ edges),
+    0.8 times per sample on average, and the augmentation runs in the training process
+    (`deterministic_data`): nnU-Net's whole pipeline with these transforms took 8.6 ms per 256²
+    sample (one thread, median of 4 x 60) and 14.8 ms with the library's blur put here. The results
+    agree to 0.002 inside the patch; only the edge padding differs (continued here, mirrored there).
     """
     from scipy.ndimage import gaussian_filter
 
@@ -67,6 +79,13 @@ class KernelTransform(ImageOnlyTransform):
 
     Why: sites reconstruct L3 with soft-tissue kernels of very different sharpness; a sharp kernel
     rings at fat/muscle edges, a smooth one blurs thin wall muscles into the fat around them.
+
+    Not batchgeneratorsv2's `SharpeningTransform`: that adds a 3x3 Laplacian, whose gain grows to
+    1 + 8 x strength at the pixel (Nyquist) frequency, so it mostly amplifies pixel noise, with a
+    fixed 1-pixel overshoot. A CT kernel lifts mid frequencies with a bounded gain; the unsharp mask
+    here does that (gain at most 1 + amount, overshoot about `sigma` pixels wide, as kernels differ).
+    Its clamp is the window's [0, 1], not the patch's own min/max. The smooth branch is what the
+    library's `GaussianBlurTransform` does, run through `_blur` for speed (see there).
     """
 
     def __init__(self, blur_sigma_px: tuple[float, float] = (0.5, 1.5), sharpen_amount: tuple[float, float] = (0.4, 1.5),
@@ -91,6 +110,11 @@ class LowDoseNoiseTransform(ImageOnlyTransform):
 
     Why: noise differs several-fold between protocols; muscle at 40 HU with 40 HU noise overlaps
     fat-infiltrated muscle and organs. Added only inside the window: air stays clean air.
+
+    Not batchgeneratorsv2's `GaussianNoiseTransform` (nnU-Net's pipeline runs it afterwards anyway):
+    that adds white noise to every pixel, so clipped air and bone (0 and 1, which have no HU left to
+    vary) would get texture no scanner gives them, and white noise lacks the pixel-to-pixel
+    correlation of CT noise (`correlation_px`). Its amount is in HU, converted by `sarco_nn.windowing`.
     """
 
     def __init__(self, sigma_hu: tuple[float, float] = (5.0, 40.0), correlation_px: tuple[float, float] = (0.0, 1.0)):
@@ -118,6 +142,8 @@ class ContrastPhaseTransform(BasicTransform):
     The model must tell them apart by place and shape, so non-muscle soft tissue (HU from
     `soft_tissue_hu` up; fat below stays) is shifted by `organ_shift_hu`, down as well as up.
     Intensities only; the labels say which pixels are muscle and are returned unchanged.
+    (batchgeneratorsv2's brightness/contrast transforms scale about the patch mean and know no labels:
+    a scanner's calibration scales HU about water, and the organ shift needs the labels.)
     """
 
     def __init__(self, offset_hu: tuple[float, float] = (-15.0, 15.0), scale: tuple[float, float] = (0.93, 1.07),
@@ -145,27 +171,26 @@ class ContrastPhaseTransform(BasicTransform):
         return data_dict
 
 
-class PartialVolumeTransform(ImageOnlyTransform):
+class PartialVolumeTransform(SimulateLowResolutionTransform):
     """Coarser, possibly non-square pixels and thick-slice partial volume: area-average down, linear up.
 
     Why: sites use 0.5-1 mm pixels (not always square) and 1-5 mm slices; averaging mixes thin
-    muscles and fat planes. nnU-Net's low-resolution transform samples down by nearest neighbour
-    with one factor for all axes; this one averages (partial volume) with a factor per axis.
+    muscles and fat planes. batchgeneratorsv2's `SimulateLowResolutionTransform`, as configured here
+    (a factor per axis, the same for all channels), with its one image hook changed: it samples down
+    by nearest neighbour, which keeps or drops a 1-pixel fat plane whole (aliasing), where a coarse
+    pixel averages it with its neighbours (partial volume); so down here is an area average.
     """
 
     def __init__(self, factor: tuple[float, float] = (0.35, 0.8)):
-        super().__init__()
-        self.factor = factor
-
-    def get_parameters(self, image: torch.Tensor, **data_dict) -> dict:
-        return {"factors": [_uniform(*self.factor) for _ in image.shape[1:]]}
+        super().__init__(scale=factor, synchronize_channels=True, synchronize_axes=False, ignore_axes=None)
 
     def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
         shape = img.shape[1:]
-        small = [max(1, round(n * f)) for n, f in zip(shape, params["factors"])]
-        down = F.interpolate(img[None].float(), size=small, mode="area")
-        mode = "bilinear" if len(shape) == 2 else "trilinear"
-        return F.interpolate(down, size=list(shape), mode=mode, align_corners=False)[0].to(img.dtype)
+        for c, scales in zip(params["apply_to_channel"], params["scales"]):
+            small = [max(1, round(n * float(f))) for n, f in zip(shape, scales)]
+            down = F.interpolate(img[c][None, None].float(), size=small, mode="area")
+            img[c] = F.interpolate(down, size=list(shape), mode=self.upmodes[len(shape)])[0, 0].to(img.dtype)
+        return img
 
 
 def _fov_outside(shape: tuple[int, ...], params: dict) -> torch.Tensor:
