@@ -323,6 +323,22 @@ def markdown_table(profile_name: str, rows: list[dict], paired: list[dict], pret
     return "\n".join(lines) + "\n"
 
 
+def probe_table(results_dir: Path) -> str:
+    """The --probe diagnoses: does each recipe's distillation leave ln(out_dim), the loss of a uniform teacher?"""
+    probes = [json.loads(p.read_text()) for p in sorted((Path(results_dir) / "probes").glob("*.json"))]
+    if not probes:
+        return ""
+    lines = ["", "Distillation probes (short pretraining, the full arm's warm-ups; loss at epoch 1 → epoch 2 → last; "
+             "uniform = ln out_dim, the cross-entropy a uniform teacher gives):", "",
+             "| recipe | epochs | image-level | patch-level | uniform | reconstruction L1 |", "|---|---|---|---|---|---|"]
+    for p in probes:
+        h = p["history"]
+        trace = lambda t: " → ".join(f"{h[i][t]:.3f}" for i in dict.fromkeys((0, min(1, len(h) - 1), len(h) - 1)))  # noqa: E731
+        lines.append(f"| {p['recipe']} | {p['epochs']} | {trace('cls')} | {trace('patch')} | {p['uniform_cls']:.3f} | "
+                     f"{trace('rec')} |")
+    return "\n".join(lines) + "\n"
+
+
 def report(results_dir: Path, profile_name: str) -> str:
     """Print and write table.md (and summary.json) from whatever arms have finished."""
     results_dir = Path(results_dir)
@@ -331,7 +347,7 @@ def report(results_dir: Path, profile_name: str) -> str:
     pre_dir = RESULTS / source if source else results_dir  # a fine-tuning-only profile: its source's encoders
     pretrain = [json.loads(p.read_text()) for p in sorted((pre_dir / "arms").glob("pretrain-*.json"))]
     rows, paired = summarize(records)
-    text = markdown_table(profile_name, rows, paired, pretrain)
+    text = markdown_table(profile_name, rows, paired, pretrain) + probe_table(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "table.md").write_text(text)
     (results_dir / "summary.json").write_text(json.dumps({"rows": rows, "paired": paired}, indent=2, default=str) + "\n")

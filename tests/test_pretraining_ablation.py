@@ -293,6 +293,8 @@ def test_probe_records_losses_against_the_uniform_value_and_is_not_rerun(abl, tm
     assert rec["uniform_cls"] == pytest.approx(math.log(1024)) and rec["history"][-1]["cls"] == pytest.approx(6.6)
     assert json.loads((tmp_path / "res" / "probes" / "small_heads-e3.json").read_text())["epochs"] == 3
     assert abl.run_probe(ctx, abl.RECIPES["small_heads"], 3)["epochs"] == 3 and len(calls) == 1
+    table = abl.probe_table(tmp_path / "res")
+    assert "| small_heads | 3 | 6.800 → 6.700 → 6.600 | 6.930 → 6.930 → 6.930 | 6.931 |" in table
 
 
 def test_a_labeled_workspace_planned_for_another_budget_is_replanned(abl, tmp_path, monkeypatch):
