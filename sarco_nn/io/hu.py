@@ -45,6 +45,6 @@ def check_ct_intensities(image: sitk.Image, path: Path | str) -> None:
             path, "give the CT in HU, not a windowed, normalised or MR image")
     if array.min() >= _EIGHT_BIT_RANGE[0] and array.max() <= _EIGHT_BIT_RANGE[1]:
         raise NotCTError(
-            f"every value lies in {array.min():.0f}..{array.max():.0f}, an 8-bit range, with no air near -1000 HU "
-            "and no dense bone: the CT was stored as 8-bit integers (HU clipped or wrapped), not in Hounsfield units",
-            path, "re-export the CT as 16-bit integers (or float) in HU")
+            f"every value lies in {array.min():.0f}..{array.max():.0f} (an 8-bit range): no air near -1000 HU and "
+            "no bone, so this is not a CT in Hounsfield units (stored as 8-bit integers, HU clipped or wrapped, or "
+            "windowed?)", path, "re-export the CT in HU as 16-bit integers or float, not 8-bit or windowed")
