@@ -90,11 +90,14 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
     remap = {}
     try:
         muscle_value, allowed_values = _read_label_map(drop_dir / "labels.json")
-        if keep_tissues:
-            remap = _tissue_remap(drop_dir / "labels.json")
     except InputError as error:
         problems.append(str(error))
         muscle_value, allowed_values = MUSCLE_LABEL, {0, MUSCLE_LABEL}
+    else:
+        try:  # a name it cannot keep is one problem; the values labels.json declares stay declared
+            remap = _tissue_remap(drop_dir / "labels.json") if keep_tissues else {}
+        except InputError as error:
+            problems.append(str(error))
     clinical = _read_clinical(drop_dir / "clinical.csv", cases, problems, notes)
 
     raw_root.mkdir(parents=True, exist_ok=True)

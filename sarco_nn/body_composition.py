@@ -308,10 +308,13 @@ def measure_composition_image(
     *,
     mask_name: str | None = None,
     ct_name: str | None = None,
+    attenuation_gate: tuple[float, float] = MUSCLE_HU_GATE,
 ) -> list[BodyComposition]:
     """Body composition of a 2-D mask, one given stored slice, or every slice holding a tissue label.
 
     Slice choice and orientation are exactly `measure.measure_image`'s (same `axial_stack`).
+    attenuation_gate: the HU range the mean muscle attenuation is taken within (a myosteatosis set's
+    `hu_gate`; its cut-offs assume it).
     """
     labels = dict(TISSUE_LABELS if labels is None else labels)
     stack = axial_stack(mask, mask_name)
@@ -335,7 +338,7 @@ def measure_composition_image(
     return [
         measure_composition_slice(stack.array[z], stack.spacing_yx_mm,
                                   None if ct_stack is None else ct_stack.array[z], labels, convention, level,
-                                  height_m, derive_imat, stack.stored_indices[z])
+                                  height_m, derive_imat, stack.stored_indices[z], attenuation_gate)
         for z in chosen
     ]
 
@@ -362,7 +365,8 @@ def myosteatosis_flag(comp: BodyComposition, ts: ThresholdSet, sex: str | None,
     gate = ts.hu_gate or MUSCLE_HU_GATE
     if tuple(map(float, gate)) != tuple(comp.attenuation_gate):
         raise SarcoError(f"muscle attenuation was measured within {_gate_text(comp.attenuation_gate)} HU but "
-                         f"{ts.name} assumes {_gate_text(gate)} HU", fix="measure with the set's gate.")
+                         f"{ts.name} assumes {_gate_text(gate)} HU",
+                         fix="measure with attenuation_gate set to the set's hu_gate (sarco measure does so).")
     if comp.muscle_attenuation is None:
         return None, "no muscle attenuation (needs the CT and muscle pixels within the gate)"
     why = ts.why_undecidable(sex, None, None, bmi)

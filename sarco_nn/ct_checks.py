@@ -17,7 +17,8 @@ What is checked, and why each bound is where it is:
   (3 mm CT, 128² phantoms at 2-4 mm) pass. There is no lower bound: the toy slices the tests build
   have a 1-4 cm "body", so a spacing too small by a large factor is not caught here.
 - **the values are a CT's**: values in the plausible HU range with air or fat present
-  (`sarco_nn.io.hu.check_ct_intensities`: a [0, 1]-normalised, windowed or MR image fails), soft
+  (`sarco_nn.io.hu.check_ct_intensities`: a [0, 1]-normalised, windowed or MR image fails, and so
+  does a CT stored as 8-bit integers, whose values all lie in -128..255: no air, no bone), soft
   tissue (-29..150 HU) in the body, and bone (>= 200 HU: the vertebra of an L3 slice).
 - **header facts** (`file_reasons`): a NIfTI whose qform and sform disagree (the rule: the
   geometry SimpleITK takes is used and the row says so), a DICOM series without rescale tags whose

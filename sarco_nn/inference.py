@@ -685,7 +685,7 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
         "sma_cm2": _fmt(measurement.sma_cm2), "smi_cm2_m2": _fmt(smi_value),
         "muscle_hu_mean": _fmt(measurement.muscle_hu_mean, 1),
         "hu_gate": f"{gate[0]:g}..{gate[1]:g}" if gate else "off",
-        "sex": sex or "", "height_m": _fmt(height), "threshold": threshold_set.describe(sex, bmi),
+        "sex": sex or "", "height_m": _fmt(height, 3), "threshold": threshold_set.describe(sex, bmi),
         "sarcopenic": _fmt(flag) if flag is not None else FLAG_UNKNOWN,
         "slice_index": _fmt(source.stored_index), "z_mm": _fmt(source.z_mm),
         "spacing_y_mm": _fmt(spacing_yx[0], 4), "spacing_x_mm": _fmt(spacing_yx[1], 4),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from sarco_nn.constants import DEFAULT_LEVEL
 from sarco_nn.status import Reason, Status
 
 __all__ = ["SMA_FLOOR_CM2", "SMA_CEILING_CM2", "mask_reasons", "labels_in", "unknown_label_reason"]
@@ -39,7 +40,8 @@ SMA_CEILING_CM2: float = 500.0
 
 def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
                  labels_present: Iterable[int] | None = None, what: str = "mask",
-                 floor_cm2: float = SMA_FLOOR_CM2, ceiling_cm2: float = SMA_CEILING_CM2) -> list[Reason]:
+                 floor_cm2: float = SMA_FLOOR_CM2, ceiling_cm2: float = SMA_CEILING_CM2,
+                 level: str | None = None) -> list[Reason]:
     """Reasons (status `review`, each blocking the flag) why `measurement` is not a patient's SMA.
 
     measurement: a `sarco_nn.measure.Measurement` (its `n_pixels`, `sma_cm2`).
@@ -47,8 +49,10 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
     label: the muscle value looked for; labels_present: the values the mask file holds (all its
       slices), to tell "muscle saved under another value" from "nothing segmented".
     what: "mask", "prediction" or "reference", named in the messages.
+    level: the vertebral level measured (None: L3), named in the messages.
     Returns [] for a plausible mask.
     """
+    level = level or DEFAULT_LEVEL
     values = None if labels_present is None else sorted({int(v) for v in labels_present})
     if values is not None and label not in values:
         others = [v for v in values if v != 0]
@@ -64,13 +68,13 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
         pixel_mm2 = float(spacing_yx_mm[0]) * float(spacing_yx_mm[1])
         return [Reason("sma_below_floor",
                        f"{what} SMA {measurement.sma_cm2:.2f} cm² ({measurement.n_pixels} pixels of {pixel_mm2:.3g} mm²) "
-                       f"is below the physiological floor of {floor_cm2:g} cm² for an adult at L3: a failed or "
-                       "partial segmentation, or not an L3 slice; review the mask", Status.REVIEW, True)]
+                       f"is below the physiological floor of {floor_cm2:g} cm² for an adult at {level}: a failed or "
+                       f"partial segmentation, or the slice is not at {level}; review the mask", Status.REVIEW, True)]
     if measurement.sma_cm2 > ceiling_cm2:
         pixel_mm2 = float(spacing_yx_mm[0]) * float(spacing_yx_mm[1])
         return [Reason("sma_above_ceiling",
                        f"{what} SMA {measurement.sma_cm2:.2f} cm² ({measurement.n_pixels} pixels of {pixel_mm2:.3g} mm²) "
-                       f"is above the physiological ceiling of {ceiling_cm2:g} cm² for a person at L3: a wrong pixel "
+                       f"is above the physiological ceiling of {ceiling_cm2:g} cm² for a person at {level}: a wrong pixel "
                        "spacing in the header, a wrong label or a mask of the whole body; review the mask and the "
                        "spacing", Status.REVIEW, True)]
     return []

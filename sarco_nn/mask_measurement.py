@@ -105,7 +105,7 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     for m in results:
         verdict = Verdict()
         verdict.extend(input_reasons)
-        verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present))
+        verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present, level=level))
         smi_value = smi(m.sma_cm2, height)
         at_level = ts.applies_at(level)
         flag = (ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi, height_m=height)
@@ -307,7 +307,8 @@ def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str
     bmi = exact_bmi(height, weight)
     for o in objects:
         comp = measure_composition_image(mask_img, ct_img, labels, convention, level, height, o["slice_index"],
-                                         mask_name=mask_name, ct_name=ct_name)[0]
+                                         mask_name=mask_name, ct_name=ct_name,
+                                         attenuation_gate=myo_set.hu_gate or MUSCLE_HU_GATE)[0]
         withheld = o["status"] == "failed" or bool(o["reasons"])  # every measure reason blocks a flag
         row = result_columns(comp, myo_set, sex_code, bmi, withheld=withheld, unknown=FLAG_UNKNOWN,
                              digits={"area": 4, "hu": 2})

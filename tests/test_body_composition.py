@@ -506,7 +506,9 @@ def test_implausible_mask_withholds_myosteatosis_too(tmp_path):
     mask = np.zeros((20, 20), np.uint8)
     mask[:10] = 1
     mask[10:] = 4
+    mask[19, 19] = 0
     ct = np.where(mask == 1, 20, -100).astype(np.int16)  # 20 HU: would be "low" under Martin
+    ct[19, 19] = 700  # a vertebra pixel: values all within -128..255 (no air, no bone) are not a CT in HU
     res = CliRunner().invoke(_cli(), [str(_write(mask, tmp_path / "m.nii.gz")), "--image",
                                       str(_write(ct, tmp_path / "c.nii.gz")), "--sex", "M", "--height", "1.8",
                                       "--weight", "70", "--json"])

@@ -133,7 +133,7 @@ def test_rerun_with_a_corrected_clinical_csv_recomputes_the_patient_facts(tiny_m
     with open(out / "results.csv", newline="", encoding="utf-8") as handle:
         row = {r["case_id"]: r for r in csv.DictReader(handle)}[first]
     assert row["status"] != "failed", row["reasons"]
-    assert (row["sex"], row["height_m"]) == ("F", "1.62") and row["smi_cm2_m2"] != ""
+    assert (row["sex"], float(row["height_m"])) == ("F", 1.62) and row["smi_cm2_m2"] != ""
 
 
 def test_a_ten_mm_pixel_slice_is_refused_naming_its_file(tmp_path):

@@ -47,6 +47,7 @@ from sarco_nn.image_io import IMAGE_SUFFIXES as READABLE_SUFFIXES
 from sarco_nn.image_io import check_same_grid, read_image, read_label_image
 from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.mask_checks import SMA_FLOOR_CM2, labels_in, mask_reasons, unknown_label_reason
+from sarco_nn.mask_measurement import mask_file_reasons
 from sarco_nn.measure import axial_stack, measure_slice, smi
 from sarco_nn.status import FLAG_UNKNOWN, Reason, Status, Verdict
 from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, ThresholdSet, get_threshold_set
@@ -253,6 +254,7 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
              else {ref_label, *(v for k, v in TISSUE_LABELS.items() if k != "muscle")})
     foreign = unknown_label_reason(ref_values, known, declared=bool(ref_tissue_labels), what="reference")
     ref_reasons += [foreign] if foreign else []  # a multi-organ map is no muscle truth (its 1 may be the spleen)
+    ref_reasons += mask_file_reasons(case.reference)  # qform/sform disagree: its area depends on the reader
     pred_reasons = mask_reasons(m_pred, spacing, label=pred_label, labels_present=pred_values, what="prediction")
     in_statistics = m_ref.n_pixels > 0
     verdict = Verdict()

@@ -112,6 +112,12 @@ def _check_dicom_header(item: _DicomFile, where: Path) -> None:
         raise InputError(f"PhotometricInterpretation MONOCHROME1 (inverted grey scale) in {name}: not a CT "
                          "stored in Hounsfield units", where,
                          "re-export the original CT series (MONOCHROME2) from PACS, not a display copy")
+    slope = header.get("RescaleSlope")
+    if slope not in (None, "") and not (math.isfinite(float(slope)) and float(slope) != 0):
+        # GDCM reads slope 0 as 1 and gives the stored values as HU; DICOM has no "no scaling" meaning for 0
+        raise InputError(f"RescaleSlope {float(slope):g} in {name} is invalid (HU = stored value x slope + intercept: a "
+                         "slope of 0 makes every voxel the intercept)", where,
+                         "re-export the series from PACS with its original RescaleSlope (1 for most CT)")
     frames = int(header.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise InputError(f"multi-frame (enhanced) DICOM with {frames} frames ({name}) is not supported", where,

@@ -69,6 +69,8 @@ def read_image(path: Path | str) -> sitk.Image:
 def read_label_image(path: Path | str) -> sitk.Image:
     """Read a label mask (any SimpleITK file format) as a uint16 image of non-negative integers."""
     path = Path(path)
+    if not path.exists():
+        raise InputError("no such file", path, "check the path of the mask")
     if not path.is_file():
         raise InputError("mask must be one image file", path, "give the mask as a NIfTI/MHA/NRRD file")
     problem = _header_spacing_problem(path)

@@ -117,8 +117,32 @@ def _header_spacing_problem(path: Path) -> str | None:
                 return "no voxel spacing in the NRRD header ('space directions' or 'spacings')"
             if name.endswith((".mha", ".mhd")) and not keys & {"elementspacing", "elementsize"}:
                 return "no ElementSpacing in the MetaImage header"
+            if name.endswith((".mha", ".mhd")):
+                return _meta_spacing_problem(head)
     except (OSError, EOFError, ValueError):
         return None  # unreadable: SimpleITK's reader gives the error
+    return None
+
+
+def _meta_spacing_problem(head: str) -> str | None:
+    """A MetaImage ElementSpacing (ElementSize where it has none, as ITK reads it) of zero, negative or
+    non-numbers: read as "cannot read this image file", which names no cause. `head`: the header text,
+    lower-cased; the pixel data follows the ElementDataFile line."""
+    fields: dict[str, str] = {}
+    for line in head.splitlines():
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if key == "elementdatafile":
+            break
+        if sep:
+            fields[key] = value
+    key = "elementspacing" if "elementspacing" in fields else "elementsize"
+    try:
+        numbers = [float(v) for v in fields.get(key, "").split()]
+    except ValueError:
+        numbers = []
+    if not numbers or not all(math.isfinite(v) and v > 0 for v in numbers):
+        shown = {"elementspacing": "ElementSpacing", "elementsize": "ElementSize"}[key]
+        return f"missing or zero voxel spacing in the MetaImage header ({shown} = {fields.get(key, '')})"
     return None
 
 

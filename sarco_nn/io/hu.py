@@ -15,6 +15,11 @@ from sarco_nn.errors import InputError, NotCTError
 #: (MR, an image scaled to [0, 1] or an 8-bit screenshot).
 _AIR_OR_FAT_HU: float = -100.0
 
+#: The values an 8-bit integer image can hold (int8 -128..127, uint8 0..255). A CT in HU needs air
+#: (near -1000) and bone (hundreds of HU); stored in 8 bits both are clipped or wrapped, and an image
+#: whose every value lies in this range holds neither: it is refused, whatever its header says.
+_EIGHT_BIT_RANGE: tuple[float, float] = (-128.0, 255.0)
+
 
 def check_ct_intensities(image: sitk.Image, path: Path | str) -> None:
     """Refuse images whose values cannot be CT in HU (MR, rescaled or windowed images).
@@ -38,3 +43,8 @@ def check_ct_intensities(image: sitk.Image, path: Path | str) -> None:
         raise NotCTError(
             f"no voxel below {_AIR_OR_FAT_HU:.0f} HU (no air or fat): this is not a CT in Hounsfield units",
             path, "give the CT in HU, not a windowed, normalised or MR image")
+    if array.min() >= _EIGHT_BIT_RANGE[0] and array.max() <= _EIGHT_BIT_RANGE[1]:
+        raise NotCTError(
+            f"every value lies in {array.min():.0f}..{array.max():.0f} (an 8-bit range): no air near -1000 HU and "
+            "no bone, so this is not a CT in Hounsfield units (stored as 8-bit integers, HU clipped or wrapped, or "
+            "windowed?)", path, "re-export the CT in HU as 16-bit integers or float, not 8-bit or windowed")
