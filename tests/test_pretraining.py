@@ -317,3 +317,20 @@ def test_a_presets_pretraining_section_fills_only_what_the_user_left_out(tmp_pat
 
 class SimpleResult:
     stopped_early, steps_done, epochs_done, encoder = False, 0, 0, Path("e.pt")
+
+
+def test_the_cpu_preset_pretrains_with_masked_image_modelling_only(tmp_path, monkeypatch):
+    """`sarco pretrain -p cpu` uses the recipe the CPU ablation kept (both distillation weights 0);
+    the default preset keeps the official SMIT losses; a typed weight still wins."""
+    import sarco_nn.pretraining.trainer as trainer_module
+    from sarco_nn import api
+
+    seen = []
+    monkeypatch.setattr(trainer_module, "run_pretraining", lambda data, out, cfg, **kw: seen.append(cfg))
+    api.pretrain(tmp_path, preset="cpu")
+    assert (seen[-1].cls_weight, seen[-1].patch_weight, seen[-1].rec_weight) == (0.0, 0.0, 1.0)
+    assert not seen[-1].distills
+    api.pretrain(tmp_path, preset="default")
+    assert (seen[-1].cls_weight, seen[-1].patch_weight) == (PretrainConfig().cls_weight, PretrainConfig().patch_weight)
+    api.pretrain(tmp_path, preset="cpu", settings={"cls_weight": 0.1})
+    assert (seen[-1].cls_weight, seen[-1].patch_weight) == (0.1, 0.0)
