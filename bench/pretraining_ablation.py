@@ -628,12 +628,26 @@ def restore_encoder(ctx: Context, pre: Arm, pre_rec: dict[str, Any]) -> Path:
     print(f"    {pre.id}: its encoder {pre_rec['encoder']} is gone; rerunning the pretraining to restore it", flush=True)
     home = Path(pre_rec["encoder"]).parent.parent  # back where the record says, so every later arm finds it
     record = run_pretrain_arm(replace(ctx, work=home), pre)
-    if record["encoder_sha256"] != pre_rec["encoder_sha256"]:
+    if record["encoder_sha256"] == pre_rec["encoder_sha256"]:
+        print(f"    {pre.id}: restored, bit-identical (SHA-256 {record['encoder_sha256'][:12]})", flush=True)
+    elif _same_history(record.get("history"), pre_rec.get("history")):
+        # encoders written before export_encoder serialised in memory hash by their temporary file name
+        print(f"    {pre.id}: restored; every epoch's losses equal the record's (its file was written under a "
+              "temporary name, so its SHA-256 cannot match)", flush=True)
+    else:
         raise SystemExit(f"{pre.id}: the rerun gave another encoder (SHA-256 {record['encoder_sha256'][:12]} instead of "
-                         f"{pre_rec['encoder_sha256'][:12]}), so the finished arms of that recipe cannot be extended: "
-                         f"delete {arm_path(ctx.pretrained, pre)} and its fine-tuning arms' JSONs and rerun them")
-    print(f"    {pre.id}: restored, bit-identical (SHA-256 {record['encoder_sha256'][:12]})", flush=True)
+                         f"{pre_rec['encoder_sha256'][:12]}, other losses), so the finished arms of that recipe cannot "
+                         f"be extended: delete {arm_path(ctx.pretrained, pre)} and its fine-tuning arms' JSONs and "
+                         "rerun them")
     return Path(record["encoder"])
+
+
+def _same_history(a: Any, b: Any) -> bool:
+    """Per-epoch losses equal to every recorded digit (records may hold the list or its repr)."""
+    import ast
+
+    a, b = (ast.literal_eval(h) if isinstance(h, str) else h for h in (a, b))
+    return bool(a) and a == b
 
 
 def _labeled_workspace(ctx: Context, n: int, seed: int) -> Path:

@@ -157,6 +157,12 @@ def test_export_then_load_round_trip_is_exact(tmp_path):
     data = json.loads(out.read_text())
     assert data["fraction_matched"] == 1.0 and data["source"].endswith("encoder.pt") and len(data["matched"]) == data["total"]
     assert not list((tmp_path / "fold_0").glob("*.tmp"))
+    # the same weights exported twice, under other names, are the same bytes: the file's SHA-256
+    # (cards, load reports, the ablation's restore check) identifies the weights
+    again = tmp_path / "elsewhere" / "copy.pt"
+    again.parent.mkdir()
+    export_encoder(a, again, dims=2)
+    assert again.read_bytes() == path.read_bytes()
 
 
 def test_nnunet_checkpoint_of_a_trained_smit_network_loads(tmp_path):

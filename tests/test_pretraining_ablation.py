@@ -269,6 +269,14 @@ def test_a_lost_encoder_is_restored_only_if_bit_identical(abl, tmp_path, monkeyp
     assert homes == [tmp_path / "cpu_work"]  # restored where the record points, not into this profile's work
     with pytest.raises(SystemExit, match="another encoder.*delete"):
         abl.restore_encoder(ctx, pre, {"encoder": "/gone/encoder.pt", "encoder_sha256": "cd" * 32})
+    # an old record (file hashed under its temporary name): the same losses at every epoch restore it
+    hist = [{"epoch": 1, "rec": 0.29}, {"epoch": 2, "rec": 0.21}]
+    monkeypatch.setattr(abl, "run_pretrain_arm", lambda c, a: {"encoder_sha256": "ef" * 32, "history": hist,
+                                                                "encoder": str(c.work / a.id / "encoder.pt")})
+    old = {"encoder": str(recorded), "encoder_sha256": "cd" * 32, "history": str(hist)}  # stored as its repr
+    assert abl.restore_encoder(ctx, pre, old) == recorded
+    with pytest.raises(SystemExit, match="other losses"):
+        abl.restore_encoder(ctx, pre, {**old, "history": str(hist[:1])})
 
 
 def test_probe_records_losses_against_the_uniform_value_and_is_not_rerun(abl, tmp_path, monkeypatch):

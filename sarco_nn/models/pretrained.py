@@ -41,6 +41,7 @@ the loaded network computes the same function on the reoriented image (tested ex
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sarco_nn.atomic import atomic_path, write_json_atomic
+from sarco_nn.atomic import write_bytes_atomic, write_json_atomic
 from sarco_nn.constants import CANONICAL_ORIENTATION
 from sarco_nn.hashing import sha256_file
 from sarco_nn.errors import InputError, SarcoError
@@ -475,7 +476,11 @@ def load_pretrained_encoder(network: nn.Module, path: Path, min_fraction: float 
 
 
 def export_encoder(network: nn.Module, path: Path, dims: int) -> None:
-    """Write the encoder in the sarco format (official key names, config, dims, axes); atomic."""
+    """Write the encoder in the sarco format (official key names, config, dims, axes); atomic.
+
+    Serialised in memory first: torch.save names its zip records after the file it writes, so
+    saving to a temporary name would make the same weights hash differently; this way the file's
+    SHA-256 (recorded in cards and load reports) identifies the weights."""
     encoder = _encoder_of(network)
     if dims != encoder.spatial_dims:
         raise ValueError(f"dims={dims} but the encoder is {encoder.spatial_dims}D")
@@ -486,8 +491,9 @@ def export_encoder(network: nn.Module, path: Path, dims: int) -> None:
         "dims": int(dims),
         "axes": network_axes(dims),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def config_from_checkpoint(path: Path) -> SMITConfig | None:
