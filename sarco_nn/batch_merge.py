@@ -78,6 +78,10 @@ def _read_part(part_dir: Path, run_file: str, columns: list[str], key_column: st
 
 def _check_output(out_dir: Path, part_dirs: list[Path], run_file: str) -> None:
     for part_dir in part_dirs:
+        if lies_inside(part_dir, out_dir) and lies_inside(out_dir, part_dir) and not (part_dir / run_file).exists():
+            raise SarcoError("the -o folder is also given as a part folder (a shell pattern such as out/* "
+                             "includes an earlier merge's folder)", out_dir,
+                             "list the part folders only, e.g. out/part{0..7}, and give -o a folder of its own")
         if lies_inside(out_dir, part_dir):
             raise SarcoError(f"the merged output would lie inside the part folder {part_dir}", out_dir,
                              "give predict-merge a new -o folder beside the part folders (e.g. out/all)")

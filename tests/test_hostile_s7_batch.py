@@ -105,6 +105,9 @@ def test_merge_into_a_part_folder_or_another_predict_output_is_refused(tmp_path)
     with pytest.raises(SarcoError, match=r"a `sarco predict` output folder"):
         _merge([p0, p1], other)
     assert not (p1 / RESULTS_FILE).exists() and not (p1 / "masks" / RESULTS_FILE).exists()
+    (tmp_path / "all").mkdir()  # an earlier merge's folder, caught by `predict-merge out/* -o out/all`
+    with pytest.raises(SarcoError, match="also given as a part folder"):
+        _merge([tmp_path / "all", p0, p1], tmp_path / "all")
 
 
 def test_parts_that_listed_different_inputs_are_an_incomplete_batch(tmp_path):
