@@ -338,25 +338,44 @@ def _failed_reasons(results_csv: Path, inputs: Path) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class MergeResult:
-    """The merged table of a batch predicted in parts (`predict_merge`)."""
+    """The merged table of a batch predicted in parts (`predict_merge`).
+
+    Attributes:
+        results_csv: the merged results.csv.
+        n_rows: its rows (with ``allow_incomplete``, the missing scans' ``not_predicted`` rows too).
+        n_parts: parts merged.
+        missing: part index → case ids that part has not finished (empty for a complete batch).
+        warnings: one line each for what the merge could not vouch for (an incomplete batch, a part
+            whose run file records no inputs).
+    """
 
     results_csv: Path
     n_rows: int
     n_parts: int
+    missing: dict[int, list[str]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def n_missing(self) -> int:
+        return sum(len(v) for v in self.missing.values())
 
 
-def predict_merge(parts: Sequence[PathLike], *, output: PathLike) -> MergeResult:
+def predict_merge(parts: Sequence[PathLike], *, output: PathLike, allow_incomplete: bool = False) -> MergeResult:
     """Merge the results.csv of the parts of one batch (``predict`` with ``part``/``parts``) into one.
 
     The masks stay in the part folders; the merged table points at them, and review.html covers
-    the whole batch.
+    the whole batch. Each part's run file records its inputs: a part that has not finished every
+    one (killed, or still running) makes the batch incomplete, refused naming the part and its
+    missing cases.
 
     Args:
         parts: the output folders of every part of the batch.
-        output: folder for the merged results.csv and review.html.
+        output: folder for the merged results.csv and review.html (not a part folder).
+        allow_incomplete: merge an incomplete batch anyway; each missing scan gets a ``failed`` row
+            (reason ``not_predicted``) and `MergeResult.missing` names them.
 
     Returns:
-        `MergeResult` (results_csv, n_rows, n_parts).
+        `MergeResult` (results_csv, n_rows, n_parts, missing, warnings).
 
     Example:
         >>> predict_merge(["out/part0", "out/part1"], output="out/all").n_rows  # doctest: +SKIP
@@ -364,8 +383,9 @@ def predict_merge(parts: Sequence[PathLike], *, output: PathLike) -> MergeResult
     """
     from sarco_nn.inference import merge_predictions
 
-    results, n_rows, n_parts = merge_predictions([Path(p) for p in parts], Path(output))
-    return MergeResult(Path(results), int(n_rows), int(n_parts))
+    merged = merge_predictions([Path(p) for p in parts], Path(output), allow_incomplete=allow_incomplete)
+    return MergeResult(Path(merged.path), int(merged.n_rows), int(merged.n_parts),
+                       {int(k): list(v) for k, v in merged.missing.items()}, tuple(merged.warnings))
 
 
 # ------------------------------------------------------------------------------------ measure

@@ -14,7 +14,8 @@ Why each piece exists (issues #14 and #16):
   into results.csv (atomic replace) at the end of a run and at the start of a resume.
 - **Parts**: ``--part I --parts N`` takes the inputs whose stable hash of the path relative to
   the input folder falls in part I, so N cluster jobs (or GPUs) split one batch without talking to
-  each other, each with its own output folder and resume; `merge_parts` joins their results.csv.
+  each other, each with its own output folder and resume; `batch_merge.merge_parts` joins their
+  results.csv; each run file records its inputs (`inputs_record`), so merge names a part that lacks cases.
 - **Output location**: -o inside an input folder, a reference folder or the workspace's nnUNet_*
   folders would change the inputs (a rerun reads `results/` as a scan) or break nnU-Net.
 - **What a row was computed from**: every row carries `computed_from` (`row_fingerprint`): a digest of
@@ -31,7 +32,6 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,7 +41,7 @@ from sarco_nn.errors import SarcoError
 __all__ = [
     "JOURNAL_FILE", "RESULTS_FILE", "FINGERPRINT_COLUMN", "MISSING", "file_identity", "normalised_settings",
     "settings_digest", "changed_settings", "row_fingerprint", "fingerprint_changes", "part_of", "Journal", "read_results", "write_results",
-    "fold_journal", "check_output_location", "merge_parts",
+    "fold_journal", "part_rows", "lies_inside", "check_output_location", "INPUTS_RECORD", "inputs_record", "run_settings_in",
 ]
 
 JOURNAL_FILE = "journal.jsonl"
@@ -261,24 +261,32 @@ def write_results(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]
     write_text_atomic(path, buffer.getvalue())
 
 
+def part_rows(out_dir: Path, columns: list[str], key_column: str) -> dict[str, dict[str, str]]:
+    """The rows of a predict output folder, results.csv and journal together, as text (as a fold
+    would write them), without writing anything: merge reads a part that may still be running."""
+    out_dir = Path(out_dir)
+    rows = read_results(out_dir / RESULTS_FILE, key_column)
+    for key, row in Journal(out_dir / JOURNAL_FILE).entries().items():
+        rows[key] = {c: "" if row.get(c) is None else str(row.get(c)) for c in columns}  # as read back
+    return rows
+
+
 def fold_journal(out_dir: Path, columns: list[str], key_column: str) -> dict[str, dict[str, str]]:
     """results.csv + journal → results.csv (atomically), then the journal is emptied. Idempotent:
     killed between the two steps, the next fold writes the same rows again."""
     out_dir = Path(out_dir)
     journal = Journal(out_dir / JOURNAL_FILE)
-    rows = read_results(out_dir / RESULTS_FILE, key_column)
-    entries = journal.entries()
-    if not entries and (out_dir / RESULTS_FILE).exists():
-        return rows
-    for key, row in entries.items():
-        rows[key] = {c: "" if row.get(c) is None else str(row.get(c)) for c in columns}  # as read back
+    if not journal.entries() and (out_dir / RESULTS_FILE).exists():
+        return read_results(out_dir / RESULTS_FILE, key_column)
+    rows = part_rows(out_dir, columns, key_column)
     write_results(out_dir / RESULTS_FILE, columns, sorted(rows.values(), key=lambda r: (r.get("case_id", ""),
                                                                                         r.get(key_column, ""))))
     journal.clear()
     return rows
 
 
-def _inside(child: Path, parent: Path) -> bool:
+def lies_inside(child: Path, parent: Path) -> bool:
+    """True when `child` is `parent` or lies below it (after resolving links)."""
     try:
         child.resolve().relative_to(parent.resolve())
         return True
@@ -295,69 +303,28 @@ def check_output_location(out_dir: Path, inputs: Iterable[Path] = (), references
     for kind, folders in (("input", inputs), ("reference", references)):
         for folder in folders:
             folder = Path(folder)
-            if folder.is_dir() and _inside(out_dir, folder):
+            if folder.is_dir() and lies_inside(out_dir, folder):
                 raise SarcoError(f"output folder lies inside the {kind} folder {folder}", out_dir, fix)
     if workspace_root is not None and Path(workspace_root).is_dir():
         for sub in Path(workspace_root).glob("nnUNet_*"):
-            if _inside(out_dir, sub):
+            if lies_inside(out_dir, sub):
                 raise SarcoError(f"output folder lies inside the workspace's {sub.name}", out_dir, fix)
 
 
-@dataclass(frozen=True)
-class MergeResult:
-    path: Path
-    n_rows: int
-    n_parts: int
+#: Key of the run file that records what a predict run was given. Not a setting: a rerun never
+#: compares it (adding scans to the input folder is a resume, not other settings).
+INPUTS_RECORD = "inputs"
 
 
-def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_column: str,
-                run_file: str, path_columns: tuple[str, ...]) -> MergeResult:
-    """Join the results.csv of `sarco predict --part I --parts N` runs into out_dir/results.csv.
+def inputs_record(folder: str, listed: Iterable[str], cases: dict[str, str]) -> dict[str, Any]:
+    """What one predict run (one part) was given, so `predict-merge` can tell a finished part from
+    an interrupted one: the -i folder, how many inputs it listed (and a digest of their relative
+    names, to see parts that listed different folders), and this run's own inputs, key → case id."""
+    listed = sorted(listed)
+    return {"folder": folder, "n_listed": len(listed), "listing": _digest(listed, 16),
+            "cases": dict(sorted(cases.items()))}
 
-    Every part must come from the same model and settings (its run file, apart from the part index),
-    every row of a part from its run's settings (`computed_from`), and every part of the N must be there; a killed part's journal is folded in first. Paths to
-    masks and overlays are rewritten relative to `out_dir` (the files stay in the part folders)."""
-    if not part_dirs:
-        raise SarcoError("no part folders given", fix="pass the -o folders of every `sarco predict --part` run.")
-    out_dir = Path(out_dir)
-    signatures, rows, seen_parts = [], {}, set()
-    for part_dir in map(Path, part_dirs):
-        run_path = part_dir / run_file
-        try:
-            signature = json.loads(run_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise SarcoError(f"not a finished `sarco predict` output folder ({run_file} missing or damaged)",
-                             run_path, "give the -o folders of the `sarco predict --part` runs") from None
-        part, parts = signature.get("part"), signature.get("parts")
-        if part is None or parts is None:
-            raise SarcoError("this output folder was not written with --part/--parts", part_dir,
-                             "merge only the folders of one `sarco predict --part I --parts N` batch")
-        if part in seen_parts:
-            raise SarcoError(f"part {part} given twice", part_dir, "give each part folder once")
-        seen_parts.add(part)
-        signatures.append({k: v for k, v in signature.items() if k != "part"})
-        expected = settings_digest({k: v for k, v in signature.items() if k not in ("part", "parts")})
-        part_rows = fold_journal(part_dir, columns, key_column)
-        other = sorted(k for k, r in part_rows.items() if r.get(FINGERPRINT_COLUMN)
-                       and r[FINGERPRINT_COLUMN].split(".")[0] != expected)
-        if other:  # an earlier run's rows of inputs this part's run did not see again
-            raise SarcoError(f"{len(other)} row(s) of this part were computed with other settings than its run "
-                             f"(e.g. {other[0]})", part_dir,
-                             "run that part again over the same inputs (they are then recomputed), or merge "
-                             "folders of one batch only")
-        for key, row in part_rows.items():
-            merged = dict(row)
-            for column in path_columns:
-                if merged.get(column):
-                    merged[column] = os.path.relpath(part_dir / merged[column], out_dir)
-            rows[key] = merged
-    if any(s != signatures[0] for s in signatures):
-        raise SarcoError("the parts were predicted with different models or settings", fix="merge the parts of one batch")
-    expected = set(range(int(signatures[0]["parts"])))
-    if seen_parts != expected:
-        missing = sorted(expected - seen_parts)
-        raise SarcoError(f"part(s) {missing} of {len(expected)} missing", fix="give the -o folder of every part")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / RESULTS_FILE
-    write_results(target, columns, sorted(rows.values(), key=lambda r: (r.get("case_id", ""), r.get(key_column, ""))))
-    return MergeResult(target, len(rows), len(seen_parts))
+
+def run_settings_in(run: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a run file (everything but its `INPUTS_RECORD`)."""
+    return {k: v for k, v in run.items() if k != INPUTS_RECORD}

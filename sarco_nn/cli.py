@@ -168,13 +168,22 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
 
 @app.command("predict-merge")
 def predict_merge(parts: list[Path] = typer.Argument(..., help="The -o folders of every `sarco predict --part I --parts N` run."),
-                  out_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the merged results.csv.")):
+                  out_dir: Path = typer.Option(..., "--output", "-o", help="New folder for the merged results.csv (not a part folder)."),
+                  allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Merge a batch whose parts have not finished every scan: each missing scan gets a failed row (reason not_predicted); exit status 1.")):
     """Merge the results.csv of the parts of one batch into one (masks stay in the part folders).
+
+    A part that has not finished every one of its scans (killed, or still running) is refused,
+    naming the part and its missing cases, unless --allow-incomplete.
 
     Example: sarco predict-merge out/part0 out/part1 out/part2 -o out/all
     """
-    merged = api.predict_merge(parts, output=out_dir)
-    typer.echo(f"merged {merged.n_rows} row(s) of {merged.n_parts} part(s): {merged.results_csv}")
+    merged = api.predict_merge(parts, output=out_dir, allow_incomplete=allow_incomplete)
+    for line in merged.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    missing = f", {merged.n_missing} of them not predicted" if merged.n_missing else ""
+    typer.echo(f"merged {merged.n_rows} row(s) of {merged.n_parts} part(s){missing}: {merged.results_csv}")
+    if merged.n_missing:
+        raise typer.Exit(1)
 
 
 def _register_command_modules() -> None:

@@ -14,6 +14,8 @@ class SarcoError(Exception):
     """
 
     reason_code: str = "unreadable"
+    #: Exit status of the `sarco` command this error stops (2: a usage or input problem).
+    exit_code: int = 2
 
     def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
         self.path = None if path is None else str(path)
@@ -36,3 +38,10 @@ class NotCTError(InputError):
 
 class ClinicalDataError(SarcoError):
     """clinical.csv is malformed or holds a value sarco cannot interpret (unknown sex, height)."""
+
+
+class Interrupted(SarcoError):
+    """Ctrl-C stopped a batch after its finished cases were saved: one line saying how far it got and
+    how to resume, with the shell's exit status for SIGINT (130)."""
+
+    exit_code = 130

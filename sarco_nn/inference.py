@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, MISSING, RESULTS_FILE, Journal, changed_settings,
-                            check_output_location, file_identity, fingerprint_changes, fold_journal,
-                            normalised_settings, part_of, row_fingerprint, settings_digest)
+from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MISSING, RESULTS_FILE, Journal,
+                            changed_settings, check_output_location, file_identity, fingerprint_changes, fold_journal,
+                            inputs_record, normalised_settings, part_of, row_fingerprint, run_settings_in,
+                            settings_digest)
 from sarco_nn.cases import IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
-from sarco_nn.errors import InputError, SarcoError
+from sarco_nn.errors import InputError, Interrupted, SarcoError
 from sarco_nn.image_io import printable_path
 from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.constants import DEFAULT_TRUNK_ONLY
@@ -154,6 +155,11 @@ def discover_scans(source: Path) -> list[Scan]:
     return scans
 
 
+def _part_key(scan: Scan) -> str:
+    """What `--part` hashes: the input's path relative to the -i folder."""
+    return scan.relative or printable_path(scan.path.name)
+
+
 def input_keys(scans: list[Scan]) -> set[str]:
     """The results.csv keys (`input` column) of these scans."""
     return {printable_path(os.path.abspath(s.path)) for s in scans}
@@ -181,7 +187,7 @@ def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> boo
         except (ValueError, UnicodeDecodeError, OSError):
             raise SarcoError(f"{RUN_FILE} is damaged or truncated (a killed run or an edited file)", path=run_file,
                              fix="choose another -o folder, or pass --overwrite to start this folder afresh.") from None
-        changed = changed_settings(previous, signature)
+        changed = changed_settings(run_settings_in(previous), signature)
         if changed and not overwrite:
             what = ("written by an earlier sarco version" if "fingerprint_version" in changed
                     else "changed: " + ", ".join(changed))
@@ -266,8 +272,16 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     tables = {os.path.abspath(t) for t in (clinical_csv, l3_csv) if t}  # --clinical beside the scans is no scan
     scans = [s for s in scans if os.path.abspath(s.path) not in tables]
     check_output_location(out_dir, inputs=[Path(inputs)], workspace_root=workspace.root)
+    if dicom_seg:  # before any model is loaded: a SEG needs a DICOM source
+        from sarco_nn.review.dicom_seg import check_dicom_seg_inputs
+
+        check_dicom_seg_inputs([s.path for s in scans if s.problem is None], inputs)
+    listed = [_part_key(s) for s in scans]
     if parts is not None:
-        scans = [s for s in scans if part_of(s.relative or printable_path(s.path.name), parts) == part]
+        scans = [s for s in scans if part_of(_part_key(s), parts) == part]
+    # what this run (part) was given, so predict-merge can name a part that lacks cases
+    record = inputs_record(printable_path(os.path.abspath(inputs)), listed,
+                           {printable_path(os.path.abspath(s.path)): s.case_id for s in scans})
     threshold_set = get_threshold_set(thresholds)
     clinical = read_clinical_csv(clinical_csv) if clinical_csv else {}
     if clinical_csv:  # before the network runs: a case id off by letter case would silently lose its SMI
@@ -297,7 +311,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
         out_dir.mkdir(parents=True, exist_ok=True)
         from sarco_nn.atomic import write_text_atomic
 
-        write_text_atomic(out_dir / RUN_FILE, json.dumps(signature, indent=2))
+        write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, INPUTS_RECORD: record}, indent=2))
         rows = fold_journal(out_dir, RESULT_COLUMNS, KEY_COLUMN)  # a killed run's journal joins first
     except OSError as exc:
         raise SarcoError(f"cannot write to the output folder ({exc.strerror or exc})", out_dir,
@@ -412,7 +426,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     except KeyboardInterrupt:
         executor.shutdown(wait=True, cancel_futures=True)
         _fold_quietly(out_dir)
-        raise SarcoError(f"interrupted after {finished} of {len(todo)} case(s)", out_dir,
+        raise Interrupted(f"interrupted after {finished} of {len(todo)} case(s)", out_dir,
                          "run the same command again to resume (finished cases are kept)") from None
     except SarcoError:
         executor.shutdown(wait=True, cancel_futures=True)
@@ -450,12 +464,13 @@ def _write_review_outputs(out_dir: Path, results_path: Path, scans: list[Scan], 
     from sarco_nn.review.gallery import write_review_html
 
     if dicom_seg:
-        from sarco_nn.review.dicom_seg import write_batch_segs
+        from sarco_nn.review.dicom_seg import seg_summary, write_batch_segs
 
         keyed = [(s.path, rows[printable_path(os.path.abspath(s.path))]) for s in scans
                  if printable_path(os.path.abspath(s.path)) in rows]
         write_batch_segs(out_dir, keyed, model_name=f"{model.trainer_name}__{model.plans_name}",
                          labels=_model_tissue_labels(model))
+        print(seg_summary(out_dir, [row for _, row in keyed]), file=sys.stderr, flush=True)  # said, not only in the CSV
         from sarco_nn.batch import write_results
 
         write_results(results_path, RESULT_COLUMNS, sorted(rows.values(), key=lambda r: (r.get("case_id", ""),
@@ -718,13 +733,13 @@ def _huge_network_grid(shape_yx, spacing_yx, predictor, scan: Scan) -> Reason | 
                   f"(PixelSpacing / pixdim)", Status.FAILED)
 
 
-def merge_predictions(part_dirs: list[Path], out_dir: Path) -> tuple[Path, int, int]:
-    """`sarco predict-merge`: one results.csv from the -o folders of every `--part I --parts N` run.
-    Returns (results.csv, rows, parts)."""
-    from sarco_nn.batch import merge_parts
-
+def merge_predictions(part_dirs: list[Path], out_dir: Path, allow_incomplete: bool = False):
+    """`sarco predict-merge`: one results.csv from the -o folders of every `--part I --parts N` run
+    (`sarco_nn.batch_merge`). Returns its `MergeResult`."""
+    from sarco_nn.batch_merge import merge_parts
     from sarco_nn.review.gallery import write_review_html
 
-    merged = merge_parts(list(part_dirs), Path(out_dir), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
+    merged = merge_parts(list(part_dirs), Path(out_dir), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS,
+                         allow_incomplete=allow_incomplete)
     write_review_html(Path(out_dir), merged.path)  # one review page for the whole batch
-    return merged.path, merged.n_rows, merged.n_parts
+    return merged

@@ -14,8 +14,9 @@ import pytest
 from dicom_factory import write_series
 from helpers import make_image, phantom_array, write
 from sarco_nn.batch import (FINGERPRINT_COLUMN, JOURNAL_FILE, RESULTS_FILE, Journal, check_output_location,
-                            MISSING, file_identity, fingerprint_changes, fold_journal, merge_parts, part_of,
+                            MISSING, file_identity, fingerprint_changes, fold_journal, part_of,
                             read_results, row_fingerprint, settings_digest)
+from sarco_nn.batch_merge import merge_parts
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.inference import (KEY_COLUMN, PATH_COLUMNS, RESULT_COLUMNS, RUN_FILE, _check_output_folder,
                                 _output_stem, _plain_text, discover_scans)

@@ -110,7 +110,7 @@ def _expect_predict(tmp, calls):
 
 
 def _expect_merge(tmp, calls):
-    assert _one(calls) == (([Path("p0"), Path("p1")],), {"output": Path("all")})
+    assert _one(calls) == (([Path("p0"), Path("p1")],), {"output": Path("all"), "allow_incomplete": True})
 
 
 def _expect_measure(tmp, calls):
@@ -195,7 +195,7 @@ CASES: dict[str, Case] = {
                      "--device", "cpu", "--overwrite", "--dicom-seg", "--part", "1", "--parts", "2", "-w", "ws"],
                     "predict", lambda t: api.PredictResult(t / "results.csv", 1, ("not_ct: not a CT",)), _expect_predict,
                     exit_code=1),
-    "predict-merge": Case(["predict-merge", "p0", "p1", "-o", "all"], "predict_merge",
+    "predict-merge": Case(["predict-merge", "p0", "p1", "-o", "all", "--allow-incomplete"], "predict_merge",
                           lambda t: api.MergeResult(t / "results.csv", 4, 2), _expect_merge),
     "measure": Case(["measure", "m.nii.gz", "--image", "ct.nii.gz", "--slice", "4", "--label", "2", "--sex", "F",
                      "--height", "1.62", "--weight", "60", "--hu-gate", "--thresholds", "martin", "--json", "--tissues",

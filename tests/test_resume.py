@@ -108,7 +108,7 @@ def test_ctrl_c_prints_one_line_and_the_rerun_finishes(tiny_model, tmp_path):
     shutil.copytree(tiny_model.held / "images", images)
     args = ["predict", "-i", images, "-o", tmp_path / "out", "--fast", "--device", "cpu", "-w", tiny_model.workspace]
     interrupted = sarco_subprocess(*args, env={TEST_SIGNAL_ENV: "INT:1"})
-    assert "Traceback" not in interrupted.output and interrupted.code == 2, interrupted.output
+    assert "Traceback" not in interrupted.output and interrupted.code == 130, interrupted.output
     assert len(interrupted.error_lines()) == 1 and "interrupted after 1 of 3" in interrupted.output
     assert len(_ok(tmp_path / "out" / "results.csv")) == 1  # folded on the way out
     again = sarco_subprocess(*args)

@@ -15,16 +15,37 @@ from sarco_nn.errors import SarcoError
 __all__ = ["os_error_line", "run_app"]
 
 
+#: The line of a Ctrl-C that stopped a command outside predict's per-case loop (which says more).
+INTERRUPTED_LINE = "interrupted (Ctrl-C): run the same command again to resume"
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """True when `exc` was caused by a KeyboardInterrupt. typer turns Ctrl-C into a silent exit 130
+    (SystemExit from its Exit, from the KeyboardInterrupt), so the handler below never saw one."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def run_app(typer_app: typer.Typer) -> None:
-    """Run a typer app so that user errors become one line on stderr (exit 2), never a traceback."""
+    """Run a typer app so that user errors become one line on stderr (exit 2), never a traceback;
+    Ctrl-C is one line too (exit 130, the shell's code for SIGINT)."""
     try:
         typer_app()
     except SarcoError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted (Ctrl-C): run the same command again to resume", err=True)
+        typer.echo(INTERRUPTED_LINE, err=True)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130 and _from_ctrl_c(exc):
+            typer.echo(INTERRUPTED_LINE, err=True)
+        raise
     except OSError as exc:  # a path of the wrong kind, no permission, a full or read-only disk
         typer.echo(f"error: {os_error_line(exc)}", err=True)
         sys.exit(2)

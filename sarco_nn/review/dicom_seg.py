@@ -29,10 +29,15 @@ import SimpleITK as sitk
 from sarco_nn.errors import InputError, SarcoError
 
 __all__ = ["TissueCode", "TISSUE_CODES", "SegResult", "write_dicom_seg", "write_batch_segs", "read_source_series",
-           "REQUIRED_UIDS"]
+           "REQUIRED_UIDS", "check_dicom_seg_inputs", "seg_summary"]
 
 #: UIDs a SEG must reference (source attribute names).
-REQUIRED_UIDS: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+REQUIRED_UIDS: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
+                                  "SOPClassUID")
+#: An instance's own UIDs that its file meta repeats: anonymisers often blank the dataset's copy
+#: and leave the meta's (the real TotalSegmentator test series does), and the meta's is the same identity.
+_FILE_META_UIDS: tuple[tuple[str, str], ...] = (("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+                                                ("SOPClassUID", "MediaStorageSOPClassUID"))
 
 #: Type-2 patient/study attributes highdicom copies from the source. Anonymisers and exporters often
 #: drop them; DICOM allows them empty, so a missing one is written empty instead of failing the SEG.
@@ -102,9 +107,24 @@ def read_source_series(source: Path) -> list:
     return datasets
 
 
-def _check_uids(datasets: list, source: Path, uid_policy: str) -> list[str]:
-    from pydicom.uid import generate_uid
+def _blank(ds, name: str) -> bool:
+    return not str(ds.get(name, "") or "").strip()
 
+
+def _uids_from_file_meta(datasets: list) -> None:
+    """An instance's SOP Instance / Class UID blanked in the dataset but kept in its file meta: the
+    meta's (in memory only; the source files are never modified)."""
+    for ds in datasets:
+        meta = getattr(ds, "file_meta", None)
+        for name, meta_name in _FILE_META_UIDS:
+            if _blank(ds, name) and meta is not None and not _blank(meta, meta_name):
+                setattr(ds, name, str(meta.get(meta_name)))
+
+
+def _check_uids(datasets: list, source: Path, uid_policy: str) -> list[str]:
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    _uids_from_file_meta(datasets)
     missing = sorted({name for ds in datasets for name in REQUIRED_UIDS if not str(ds.get(name, "") or "").strip()})
     if not missing:
         return []
@@ -112,6 +132,7 @@ def _check_uids(datasets: list, source: Path, uid_policy: str) -> list[str]:
         raise InputError(f"DICOM series lacks {', '.join(missing)}, which a DICOM SEG must reference", source,
                          "export the series with its UIDs from PACS, or drop --dicom-seg (NIfTI masks are written anyway)")
     shared = {name: generate_uid() for name in missing if name != "SOPInstanceUID"}
+    shared["SOPClassUID"] = CTImageStorage  # read_source_series kept CT images only
     for ds in datasets:
         for name in missing:
             if not str(ds.get(name, "") or "").strip():
@@ -209,6 +230,44 @@ def _is_dicom_input(path: Path) -> bool:
 
     path = Path(path)
     return path.is_dir() or not path.name.lower().endswith(tuple(IMAGE_SUFFIXES))
+
+
+def check_dicom_seg_inputs(paths: list[Path], inputs: Path) -> None:
+    """Refuse --dicom-seg before any model is loaded when it cannot give one SEG: highdicom missing,
+    or no input is DICOM (`paths`: the usable scans predict found in `inputs`)."""
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        raise SarcoError("--dicom-seg needs highdicom, which is not installed",
+                         fix="pip install 'sarco_nn[dicom-seg]', or drop --dicom-seg") from None
+    if paths and not any(_is_dicom_input(p) for p in paths):
+        names = ", ".join(Path(p).name for p in paths[:3]) + (", …" if len(paths) > 3 else "")
+        raise SarcoError(f"--dicom-seg: none of the {len(paths)} input(s) is DICOM ({names}); a DICOM SEG must "
+                         "reference a DICOM source series", inputs,
+                         "give the DICOM series (one folder per series, or DICOM files), or drop --dicom-seg "
+                         "(the NIfTI masks in masks/ are written anyway)")
+
+
+def seg_summary(out_dir: Path, rows: list[dict]) -> str:
+    """One console line on the SEGs of these rows (predict prints it): how many were written, which
+    carry made-up UIDs (they will not attach in PACS) and which were not written, and why."""
+    def names(items: list[str]) -> str:
+        return ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")
+
+    written = [r for r in rows if r.get("dicom_seg")]
+    generated = [r["case_id"] for r in written if str(r.get("dicom_seg_note", "")).startswith("generated")]
+    skipped: dict[str, list[str]] = {}
+    for r in rows:
+        note = str(r.get("dicom_seg_note") or "")
+        if not r.get("dicom_seg") and note.startswith("not written: "):
+            skipped.setdefault(note[len("not written: "):], []).append(r["case_id"])
+    parts = [f"dicom-seg: {len(written)} SEG(s) in {Path(out_dir) / SEG_DIR}"]
+    if generated:
+        parts.append(f"{len(generated)} with made-up UIDs (missing in the source), so they will not attach to the "
+                     f"original series in PACS ({names(generated)})")
+    for why, cases in sorted(skipped.items()):
+        parts.append(f"{len(cases)} not written: {why} ({names(cases)})")
+    return "; ".join(parts)
 
 
 def _file_digest(path: Path) -> str:
