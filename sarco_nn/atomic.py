@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "remove_stale_partials", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "pid_alive", "remove_stale_partials", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 @contextmanager
@@ -47,14 +47,16 @@ def remove_stale_partials(folder: str | Path) -> list[Path]:
         return removed
     for path in folder.iterdir():
         match = re.fullmatch(r"\..+\.partial(\d+)(\..*)?", path.name)
-        if match is None or not path.is_file() or _alive(int(match.group(1))):
+        if match is None or not path.is_file() or pid_alive(int(match.group(1))):
             continue
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host may still run (True when it cannot be told, or is this one):
+    the one liveness rule of the files a killed run leaves (`remove_stale_partials`, `run_lock`)."""
     if pid == os.getpid() or os.name != "posix":  # (on Windows os.kill would end the process)
         return True
     try:

@@ -6,7 +6,8 @@ merge can name the part that lacks cases and how many. By default an incomplete 
 (a clinician expects one row per scan); ``allow_incomplete`` merges what is finished and gives
 every missing scan a ``failed`` row (reason ``not_predicted``), so no patient drops out unseen.
 
-Merge only reads the part folders (a part may still be running) and never writes into one.
+Merge only reads the part folders (a part may still be running) and never writes into one; a part
+whose folder holds a live `run_lock` is named as still running, not as interrupted.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, RESULTS_FILE, changed_settings, part_rows,
                             lies_inside, run_settings_in, settings_digest, write_results)
 from sarco_nn.errors import SarcoError
+from sarco_nn.run_lock import LockHolder, live_holder
 from sarco_nn.status import Reason, Status, Verdict
 
-__all__ = ["MergeResult", "merge_parts", "NOT_PREDICTED"]
+__all__ = ["MergeResult", "check_merge_output", "merge_parts", "NOT_PREDICTED"]
 
 #: Reason code of a scan that a part of the batch never finished (with ``allow_incomplete``).
 NOT_PREDICTED = "not_predicted"
@@ -51,6 +53,13 @@ class _Part:
     settings: dict[str, Any]
     record: dict[str, Any] | None
     rows: dict[str, dict[str, str]]
+    running: LockHolder | None = None  # the live lock of a `sarco predict` still writing this folder
+
+    def unfinished(self) -> str:
+        """Why this part lacks cases: still running (its folder's live lock says who), or interrupted."""
+        if self.running is None:
+            return "interrupted: no sarco run holds its folder"
+        return f"still running: {self.running.describe()}"
 
 
 def _names(case_ids: list[str]) -> str:
@@ -72,11 +81,13 @@ def _read_part(part_dir: Path, run_file: str, columns: list[str], key_column: st
         raise SarcoError("this output folder was not written with --part/--parts", part_dir,
                          "merge only the folders of one `sarco predict --part I --parts N` batch")
     record = run.get(INPUTS_RECORD)
+    running = live_holder(part_dir)  # before its rows: a part that finishes meanwhile is then complete
     return _Part(part_dir, int(part), int(parts), run_settings_in(run), record if isinstance(record, dict) else None,
-                 part_rows(part_dir, columns, key_column))
+                 part_rows(part_dir, columns, key_column), running)
 
 
-def _check_output(out_dir: Path, part_dirs: list[Path], run_file: str) -> None:
+def check_merge_output(out_dir: Path, part_dirs: list[Path], run_file: str) -> None:
+    """Refuse a merge -o that is, or lies inside, a part folder or another predict output folder."""
     for part_dir in part_dirs:
         if lies_inside(part_dir, out_dir) and lies_inside(out_dir, part_dir) and not (part_dir / run_file).exists():
             raise SarcoError("the -o folder is also given as a part folder (a shell pattern such as out/* "
@@ -154,7 +165,7 @@ def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_co
         raise SarcoError("no part folders given", fix="pass the -o folders of every `sarco predict --part` run.")
     out_dir = Path(out_dir)
     part_dirs = [Path(p) for p in part_dirs]
-    _check_output(out_dir, part_dirs, run_file)
+    check_merge_output(out_dir, part_dirs, run_file)
     parts = [_read_part(p, run_file, columns, key_column) for p in part_dirs]
     _check_same_batch(parts)
     for part in parts:
@@ -167,6 +178,7 @@ def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_co
                         "predict` again (finished cases are kept), then merge again")
     missing: dict[int, list[tuple[str, str]]] = {}  # part -> (case id, key) of each input without a row
     totals: dict[int, int] = {}
+    by_index = {part.index: part for part in parts}
     for part in sorted(parts, key=lambda p: p.index):
         cases = (part.record or {}).get("cases") or {}
         lacking = sorted((cid, key) for key, cid in cases.items() if key not in part.rows)
@@ -179,11 +191,13 @@ def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_co
     if missing:
         problems.append("; ".join(
             f"part {index} of {parts[0].parts} lacks {len(lacking)} of {totals[index]} case(s) "
-            f"({_names([c for c, _ in lacking])})"
-            for index, lacking in missing.items()) + " (interrupted, or still running)")
+            f"({_names([c for c, _ in lacking])}) ({by_index[index].unfinished()})"
+            for index, lacking in missing.items()))
     if problems and not allow_incomplete:
+        waiting = "wait for the parts still running to finish, then merge again; otherwise " if any(
+            by_index[index].running for index in missing) else ""
         raise SarcoError("incomplete batch: " + "; ".join(problems),
-                         fix="run each named part's `sarco predict ... --part I --parts N` again over the same -i (it "
+                         fix=f"{waiting}run each named part's `sarco predict ... --part I --parts N` again over the same -i (it "
                              "resumes: finished cases are kept), then merge again; or pass --allow-incomplete to "
                              f"merge now (each missing scan gets a failed row, reason {NOT_PREDICTED})")
     warnings.extend(f"incomplete batch: {p}" for p in problems)
@@ -196,8 +210,9 @@ def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_co
                     merged[column] = os.path.relpath(part.folder / merged[column], out_dir)
             rows[key] = merged
     for index, lacking in missing.items():
-        reason = Reason(NOT_PREDICTED, f"part {index} of {parts[0].parts} did not finish this scan (interrupted or "
-                                       "still running). Fix: run that part again, then merge again", Status.FAILED)
+        reason = Reason(NOT_PREDICTED, f"part {index} of {parts[0].parts} did not finish this scan "
+                                       f"({by_index[index].unfinished()}). Fix: run that part again (or let it "
+                                       "finish), then merge again", Status.FAILED)
         for case_id, key in lacking:
             rows[key] = {"case_id": case_id, key_column: key, **Verdict([reason]).columns()}
     out_dir.mkdir(parents=True, exist_ok=True)

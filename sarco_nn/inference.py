@@ -34,6 +34,7 @@ from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.constants import DEFAULT_TRUNK_ONLY
 from sarco_nn.body_composition import RESULT_COLUMNS as BODY_COMPOSITION_COLUMNS
 from sarco_nn.l3.choose import L3_RESULT_COLUMNS
+from sarco_nn.run_lock import LOCK_FILE, output_lock
 from sarco_nn.status import FLAG_UNKNOWN, STATUS_COLUMNS, Reason, Status, Verdict, is_finished
 from sarco_nn.workspace import Workspace
 
@@ -195,7 +196,7 @@ def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> boo
                              f"{', part %s/%s' % (previous.get('part'), previous.get('parts')) if previous.get('parts') else ''})",
                              path=out_dir, fix="choose another -o folder, or pass --overwrite to measure every case again.")
         return bool(changed)
-    elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+    elif out_dir.exists() and any(p.name != LOCK_FILE for p in out_dir.iterdir()) and not overwrite:
         raise SarcoError("output folder is not empty and was not written by `sarco predict`", path=out_dir,
                          fix="choose an empty or new -o folder, or pass --overwrite.")
     return False
@@ -250,6 +251,30 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     `trunk_only` (the default) keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are
     not SMA); False counts every predicted pixel.
     """
+    if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
+        raise SarcoError(f"--part {part} --parts {parts} is not a share of the batch",
+                         fix="give both, with 0 <= --part < --parts (e.g. --part $SLURM_ARRAY_TASK_ID --parts 8).")
+    if not isinstance(io_workers, int) or io_workers < 1:
+        raise SarcoError(f"--io-workers {io_workers} must be a whole number of at least 1",
+                         fix="give e.g. --io-workers 2 (1 reads, predicts and writes one case at a time).")
+    out_dir = Path(out_dir)
+    check_output_location(out_dir, inputs=[Path(inputs)], workspace_root=workspace.root)  # before -o is created
+    with output_lock(out_dir, "sarco predict"):  # one run per -o: two would interleave its journal and results.csv
+        return _predict_locked(
+            workspace, Path(inputs), out_dir, dataset=dataset, trainer=trainer, preset=preset,
+            clinical_csv=clinical_csv, thresholds=thresholds, fast=fast, device=device, l3_slice=l3_slice,
+            hu_gate=hu_gate, overwrite=overwrite, progress=progress, l3_csv=l3_csv, l3_from=l3_from, locator=locator,
+            l3_rule=l3_rule, slab=slab, l3_model_dir=l3_model_dir, part=part, parts=parts, dicom_seg=dicom_seg,
+            io_workers=io_workers, trunk_only=trunk_only)
+
+
+def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, dataset: str | int | None,
+                    trainer: str | None, preset: str | None, clinical_csv: Path | None, thresholds: str, fast: bool,
+                    device: str, l3_slice: int | None, hu_gate: bool, overwrite: bool, progress: bool,
+                    l3_csv: Path | None, l3_from: Path | None, locator: str, l3_rule: str, slab: int,
+                    l3_model_dir: Path | None, part: int | None, parts: int | None, dicom_seg: bool,
+                    io_workers: int, trunk_only: bool) -> tuple[Path, int]:
+    """`predict` once it holds the output folder's lock (`sarco_nn.run_lock`), options checked."""
     from sarco_nn.clinical import missing_rows_warning, read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
     from sarco_nn.l3.choose import read_l3_csv
@@ -260,18 +285,10 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     from sarco_nn.thresholds import get_threshold_set
     from sarco_nn.devices import resolve_device
 
-    if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
-        raise SarcoError(f"--part {part} --parts {parts} is not a share of the batch",
-                         fix="give both, with 0 <= --part < --parts (e.g. --part $SLURM_ARRAY_TASK_ID --parts 8).")
-    if not isinstance(io_workers, int) or io_workers < 1:
-        raise SarcoError(f"--io-workers {io_workers} must be a whole number of at least 1",
-                         fix="give e.g. --io-workers 2 (1 reads, predicts and writes one case at a time).")
     test_hook = _test_signal_hook()  # None outside the crash-safety tests
-    out_dir = Path(out_dir)
     scans = discover_scans(inputs)
     tables = {os.path.abspath(t) for t in (clinical_csv, l3_csv) if t}  # --clinical beside the scans is no scan
     scans = [s for s in scans if os.path.abspath(s.path) not in tables]
-    check_output_location(out_dir, inputs=[Path(inputs)], workspace_root=workspace.root)
     if dicom_seg:  # before any model is loaded: a SEG needs a DICOM source
         from sarco_nn.review.dicom_seg import check_dicom_seg_inputs
 
@@ -736,10 +753,12 @@ def _huge_network_grid(shape_yx, spacing_yx, predictor, scan: Scan) -> Reason | 
 def merge_predictions(part_dirs: list[Path], out_dir: Path, allow_incomplete: bool = False):
     """`sarco predict-merge`: one results.csv from the -o folders of every `--part I --parts N` run
     (`sarco_nn.batch_merge`). Returns its `MergeResult`."""
-    from sarco_nn.batch_merge import merge_parts
+    from sarco_nn.batch_merge import check_merge_output, merge_parts
     from sarco_nn.review.gallery import write_review_html
 
-    merged = merge_parts(list(part_dirs), Path(out_dir), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS,
-                         allow_incomplete=allow_incomplete)
-    write_review_html(Path(out_dir), merged.path)  # one review page for the whole batch
+    check_merge_output(Path(out_dir), list(part_dirs), RUN_FILE)  # before the lock creates -o
+    with output_lock(out_dir, "sarco predict-merge"):  # a second merge or a predict into -o waits its turn
+        merged = merge_parts(list(part_dirs), Path(out_dir), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS,
+                             allow_incomplete=allow_incomplete)
+        write_review_html(Path(out_dir), merged.path)  # one review page for the whole batch
     return merged
