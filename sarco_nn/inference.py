@@ -250,6 +250,7 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     (`sarco_nn.io_pipeline`; 1 = one case at a time); the results do not depend on it.
     `trunk_only` (the default) keeps predicted tissue only inside the trunk (`sarco_nn.trunk`: arms are
     not SMA); False counts every predicted pixel.
+    The run holds `out_dir`'s lock (`sarco_nn.run_lock`): a second run into it is refused in one line.
     """
     if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
         raise SarcoError(f"--part {part} --parts {parts} is not a share of the batch",
@@ -757,7 +758,7 @@ def merge_predictions(part_dirs: list[Path], out_dir: Path, allow_incomplete: bo
     from sarco_nn.review.gallery import write_review_html
 
     check_merge_output(Path(out_dir), list(part_dirs), RUN_FILE)  # before the lock creates -o
-    with output_lock(out_dir, "sarco predict-merge"):  # a second merge or a predict into -o waits its turn
+    with output_lock(out_dir, "sarco predict-merge"):  # a second merge or a predict into -o is refused meanwhile
         merged = merge_parts(list(part_dirs), Path(out_dir), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS,
                              allow_incomplete=allow_incomplete)
         write_review_html(Path(out_dir), merged.path)  # one review page for the whole batch
