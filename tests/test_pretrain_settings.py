@@ -62,3 +62,39 @@ def test_the_cli_refuses_a_bad_flag_and_a_bad_preset_value_in_one_line(tmp_path)
 def test_api_settings_are_checked_before_any_data_is_read(tmp_path):
     with pytest.raises(SarcoError, match="steps_per_epoch must be"):
         api.pretrain(tmp_path / "no_such_folder", settings={"steps_per_epoch": 0})
+
+
+@pytest.fixture(scope="module")
+def one_volume(tmp_path_factory):
+    import numpy as np
+    import SimpleITK as sitk
+
+    from dataset_conversion.phantom import to_sitk
+    from dataset_conversion.phantom_volume import generate_phantom_volume
+
+    d = tmp_path_factory.mktemp("unlabeled")
+    ph = generate_phantom_volume(np.random.default_rng(0), n_slices=12, matrix=64)
+    sitk.WriteImage(to_sitk(ph.ct_hu.astype(np.int16), ph.spacing_mm, False, -300.0), str(d / "a.nii.gz"), True)
+    return d
+
+
+def test_continue_keeps_the_runs_own_epochs_unless_epochs_is_typed(one_volume, tmp_path):
+    """`--continue` resumes "exactly where it stopped": an --epochs left out is not the official 500
+    (a 1-epoch run continued without --epochs trained 500 epochs, on a new lr schedule)."""
+    from sarco_nn.commands.pretrain_cmd import pretrain
+
+    app = typer.Typer()
+    app.command()(pretrain)
+    out = tmp_path / "run"
+    tiny = ["--steps-per-epoch", "1", "--batch-size", "1", "--crop-size", "32", "--spacing", "6", "--out-dim", "32",
+            "--patch-out-dim", "32", "--device", "cpu", "--no-progress", "--min-body-area", "100"]
+    res = CliRunner().invoke(app, [str(one_volume), "-o", str(out), "--epochs", "1", *tiny])
+    assert res.exit_code == 0, (res.output, res.exception)
+    res = CliRunner().invoke(app, [str(one_volume), "-o", str(out), "--continue", "--cls-weight", "0", "--no-progress"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    card = json.loads((out / "card.json").read_text())
+    assert (card["epochs_planned"], card["steps_done"], card["config"]["cls_weight"]) == (1, 1, 0.1)
+    assert "not the given cls_weight" in res.output  # a typed setting --continue does not apply is said
+    res = CliRunner().invoke(app, [str(one_volume), "-o", str(out), "--continue", "--epochs", "2", "--no-progress"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert json.loads((out / "card.json").read_text())["steps_done"] == 2  # a typed --epochs still extends the run

@@ -43,7 +43,7 @@ def pretrain(
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default: one pass over the volumes)."),
     batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Samples (two views each) per step and process."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    continue_run: bool = typer.Option(False, "--continue", "-c", help="Resume the run in --output exactly where it stopped."),
+    continue_run: bool = typer.Option(False, "--continue", "-c", help="Resume the run in --output exactly where it stopped, with its own settings (only --epochs may change)."),
     crop_size: int = typer.Option(_D.crop_size, "--crop-size", help="Crop edge in voxels (multiple of 32); use the fine-tuning patch size."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Voxel spacing in mm (default 2.0 in 3D, 1.5 in-plane in 2D); use your plan's."),
     mask_ratio: float = typer.Option(_D.mask_ratio, "--mask-ratio", help="Fraction of blocks masked in the student's views."),
