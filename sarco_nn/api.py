@@ -730,7 +730,8 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
         settings: `PretrainConfig` fields to change, e.g. ``{"dims": 2, "crop_size": 256,
             "spacing_mm": 1.5, "epochs": 100}`` (crop edge in voxels, spacing in mm).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        resume: continue the run in `output` exactly where it stopped.
+        resume: continue the run in `output` exactly where it stopped, with its own settings (a
+            `settings["epochs"]` still changes its length; other keys that differ are ignored, and said so).
         workers: data-loading workers (None: 0 on CPU, up to 8 on CUDA).
         progress: show a progress bar with the loss terms.
         echo: where status lines go (None: nowhere).
@@ -754,11 +755,13 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
         chosen = {**pretraining_defaults(loaded), **chosen,
                   "encoder": training_settings(loaded, "smit").get("network")}
     try:
-        cfg = PretrainConfig(**chosen)
+        cfg: PretrainConfig | None = PretrainConfig(**chosen)
     except (TypeError, ValueError) as exc:
         raise SarcoError(str(exc), fix="correct the option (see sarco pretrain --help).") from None
+    if resume and "epochs" not in (settings or {}):
+        cfg = None  # the run's own settings, its length too
     return run_pretraining(Path(unlabeled_dir), Path(output), cfg, device=device, resume=resume, workers=workers,
-                           progress=progress, echo=echo)
+                           progress=progress, echo=echo, requested=settings)
 
 
 # ---------------------------------------------------------------------------------------- L3

@@ -114,13 +114,15 @@ def training_settings(preset: dict[str, Any], trainer_key: str) -> dict[str, Any
 
 def pretraining_defaults(preset: dict[str, Any]) -> dict[str, Any]:
     """The preset's `pretraining` section: `sarco pretrain` settings measured to work at that preset's
-    scale (e.g. the cpu preset's recipe from bench/pretraining_ablation.py). They replace the official
-    SMIT defaults; options the user gives replace them in turn. Keys must be PretrainConfig fields."""
+    scale (e.g. a recipe from bench/pretraining_ablation.py). They replace the official SMIT defaults;
+    options the user gives replace them in turn. Keys must be PretrainConfig fields, each value of
+    its kind and range (checked here, so the message names the preset, not a command-line option)."""
     section = preset.get("pretraining", {})
+    example = 'write it as e.g. "pretraining": {"cls_weight": 0.0, "epochs": 50}'
     if not isinstance(section, dict):
         raise SarcoError(f"preset {preset.get('name')!r}: 'pretraining' must be an object of sarco pretrain settings",
-                         fix="write it as e.g. {\"cls_weight\": 0.0} (see sarco_nn/plans/cpu.json).")
-    from sarco_nn.pretraining.config import PretrainConfig  # a dataclass module: no torch at import
+                         fix=example + ".")
+    from sarco_nn.pretraining.config import PretrainConfig, setting_problem  # a dataclass module: no torch at import
 
     allowed = set(PretrainConfig.__dataclass_fields__) - {"encoder"}  # the network is the preset's own
     unknown = sorted(set(section) - allowed)
@@ -128,4 +130,8 @@ def pretraining_defaults(preset: dict[str, Any]) -> dict[str, Any]:
         raise SarcoError(f"preset {preset.get('name')!r}: unknown pretraining setting(s) {', '.join(unknown)}",
                          fix="use PretrainConfig field names (sarco pretrain --help); the network comes from "
                              "trainer_overrides.smit.network.")
+    for key, value in section.items():
+        problem = setting_problem(key, value)
+        if problem:
+            raise SarcoError(f"preset {preset.get('name')!r}: pretraining.{problem}", fix=example + ".")
     return dict(section)

@@ -1,7 +1,7 @@
 """`sarco pretrain UNLABELED_DIR -o CKPT_DIR`: SMIT self-supervised pretraining on unlabeled CT.
 
-Thin wrapper over `sarco_nn.api.pretrain`; every default is the official
-SMIT value (see `sarco_nn.pretraining.config`). Multi-GPU:
+Thin wrapper over `sarco_nn.api.pretrain` (which says where each setting comes from); the defaults
+shown are the official SMIT values (`sarco_nn.pretraining.config`). Multi-GPU:
     torchrun --standalone --nproc_per_node=4 -m sarco_nn.pretraining CT_DIR -o ckpt --device cuda
 """
 
@@ -16,6 +16,7 @@ import typer
 
 from sarco_nn import api
 from sarco_nn.pretraining.config import PretrainConfig
+
 
 def _typed(ctx: typer.Context, name: str) -> bool:
     """True when the option came from the command line (or its environment variable), not its default."""
@@ -36,12 +37,13 @@ def pretrain(
     out_dir: Path = typer.Option(Path("sarco_pretrain"), "--output", "-o", help="Checkpoint folder (encoder.pt, card.json, loss_curve.png, checkpoint.pt)."),
     dims: int = typer.Option(_D.dims, "--dims", help="2: axial slices of the abdomen (the L3 network); 3: sub-volumes."),
     preset: Optional[str] = typer.Option(
-        None, "--preset", "-p", help="Pretrain the SMIT encoder this plan preset fine-tunes (default: Trans-Small)."),
+        None, "--preset", "-p", help="Pretrain the SMIT encoder this plan preset fine-tunes (default: Trans-Small); "
+             "its 'pretraining' section, if any, replaces the defaults shown here."),
     epochs: int = typer.Option(_D.epochs, help="Epochs (official 500)."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default: one pass over the volumes)."),
     batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Samples (two views each) per step and process."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    continue_run: bool = typer.Option(False, "--continue", "-c", help="Resume the run in --output exactly where it stopped."),
+    continue_run: bool = typer.Option(False, "--continue", "-c", help="Resume the run in --output exactly where it stopped, with its own settings (only --epochs may change)."),
     crop_size: int = typer.Option(_D.crop_size, "--crop-size", help="Crop edge in voxels (multiple of 32); use the fine-tuning patch size."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Voxel spacing in mm (default 2.0 in 3D, 1.5 in-plane in 2D); use your plan's."),
     mask_ratio: float = typer.Option(_D.mask_ratio, "--mask-ratio", help="Fraction of blocks masked in the student's views."),

@@ -12,10 +12,11 @@ heads frozen during the first epoch. No torch import here: the CLI reads these d
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["DEFAULT_SPACING_2D_MM", "OFFICIAL_SPACING_3D_MM", "PretrainConfig", "defaults"]
+__all__ = ["DEFAULT_SPACING_2D_MM", "OFFICIAL_SPACING_3D_MM", "PretrainConfig", "defaults", "setting_problem"]
 
 #: Official 3D resampling (mm, isotropic).
 OFFICIAL_SPACING_3D_MM = 2.0
@@ -70,6 +71,10 @@ class PretrainConfig:
     encoder: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            problem = setting_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise ValueError(problem)
         if self.dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {self.dims}")
         if not 0.0 < self.mask_ratio < 1.0:
@@ -107,6 +112,54 @@ class PretrainConfig:
     def from_json(cls, data: dict[str, Any]) -> "PretrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+#: The least value of each numeric setting and whether it may equal it; a setting not named here
+#: takes any number of its kind. A 0 crop, block or head divides by zero deep in the trainer, a
+#: negative lr or spacing fails inside torch or ITK, and a 0 step count silently meant "one pass".
+_LEAST: dict[str, tuple[float, bool]] = {
+    **dict.fromkeys(("crop_size", "epochs", "steps_per_epoch", "batch_size", "mask_block", "out_dim", "patch_out_dim",
+                     "head_hidden_dim", "head_bottleneck_dim", "samples_per_read"), (1, True)),
+    **dict.fromkeys(("warmup_epochs", "teacher_temp_warmup_epochs", "patch_temp_start_epoch", "freeze_last_layer_epochs",
+                     "cache_volumes", "seed", "weight_decay", "min_lr", "rec_weight", "cls_weight", "patch_weight",
+                     "min_body_area_cm2", "intensity_jitter", "center_momentum", "momentum_teacher"), (0, True)),
+    **dict.fromkeys(("spacing_mm", "lr_per_sample", "student_temp", "warmup_teacher_temp", "teacher_temp",
+                     "warmup_teacher_patch_temp", "teacher_patch_temp"), (0, False)),
+}
+#: Momenta are EMA weights: at most 1.
+_AT_MOST_ONE = ("center_momentum", "momentum_teacher")
+
+
+def setting_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be the PretrainConfig field `name` (its kind, from the annotation, and its
+    range), or None. The one check of a setting, wherever it comes from: a flag, `api.pretrain`'s
+    settings or a preset's `pretraining` section (which names the preset around this message)."""
+    kinds = _kinds()
+    if name not in kinds:
+        return f"unknown pretraining setting {name!r}"
+    kind, optional = kinds[name]
+    if value is None:
+        return None if optional else f"{name} must be {_KIND_WORDS[kind]}, got None"
+    if kind == "dict":
+        return None if isinstance(value, dict) else f"{name} must be {_KIND_WORDS[kind]}, got {value!r}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or (kind == "int" and not isinstance(value, int)):
+        return f"{name} must be {_KIND_WORDS[kind]}, got {value!r}"
+    least, inclusive = _LEAST.get(name, (-math.inf, True))
+    if value < least or (value == least and not inclusive) or (name in _AT_MOST_ONE and value > 1):
+        bound = f"of at least {least:g}" if inclusive else f"above {least:g}"
+        bound += " and at most 1" if name in _AT_MOST_ONE else ""
+        return f"{name} must be {_KIND_WORDS[kind]} {bound}, got {value!r}"
+    return None
+
+
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "dict": "an object of SMIT network settings"}
+
+
+def _kinds() -> dict[str, tuple[str, bool]]:
+    """Field name -> (int, float or dict, whether None is allowed), read from the annotations
+    (strings here: `from __future__ import annotations`)."""
+    return {f.name: (f.type.split("|")[0].split("[")[0].strip(), "None" in f.type) for f in fields(PretrainConfig)}
 
 
 def defaults() -> PretrainConfig:

@@ -34,7 +34,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -109,7 +109,9 @@ class Pretrainer:
 
     def __init__(self, data_dir: Path, out_dir: Path, config: PretrainConfig | None = None, device: str = "auto",
                  resume: bool = False, workers: int | None = None, progress: bool = True,
-                 echo: Callable[[str], None] | None = None):
+                 echo: Callable[[str], None] | None = None, requested: Mapping[str, Any] | None = None):
+        """`config`: the run's settings; when resuming, only its `epochs` counts (None: the run's own).
+        `requested`: the settings the caller chose, for resume's note of those it does not apply."""
         self.data_dir, self.out_dir = Path(data_dir), Path(out_dir)
         self.progress = progress
         self.echo = echo or (lambda s: print(s, flush=True))
@@ -124,7 +126,10 @@ class Pretrainer:
             if stored.get("format") != CHECKPOINT_FORMAT:
                 raise SarcoError("not a sarco pretraining checkpoint", self.ckpt_path, "start a new run in another -o folder.")
             old = PretrainConfig.from_json(stored["config"])
-            if cfg.epochs != old.epochs:
+            ignored = sorted(k for k, v in (requested or {}).items() if k != "epochs" and old.to_json().get(k, v) != v)
+            if ignored:
+                self.echo(f"continuing with the run's own settings, not the given {', '.join(ignored)}")
+            if config is not None and cfg.epochs != old.epochs:
                 self.echo(f"continuing with {cfg.epochs} epochs instead of {old.epochs}")
                 old.epochs = cfg.epochs
             cfg = old  # every other setting is the run's own
@@ -422,6 +427,7 @@ class Pretrainer:
 
 def run_pretraining(data_dir: Path, out_dir: Path, config: PretrainConfig | None = None, device: str = "auto",
                     resume: bool = False, workers: int | None = None, progress: bool = True,
-                    max_steps: int | None = None, echo: Callable[[str], None] | None = None) -> PretrainResult:
-    """Pretrain (or continue) and return the paths written. See the module doc."""
-    return Pretrainer(data_dir, out_dir, config, device, resume, workers, progress, echo).run(max_steps)
+                    max_steps: int | None = None, echo: Callable[[str], None] | None = None,
+                    requested: Mapping[str, Any] | None = None) -> PretrainResult:
+    """Pretrain (or continue) and return the paths written. See the module doc and `Pretrainer`."""
+    return Pretrainer(data_dir, out_dir, config, device, resume, workers, progress, echo, requested).run(max_steps)
