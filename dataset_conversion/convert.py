@@ -36,6 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sarco_nn import __version__
+from sarco_nn.atomic import pid_alive
 from sarco_nn.cases import case_entries, case_id_from_path, read_labels_json
 from sarco_nn.clinical import ClinicalRecord, read_clinical_csv, write_clinical_csv
 from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM, TISSUE_LABELS
@@ -266,18 +267,8 @@ def _remove_stale_staging(raw_root: Path) -> None:
     is gone, so nothing will ever finish them, and nnU-Net must never see a half-written dataset."""
     for folder in raw_root.glob(f".*{STAGING_MARK}*"):
         pid_text = folder.name.split(STAGING_MARK, 1)[1].split("-", 1)[0]
-        if folder.is_dir() and (not pid_text.isdigit() or not _process_alive(int(pid_text))):
+        if folder.is_dir() and (not pid_text.isdigit() or not pid_alive(int(pid_text))):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_value: int,
