@@ -51,7 +51,9 @@ def _series(folder: Path, uids: bool = True, flip_rows: bool = False, rows: int 
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-        ds.PixelData = (rng.integers(900, 1100, (rows, cols)).astype(np.int16)).tobytes()
+        pixels = rng.integers(900, 1100, (rows, cols)).astype(np.int16)  # soft tissue around 0 HU
+        pixels[:4], pixels[rows // 2 - 3: rows // 2 + 3, cols // 2 - 3: cols // 2 + 3] = 24, 1724  # air, bone
+        ds.PixelData = pixels.tobytes()  # (a CT needs both: a -124..75 HU image is refused as not_ct)
         ds.save_as(str(folder / f"im{k}.dcm"), enforce_file_format=True)
         out.append(ds)
     del pydicom
