@@ -47,10 +47,11 @@ Components (name: raw value → estimated error):
   blood, below the 350-550 HU a rib reaches even at 3-mm voxels), holes filled (marrow inside a
   cortex), opened with a LEVEL_SPECK_MM (1 mm) disc (noise specks of a noisy image go), in pieces of at
   least LEVEL_MIN_MM2 (30 mm²) that lie LEVEL_SPINE_MM (60 mm) or more from the midline (beyond the L3
-  transverse processes), reach the outer half of the way from the outline to the body's deepest point
-  (LEVEL_WALL_SHARE: not the kidneys, aorta or a stone deep inside) and are at most 2 × LEVEL_HALF_MM
-  thick (a rib or a wing, not a contrast-filled bowel loop) — inside the trunk, arms cut off
-  (LEVEL_ARM_MM). Their area A gives WRONG_LEVEL_ERROR × min(1, A / LEVEL_FULL_MM2): two rib
+  transverse processes), reach the lateral wall, the outer LEVEL_WALL_SHARE (40 %) of the body's
+  half-width along their rows (subcutaneous fat, flank muscles and the ribs or crest inside them: real
+  ribs reach 0.25, real and phantom iliac crests 0.35-0.38; not the kidneys, aorta or a stone deep
+  inside, nor the bowel under the anterior wall) and are at most 2 × LEVEL_HALF_MM thick (a rib or a
+  wing, not a contrast-filled bowel loop) — inside the trunk, arms cut off (LEVEL_ARM_MM). Their area A gives WRONG_LEVEL_ERROR × min(1, A / LEVEL_FULL_MM2): two rib
   cross-sections or a piece of iliac crest (100 mm²) are as sure as a failed locator. Oral contrast
   layering in the colon on the flanks can look the same; real T12-L1 and lower L4-L5 slices show it,
   real L3 slices do not (tests/test_review_qc.py).
@@ -138,14 +139,14 @@ LEVEL_DOUBT: tuple[str, ...] = ("l3_confidence", "level_cue")
 
 #: level_cue (`wall_bone_values`; the module docstring says why each): bone above LEVEL_BONE_HU, specks
 #: under a LEVEL_SPECK_MM disc removed, pieces of LEVEL_MIN_MM2 or more, LEVEL_SPINE_MM or more from the
-#: midline, reaching the outer LEVEL_WALL_SHARE of the depth, at most 2 x LEVEL_HALF_MM thick, in the
-#: trunk after cutting off what hangs on by less than 2 x LEVEL_ARM_MM (arms, mattress); LEVEL_FULL_MM2
-#: of such bone counts the whole WRONG_LEVEL_ERROR.
+#: midline, reaching the outer LEVEL_WALL_SHARE of their rows' half-width, at most 2 x LEVEL_HALF_MM thick,
+#: in the trunk after cutting off what hangs on by less than 2 x LEVEL_ARM_MM (arms, mattress);
+#: LEVEL_FULL_MM2 of such bone counts the whole WRONG_LEVEL_ERROR.
 LEVEL_BONE_HU = 300.0
 LEVEL_SPECK_MM = 1.0
 LEVEL_MIN_MM2 = 30.0
 LEVEL_SPINE_MM = 60.0
-LEVEL_WALL_SHARE = 0.5
+LEVEL_WALL_SHARE = 0.4
 LEVEL_HALF_MM = 8.0
 LEVEL_ARM_MM = 20.0
 LEVEL_FULL_MM2 = 100.0
@@ -339,8 +340,10 @@ def wall_bone_values(ct_hu: np.ndarray, spacing: tuple[float, float],
         yy, xx = np.mgrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
         bone = ndimage.binary_opening(bone, structure=(yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0)
     labels, _ = ndimage.label(bone, structure=np.ones((3, 3), bool))
-    depth = ndimage.distance_transform_edt(body, sampling=spacing)
-    wall_depth = LEVEL_WALL_SHARE * float(depth.max())
+    columns = np.arange(body.shape[1])
+    left = np.where(body, columns, body.shape[1]).min(axis=1)  # the body's extent on each row
+    right = np.where(body, columns, -1).max(axis=1)
+    half_width = np.maximum((right - left + 1) / 2.0, 1.0)
     midline = float(np.nonzero(body)[1].mean())
     pixel_mm2 = float(spacing[0] * spacing[1])
     area, pieces = 0.0, 0
@@ -349,9 +352,13 @@ def wall_bone_values(ct_hu: np.ndarray, spacing: tuple[float, float],
         piece_mm2 = float(piece.sum()) * pixel_mm2
         if piece_mm2 < LEVEL_MIN_MM2:
             continue
-        lateral_mm = abs(float(np.nonzero(piece)[1].mean()) + box[1].start - midline) * spacing[1]
+        rows, cols = np.nonzero(piece)
+        rows, cols = rows + box[0].start, cols + box[1].start
+        offset = float(cols.mean()) - midline
+        inward = (right[rows] - cols) if offset > 0 else (cols - left[rows])  # from the lateral outline, per row
+        in_wall = float((inward / half_width[rows]).min()) <= LEVEL_WALL_SHARE
         half_mm = float(ndimage.distance_transform_edt(np.pad(piece, 1), sampling=spacing).max())
-        if lateral_mm >= LEVEL_SPINE_MM and float(depth[box][piece].min()) <= wall_depth and half_mm <= LEVEL_HALF_MM:
+        if abs(offset) * spacing[1] >= LEVEL_SPINE_MM and in_wall and half_mm <= LEVEL_HALF_MM:
             area, pieces = area + piece_mm2, pieces + 1
     return {"wall_bone_mm2": area, "wall_bone_pieces": float(pieces)}
 
