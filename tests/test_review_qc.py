@@ -376,3 +376,17 @@ def test_real_ct_l3_slices_are_quiet_and_l1_l5_slices_show_their_bone():
     assert len(by_level[29]) >= 10 and max(by_level[29]) == 0.0, by_level[29]
     assert min(by_level[27]) > 0.0, by_level[27]
     assert np.mean(np.array(by_level[31]) > 0) >= 0.7, by_level[31]
+
+
+@pytest.mark.skipif(not (REAL_CT.parent / "dcmqi_ct3slice").is_dir(), reason="../shared/data is absent")
+def test_real_upper_abdomen_slices_with_ribs_all_round_speak():
+    """dcmqi's three GE slices through the liver dome (T10-T12: ribs all round the wall) are far off L3."""
+    import SimpleITK as sitk
+
+    from sarco_nn.review.qc import LEVEL_FULL_MM2, wall_bone_values
+
+    for name in ("01.dcm", "02.dcm", "03.dcm"):
+        image = sitk.ReadImage(str(REAL_CT.parent / "dcmqi_ct3slice" / name))
+        hu = np.maximum(sitk.GetArrayFromImage(image)[0].astype(np.float32), -1024.0)  # -3024 padding
+        found = wall_bone_values(hu, image.GetSpacing()[1::-1])
+        assert found["wall_bone_mm2"] >= LEVEL_FULL_MM2 and found["wall_bone_pieces"] >= 4, (name, found)

@@ -48,9 +48,9 @@ Components (name: raw value → estimated error):
   cortex), opened with a LEVEL_SPECK_MM (1 mm) disc (noise specks of a noisy image go), in pieces of at
   least LEVEL_MIN_MM2 (30 mm²) that lie LEVEL_SPINE_MM (60 mm) or more from the midline (beyond the L3
   transverse processes), reach the lateral wall, the outer LEVEL_WALL_SHARE (40 %) of the body's
-  half-width along their rows (subcutaneous fat, flank muscles and the ribs or crest inside them: real
-  ribs reach 0.25, real and phantom iliac crests 0.35-0.38; not the kidneys, aorta or a stone deep
-  inside, nor the bowel under the anterior wall) and are at most 2 × LEVEL_HALF_MM thick (a rib or a
+  half-width along their rows (subcutaneous fat, flank muscles and the ribs or crest inside them: ribs
+  lie within 0.27 of it, iliac crests within 0.38, real and phantom; not the kidneys, aorta or a stone
+  deep inside, nor the bowel under the anterior wall) and are at most 2 × LEVEL_HALF_MM thick (a rib or a
   wing, not a contrast-filled bowel loop) — inside the trunk, arms cut off (LEVEL_ARM_MM). Their area A gives WRONG_LEVEL_ERROR × min(1, A / LEVEL_FULL_MM2): two rib
   cross-sections or a piece of iliac crest (100 mm²) are as sure as a failed locator. Oral contrast
   layering in the colon on the flanks can look the same; real T12-L1 and lower L4-L5 slices show it,
