@@ -390,3 +390,17 @@ def test_real_upper_abdomen_slices_with_ribs_all_round_speak():
         hu = np.maximum(sitk.GetArrayFromImage(image)[0].astype(np.float32), -1024.0)  # -3024 padding
         found = wall_bone_values(hu, image.GetSpacing()[1::-1])
         assert found["wall_bone_mm2"] >= LEVEL_FULL_MM2 and found["wall_bone_pieces"] >= 4, (name, found)
+
+
+def test_noise_on_an_enhanced_structure_is_not_bone(monkeypatch):
+    """SD-100-HU noise on a 250-HU structure in the wall (an enhancing vessel or lesion, below the bone
+    bound) pushes a third of its pixels above 300 HU; the 1-mm opening removes what they form, without it
+    some of them pass as a piece of wall bone."""
+    import sarco_nn.review.qc as qc
+
+    ct, sp, where = _trunk_slice()
+    organ = _blob(ct, sp, where["wall"], (7.0, 7.0), 250.0)
+    noisy = [organ + np.random.default_rng(seed).normal(0.0, 100.0, organ.shape) for seed in range(5)]
+    assert all(qc.wall_bone_values(image, sp)["wall_bone_mm2"] == 0.0 for image in noisy)
+    monkeypatch.setattr(qc, "LEVEL_SPECK_MM", 0.0)
+    assert any(qc.wall_bone_values(image, sp)["wall_bone_mm2"] > 0.0 for image in noisy)
