@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -263,3 +265,142 @@ def test_bright_muscle_is_implausible_unless_the_patients_fat_is_as_bright():
     assert shifted.components["hu_implausible"] == 0.0
     fatty = qc_score(_evidence(bright, mask, _sharp(mask), muscle_hu_mean=-40.0))
     assert fatty.components["hu_implausible"] == pytest.approx(REFERENCE_ERROR * 30.0 / 15.0)
+
+
+# ---------------------------------------------------------------- level_cue: ribs or iliac bone in the wall
+
+def _trunk_slice(noise_hu: float = 0.0, seed: int = 0) -> tuple[np.ndarray, tuple[float, float], dict]:
+    """An adult-sized L3-like slice (0.8 mm pixels): fat ellipse 320 x 230 mm, a 12-mm muscle wall, a
+    vertebral body with transverse processes reaching 45 mm from the midline; `where` holds (row, col)
+    spots for planted structures (in the lateral wall, beside the spine, deep in the abdomen)."""
+    n, sp = 448, (0.8, 0.8)
+    yy, xx = np.mgrid[:n, :n].astype(float) * sp[0]
+    cy, cx = n * sp[0] / 2, n * sp[1] / 2
+    r = np.hypot((xx - cx) / 160.0, (yy - cy) / 115.0)
+    ct = np.full((n, n), -1000.0)
+    ct[r < 1.0] = -100.0
+    ct[(r > 0.84) & (r < 0.92)] = 45.0  # abdominal wall muscle
+    ct[np.hypot(xx - cx, yy - cy - 40.0) < 20.0] = 700.0  # vertebral body
+    ct[(np.abs(yy - cy - 50.0) < 4.0) & (np.abs(xx - cx) < 45.0)] = 700.0  # transverse processes
+    if noise_hu:
+        ct += np.random.default_rng(seed).normal(0.0, noise_hu, ct.shape)
+    px = lambda y_mm, x_mm: (int(y_mm / sp[0]), int(x_mm / sp[1]))  # noqa: E731
+    where = {"wall": px(cy + 30.0, cx + 140.0), "spine": px(cy + 40.0, cx + 25.0), "deep": px(cy, cx + 80.0)}
+    return ct, sp, where
+
+
+def _blob(ct: np.ndarray, sp, centre, half_axes_mm, hu: float) -> np.ndarray:
+    yy, xx = np.mgrid[:ct.shape[0], :ct.shape[1]].astype(float)
+    inside = ((yy - centre[0]) * sp[0] / half_axes_mm[0]) ** 2 + ((xx - centre[1]) * sp[1] / half_axes_mm[1]) ** 2 <= 1
+    out = ct.copy()
+    out[inside] = hu
+    return out
+
+
+def test_a_rib_in_the_lateral_wall_says_the_level_may_be_wrong():
+    """A rib-like blob (12 x 7 mm, 700 HU) in the lateral wall is wall bone; the same blob beside the
+    spine, a noisy image (SD 100 HU) and a thick contrast-filled loop (35 mm, 400 HU) are not."""
+    from sarco_nn.review.qc import LEVEL_FULL_MM2, WRONG_LEVEL_ERROR, wall_bone_values
+
+    ct, sp, where = _trunk_slice()
+    assert wall_bone_values(ct, sp)["wall_bone_mm2"] == 0.0  # the spine and its processes never count
+    rib = _blob(ct, sp, where["wall"], (6.0, 3.5), 700.0)
+    found = wall_bone_values(rib, sp)
+    assert found["wall_bone_pieces"] == 1.0 and 50.0 < found["wall_bone_mm2"] < 80.0, found
+    scored = score_values(found)
+    assert scored.components["level_cue"] == pytest.approx(WRONG_LEVEL_ERROR * found["wall_bone_mm2"] / LEVEL_FULL_MM2)
+    two = _blob(rib, sp, (where["wall"][0] + 40, where["wall"][1] - 10), (6.0, 3.5), 700.0)
+    both = score_values(wall_bone_values(two, sp))
+    assert both.components["level_cue"] == pytest.approx(WRONG_LEVEL_ERROR)  # two ribs: as sure as it gets
+    assert "qc_level_cue" in _codes(both) and "not be at L3" in both.reasons[-1].message
+    assert wall_bone_values(_blob(ct, sp, where["spine"], (6.0, 3.5), 700.0), sp)["wall_bone_mm2"] == 0.0
+    assert wall_bone_values(_blob(ct, sp, where["deep"], (17.5, 17.5), 400.0), sp)["wall_bone_mm2"] == 0.0
+    noisy, _, _ = _trunk_slice(noise_hu=100.0)
+    assert wall_bone_values(noisy, sp)["wall_bone_mm2"] == 0.0
+    noisy_rib = _blob(noisy, sp, where["wall"], (6.0, 3.5), 700.0)
+    assert wall_bone_values(noisy_rib, sp)["wall_bone_pieces"] == 1.0  # the rib survives the noise
+
+
+def test_locator_confidence_and_wall_bone_are_one_doubt_about_the_level():
+    """Both say "not L3": the estimate takes the larger, so a doubtful level is not counted twice."""
+    values = {"l3_confidence": 0.4, "wall_bone_mm2": 50.0, "wall_bone_pieces": 1.0}
+    result = score_values(values)
+    assert result.components["l3_confidence"] == pytest.approx(0.075)
+    assert result.components["level_cue"] == pytest.approx(0.075)
+    assert result.expected_error == pytest.approx(0.075)
+
+
+def _phantom_a_slice(seed: int, level: str, fraction: float):
+    from dataset_conversion.phantom import VERTEBRA_LABELS, choose_grid, render_labels, sample_anatomy, tissue_to_hu
+
+    rng = np.random.default_rng([7, seed])
+    an = sample_anatomy(rng, sex="MF"[seed % 2])
+    grid = choose_grid(an, rng, 512, None)
+    top, bottom = an.levels[VERTEBRA_LABELS[level]]
+    labels, _ = render_labels(an, bottom + fraction * (top - bottom), grid.xs, grid.ys)
+    return tissue_to_hu(an, labels, grid, np.random.default_rng(seed)), grid.spacing
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_phantom_l3_is_quiet_while_l1_ribs_and_l5_iliac_wings_speak(seed):
+    """Family A at 512²: mid-L3 has no wall bone; mid-L1 has its lower ribs (>= LEVEL_FULL_MM2), low
+    L5 its iliac wings (family A draws the wings from mid-L5 down, the ribs from upper L2 up)."""
+    from sarco_nn.review.qc import LEVEL_FULL_MM2, wall_bone_values
+
+    assert wall_bone_values(*_phantom_a_slice(seed, "L3", 0.5))["wall_bone_mm2"] == 0.0
+    assert wall_bone_values(*_phantom_a_slice(seed, "L1", 0.5))["wall_bone_mm2"] >= LEVEL_FULL_MM2
+    assert wall_bone_values(*_phantom_a_slice(seed, "L5", 0.1))["wall_bone_mm2"] >= LEVEL_FULL_MM2
+
+
+REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalsegmentator"
+
+
+@pytest.mark.skipif(not REAL_CT.is_dir(), reason="../shared/data is absent (the generated cases above cover the cue)")
+def test_real_ct_l3_slices_are_quiet_and_l1_l5_slices_show_their_bone():
+    """Real CT (TotalSegmentator's example, 3-mm voxels, vertebra labels): every slice whose vertebra is
+    L3 (29) has no wall bone; L5 (27) slices all show the iliac wings; most L1 (31) slices show the
+    lower ribs (at 3 mm a rib tip is often under 300 HU or under 30 mm²: the top of L1 is missed)."""
+    import SimpleITK as sitk
+
+    from sarco_nn.review.qc import wall_bone_values
+
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(REAL_CT / "example_ct.nii.gz"))).astype(np.float32)
+    vertebrae = sitk.GetArrayFromImage(sitk.ReadImage(str(REAL_CT / "example_ct_vertebrae_totalseg.nii.gz")))
+    spacing = sitk.ReadImage(str(REAL_CT / "example_ct.nii.gz")).GetSpacing()[1::-1]
+    by_level: dict[int, list[float]] = {}
+    for z in range(ct.shape[0]):
+        present = vertebrae[z][vertebrae[z] > 0]
+        if present.size:
+            level = int(np.bincount(present).argmax())
+            by_level.setdefault(level, []).append(wall_bone_values(ct[z], spacing)["wall_bone_mm2"])
+    assert len(by_level[29]) >= 10 and max(by_level[29]) == 0.0, by_level[29]
+    assert min(by_level[27]) > 0.0, by_level[27]
+    assert np.mean(np.array(by_level[31]) > 0) >= 0.7, by_level[31]
+
+
+@pytest.mark.skipif(not (REAL_CT.parent / "dcmqi_ct3slice").is_dir(), reason="../shared/data is absent")
+def test_real_upper_abdomen_slices_with_ribs_all_round_speak():
+    """dcmqi's three GE slices through the liver dome (T10-T12: ribs all round the wall) are far off L3."""
+    import SimpleITK as sitk
+
+    from sarco_nn.review.qc import LEVEL_FULL_MM2, wall_bone_values
+
+    for name in ("01.dcm", "02.dcm", "03.dcm"):
+        image = sitk.ReadImage(str(REAL_CT.parent / "dcmqi_ct3slice" / name))
+        hu = np.maximum(sitk.GetArrayFromImage(image)[0].astype(np.float32), -1024.0)  # -3024 padding
+        found = wall_bone_values(hu, image.GetSpacing()[1::-1])
+        assert found["wall_bone_mm2"] >= LEVEL_FULL_MM2 and found["wall_bone_pieces"] >= 4, (name, found)
+
+
+def test_noise_on_an_enhanced_structure_is_not_bone(monkeypatch):
+    """SD-100-HU noise on a 250-HU structure in the wall (an enhancing vessel or lesion, below the bone
+    bound) pushes a third of its pixels above 300 HU; the 1-mm opening removes what they form, without it
+    some of them pass as a piece of wall bone."""
+    import sarco_nn.review.qc as qc
+
+    ct, sp, where = _trunk_slice()
+    organ = _blob(ct, sp, where["wall"], (7.0, 7.0), 250.0)
+    noisy = [organ + np.random.default_rng(seed).normal(0.0, 100.0, organ.shape) for seed in range(5)]
+    assert all(qc.wall_bone_values(image, sp)["wall_bone_mm2"] == 0.0 for image in noisy)
+    monkeypatch.setattr(qc, "LEVEL_SPECK_MM", 0.0)
+    assert any(qc.wall_bone_values(image, sp)["wall_bone_mm2"] > 0.0 for image in noisy)

@@ -40,14 +40,29 @@ Components (name: raw value → estimated error):
 - ``l3_confidence``: the L3 locator's confidence c below L3_SURE (0.8): (0.8 − c) / 0.8 × 15 % (one
   vertebra off changes the SMA by 10–20 %).
 
+- ``level_cue``: dense bone in the lateral body wall (`wall_bone_values`, CT only): at L3 there are
+  normally no ribs in the wall (the lowest ribs end at L1-L2) and no iliac bone (the iliac crest is at
+  about L4, the wings below), so such bone says the slice is probably not at L3. Bone is pixels above
+  LEVEL_BONE_HU (300: above enhanced kidneys and muscle in a contrast phase and above most arterial
+  blood, below the 350-550 HU a rib reaches even at 3-mm voxels), holes filled (marrow inside a
+  cortex), opened with a LEVEL_SPECK_MM (1 mm) disc (noise specks of a noisy image go), in pieces of at
+  least LEVEL_MIN_MM2 (30 mm²) that lie LEVEL_SPINE_MM (60 mm) or more from the midline (beyond the L3
+  transverse processes), reach the lateral wall, the outer LEVEL_WALL_SHARE (40 %) of the body's
+  half-width along their rows (subcutaneous fat, flank muscles and the ribs or crest inside them: ribs
+  lie within 0.27 of it, iliac crests within 0.38, real and phantom; not the kidneys, aorta or a stone
+  deep inside, nor the bowel under the anterior wall) and are at most 2 × LEVEL_HALF_MM thick (a rib or a
+  wing, not a contrast-filled bowel loop) — inside the trunk, arms cut off (LEVEL_ARM_MM). Their area A gives WRONG_LEVEL_ERROR × min(1, A / LEVEL_FULL_MM2): two rib
+  cross-sections or a piece of iliac crest (100 mm²) are as sure as a failed locator. Oral contrast
+  layering in the colon on the flanks can look the same; real T12-L1 and lower L4-L5 slices show it,
+  real L3 slices do not (tests/test_review_qc.py).
 - ``outside_trunk``: the share of the counted muscle outside the trunk (the largest body region,
   `ct_checks.body_region`, as the trunk rule `sarco_nn.trunk` takes it): arm muscle counted as SMA.
   It is the over-count itself; 0 when the trunk rule already left it out.
 
-The estimate E adds the components, except the three that are the model's own doubt (MODEL_DOUBT:
-fold disagreement, border entropy, fragmentation): they measure one error source three ways, so only
-the largest of them counts. Each component is still reported (``components``) and named as a reason
-when it holds DRIVER_SHARE of E.
+The estimate E adds the components, except those that measure one error source several ways: the
+model's own doubt (MODEL_DOUBT: fold disagreement, border entropy, fragmentation) and the level's
+(LEVEL_DOUBT: the locator's confidence, the wall-bone cue); of each group only the largest counts.
+Each component is still reported (``components``) and named as a reason when it holds DRIVER_SHARE of E.
 
 `measure` turns a case's evidence into the raw values, `score_values` the raw values into the score
 (so bench/qc_bench.py --rescore can re-score stored values: the same numbers predict writes). A case
@@ -67,11 +82,11 @@ import numpy as np
 from sarco_nn.status import Reason, Status, Verdict
 
 __all__ = ["CaseEvidence", "QcResult", "qc_score", "measure", "score_values", "estimated_error", "REVIEW_THRESHOLD",
-           "REFERENCE_ERROR", "REFERENCE_L3", "MODEL_DOUBT"]
+           "REFERENCE_ERROR", "REFERENCE_L3", "MODEL_DOUBT", "LEVEL_DOUBT", "wall_bone_values"]
 
 #: What the raw values from the mask and probabilities (`measure`) are; bump when one is added or changes
 #: meaning (bench/qc_bench.py's signature). The CT-only values (`ct_values`) are refreshed on re-scoring.
-MEASURE_VERSION = 2  # 2: outside_trunk_share added
+MEASURE_VERSION = 2  # 2: outside_trunk_share added (wall_bone_mm2 is a CT-only value: no bump)
 
 #: The relative SMA error that counts as large (bench/qc_bench.py's line): the score is 0.5 there.
 REFERENCE_ERROR = 0.05
@@ -118,6 +133,24 @@ WRONG_LEVEL_ERROR = 0.15
 #: often right, outranked cut and wrong-level cases).
 MODEL_DOUBT: tuple[str, ...] = ("fold_disagreement", "border_entropy", "fragmentation")
 
+#: The components that say the slice is not at L3, from the locator and from the image: one error source
+#: (the level), so only the larger enters the estimate.
+LEVEL_DOUBT: tuple[str, ...] = ("l3_confidence", "level_cue")
+
+#: level_cue (`wall_bone_values`; the module docstring says why each): bone above LEVEL_BONE_HU, specks
+#: under a LEVEL_SPECK_MM disc removed, pieces of LEVEL_MIN_MM2 or more, LEVEL_SPINE_MM or more from the
+#: midline, reaching the outer LEVEL_WALL_SHARE of their rows' half-width, at most 2 x LEVEL_HALF_MM thick,
+#: in the trunk after cutting off what hangs on by less than 2 x LEVEL_ARM_MM (arms, mattress);
+#: LEVEL_FULL_MM2 of such bone counts the whole WRONG_LEVEL_ERROR.
+LEVEL_BONE_HU = 300.0
+LEVEL_SPECK_MM = 1.0
+LEVEL_MIN_MM2 = 30.0
+LEVEL_SPINE_MM = 60.0
+LEVEL_WALL_SHARE = 0.4
+LEVEL_HALF_MM = 8.0
+LEVEL_ARM_MM = 20.0
+LEVEL_FULL_MM2 = 100.0
+
 #: A component is named as a reason when it holds at least this share of the estimated error.
 DRIVER_SHARE = 0.2
 
@@ -157,6 +190,8 @@ _MESSAGES: dict[str, str] = {
     "fragmentation": "the mask is fragmented ({detail}); check for stray islands",
     "asymmetry": "left/right muscle area differs by {detail}; check for a missed or extra region",
     "l3_confidence": "L3 located with low confidence ({detail}); check the level on the thumbnail",
+    "level_cue": "{detail} of bone in the lateral body wall (ribs or iliac wing, normally absent at L3): the "
+                 "slice may not be at L3; check the level",
     "outside_trunk": "{detail} of the counted muscle lies outside the trunk (an arm?); the trunk rule leaves it out",
 }
 
@@ -275,10 +310,64 @@ def _edge_contact_mm(region: np.ndarray, spacing: tuple[float, float], sides: st
     return float(length)
 
 
+def _trunk_core(body: np.ndarray, spacing: tuple[float, float], radius_mm: float) -> np.ndarray:
+    """The body without what hangs on by less than 2 x radius_mm (arms touching it, a thick mattress): an
+    opening by distance transforms (cheap for a large disc), the largest piece grown back inside the body."""
+    from scipy import ndimage
+
+    core = ndimage.distance_transform_edt(body, sampling=spacing) > radius_mm
+    labels, n = ndimage.label(core)
+    if n == 0:
+        return body
+    core = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    return body & (ndimage.distance_transform_edt(~core, sampling=spacing) <= radius_mm + max(spacing))
+
+
+def wall_bone_values(ct_hu: np.ndarray, spacing: tuple[float, float],
+                     outline: np.ndarray | None = None) -> dict[str, float]:
+    """wall_bone_mm2: the area of dense bone in the lateral body wall (ribs, iliac wing; the module
+    docstring's ``level_cue`` says which bone counts and why), and wall_bone_pieces, how many pieces."""
+    from scipy import ndimage
+
+    ct = np.asarray(ct_hu, dtype=np.float32)
+    body = body_region(ct, spacing, open_mm=TABLE_OPEN_MM) if outline is None else outline
+    if not body.any():
+        return {"wall_bone_mm2": 0.0, "wall_bone_pieces": 0.0}
+    body = _trunk_core(body, spacing, LEVEL_ARM_MM)
+    bone = ndimage.binary_fill_holes((ct > LEVEL_BONE_HU) & body)
+    radius = np.round(LEVEL_SPECK_MM / np.asarray(spacing, float)).astype(int)
+    if radius.min() > 0:  # pixels coarser than 2 mm: a speck is a pixel, the size floor removes it
+        yy, xx = np.mgrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
+        bone = ndimage.binary_opening(bone, structure=(yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0)
+    labels, _ = ndimage.label(bone, structure=np.ones((3, 3), bool))
+    columns = np.arange(body.shape[1])
+    left = np.where(body, columns, body.shape[1]).min(axis=1)  # the body's extent on each row
+    right = np.where(body, columns, -1).max(axis=1)
+    half_width = np.maximum((right - left + 1) / 2.0, 1.0)
+    midline = float(np.nonzero(body)[1].mean())
+    pixel_mm2 = float(spacing[0] * spacing[1])
+    area, pieces = 0.0, 0
+    for k, box in enumerate(ndimage.find_objects(labels), 1):
+        piece = labels[box] == k
+        piece_mm2 = float(piece.sum()) * pixel_mm2
+        if piece_mm2 < LEVEL_MIN_MM2:
+            continue
+        rows, cols = np.nonzero(piece)
+        rows, cols = rows + box[0].start, cols + box[1].start
+        offset = float(cols.mean()) - midline
+        inward = (right[rows] - cols) if offset > 0 else (cols - left[rows])  # from the lateral outline, per row
+        in_wall = float((inward / half_width[rows]).min()) <= LEVEL_WALL_SHARE
+        half_mm = float(ndimage.distance_transform_edt(np.pad(piece, 1), sampling=spacing).max())
+        if abs(offset) * spacing[1] >= LEVEL_SPINE_MM and in_wall and half_mm <= LEVEL_HALF_MM:
+            area, pieces = area + piece_mm2, pieces + 1
+    return {"wall_bone_mm2": area, "wall_bone_pieces": float(pieces)}
+
+
 def ct_values(ct_hu: np.ndarray, spacing: tuple[float, float]) -> dict[str, float]:
     """The raw values that need only the CT (no model): edge_body_mm, the length of the patient's
     outline on the image's top, left and right borders (the bottom row is skipped: the table lies there),
-    and fat_hu, the median HU of the outline's pixels in FAT_WINDOW_HU (the patient's fat).
+    fat_hu, the median HU of the outline's pixels in FAT_WINDOW_HU (the patient's fat), and the lateral
+    wall's bone (`wall_bone_values`, the level cue).
 
     Separate so bench/qc_bench.py --rescore can refresh them from the regenerated image."""
     outline = body_region(ct_hu, spacing, open_mm=TABLE_OPEN_MM)
@@ -287,6 +376,7 @@ def ct_values(ct_hu: np.ndarray, spacing: tuple[float, float]) -> dict[str, floa
     fat = body[(body > FAT_WINDOW_HU[0]) & (body < FAT_WINDOW_HU[1])]
     if fat.size:
         values["fat_hu"] = float(np.median(fat))
+    values.update(wall_bone_values(ct_hu, spacing, outline))
     return values
 
 
@@ -415,6 +505,14 @@ def _l3_term(v: dict) -> tuple[float, str] | None:
     return WRONG_LEVEL_ERROR * float(np.clip((L3_SURE - c) / L3_SURE, 0.0, 1.0)), f"{c:.2f}"
 
 
+def _level_cue_term(v: dict) -> tuple[float, str] | None:
+    if "wall_bone_mm2" not in v:
+        return None
+    area = v["wall_bone_mm2"]
+    return (WRONG_LEVEL_ERROR * min(1.0, area / LEVEL_FULL_MM2),
+            f"{area:.0f} mm² in {int(v.get('wall_bone_pieces', 0))} piece(s)")
+
+
 def _trunk_term(v: dict) -> tuple[float, str] | None:
     if "outside_trunk_share" not in v:
         return None
@@ -423,13 +521,18 @@ def _trunk_term(v: dict) -> tuple[float, str] | None:
 
 _TERMS = {"fold_disagreement": _fold_term, "border_entropy": _entropy_term, "sma_implausible": _plausibility_term,
           "fov_edge": _fov_term, "hu_implausible": _hu_term, "fragmentation": _fragment_term,
-          "asymmetry": _asymmetry_term, "l3_confidence": _l3_term, "outside_trunk": _trunk_term}
+          "asymmetry": _asymmetry_term, "l3_confidence": _l3_term, "level_cue": _level_cue_term,
+          "outside_trunk": _trunk_term}
 
 
 def estimated_error(components: dict[str, float]) -> float:
-    """E: the independent sources added, the model's doubt (MODEL_DOUBT) once, by its largest measure."""
-    doubt = [components[n] for n in MODEL_DOUBT if n in components]
-    return float(sum(v for n, v in components.items() if n not in MODEL_DOUBT) + (max(doubt) if doubt else 0.0))
+    """E: the independent sources added; the model's doubt (MODEL_DOUBT) and the level's (LEVEL_DOUBT)
+    once each, by their largest measure."""
+    grouped = (*MODEL_DOUBT, *LEVEL_DOUBT)
+    total = sum(v for n, v in components.items() if n not in grouped)
+    for group in (MODEL_DOUBT, LEVEL_DOUBT):
+        total += max((components[n] for n in group if n in components), default=0.0)
+    return float(total)
 
 
 def score_values(values: dict, threshold: float = REVIEW_THRESHOLD) -> QcResult:
