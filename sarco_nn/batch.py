@@ -368,9 +368,10 @@ def rekey_moved_rows(rows: dict[str, dict[str, Any]], current: dict[str, tuple[s
     its results.csv kept both sets. The resume key is the path relative to the -i folder (the part
     rule's) *plus* the input fingerprint: a row recorded under `previous_folder` whose relative path
     and `input_fingerprint` are those of a current input (`current`: key -> (relative path,
-    fingerprint)) is that input's row; the fingerprint keeps another cohort's scan of the same name
-    (another -i into the same -o) a row of its own, as before. Whether a re-keyed row is finished is
-    then decided as for any row (settings, case inputs, mask on disk)."""
+    fingerprint)) is that input's row, when nothing is at its recorded path any more (the old mount
+    point). The fingerprint keeps another cohort's scan of the same name (another -i into the same
+    -o) a row of its own, as before, and so does a copy whose original is still there. Whether a
+    re-keyed row is finished is then decided as for any row (settings, case inputs, mask on disk)."""
     if not previous_folder:
         return 0
     by_place = {}
@@ -381,7 +382,7 @@ def rekey_moved_rows(rows: dict[str, dict[str, Any]], current: dict[str, tuple[s
     moved = 0
     for key, (relative, fingerprint) in current.items():
         old = by_place.get((relative, fingerprint)) if fingerprint and key not in rows else None
-        if old is not None and old in rows:
+        if old is not None and old in rows and not os.path.lexists(old):
             rows[key] = {**rows.pop(old), key_column: key}
             moved += 1
     return moved

@@ -332,6 +332,16 @@ def test_a_row_moves_with_its_input_only_when_path_relative_to_the_folder_and_fi
     assert rekey_moved_rows(rows, current, None, KEY_COLUMN) == 0  # a run file of an earlier sarco: as before
 
 
+def test_a_row_whose_input_is_still_at_its_recorded_path_stays_that_inputs_row(tmp_path):
+    from sarco_nn.batch import rekey_moved_rows
+
+    original = write(make_image(phantom_array(nz=1, ny=16, nx=16)[0]), tmp_path / "monday" / "x.nii.gz")
+    key = str(original)
+    rows = {key: {"input": key, "input_fingerprint": "fx"}}
+    copy = {str(tmp_path / "tuesday" / "x.nii.gz"): ("x.nii.gz", "fx")}  # cp -p: same bytes, same mtime
+    assert rekey_moved_rows(rows, copy, str(tmp_path / "monday"), KEY_COLUMN) == 0 and set(rows) == {key}
+
+
 def _fake_model_predict(monkeypatch, tmp_path: Path, stop_after: int | None = None) -> list[str]:
     """`inference.predict` with the model, the reader and the network faked (no nnU-Net, no torch):
     every case is `ok` with a mask file on disk. Returns the list the faked network appends the
