@@ -12,6 +12,9 @@ Why each piece exists (issues #14 and #16):
   so a batch costs O(1) writes per case instead of rewriting results.csv after each. A line torn
   by SIGKILL or a full disk is ignored (and cut off before the next append). The journal is folded
   into results.csv (atomic replace) at the end of a run and at the start of a resume.
+- **Moved inputs**: a row is the input's by its path relative to the -i folder plus its fingerprint,
+  so a part resumed where the inputs are mounted at another path keeps its rows (`rekey_moved_rows`);
+  results.csv records the absolute path of this run.
 - **Parts**: ``--part I --parts N`` takes the inputs whose stable hash of the path relative to
   the input folder falls in part I, so N cluster jobs (or GPUs) split one batch without talking to
   each other, each with its own output folder and resume; `batch_merge.merge_parts` joins their
@@ -42,6 +45,7 @@ __all__ = [
     "JOURNAL_FILE", "RESULTS_FILE", "FINGERPRINT_COLUMN", "MISSING", "file_identity", "normalised_settings",
     "settings_digest", "changed_settings", "row_fingerprint", "fingerprint_changes", "part_of", "Journal", "read_results", "write_results",
     "fold_journal", "part_rows", "lies_inside", "check_output_location", "INPUTS_RECORD", "inputs_record", "run_settings_in",
+    "recorded_input_folder", "rekey_moved_rows", "write_rows",
 ]
 
 JOURNAL_FILE = "journal.jsonl"
@@ -279,10 +283,15 @@ def fold_journal(out_dir: Path, columns: list[str], key_column: str) -> dict[str
     if not journal.entries() and (out_dir / RESULTS_FILE).exists():
         return read_results(out_dir / RESULTS_FILE, key_column)
     rows = part_rows(out_dir, columns, key_column)
-    write_results(out_dir / RESULTS_FILE, columns, sorted(rows.values(), key=lambda r: (r.get("case_id", ""),
-                                                                                        r.get(key_column, ""))))
+    write_rows(out_dir, columns, key_column, rows)
     journal.clear()
     return rows
+
+
+def write_rows(out_dir: Path, columns: list[str], key_column: str, rows: dict[str, dict[str, Any]]) -> None:
+    """results.csv of `rows` (atomically), in the one order: case id, then key."""
+    write_results(Path(out_dir) / RESULTS_FILE, columns,
+                  sorted(rows.values(), key=lambda r: (r.get("case_id", ""), r.get(key_column, ""))))
 
 
 def lies_inside(child: Path, parent: Path) -> bool:
@@ -323,6 +332,60 @@ def inputs_record(folder: str, listed: Iterable[str], cases: dict[str, str]) -> 
     listed = sorted(listed)
     return {"folder": folder, "n_listed": len(listed), "listing": _digest(listed, 16),
             "cases": dict(sorted(cases.items()))}
+
+
+def recorded_input_folder(run_file: Path) -> str | None:
+    """The -i folder (absolute, as text) an earlier run of this output folder recorded in its run
+    file (`inputs_record`); None when there is none (no run file, an earlier sarco, unreadable)."""
+    try:
+        folder = json.loads(Path(run_file).read_text(encoding="utf-8"))[INPUTS_RECORD]["folder"]
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    return folder if isinstance(folder, str) and folder else None
+
+
+def _relative_to(key: str, folder: str) -> str | None:
+    """`key` (an input's absolute path as recorded) relative to the run's -i `folder`: its name when
+    the input *is* the folder (one file, one DICOM series), None when it lies elsewhere."""
+    from pathlib import PurePath
+
+    path, root = PurePath(key), PurePath(folder)
+    if path == root:
+        return path.name
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def rekey_moved_rows(rows: dict[str, dict[str, Any]], current: dict[str, tuple[str, str]],
+                     previous_folder: str | None, key_column: str) -> int:
+    """Give the rows of an input folder now read at another path (another mount point, a moved or
+    copied folder) this run's keys, in place; returns how many were re-keyed.
+
+    Why: rows are keyed by the input's absolute path (what results.csv records), so a part resumed on
+    a node that mounts the inputs elsewhere found none of its rows: it measured every case again and
+    its results.csv kept both sets. The resume key is the path relative to the -i folder (the part
+    rule's) *plus* the input fingerprint: a row recorded under `previous_folder` whose relative path
+    and `input_fingerprint` are those of a current input (`current`: key -> (relative path,
+    fingerprint)) is that input's row, when nothing is at its recorded path any more (the old mount
+    point). The fingerprint keeps another cohort's scan of the same name (another -i into the same
+    -o) a row of its own, as before, and so does a copy whose original is still there. Whether a
+    re-keyed row is finished is then decided as for any row (settings, case inputs, mask on disk)."""
+    if not previous_folder:
+        return 0
+    by_place = {}
+    for key, row in rows.items():
+        relative = _relative_to(key, previous_folder)
+        if relative is not None and key not in current:
+            by_place[(relative, row.get("input_fingerprint") or "")] = key
+    moved = 0
+    for key, (relative, fingerprint) in current.items():
+        old = by_place.get((relative, fingerprint)) if fingerprint and key not in rows else None
+        if old is not None and old in rows and not os.path.lexists(old):
+            rows[key] = {**rows.pop(old), key_column: key}
+            moved += 1
+    return moved
 
 
 def run_settings_in(run: dict[str, Any]) -> dict[str, Any]:

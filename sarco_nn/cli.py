@@ -7,7 +7,11 @@ functions, so `sarco --help` stays fast.
 
 from __future__ import annotations
 
-from pathlib import Path
+from sarco_nn.commands.startup import exit_130_on_ctrl_c
+
+_restore_ctrl_c = exit_130_on_ctrl_c()  # first: a Ctrl-C during the imports below is one line, exit 130
+
+from pathlib import Path  # noqa: E402  (after the Ctrl-C handler, as every import below)
 from typing import Optional
 
 import typer
@@ -204,6 +208,7 @@ def _register_command_modules() -> None:
 
 
 _register_command_modules()
+_restore_ctrl_c()  # imported: Ctrl-C is KeyboardInterrupt again, which run_app (or an importer) handles
 
 
 def main() -> None:

@@ -14,8 +14,12 @@ What is checked, and why each bound is where it is:
 - **its physical size is plausible**: the body's widest extent, from the pixel spacing, is at most
   `MAX_BODY_EXTENT_CM`. A real abdomen at L3 is 15-60 cm wide; 9 mm "pixels" or a DICOM PixelSpacing
   of 5.0 make it several metres. The bound is on the body, not the spacing, so coarse genuine grids
-  (3 mm CT, 128² phantoms at 2-4 mm) pass. There is no lower bound: the toy slices the tests build
-  have a 1-4 cm "body", so a spacing too small by a large factor is not caught here.
+  (3 mm CT, 128² phantoms at 2-4 mm) pass. The body size gives no lower bound (the tests' toy slices
+  have a 1-4 cm "body"), so the spacing itself has one:
+- **the pixel spacing is not below a CT's** (`spacing_reason`, `MIN_PIXEL_SPACING_MM`, checked first:
+  the area and size checks below trust the spacing): a header in metres or cm (0.0008 or 0.08 for
+  0.8 mm pixels) is `implausible_spacing`, not "no body" or a 100x too small SMA. The same rule
+  judges a mask `sarco measure` gets without its CT.
 - **the values are a CT's**: values in the plausible HU range with air or fat present
   (`sarco_nn.io.hu.check_ct_intensities`: a [0, 1]-normalised, windowed or MR image fails, and so
   does a CT stored as 8-bit integers, whose values all lie in -128..255: no air, no bone), soft
@@ -36,11 +40,19 @@ import SimpleITK as sitk
 from sarco_nn.errors import InputError
 from sarco_nn.status import Reason, Status
 
-__all__ = ["BODY_HU", "body_region", "ct_reasons", "file_reasons", "reason_error", "refuse_unless_ct", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2"]
+__all__ = ["BODY_HU", "body_region", "ct_reasons", "file_reasons", "reason_error", "refuse_unless_ct",
+           "spacing_reason", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2", "MIN_PIXEL_SPACING_MM"]
 
 #: Widest body extent (cm) taken as plausible for an abdominal CT slice; beyond it the pixel spacing
 #: is wrong (the widest abdomens are about 60 cm).
 MAX_BODY_EXTENT_CM: float = 80.0
+
+#: Smallest in-plane pixel spacing (mm) of a CT of a body. The finest genuine body grids are
+#: ultra-high-resolution CT (2048² matrix, 30-40 cm field of view: 0.15-0.2 mm); a usual 512² grid at
+#: the smallest body field (25 cm) is 0.49 mm. A spacing written in cm or metres (any pixel under
+#: 1.5 mm: 0.05-0.15 or 0.0005-0.0015) falls below it. The upper bounds are the body size
+#: (`MAX_BODY_EXTENT_CM`, above) and the reader's 10 mm (`io.slices`, `constants.SLICE_AXIS_SPACING_MM`).
+MIN_PIXEL_SPACING_MM: float = 0.15
 
 #: Smallest body cross-section (cm²): below it the slice holds no body (air, a table, noise).
 MIN_BODY_AREA_CM2: float = 0.5
@@ -92,9 +104,36 @@ def body_region(plane_hu: np.ndarray, spacing_yx_mm: tuple[float, float] | None 
     return sitk.GetArrayFromImage(filled).astype(bool)
 
 
+def _in_plane_spacing(image: sitk.Image) -> tuple[float, float]:
+    """(x, y) spacing (mm) of the image's axial plane: the two axes other than the one that points
+    most along the body axis (stored order; a 2-D image's both axes)."""
+    spacing = image.GetSpacing()
+    if image.GetDimension() < 3:
+        return float(spacing[0]), float(spacing[1])
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    slice_axis = int(np.argmax(np.abs(direction[2])))  # column k = axis k's direction in LPS
+    return tuple(float(spacing[k]) for k in range(3) if k != slice_axis)[:2]  # type: ignore[return-value]
+
+
+def spacing_reason(image: sitk.Image, name: str | Path) -> Reason | None:
+    """`failed` (implausible_spacing) when an in-plane pixel is smaller than any CT's
+    (`MIN_PIXEL_SPACING_MM`): the header's spacing is in another unit or wrong. The one rule of
+    predict, convert, measure (its CT, or the mask when no CT is given) and classify."""
+    sx, sy = _in_plane_spacing(image)
+    if min(sx, sy) >= MIN_PIXEL_SPACING_MM:
+        return None
+    return Reason("implausible_spacing",
+                  f"{name}: in-plane pixel spacing {sx:g} x {sy:g} mm is below {MIN_PIXEL_SPACING_MM:g} mm, finer "
+                  "than any CT of a body: the header's spacing is wrong (written in metres or cm?). "
+                  f"Fix: {_FIX_SPACING}", Status.FAILED)
+
+
 def ct_reasons(image: sitk.Image, name: str | Path) -> list[Reason]:
     """Reasons why `image` (a CT slice, or a volume: every plane is judged together) is not a
     plausible CT of a body in HU. An empty list means the image may be measured."""
+    too_fine = spacing_reason(image, name)
+    if too_fine is not None:  # the area and size checks below would trust this spacing
+        return [too_fine]
     try:
         from sarco_nn.io.hu import check_ct_intensities
 

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MISSING, RESULTS_FILE, Journal,
                             changed_settings, check_output_location, file_identity, fingerprint_changes, fold_journal,
-                            inputs_record, normalised_settings, part_of, row_fingerprint, run_settings_in,
-                            settings_digest)
+                            inputs_record, normalised_settings, part_of, recorded_input_folder, rekey_moved_rows,
+                            row_fingerprint, run_settings_in, settings_digest, write_rows)
 from sarco_nn.cases import IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
 from sarco_nn.errors import InputError, Interrupted, SarcoError
@@ -39,7 +39,9 @@ from sarco_nn.status import FLAG_UNKNOWN, STATUS_COLUMNS, Reason, Status, Verdic
 from sarco_nn.workspace import Workspace
 
 RUN_FILE = "sarco_predict.json"
-#: Key of a row: the input's absolute path as text (its content fingerprint sits beside it).
+#: Key of a row: the input's absolute path as text (its content fingerprint sits beside it). A resume
+#: with the inputs at another path finds a row by its path relative to -i plus that fingerprint
+#: (`batch.rekey_moved_rows`).
 KEY_COLUMN = "input"
 RESULT_COLUMNS = [
     "case_id", *STATUS_COLUMNS, "sma_cm2", "smi_cm2_m2", "muscle_hu_mean", "hu_gate", "sex", "height_m",
@@ -325,12 +327,23 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, datase
         """What a row of this case is (or would be) computed from in this run."""
         return row_fingerprint(settings_id, case_inputs(case_id, l3_method, clinical, l3_rows, l3_from, locators))
 
+    previous_folder = recorded_input_folder(out_dir / RUN_FILE)  # where the earlier run read the inputs
+    identities: dict[str, tuple[str, str]] = {}  # key -> (path relative to -i, fingerprint): one stat per scan
+    for scan in scans:
+        fp = file_identity(scan.path, by="stamp") if scan.problem is None else ""
+        identities[printable_path(os.path.abspath(scan.path))] = (_part_key(scan), "" if fp == MISSING else fp)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         from sarco_nn.atomic import write_text_atomic
 
         write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, INPUTS_RECORD: record}, indent=2))
         rows = fold_journal(out_dir, RESULT_COLUMNS, KEY_COLUMN)  # a killed run's journal joins first
+        moved = rekey_moved_rows(rows, identities, previous_folder, KEY_COLUMN)
+        if moved:  # the inputs are mounted elsewhere now: their rows are kept, recorded under this path
+            write_rows(out_dir, RESULT_COLUMNS, KEY_COLUMN, rows)
+            print(f"note: {moved} earlier row(s) of this folder were read from {previous_folder}; the same "
+                  f"inputs (path relative to -i and fingerprint) are now at {record['folder']}, so their rows "
+                  "are kept and recorded under the new path", file=sys.stderr, flush=True)
     except OSError as exc:
         raise SarcoError(f"cannot write to the output folder ({exc.strerror or exc})", out_dir,
                          "free disk space or choose a writable -o folder, then run again") from None
@@ -345,8 +358,7 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, datase
     redone: dict[str, int] = {}  # why finished cases are measured again (one note)
     for scan in scans:
         key = printable_path(os.path.abspath(scan.path))
-        fp = file_identity(scan.path, by="stamp") if scan.problem is None else ""
-        fp = "" if fp == MISSING else fp  # cannot be stat'ed: never resumed, read (and reported) again
+        fp = identities[key][1]  # "" when it cannot be stat'ed: never resumed, read (and reported) again
         done = rows.get(key)
         if done and is_finished(done.get("status")) and fp:
             why = fingerprint_changes(done.get(FINGERPRINT_COLUMN), computed_from(scan.case_id, done.get("l3_method")),
@@ -489,10 +501,7 @@ def _write_review_outputs(out_dir: Path, results_path: Path, scans: list[Scan], 
         write_batch_segs(out_dir, keyed, model_name=f"{model.trainer_name}__{model.plans_name}",
                          labels=_model_tissue_labels(model))
         print(seg_summary(out_dir, [row for _, row in keyed]), file=sys.stderr, flush=True)  # said, not only in the CSV
-        from sarco_nn.batch import write_results
-
-        write_results(results_path, RESULT_COLUMNS, sorted(rows.values(), key=lambda r: (r.get("case_id", ""),
-                                                                                  r.get(KEY_COLUMN, ""))))
+        write_rows(out_dir, RESULT_COLUMNS, KEY_COLUMN, rows)  # results_path: out_dir / RESULTS_FILE
     write_review_html(out_dir, results_path)
 
 

@@ -52,6 +52,15 @@ def ct_input_reasons(ct_img, image: Path | str | None) -> list[Reason]:
     return [*file_reasons(image), *refuse_unless_ct(ct_img, image)]
 
 
+def _refuse_implausible_spacing(image, path: Path | str) -> None:
+    """`ct_checks.spacing_reason` as the one-line refusal of a command that writes no failed row."""
+    from sarco_nn.ct_checks import reason_error, spacing_reason
+
+    reason = spacing_reason(image, path)
+    if reason is not None:
+        raise reason_error(reason, path)
+
+
 def mask_file_reasons(mask: Path | str) -> list[Reason]:
     """The mask file's own header facts (`ct_checks.file_reasons`): a NIfTI mask whose qform and sform
     give other voxel sizes has an area that depends on the reader (ITK: qform, nibabel/FSL: sform), so
@@ -190,6 +199,8 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     levels, convention = check_measure_options(image, hu_gate, level, hu_convention, cli=cli)
     mask_img = read_label_image(mask)
     ct_img = read_image(image) if image is not None else None
+    if ct_img is None:  # the mask's spacing makes the SMA: the CT's one spacing rule judges it
+        _refuse_implausible_spacing(mask_img, mask)
     input_reasons = [*ct_input_reasons(ct_img, image), *mask_file_reasons(mask)]
     mask_name, ct_name = str(mask), None if image is None else str(image)
     tissue_labels = resolve_tissue_labels(mask_img, Path(mask), labels_file, label, force=tissues)

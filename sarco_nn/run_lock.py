@@ -1,4 +1,4 @@
-"""One run at a time per output folder: `sarco predict` (and `predict-merge`) hold a lock file in -o.
+"""One run at a time per output folder: `sarco predict` (and `predict-merge`, `classify predict`) hold a lock file in -o.
 
 Why: two runs into one folder both append to its journal and both rewrite results.csv, so rows
 are lost or duplicated without any error. The lock is a file created atomically (``O_CREAT |

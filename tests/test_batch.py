@@ -313,3 +313,99 @@ def test_the_test_signal_hook_is_inert_unless_set_and_refuses_a_malformed_value(
     monkeypatch.setenv(TEST_SIGNAL_ENV, "TERM:x")
     with pytest.raises(SarcoError, match="test-only"):
         _test_signal_hook()
+
+
+def test_a_row_moves_with_its_input_only_when_path_relative_to_the_folder_and_fingerprint_agree():
+    from sarco_nn.batch import rekey_moved_rows
+
+    rows = {"/mnt/a/scans/x.nii.gz": {"input": "/mnt/a/scans/x.nii.gz", "input_fingerprint": "fx", "sma_cm2": "1"},
+            "/mnt/a/scans/sub/y.nii.gz": {"input": "/mnt/a/scans/sub/y.nii.gz", "input_fingerprint": "fy"},
+            "/mnt/a/scans/z.nii.gz": {"input": "/mnt/a/scans/z.nii.gz", "input_fingerprint": "fz"},
+            "/elsewhere/x.nii.gz": {"input": "/elsewhere/x.nii.gz", "input_fingerprint": "fx"}}
+    current = {"/node7/scans/x.nii.gz": ("x.nii.gz", "fx"), "/node7/scans/sub/y.nii.gz": ("sub/y.nii.gz", "fy"),
+               "/node7/scans/z.nii.gz": ("z.nii.gz", "other scan, same name")}
+    assert rekey_moved_rows(rows, current, "/mnt/a/scans", KEY_COLUMN) == 2
+    assert rows["/node7/scans/x.nii.gz"] == {"input": "/node7/scans/x.nii.gz", "input_fingerprint": "fx", "sma_cm2": "1"}
+    assert "/node7/scans/sub/y.nii.gz" in rows and "/mnt/a/scans/x.nii.gz" not in rows
+    assert "/mnt/a/scans/z.nii.gz" in rows and "/node7/scans/z.nii.gz" not in rows  # another scan: its own row
+    assert "/elsewhere/x.nii.gz" in rows  # not under the recorded folder
+    assert rekey_moved_rows(rows, current, None, KEY_COLUMN) == 0  # a run file of an earlier sarco: as before
+
+
+def test_a_row_whose_input_is_still_at_its_recorded_path_stays_that_inputs_row(tmp_path):
+    from sarco_nn.batch import rekey_moved_rows
+
+    original = write(make_image(phantom_array(nz=1, ny=16, nx=16)[0]), tmp_path / "monday" / "x.nii.gz")
+    key = str(original)
+    rows = {key: {"input": key, "input_fingerprint": "fx"}}
+    copy = {str(tmp_path / "tuesday" / "x.nii.gz"): ("x.nii.gz", "fx")}  # cp -p: same bytes, same mtime
+    assert rekey_moved_rows(rows, copy, str(tmp_path / "monday"), KEY_COLUMN) == 0 and set(rows) == {key}
+
+
+def _fake_model_predict(monkeypatch, tmp_path: Path, stop_after: int | None = None) -> list[str]:
+    """`inference.predict` with the model, the reader and the network faked (no nnU-Net, no torch):
+    every case is `ok` with a mask file on disk. Returns the list the faked network appends the
+    relative path of each case it measures to; it raises KeyboardInterrupt at call `stop_after + 1`."""
+    from types import SimpleNamespace
+
+    import sarco_nn.inference as inference
+    from sarco_nn.model_store import TrainedModel
+
+    model_dir = tmp_path / "ws" / "nnUNet_results" / "Dataset501_T" / "T__P__2d"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr("sarco_nn.model_store.find_model", lambda *a, **k: TrainedModel(model_dir, ["all"]))
+    monkeypatch.setattr("sarco_nn.postprocessing.ensure_postprocessing", lambda *a, **k: None)
+    monkeypatch.setattr("sarco_nn.devices.resolve_device", lambda *a, **k: SimpleNamespace(type="cpu"))
+    monkeypatch.setattr("sarco_nn.model_store.inference_settings",
+                        lambda *a, **k: SimpleNamespace(as_dict=lambda: {}, label=lambda: "fake"))
+    monkeypatch.setattr("sarco_nn.model_store.build_predictor", lambda *a, **k: SimpleNamespace(use_mirroring=False))
+    monkeypatch.setattr(inference, "_prepare_case", lambda scan, ctx: inference._CaseInput(reasons=[]))
+    monkeypatch.setattr(inference, "_write_review_outputs", lambda *a, **k: None)
+    measured: list[str] = []
+
+    def network(scan, stem, case, verdict, predictor, pp, out_dir, *rest):
+        if stop_after is not None and len(measured) == stop_after:
+            raise KeyboardInterrupt
+        measured.append(scan.relative)
+        mask = Path("masks") / f"{stem}.nii.gz"
+        return {"sma_cm2": "150.00", "mask": str(mask)}, lambda: (out_dir / "masks").mkdir(exist_ok=True) or (
+            out_dir / mask).write_bytes(b"mask")
+
+    monkeypatch.setattr(inference, "_segment_and_measure", network)
+    return measured
+
+
+def test_a_part_resumed_where_its_inputs_are_mounted_at_another_path_keeps_its_rows(tmp_path, monkeypatch):
+    # before: rows were keyed by the absolute path only, so the resumed part measured every case
+    # again and its results.csv held both sets (HOSTILE_FINDINGS #67)
+    import csv
+
+    import sarco_nn.inference as inference
+    from sarco_nn.errors import Interrupted
+    from sarco_nn.workspace import Workspace
+
+    names = [f"scan_{i:02d}.nii.gz" for i in range(8)]
+    for name in names:
+        write(make_image(phantom_array(nz=1, ny=16, nx=16)[0]), tmp_path / "mnt_a" / "scans" / name)
+    mine = sorted(n for n in names if part_of(n, 2) == 0)
+    assert len(mine) >= 3
+    out, ws = tmp_path / "p0", Workspace(tmp_path / "ws")
+    first = _fake_model_predict(monkeypatch, tmp_path, stop_after=2)
+    with pytest.raises(Interrupted):  # killed after 2 of its cases
+        inference.predict(ws, tmp_path / "mnt_a" / "scans", out, device="cpu", progress=False, part=0, parts=2,
+                          io_workers=1)
+    assert first == mine[:2]
+    os.rename(tmp_path / "mnt_a", tmp_path / "mnt_b")  # the same files, another mount path (mtimes kept)
+    resumed = _fake_model_predict(monkeypatch, tmp_path)
+    inference.predict(ws, tmp_path / "mnt_b" / "scans", out, device="cpu", progress=False, part=0, parts=2,
+                      io_workers=1)
+    assert resumed == mine[2:]  # only the cases the killed run had not finished
+    with open(out / RESULTS_FILE, newline="", encoding="utf-8") as handle:
+        inputs = sorted(row["input"] for row in csv.DictReader(handle))
+    assert inputs == [os.path.abspath(tmp_path / "mnt_b" / "scans" / n) for n in mine]  # once each, the new path
+    # the other part, run on the new mount, merges with it into one complete batch
+    _fake_model_predict(monkeypatch, tmp_path)
+    inference.predict(ws, tmp_path / "mnt_b" / "scans", tmp_path / "p1", device="cpu", progress=False, part=1,
+                      parts=2, io_workers=1)
+    merged = merge_parts([out, tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
+    assert merged.n_rows == len(names) and merged.n_missing == 0

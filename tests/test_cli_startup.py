@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +45,66 @@ def test_measure_of_one_mask_imports_no_heavy_package(tmp_path):
     code = ("import sarco_nn.cli as cli\n"
             f"cli.app(['measure', {str(tmp_path / 'mask.nii.gz')!r}, '--json'], standalone_mode=False)\n")
     assert _loaded_heavy_modules(code) == []
+
+
+#: The console script's own code (`pip`'s wrapper of `sarco = "sarco_nn.cli:main"`), run after a
+#: finder that, when `module` is first imported, says "ready" and waits for the parent's SIGINT.
+_WAIT_FOR_CTRL_C_IN_IMPORT = """
+import os, sys, time
+class _WaitForCtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            print("ready", flush=True)
+            time.sleep(30)  # the parent's SIGINT arrives here, in the middle of the import
+        return None
+sys.meta_path.insert(0, _WaitForCtrlC())
+sys.argv = ["sarco", "--help"]
+from sarco_nn.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("module", ["typer", "sarco_nn.commands.measure_cmd"])
+def test_ctrl_c_while_sarco_imports_is_one_line_and_exit_130(module):
+    # before: a KeyboardInterrupt traceback from inside the import, exit 1 (the handler of run_app
+    # was not installed yet). The SIGINT is sent once the child is inside the import: no race.
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    child = subprocess.Popen([sys.executable, "-c", _WAIT_FOR_CTRL_C_IN_IMPORT.format(module=module)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert "Traceback" not in err and child.returncode == 130, (child.returncode, err)
+    assert err.strip() == "interrupted (Ctrl-C) while sarco was starting: nothing was done"
+
+
+def test_importing_the_cli_gives_ctrl_c_back_to_the_importer():
+    # a program (or pytest) that imports the cli keeps its own Ctrl-C handling afterwards
+    code = ("import signal\n"
+            "mine = lambda signum, frame: None\n"
+            "signal.signal(signal.SIGINT, mine)\n"
+            "import sarco_nn.cli\n"
+            "assert signal.getsignal(signal.SIGINT) is mine, signal.getsignal(signal.SIGINT)\n")
+    assert _loaded_heavy_modules(code) == []
+
+
+def test_a_start_with_ctrl_c_ignored_keeps_it_ignored():
+    # a background job or nohup starts with SIGINT ignored; the start-up handler must not undo that
+    import signal
+
+    from sarco_nn.commands.startup import exit_130_on_ctrl_c
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        restore = exit_130_on_ctrl_c()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        restore()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

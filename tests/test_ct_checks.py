@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from sarco_nn.ct_checks import ct_reasons, file_reasons, refuse_unless_ct
+from sarco_nn.ct_checks import MIN_PIXEL_SPACING_MM, ct_reasons, file_reasons, refuse_unless_ct, spacing_reason
 from sarco_nn.errors import InputError
 from sarco_nn.io import read_image
 from sarco_nn.status import Status, Verdict
@@ -57,6 +57,34 @@ def test_implausible_pixel_spacing_is_review_without_flag(spacing):
     verdict = Verdict(ct_reasons(image, "big"))
     assert _codes(verdict.reasons) == {"implausible_body_size"}
     assert verdict.status is Status.REVIEW and not verdict.flag_allowed
+
+
+@pytest.mark.parametrize("metres_or_cm", [0.0008, 0.08])
+def test_a_pixel_spacing_finer_than_any_ct_is_failed_implausible_spacing(metres_or_cm):
+    # 0.8 mm pixels written in metres or cm: before, "no body" (metres) or status ok with a 100x small SMA (cm)
+    image = _phantom_slice(512)
+    image.SetSpacing((metres_or_cm, metres_or_cm))
+    reasons = ct_reasons(image, "scan_m.nii.gz")
+    assert _codes(reasons) == {"implausible_spacing"} and Verdict(reasons).status is Status.FAILED
+    message = reasons[0].message
+    assert message.startswith("scan_m.nii.gz: ") and "metres or cm" in message and "Fix: " in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("fine", [MIN_PIXEL_SPACING_MM, 0.2])
+def test_ultra_high_resolution_pixels_are_not_refused(fine):
+    image = _phantom_slice(512)
+    image.SetSpacing((fine, fine))  # a 2048² body grid at a 30-40 cm field of view
+    assert "implausible_spacing" not in _codes(ct_reasons(image, "uhr"))
+
+
+def test_the_spacing_floor_is_in_plane_only_whatever_the_stored_axis_order():
+    hu = phantom_array(nz=1, ny=64, nx=64)
+    coronal = make_image(np.ascontiguousarray(np.transpose(hu, (1, 0, 2))), spacing=(0.8, 0.1, 0.8),
+                         direction=(1, 0, 0, 0, 0, 1, 0, 1, 0))  # stored axis 1 is the body axis: 0.1 mm slices
+    assert spacing_reason(coronal, "coronal") is None
+    coronal.SetSpacing((0.08, 0.8, 0.8))  # now an in-plane pixel is 0.08 mm
+    assert spacing_reason(coronal, "coronal").code == "implausible_spacing"
 
 
 def test_a_slice_without_bone_is_review():

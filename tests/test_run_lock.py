@@ -197,3 +197,27 @@ def test_predict_passes_every_option_into_its_locked_run():
     assert list(outer) == list(inner)
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for name, p in inner.items()
                if name not in ("workspace", "inputs", "out_dir"))
+
+
+def test_classify_predict_holds_the_output_lock_like_predict(tmp_path, monkeypatch):
+    # before: `sarco classify predict` took no lock, so two runs into one -o (or one beside a
+    # `sarco predict`) each replaced predictions.csv unsaid (HOSTILE_FINDINGS #68)
+    seen = []
+
+    def no_model(*args, **kwargs):
+        seen.append(read_holder(out))  # the lock is held while models are looked up and run
+        raise SarcoError("the model was looked up", fix="never, while -o is locked")
+
+    monkeypatch.setattr("sarco_nn.classification.predict.find_models", no_model)
+    scans = _nifti_scans(tmp_path / "scans", ["a", "b"])
+    out = tmp_path / "out"
+    with output_lock(out, "sarco predict") as lock:
+        refused = sarco_inprocess("classify", "predict", "-i", scans, "-o", out, "-w", tmp_path / "ws")
+        assert refused.code == 2 and len(refused.error_lines()) == 1, refused.output
+        assert f"{out}: output folder is in use by `sarco predict` pid {os.getpid()}" in refused.stderr
+        assert "model was looked up" not in refused.output and not seen
+        assert lock.exists() and sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    reached = sarco_inprocess("classify", "predict", "-i", scans, "-o", out, "-w", tmp_path / "ws")
+    assert reached.code == 2 and "the model was looked up" in reached.stderr
+    assert [h.command for h in seen] == ["sarco classify predict"] and seen[0].pid == os.getpid()
+    assert not (out / LOCK_FILE).exists() and not out.exists()  # released; the empty folder it made removed

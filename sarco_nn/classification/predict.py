@@ -78,7 +78,20 @@ def load_classifier(fold_path: Path, device):
 def predict_scans(workspace, inputs: Path | str, out_dir: Path | str, dataset: str | int | None = None,
                   arch: str | None = None, folds: list[str] | None = None, device: str = "auto",
                   l3_slice: int | None = None, log: Callable[[str], None] = print) -> tuple[Path, int]:
-    """Classify every scan in `inputs`; write out_dir/predictions.csv; return (its path, number of failures)."""
+    """Classify every scan in `inputs`; write out_dir/predictions.csv; return (its path, number of failures).
+
+    The run holds `out_dir`'s lock (`sarco_nn.run_lock`, as `sarco predict` does), taken before any
+    model loads: a second run into the folder (classify or segmentation predict) is refused in one line."""
+    from sarco_nn.run_lock import output_lock
+
+    with output_lock(out_dir, "sarco classify predict"):  # two runs would each replace predictions.csv
+        return _predict_locked(workspace, inputs, out_dir, dataset, arch, folds, device, l3_slice, log)
+
+
+def _predict_locked(workspace, inputs: Path | str, out_dir: Path | str, dataset: str | int | None,
+                    arch: str | None, folds: list[str] | None, device: str, l3_slice: int | None,
+                    log: Callable[[str], None]) -> tuple[Path, int]:
+    """`predict_scans` once it holds the output folder's lock."""
     import torch
 
     from sarco_nn.classification.data import as_rgb, prepare_slice, slice_array
