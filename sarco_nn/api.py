@@ -666,13 +666,12 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
         chosen = {**pretraining_defaults(loaded), **chosen,
                   "encoder": training_settings(loaded, "smit").get("network")}
     try:
-        cfg: PretrainConfig | None = PretrainConfig(**chosen)
+        cfg = PretrainConfig(**chosen)
     except (TypeError, ValueError) as exc:
         raise SarcoError(str(exc), fix="correct the option (see sarco pretrain --help).") from None
-    if resume and "epochs" not in (settings or {}):
-        cfg = None  # the run's own settings, its length too
+    # resume: what the run keeps of these is `pretraining.config.resumed_config`'s to decide, from what was typed
     return run_pretraining(Path(unlabeled_dir), Path(output), cfg, device=device, resume=resume, workers=workers,
-                           progress=progress, echo=echo, requested=settings)
+                           progress=progress, echo=echo, requested=dict(settings or {}))
 
 
 # ---------------------------------------------------------------------------------------- L3
