@@ -80,4 +80,4 @@ class PredictOptions:
     def with_paths(self) -> PredictOptions:
         """These options with every file/folder field (typed `PathLike`) as a `Path` (None stays None)."""
         return dataclasses.replace(self, **{f.name: Path(getattr(self, f.name)) for f in dataclasses.fields(self)
-                                            if "PathLike" in str(f.type) and getattr(self, f.name) is not None})
+                                            if "Path" in str(f.type) and getattr(self, f.name) is not None})
