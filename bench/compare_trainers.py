@@ -68,8 +68,8 @@ def main() -> None:
         epochs, seconds = _epochs_and_seconds(fold_dir)
         out = args.out / f"pred_{label.replace(' ', '_')}"
         started = time.monotonic()
-        predict(ws, held / "images", out, 501, trainer, None, held / "clinical.csv", fast=True, device=args.device,
-                progress=False)
+        predict(ws, held / "images", out, dataset=501, trainer=trainer, clinical_csv=held / "clinical.csv", fast=True,
+                device=args.device, progress=False)
         infer_s = (time.monotonic() - started) / args.test_cases
         summary = evaluate_folder(out, held / "masks", held / "clinical.csv", out / "evaluation")
         rows.append((label, summary["dice_mean"], summary["sma_mape_percent"], summary["pooled"]["sma_abs_error_percent_max"],

@@ -282,8 +282,8 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
         result["train_s"] = round(time.monotonic() - started, 1)
     for key in ("test_A", "test_B"):
         out = arm_dir / f"pred_{key}"
-        predict(ws, drops[key] / "images", out, 501, args.trainer, None, drops[key] / "clinical.csv",
-                device=args.device, progress=False, trunk_only="trunk" in levers)
+        predict(ws, drops[key] / "images", out, dataset=501, trainer=args.trainer,
+                clinical_csv=drops[key] / "clinical.csv", device=args.device, progress=False, trunk_only="trunk" in levers)
         summary = evaluate_folder(out, drops[key] / "masks", drops[key] / "clinical.csv", arm_dir / f"eval_{key}",
                                   images_dir=drops[key] / "images")
         result["test"][DATA[key][0]] = {**_scores(summary), "hu_bins": hu_bin_errors(out, drops[key]),

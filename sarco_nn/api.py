@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sarco_nn.constants import DEFAULT_LEVEL, DEFAULT_TRUNK_ONLY, MUSCLE_LABEL
+from sarco_nn.batch_merge import MergeResult
+from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
-from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.l3.result import L3Location, L3NotFound
+from sarco_nn.predict_options import PathLike, PredictOptions
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET
 from sarco_nn.workspace import Workspace
 
@@ -45,8 +46,6 @@ __all__ = [
 if TYPE_CHECKING:  # return types only: importing them here would import torch/nnU-Net with the api
     from dataset_conversion.convert import ConversionResult
     from sarco_nn.pretraining.trainer import PretrainResult
-
-PathLike = str | Path
 
 
 def _ws(workspace: PathLike | Workspace | None) -> Workspace:
@@ -216,62 +215,7 @@ def postprocess(*, dataset: str | int | None = None, trainer: str | None = None,
 
 
 # ------------------------------------------------------------------------------------ predict
-@dataclass(frozen=True)
-class PredictOptions:
-    """How to segment and measure (the options of `sarco predict`).
-
-    Args:
-        dataset: dataset id or name whose model to use (None: the only one).
-        trainer: which trained model (``smit``, ``nnunet``, ``resenc``; None: the only one).
-        preset: which planned preset (None: the only one).
-        clinical_csv: clinical.csv (case_id, sex, height_m, ...) for SMI (cm²/m²) and the flag.
-        thresholds: threshold set for the sarcopenia flag: ``paper``, ``prado``, ``martin`` or a file.
-        fast: skip test-time mirroring (about 4x faster in 2D, slightly less accurate).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        l3_slice: L3 slice of a volume, counted along the file's own slice axis (0-based).
-        l3_csv: CSV ``case_id,l3_slice`` giving each volume's L3 slice.
-        l3_from: vertebra label map (TotalSegmentator numbering, L3 = 29): a file or a folder.
-        locator: L3 localizer for volumes: ``auto``, ``vertebrae``, ``model``, ``totalsegmentator``.
-        l3_rule: L3 slice from vertebra labels: ``centroid`` or ``max-area``.
-        slab: measure the mean of this many slices around the L3 level (1 = the slice itself).
-        hu_gate: count only muscle pixels within the muscle HU gate (-29..150 HU).
-        overwrite: allow an output folder holding another model's results.
-        progress: print one line per case.
-        l3_model_dir: trained L3 localizer folder (None: <workspace>/l3_localizer).
-        part: predict only share ``part`` (0..parts-1) of the inputs (a SLURM array index); None: all.
-        parts: number of shares the batch is split into (merge the parts with ``sarco predict-merge``).
-        dicom_seg: also write a DICOM SEG per DICOM scan (the one output carrying patient identity).
-        io_workers: threads reading the next scans and writing finished ones while the network runs
-            (1: one scan at a time); the results do not depend on it.
-        trunk_only: count predicted tissue only inside the trunk, the largest body region of the slice
-            (arms in the field of view are not SMA; `sarco_nn.trunk`). On by default; False
-            (``--keep-outside-trunk``) counts it all.
-    """
-
-    dataset: str | int | None = None
-    trainer: str | None = None
-    preset: str | None = None
-    clinical_csv: PathLike | None = None
-    thresholds: str = DEFAULT_THRESHOLD_SET
-    fast: bool = False
-    device: str = "auto"
-    l3_slice: int | None = None
-    l3_csv: PathLike | None = None
-    l3_from: PathLike | None = None
-    locator: str = "auto"
-    l3_rule: str = "centroid"
-    slab: int = 1
-    hu_gate: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    l3_model_dir: PathLike | None = None
-    part: int | None = None
-    parts: int | None = None
-    dicom_seg: bool = False
-    io_workers: int = DEFAULT_IO_WORKERS
-    trunk_only: bool = DEFAULT_TRUNK_ONLY
-
-
+# `PredictOptions` is the library's own (`sarco_nn.predict_options`): one field list for every layer.
 @dataclass(frozen=True)
 class PredictResult:
     """Where `predict` wrote its table, and how many cases failed.
@@ -313,14 +257,7 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
     if Path(output).exists() and not Path(output).is_dir():  # before any model is loaded
         raise InputError("the output is a file, not a folder", output,
                          "give -o a new or empty folder (predict writes masks/, overlays/ and results.csv into it)")
-    o = options
-    results, failed = run_predict(
-        _ws(workspace), Path(inputs), Path(output), dataset=o.dataset, trainer=o.trainer, preset=o.preset,
-        clinical_csv=_path(o.clinical_csv), thresholds=o.thresholds, fast=o.fast, device=o.device,
-        l3_slice=o.l3_slice, hu_gate=o.hu_gate, overwrite=o.overwrite, progress=o.progress, l3_csv=_path(o.l3_csv),
-        l3_from=_path(o.l3_from), locator=o.locator, l3_rule=o.l3_rule, slab=o.slab,
-        l3_model_dir=_path(o.l3_model_dir), part=o.part, parts=o.parts, dicom_seg=o.dicom_seg,
-        io_workers=o.io_workers, trunk_only=o.trunk_only)
+    results, failed = run_predict(_ws(workspace), Path(inputs), Path(output), options)
     return PredictResult(Path(results), int(failed), _failed_reasons(Path(results), Path(inputs)) if failed else ())
 
 
@@ -334,30 +271,6 @@ def _failed_reasons(results_csv: Path, inputs: Path) -> tuple[str, ...]:
     with open(results_csv, newline="", encoding="utf-8") as handle:
         return tuple(row["reasons"] for row in csv.DictReader(handle)
                      if row["status"] == "failed" and row["input"] in seen)
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    """The merged table of a batch predicted in parts (`predict_merge`).
-
-    Attributes:
-        results_csv: the merged results.csv.
-        n_rows: its rows (with ``allow_incomplete``, the missing scans' ``not_predicted`` rows too).
-        n_parts: parts merged.
-        missing: part index → case ids that part has not finished (empty for a complete batch).
-        warnings: one line each for what the merge could not vouch for (an incomplete batch, a part
-            whose run file records no inputs).
-    """
-
-    results_csv: Path
-    n_rows: int
-    n_parts: int
-    missing: dict[int, list[str]] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def n_missing(self) -> int:
-        return sum(len(v) for v in self.missing.values())
 
 
 def predict_merge(parts: Sequence[PathLike], *, output: PathLike, allow_incomplete: bool = False) -> MergeResult:
@@ -383,9 +296,7 @@ def predict_merge(parts: Sequence[PathLike], *, output: PathLike, allow_incomple
     """
     from sarco_nn.inference import merge_predictions
 
-    merged = merge_predictions([Path(p) for p in parts], Path(output), allow_incomplete=allow_incomplete)
-    return MergeResult(Path(merged.path), int(merged.n_rows), int(merged.n_parts),
-                       {int(k): list(v) for k, v in merged.missing.items()}, tuple(merged.warnings))
+    return merge_predictions([Path(p) for p in parts], Path(output), allow_incomplete=allow_incomplete)
 
 
 # ------------------------------------------------------------------------------------ measure
@@ -755,13 +666,12 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
         chosen = {**pretraining_defaults(loaded), **chosen,
                   "encoder": training_settings(loaded, "smit").get("network")}
     try:
-        cfg: PretrainConfig | None = PretrainConfig(**chosen)
+        cfg = PretrainConfig(**chosen)
     except (TypeError, ValueError) as exc:
         raise SarcoError(str(exc), fix="correct the option (see sarco pretrain --help).") from None
-    if resume and "epochs" not in (settings or {}):
-        cfg = None  # the run's own settings, its length too
+    # resume: what the run keeps of these is `pretraining.config.resumed_config`'s to decide, from what was typed
     return run_pretraining(Path(unlabeled_dir), Path(output), cfg, device=device, resume=resume, workers=workers,
-                           progress=progress, echo=echo, requested=settings)
+                           progress=progress, echo=echo, requested=dict(settings or {}))
 
 
 # ---------------------------------------------------------------------------------------- L3

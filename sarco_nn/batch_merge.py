@@ -34,10 +34,21 @@ _SHOWN = 5
 
 @dataclass(frozen=True)
 class MergeResult:
-    path: Path
+    """The merged table of a batch predicted in parts (`merge_parts`; `sarco_nn.api` re-exports it).
+
+    Attributes:
+        results_csv: the merged results.csv.
+        n_rows: its rows (with ``allow_incomplete``, the missing scans' ``not_predicted`` rows too).
+        n_parts: parts merged.
+        missing: part index → case ids that part has not finished (empty for a complete batch).
+        warnings: one line each for what the merge could not vouch for (an incomplete batch, a part
+            whose run file records no inputs).
+    """
+
+    results_csv: Path
     n_rows: int
     n_parts: int
-    missing: dict[int, list[str]] = field(default_factory=dict)  # part -> case ids without a row
+    missing: dict[int, list[str]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
     @property

@@ -149,7 +149,7 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
                                            "Opt-in: the one output that carries patient identity."),
             part: Optional[int] = typer.Option(None, "--part", help="Predict only share PART (0..PARTS-1) of the inputs, e.g. $SLURM_ARRAY_TASK_ID; give each part its own -o."),
             parts: Optional[int] = typer.Option(None, "--parts", help="Number of shares the batch is split into (merge them with `sarco predict-merge`)."),
-            io_workers: int = typer.Option(api.DEFAULT_IO_WORKERS, "--io-workers", min=1, help="Threads reading the next scans and writing masks/overlays while the network runs (1: one scan at a time)."),
+            io_workers: int = typer.Option(api.PredictOptions.io_workers, "--io-workers", min=1, help="Threads reading the next scans and writing masks/overlays while the network runs (1: one scan at a time)."),
             trunk_only: bool = typer.Option(api.PredictOptions.trunk_only, "--trunk-only/--keep-outside-trunk", help="Count tissue only inside the trunk, the largest body region of the slice (the default: arms in the field of view are not SMA; measured on site-B phantoms, README 'External validity'). --keep-outside-trunk counts every predicted pixel."),
             workspace: Optional[Path] = WorkspaceOpt):
     """Segment muscle with the fold ensemble and report SMA (cm²), SMI, muscle HU and the sarcopenia flag.

@@ -10,6 +10,7 @@ row. `part`/`parts` split one batch over cluster jobs (merged with `sarco predic
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -26,14 +27,14 @@ from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MIS
                             changed_settings, check_output_location, file_identity, fingerprint_changes, fold_journal,
                             inputs_record, normalised_settings, part_of, recorded_input_folder, rekey_moved_rows,
                             row_fingerprint, run_settings_in, settings_digest, write_rows)
+from sarco_nn.batch_merge import MergeResult
 from sarco_nn.cases import IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
 from sarco_nn.errors import InputError, Interrupted, SarcoError
 from sarco_nn.image_io import printable_path
-from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
-from sarco_nn.constants import DEFAULT_TRUNK_ONLY
 from sarco_nn.body_composition import RESULT_COLUMNS as BODY_COMPOSITION_COLUMNS
 from sarco_nn.l3.choose import L3_RESULT_COLUMNS
+from sarco_nn.predict_options import PredictOptions
 from sarco_nn.run_lock import LOCK_FILE, output_lock
 from sarco_nn.status import FLAG_UNKNOWN, STATUS_COLUMNS, Reason, Status, Verdict, is_finished
 from sarco_nn.workspace import Workspace
@@ -232,16 +233,13 @@ def _disk_full(out_dir: Path, exc: BaseException) -> bool:
     return False
 
 
-def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | int | None = None,
-            trainer: str | None = None, preset: str | None = None, clinical_csv: Path | None = None,
-            thresholds: str = "paper", fast: bool = False, device: str = "auto", l3_slice: int | None = None,
-            hu_gate: bool = False, overwrite: bool = False, progress: bool = True, l3_csv: Path | None = None,
-            l3_from: Path | None = None, locator: str = "auto", l3_rule: str = "centroid", slab: int = 1,
-            l3_model_dir: Path | None = None, part: int | None = None, parts: int | None = None,
-            dicom_seg: bool = False, io_workers: int = DEFAULT_IO_WORKERS,
-            trunk_only: bool = DEFAULT_TRUNK_ONLY) -> tuple[Path, int]:
+def predict(workspace: Workspace, inputs: Path, out_dir: Path, options: PredictOptions | None = None,
+            **changes: Any) -> tuple[Path, int]:
     """Segment and measure every scan; return (results.csv path, number of failed cases).
 
+    `options` (`sarco_nn.predict_options.PredictOptions`, the one list of predict's options; None: the
+    defaults) with `changes` applied: ``predict(ws, scans, out, fast=True, device="cpu")`` is
+    ``predict(ws, scans, out, PredictOptions(fast=True, device="cpu"))``; an unknown name is a TypeError.
     Whole volumes get their L3 slice from --l3-slice, an --l3-csv row, a vertebra mask (--l3-from),
     or the L3 localizer (`sarco train-l3`, or TotalSegmentator when installed), in that order.
     With `part`/`parts` only the share of the inputs in part `part` (0..parts-1) is predicted.
@@ -254,6 +252,11 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     not SMA); False counts every predicted pixel.
     The run holds `out_dir`'s lock (`sarco_nn.run_lock`): a second run into it is refused in one line.
     """
+    if options is not None and not isinstance(options, PredictOptions):
+        raise TypeError(f"predict's fourth argument is a PredictOptions, not {options!r}: give the other options "
+                        "by keyword (dataset=..., trainer=...)")
+    o = dataclasses.replace(options or PredictOptions(), **changes).with_paths()
+    part, parts, io_workers = o.part, o.parts, o.io_workers
     if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
         raise SarcoError(f"--part {part} --parts {parts} is not a share of the batch",
                          fix="give both, with 0 <= --part < --parts (e.g. --part $SLURM_ARRAY_TASK_ID --parts 8).")
@@ -263,20 +266,10 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, dataset: str | in
     out_dir = Path(out_dir)
     check_output_location(out_dir, inputs=[Path(inputs)], workspace_root=workspace.root)  # before -o is created
     with output_lock(out_dir, "sarco predict"):  # one run per -o: two would interleave its journal and results.csv
-        return _predict_locked(
-            workspace, Path(inputs), out_dir, dataset=dataset, trainer=trainer, preset=preset,
-            clinical_csv=clinical_csv, thresholds=thresholds, fast=fast, device=device, l3_slice=l3_slice,
-            hu_gate=hu_gate, overwrite=overwrite, progress=progress, l3_csv=l3_csv, l3_from=l3_from, locator=locator,
-            l3_rule=l3_rule, slab=slab, l3_model_dir=l3_model_dir, part=part, parts=parts, dicom_seg=dicom_seg,
-            io_workers=io_workers, trunk_only=trunk_only)
+        return _predict_locked(workspace, Path(inputs), out_dir, o)
 
 
-def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, dataset: str | int | None,
-                    trainer: str | None, preset: str | None, clinical_csv: Path | None, thresholds: str, fast: bool,
-                    device: str, l3_slice: int | None, hu_gate: bool, overwrite: bool, progress: bool,
-                    l3_csv: Path | None, l3_from: Path | None, locator: str, l3_rule: str, slab: int,
-                    l3_model_dir: Path | None, part: int | None, parts: int | None, dicom_seg: bool,
-                    io_workers: int, trunk_only: bool) -> tuple[Path, int]:
+def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: PredictOptions) -> tuple[Path, int]:
     """`predict` once it holds the output folder's lock (`sarco_nn.run_lock`), options checked."""
     from sarco_nn.clinical import missing_rows_warning, read_clinical_csv
     from sarco_nn.constants import MUSCLE_HU_GATE
@@ -290,42 +283,42 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, datase
 
     test_hook = _test_signal_hook()  # None outside the crash-safety tests
     scans = discover_scans(inputs)
-    tables = {os.path.abspath(t) for t in (clinical_csv, l3_csv) if t}  # --clinical beside the scans is no scan
+    tables = {os.path.abspath(t) for t in (o.clinical_csv, o.l3_csv) if t}  # --clinical beside the scans is no scan
     scans = [s for s in scans if os.path.abspath(s.path) not in tables]
-    if dicom_seg:  # before any model is loaded: a SEG needs a DICOM source
+    if o.dicom_seg:  # before any model is loaded: a SEG needs a DICOM source
         from sarco_nn.review.dicom_seg import check_dicom_seg_inputs
 
         check_dicom_seg_inputs([s.path for s in scans if s.problem is None], inputs)
     listed = [_part_key(s) for s in scans]
-    if parts is not None:
-        scans = [s for s in scans if part_of(_part_key(s), parts) == part]
+    if o.parts is not None:
+        scans = [s for s in scans if part_of(_part_key(s), o.parts) == o.part]
     # what this run (part) was given, so predict-merge can name a part that lacks cases
     record = inputs_record(printable_path(os.path.abspath(inputs)), listed,
                            {printable_path(os.path.abspath(s.path)): s.case_id for s in scans})
-    threshold_set = get_threshold_set(thresholds)
-    clinical = read_clinical_csv(clinical_csv) if clinical_csv else {}
-    if clinical_csv:  # before the network runs: a case id off by letter case would silently lose its SMI
-        note = missing_rows_warning(clinical_csv, clinical, [s.case_id for s in scans])
+    threshold_set = get_threshold_set(o.thresholds)
+    clinical = read_clinical_csv(o.clinical_csv) if o.clinical_csv else {}
+    if o.clinical_csv:  # before the network runs: a case id off by letter case would silently lose its SMI
+        note = missing_rows_warning(o.clinical_csv, clinical, [s.case_id for s in scans])
         if note:
             print(note, file=sys.stderr, flush=True)
-    l3_rows = read_l3_csv(l3_csv) if l3_csv else {}
-    model = find_model(workspace, dataset, trainer, preset)
+    l3_rows = read_l3_csv(o.l3_csv) if o.l3_csv else {}
+    model = find_model(workspace, o.dataset, o.trainer, o.preset)
     decision = ensure_postprocessing(workspace, model)
-    torch_device = resolve_device(device, all_cpu_threads=True)
+    torch_device = resolve_device(o.device, all_cpu_threads=True)
     network_settings = inference_settings(model, torch_device.type)  # bf16 / tiles: results are keyed by them
     # every row-changing setting, in one dict (sarco_nn.predict_settings); each row records it
-    settings = run_settings(model, decision, threshold_set, thresholds=thresholds, fast=fast, hu_gate=hu_gate,
-                            l3_slice=l3_slice, l3_csv=l3_csv, l3_from=l3_from, locator=locator, l3_rule=l3_rule,
-                            slab=slab, trunk_only=trunk_only,
+    settings = run_settings(model, decision, threshold_set, thresholds=o.thresholds, fast=o.fast, hu_gate=o.hu_gate,
+                            l3_slice=o.l3_slice, l3_csv=o.l3_csv, l3_from=o.l3_from, locator=o.locator,
+                            l3_rule=o.l3_rule, slab=o.slab, trunk_only=o.trunk_only,
                             inference={"inference": network_settings.as_dict()})
-    signature = normalised_settings({**settings, **({"part": part, "parts": parts} if parts is not None else {})})
-    _check_output_folder(out_dir, signature, overwrite)  # --overwrite: rows of other settings are recomputed
-    l3_dir = Path(l3_model_dir) if l3_model_dir else default_model_dir(workspace.root)
+    signature = normalised_settings({**settings, **({"part": o.part, "parts": o.parts} if o.parts is not None else {})})
+    _check_output_folder(out_dir, signature, o.overwrite)  # --overwrite: rows of other settings are recomputed
+    l3_dir = Path(o.l3_model_dir) if o.l3_model_dir else default_model_dir(workspace.root)
     settings_id, locators = settings_digest(settings), locator_identities(l3_dir)
 
     def computed_from(case_id: str, l3_method: str | None) -> str:
         """What a row of this case is (or would be) computed from in this run."""
-        return row_fingerprint(settings_id, case_inputs(case_id, l3_method, clinical, l3_rows, l3_from, locators))
+        return row_fingerprint(settings_id, case_inputs(case_id, l3_method, clinical, l3_rows, o.l3_from, locators))
 
     previous_folder = recorded_input_folder(out_dir / RUN_FILE)  # where the earlier run read the inputs
     identities: dict[str, tuple[str, str]] = {}  # key -> (path relative to -i, fingerprint): one stat per scan
@@ -375,11 +368,11 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, datase
         print(describe_changes(sum(redone.values()), redone), file=sys.stderr, flush=True)
 
     needs_network = any(scan.problem is None for scan, _, _ in todo)
-    predictor = (build_predictor(model, torch_device, use_mirroring=not fast, settings=network_settings)
+    predictor = (build_predictor(model, torch_device, use_mirroring=not o.fast, settings=network_settings)
                  if needs_network else None)
     pp_functions = postprocessing_functions(decision)
     provenance = model.provenance()
-    gate = MUSCLE_HU_GATE if hu_gate else None
+    gate = MUSCLE_HU_GATE if o.hu_gate else None
     errors_log = out_dir / "errors.log"
 
     from tqdm import tqdm
@@ -389,7 +382,7 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, datase
 
     for sub in ("masks", "overlays", "thumbnails"):  # a SIGKILLed run's half-written files
         remove_stale_partials(out_dir / sub)
-    reading = _ReadContext(l3_slice, l3_rows, l3_from, locator, l3_rule, l3_dir, slab, predictor)
+    reading = _ReadContext(o.l3_slice, l3_rows, o.l3_from, o.locator, o.l3_rule, l3_dir, o.slab, predictor)
     finished = 0
 
     def finish(written, case: _Case) -> None:
@@ -417,15 +410,15 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, datase
         if test_hook is not None:
             test_hook(finished)
 
-    executor = io_executor(io_workers)
-    depth = 0 if io_workers == 1 else io_workers
+    executor = io_executor(o.io_workers)
+    depth = 0 if o.io_workers == 1 else o.io_workers
     reads = ReadAhead(executor, lambda item: _prepare_case(item[0], reading), todo, depth)
     writes: WriteBehind[_Case] = WriteBehind(executor, finish, limit=depth)
     try:
-        for (scan, key, fp), prepared in tqdm(reads, desc="predict", unit="scan", disable=not progress):
+        for (scan, key, fp), prepared in tqdm(reads, desc="predict", unit="scan", disable=not o.progress):
             stem = _output_stem(scan.case_id, key, taken)
             row: dict[str, Any] = {"case_id": scan.case_id, "input": key, "input_fingerprint": fp,
-                                   **provenance, "tta": _fmt(not fast and bool(predictor and predictor.use_mirroring)),
+                                   **provenance, "tta": _fmt(not o.fast and bool(predictor and predictor.use_mirroring)),
                                    "inference": network_settings.label(),
                                    "threshold_set": threshold_set.name}
             verdict = Verdict()
@@ -444,8 +437,8 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, datase
                     raise case_input.error
                 if verdict.status is not Status.FAILED:
                     cells, job = _segment_and_measure(scan, stem, case_input, verdict, predictor, pp_functions,
-                                                      out_dir, clinical, threshold_set, gate, slab,
-                                                      trunk_only)
+                                                      out_dir, clinical, threshold_set, gate, o.slab,
+                                                      o.trunk_only)
             except (KeyboardInterrupt, MemoryError):
                 raise
             except Exception as exc:  # one bad scan must never stop a night's batch
@@ -475,7 +468,7 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, *, datase
         raise SarcoError(f"cannot write {RESULTS_FILE} ({exc.strerror or exc})", out_dir,
                          "free disk space and run the same command again: the journal keeps every case") from None
     wanted = input_keys(scans)
-    _write_review_outputs(out_dir, results_path, scans, rows, model, dicom_seg)
+    _write_review_outputs(out_dir, results_path, scans, rows, model, o.dicom_seg)
     failures = sum(1 for k, r in rows.items() if k in wanted and r.get("status") == Status.FAILED.value)
     return results_path, failures
 
@@ -760,7 +753,7 @@ def _huge_network_grid(shape_yx, spacing_yx, predictor, scan: Scan) -> Reason | 
                   f"(PixelSpacing / pixdim)", Status.FAILED)
 
 
-def merge_predictions(part_dirs: list[Path], out_dir: Path, allow_incomplete: bool = False):
+def merge_predictions(part_dirs: list[Path], out_dir: Path, allow_incomplete: bool = False) -> MergeResult:
     """`sarco predict-merge`: one results.csv from the -o folders of every `--part I --parts N` run
     (`sarco_nn.batch_merge`). Returns its `MergeResult`."""
     from sarco_nn.batch_merge import check_merge_output, merge_parts
@@ -770,5 +763,5 @@ def merge_predictions(part_dirs: list[Path], out_dir: Path, allow_incomplete: bo
     with output_lock(out_dir, "sarco predict-merge"):  # a second merge or a predict into -o is refused meanwhile
         merged = merge_parts(list(part_dirs), Path(out_dir), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS,
                              allow_incomplete=allow_incomplete)
-        write_review_html(Path(out_dir), merged.path)  # one review page for the whole batch
+        write_review_html(Path(out_dir), merged.results_csv)  # one review page for the whole batch
     return merged

@@ -24,18 +24,25 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from sarco_nn.inference_settings import InferenceSettings, whole_slice_tile
 
 
-def _stamp(state_dict) -> tuple | None:
-    """What a weights dict holds now: each entry's tensor object and its in-place version counter, so a
-    dict whose tensors were swapped or edited in place no longer matches its trace. None where torch
-    keeps no counter (tensors made under `torch.inference_mode`): such weights are never traced."""
-    try:
-        return tuple((name, t, t._version) for name, t in state_dict.items())
-    except (AttributeError, RuntimeError):
+def _snapshot(state_dict) -> dict[str, torch.Tensor] | None:
+    """An owned copy of a weights dict's values, which its caller cannot reach or edit: what a trace
+    made from these weights holds. None where an entry is no tensor (such a dict is never traced)."""
+    if not all(isinstance(t, torch.Tensor) for t in state_dict.values()):
         return None
+    with torch.no_grad():
+        return {name: t.detach().clone() for name, t in state_dict.items()}
 
 
-def _same_stamp(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(na == nb and ta is tb and va == vb for (na, ta, va), (nb, tb, vb) in zip(a, b))
+def _same_values(snapshot: dict[str, torch.Tensor], state_dict) -> bool:
+    """Does `state_dict` hold exactly the snapshot's weights (names, dtypes, shapes, values)?"""
+    if snapshot.keys() != state_dict.keys():
+        return False
+    for name, kept in snapshot.items():
+        now = state_dict[name]
+        if not (isinstance(now, torch.Tensor) and now.dtype == kept.dtype and now.shape == kept.shape
+                and now.device == kept.device and torch.equal(now, kept)):
+            return False
+    return True
 
 
 @dataclass(eq=False)
@@ -43,7 +50,7 @@ class _Fold:
     """One weights dict seen by `load_state_dict` and, once its first patch ran, its frozen trace."""
 
     params: dict  # held: matched with `is`, so no other dict can take its place (an id() could be reused)
-    stamp: tuple
+    snapshot: dict[str, torch.Tensor]  # its values when first loaded: the weights its trace is made of
     trace: torch.jit.ScriptModule | None = None
     device: torch.device | None = None
 
@@ -59,10 +66,17 @@ class FrozenFolds(torch.nn.Module):
     conv+bias folding; the logits are the eager forward's). Any other shape (a whole-slice tile)
     runs the eager network. Parameters, state_dict and hooks are the wrapped network's.
 
-    A fold is its dict object, held and compared with `is` (never `id()`, which CPython hands to a new
-    object once the old one is freed, and which a copy of this module would carry over to dicts it
-    never saw), together with `_stamp`: a dict whose tensors were replaced or changed in place
-    is traced again. A partial load (`strict=False`) leaves the network eager until a full one."""
+    What the cache protects against: a trace bakes its weights in, so it must never run for weights
+    other than those just loaded. Two ways that could happen: another dict taking a traced one's
+    place (a fold is its dict object, held and compared with `is`, never `id()`, which CPython hands
+    to a new object once the old one is freed, and which a copy of this module would carry over to
+    dicts it never saw), and a traced dict whose tensors were swapped or edited in place since (nnU-Net
+    never does it; a caller reusing its dicts may). Against the second, each fold keeps an owned
+    snapshot of its values, taken when first loaded, and every load compares the dict with it
+    (`torch.equal`, public and exact): a dict that differs gets a new snapshot and trace. The price is
+    one copy of each fold's weights in memory and one read of them per load, about what
+    `load_state_dict`'s own copy costs (a weight that is NaN never compares equal: traced again each
+    time, still correct). A partial load (`strict=False`) leaves the network eager until a full one."""
 
     def __init__(self, network: torch.nn.Module, patch: list[int] | tuple[int, ...]) -> None:
         super().__init__()
@@ -74,13 +88,16 @@ class FrozenFolds(torch.nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._loaded = None  # until the weights are in
         result = self.network.load_state_dict(state_dict, strict=strict, assign=assign)
-        stamp = _stamp(state_dict) if strict else None
-        if stamp is not None:
-            self._folds = [f for f in self._folds if f.params is not state_dict or _same_stamp(f.stamp, stamp)]
-            self._loaded = next((f for f in self._folds if f.params is state_dict), None)
-            if self._loaded is None:
-                self._loaded = _Fold(state_dict, stamp)
-                self._folds.append(self._loaded)
+        if strict:
+            fold = next((f for f in self._folds if f.params is state_dict), None)
+            if fold is not None and not _same_values(fold.snapshot, state_dict):
+                self._folds.remove(fold)  # its trace holds the old weights
+                fold = None
+            snapshot = _snapshot(state_dict) if fold is None else None
+            if snapshot is not None:
+                fold = _Fold(state_dict, snapshot)
+                self._folds.append(fold)
+            self._loaded = fold
         return result
 
     def state_dict(self, *args, **kwargs):

@@ -101,12 +101,20 @@ def test_option_dataclasses_document_every_field(options):
         assert f"{name}:" in doc, f"{options.__name__}.{name} is not documented"
 
 
-def test_predict_options_cover_every_library_parameter():
-    """A new `inference.predict` option must reach the API (and so every script) too."""
+def test_predict_options_are_the_librarys_one_list_of_options():
+    """`api.PredictOptions` is what `inference.predict` runs with: a new option is one field, for every layer."""
+    from sarco_nn import predict_options
     from sarco_nn.inference import predict
 
-    library = set(inspect.signature(predict).parameters) - {"workspace", "inputs", "out_dir"}
-    assert library == set(api.PredictOptions.__dataclass_fields__)
+    assert api.PredictOptions is predict_options.PredictOptions
+    assert list(inspect.signature(predict).parameters) == ["workspace", "inputs", "out_dir", "options", "changes"]
+
+
+def test_merge_result_is_the_librarys_one_type():
+    """`api.MergeResult` is `batch_merge.MergeResult` itself: one field list, no copy to keep in step."""
+    from sarco_nn import batch_merge
+
+    assert api.MergeResult is batch_merge.MergeResult and "MergeResult" in api.__all__
 
 
 def test_importing_the_api_does_not_import_torch():

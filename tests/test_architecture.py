@@ -146,6 +146,7 @@ def test_the_graph_sees_lazy_imports():
     "import sarco_nn.constants",
     "import sarco_nn.status",
     "import sarco_nn.thresholds",
+    "import sarco_nn.predict_options",  # the api imports it at once
     "import sarco_nn.training.names, sarco_nn.devices, sarco_nn.schedules, sarco_nn.windowing",
     # configuration reads a preset's network without importing the network (torch + MONAI)
     "from sarco_nn.presets import load_preset, smit_network_config; smit_network_config(load_preset('cpu'))",

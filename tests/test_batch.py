@@ -186,7 +186,7 @@ def test_merge_joins_every_part_and_refuses_an_incomplete_or_mixed_set(tmp_path)
     _fake_part(tmp_path / "p1", 1, 2, ["c"])
     merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
                          PATH_COLUMNS)
-    rows = read_results(merged.path, KEY_COLUMN)
+    rows = read_results(merged.results_csv, KEY_COLUMN)
     assert merged.n_rows == 3 and set(rows) == {"/in/a", "/in/b", "/in/c"}
     assert (tmp_path / "all" / rows["/in/c"]["mask"]).resolve() == (tmp_path / "p1" / "masks" / "c.nii.gz").resolve()
     with pytest.raises(SarcoError, match=r"part\(s\) \[1\] of 2 missing"):
@@ -209,7 +209,7 @@ def test_merge_rewrites_the_dicom_seg_path_like_the_mask_path(tmp_path):
             "dicom_seg": f"dicom_seg/{case}.dcm"})
     merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
                          PATH_COLUMNS)
-    rows = read_results(merged.path, KEY_COLUMN)
+    rows = read_results(merged.results_csv, KEY_COLUMN)
     assert (tmp_path / "all" / rows["/in/c"]["dicom_seg"]).resolve() == (tmp_path / "p1" / "dicom_seg" / "c.dcm").resolve()
 
 

@@ -67,7 +67,7 @@ def test_merge_names_the_part_that_lacks_cases_instead_of_merging_its_finished_r
     merged = _merge([p0, p1], tmp_path / "all", allow_incomplete=True)
     assert merged.missing == {1: ["e", "f"]} and merged.n_missing == 2 and merged.n_rows == 6
     assert any("part 1 of 2 lacks 2 of 3" in w for w in merged.warnings)
-    rows = _rows(merged.path)
+    rows = _rows(merged.results_csv)
     assert {c: rows[c]["status"] for c in "ef"} == {"e": "failed", "f": "failed"}
     assert rows["e"]["reasons"].startswith(f"{NOT_PREDICTED}: part 1 of 2") and rows["e"]["sma_cm2"] == ""
     assert rows["d"]["status"] == "ok" and rows["d"]["sma_cm2"] == "150.00"
@@ -82,7 +82,7 @@ def test_a_half_written_journal_line_is_a_missing_case_never_a_row(tmp_path):
         handle.write(torn[: len(torn) // 2].encode())  # SIGKILL in the middle of the write
     with pytest.raises(SarcoError, match=r"part 1 of 2 lacks 1 of 2 case\(s\) \(e\)"):
         _merge([p0, p1], tmp_path / "all")
-    rows = _rows(_merge([p0, p1], tmp_path / "all", allow_incomplete=True).path)
+    rows = _rows(_merge([p0, p1], tmp_path / "all", allow_incomplete=True).results_csv)
     assert rows["e"]["status"] == "failed" and "999" not in json.dumps(rows)
 
 

@@ -98,3 +98,21 @@ def test_continue_keeps_the_runs_own_epochs_unless_epochs_is_typed(one_volume, t
     res = CliRunner().invoke(app, [str(one_volume), "-o", str(out), "--continue", "--epochs", "2", "--no-progress"])
     assert res.exit_code == 0, (res.output, res.exception)
     assert json.loads((out / "card.json").read_text())["steps_done"] == 2  # a typed --epochs still extends the run
+
+
+def test_resumed_config_is_the_one_rule_of_what_a_continued_run_keeps():
+    """`--continue` keeps the run's own settings; only a typed epochs changes its length, and every
+    other typed setting that differs is named (api.pretrain and Pretrainer both defer to this rule)."""
+    from sarco_nn.pretraining.config import resumed_config
+
+    own = PretrainConfig(epochs=1, cls_weight=0.1)
+    asked = PretrainConfig(epochs=7, cls_weight=0.0, seed=5)  # e.g. a preset's pretraining section + typed keys
+    cfg, notes = resumed_config(own, asked, {"cls_weight": 0.0, "seed": 123})  # seed: equal to the run's own
+    assert cfg == own and notes == ["continuing with the run's own settings, not the given cls_weight"]
+    cfg, notes = resumed_config(own, asked, {"epochs": 7, "cls_weight": 0.0})
+    assert (cfg.epochs, cfg.cls_weight, cfg.seed) == (7, 0.1, 123)
+    assert notes == ["continuing with the run's own settings, not the given cls_weight",
+                     "continuing with 7 epochs instead of 1"]
+    assert own.epochs == 1  # the stored settings are not edited in place
+    assert resumed_config(own, asked, {})[0] == own  # nothing typed: the run's own length too, not the preset's 7
+    assert resumed_config(own, asked, None)[0].epochs == 7  # a Python caller giving a config alone: its epochs

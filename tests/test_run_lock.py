@@ -187,16 +187,26 @@ def test_predict_merge_into_a_busy_folder_is_refused(tmp_path):
     assert not (tmp_path / "all" / LOCK_FILE).exists()
 
 
-def test_predict_passes_every_option_into_its_locked_run():
-    """`predict` takes the lock, `_predict_locked` runs: a new option must reach both."""
+def test_predict_passes_its_one_options_object_into_its_locked_run(monkeypatch, tmp_path):
+    """`predict` takes the lock, `_predict_locked` runs with the same `PredictOptions` (one list of
+    options, no second signature to keep in step); keywords are its fields, an unknown one is refused."""
     import inspect
 
     from sarco_nn import inference
+    from sarco_nn.predict_options import PredictOptions
+    from sarco_nn.workspace import Workspace
 
-    outer, inner = (inspect.signature(f).parameters for f in (inference.predict, inference._predict_locked))
-    assert list(outer) == list(inner)
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for name, p in inner.items()
-               if name not in ("workspace", "inputs", "out_dir"))
+    assert list(inspect.signature(inference._predict_locked).parameters) == ["workspace", "inputs", "out_dir", "o"]
+    seen = []
+    monkeypatch.setattr(inference, "_predict_locked", lambda ws, inputs, out, o: seen.append(o) or (out, 0))
+    ws = Workspace(tmp_path / "ws")
+    inference.predict(ws, tmp_path / "in", tmp_path / "a", PredictOptions(fast=True), l3_csv="l3.csv", slab=3)
+    inference.predict(ws, tmp_path / "in", tmp_path / "b", fast=True, l3_csv=Path("l3.csv"), slab=3)
+    assert seen[0] == seen[1] == PredictOptions(fast=True, l3_csv=Path("l3.csv"), slab=3)  # paths as Path
+    with pytest.raises(TypeError, match="no_such_option"):
+        inference.predict(ws, tmp_path / "in", tmp_path / "c", no_such_option=1)
+    with pytest.raises(TypeError, match="PredictOptions"):
+        inference.predict(ws, tmp_path / "in", tmp_path / "d", 501)  # the old positional dataset
 
 
 def test_classify_predict_holds_the_output_lock_like_predict(tmp_path, monkeypatch):

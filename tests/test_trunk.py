@@ -95,15 +95,13 @@ def test_real_ct_reference_tissue_lies_in_the_trunk(tissue):
 def test_the_trunk_rule_is_predicts_default_with_an_explicit_opt_out(monkeypatch):
     """One default (sarco_nn.constants.DEFAULT_TRUNK_ONLY): the api, the library and the command
     line count tissue only inside the trunk unless --keep-outside-trunk is given."""
-    import inspect
-
     from typer.testing import CliRunner
 
     from sarco_nn import api, cli
-    from sarco_nn.inference import predict
+    from sarco_nn.predict_options import PredictOptions
 
-    assert api.PredictOptions().trunk_only is True
-    assert inspect.signature(predict).parameters["trunk_only"].default is True
+    assert api.PredictOptions is PredictOptions  # the library's `predict` runs with these very options
+    assert PredictOptions().trunk_only is True
     seen: list[bool] = []
     monkeypatch.setattr(api, "predict", lambda inputs, out, options, **kw: (
         seen.append(options.trunk_only), api.PredictResult(Path(out) / "results.csv", 0))[1])

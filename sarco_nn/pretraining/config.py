@@ -13,10 +13,11 @@ heads frozen during the first epoch. No torch import here: the CLI reads these d
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
 
-__all__ = ["DEFAULT_SPACING_2D_MM", "OFFICIAL_SPACING_3D_MM", "PretrainConfig", "defaults", "setting_problem"]
+__all__ = ["DEFAULT_SPACING_2D_MM", "OFFICIAL_SPACING_3D_MM", "PretrainConfig", "defaults", "resumed_config",
+           "setting_problem"]
 
 #: Official 3D resampling (mm, isotropic).
 OFFICIAL_SPACING_3D_MM = 2.0
@@ -112,6 +113,30 @@ class PretrainConfig:
     def from_json(cls, data: dict[str, Any]) -> "PretrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def resumed_config(own: PretrainConfig, config: PretrainConfig | None,
+                   typed: Mapping[str, Any] | None) -> tuple[PretrainConfig, list[str]]:
+    """The one rule of `--continue`: what a resumed run trains with, and a line per request not applied.
+
+    A resumed run continues exactly where it stopped, so it keeps `own` (its stored settings): the
+    data order, the schedule and the networks depend on them. Only its length may change, and only
+    when the caller chose it: `typed` holds the settings the caller typed (``sarco pretrain --epochs``
+    / ``api.pretrain(settings=...)``), `config` those settings validated; an epochs left out keeps the
+    run's own (it is not the official 500). `typed` None (a Python caller that gives `config` alone)
+    means `config`'s epochs. Every other typed setting that differs from `own` is named as not applied.
+    `own` itself is not changed.
+    """
+    chosen = dict(typed) if typed is not None else ({"epochs": config.epochs} if config is not None else {})
+    stored = own.to_json()
+    notes = []
+    ignored = sorted(k for k, v in chosen.items() if k != "epochs" and stored.get(k, v) != v)
+    if ignored:
+        notes.append(f"continuing with the run's own settings, not the given {', '.join(ignored)}")
+    if config is not None and "epochs" in chosen and config.epochs != own.epochs:
+        notes.append(f"continuing with {config.epochs} epochs instead of {own.epochs}")
+        own = replace(own, epochs=config.epochs)
+    return own, notes
 
 
 #: The least value of each numeric setting and whether it may equal it; a setting not named here

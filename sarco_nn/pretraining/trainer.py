@@ -44,7 +44,7 @@ from sarco_nn.devices import resolve_device
 from sarco_nn.errors import SarcoError
 from sarco_nn.hashing import sha256_file
 from sarco_nn.pretraining.card import CARD_NAME, build_card, write_card, write_loss_curve
-from sarco_nn.pretraining.config import PretrainConfig
+from sarco_nn.pretraining.config import PretrainConfig, resumed_config
 from sarco_nn.pretraining.data import StepSampler, UnlabeledCTDataset, discover_volumes, file_list_sha256
 from sarco_nn.pretraining.ema import ema_update, make_teacher, teacher_momentum
 from sarco_nn.pretraining.losses import SelfDistillationLoss, masked_l1
@@ -110,8 +110,9 @@ class Pretrainer:
     def __init__(self, data_dir: Path, out_dir: Path, config: PretrainConfig | None = None, device: str = "auto",
                  resume: bool = False, workers: int | None = None, progress: bool = True,
                  echo: Callable[[str], None] | None = None, requested: Mapping[str, Any] | None = None):
-        """`config`: the run's settings; when resuming, only its `epochs` counts (None: the run's own).
-        `requested`: the settings the caller chose, for resume's note of those it does not apply."""
+        """`config`: a new run's settings (None: the defaults). `requested`: the settings the caller typed.
+        A continued run (`resume`) keeps its own settings; `pretraining.config.resumed_config` decides what of
+        `config`/`requested` still applies (a typed epochs) and which requests it names as not applied."""
         self.data_dir, self.out_dir = Path(data_dir), Path(out_dir)
         self.progress = progress
         self.echo = echo or (lambda s: print(s, flush=True))
@@ -125,14 +126,9 @@ class Pretrainer:
             stored = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
             if stored.get("format") != CHECKPOINT_FORMAT:
                 raise SarcoError("not a sarco pretraining checkpoint", self.ckpt_path, "start a new run in another -o folder.")
-            old = PretrainConfig.from_json(stored["config"])
-            ignored = sorted(k for k, v in (requested or {}).items() if k != "epochs" and old.to_json().get(k, v) != v)
-            if ignored:
-                self.echo(f"continuing with the run's own settings, not the given {', '.join(ignored)}")
-            if config is not None and cfg.epochs != old.epochs:
-                self.echo(f"continuing with {cfg.epochs} epochs instead of {old.epochs}")
-                old.epochs = cfg.epochs
-            cfg = old  # every other setting is the run's own
+            cfg, notes = resumed_config(PretrainConfig.from_json(stored["config"]), config, requested)
+            for note in notes:
+                self.echo(note)
         elif self.ckpt_path.exists():
             raise SarcoError("folder already holds a pretraining run", self.out_dir,
                              "pass --continue to resume it, or choose another -o folder.")
