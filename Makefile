@@ -29,7 +29,7 @@ $(BIN)/sarco: pyproject.toml
 install: $(BIN)/sarco
 
 test: install
-	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
