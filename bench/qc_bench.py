@@ -27,7 +27,7 @@ the signature of the checkpoints (path, size, SHA-256; for an ensemble, its sour
 held-out set; rows of another model or set are moved aside, never mixed. summary.json at the end.
 
 Example (the three-seed cpu-preset ensemble of bench/external_validation.py):
-    python bench/qc_bench.py --held 120 --ensemble-from \
+    python bench/qc_bench.py --held 240 --ensemble-from \
         bench_runs/external_validation/trainA_seed{0,1,2}/ws --out bench/results/qc
 """
 
@@ -203,6 +203,33 @@ def auroc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float(roc_auc_score(positive, score)) if 0 < positive.sum() < len(positive) else None
 
 
+#: Bootstrap of the AUROC's 95 % interval: resamples, drawn within each class (so each resample has both),
+#: with a fixed seed, so a rerun of the same cases gives the same interval.
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def auroc_interval(positive: np.ndarray, score: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the AUROC, resampling positives and negatives apart (stratified):
+    how far the AUROC of this many cases could move by chance alone, so a target is judged against
+    its spread (halves of 60 cases differ by 0.1 here). None unless both classes are present."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive, bool)
+    score = np.asarray(score, float)
+    pos, neg = score[positive], score[~positive]
+    if not len(pos) or not len(neg):
+        return None
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    p = pos[rng.integers(0, len(pos), (BOOTSTRAP_RESAMPLES, len(pos)))]
+    n = neg[rng.integers(0, len(neg), (BOOTSTRAP_RESAMPLES, len(neg)))]
+    ranks = rankdata(np.concatenate([p, n], axis=1), axis=1)  # ties: average ranks, as roc_auc_score counts them
+    u = ranks[:, :len(pos)].sum(axis=1) - len(pos) * (len(pos) + 1) / 2.0  # Mann-Whitney U of the positives
+    aucs = u / (len(pos) * len(neg))
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(aucs, tail)), float(np.quantile(aucs, 1.0 - tail))
+
+
 def group_stats(err: np.ndarray, score: np.ndarray, review: np.ndarray, rank: np.ndarray | None = None) -> dict:
     """Error, score and ranking of one group of cases (the whole set, a family, a failure); `rank`: each
     case's rank by score in the whole set (1 = most suspicious), since a group's own AUROC says nothing
@@ -213,7 +240,7 @@ def group_stats(err: np.ndarray, score: np.ndarray, review: np.ndarray, rank: np
     share = float(large.mean())
     out = {"n": int(len(err)), "mean_abs_rel_error": float(err.mean()), "median_abs_rel_error": float(np.median(err)),
            "large_error_share": share, "mean_qc_score": float(score.mean()), "review_share": float(review.mean()),
-           "auroc": auroc(large, score), "top10_n": n_top, "top10_large_error_share": float(large[top].mean())}
+           "auroc": auroc(large, score), "auroc_ci95": auroc_interval(large, score), "top10_n": n_top, "top10_large_error_share": float(large[top].mean())}
     out["top10_enrichment"] = out["top10_large_error_share"] / share if share else None
     out["median_rank"] = float(np.median(rank)) if rank is not None else None
     return out
@@ -271,13 +298,18 @@ def summary_table(summary: dict) -> str:
         return "n/a" if v is None else f"{v:.1%}" if pct else f"{v:.2f}"
 
     t = summary["targets"]
-    lines = [f"AUROC {fmt(summary['auroc'])} (target {t['auroc']}: {'met' if t['auroc_met'] else 'NOT met'}); "
+    def ci(g):
+        c = g.get("auroc_ci95")
+        return "n/a" if c is None else f"{c[0]:.2f}-{c[1]:.2f}"
+
+    lines = [f"AUROC {fmt(summary['auroc'])} (95 % bootstrap interval {ci(summary)}; target {t['auroc']}: "
+             f"{'met' if t['auroc_met'] else 'NOT met'}); "
              f"top {summary['top10_n']} by score hold {fmt(summary['top10_large_error_share'], True)} large errors "
              f"against {fmt(summary['large_error_share'], True)} overall (target {fmt(t['top10_large_error_share'], True)}: "
              f"{'met' if t['top10_met'] else 'NOT met'}); median rank: of the group's scores among all "
              f"{summary['n_cases']} (1 = most suspicious)", "",
-             "| group | n | mean abs SMA error | large-error share | mean qc_score | review share | AUROC | top-10 % share "
-             "| median rank |", "|---|---|---|---|---|---|---|---|---|"]
+             "| group | n | mean abs SMA error | large-error share | mean qc_score | review share | AUROC | AUROC 95 % "
+             "| top-10 % share | median rank |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups = [("all", {**summary, "n": summary["n_cases"]})]
     labels = {"tuned on": f"tuned on (even cycles of {CYCLE})", "held out": f"held out (odd cycles of {CYCLE})",
               "fresh": f"fresh (cases {SEEN_CASES}+, never looked at)"}
@@ -287,7 +319,7 @@ def summary_table(summary: dict) -> str:
         groups += list(summary[key].items())
     for name, g in groups:
         lines.append(f"| {name} | {g['n']} | {fmt(g['mean_abs_rel_error'], True)} | {fmt(g['large_error_share'], True)} | "
-                     f"{fmt(g['mean_qc_score'])} | {fmt(g['review_share'], True)} | {fmt(g['auroc'])} | "
+                     f"{fmt(g['mean_qc_score'])} | {fmt(g['review_share'], True)} | {fmt(g['auroc'])} | {ci(g)} | "
                      f"{fmt(g['top10_large_error_share'], True)} | {fmt(g.get('median_rank'))} |")
     return "\n".join(lines) + "\n"
 

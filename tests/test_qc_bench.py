@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -360,6 +361,40 @@ def test_summary_table_has_every_group(qcb):
     rows = _rows([0.2, 0.01, 0.1, 0.02] * 3, [0.9, 0.1, 0.7, 0.2] * 3, family=list("AABB") * 3,
                  failure=["none", "noise", "none", "noise"] * 3)
     text = qcb.summary_table(qcb.summarise(rows))
-    assert text.startswith("AUROC 1.00 (target 0.85: met)")
+    assert text.startswith("AUROC 1.00 (95 % bootstrap interval 1.00-1.00; target 0.85: met)")
     for group in ("| all | 12 |", "| A | 6 |", "| noise | 6 |", "| B/none | 3 |"):
         assert group in text, group
+
+
+def _hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley & McNeil (1982) standard error of an AUROC: an independent estimate of its spread."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    return math.sqrt((auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc))
+                     / (n_pos * n_neg))
+
+
+def test_auroc_interval_agrees_with_hanley_mcneil_and_is_reproducible(qcb):
+    rng = np.random.default_rng(7)
+    positive = np.r_[np.ones(150, bool), np.zeros(90, bool)]
+    score = rng.normal(0, 1, positive.size) + 1.2 * positive  # a true AUROC of about 0.80
+    auc = qcb.auroc(positive, score)
+    lo, hi = qcb.auroc_interval(positive, score)
+    assert lo < auc < hi and qcb.auroc_interval(positive, score) == (lo, hi)  # fixed seed: same interval
+    # a 95 % interval is about +-1.96 SE wide: the bootstrap's width within 20 % of the formula's
+    assert (hi - lo) == pytest.approx(2 * 1.96 * _hanley_mcneil_se(auc, 150, 90), rel=0.2)
+    # ranks tie as roc_auc_score counts them: a constant score is 0.5 in every resample
+    assert qcb.auroc_interval(positive, np.zeros(positive.size)) == (0.5, 0.5)
+    # separated classes: every resample is 1; one class only: no interval
+    assert qcb.auroc_interval(positive, positive.astype(float)) == (1.0, 1.0)
+    assert qcb.auroc_interval(np.ones(5, bool), np.arange(5.0)) is None
+
+
+def test_auroc_interval_narrows_with_more_cases(qcb):
+    rng = np.random.default_rng(3)
+    widths = []
+    for n in (40, 400):
+        positive = rng.random(n) < 0.5
+        score = rng.normal(0, 1, n) + positive
+        lo, hi = qcb.auroc_interval(positive, score)
+        widths.append(hi - lo)
+    assert widths[1] < 0.5 * widths[0]  # ~ 1/sqrt(n): ten times the cases, about a third of the width
