@@ -40,7 +40,7 @@ import SimpleITK as sitk
 from sarco_nn.errors import InputError
 from sarco_nn.status import Reason, Status
 
-__all__ = ["BODY_HU", "body_region", "ct_reasons", "file_reasons", "reason_error", "refuse_unless_ct",
+__all__ = ["BODY_HU", "body_region", "ct_reasons", "disc_opening", "file_reasons", "reason_error", "refuse_unless_ct",
            "spacing_reason", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2", "MIN_PIXEL_SPACING_MM"]
 
 #: Widest body extent (cm) taken as plausible for an abdominal CT slice; beyond it the pixel spacing
@@ -79,6 +79,24 @@ def _largest_region(mask: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(labels) == 1
 
 
+def disc_opening(mask: np.ndarray, radius_yx: tuple[int, int]) -> np.ndarray:
+    """Binary opening of a 2-D `mask` by the elliptic disc (y/ry)² + (x/rx)² <= 1 (pixels; outside the
+    image is empty): what scipy's binary_opening with that structure gives, in two distance transforms.
+
+    Why: the structure's cost grows with its area: a 5-mm opening of a 2048² slice (0.175-mm pixels, a
+    59 x 59 disc) took about 7 s, the distance transforms take well under one whatever the radius. Exact:
+    distances with sampling (rx, ry) make the disc's bound the integer ry * rx."""
+    from scipy import ndimage
+
+    ry, rx = (int(r) for r in radius_yx)
+    padded = np.pad(np.asarray(mask, bool), 1)  # the empty outside, as binary_erosion's border
+    bound = float(ry * rx)
+    eroded = ndimage.distance_transform_edt(padded, sampling=(rx, ry)) > bound
+    if not eroded.any():
+        return np.zeros(np.shape(mask), bool)
+    return (ndimage.distance_transform_edt(~eroded, sampling=(rx, ry)) <= bound)[1:-1, 1:-1]
+
+
 def body_region(plane_hu: np.ndarray, spacing_yx_mm: tuple[float, float] | None = None,
                 open_mm: float = 0.0) -> np.ndarray:
     """The body on one axial plane: the largest connected region above BODY_HU, holes filled (bowel
@@ -92,12 +110,8 @@ def body_region(plane_hu: np.ndarray, spacing_yx_mm: tuple[float, float] | None 
     if open_mm > 0:
         if spacing_yx_mm is None:
             raise ValueError("body_region: an opening in mm needs the pixel spacing")
-        from scipy import ndimage
-
         radius = np.maximum(1, np.round(open_mm / np.asarray(spacing_yx_mm, float))).astype(int)
-        yy, xx = np.mgrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
-        disc = (yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0
-        above = ndimage.binary_opening(above, structure=disc)
+        above = disc_opening(above, (int(radius[0]), int(radius[1])))
     if not above.any():
         return np.zeros(above.shape, bool)
     filled = sitk.BinaryFillhole(sitk.GetImageFromArray(_largest_region(above).astype(np.uint8)))

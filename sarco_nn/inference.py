@@ -329,7 +329,6 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
         out_dir.mkdir(parents=True, exist_ok=True)
         from sarco_nn.atomic import write_text_atomic
 
-        write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, INPUTS_RECORD: record}, indent=2))
         rows = fold_journal(out_dir, RESULT_COLUMNS, KEY_COLUMN)  # a killed run's journal joins first
         moved = rekey_moved_rows(rows, identities, previous_folder, KEY_COLUMN)
         if moved:  # the inputs are mounted elsewhere now: their rows are kept, recorded under this path
@@ -337,6 +336,9 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
             print(f"note: {moved} earlier row(s) of this folder were read from {previous_folder}; the same "
                   f"inputs (path relative to -i and fingerprint) are now at {record['folder']}, so their rows "
                   "are kept and recorded under the new path", file=sys.stderr, flush=True)
+        # only now the new -i folder: a run stopped before its moved rows are on disk leaves the old one,
+        # so the next resume still finds them (rekey_moved_rows reads it)
+        write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, INPUTS_RECORD: record}, indent=2))
     except OSError as exc:
         raise SarcoError(f"cannot write to the output folder ({exc.strerror or exc})", out_dir,
                          "free disk space or choose a writable -o folder, then run again") from None

@@ -409,3 +409,39 @@ def test_a_part_resumed_where_its_inputs_are_mounted_at_another_path_keeps_its_r
                       parts=2, io_workers=1)
     merged = merge_parts([out, tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
     assert merged.n_rows == len(names) and merged.n_missing == 0
+
+
+def test_a_resume_killed_while_it_re_keys_moved_rows_still_keeps_them_next_time(tmp_path, monkeypatch):
+    # before: the run file (which records the -i folder) was rewritten with the new mount path before
+    # the moved rows were re-keyed and written, so a resume killed in between (a large journal to fold,
+    # a full disk) left rows under the old path and a run file naming the new one: the next resume
+    # measured every case again and results.csv held both sets (HOSTILE_FINDINGS #69)
+    import csv
+
+    import sarco_nn.inference as inference
+    from sarco_nn.errors import Interrupted
+    from sarco_nn.workspace import Workspace
+
+    names = [f"scan_{i:02d}.nii.gz" for i in range(4)]
+    for name in names:
+        write(make_image(phantom_array(nz=1, ny=16, nx=16)[0]), tmp_path / "mnt_a" / "scans" / name)
+    out, ws = tmp_path / "out", Workspace(tmp_path / "ws")
+    _fake_model_predict(monkeypatch, tmp_path, stop_after=2)
+    with pytest.raises(Interrupted):
+        inference.predict(ws, tmp_path / "mnt_a" / "scans", out, device="cpu", progress=False, io_workers=1)
+    os.rename(tmp_path / "mnt_a", tmp_path / "mnt_b")
+    _fake_model_predict(monkeypatch, tmp_path)
+
+    def killed(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(inference, "write_rows", killed)  # the re-keyed rows never reach results.csv
+    with pytest.raises(SarcoError, match="cannot write to the output folder"):
+        inference.predict(ws, tmp_path / "mnt_b" / "scans", out, device="cpu", progress=False, io_workers=1)
+    monkeypatch.undo()
+    resumed = _fake_model_predict(monkeypatch, tmp_path)
+    inference.predict(ws, tmp_path / "mnt_b" / "scans", out, device="cpu", progress=False, io_workers=1)
+    assert resumed == names[2:]  # the two rows the first run finished are kept
+    with open(out / RESULTS_FILE, newline="", encoding="utf-8") as handle:
+        inputs = sorted(row["input"] for row in csv.DictReader(handle))
+    assert inputs == [os.path.abspath(tmp_path / "mnt_b" / "scans" / n) for n in names]

@@ -173,3 +173,22 @@ def test_body_region_is_the_one_outline_an_opening_detaches_the_table_from():
     assert opened[45, 50] and opened[45, 20]
     with pytest.raises(ValueError, match="spacing"):
         body_region(plane, open_mm=5.0)
+
+
+@pytest.mark.parametrize("radius", [(1, 1), (2, 3), (5, 5), (13, 13), (4, 9)])
+def test_the_distance_transform_opening_is_scipys_disc_opening(radius):
+    """`disc_opening` (two distance transforms, so a 2048² slice opens in well under a second, not
+    about 7 s) gives exactly scipy's binary_opening with the disc, shapes touching the border included."""
+    from scipy import ndimage
+
+    from sarco_nn.ct_checks import disc_opening
+
+    ry, rx = radius
+    yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+    disc = (yy * rx) ** 2 + (xx * ry) ** 2 <= (ry * rx) ** 2
+    rng = np.random.default_rng(sum(radius))
+    for _ in range(3):
+        mask = ndimage.binary_dilation(rng.random((90, 70)) > 0.985, iterations=6) | (rng.random((90, 70)) > 0.9)
+        mask[:, :12] = True  # a region cut by the image's side
+        assert np.array_equal(disc_opening(mask, radius), ndimage.binary_opening(mask, structure=disc))
+    assert not disc_opening(np.zeros((9, 9), bool), radius).any()

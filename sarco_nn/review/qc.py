@@ -179,7 +179,7 @@ FAT_WINDOW_HU: tuple[float, float] = (-250.0, 0.0)
 #: Probabilities in this open interval count as unsure for ``border_entropy``.
 UNSURE_P: tuple[float, float] = (0.1, 0.9)
 
-from sarco_nn.ct_checks import BODY_HU, body_region  # noqa: E402  (the one body bound and outline)
+from sarco_nn.ct_checks import BODY_HU, body_region, disc_opening  # noqa: E402  (the one body bound, outline, opening)
 
 _MESSAGES: dict[str, str] = {
     "fold_disagreement": "the cross-validation folds disagree on this mask ({detail}); check the overlay",
@@ -337,8 +337,7 @@ def wall_bone_values(ct_hu: np.ndarray, spacing: tuple[float, float],
     bone = ndimage.binary_fill_holes((ct > LEVEL_BONE_HU) & body)
     radius = np.round(LEVEL_SPECK_MM / np.asarray(spacing, float)).astype(int)
     if radius.min() > 0:  # pixels coarser than 2 mm: a speck is a pixel, the size floor removes it
-        yy, xx = np.mgrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
-        bone = ndimage.binary_opening(bone, structure=(yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0)
+        bone = disc_opening(bone, (int(radius[0]), int(radius[1])))
     labels, _ = ndimage.label(bone, structure=np.ones((3, 3), bool))
     columns = np.arange(body.shape[1])
     left = np.where(body, columns, body.shape[1]).min(axis=1)  # the body's extent on each row
