@@ -48,11 +48,13 @@ __all__ = ["BODY_HU", "body_region", "ct_reasons", "disc_opening", "file_reasons
 MAX_BODY_EXTENT_CM: float = 80.0
 
 #: Smallest in-plane pixel spacing (mm) of a CT of a body. The finest genuine body grids are
-#: ultra-high-resolution CT (2048² matrix, 30-40 cm field of view: 0.15-0.2 mm); a usual 512² grid at
-#: the smallest body field (25 cm) is 0.49 mm. A spacing written in cm or metres (any pixel under
-#: 1.5 mm: 0.05-0.15 or 0.0005-0.0015) falls below it. The upper bounds are the body size
-#: (`MAX_BODY_EXTENT_CM`, above) and the reader's 10 mm (`io.slices`, `constants.SLICE_AXIS_SPACING_MM`).
-MIN_PIXEL_SPACING_MM: float = 0.15
+#: ultra-high-resolution CT: a 2048² matrix over the smallest body field of view (about 25 cm) is 0.122 mm,
+#: over 30 cm 0.146 mm; a usual 512² grid at 25 cm is 0.49 mm. A spacing written in cm or metres falls
+#: below it for any pixel under 1.2 mm (0.05-0.12 or 0.0005-0.0012); a slip of a coarser pixel passes
+#: here and gives an SMA 100x too small, which the SMA floor (`mask_checks`, sma_below_floor) sends to review. The upper
+#: bounds are the body size (`MAX_BODY_EXTENT_CM`, above) and the reader's 10 mm (`io.slices`,
+#: `constants.SLICE_AXIS_SPACING_MM`).
+MIN_PIXEL_SPACING_MM: float = 0.12
 
 #: Smallest body cross-section (cm²): below it the slice holds no body (air, a table, noise).
 MIN_BODY_AREA_CM2: float = 0.5
