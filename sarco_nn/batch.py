@@ -7,7 +7,8 @@ Why each piece exists (issues #14 and #16):
   folder: its file names, sizes, newest mtime and the first bytes of one file). A resumed
   20 000-scan batch stats files but never re-reads a series, and a different scan under the same
   name is recomputed instead of inheriting another patient's SMA. The model and other settings
-  files enter by content (`by="content"`, no mtime: a copied model keeps its rows).
+  files enter by content (`by="content"`, no mtime: a copied model keeps its rows), the model's
+  absolute folder not at all (`MODEL_RECORD`: a workspace mounted elsewhere keeps them too).
 - **Journal**: each finished case appends one JSON line to ``journal.jsonl`` (flushed and fsynced),
   so a batch costs O(1) writes per case instead of rewriting results.csv after each. A line torn
   by SIGKILL or a full disk is ignored (and cut off before the next append). The journal is folded
@@ -45,7 +46,7 @@ __all__ = [
     "JOURNAL_FILE", "RESULTS_FILE", "FINGERPRINT_COLUMN", "MISSING", "file_identity", "normalised_settings",
     "settings_digest", "changed_settings", "row_fingerprint", "fingerprint_changes", "part_of", "Journal", "read_results", "write_results",
     "fold_journal", "part_rows", "lies_inside", "check_output_location", "INPUTS_RECORD", "inputs_record", "run_settings_in",
-    "recorded_input_folder", "rekey_moved_rows", "write_rows",
+    "recorded_input_folder", "rekey_moved_rows", "write_rows", "MODEL_RECORD", "restamp_rows",
 ]
 
 JOURNAL_FILE = "journal.jsonl"
@@ -388,6 +389,29 @@ def rekey_moved_rows(rows: dict[str, dict[str, Any]], current: dict[str, tuple[s
     return moved
 
 
+#: Key of the run file that records the model's absolute folder, for people reading it. Not a setting:
+#: the model enters the settings by its files' content and its names (`predict_settings.run_settings`),
+#: so a part resumed or merged where the workspace is mounted at another path is the same model.
+MODEL_RECORD = "model_folder"
+#: The keys of a run file that record what a run was given or used, never compared.
+_RECORDS = (INPUTS_RECORD, MODEL_RECORD)
+
+
 def run_settings_in(run: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a run file (everything but its `INPUTS_RECORD`)."""
-    return {k: v for k, v in run.items() if k != INPUTS_RECORD}
+    """The settings of a run file (everything but its records, `INPUTS_RECORD` and `MODEL_RECORD`)."""
+    return {k: v for k, v in run.items() if k not in _RECORDS}
+
+
+def restamp_rows(rows: dict[str, dict[str, Any]], earlier: str | None, current: str) -> int:
+    """Give the rows computed from the settings digest `earlier` this run's digest `current`, in
+    place; returns how many. For a run file of an earlier version whose settings are this run's in
+    another form (`predict_settings.current_form`): its rows stay finished, once, on disk."""
+    if not earlier or earlier == current:
+        return 0
+    restamped = 0
+    for row in rows.values():
+        head, dot, tail = str(row.get(FINGERPRINT_COLUMN) or "").partition(".")
+        if head == earlier:
+            row[FINGERPRINT_COLUMN] = current + dot + tail
+            restamped += 1
+    return restamped

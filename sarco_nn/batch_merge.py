@@ -21,6 +21,7 @@ from typing import Any
 from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, RESULTS_FILE, changed_settings, part_rows,
                             lies_inside, run_settings_in, settings_digest, write_results)
 from sarco_nn.errors import SarcoError
+from sarco_nn.predict_settings import current_form
 from sarco_nn.run_lock import LockHolder, live_holder
 from sarco_nn.status import Reason, Status, Verdict
 
@@ -113,10 +114,12 @@ def check_merge_output(out_dir: Path, part_dirs: list[Path], run_file: str) -> N
 
 
 def _check_same_batch(parts: list[_Part]) -> None:
+    """Same model and settings in every part, each read in this version's form (`current_form`): parts
+    run where the workspace is mounted at two paths, or one part by an earlier sarco, are one batch."""
     first = parts[0]
     for other in parts[1:]:
-        changed = changed_settings({k: v for k, v in first.settings.items() if k != "part"},
-                                   {k: v for k, v in other.settings.items() if k != "part"})
+        changed = changed_settings({k: v for k, v in current_form(first.settings).items() if k != "part"},
+                                   {k: v for k, v in current_form(other.settings).items() if k != "part"})
         if changed:
             raise SarcoError(f"the parts were predicted with different models or settings (part {other.index} "
                              f"differs from part {first.index} in: {', '.join(changed)})",
@@ -134,9 +137,12 @@ def _check_same_batch(parts: list[_Part]) -> None:
 
 
 def _check_rows_of_this_run(part: _Part) -> None:
-    expected = settings_digest({k: v for k, v in part.settings.items() if k not in ("part", "parts")})
+    """Every row of a part carries its run file's digest: as that file was written, or in this version's
+    form (`current_form`: a resume by this sarco re-stamps the rows before it rewrites the run file)."""
+    expected = {settings_digest({k: v for k, v in form.items() if k not in ("part", "parts")})
+                for form in (part.settings, current_form(part.settings))}
     other = sorted(k for k, r in part.rows.items() if r.get(FINGERPRINT_COLUMN)
-                   and r[FINGERPRINT_COLUMN].split(".")[0] != expected)
+                   and r[FINGERPRINT_COLUMN].split(".")[0] not in expected)
     if other:  # an earlier run's rows of inputs this part's run did not see again
         raise SarcoError(f"{len(other)} row(s) of this part were computed with other settings than its run "
                          f"(e.g. {other[0]})", part.folder,

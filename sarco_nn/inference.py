@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MISSING, RESULTS_FILE, Journal,
-                            changed_settings, check_output_location, file_identity, fingerprint_changes, fold_journal,
-                            inputs_record, normalised_settings, part_of, recorded_input_folder, rekey_moved_rows,
-                            row_fingerprint, run_settings_in, settings_digest, write_rows)
+from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MISSING, MODEL_RECORD, RESULTS_FILE,
+                            Journal, changed_settings, check_output_location, file_identity, fingerprint_changes,
+                            fold_journal, inputs_record, normalised_settings, part_of, recorded_input_folder,
+                            rekey_moved_rows, restamp_rows, row_fingerprint, run_settings_in, settings_digest,
+                            write_rows)
 from sarco_nn.batch_merge import MergeResult
 from sarco_nn.cases import IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
@@ -191,11 +192,16 @@ def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> boo
         except (ValueError, UnicodeDecodeError, OSError):
             raise SarcoError(f"{RUN_FILE} is damaged or truncated (a killed run or an edited file)", path=run_file,
                              fix="choose another -o folder, or pass --overwrite to start this folder afresh.") from None
-        changed = changed_settings(run_settings_in(previous), signature)
+        from sarco_nn.predict_settings import current_form, model_folder_of
+
+        # an earlier version's run file in this version's form where only the form changed (the model
+        # folder's name, not its mount path): its rows resume; any other version is other settings
+        changed = changed_settings(current_form(run_settings_in(previous)), signature)
         if changed and not overwrite:
             what = ("written by an earlier sarco version" if "fingerprint_version" in changed
                     else "changed: " + ", ".join(changed))
-            raise SarcoError(f"output folder holds results of another model/settings ({what}; {previous.get('model')}"
+            where = model_folder_of(previous)
+            raise SarcoError(f"output folder holds results of another model/settings ({what}; {where}"
                              f"{', part %s/%s' % (previous.get('part'), previous.get('parts')) if previous.get('parts') else ''})",
                              path=out_dir, fix="choose another -o folder, or pass --overwrite to measure every case again.")
         return bool(changed)
@@ -203,6 +209,18 @@ def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> boo
         raise SarcoError("output folder is not empty and was not written by `sarco predict`", path=out_dir,
                          fix="choose an empty or new -o folder, or pass --overwrite.")
     return False
+
+
+def _earlier_rows_digest(run_file: Path) -> str | None:
+    """The settings digest an earlier version's run file gave its rows, when this run reads the file
+    in another form (`predict_settings.earlier_rows_digest`); None otherwise or when unreadable."""
+    from sarco_nn.predict_settings import earlier_rows_digest
+
+    try:
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return earlier_rows_digest(run_settings_in(previous)) if isinstance(previous, dict) else None
 
 
 def _output_stem(case_id: str, key: str, taken: dict[str, str]) -> str:
@@ -312,7 +330,9 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
                             l3_rule=o.l3_rule, slab=o.slab, trunk_only=o.trunk_only,
                             inference={"inference": network_settings.as_dict()})
     signature = normalised_settings({**settings, **({"part": o.part, "parts": o.parts} if o.parts is not None else {})})
-    _check_output_folder(out_dir, signature, o.overwrite)  # --overwrite: rows of other settings are recomputed
+    other_settings = _check_output_folder(out_dir, signature, o.overwrite)  # --overwrite: such rows are recomputed
+    # rows of an earlier version's file whose settings are this run's in another form keep being finished
+    earlier_rows = None if other_settings else _earlier_rows_digest(out_dir / RUN_FILE)
     l3_dir = Path(o.l3_model_dir) if o.l3_model_dir else default_model_dir(workspace.root)
     settings_id, locators = settings_digest(settings), locator_identities(l3_dir)
 
@@ -331,14 +351,18 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
 
         rows = fold_journal(out_dir, RESULT_COLUMNS, KEY_COLUMN)  # a killed run's journal joins first
         moved = rekey_moved_rows(rows, identities, previous_folder, KEY_COLUMN)
-        if moved:  # the inputs are mounted elsewhere now: their rows are kept, recorded under this path
+        restamped = restamp_rows(rows, earlier_rows, settings_id)
+        if moved or restamped:  # written before the run file: a resume killed in between finds them again
             write_rows(out_dir, RESULT_COLUMNS, KEY_COLUMN, rows)
+        if moved:  # the inputs are mounted elsewhere now: their rows are kept, recorded under this path
             print(f"note: {moved} earlier row(s) of this folder were read from {previous_folder}; the same "
                   f"inputs (path relative to -i and fingerprint) are now at {record['folder']}, so their rows "
                   "are kept and recorded under the new path", file=sys.stderr, flush=True)
         # only now the new -i folder: a run stopped before its moved rows are on disk leaves the old one,
         # so the next resume still finds them (rekey_moved_rows reads it)
-        write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, INPUTS_RECORD: record}, indent=2))
+        # the model's absolute folder is recorded for people, not compared (a workspace mounted elsewhere)
+        write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, MODEL_RECORD: str(model.folder),
+                                                          INPUTS_RECORD: record}, indent=2))
     except OSError as exc:
         raise SarcoError(f"cannot write to the output folder ({exc.strerror or exc})", out_dir,
                          "free disk space or choose a writable -o folder, then run again") from None

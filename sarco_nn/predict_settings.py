@@ -14,6 +14,10 @@ and flags. Here:
   localizer or vertebra mask that found its L3): a change recomputes that case on the rerun,
   with a note saying why.
 
+The model enters by its files' content, folds and name (trainer, plans, configuration), not by
+its absolute folder: a part resumed or merged where the workspace is mounted elsewhere is the same
+model. The folder is recorded beside the settings for people (`batch.MODEL_RECORD`).
+
 Not in either, because no row depends on them: device (equal up to float rounding), io_workers,
 progress, dicom_seg (its column is refreshed for every row at the end of each run), overwrite,
 part/parts (folder identity, kept in the run file beside the settings).
@@ -22,17 +26,19 @@ part/parts (folder identity, kept in the run file beside the settings).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Mapping
 
-from sarco_nn.batch import file_identity
+from sarco_nn.batch import MODEL_RECORD, file_identity, settings_digest
 from sarco_nn.errors import SarcoError
 
-__all__ = ["FINGERPRINT_VERSION", "CASE_INPUTS", "run_settings", "locator_identities", "case_inputs",
-           "describe_changes"]
+__all__ = ["FINGERPRINT_VERSION", "CASE_INPUTS", "run_settings", "current_form", "earlier_rows_digest",
+           "model_folder_of", "locator_identities", "case_inputs", "describe_changes"]
 
-#: Bumped when the meaning of an entry changes: a folder of an older version is then "other settings".
-FINGERPRINT_VERSION = 1
+#: Bumped when the meaning of an entry changes: a folder of an older version is then "other settings"
+#: ("written by an earlier sarco version"), unless `current_form` can translate it (only the form changed).
+#: 2: "model" is the model folder's name (trainer__plans__configuration), no longer its absolute path.
+FINGERPRINT_VERSION = 2
 #: Names of the per-case inputs (`case_inputs`), in the order their digests appear in `computed_from`.
 CASE_INPUTS: tuple[str, ...] = ("clinical", "l3_csv_row", "l3_locator")
 
@@ -63,7 +69,8 @@ def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str
     """Every setting that changes every row of a predict run, as one JSON-able dict (the run file).
 
     `model` is a `model_store.TrainedModel`; its files enter by content (`batch.file_identity`), so
-    a model retrained in the same folder is other settings. `threshold_set` enters by its
+    a model retrained in the same folder is other settings, and by its folder's name (trainer, plans,
+    configuration), not its absolute path: the same model mounted elsewhere is the same settings. `threshold_set` enters by its
     definition (a threshold file edited in place is other settings). `trunk_only`: the trunk rule
     (`sarco_nn.trunk`), an entry of its own (a folder predicted with --keep-outside-trunk is
     refused by a default run, naming it). `inference`: further network settings (precision, tile
@@ -76,7 +83,7 @@ def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str
     files.update({f"fold_{fold}": file_identity(model.checkpoint(fold), by="content") for fold in model.folds})
     settings: dict[str, Any] = {
         "fingerprint_version": FINGERPRINT_VERSION,
-        "model": str(model.folder), "folds": list(model.folds), "model_files": files,
+        "model": model.folder.name, "folds": list(model.folds), "model_files": files,
         "postprocessing": decision.get("postprocessing_fns", []),
         "postprocessing_kwargs": decision.get("postprocessing_kwargs", []),
         "tta": not fast,
@@ -91,6 +98,39 @@ def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str
             raise ValueError(f"inference setting {name!r} would replace a run setting")
         settings[name] = value
     return settings
+
+
+def current_form(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """An earlier run file's settings in this version's form, where only the form changed; others as read.
+
+    Why translate rather than bump and refuse: version 1 differs from 2 only in "model" (the model's
+    absolute folder then, its name now), and the model files it recorded by content are compared
+    as before. Refusing every version-1 folder ("written by an earlier sarco version") would make
+    each user of a half-finished batch pass --overwrite and measure every case again for nothing;
+    comparing "by the fields both have" would also pass a folder of an older sarco that lacked a
+    setting (e.g. the trunk rule) as this run's. So a version-1 file is translated exactly (its
+    folder's name; the folder itself moves to the record `batch.MODEL_RECORD`), every other field
+    is compared as it stands, and an untranslatable version is still other settings."""
+    settings = dict(settings)
+    if settings.get("fingerprint_version") == 1 and isinstance(settings.get("model"), str):
+        settings.update(fingerprint_version=2, model=PurePath(settings["model"]).name)
+    return settings
+
+
+def earlier_rows_digest(run: Mapping[str, Any]) -> str | None:
+    """The settings digest the rows of an earlier run file (its settings, `batch.run_settings_in`)
+    carry, when `current_form` translated it: those rows are then re-stamped with this run's
+    (`batch.restamp_rows`) once the settings are found equal. None for a file of this version."""
+    if current_form(run) == dict(run):
+        return None
+    return settings_digest({k: v for k, v in run.items() if k not in ("part", "parts")})
+
+
+def model_folder_of(run: Mapping[str, Any]) -> str | None:
+    """The model's absolute folder a run file records, for a message (`batch.MODEL_RECORD`; an
+    earlier version's "model")."""
+    folder = run.get(MODEL_RECORD) or run.get("model")
+    return str(folder) if folder else None
 
 
 def locator_identities(l3_model_dir: Path) -> dict[str, str]:

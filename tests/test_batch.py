@@ -265,7 +265,7 @@ def test_row_fingerprint_names_what_changed():
 
 
 def test_run_file_change_is_refused_naming_the_changed_setting(tmp_path):
-    signature = {"fingerprint_version": 1, "model": "/ws/m", "model_files": {"fold_0": "1:ab"}, "thresholds": "paper"}
+    signature = {"fingerprint_version": 2, "model": "m", "model_files": {"fold_0": "1:ab"}, "thresholds": "paper"}
     (tmp_path / RUN_FILE).write_text(json.dumps(signature))
     assert _check_output_folder(tmp_path, dict(signature), overwrite=False) is False  # an identical rerun
     retrained = {**signature, "model_files": {"fold_0": "2:cd"}}
@@ -342,17 +342,23 @@ def test_a_row_whose_input_is_still_at_its_recorded_path_stays_that_inputs_row(t
     assert rekey_moved_rows(rows, copy, str(tmp_path / "monday"), KEY_COLUMN) == 0 and set(rows) == {key}
 
 
-def _fake_model_predict(monkeypatch, tmp_path: Path, stop_after: int | None = None) -> list[str]:
+def _fake_model_predict(monkeypatch, tmp_path: Path, stop_after: int | None = None, workspace: str = "ws") -> list[str]:
     """`inference.predict` with the model, the reader and the network faked (no nnU-Net, no torch):
     every case is `ok` with a mask file on disk. Returns the list the faked network appends the
-    relative path of each case it measures to; it raises KeyboardInterrupt at call `stop_after + 1`."""
+    relative path of each case it measures to; it raises KeyboardInterrupt at call `stop_after + 1`.
+    The model's files (plans, dataset.json, one checkpoint) are written under tmp_path/`workspace`
+    unless there already."""
     from types import SimpleNamespace
 
     import sarco_nn.inference as inference
     from sarco_nn.model_store import TrainedModel
 
-    model_dir = tmp_path / "ws" / "nnUNet_results" / "Dataset501_T" / "T__P__2d"
-    model_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = tmp_path / workspace / "nnUNet_results" / "Dataset501_T" / "T__P__2d"
+    if not model_dir.exists():
+        (model_dir / "fold_all").mkdir(parents=True)
+        (model_dir / "plans.json").write_text("{}")
+        (model_dir / "dataset.json").write_text('{"labels": {"background": 0, "muscle": 1}}')
+        (model_dir / "fold_all" / "checkpoint_final.pth").write_bytes(b"weights-1")
     monkeypatch.setattr("sarco_nn.model_store.find_model", lambda *a, **k: TrainedModel(model_dir, ["all"]))
     monkeypatch.setattr("sarco_nn.postprocessing.ensure_postprocessing", lambda *a, **k: None)
     monkeypatch.setattr("sarco_nn.devices.resolve_device", lambda *a, **k: SimpleNamespace(type="cpu"))
@@ -445,3 +451,127 @@ def test_a_resume_killed_while_it_re_keys_moved_rows_still_keeps_them_next_time(
     with open(out / RESULTS_FILE, newline="", encoding="utf-8") as handle:
         inputs = sorted(row["input"] for row in csv.DictReader(handle))
     assert inputs == [os.path.abspath(tmp_path / "mnt_b" / "scans" / n) for n in names]
+
+
+def test_a_part_resumed_where_the_workspace_is_mounted_at_another_path_keeps_its_rows(tmp_path, monkeypatch):
+    # before: the run settings held the model folder's absolute path, so the resumed part was refused
+    # as "other settings (changed: model)" and merge refused the two parts as different models,
+    # although the model files (by content) were the same (HOSTILE_FINDINGS #76)
+    import shutil
+
+    import sarco_nn.inference as inference
+    from sarco_nn.errors import Interrupted
+    from sarco_nn.workspace import Workspace
+
+    names = [f"scan_{i:02d}.nii.gz" for i in range(8)]
+    for name in names:
+        write(make_image(phantom_array(nz=1, ny=16, nx=16)[0]), tmp_path / "scans" / name)
+    mine = sorted(n for n in names if part_of(n, 2) == 0)
+    out = tmp_path / "p0"
+    _fake_model_predict(monkeypatch, tmp_path, stop_after=2, workspace="ws_a")
+    with pytest.raises(Interrupted):  # killed after 2 of its cases on a node mounting the workspace at ws_a
+        inference.predict(Workspace(tmp_path / "ws_a"), tmp_path / "scans", out, device="cpu", progress=False,
+                          part=0, parts=2, io_workers=1)
+    shutil.copytree(tmp_path / "ws_a", tmp_path / "ws_b")  # another node: same bytes, new path and mtimes
+    resumed = _fake_model_predict(monkeypatch, tmp_path, workspace="ws_b")
+    inference.predict(Workspace(tmp_path / "ws_b"), tmp_path / "scans", out, device="cpu", progress=False,
+                      part=0, parts=2, io_workers=1)
+    assert resumed == mine[2:]  # only the cases the killed run had not finished
+    run = json.loads((out / RUN_FILE).read_text())
+    assert run["model_folder"] == str(tmp_path / "ws_b" / "nnUNet_results" / "Dataset501_T" / "T__P__2d")
+    assert run["model"] == "T__P__2d"  # recorded for people; the settings name the model, not its mount
+    # the other part on the first node: one batch with it
+    _fake_model_predict(monkeypatch, tmp_path, workspace="ws_a")
+    inference.predict(Workspace(tmp_path / "ws_a"), tmp_path / "scans", tmp_path / "p1", device="cpu",
+                      progress=False, part=1, parts=2, io_workers=1)
+    merged = merge_parts([out, tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
+    assert merged.n_rows == len(names) and merged.n_missing == 0
+    # a model whose checkpoint content changed (retrained in place) is still other settings
+    (tmp_path / "ws_b" / "nnUNet_results" / "Dataset501_T" / "T__P__2d" / "fold_all" /
+     "checkpoint_final.pth").write_bytes(b"weights-2")
+    _fake_model_predict(monkeypatch, tmp_path, workspace="ws_b")
+    with pytest.raises(SarcoError, match=r"changed: model_files"):
+        inference.predict(Workspace(tmp_path / "ws_b"), tmp_path / "scans", out, device="cpu", progress=False,
+                          part=0, parts=2, io_workers=1)
+
+
+def _as_version_1(out: Path) -> str:
+    """Rewrite a predict folder as a sarco of fingerprint version 1 wrote it: the run file's "model" was
+    the model's absolute folder (no "model_folder" record), every row carried that file's digest.
+    Returns that digest."""
+    from sarco_nn.batch import MODEL_RECORD, fold_journal, run_settings_in, write_rows
+
+    run = json.loads((out / RUN_FILE).read_text())
+    settings = {**run_settings_in(run), "fingerprint_version": 1, "model": run[MODEL_RECORD]}
+    old = settings_digest({k: v for k, v in settings.items() if k not in ("part", "parts")})
+    (out / RUN_FILE).write_text(json.dumps({**settings, "inputs": run["inputs"]}, indent=2))
+    rows = fold_journal(out, RESULT_COLUMNS, KEY_COLUMN)
+    for row in rows.values():
+        row[FINGERPRINT_COLUMN] = old + "." + row[FINGERPRINT_COLUMN].partition(".")[2]
+    write_rows(out, RESULT_COLUMNS, KEY_COLUMN, rows)
+    return old
+
+
+def test_a_folder_of_the_earlier_fingerprint_version_resumes_without_measuring_its_rows_again(tmp_path, monkeypatch):
+    """Version 1 differs from 2 only in the form of "model" (an absolute path then): such a folder is
+    neither refused ("written by an earlier sarco version") nor measured again; its rows get this
+    version's digest once, so the next resume (and merge) finds them too. Its model retrained is
+    still refused."""
+    import sarco_nn.inference as inference
+    from sarco_nn.errors import Interrupted
+    from sarco_nn.workspace import Workspace
+
+    names = [f"scan_{i:02d}.nii.gz" for i in range(4)]
+    for name in names:
+        write(make_image(phantom_array(nz=1, ny=16, nx=16)[0]), tmp_path / "scans" / name)
+    out, ws = tmp_path / "out", Workspace(tmp_path / "ws")
+    _fake_model_predict(monkeypatch, tmp_path, stop_after=2)
+    with pytest.raises(Interrupted):
+        inference.predict(ws, tmp_path / "scans", out, device="cpu", progress=False, io_workers=1)
+    old = _as_version_1(out)
+    resumed = _fake_model_predict(monkeypatch, tmp_path)
+    inference.predict(ws, tmp_path / "scans", out, device="cpu", progress=False, io_workers=1)
+    assert resumed == names[2:]
+    run = json.loads((out / RUN_FILE).read_text())
+    assert run["fingerprint_version"] == 2 and run["model"] == "T__P__2d" and run["model_folder"].endswith("T__P__2d")
+    stamps = {r[FINGERPRINT_COLUMN].split(".")[0] for r in read_results(out / RESULTS_FILE, KEY_COLUMN).values()}
+    assert len(stamps) == 1 and old not in stamps  # one digest, this version's
+    again = _fake_model_predict(monkeypatch, tmp_path)
+    inference.predict(ws, tmp_path / "scans", out, device="cpu", progress=False, io_workers=1)
+    assert again == []
+    _as_version_1(out)
+    (tmp_path / "ws" / "nnUNet_results" / "Dataset501_T" / "T__P__2d" / "fold_all" /
+     "checkpoint_final.pth").write_bytes(b"weights-2")
+    _fake_model_predict(monkeypatch, tmp_path)
+    with pytest.raises(SarcoError, match=r"changed: model_files; /.*T__P__2d"):
+        inference.predict(ws, tmp_path / "scans", out, device="cpu", progress=False, io_workers=1)
+
+
+def test_merge_joins_a_part_of_the_earlier_fingerprint_version_with_one_of_this(tmp_path):
+    """A batch whose parts straddle a sarco upgrade (and two mount paths) is one batch when only the
+    form of "model" differs; another checkpoint is still another model."""
+    files = {"fold_0": "9:abc"}
+    v1 = {"fingerprint_version": 1, "model": "/mnt/a/ws/nnUNet_results/D/T__P__2d", "model_files": files}
+    v2 = {"fingerprint_version": 2, "model": "T__P__2d", "model_files": files}
+    for part, settings, record in ((0, v1, {}), (1, v2, {"model_folder": "/mnt/b/ws/nnUNet_results/D/T__P__2d"})):
+        folder = tmp_path / f"p{part}"
+        folder.mkdir()
+        (folder / RUN_FILE).write_text(json.dumps({**settings, **record, "part": part, "parts": 2}))
+        Journal(folder / JOURNAL_FILE).append(f"/in/{part}", {
+            "case_id": str(part), "input": f"/in/{part}", "status": "ok", "mask": f"masks/{part}.nii.gz",
+            FINGERPRINT_COLUMN: f"{settings_digest(settings)}.00000000"})
+    merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                         PATH_COLUMNS)
+    assert merged.n_rows == 2
+    # a resume of part 0 killed after it re-stamped its rows, before it rewrote its run file
+    Journal(tmp_path / "p0" / JOURNAL_FILE).append("/in/0", {
+        "case_id": "0", "input": "/in/0", "status": "ok", "mask": "masks/0.nii.gz",
+        FINGERPRINT_COLUMN: f"{settings_digest(v2)}.00000000"})
+    merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all1", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                         PATH_COLUMNS)
+    assert merged.n_rows == 2
+    (tmp_path / "p1" / RUN_FILE).write_text(json.dumps({**v2, "model_files": {"fold_0": "9:def"}, "part": 1,
+                                                        "parts": 2}))
+    with pytest.raises(SarcoError, match=r"different models.*model_files"):
+        merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all2", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                    PATH_COLUMNS)

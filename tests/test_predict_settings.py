@@ -12,7 +12,8 @@ from sarco_nn.batch import changed_settings, fingerprint_changes, normalised_set
 from sarco_nn.clinical import ClinicalRecord
 from sarco_nn.l3.localizer import CHECKPOINT_FILE
 from sarco_nn.model_store import TrainedModel
-from sarco_nn.predict_settings import CASE_INPUTS, case_inputs, locator_identities, run_settings
+from sarco_nn.predict_settings import (CASE_INPUTS, FINGERPRINT_VERSION, case_inputs, current_form,
+                                      earlier_rows_digest, locator_identities, run_settings)
 from sarco_nn.thresholds import get_threshold_set
 
 
@@ -101,3 +102,37 @@ def test_a_changed_vertebra_mask_changes_the_case_it_located(tmp_path):
     (masks / "a.nii.gz").write_bytes(b"labels-2")
     assert case_inputs("a", "vertebrae", {}, {}, masks, {}) != before
     assert case_inputs("b", "vertebrae", {}, {}, masks, {})["l3_locator"] == "missing"
+
+
+def test_the_model_is_its_files_and_name_not_the_path_it_is_mounted_at(tmp_path):
+    """A workspace copied to another node (another absolute path, new mtimes) is the same settings;
+    a checkpoint of other content, or other folds, is not."""
+    import shutil
+
+    model = _model(tmp_path / "node_a")
+    base = _settings(model)
+    assert str(tmp_path) not in json.dumps(base)  # no absolute path of the model in what rows are keyed by
+    shutil.copytree(tmp_path / "node_a", tmp_path / "node_b")
+    moved = TrainedModel(tmp_path / "node_b" / model.folder.relative_to(tmp_path / "node_a"), ["0"])
+    assert settings_digest(_settings(moved)) == settings_digest(base)
+    (moved.folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"weights-2")
+    assert changed_settings(normalised_settings(base), _settings(moved)) == ["model_files"]
+
+
+def test_an_earlier_version_is_translated_only_where_the_form_alone_changed(tmp_path):
+    """Version 1 recorded the model's absolute folder: read in this version's form it equals a run of
+    the same model, so its rows resume (re-stamped from `earlier_rows_digest`). A file without a
+    version, or one lacking a setting, is not made to match by the translation."""
+    model = _model(tmp_path)
+    current = normalised_settings(_settings(model))
+    assert current["fingerprint_version"] == FINGERPRINT_VERSION == 2
+    v1 = {**current, "fingerprint_version": 1, "model": str(model.folder)}
+    assert changed_settings(current_form(v1), current) == []
+    assert earlier_rows_digest(v1) == settings_digest(v1) != settings_digest(current)
+    assert earlier_rows_digest(current) is None
+    retrained = {**v1, "model_files": {**v1["model_files"], "fold_0": "9:other"}}
+    assert changed_settings(current_form(retrained), current) == ["model_files"]
+    no_trunk_rule = {k: v for k, v in v1.items() if k != "trunk_only"}
+    assert changed_settings(current_form(no_trunk_rule), current) == ["trunk_only"]
+    unversioned = {k: v for k, v in v1.items() if k != "fingerprint_version"}
+    assert "fingerprint_version" in changed_settings(current_form(unversioned), current)
