@@ -10,14 +10,17 @@ from __future__ import annotations
 from sarco_nn.commands.startup import exit_130_on_ctrl_c
 
 _restore_ctrl_c = exit_130_on_ctrl_c()  # first: a Ctrl-C during the imports below is one line, exit 130
+try:  # an import that fails (a broken install) gives the importer its own Ctrl-C back, as a finished one does
+    from pathlib import Path  # noqa: E402  (after the Ctrl-C handler, as every import below)
+    from typing import Optional
 
-from pathlib import Path  # noqa: E402  (after the Ctrl-C handler, as every import below)
-from typing import Optional
+    import typer
 
-import typer
-
-from sarco_nn import api
-from sarco_nn.commands.runner import run_app
+    from sarco_nn import api
+    from sarco_nn.commands.runner import run_app
+except BaseException:
+    _restore_ctrl_c()
+    raise
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Skeletal muscle area at L3 on CT and sarcopenia detection, built on nnU-Net v2 with a SMIT trainer.")
@@ -207,8 +210,10 @@ def _register_command_modules() -> None:
     app.add_typer(classify_app, name="classify", help="Image-level sarcopenia classifier baseline (DenseNet/ResNet/Inception).")
 
 
-_register_command_modules()
-_restore_ctrl_c()  # imported: Ctrl-C is KeyboardInterrupt again, which run_app (or an importer) handles
+try:
+    _register_command_modules()
+finally:  # imported (or failed to): Ctrl-C is KeyboardInterrupt again, which run_app (or an importer) handles
+    _restore_ctrl_c()
 
 
 def main() -> None:

@@ -108,3 +108,57 @@ def test_a_start_with_ctrl_c_ignored_keeps_it_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize("module", ["typer", "sarco_nn.commands.measure_cmd"])
+def test_a_cli_import_that_fails_gives_ctrl_c_back_to_the_importer(module):
+    # before: the start-up handler stayed installed when the import failed (a broken install), so a
+    # program that caught the ImportError had its Ctrl-C turned into sarco's start-up line and exit 130
+    code = f"""
+import signal, sys
+class _Broken:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            raise ImportError("broken install: " + name)
+        return None
+sys.meta_path.insert(0, _Broken())
+mine = lambda signum, frame: None
+signal.signal(signal.SIGINT, mine)
+try:
+    import sarco_nn.cli
+except ImportError as exc:
+    assert "broken install" in str(exc), exc
+else:
+    raise AssertionError("the import did not fail")
+assert signal.getsignal(signal.SIGINT) is mine, signal.getsignal(signal.SIGINT)
+print("[]")
+"""
+    assert _loaded_heavy_modules(code) == []
+
+
+def test_ctrl_c_while_typer_prints_help_says_nothing_was_done(monkeypatch, capsys):
+    # before: "run the same command again to resume", though no command ran (HOSTILE_FINDINGS #66 notes)
+    import click
+    import typer
+    import typer.rich_utils  # noqa: F401  (its help printer is made to raise below)
+
+    import sarco_nn.cli as cli
+    from sarco_nn.commands.runner import INTERRUPTED_BEFORE_LINE, INTERRUPTED_LINE, run_app
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for context in {click.Context, getattr(getattr(typer, "_click", click), "Context", click.Context)}:
+        monkeypatch.setattr(context, "get_help", ctrl_c)  # click's help (typer 0.29 carries its own click)
+    monkeypatch.setattr("typer.rich_utils.rich_format_help", ctrl_c, raising=False)  # typer's rich help
+    for argv in (["sarco", "predict", "--help"], ["sarco", "--help"], ["sarco"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as stopped:
+            run_app(cli.app)
+        assert stopped.value.code == 130 and capsys.readouterr().err.strip() == INTERRUPTED_BEFORE_LINE, argv
+    monkeypatch.undo()
+    monkeypatch.setattr(cli.api, "measure", ctrl_c)  # a command that has started: its work may resume
+    monkeypatch.setattr(sys, "argv", ["sarco", "measure", "mask.nii.gz"])
+    with pytest.raises(SystemExit) as stopped:
+        run_app(cli.app)
+    assert stopped.value.code == 130 and capsys.readouterr().err.strip() == INTERRUPTED_LINE
