@@ -4,9 +4,9 @@ Why: the console script imports `sarco_nn.cli` (typer, the api, every command mo
 `main` runs `runner.run_app`, whose handler turns Ctrl-C into the one line. A Ctrl-C in those
 first ~0.1 s used to print a KeyboardInterrupt traceback from inside an import. `sarco_nn.cli`
 installs this handler first and puts the previous one back once it is imported, or its import
-failed (a broken install), so a program that imports the cli (the tests) keeps its own Ctrl-C. Left open: the interpreter's own start-up before
-any sarco code runs (site, an editable install's `.pth` finder, the script's `import re`: about the
-first 10-25 ms), where Python itself prints the traceback.
+failed (a broken install), so a program that imports the cli (the tests) keeps its own Ctrl-C.
+Left open: the interpreter's own start-up before any sarco code runs (site, an editable install's
+`.pth` finder, the script's `import re`: about the first 10-25 ms), where Python prints the traceback.
 
 Only the standard library here: this runs before everything else.
 """
