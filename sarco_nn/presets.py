@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.errors import SarcoError
 
 PRESET_DIR = Path(__file__).resolve().parent / "plans"  # package data: ships in the wheel
@@ -77,6 +78,11 @@ def _invalid_field(preset: dict[str, Any]) -> str | None:
             return f"training.{key} {training[key]!r} must be a positive whole number"
     if "ct_augmentation" in training and not isinstance(training["ct_augmentation"], bool):
         return f"training.ct_augmentation {training['ct_augmentation']!r} must be true or false (CT site-shift augmentation)"
+    weights = training.get("label_loss_weights")
+    if weights is not None and not (isinstance(weights, dict) and weights
+                                    and all(k in TISSUE_LABELS and _positive_number(v) for k, v in weights.items())):
+        return (f"training.label_loss_weights {weights!r} must be null (nnU-Net's loss) or map label names "
+                f"({', '.join(TISSUE_LABELS)}) to positive numbers, e.g. {{\"muscle\": 2}}")
     if training.get("time_budget_s") is not None and not _positive_number(training["time_budget_s"]):
         return f"training.time_budget_s {training['time_budget_s']!r} must be null or a positive number of seconds"
     from sarco_nn.inference_settings import invalid_inference_block

@@ -257,6 +257,16 @@ def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypat
     assert arm["test"]["B"]["tissues"]["sat"]["dice_mean"] == 0.8
     assert (tmp_path / "work" / "data" / "train_A_2_48").is_dir()  # the baseline's drop is left as it was
 
+    levers = bench.parse_levers("muscle2x+tissues4")
+    assert levers == ("tissues4", "muscle2x") and bench.arm_name("A", 1, levers) == "trainA_tissues4+muscle2x_seed1"
+    arm = bench.run_arm(bench.arm_name("A", 1, levers), bench.train_key("A", levers), 1, args, levers)
+    assert seen["keep_tissues"] is True and seen["drop"] == "train_A_2_48"
+    assert seen["training"] == {"seed": 1, "label_loss_weights": {"muscle": 2}}  # what the trainer's _build_loss reads
+    assert arm["lever"] == "tissues4+muscle2x"
+    # its four-tissue arms are set beside the muscle-only model they should match, not a muscle2x muscle-only one
+    assert bench._muscle_only_tag("tissues4+muscle2x") == "baseline"
+    assert bench._muscle_only_tag("ctaug+tissues4+muscle2x") == "ctaug"
+
 
 @pytest.mark.parametrize("family", ["A", "B"])
 def test_phantom_anatomy_is_the_map_the_muscle_mask_came_from(family):

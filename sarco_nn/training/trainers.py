@@ -229,6 +229,27 @@ class SarcoTrainerBase(nnUNetTrainer):
                                    + ", ".join(type(getattr(t, "transform", t)).__name__ for t in pipeline.transforms))
         return pipeline
 
+    # ---- loss: the preset may weight labels ---------------------------------------------------------
+    def _build_loss(self):
+        """nnU-Net's Dice + CE loss; preset `label_loss_weights` (default none: nnU-Net's loss as it is)
+        weights the named labels in its CE and soft Dice (`loss_weights.py`), at every deep-supervision scale."""
+        loss = super()._build_loss()
+        label_weights = self.settings.get("label_loss_weights")
+        if not label_weights:
+            return loss
+        from sarco_nn.training.loss_weights import class_weights, weight_labels
+
+        if self.label_manager.has_regions:
+            from sarco_nn.errors import SarcoError
+
+            raise SarcoError("label_loss_weights weights labels, but this dataset trains regions",
+                             fix="remove training.label_loss_weights from the preset.")
+        preset = self.plans_manager.plans.get("sarco", {}).get("preset", {}).get("name", "?")
+        weights = class_weights(label_weights, self.dataset_json["labels"], f"preset {preset!r}")
+        if getattr(self, "log_file", None):
+            self.print_to_log_file(f"Loss class weights (preset label_loss_weights): {weights}")
+        return weight_labels(loss, weights, self.device, compile_dice=self._do_i_compile())
+
     # ---- checkpoints: never unpickle arbitrary objects ------------------------------------------
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """nnU-Net's restore, but loaded with weights_only=True.
