@@ -27,7 +27,7 @@ the signature of the checkpoints (path, size, SHA-256; for an ensemble, its sour
 held-out set; rows of another model or set are moved aside, never mixed. summary.json at the end.
 
 Example (the three-seed cpu-preset ensemble of bench/external_validation.py):
-    python bench/qc_bench.py --held 240 --ensemble-from \
+    python bench/qc_bench.py --held 480 --ensemble-from \
         bench_runs/external_validation/trainA_seed{0,1,2}/ws --out bench/results/qc
 """
 
