@@ -277,18 +277,22 @@ def test_run_file_change_is_refused_naming_the_changed_setting(tmp_path):
         _check_output_folder(tmp_path, signature, overwrite=False)
 
 
+
+def _part_with_one_row(tmp_path, part: int, run_file: dict, digest_of: dict) -> None:
+    """Part `part` of a batch without a model: its run file and one journal row computed under `digest_of`."""
+    folder = tmp_path / f"p{part}"
+    folder.mkdir()
+    (folder / RUN_FILE).write_text(json.dumps(run_file))
+    Journal(folder / JOURNAL_FILE).append(f"/in/{part}", {
+        "case_id": str(part), "input": f"/in/{part}", "status": "ok", "mask": f"masks/{part}.nii.gz",
+        FINGERPRINT_COLUMN: f"{settings_digest(digest_of)}.00000000"})
+
+
 def test_merge_refuses_a_part_holding_rows_of_other_settings(tmp_path):
     """A part folder re-run with --overwrite under other settings keeps the earlier rows of inputs it did
     not see again: merging them as this batch's results would mix two settings in one table."""
     for part in (0, 1):
-        folder = tmp_path / f"p{part}"
-        folder.mkdir()
-        signature = {"model": "/m", "part": part, "parts": 2}
-        (folder / RUN_FILE).write_text(json.dumps(signature))
-        current = settings_digest({"model": "/m"})
-        Journal(folder / JOURNAL_FILE).append(f"/in/{part}", {
-            "case_id": str(part), "input": f"/in/{part}", "status": "ok", "mask": f"masks/{part}.nii.gz",
-            FINGERPRINT_COLUMN: f"{current}.00000000"})
+        _part_with_one_row(tmp_path, part, {"model": "/m", "part": part, "parts": 2}, {"model": "/m"})
     merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
                          PATH_COLUMNS)
     assert merged.n_rows == 2
@@ -554,12 +558,7 @@ def test_merge_joins_a_part_of_the_earlier_fingerprint_version_with_one_of_this(
     v1 = {"fingerprint_version": 1, "model": "/mnt/a/ws/nnUNet_results/D/T__P__2d", "model_files": files}
     v2 = {"fingerprint_version": 2, "model": "T__P__2d", "model_files": files}
     for part, settings, record in ((0, v1, {}), (1, v2, {"model_folder": "/mnt/b/ws/nnUNet_results/D/T__P__2d"})):
-        folder = tmp_path / f"p{part}"
-        folder.mkdir()
-        (folder / RUN_FILE).write_text(json.dumps({**settings, **record, "part": part, "parts": 2}))
-        Journal(folder / JOURNAL_FILE).append(f"/in/{part}", {
-            "case_id": str(part), "input": f"/in/{part}", "status": "ok", "mask": f"masks/{part}.nii.gz",
-            FINGERPRINT_COLUMN: f"{settings_digest(settings)}.00000000"})
+        _part_with_one_row(tmp_path, part, {**settings, **record, "part": part, "parts": 2}, settings)
     merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
                          PATH_COLUMNS)
     assert merged.n_rows == 2
