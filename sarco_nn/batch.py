@@ -8,7 +8,8 @@ Why each piece exists (issues #14 and #16):
   20 000-scan batch stats files but never re-reads a series, and a different scan under the same
   name is recomputed instead of inheriting another patient's SMA. The model and other settings
   files enter by content (`by="content"`, no mtime: a copied model keeps its rows), the model's
-  absolute folder not at all (`MODEL_RECORD`: a workspace mounted elsewhere keeps them too).
+  absolute folder not at all (`MODEL_RECORD`: a workspace mounted elsewhere keeps them too), nor the
+  paths of --l3-csv, --l3-from and a --thresholds file (`PATHS_RECORD`: their contents are compared).
 - **Journal**: each finished case appends one JSON line to ``journal.jsonl`` (flushed and fsynced),
   so a batch costs O(1) writes per case instead of rewriting results.csv after each. A line torn
   by SIGKILL or a full disk is ignored (and cut off before the next append). The journal is folded
@@ -46,7 +47,7 @@ __all__ = [
     "JOURNAL_FILE", "RESULTS_FILE", "FINGERPRINT_COLUMN", "MISSING", "file_identity", "normalised_settings",
     "settings_digest", "changed_settings", "row_fingerprint", "fingerprint_changes", "part_of", "Journal", "read_results", "write_results",
     "fold_journal", "part_rows", "lies_inside", "check_output_location", "INPUTS_RECORD", "inputs_record", "run_settings_in",
-    "recorded_input_folder", "rekey_moved_rows", "write_rows", "MODEL_RECORD", "restamp_rows",
+    "recorded_input_folder", "rekey_moved_rows", "write_rows", "MODEL_RECORD", "PATHS_RECORD", "restamp_rows",
 ]
 
 JOURNAL_FILE = "journal.jsonl"
@@ -393,12 +394,17 @@ def rekey_moved_rows(rows: dict[str, dict[str, Any]], current: dict[str, tuple[s
 #: the model enters the settings by its files' content and its names (`predict_settings.run_settings`),
 #: so a part resumed or merged where the workspace is mounted at another path is the same model.
 MODEL_RECORD = "model_folder"
+#: Key of the run file that records, for people, the absolute path of each file a setting was given
+#: ({"l3_csv": ..., "l3_from": ..., "thresholds": ...}, those given). Not a setting: their contents enter
+#: per case or by definition (`predict_settings`), so a batch resumed where they are mounted elsewhere
+#: (or copied next to the new mount) is the same settings.
+PATHS_RECORD = "setting_paths"
 #: The keys of a run file that record what a run was given or used, never compared.
-_RECORDS = (INPUTS_RECORD, MODEL_RECORD)
+_RECORDS = (INPUTS_RECORD, MODEL_RECORD, PATHS_RECORD)
 
 
 def run_settings_in(run: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a run file (everything but its records, `INPUTS_RECORD` and `MODEL_RECORD`)."""
+    """The settings of a run file (everything but its records, `INPUTS_RECORD`, `MODEL_RECORD`, `PATHS_RECORD`)."""
     return {k: v for k, v in run.items() if k not in _RECORDS}
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MISSING, MODEL_RECORD, RESULTS_FILE,
+from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MISSING, RESULTS_FILE,
                             Journal, changed_settings, check_output_location, file_identity, fingerprint_changes,
                             fold_journal, inputs_record, normalised_settings, part_of, recorded_input_folder,
                             rekey_moved_rows, restamp_rows, row_fingerprint, run_settings_in, settings_digest,
@@ -192,16 +192,17 @@ def _check_output_folder(out_dir: Path, signature: dict, overwrite: bool) -> boo
         except (ValueError, UnicodeDecodeError, OSError):
             raise SarcoError(f"{RUN_FILE} is damaged or truncated (a killed run or an edited file)", path=run_file,
                              fix="choose another -o folder, or pass --overwrite to start this folder afresh.") from None
-        from sarco_nn.predict_settings import current_form, model_folder_of
+        from sarco_nn.predict_settings import current_form, recorded_places
 
         # an earlier version's run file in this version's form where only the form changed (the model
-        # folder's name, not its mount path): its rows resume; any other version is other settings
+        # folder's name, a file's name, not their mount paths): its rows resume; any other version is other settings
         changed = changed_settings(current_form(run_settings_in(previous)), signature)
         if changed and not overwrite:
             what = ("written by an earlier sarco version" if "fingerprint_version" in changed
                     else "changed: " + ", ".join(changed))
-            where = model_folder_of(previous)
-            raise SarcoError(f"output folder holds results of another model/settings ({what}; {where}"
+            where = recorded_places(previous, changed)  # the model folder, the earlier file of a changed setting
+            where = f"; {where}" if where else ""
+            raise SarcoError(f"output folder holds results of another model/settings ({what}{where}"
                              f"{', part %s/%s' % (previous.get('part'), previous.get('parts')) if previous.get('parts') else ''})",
                              path=out_dir, fix="choose another -o folder, or pass --overwrite to measure every case again.")
         return bool(changed)
@@ -295,7 +296,8 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
     from sarco_nn.l3.localizer import default_model_dir
     from sarco_nn.model_store import build_predictor, find_model, inference_settings
     from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
-    from sarco_nn.predict_settings import CASE_INPUTS, case_inputs, describe_changes, locator_identities, run_settings
+    from sarco_nn.predict_settings import (CASE_INPUTS, case_inputs, describe_changes, locator_identities, run_records,
+                                           run_settings)
     from sarco_nn.thresholds import get_threshold_set
     from sarco_nn.devices import resolve_device
 
@@ -360,9 +362,9 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
                   "are kept and recorded under the new path", file=sys.stderr, flush=True)
         # only now the new -i folder: a run stopped before its moved rows are on disk leaves the old one,
         # so the next resume still finds them (rekey_moved_rows reads it)
-        # the model's absolute folder is recorded for people, not compared (a workspace mounted elsewhere)
-        write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, MODEL_RECORD: str(model.folder),
-                                                          INPUTS_RECORD: record}, indent=2))
+        # the model's folder and the files' paths are recorded for people, not compared (mounted elsewhere)
+        records = run_records(model, thresholds=o.thresholds, l3_csv=o.l3_csv, l3_from=o.l3_from)
+        write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, **records, INPUTS_RECORD: record}, indent=2))
     except OSError as exc:
         raise SarcoError(f"cannot write to the output folder ({exc.strerror or exc})", out_dir,
                          "free disk space or choose a writable -o folder, then run again") from None

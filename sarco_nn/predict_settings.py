@@ -16,7 +16,9 @@ and flags. Here:
 
 The model enters by its files' content, folds and name (trainer, plans, configuration), not by
 its absolute folder: a part resumed or merged where the workspace is mounted elsewhere is the same
-model. The folder is recorded beside the settings for people (`batch.MODEL_RECORD`).
+model. The folder is recorded beside the settings for people (`batch.MODEL_RECORD`). Likewise
+--l3-csv and --l3-from enter as given or not (their contents enter per case), a --thresholds file
+by its file name and definition: their absolute paths are records too (`batch.PATHS_RECORD`).
 
 Not in either, because no row depends on them: device (equal up to float rounding), io_workers,
 progress, dicom_seg (its column is refreshed for every row at the end of each run), overwrite,
@@ -29,16 +31,23 @@ import dataclasses
 from pathlib import Path, PurePath
 from typing import Any, Mapping
 
-from sarco_nn.batch import MODEL_RECORD, file_identity, settings_digest
+import os
+
+from sarco_nn.batch import MODEL_RECORD, PATHS_RECORD, file_identity, settings_digest
 from sarco_nn.errors import SarcoError
 
-__all__ = ["FINGERPRINT_VERSION", "CASE_INPUTS", "run_settings", "current_form", "earlier_rows_digest",
-           "model_folder_of", "locator_identities", "case_inputs", "describe_changes"]
+__all__ = ["FINGERPRINT_VERSION", "CASE_INPUTS", "run_settings", "run_records", "threshold_setting", "current_form",
+           "earlier_rows_digest", "model_folder_of", "recorded_paths", "recorded_places", "locator_identities",
+           "case_inputs", "describe_changes"]
 
 #: Bumped when the meaning of an entry changes: a folder of an older version is then "other settings"
 #: ("written by an earlier sarco version"), unless `current_form` can translate it (only the form changed).
 #: 2: "model" is the model folder's name (trainer__plans__configuration), no longer its absolute path.
-FINGERPRINT_VERSION = 2
+#: 3: "l3_csv" and "l3_from" say whether one is given (true/false), no longer its path; "thresholds" is a
+#: named set as given or a threshold file's name, no longer its path.
+FINGERPRINT_VERSION = 3
+#: The settings that may be given as a file or folder, whose absolute paths `run_records` keeps.
+_PATH_SETTINGS: tuple[str, ...] = ("l3_csv", "l3_from", "thresholds")
 #: Names of the per-case inputs (`case_inputs`), in the order their digests appear in `computed_from`.
 CASE_INPUTS: tuple[str, ...] = ("clinical", "l3_csv_row", "l3_locator")
 
@@ -70,8 +79,11 @@ def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str
 
     `model` is a `model_store.TrainedModel`; its files enter by content (`batch.file_identity`), so
     a model retrained in the same folder is other settings, and by its folder's name (trainer, plans,
-    configuration), not its absolute path: the same model mounted elsewhere is the same settings. `threshold_set` enters by its
-    definition (a threshold file edited in place is other settings). `trunk_only`: the trunk rule
+    configuration), not its absolute path: the same model mounted elsewhere is the same settings.
+    `threshold_set` enters by its definition (a threshold file edited in place is other settings),
+    `thresholds` by `threshold_setting` (a file by its name); `l3_csv` and `l3_from` by whether they
+    are given (their rows and masks enter per case, `case_inputs`): the same files mounted or copied
+    elsewhere are the same settings (their paths are records, `run_records`). `trunk_only`: the trunk rule
     (`sarco_nn.trunk`), an entry of its own (a folder predicted with --keep-outside-trunk is
     refused by a default run, naming it). `inference`: further network settings (precision, tile
     step, ...), one entry each.
@@ -87,10 +99,10 @@ def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str
         "postprocessing": decision.get("postprocessing_fns", []),
         "postprocessing_kwargs": decision.get("postprocessing_kwargs", []),
         "tta": not fast,
-        "thresholds": thresholds, "threshold_definition": repr(threshold_set),
+        "thresholds": threshold_setting(thresholds), "threshold_definition": repr(threshold_set),
         "myosteatosis_definition": repr(get_threshold_set(DEFAULT_MYOSTEATOSIS_SET)),
         "hu_gate": hu_gate, "trunk_only": bool(trunk_only), "conventions": _conventions(),
-        "l3_slice": l3_slice, "l3_csv": str(l3_csv) if l3_csv else None, "l3_from": str(l3_from) if l3_from else None,
+        "l3_slice": l3_slice, "l3_csv": bool(l3_csv), "l3_from": bool(l3_from),
         "locator": locator, "l3_rule": l3_rule, "slab": slab,
     }
     for name, value in (inference or {}).items():
@@ -98,6 +110,25 @@ def run_settings(model, decision: dict | None, threshold_set, *, thresholds: str
             raise ValueError(f"inference setting {name!r} would replace a run setting")
         settings[name] = value
     return settings
+
+
+def threshold_setting(thresholds: str | PurePath) -> str:
+    """What --thresholds enters the settings as: a named set as given (``paper``), a file by its name
+    (``site.json``), not its path: its definition enters by content (``threshold_definition``)."""
+    from sarco_nn.thresholds import is_named_set
+
+    return str(thresholds) if is_named_set(thresholds) else PurePath(str(thresholds)).name
+
+
+def run_records(model, *, thresholds: str, l3_csv: Path | None, l3_from: Path | None) -> dict[str, Any]:
+    """The records a run file keeps beside its settings, for people, never compared: the model's
+    absolute folder (`batch.MODEL_RECORD`) and the absolute path of each setting given as a file or
+    folder (`batch.PATHS_RECORD`)."""
+    from sarco_nn.thresholds import is_named_set
+
+    given = {"l3_csv": l3_csv, "l3_from": l3_from, "thresholds": None if is_named_set(thresholds) else thresholds}
+    paths = {name: os.path.abspath(os.path.expanduser(str(value))) for name, value in given.items() if value}
+    return {MODEL_RECORD: str(model.folder), PATHS_RECORD: paths}
 
 
 def current_form(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,10 +141,22 @@ def current_form(settings: Mapping[str, Any]) -> dict[str, Any]:
     comparing "by the fields both have" would also pass a folder of an older sarco that lacked a
     setting (e.g. the trunk rule) as this run's. So a version-1 file is translated exactly (its
     folder's name; the folder itself moves to the record `batch.MODEL_RECORD`), every other field
-    is compared as it stands, and an untranslatable version is still other settings."""
+    is compared as it stands, and an untranslatable version is still other settings.
+
+    Version 2 differs from 3 only in "l3_csv", "l3_from" (a path or null then, whether given now) and
+    "thresholds" (a path then for a file, its name now; a named set as it was): their contents were
+    and are compared per case and by definition. A version-2 file is translated the same way (a
+    version-1 file through 2 to 3); a field of another type is left as read (and so differs)."""
     settings = dict(settings)
     if settings.get("fingerprint_version") == 1 and isinstance(settings.get("model"), str):
         settings.update(fingerprint_version=2, model=PurePath(settings["model"]).name)
+    if settings.get("fingerprint_version") == 2:
+        settings["fingerprint_version"] = 3
+        for name in ("l3_csv", "l3_from"):
+            if name in settings and (settings[name] is None or isinstance(settings[name], str)):
+                settings[name] = bool(settings[name])
+        if isinstance(settings.get("thresholds"), str):
+            settings["thresholds"] = threshold_setting(settings["thresholds"])
     return settings
 
 
@@ -131,6 +174,28 @@ def model_folder_of(run: Mapping[str, Any]) -> str | None:
     earlier version's "model")."""
     folder = run.get(MODEL_RECORD) or run.get("model")
     return str(folder) if folder else None
+
+
+def recorded_paths(run: Mapping[str, Any]) -> dict[str, str]:
+    """{setting: absolute path} of the settings a run file records as given by a file or folder
+    (`batch.PATHS_RECORD`; an earlier version's file: the paths its settings held)."""
+    from sarco_nn.thresholds import is_named_set
+
+    record = run.get(PATHS_RECORD)
+    if isinstance(record, dict):
+        return {str(k): str(v) for k, v in record.items() if v}
+    if run.get("fingerprint_version") == FINGERPRINT_VERSION:
+        return {}
+    return {name: run[name] for name in _PATH_SETTINGS if isinstance(run.get(name), str) and run[name]
+            and not (name == "thresholds" and is_named_set(run[name]))}
+
+
+def recorded_places(run: Mapping[str, Any], changed: list[str]) -> str:
+    """Where an earlier run file says its model and changed file settings were read, for the message
+    refusing it: "/ws/nnUNet_results/D/T__P__2d, thresholds was /data/site.json"."""
+    paths = recorded_paths(run)
+    places = [model_folder_of(run), *(f"{name} was {paths[name]}" for name in changed if name in paths)]
+    return ", ".join(place for place in places if place)
 
 
 def locator_identities(l3_model_dir: Path) -> dict[str, str]:

@@ -261,8 +261,14 @@ MYOSTEATOSIS_SETS: dict[str, ThresholdSet] = {
 DEFAULT_MYOSTEATOSIS_SET = "martin_myosteatosis"
 
 
+def is_named_set(name_or_path: str | Path) -> bool:
+    """True when `get_threshold_set` reads `name_or_path` as a built-in set's name (any letter case),
+    False when it reads it as a file path."""
+    return str(name_or_path).lower() in THRESHOLD_SETS or str(name_or_path).lower() in MYOSTEATOSIS_SETS
+
+
 def get_threshold_set(name_or_path: str | Path) -> ThresholdSet:
-    """A built-in set by name, or a user JSON/YAML file (schema in the module docstring)."""
+    """A built-in set by name (`is_named_set`), or a user JSON/YAML file (schema in the module docstring)."""
     text = str(name_or_path)
     if text.lower() in THRESHOLD_SETS:
         return THRESHOLD_SETS[text.lower()]
@@ -389,5 +395,5 @@ def _nan(value) -> bool:
 
 __all__ = [
     "DEFAULT_MYOSTEATOSIS_SET", "DEFAULT_THRESHOLD_SET", "MYOSTEATOSIS_SETS", "THRESHOLD_SETS", "SEX_CODES", "BmiBand", "ThresholdSet", "bmi", "exact",
-    "get_threshold_set", "load_threshold_file", "normalise_sex", "smi_exact",
+    "get_threshold_set", "is_named_set", "load_threshold_file", "normalise_sex", "smi_exact",
 ]

@@ -119,15 +119,22 @@ def test_the_model_is_its_files_and_name_not_the_path_it_is_mounted_at(tmp_path)
     assert changed_settings(normalised_settings(base), _settings(moved)) == ["model_files"]
 
 
+def _as_version_2(settings: dict, *, l3_csv=None, l3_from=None, thresholds=None) -> dict:
+    """`settings` (this version's, normalised) as version 2 wrote them: --l3-csv and --l3-from by their
+    path as given (null when not given), --thresholds as given (a file by its path)."""
+    return {**settings, "fingerprint_version": 2, "l3_csv": str(l3_csv) if l3_csv else None,
+            "l3_from": str(l3_from) if l3_from else None, "thresholds": str(thresholds or settings["thresholds"])}
+
+
 def test_an_earlier_version_is_translated_only_where_the_form_alone_changed(tmp_path):
     """Version 1 recorded the model's absolute folder: read in this version's form it equals a run of
     the same model, so its rows resume (re-stamped from `earlier_rows_digest`). A file without a
     version, or one lacking a setting, is not made to match by the translation."""
     model = _model(tmp_path)
     current = normalised_settings(_settings(model))
-    assert current["fingerprint_version"] == FINGERPRINT_VERSION == 2
-    v1 = {**current, "fingerprint_version": 1, "model": str(model.folder)}
-    assert changed_settings(current_form(v1), current) == []
+    assert current["fingerprint_version"] == FINGERPRINT_VERSION == 3
+    v1 = {**_as_version_2(current), "fingerprint_version": 1, "model": str(model.folder)}
+    assert current_form(v1) == current
     assert earlier_rows_digest(v1) == settings_digest(v1) != settings_digest(current)
     assert earlier_rows_digest(current) is None
     retrained = {**v1, "model_files": {**v1["model_files"], "fold_0": "9:other"}}
@@ -136,3 +143,72 @@ def test_an_earlier_version_is_translated_only_where_the_form_alone_changed(tmp_
     assert changed_settings(current_form(no_trunk_rule), current) == ["trunk_only"]
     unversioned = {k: v for k, v in v1.items() if k != "fingerprint_version"}
     assert "fingerprint_version" in changed_settings(current_form(unversioned), current)
+
+
+def test_a_version_2_file_whose_settings_named_files_by_path_is_translated_exactly(tmp_path):
+    """Version 2 held the paths of --l3-csv, --l3-from and a --thresholds file; this version whether the
+    first two are given and the threshold file's name. A version-2 (or 1) file of the same run reads
+    back as this run's settings exactly, wherever its files were mounted then; a file given then and
+    not now, a named set for a file, or another file name is still other settings."""
+    model = _model(tmp_path)
+    site = tmp_path / "now" / "site.json"
+    site.parent.mkdir()
+    site.write_text(json.dumps({"name": "site", "metric": "smi", "male": 50.0, "female": 39.0}))
+    given = dict(l3_csv=tmp_path / "now" / "l3.csv", l3_from=tmp_path / "now" / "vertebrae")
+    current = normalised_settings(_settings(model, threshold=str(site), **given))
+    assert (current["l3_csv"], current["l3_from"], current["thresholds"]) == (True, True, "site.json")
+    then = {name: f"/mnt/old/{Path(path).name}" for name, path in given.items()}  # the earlier mount
+    v2 = _as_version_2(current, thresholds="/mnt/old/site.json", **then)
+    assert v2["l3_csv"] == "/mnt/old/l3.csv" and v2["thresholds"] == "/mnt/old/site.json"
+    assert current_form(v2) == current
+    assert current_form({**v2, "fingerprint_version": 1, "model": str(model.folder)}) == current
+    assert earlier_rows_digest(v2) == settings_digest(v2) != settings_digest(current)
+    assert changed_settings(current_form({**v2, "l3_csv": None}), current) == ["l3_csv"]
+    assert changed_settings(current_form({**v2, "l3_from": None}), current) == ["l3_from"]
+    assert changed_settings(current_form({**v2, "thresholds": "/mnt/old/other.json"}), current) == ["thresholds"]
+    named = _as_version_2(normalised_settings(_settings(model)))
+    assert current_form(named)["thresholds"] == "paper" and current_form(named) == normalised_settings(_settings(model))
+    assert changed_settings(current_form(named), current) == ["l3_csv", "l3_from", "threshold_definition", "thresholds"]
+    odd = {**v2, "l3_csv": 7}  # not a form version 2 wrote: left as read, so it differs
+    assert changed_settings(current_form(odd), current) == ["l3_csv"]
+
+
+def test_settings_given_as_files_enter_by_what_they_are_not_where_they_are_mounted(tmp_path):
+    """--l3-csv / --l3-from enter as given or not (their rows and masks enter per case), a threshold
+    file by its name and definition: the same files at another path are the same settings. Their
+    absolute paths are records (`run_records`), for people."""
+    from sarco_nn.batch import MODEL_RECORD, PATHS_RECORD, run_settings_in
+    from sarco_nn.predict_settings import recorded_places, recorded_paths, run_records
+
+    model = _model(tmp_path)
+    rule = {"name": "site", "metric": "smi", "male": 50.0, "female": 39.0}
+    for mount in ("a", "b"):
+        (tmp_path / mount).mkdir()
+        (tmp_path / mount / "site.json").write_text(json.dumps(rule))
+
+    def at(mount, **changes):
+        folder = tmp_path / mount
+        options = dict(threshold=str(folder / "site.json"), l3_csv=folder / "l3.csv", l3_from=folder / "vertebrae")
+        return _settings(model, **{**options, **changes})
+
+    assert settings_digest(at("a")) == settings_digest(at("b"))
+    assert str(tmp_path) not in json.dumps(at("a"))  # no absolute path in what rows are keyed by
+    assert changed_settings(normalised_settings(at("a")), at("b", l3_csv=None)) == ["l3_csv"]
+    assert changed_settings(normalised_settings(at("a")), at("b", l3_from=None)) == ["l3_from"]
+    (tmp_path / "b" / "site.json").write_text(json.dumps({**rule, "male": 52.0}))  # other contents
+    assert changed_settings(normalised_settings(at("a")), at("b")) == ["threshold_definition"]
+    (tmp_path / "b" / "copy.json").write_text(json.dumps(rule))  # same contents, another file name
+    assert changed_settings(normalised_settings(at("a")), at("b", threshold=str(tmp_path / "b" / "copy.json"))) == [
+        "thresholds"]
+    records = run_records(model, thresholds=str(tmp_path / "a" / "site.json"), l3_csv=tmp_path / "a" / "l3.csv",
+                          l3_from=None)
+    assert records == {MODEL_RECORD: str(model.folder), PATHS_RECORD: {
+        "l3_csv": str(tmp_path / "a" / "l3.csv"), "thresholds": str(tmp_path / "a" / "site.json")}}
+    assert run_records(model, thresholds="Paper", l3_csv=None, l3_from=None)[PATHS_RECORD] == {}
+    run = {**normalised_settings(at("a")), **records}
+    assert run_settings_in(run) == normalised_settings(at("a"))  # records are never compared
+    assert recorded_paths(run) == records[PATHS_RECORD]
+    assert recorded_places(run, ["thresholds"]) == f"{model.folder}, thresholds was {tmp_path / 'a' / 'site.json'}"
+    v2 = _as_version_2(normalised_settings(at("a")), l3_csv="/old/l3.csv", thresholds="/old/site.json")
+    assert recorded_paths(v2) == {"l3_csv": "/old/l3.csv", "thresholds": "/old/site.json"}  # as version 2 held them
+    assert recorded_paths(_as_version_2(normalised_settings(_settings(model)))) == {}  # "paper" is no path
