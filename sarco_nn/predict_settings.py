@@ -48,6 +48,8 @@ __all__ = ["FINGERPRINT_VERSION", "CASE_INPUTS", "run_settings", "run_records", 
 FINGERPRINT_VERSION = 3
 #: The settings that may be given as a file or folder, whose absolute paths `run_records` keeps.
 _PATH_SETTINGS: tuple[str, ...] = ("l3_csv", "l3_from", "thresholds")
+#: A setting read from the file of another (a threshold file's definition), for `recorded_places`.
+_FILE_OF = {"threshold_definition": "thresholds"}
 #: Names of the per-case inputs (`case_inputs`), in the order their digests appear in `computed_from`.
 CASE_INPUTS: tuple[str, ...] = ("clinical", "l3_csv_row", "l3_locator")
 
@@ -194,7 +196,9 @@ def recorded_places(run: Mapping[str, Any], changed: list[str]) -> str:
     """Where an earlier run file says its model and changed file settings were read, for the message
     refusing it: "/ws/nnUNet_results/D/T__P__2d, thresholds was /data/site.json"."""
     paths = recorded_paths(run)
-    places = [model_folder_of(run), *(f"{name} was {paths[name]}" for name in changed if name in paths)]
+    changed_files = {_FILE_OF.get(name, name) for name in changed}
+    places = [model_folder_of(run), *(f"{name} was {paths[name]}" for name in _PATH_SETTINGS
+                                      if name in paths and name in changed_files)]
     return ", ".join(place for place in places if place)
 
 

@@ -265,7 +265,10 @@ def test_row_fingerprint_names_what_changed():
 
 
 def test_run_file_change_is_refused_naming_the_changed_setting(tmp_path):
-    signature = {"fingerprint_version": 2, "model": "m", "model_files": {"fold_0": "1:ab"}, "thresholds": "paper"}
+    from sarco_nn.predict_settings import FINGERPRINT_VERSION
+
+    signature = {"fingerprint_version": FINGERPRINT_VERSION, "model": "m", "model_files": {"fold_0": "1:ab"},
+                 "thresholds": "paper"}
     (tmp_path / RUN_FILE).write_text(json.dumps(signature))
     assert _check_output_folder(tmp_path, dict(signature), overwrite=False) is False  # an identical rerun
     retrained = {**signature, "model_files": {"fold_0": "2:cd"}}
@@ -499,16 +502,23 @@ def test_a_part_resumed_where_the_workspace_is_mounted_at_another_path_keeps_its
                           part=0, parts=2, io_workers=1)
 
 
-def _as_version_1(out: Path) -> str:
-    """Rewrite a predict folder as a sarco of fingerprint version 1 wrote it: the run file's "model" was
-    the model's absolute folder (no "model_folder" record), every row carried that file's digest.
-    Returns that digest."""
-    from sarco_nn.batch import MODEL_RECORD, fold_journal, run_settings_in, write_rows
+def _as_version(out: Path, version: int) -> str:
+    """Rewrite a predict folder as a sarco of fingerprint version `version` (1 or 2) wrote it, and return
+    the digest its rows then carried. Version 2: --l3-csv, --l3-from and a --thresholds file were their
+    paths in the settings (null when not given), no "setting_paths" record. Version 1, moreover: "model"
+    was the model's absolute folder, no "model_folder" record."""
+    from sarco_nn.batch import MODEL_RECORD, PATHS_RECORD, fold_journal, run_settings_in, write_rows
 
     run = json.loads((out / RUN_FILE).read_text())
-    settings = {**run_settings_in(run), "fingerprint_version": 1, "model": run[MODEL_RECORD]}
+    paths = run.get(PATHS_RECORD, {})
+    settings = {**run_settings_in(run), "fingerprint_version": 2, "l3_csv": paths.get("l3_csv"),
+                "l3_from": paths.get("l3_from"), "thresholds": paths.get("thresholds", run["thresholds"])}
+    records = {MODEL_RECORD: run[MODEL_RECORD]}
+    if version == 1:
+        settings.update(fingerprint_version=1, model=run[MODEL_RECORD])
+        records = {}
     old = settings_digest({k: v for k, v in settings.items() if k not in ("part", "parts")})
-    (out / RUN_FILE).write_text(json.dumps({**settings, "inputs": run["inputs"]}, indent=2))
+    (out / RUN_FILE).write_text(json.dumps({**settings, **records, "inputs": run["inputs"]}, indent=2))
     rows = fold_journal(out, RESULT_COLUMNS, KEY_COLUMN)
     for row in rows.values():
         row[FINGERPRINT_COLUMN] = old + "." + row[FINGERPRINT_COLUMN].partition(".")[2]
@@ -532,18 +542,18 @@ def test_a_folder_of_the_earlier_fingerprint_version_resumes_without_measuring_i
     _fake_model_predict(monkeypatch, tmp_path, stop_after=2)
     with pytest.raises(Interrupted):
         inference.predict(ws, tmp_path / "scans", out, device="cpu", progress=False, io_workers=1)
-    old = _as_version_1(out)
+    old = _as_version(out, 1)
     resumed = _fake_model_predict(monkeypatch, tmp_path)
     inference.predict(ws, tmp_path / "scans", out, device="cpu", progress=False, io_workers=1)
     assert resumed == names[2:]
     run = json.loads((out / RUN_FILE).read_text())
-    assert run["fingerprint_version"] == 2 and run["model"] == "T__P__2d" and run["model_folder"].endswith("T__P__2d")
+    assert run["fingerprint_version"] == 3 and run["model"] == "T__P__2d" and run["model_folder"].endswith("T__P__2d")
     stamps = {r[FINGERPRINT_COLUMN].split(".")[0] for r in read_results(out / RESULTS_FILE, KEY_COLUMN).values()}
     assert len(stamps) == 1 and old not in stamps  # one digest, this version's
     again = _fake_model_predict(monkeypatch, tmp_path)
     inference.predict(ws, tmp_path / "scans", out, device="cpu", progress=False, io_workers=1)
     assert again == []
-    _as_version_1(out)
+    _as_version(out, 1)
     (tmp_path / "ws" / "nnUNet_results" / "Dataset501_T" / "T__P__2d" / "fold_all" /
      "checkpoint_final.pth").write_bytes(b"weights-2")
     _fake_model_predict(monkeypatch, tmp_path)
@@ -551,13 +561,118 @@ def test_a_folder_of_the_earlier_fingerprint_version_resumes_without_measuring_i
         inference.predict(ws, tmp_path / "scans", out, device="cpu", progress=False, io_workers=1)
 
 
+def _scans_and_setting_files(tmp_path: Path, n: int, mount: str) -> list[str]:
+    """`n` scans under tmp_path/scans, and an --l3-csv (a row per case) and a --thresholds file under
+    tmp_path/`mount`, as a batch reading its tables from a mounted share. Returns the scan names."""
+    names = [f"scan_{i:02d}.nii.gz" for i in range(n)]
+    for name in names:
+        write(make_image(phantom_array(nz=1, ny=16, nx=16)[0]), tmp_path / "scans" / name)
+    (tmp_path / mount).mkdir()
+    (tmp_path / mount / "l3.csv").write_text("case_id,l3_slice\n" + "".join(f"scan_{i:02d},0\n" for i in range(n)))
+    (tmp_path / mount / "site.json").write_text(json.dumps({"name": "site", "metric": "smi", "male": 50.0,
+                                                             "female": 39.0}))
+    return names
+
+
+def _predict_with_files_at(tmp_path: Path, mount: str, out: Path, **changes) -> None:
+    import sarco_nn.inference as inference
+    from sarco_nn.workspace import Workspace
+
+    options = dict(l3_csv=tmp_path / mount / "l3.csv", thresholds=str(tmp_path / mount / "site.json"))
+    inference.predict(Workspace(tmp_path / "ws"), tmp_path / "scans", out, device="cpu", progress=False,
+                      io_workers=1, **{**options, **changes})
+
+
+def test_a_batch_resumed_with_its_l3_csv_and_threshold_file_at_another_path_measures_nothing_again(
+        tmp_path, monkeypatch, capsys):
+    # before: the run settings held the absolute paths of --l3-csv and a --thresholds file, so the same
+    # batch resumed where its tables are mounted elsewhere (or copied next to the new mount) was refused
+    # as "other settings (changed: l3_csv, thresholds)", although their contents were the same (#16)
+    import shutil
+
+    from sarco_nn.errors import Interrupted
+
+    names = _scans_and_setting_files(tmp_path, 4, "mnt_a")
+    out = tmp_path / "out"
+    _fake_model_predict(monkeypatch, tmp_path, stop_after=2)
+    with pytest.raises(Interrupted):
+        _predict_with_files_at(tmp_path, "mnt_a", out)
+    os.rename(tmp_path / "mnt_a", tmp_path / "mnt_b")  # the share mounted at another path
+    resumed = _fake_model_predict(monkeypatch, tmp_path)
+    _predict_with_files_at(tmp_path, "mnt_b", out)
+    assert resumed == names[2:]  # only the cases the killed run had not finished
+    run = json.loads((out / RUN_FILE).read_text())
+    assert (run["l3_csv"], run["l3_from"], run["thresholds"]) == (True, False, "site.json")
+    assert run["setting_paths"] == {"l3_csv": str(tmp_path / "mnt_b" / "l3.csv"),
+                                    "thresholds": str(tmp_path / "mnt_b" / "site.json")}  # recorded, not compared
+    shutil.copytree(tmp_path / "mnt_b", tmp_path / "copy")  # the tables copied next to another mount
+    again = _fake_model_predict(monkeypatch, tmp_path)
+    _predict_with_files_at(tmp_path, "copy", out)
+    assert again == []
+    # changed contents still count: an edited L3 row measures that case again, with a note
+    (tmp_path / "copy" / "l3.csv").write_text("case_id,l3_slice\n" + "".join(
+        f"scan_{i:02d},{5 if i == 1 else 0}\n" for i in range(4)))
+    capsys.readouterr()
+    edited = _fake_model_predict(monkeypatch, tmp_path)
+    _predict_with_files_at(tmp_path, "copy", out)
+    assert edited == ["scan_01.nii.gz"] and "--l3-csv row changed (1)" in capsys.readouterr().err
+    # a threshold file of other contents, another file name, or no --l3-csv is other settings, naming the
+    # setting and the file the earlier run read it from
+    earlier = tmp_path / "copy" / "site.json"
+    (tmp_path / "copy" / "renamed.json").write_text(earlier.read_text())
+    earlier.write_text(json.dumps({"name": "site", "metric": "smi", "male": 52.0, "female": 39.0}))
+    _fake_model_predict(monkeypatch, tmp_path)
+    with pytest.raises(SarcoError, match=rf"changed: threshold_definition; /.*T__P__2d, thresholds was {earlier}"):
+        _predict_with_files_at(tmp_path, "copy", out)
+    with pytest.raises(SarcoError, match=rf"changed: thresholds; /.*T__P__2d, thresholds was {earlier}"):
+        _predict_with_files_at(tmp_path, "copy", out, thresholds=str(tmp_path / "copy" / "renamed.json"))
+    with pytest.raises(SarcoError, match=rf"changed: l3_csv, threshold_definition; .*, l3_csv was "
+                                         rf"{tmp_path / 'copy' / 'l3.csv'}, thresholds was {earlier}"):
+        _predict_with_files_at(tmp_path, "copy", out, l3_csv=None)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_folder_of_an_earlier_version_that_named_its_files_by_path_resumes_at_another_mount(
+        tmp_path, monkeypatch, version):
+    """A half-finished batch of version 2 (--l3-csv and the threshold file by their paths) or 1 (the
+    model too) resumes where its files are mounted elsewhere: translated exactly, neither refused nor
+    measured again, its rows re-stamped once; other threshold contents are still refused."""
+    from sarco_nn.errors import Interrupted
+
+    names = _scans_and_setting_files(tmp_path, 4, "mnt_a")
+    out = tmp_path / "out"
+    _fake_model_predict(monkeypatch, tmp_path, stop_after=2)
+    with pytest.raises(Interrupted):
+        _predict_with_files_at(tmp_path, "mnt_a", out)
+    old = _as_version(out, version)
+    written = json.loads((out / RUN_FILE).read_text())
+    assert written["l3_csv"] == str(tmp_path / "mnt_a" / "l3.csv") and "setting_paths" not in written
+    os.rename(tmp_path / "mnt_a", tmp_path / "mnt_b")
+    resumed = _fake_model_predict(monkeypatch, tmp_path)
+    _predict_with_files_at(tmp_path, "mnt_b", out)
+    assert resumed == names[2:]
+    run = json.loads((out / RUN_FILE).read_text())
+    assert run["fingerprint_version"] == 3 and run["l3_csv"] is True and run["thresholds"] == "site.json"
+    stamps = {r[FINGERPRINT_COLUMN].split(".")[0] for r in read_results(out / RESULTS_FILE, KEY_COLUMN).values()}
+    assert len(stamps) == 1 and old not in stamps  # one digest, this version's
+    again = _fake_model_predict(monkeypatch, tmp_path)
+    _predict_with_files_at(tmp_path, "mnt_b", out)
+    assert again == []
+    _as_version(out, version)
+    (tmp_path / "mnt_b" / "site.json").write_text(json.dumps({"name": "site", "metric": "smi", "male": 52.0,
+                                                               "female": 39.0}))
+    _fake_model_predict(monkeypatch, tmp_path)
+    with pytest.raises(SarcoError, match=r"changed: threshold_definition; .*thresholds was /.*mnt_b/site\.json"):
+        _predict_with_files_at(tmp_path, "mnt_b", out)
+
+
 def test_merge_joins_a_part_of_the_earlier_fingerprint_version_with_one_of_this(tmp_path):
     """A batch whose parts straddle a sarco upgrade (and two mount paths) is one batch when only the
     form of "model" differs; another checkpoint is still another model."""
     files = {"fold_0": "9:abc"}
     v1 = {"fingerprint_version": 1, "model": "/mnt/a/ws/nnUNet_results/D/T__P__2d", "model_files": files}
-    v2 = {"fingerprint_version": 2, "model": "T__P__2d", "model_files": files}
-    for part, settings, record in ((0, v1, {}), (1, v2, {"model_folder": "/mnt/b/ws/nnUNet_results/D/T__P__2d"})):
+    v3 = {"fingerprint_version": 3, "model": "T__P__2d", "model_files": files}
+    for part, settings, record in ((0, v1, {}), (1, v3, {"model_folder": "/mnt/b/ws/nnUNet_results/D/T__P__2d"})):
         _part_with_one_row(tmp_path, part, {**settings, **record, "part": part, "parts": 2}, settings)
     merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
                          PATH_COLUMNS)
@@ -565,12 +680,36 @@ def test_merge_joins_a_part_of_the_earlier_fingerprint_version_with_one_of_this(
     # a resume of part 0 killed after it re-stamped its rows, before it rewrote its run file
     Journal(tmp_path / "p0" / JOURNAL_FILE).append("/in/0", {
         "case_id": "0", "input": "/in/0", "status": "ok", "mask": "masks/0.nii.gz",
-        FINGERPRINT_COLUMN: f"{settings_digest(v2)}.00000000"})
+        FINGERPRINT_COLUMN: f"{settings_digest(v3)}.00000000"})
     merged = merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all1", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
                          PATH_COLUMNS)
     assert merged.n_rows == 2
-    (tmp_path / "p1" / RUN_FILE).write_text(json.dumps({**v2, "model_files": {"fold_0": "9:def"}, "part": 1,
+    (tmp_path / "p1" / RUN_FILE).write_text(json.dumps({**v3, "model_files": {"fold_0": "9:def"}, "part": 1,
                                                         "parts": 2}))
     with pytest.raises(SarcoError, match=r"different models.*model_files"):
         merge_parts([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all2", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
                     PATH_COLUMNS)
+
+
+def test_merge_joins_parts_of_three_versions_whose_files_were_mounted_at_three_paths(tmp_path):
+    """Parts by sarco versions 1, 2 and this one, each reading --l3-csv and the threshold file at its own
+    mount, are one batch: only the form of "model", "l3_csv" and "thresholds" differs. A part given
+    another threshold file name is another batch, named."""
+    common = {"model_files": {"fold_0": "9:abc"}, "threshold_definition": "ThresholdSet(name='site')", "l3_from": None}
+    v1 = {**common, "fingerprint_version": 1, "model": "/mnt/a/ws/nnUNet_results/D/T__P__2d",
+          "l3_csv": "/mnt/a/l3.csv", "thresholds": "/mnt/a/site.json"}
+    v2 = {**common, "fingerprint_version": 2, "model": "T__P__2d", "l3_csv": "/mnt/b/l3.csv",
+          "thresholds": "/mnt/b/site.json"}
+    v3 = {**common, "fingerprint_version": 3, "model": "T__P__2d", "l3_csv": True, "l3_from": False,
+          "thresholds": "site.json"}
+    record = {"model_folder": "/mnt/c/ws/nnUNet_results/D/T__P__2d",
+              "setting_paths": {"l3_csv": "/mnt/c/l3.csv", "thresholds": "/mnt/c/site.json"}}
+    for part, settings, extra in ((0, v1, {}), (1, v2, {"model_folder": "/mnt/b/ws"}), (2, v3, record)):
+        _part_with_one_row(tmp_path, part, {**settings, **extra, "part": part, "parts": 3}, settings)
+    folders = [tmp_path / f"p{part}" for part in range(3)]
+    merged = merge_parts(folders, tmp_path / "all", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
+    assert merged.n_rows == 3
+    (tmp_path / "p2" / RUN_FILE).write_text(json.dumps({**v3, **record, "thresholds": "other.json", "part": 2,
+                                                        "parts": 3}))
+    with pytest.raises(SarcoError, match=r"different models or settings \(part 2 differs from part 0 in: thresholds\)"):
+        merge_parts(folders, tmp_path / "all2", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)

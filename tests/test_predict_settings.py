@@ -209,6 +209,8 @@ def test_settings_given_as_files_enter_by_what_they_are_not_where_they_are_mount
     assert run_settings_in(run) == normalised_settings(at("a"))  # records are never compared
     assert recorded_paths(run) == records[PATHS_RECORD]
     assert recorded_places(run, ["thresholds"]) == f"{model.folder}, thresholds was {tmp_path / 'a' / 'site.json'}"
+    assert recorded_places(run, ["threshold_definition"]) == recorded_places(run, ["thresholds"])  # read from it
+    assert recorded_places(run, ["slab"]) == str(model.folder)
     v2 = _as_version_2(normalised_settings(at("a")), l3_csv="/old/l3.csv", thresholds="/old/site.json")
     assert recorded_paths(v2) == {"l3_csv": "/old/l3.csv", "thresholds": "/old/site.json"}  # as version 2 held them
     assert recorded_paths(_as_version_2(normalised_settings(_settings(model)))) == {}  # "paper" is no path
