@@ -65,7 +65,8 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
         drop_dir: folder with ``images/`` and ``masks/`` (NIfTI/MHA/NRRD files or DICOM series
             folders, one mask per image, same case name) and optionally ``clinical.csv``.
         name: dataset name, letters/digits/``_``/``-`` (e.g. ``"Freeman"``).
-        dataset_id: nnU-Net dataset id, 1..999; None takes the next free id from 501.
+        dataset_id: nnU-Net dataset id, 1..999; None takes the next free id from 501 (with ``overwrite``, the
+            id of the dataset of that name). A name already used by another dataset is refused.
         overwrite: replace an existing converted dataset with the same id and name.
         keep_tissues: keep IMAT/VAT/SAT as labels.json names them (muscle 1, imat 2, vat 3, sat 4).
         workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
@@ -82,7 +83,7 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
     from sarco_nn.constants import FIRST_DATASET_ID
 
     ws = _ws(workspace).activate()
-    chosen_id = dataset_id if dataset_id is not None else ws.next_dataset_id(FIRST_DATASET_ID)
+    chosen_id = dataset_id if dataset_id is not None else ws.id_for_conversion(name, FIRST_DATASET_ID, overwrite)
     return convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite, keep_tissues=keep_tissues)
 
 

@@ -75,6 +75,13 @@ class Workspace:
             candidate += 1
         return candidate
 
+    def id_for_conversion(self, name: str, first: int, overwrite: bool) -> int:
+        """The dataset id `sarco convert --name NAME` without --id writes: with `overwrite`, the id of
+        the one dataset of that name (replaced), else the next free id (a name already used is then
+        refused by the converter, so that one name never means two datasets)."""
+        same = [i for i, folder in self.datasets().items() if _DATASET_RE.match(folder).group(2) == name]
+        return same[0] if overwrite and len(same) == 1 else self.next_dataset_id(first)
+
     def dataset_name(self, dataset: str | int | None = None) -> str:
         """Resolve a dataset given by id, name, or nothing (the only one there is)."""
         available = self.datasets()
@@ -91,9 +98,13 @@ class Workspace:
         text = str(dataset)
         if text.isdigit() and int(text) in available:
             return available[int(text)]
-        for name in available.values():
-            if text in (name, _DATASET_RE.match(name).group(2)):
-                return name
+        named = [name for name in available.values() if text in (name, _DATASET_RE.match(name).group(2))]
+        if len(named) > 1:  # the first would be taken silently: maybe an older drop of that name
+            raise SarcoError(f"several datasets are named {text!r} in workspace {self.root} ({', '.join(named)})",
+                             fix=f"choose one by its id (e.g. --dataset {self.dataset_id(named[-1])}), or delete "
+                                 "the one you do not want from nnUNet_raw.")
+        if named:
+            return named[0]
         raise SarcoError(
             f"dataset {text!r} not found in workspace {self.root}",
             fix=f"use one of: {', '.join(available.values())}.",
