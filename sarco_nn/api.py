@@ -23,7 +23,7 @@ nnU-Net) are imported only when a function that needs them runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +84,10 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
 
     ws = _ws(workspace).activate()
     chosen_id = dataset_id if dataset_id is not None else ws.id_for_conversion(name, FIRST_DATASET_ID, overwrite)
-    return convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite, keep_tissues=keep_tissues)
+    replaced = overwrite and (ws.raw / f"Dataset{int(chosen_id):03d}_{name}").is_dir()
+    result = convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite, keep_tissues=keep_tissues)
+    note = ws.forget_preprocessed(result.dataset_name) if replaced else None
+    return result if note is None else replace(result, notes=[*result.notes, note])
 
 
 # --------------------------------------------------------------------------------------- plan

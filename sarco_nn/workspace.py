@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,20 @@ class Workspace:
         refused by the converter, so that one name never means two datasets)."""
         same = [i for i, folder in self.datasets().items() if _DATASET_RE.match(folder).group(2) == name]
         return same[0] if overwrite and len(same) == 1 else self.next_dataset_id(first)
+
+    def forget_preprocessed(self, dataset_name: str) -> str | None:
+        """After `sarco convert --overwrite` replaced the raw dataset `dataset_name`: its
+        nnUNet_preprocessed folder (plans, splits and arrays of the replaced data) is removed, so that
+        `sarco plan` plans the new data instead of finding it "already planned". Returns the note to
+        print, or None when nothing was derived from the replaced data."""
+        notes = []
+        stale = self.preprocessed / dataset_name
+        if stale.is_dir():
+            shutil.rmtree(stale)
+            notes.append(f"removed {stale} (the plans and arrays of the replaced data): run `sarco plan` again")
+        if (self.results / dataset_name).is_dir():
+            notes.append(f"the models in {self.results / dataset_name} were trained on the replaced data")
+        return "; ".join(notes) or None
 
     def dataset_name(self, dataset: str | int | None = None) -> str:
         """Resolve a dataset given by id, name, or nothing (the only one there is)."""
