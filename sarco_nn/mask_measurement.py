@@ -97,7 +97,7 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     import SimpleITK as sitk
 
     from sarco_nn.errors import SarcoError
-    from sarco_nn.mask_checks import labels_in, mask_reasons
+    from sarco_nn.mask_checks import labels_in, level_span_reason, mask_reasons
     from sarco_nn.body_composition import level_note
     from sarco_nn.measure import axial_stack, measure_image, smi
     from sarco_nn.status import Verdict
@@ -113,10 +113,15 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     stack = axial_stack(mask_img, mask_name)
     spacing = stack.spacing_yx_mm
     bmi = exact_bmi(height, weight)
+    # every labelled slice measured as `level`: refused as a diagnosis when they span several levels
+    span = level_span_reason([m.slice_index for m in results], stack.spacing_z_mm, level or DEFAULT_LEVEL) \
+        if slice_index is None else None
     objects = []
     for m in results:
         verdict = Verdict()
         verdict.extend(input_reasons)
+        if span is not None:
+            verdict.add(span)
         verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present, level=level))
         smi_value = smi(m.sma_cm2, height)
         at_level = ts.applies_at(level)
