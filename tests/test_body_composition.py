@@ -389,6 +389,7 @@ def _tissue_case(shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ct[ref == 2] = -60
     ct[86:92, :] = np.arange(86, 92)[:, None] - 180  # VAT HU varies by row: a shrunk VAT has another mean
     ct[ref == 4] = -100
+    ct[0, :50], ct[0, 50:] = -1000, 700  # air and bone outside every mask: a CT in HU (sarco_nn.io.hu)
     return ref, pred, ct
 
 
