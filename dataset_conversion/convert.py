@@ -155,6 +155,12 @@ def _check_target(raw_root: Path, name: str, dataset_id: int, overwrite: bool) -
         if clashes:
             raise InputError(f"dataset id {dataset_id} is already used by {clashes[0]}", raw_root,
                              "choose another dataset id")
+        namesakes = sorted(p.name for p in raw_root.glob(f"Dataset*_{name}")
+                           if p.is_dir() and p.name != dataset_name and re.fullmatch(rf"Dataset\d{{3}}_{re.escape(name)}", p.name))
+        if namesakes:  # `--dataset NAME` (plan, train, evaluate) would then mean either
+            raise InputError(f"dataset name {name!r} is already used by {namesakes[0]}", raw_root,
+                             f"pass --overwrite (without --id) to replace {namesakes[0]} with this drop, or choose "
+                             "another --name")
         if (raw_root / dataset_name).exists() and not overwrite:
             raise InputError(f"{dataset_name} already exists", raw_root,
                              "choose another name/id, or pass overwrite=True (--overwrite) to replace it")

@@ -23,7 +23,7 @@ nnU-Net) are imported only when a function that needs them runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +65,8 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
         drop_dir: folder with ``images/`` and ``masks/`` (NIfTI/MHA/NRRD files or DICOM series
             folders, one mask per image, same case name) and optionally ``clinical.csv``.
         name: dataset name, letters/digits/``_``/``-`` (e.g. ``"Freeman"``).
-        dataset_id: nnU-Net dataset id, 1..999; None takes the next free id from 501.
+        dataset_id: nnU-Net dataset id, 1..999; None takes the next free id from 501 (with ``overwrite``, the
+            id of the dataset of that name). A name already used by another dataset is refused.
         overwrite: replace an existing converted dataset with the same id and name.
         keep_tissues: keep IMAT/VAT/SAT as labels.json names them (muscle 1, imat 2, vat 3, sat 4).
         workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
@@ -82,8 +83,11 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
     from sarco_nn.constants import FIRST_DATASET_ID
 
     ws = _ws(workspace).activate()
-    chosen_id = dataset_id if dataset_id is not None else ws.next_dataset_id(FIRST_DATASET_ID)
-    return convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite, keep_tissues=keep_tissues)
+    chosen_id = dataset_id if dataset_id is not None else ws.id_for_conversion(name, FIRST_DATASET_ID, overwrite)
+    replaced = overwrite and (ws.raw / f"Dataset{int(chosen_id):03d}_{name}").is_dir()
+    result = convert_dropin(Path(drop_dir), ws.raw, name, chosen_id, overwrite=overwrite, keep_tissues=keep_tissues)
+    note = ws.forget_preprocessed(result.dataset_name) if replaced else None
+    return result if note is None else replace(result, notes=[*result.notes, note])
 
 
 # --------------------------------------------------------------------------------------- plan

@@ -53,7 +53,7 @@ def demo_data(out_dir: Path = typer.Argument(..., help="New folder for the drop-
 def convert(drop_dir: Path = typer.Argument(..., help="Dropped folder with images/, masks/ and clinical.csv."),
             name: str = typer.Option(..., "--name", "-n", help="Dataset name, e.g. Freeman."),
             dataset_id: Optional[int] = typer.Option(None, "--id", help="nnU-Net dataset id (default: next free from 501)."),
-            overwrite: bool = typer.Option(False, help="Replace an existing converted dataset of that id and name."),
+            overwrite: bool = typer.Option(False, help="Replace the converted dataset of that name (its plans are removed: run sarco plan again)."),
             keep_tissues: bool = typer.Option(False, "--keep-tissues", help="Keep IMAT/VAT/SAT as labels.json names "
                                               "them (muscle 1, imat 2, vat 3, sat 4): train a body-composition model."),
             workspace: Optional[Path] = WorkspaceOpt):

@@ -39,6 +39,35 @@ _MAX_HEIGHT_M = 3.0
 #: Nobody shorter than this (in metres) has an adult L3 scan: the shortest adult on record measured
 #: 0.55 m, so a smaller value is a unit slip (0.176 for 1.76, decimetres) that would multiply SMI by ~100.
 _MIN_HEIGHT_M = 0.5
+#: Nobody heavier than this (in kg) has a CT: the heaviest person on record weighed 635 kg, so a larger
+#: value is a unit slip (grams, or a lost decimal point) that would put BMI, and with it the BMI-dependent
+#: cut-off of the martin set, in the obese band.
+_MAX_WEIGHT_KG = 650.0
+
+
+def height_problem(height: float, name: str = "height_m", shown: str | None = None) -> str | None:
+    """Why `height` (metres) cannot be a person's height (a unit slip), as "problem; fix", or None.
+    The one rule for clinical.csv and `sarco measure --height`; `shown` is the value as the user wrote it."""
+    said = f"{name} {height if shown is None else shown}"
+    if math.isnan(height) or height <= 0:
+        return f"{said} must be positive (metres); give the height in metres (e.g. 1.75)"
+    if height > _MAX_HEIGHT_M:
+        return f"{said} looks like centimetres; give metres (e.g. 1.75)"
+    if height < _MIN_HEIGHT_M:
+        return f"{said} is below {_MIN_HEIGHT_M:g} m, a unit slip; give metres (e.g. 1.75)"
+    return None
+
+
+def weight_problem(weight: float, name: str = "weight_kg", shown: str | None = None) -> str | None:
+    """Why `weight` (kg) cannot be a person's weight (a unit slip), as "problem; fix", or None.
+    The one rule for clinical.csv and `sarco measure --weight`; `shown` is the value as the user wrote it."""
+    said = f"{name} {weight if shown is None else shown}"
+    if math.isnan(weight) or weight <= 0:
+        return f"{said} must be positive; give the weight in kg (e.g. 72.5)"
+    if weight > _MAX_WEIGHT_KG:
+        return (f"{said} is above {_MAX_WEIGHT_KG:g} kg (the heaviest person on record weighed 635 kg), grams or a "
+                "lost decimal point; give the weight in kg (e.g. 72.5)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -135,7 +164,7 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
             case_id=case_id,
             sex=_parse_sex(cell["sex"], errors),
             height_m=_parse_height(cell["height_m"], errors, decimal_comma=delimiter == ";"),
-            weight_kg=_parse_positive(cell.get("weight_kg", ""), "weight_kg", errors, delimiter == ";"),
+            weight_kg=_parse_weight(cell.get("weight_kg", ""), errors, delimiter == ";"),
             age=_parse_positive(cell.get("age", ""), "age", errors, delimiter == ";", allow_zero=True),
             sarcopenic=_parse_bool(cell.get("sarcopenic", ""), errors),
         )
@@ -215,16 +244,22 @@ def _parse_height(value: str, errors: list[str], decimal_comma: bool) -> float |
     height = _parse_number(value, "height_m", errors, decimal_comma)
     if height is None:
         return None
-    if height > _MAX_HEIGHT_M:
-        errors.append(f"height_m {value!r} looks like centimetres; give metres (e.g. 1.75)")
-        return None
-    if height <= 0:
-        errors.append(f"height_m {value!r} must be positive (metres)")
-        return None
-    if height < _MIN_HEIGHT_M:
-        errors.append(f"height_m {value!r} is below {_MIN_HEIGHT_M:g} m: a unit slip? give metres (e.g. 1.75)")
+    problem = height_problem(height, shown=repr(value))
+    if problem:
+        errors.append(problem)
         return None
     return height
+
+
+def _parse_weight(value: str, errors: list[str], decimal_comma: bool) -> float | None:
+    weight = _parse_number(value, "weight_kg", errors, decimal_comma)
+    if weight is None:
+        return None
+    problem = weight_problem(weight, shown=repr(value))
+    if problem:
+        errors.append(problem)
+        return None
+    return weight
 
 
 def _parse_positive(value: str, name: str, errors: list[str], decimal_comma: bool,

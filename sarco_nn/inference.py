@@ -277,7 +277,9 @@ def predict(workspace: Workspace, inputs: Path, out_dir: Path, options: PredictO
     o = dataclasses.replace(options or PredictOptions(), **changes).with_paths()
     part, parts, io_workers = o.part, o.parts, o.io_workers
     if (part is None) != (parts is None) or (parts is not None and not (parts >= 1 and 0 <= part < parts)):
-        raise SarcoError(f"--part {part} --parts {parts} is not a share of the batch",
+        given = " ".join(f"--{n} {v}" for n, v in (("part", part), ("parts", parts)) if v is not None)
+        raise SarcoError(f"{given} is not a share of the batch" if part is not None and parts is not None
+                         else f"{given} given alone: a share of the batch needs both --part and --parts",
                          fix="give both, with 0 <= --part < --parts (e.g. --part $SLURM_ARRAY_TASK_ID --parts 8).")
     if not isinstance(io_workers, int) or io_workers < 1:
         raise SarcoError(f"--io-workers {io_workers} must be a whole number of at least 1",

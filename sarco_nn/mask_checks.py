@@ -30,12 +30,35 @@ from typing import Iterable
 from sarco_nn.constants import DEFAULT_LEVEL
 from sarco_nn.status import Reason, Status
 
-__all__ = ["SMA_FLOOR_CM2", "SMA_CEILING_CM2", "mask_reasons", "labels_in", "unknown_label_reason"]
+__all__ = ["SMA_FLOOR_CM2", "SMA_CEILING_CM2", "MAX_LEVEL_SPAN_MM", "mask_reasons", "labels_in", "unknown_label_reason",
+           "level_span_reason"]
 
 #: Smallest SMA (cm²) accepted as a measurement of an adult at L3 (sources in the module docstring).
 SMA_FLOOR_CM2: float = 30.0
 #: Largest SMA (cm²) accepted as a measurement of a person at L3 (reasoning in the module docstring).
 SMA_CEILING_CM2: float = 500.0
+#: Largest head-foot distance (mm) between the first and last labelled slice of a mask measured as ONE
+#: level: an adult lumbar vertebra with its disc is about 35-40 mm tall, so slices further apart (a
+#: whole-volume segmentation, e.g. TotalSegmentator's) lie at several levels and cannot all be L3.
+MAX_LEVEL_SPAN_MM: float = 50.0
+
+
+def level_span_reason(labelled_slices: Iterable[int], spacing_z_mm: float | None,
+                      level: str = DEFAULT_LEVEL) -> Reason | None:
+    """Why the slices of a 3-D mask measured slice by slice cannot all be at `level`, or None.
+
+    `labelled_slices` are the stored indices of the slices holding muscle, `spacing_z_mm` the distance
+    between slices. Blocks the flag: a T11 slice measured against an L3 cut-off is no diagnosis."""
+    slices = sorted(set(labelled_slices))
+    if len(slices) < 2 or not spacing_z_mm:
+        return None
+    span = (slices[-1] - slices[0]) * float(spacing_z_mm)
+    if span <= MAX_LEVEL_SPAN_MM:
+        return None
+    return Reason("slices_span_levels",
+                  f"mask holds muscle on {len(slices)} slices spanning {span:.0f} mm (slices {slices[0]}..{slices[-1]}): "
+                  f"more than one vertebral level (a lumbar vertebra with its disc is about 40 mm tall), so they "
+                  f"cannot all be at {level}; give the {level} slice (--slice N) or vertebra labels (--vertebrae)")
 
 
 def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,

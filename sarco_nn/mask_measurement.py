@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sarco_nn.clinical import height_problem, weight_problem
 from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_HU_GATE, MUSCLE_LABEL, TISSUE_LABELS
 from sarco_nn.errors import SarcoError
 from sarco_nn.status import FLAG_UNKNOWN, Reason
@@ -32,11 +33,13 @@ def check_patient(sex: str | None, height: float | None, weight: float | None, l
     sex_code = normalise_sex(sex)
     if sex is not None and sex_code is None:
         raise SarcoError(f"{opt('sex')} {sex!r} not understood", fix="use M/F, male/female or man/woman.")
-    for name, value in (("height", height), ("weight", weight)):
-        if value is not None and not value > 0:
-            raise SarcoError(f"{opt(name)} {value} must be positive", fix="height in metres (e.g. 1.62), weight in kg.")
-    if height is not None and height > 3.0:
-        raise SarcoError(f"{opt('height')} {height} looks like centimetres", fix="give the height in metres, e.g. 1.62.")
+    for name, value, rule in (("height", height, height_problem), ("weight", weight, weight_problem)):
+        if value is None:
+            continue
+        problem = rule(value, opt(name))
+        if problem:  # the clinical.csv rule (a unit slip would change SMI, BMI and the flag silently)
+            text, _, fix = problem.partition("; ")
+            raise SarcoError(text, fix=fix + ".")
     if label <= 0:  # 0 is the background: its "area" is everything that is not labelled
         raise SarcoError(f"{opt('label')} {label} is not a tissue label (0 is the background)",
                          fix="give the mask value of muscle, e.g. label 1.")
@@ -94,7 +97,7 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     import SimpleITK as sitk
 
     from sarco_nn.errors import SarcoError
-    from sarco_nn.mask_checks import labels_in, mask_reasons
+    from sarco_nn.mask_checks import labels_in, level_span_reason, mask_reasons
     from sarco_nn.body_composition import level_note
     from sarco_nn.measure import axial_stack, measure_image, smi
     from sarco_nn.status import Verdict
@@ -110,10 +113,15 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     stack = axial_stack(mask_img, mask_name)
     spacing = stack.spacing_yx_mm
     bmi = exact_bmi(height, weight)
+    # every labelled slice measured as `level`: refused as a diagnosis when they span several levels
+    span = level_span_reason([m.slice_index for m in results], stack.spacing_z_mm, level or DEFAULT_LEVEL) \
+        if slice_index is None else None
     objects = []
     for m in results:
         verdict = Verdict()
         verdict.extend(input_reasons)
+        if span is not None:
+            verdict.add(span)
         verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present, level=level))
         smi_value = smi(m.sma_cm2, height)
         at_level = ts.applies_at(level)

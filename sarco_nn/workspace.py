@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,27 @@ class Workspace:
             candidate += 1
         return candidate
 
+    def id_for_conversion(self, name: str, first: int, overwrite: bool) -> int:
+        """The dataset id `sarco convert --name NAME` without --id writes: with `overwrite`, the id of
+        the one dataset of that name (replaced), else the next free id (a name already used is then
+        refused by the converter, so that one name never means two datasets)."""
+        same = [i for i, folder in self.datasets().items() if _DATASET_RE.match(folder).group(2) == name]
+        return same[0] if overwrite and len(same) == 1 else self.next_dataset_id(first)
+
+    def forget_preprocessed(self, dataset_name: str) -> str | None:
+        """After `sarco convert --overwrite` replaced the raw dataset `dataset_name`: its
+        nnUNet_preprocessed folder (plans, splits and arrays of the replaced data) is removed, so that
+        `sarco plan` plans the new data instead of finding it "already planned". Returns the note to
+        print, or None when nothing was derived from the replaced data."""
+        notes = []
+        stale = self.preprocessed / dataset_name
+        if stale.is_dir():
+            shutil.rmtree(stale)
+            notes.append(f"removed {stale} (the plans and arrays of the replaced data): run `sarco plan` again")
+        if (self.results / dataset_name).is_dir():
+            notes.append(f"the models in {self.results / dataset_name} were trained on the replaced data")
+        return "; ".join(notes) or None
+
     def dataset_name(self, dataset: str | int | None = None) -> str:
         """Resolve a dataset given by id, name, or nothing (the only one there is)."""
         available = self.datasets()
@@ -91,9 +113,13 @@ class Workspace:
         text = str(dataset)
         if text.isdigit() and int(text) in available:
             return available[int(text)]
-        for name in available.values():
-            if text in (name, _DATASET_RE.match(name).group(2)):
-                return name
+        named = [name for name in available.values() if text in (name, _DATASET_RE.match(name).group(2))]
+        if len(named) > 1:  # the first would be taken silently: maybe an older drop of that name
+            raise SarcoError(f"several datasets are named {text!r} in workspace {self.root} ({', '.join(named)})",
+                             fix=f"choose one by its id (e.g. --dataset {self.dataset_id(named[-1])}), or delete "
+                                 "the one you do not want from nnUNet_raw.")
+        if named:
+            return named[0]
         raise SarcoError(
             f"dataset {text!r} not found in workspace {self.root}",
             fix=f"use one of: {', '.join(available.values())}.",

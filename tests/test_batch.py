@@ -713,3 +713,18 @@ def test_merge_joins_parts_of_three_versions_whose_files_were_mounted_at_three_p
                                                         "parts": 3}))
     with pytest.raises(SarcoError, match=r"different models or settings \(part 2 differs from part 0 in: thresholds\)"):
         merge_parts(folders, tmp_path / "all2", RESULT_COLUMNS, KEY_COLUMN, RUN_FILE, PATH_COLUMNS)
+
+
+@pytest.mark.parametrize("share, words", [({"part": 0}, "--part 0 given alone: a share of the batch needs both"),
+                                          ({"parts": 3}, "--parts 3 given alone"),
+                                          ({"part": 3, "parts": 2}, "--part 3 --parts 2 is not a share of the batch"),
+                                          ({"part": 0, "parts": 0}, "--part 0 --parts 0 is not a share")])
+def test_a_part_without_its_parts_names_what_is_missing(tmp_path, share, words):
+    """HOSTILE_FINDINGS #85: `--part 0` alone said `--part 0 --parts None is not a share of the batch`."""
+    import re
+
+    import sarco_nn.inference as inference
+
+    with pytest.raises(SarcoError, match=re.escape(words)) as info:
+        inference.predict(tmp_path / "ws", tmp_path / "scans", tmp_path / "out", device="cpu", progress=False, **share)
+    assert "None" not in str(info.value)

@@ -321,6 +321,7 @@ def four_tissue(tmp_path):
     ct[mask == 4] = -110
     ct[10, 10] = -29
     ct[86:89, 50:60] = 700  # a vertebra in the background: a plausible CT slice has bone (sarco_nn.ct_checks)
+    ct[116:, :] = -1000  # and air outside the body (sarco_nn.io.hu)
     return _write(mask, tmp_path / "mask.nii.gz"), _write(ct, tmp_path / "ct.nii.gz"), mask, ct
 
 
@@ -388,6 +389,7 @@ def _tissue_case(shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ct[ref == 2] = -60
     ct[86:92, :] = np.arange(86, 92)[:, None] - 180  # VAT HU varies by row: a shrunk VAT has another mean
     ct[ref == 4] = -100
+    ct[0, :50], ct[0, 50:] = -1000, 700  # air and bone outside every mask: a CT in HU (sarco_nn.io.hu)
     return ref, pred, ct
 
 
@@ -506,9 +508,10 @@ def test_implausible_mask_withholds_myosteatosis_too(tmp_path):
     mask = np.zeros((20, 20), np.uint8)
     mask[:10] = 1
     mask[10:] = 4
-    mask[19, 19] = 0
+    mask[19, 18:] = 0
     ct = np.where(mask == 1, 20, -100).astype(np.int16)  # 20 HU: would be "low" under Martin
     ct[19, 19] = 700  # a vertebra pixel: values all within -128..255 (no air, no bone) are not a CT in HU
+    ct[19, 18] = -1000  # and an air pixel: a CT in HU shows air (sarco_nn.io.hu)
     res = CliRunner().invoke(_cli(), [str(_write(mask, tmp_path / "m.nii.gz")), "--image",
                                       str(_write(ct, tmp_path / "c.nii.gz")), "--sex", "M", "--height", "1.8",
                                       "--weight", "70", "--json"])

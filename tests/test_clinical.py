@@ -48,6 +48,16 @@ def test_height_in_centimetres_is_refused(tmp_path):
     assert str(path) in str(info.value) and "row 2" in str(info.value)
 
 
+def test_weight_in_grams_is_refused(tmp_path):
+    """HOSTILE_FINDINGS #81: weight 7000 (grams or a lost decimal point) gave BMI 2734 and the martin set's obese
+    cut-off; 635 kg is the heaviest person on record."""
+    path = csv_file(tmp_path, "case_id,sex,height_m,weight_kg\na,M,1.8,7000\nb,F,1.6,635\n")
+    with pytest.raises(ClinicalDataError, match=r"row 2 \(a\): weight_kg '7000' is above 650 kg") as info:
+        read_clinical_csv(path)
+    assert "row 3" not in str(info.value)
+    assert read_clinical_csv(path, strict=False)["b"].weight_kg == 635
+
+
 def test_unknown_sex_names_file_row_and_value(tmp_path):
     path = csv_file(tmp_path, "case_id,sex,height_m\na,M,1.8\nb,X,1.7\n")
     with pytest.raises(ClinicalDataError) as info:

@@ -229,6 +229,35 @@ def test_existing_dataset_refused_unless_overwrite(good_drop, tmp_path):
     assert sorted(p.name for p in raw.iterdir()) == ["Dataset507_L3test"]
 
 
+def test_a_dataset_name_means_one_dataset(good_drop, tmp_path):
+    """HOSTILE_FINDINGS #82: `sarco convert DROP --name Ci` a second time (or with --overwrite but no --id) wrote
+    Dataset502_Ci beside Dataset501_Ci, and `--dataset Ci` (plan, train, evaluate) then took the older one."""
+    from sarco_nn import api
+    from sarco_nn.errors import SarcoError
+    from sarco_nn.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    first = api.convert(good_drop, name="Ci", workspace=ws)
+    (first.dataset_dir / "stale.txt").write_text("old")
+    for dataset_id in (None, 600):
+        with pytest.raises(InputError, match="dataset name 'Ci' is already used by Dataset501_Ci.*--overwrite"):
+            api.convert(good_drop, name="Ci", dataset_id=dataset_id, workspace=ws)
+    planned = ws / "nnUNet_preprocessed" / "Dataset501_Ci"
+    planned.mkdir(parents=True)
+    (planned / "sarcoPlans_cpu.json").write_text("{}")  # `sarco plan` would skip it as "already planned"
+    (ws / "nnUNet_results" / "Dataset501_Ci").mkdir(parents=True)
+    again = api.convert(good_drop, name="Ci", overwrite=True, workspace=ws)
+    assert again.dataset_name == "Dataset501_Ci" and not (again.dataset_dir / "stale.txt").exists()
+    assert not planned.exists() and (ws / "nnUNet_results" / "Dataset501_Ci").is_dir()  # plans of the old data gone
+    assert any("run `sarco plan` again" in n and "models in" in n for n in again.notes)
+    assert sorted(p.name for p in (ws / "nnUNet_raw").iterdir()) == ["Dataset501_Ci"]
+    assert api.convert(good_drop, name="Ci2", workspace=ws).dataset_name == "Dataset502_Ci2"  # a prefix is no namesake
+    (ws / "nnUNet_raw" / "Dataset503_Ci").mkdir()  # a workspace written before this rule
+    with pytest.raises(SarcoError, match=r"several datasets are named 'Ci'.*Dataset501_Ci, Dataset503_Ci"):
+        Workspace.resolve(ws).dataset_name("Ci")
+    assert Workspace.resolve(ws).dataset_name(503) == "Dataset503_Ci"
+
+
 @needs_data
 def test_real_dicom_series_converts_onto_the_reference_grid(tmp_path):
     """TotalSegmentator's series (no file extensions, empty UIDs) + a mask derived from its seg."""

@@ -192,3 +192,16 @@ def test_the_distance_transform_opening_is_scipys_disc_opening(radius):
         mask[:, :12] = True  # a region cut by the image's side
         assert np.array_equal(disc_opening(mask, radius), ndimage.binary_opening(mask, structure=disc))
     assert not disc_opening(np.zeros((9, 9), bool), radius).any()
+
+
+@pytest.mark.parametrize("edit", ["halved", "windowed"])
+def test_a_ct_without_air_is_not_ct(tmp_path, edit):
+    """HOSTILE_FINDINGS #86: a CT halved (a rescale slope lost or applied twice: air -512 HU) or windowed to
+    -175..250 HU passed every check; `sarco measure` then gave muscle HU 19.9 instead of 39.9, status ok."""
+    hu = phantom_array(nz=1, ny=60, nx=60).astype(np.float32)
+    assert not ct_reasons(make_image(hu), "ct.nii.gz")  # the phantom itself is a CT: air, fat, muscle, bone
+    changed = hu * 0.5 if edit == "halved" else np.clip(hu, -175, 250)
+    with pytest.raises(InputError, match=r"ct.nii.gz: no voxel below -900 HU \(no air; lowest -[0-9]+\)"):
+        refuse_unless_ct(make_image(changed), "ct.nii.gz")  # sarco measure --image, convert
+    [reason] = ct_reasons(make_image(changed), "ct.nii.gz")  # predict's failed row
+    assert reason.code == "not_ct" and reason.status is Status.FAILED

@@ -178,6 +178,7 @@ def _make_dataset(root, preds, refs, images=None, with_extra=True):
         if images is not None:
             images.mkdir(parents=True, exist_ok=True)
             ct = np.where(_rect(ref_rc) > 0, 40, -80)
+            ct[0, :40], ct[0, 40:] = -1000, 700  # air and bone outside every mask: a CT in HU (sarco_nn.io.hu)
             _write(images / f"{case}_0000.nii.gz", ct, dtype=np.int16)
         lines.append(f"{case},{sex},1.70,70,")
     if with_extra:
@@ -511,3 +512,26 @@ def test_evaluate_refuses_a_report_folder_inside_the_reference_folder(tmp_path):
             evaluate_folder(tmp_path / "pred", tmp_path / "ref", tmp_path / "clinical.csv", inside,
                             images_dir=tmp_path / "img")
     assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == before
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_evaluate_takes_no_hu_from_an_image_that_is_not_a_ct(tmp_path, scale):
+    """HOSTILE_FINDINGS #87: `evaluate --images` read the CT without the CT checks: a halved CT (air -512) gave
+    hu_ref 19.9 HU, status ok (predict, measure and convert refuse it as not_ct)."""
+    from helpers import make_image, phantom_array, write
+    from sarco_nn import api
+
+    hu = phantom_array(nz=1, ny=120, nx=120)
+    mask = (hu == 45).astype(np.uint8)  # the phantom's muscle ring
+    for folder in ("pred", "ref"):
+        write(make_image(mask, spacing=(1.0, 1.0, 2.5)), tmp_path / folder / "c1.nii.gz")
+    write(make_image((hu * scale).astype(np.float32), spacing=(1.0, 1.0, 2.5)), tmp_path / "ct" / "c1.nii.gz")
+    summary = api.evaluate(tmp_path / "pred", reference=tmp_path / "ref", images=tmp_path / "ct",
+                           output=tmp_path / "rep")
+    with open(tmp_path / "rep" / "cases.csv", newline="", encoding="utf-8") as handle:
+        [row] = list(csv.DictReader(handle))
+    if scale == 1.0:
+        assert float(row["hu_ref"]) == pytest.approx(45.0)
+    else:
+        assert row["hu_ref"] == "" and row["hu_pred"] == "", row
+        assert "no voxel below -900 HU" in json.dumps(summary["problems"])

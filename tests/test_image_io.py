@@ -428,3 +428,16 @@ def test_dicom_without_rescale_tags_is_refused_unless_its_values_are_hu(tmp_path
     assert np.array_equal(sitk.GetArrayFromImage(read_image(stored_hu)), hu)
     assert [r.code for r in file_reasons(stored_hu)] == ["rescale_missing"]
     assert file_reasons(write_series(tmp_path / "intact", hu)) == []
+
+
+def test_a_series_where_only_some_images_lack_the_rescale_tags_is_refused_naming_them(tmp_path):
+    """HOSTILE_FINDINGS #80: one image of 20 without RescaleIntercept (an anonymiser that edited some files) was
+    read 1024 HU above the others; measured on that slice, muscle HU 1085.8 with no reason."""
+    from dicom_factory import strip_rescale, write_series
+
+    hu = phantom_array(nz=3, ny=40, nx=40)
+    hu[:, :, :2] = -1000
+    mixed = write_series(tmp_path / "mixed", hu, edit=lambda ds, k: strip_rescale(ds, k) if k == 1 else None)
+    with pytest.raises(InputError, match=r"mixed: 1 of the 3 DICOM images lack RescaleSlope/RescaleIntercept.*IM0001"):
+        read_image(mixed)
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(write_series(tmp_path / "intact", hu))), hu)

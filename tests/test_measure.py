@@ -373,3 +373,26 @@ def test_measure_refuses_the_background_label(tmp_path):
     sitk.WriteImage(mask, str(tmp_path / "m.nii.gz"))
     result = CliRunner().invoke(app, ["measure", str(tmp_path / "m.nii.gz"), "--label", "0"])
     assert result.exit_code != 0 and "background" in str(result.exception or result.output)
+
+
+@pytest.mark.parametrize("step_mm, flagged", [(2.5, True), (10.0, False)])
+def test_a_mask_whose_slices_span_several_levels_gives_no_flag(tmp_path, step_mm, flagged):
+    """HOSTILE_FINDINGS #84: a whole-volume muscle mask (TotalSegmentator's autochthon + iliopsoas on 112 slices,
+    333 mm) gave 112 rows, each "level L3" and 78 of them `sarcopenic: yes, status ok`. Three slices 5 mm apart
+    (10 mm) may all be at L3; 20 mm apart (40 mm span here: 4 x 10 mm) too; 2.5-mm slices 0..24 span 60 mm: not."""
+    from sarco_nn import api
+
+    n = 25 if flagged else 5
+    arr = np.zeros((n, 200, 200), np.uint8)
+    arr[:, 50:150, 20:180] = 1  # 160 cm² at 1 mm pixels, above the paper cut-off for women (92 cm²)
+    sitk.WriteImage(volume(arr, (1.0, 1.0, step_mm)), str(tmp_path / "vol.nii.gz"))
+    rows = api.measure(tmp_path / "vol.nii.gz", sex="F", height_m=1.6)
+    assert len(rows) == n
+    codes = {code for m in rows for code, _ in m.reasons}
+    if flagged:
+        assert all(m.sarcopenic is None and m.status == "review" for m in rows)  # None: withheld
+        assert codes == {"slices_span_levels"} and "60 mm" in rows[0].reasons[0][1]
+    else:
+        assert all(m.sarcopenic is False and m.status == "ok" for m in rows) and not codes
+    one = api.measure(tmp_path / "vol.nii.gz", slice_index=2, sex="F", height_m=1.6)  # the slice named: measured
+    assert [m.status for m in one] == ["ok"] and one[0].sarcopenic is False

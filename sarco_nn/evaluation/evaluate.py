@@ -46,6 +46,7 @@ from sarco_nn.evaluation.threshold_impact import IMPACT_PERCENTS, at_risk_counts
 from sarco_nn.image_io import IMAGE_SUFFIXES as READABLE_SUFFIXES
 from sarco_nn.image_io import check_same_grid, read_image, read_label_image
 from sarco_nn.constants import TISSUE_LABELS
+from sarco_nn.ct_checks import refuse_unless_ct
 from sarco_nn.mask_checks import SMA_FLOOR_CM2, labels_in, mask_reasons, unknown_label_reason
 from sarco_nn.mask_measurement import mask_file_reasons
 from sarco_nn.measure import axial_stack, measure_slice, smi
@@ -234,6 +235,7 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
     if case.image is not None:
         try:
             ct_img = read_image(case.image)
+            refuse_unless_ct(ct_img, case.image)  # HU from a non-CT (halved, windowed, a mask) would be reported
             check_same_grid(ct_img, ref_img, case.reference, case.image)
             ct = axial_stack(ct_img, str(case.image)).array
         except SarcoError as exc:

@@ -243,7 +243,17 @@ def _sort_and_check_stack(images: list[_DicomFile], where: Path) -> tuple[list[_
 def _assemble(images: list[_DicomFile], spacing_z: float, where: Path) -> sitk.Image:
     slices = [_read_dicom_pixels(item, where) for item in images]
     volume = np.stack([array for array, _ in slices])
-    if rescale_missing(images[0].header):
+    stripped = [item.path.name for item in images if rescale_missing(item.header)]
+    if stripped and len(stripped) < len(images):
+        # GDCM reads a file without rescale tags as HU = stored value: those slices would sit 1024 HU
+        # (the others' intercept) above the rest, and an L3 slice among them measured at +1000 HU
+        raise InputError(
+            f"{len(stripped)} of the {len(images)} DICOM images lack RescaleSlope/RescaleIntercept while the others "
+            f"have them ({', '.join(stripped[:3])}{', ...' if len(stripped) > 3 else ''}): their values are not on "
+            "the same scale as the rest of the series", where,
+            "re-export the series from PACS with the rescale tags in every image (or convert it to HU NIfTI with "
+            "dcm2niix)")
+    if stripped:
         _require_hu_without_rescale(volume, np.stack([padded for _, padded in slices]), where)
     header = images[0].header
     row, col, normal = _orientation(header)

@@ -20,6 +20,12 @@ _AIR_OR_FAT_HU: float = -100.0
 #: whose every value lies in this range holds neither: it is refused, whatever its header says.
 _EIGHT_BIT_RANGE: tuple[float, float] = (-128.0, 255.0)
 
+#: A CT slice in HU always shows air (about -1000 HU) around the body or in the bowel: in the real CT of
+#: ../shared/data 30-64 % of the voxels lie below this. With none below it (padding aside) the values are
+#: not HU: halved (a RescaleSlope lost or applied twice: air -512, muscle 20 instead of 40 HU) or windowed
+#: (air clipped to -175), and the muscle HU and the HU gates would be measured on them silently.
+_AIR_HU: float = -900.0
+
 
 def check_ct_intensities(image: sitk.Image, path: Path | str) -> None:
     """Refuse images whose values cannot be CT in HU (MR, rescaled or windowed images).
@@ -48,3 +54,8 @@ def check_ct_intensities(image: sitk.Image, path: Path | str) -> None:
             f"every value lies in {array.min():.0f}..{array.max():.0f} (an 8-bit range): no air near -1000 HU and "
             "no bone, so this is not a CT in Hounsfield units (stored as 8-bit integers, HU clipped or wrapped, or "
             "windowed?)", path, "re-export the CT in HU as 16-bit integers or float, not 8-bit or windowed")
+    if array.min() > _AIR_HU:
+        raise NotCTError(
+            f"no voxel below {_AIR_HU:.0f} HU (no air; lowest {array.min():.0f}): a CT in HU always shows air near "
+            "-1000 HU, so these values are scaled (a rescale slope lost or applied twice) or windowed",
+            path, "give the CT in HU as the scanner wrote it (slope and intercept applied once), not windowed")
