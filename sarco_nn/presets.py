@@ -18,6 +18,10 @@ from sarco_nn.errors import SarcoError
 
 PRESET_DIR = Path(__file__).resolve().parent / "plans"  # package data: ships in the wheel
 REQUIRED_KEYS = ("name", "target_spacing_mm", "max_patch_size", "batch_size", "training")
+#: The loss terms `training.label_loss_weights` may weight (`training.label_loss_weight_terms`; the first is the
+#: default): "dice+ce" = CE class weights and the weighted soft Dice; "dice" = the soft Dice only, nnU-Net's CE
+#: as it is (a CE class weight also moves the decision boundary: muscle weighted 2 in both over-called muscle, #18).
+LOSS_WEIGHT_TERMS: tuple[str, ...] = ("dice+ce", "dice")
 
 
 def available_presets() -> list[str]:
@@ -83,12 +87,38 @@ def _invalid_field(preset: dict[str, Any]) -> str | None:
                                     and all(k in TISSUE_LABELS and _positive_number(v) for k, v in weights.items())):
         return (f"training.label_loss_weights {weights!r} must be null (nnU-Net's loss) or map label names "
                 f"({', '.join(TISSUE_LABELS)}) to positive numbers, e.g. {{\"muscle\": 2}}")
+    problem = loss_weight_terms_problem(training)
+    if problem:
+        return problem
     if training.get("time_budget_s") is not None and not _positive_number(training["time_budget_s"]):
         return f"training.time_budget_s {training['time_budget_s']!r} must be null or a positive number of seconds"
     from sarco_nn.inference_settings import invalid_inference_block
 
     problem = invalid_inference_block(preset.get("inference"))
     return f"inference: {problem}" if problem else None
+
+
+def loss_weight_terms(training: dict[str, Any]) -> str:
+    """The loss terms the label weights go into (`training.label_loss_weight_terms`; absent or null: the default)."""
+    terms = training.get("label_loss_weight_terms")
+    return LOSS_WEIGHT_TERMS[0] if terms is None else terms
+
+
+def loss_weight_terms_problem(training: dict[str, Any]) -> str | None:
+    """What is wrong with `training.label_loss_weight_terms` (None: nothing). Checked when a preset is loaded and
+    again by the trainer, which may read settings edited into the plans. A value without label_loss_weights
+    would change nothing, so it is refused rather than ignored."""
+    terms = training.get("label_loss_weight_terms")
+    if terms is None:
+        return None
+    allowed = " or ".join(f'"{t}"' for t in LOSS_WEIGHT_TERMS)
+    if terms not in LOSS_WEIGHT_TERMS:
+        return (f"training.label_loss_weight_terms {terms!r} must be {allowed} (the loss terms "
+                f"training.label_loss_weights weights; null: \"{LOSS_WEIGHT_TERMS[0]}\")")
+    if not training.get("label_loss_weights"):
+        return (f"training.label_loss_weight_terms {terms!r} needs training.label_loss_weights (it says which loss "
+                f"terms those weights go into): add the weights, e.g. {{\"muscle\": 2}}, or remove the key")
+    return None
 
 
 def plans_identifier(preset_name: str) -> str:

@@ -1,5 +1,6 @@
 """Per-label loss weights (preset `training.label_loss_weights`): weights 1 are nnU-Net's loss exactly, a muscle
-weight of 2 pulls harder on the muscle channel (deep supervision included), bad names/weights are refused."""
+weight of 2 pulls harder on the muscle channel (deep supervision included), bad names/weights are refused;
+`label_loss_weight_terms` "dice" weights the soft Dice only and leaves nnU-Net's CE as it is."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import torch
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
+from torch.nn import functional as F
 
 from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.errors import SarcoError
-from sarco_nn.presets import load_preset
-from sarco_nn.training.loss_weights import ClassWeightedSoftDice, class_weights
+from sarco_nn.presets import LOSS_WEIGHT_TERMS, load_preset
+from sarco_nn.training.loss_weights import ClassWeightedSoftDice, class_weights, weight_labels
 from sarco_nn.training.trainers import SarcoSMITTrainer, SarcoUNetTrainer
 
 LABELS = {"background": 0, **TISSUE_LABELS}  # a four-tissue dataset.json (convert --keep-tissues)
@@ -126,5 +129,93 @@ def test_preset_field_is_validated_at_plan_time(tmp_path, value, ok):
         assert load_preset(path)["training"]["label_loss_weights"] == value
     else:
         with pytest.raises(SarcoError, match="label_loss_weights") as info:
+            load_preset(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+# ---- label_loss_weight_terms: which loss terms the weights go into -------------------------------------------
+def _weighted_soft_dice(x: torch.Tensor, y: torch.Tensor, weights: list[float], batch_dice: bool) -> torch.Tensor:
+    """The weighted soft-Dice loss written out from its definition (no nnU-Net code): per foreground class
+    (2 |P∩Y| + 1e-5) / (|P| + |Y| + 1e-5) over batch and pixels (batch Dice) or per case then averaged."""
+    probs = torch.softmax(x, 1)[:, 1:]
+    onehot = torch.cat([(y == c).float() for c in range(1, x.shape[1])], 1)
+    axes = (0, 2, 3) if batch_dice else (2, 3)
+    dice = (2 * (probs * onehot).sum(axes) + 1e-5) / (probs.sum(axes) + onehot.sum(axes) + 1e-5)
+    dice = dice if batch_dice else dice.mean(0)
+    w = torch.tensor(weights)
+    return -(dice * w).sum() / w.sum()
+
+
+@pytest.mark.parametrize("batch_dice", [False, True])
+@pytest.mark.parametrize("terms", [None, "dice+ce", "dice"])
+def test_weight_terms_choose_weighted_ce_or_nnunets_ce(terms, batch_dice):
+    settings = {"label_loss_weights": {"muscle": 2, "sat": 0.5}}
+    if terms is not None:
+        settings["label_loss_weight_terms"] = terms
+    loss = _trainer(SarcoUNetTrainer, settings, False, batch_dice)._build_loss()
+    nnunet = _trainer(SarcoUNetTrainer, {}, False, batch_dice)._build_loss()
+    weights = [1.0, 2.0, 1.0, 1.0, 0.5]  # background, muscle, imat, vat, sat
+    x, y = _batch(False, seed=7)
+    dice = _weighted_soft_dice(x, y, weights[1:], batch_dice)
+    if terms == "dice":  # CE: nnU-Net's own object, unweighted, bit for bit nnU-Net's value
+        assert type(loss.ce) is RobustCrossEntropyLoss and loss.ce.weight is None
+        assert loss.ce.ignore_index == nnunet.ce.ignore_index
+        assert torch.equal(loss.ce(x, y), nnunet.ce(x, y))
+        ce = F.cross_entropy(x, y[:, 0].long())
+    else:  # default and "dice+ce": today's behaviour, CE class weights too
+        assert loss.ce.weight.tolist() == weights
+        ce = F.cross_entropy(x, y[:, 0].long(), weight=torch.tensor(weights))
+        assert not torch.allclose(ce, F.cross_entropy(x, y[:, 0].long()), atol=1e-4)  # the weights matter here
+    assert isinstance(loss.dc, ClassWeightedSoftDice)
+    assert torch.allclose(loss.ce(x, y), ce, atol=1e-6)
+    assert torch.allclose(loss.dc(x, y), dice, atol=1e-6)
+    assert not torch.allclose(loss.dc(x, y), nnunet.dc(x, y), atol=1e-4)  # the Dice is weighted in every case
+    assert torch.allclose(loss(x, y), ce + dice, atol=1e-6)
+
+
+def test_dice_terms_reach_every_deep_supervision_scale():
+    loss = _trainer(SarcoUNetTrainer, {"label_loss_weights": {"muscle": 2}, "label_loss_weight_terms": "dice"},
+                    True)._build_loss()
+    nnunet = _trainer(SarcoUNetTrainer, {}, True)._build_loss()
+    assert isinstance(loss.loss.dc, ClassWeightedSoftDice) and loss.loss.ce.weight is None
+    x, y = _batch(True, seed=3)
+    expected = sum(w * (F.cross_entropy(xi, yi[:, 0].long()) + _weighted_soft_dice(xi, yi, [2.0, 1, 1, 1], True))
+                   for w, xi, yi in zip(nnunet.weight_factors, x, y) if w)
+    assert torch.allclose(loss(x, y), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("settings", "match"), [
+    ({"label_loss_weights": {"muscle": 2}, "label_loss_weight_terms": "ce"}, '"dice\\+ce" or "dice"'),
+    ({"label_loss_weights": {"muscle": 2}, "label_loss_weight_terms": "Dice"}, "must be"),
+    ({"label_loss_weight_terms": "dice"}, "needs training.label_loss_weights"),
+    ({"label_loss_weights": None, "label_loss_weight_terms": "dice+ce"}, "needs training.label_loss_weights")])
+def test_trainer_refuses_bad_weight_terms_in_one_line(settings, match):
+    """The trainer reads the plans, which a script may edit after `sarco plan`: it checks the field too."""
+    with pytest.raises(SarcoError, match=match) as info:
+        _trainer(SarcoUNetTrainer, settings, False)._build_loss()
+    assert "\n" not in str(info.value) and "preset 'cpu'" in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_weight_labels_refuses_unknown_terms():
+    loss = _trainer(SarcoUNetTrainer, {}, False)._build_loss()
+    with pytest.raises(ValueError, match="ce only"):
+        weight_labels(loss, [1.0] * 5, torch.device("cpu"), terms="ce only")
+    assert LOSS_WEIGHT_TERMS[0] == "dice+ce"  # the default is today's behaviour (both terms)
+
+
+@pytest.mark.parametrize(("weights", "terms", "ok"), [
+    ({"muscle": 2}, "dice", True), ({"muscle": 2}, "dice+ce", True), ({"muscle": 2}, None, True), (None, None, True),
+    ({"muscle": 2}, "ce", False), ({"muscle": 2}, "ce+dice", False), ({"muscle": 2}, ["dice"], False),
+    ({"muscle": 2}, "", False), (None, "dice", False), (None, "dice+ce", False)])
+def test_weight_terms_are_validated_at_plan_time(tmp_path, weights, terms, ok):
+    preset = load_preset("cpu")
+    preset["training"]["label_loss_weights"] = weights
+    preset["training"]["label_loss_weight_terms"] = terms
+    path = tmp_path / "terms.json"
+    path.write_text(json.dumps(preset))
+    if ok:
+        assert load_preset(path)["training"]["label_loss_weight_terms"] == terms
+    else:
+        with pytest.raises(SarcoError, match="label_loss_weight_terms") as info:
             load_preset(path)
         assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -3,9 +3,12 @@
 Why: nnU-Net's soft Dice is the plain mean over the foreground classes, so a four-tissue model
 (muscle, IMAT, VAT, SAT) gives muscle a quarter of the Dice term a muscle-only model gives it
 (issue #18: muscle Dice 0.944 vs 0.956 at the same budget). A weight raises a label's share in
-both terms: CE class weights (torch's weighted mean) and a weighted mean of nnU-Net's per-class
-soft Dice. nnU-Net's loss object is edited, not replaced, so deep supervision and the ignore
-label keep working; without weights the trainer keeps nnU-Net's loss untouched.
+the terms `training.label_loss_weight_terms` names (presets.LOSS_WEIGHT_TERMS): "dice+ce" (default)
+CE class weights (torch's weighted mean) and a weighted mean of nnU-Net's per-class soft Dice;
+"dice" the soft Dice only, nnU-Net's CE left as it is (a CE class weight also shifts the decision
+boundary: muscle weighted 2 in both over-called muscle). nnU-Net's loss object is edited, not
+replaced, so deep supervision and the ignore label keep working; without weights the trainer keeps
+nnU-Net's loss untouched.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
 from torch import nn
 
 from sarco_nn.errors import SarcoError
+from sarco_nn.presets import LOSS_WEIGHT_TERMS
 
 FIX = 'write it as e.g. "label_loss_weights": {"muscle": 2} with names of the dataset\'s labels (dataset.json)'
 
@@ -85,16 +89,20 @@ def class_weights(label_weights: Mapping[str, Any], labels: Mapping[str, Any], w
 
 
 def weight_labels(loss: nn.Module, weights: Sequence[float], device: torch.device,
-                  compile_dice: bool = False) -> nn.Module:
-    """nnU-Net's Dice + CE loss (deep-supervision wrapped or not) with `weights` (one per channel) in CE and Dice.
+                  compile_dice: bool = False, terms: str = LOSS_WEIGHT_TERMS[0]) -> nn.Module:
+    """nnU-Net's Dice + CE loss (deep-supervision wrapped or not) with `weights` (one per channel) in the
+    `terms` (one of presets.LOSS_WEIGHT_TERMS): the soft Dice always, the CE only with "dice+ce".
 
     Edits the loss in place and returns it. `compile_dice`: compile the new Dice as nnU-Net compiles its own."""
+    if terms not in LOSS_WEIGHT_TERMS:
+        raise ValueError(f"loss weight terms {terms!r}, not one of {LOSS_WEIGHT_TERMS}")
     inner = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
     if not isinstance(inner, DC_and_CE_loss):
         raise SarcoError(f"label_loss_weights applies to nnU-Net's Dice + CE loss, not {type(inner).__name__}",
                          fix="remove training.label_loss_weights for region-based training.")
-    inner.ce = RobustCrossEntropyLoss(weight=torch.tensor(list(weights), dtype=torch.float32, device=device),
-                                      ignore_index=inner.ce.ignore_index)
+    if "ce" in terms.split("+"):
+        inner.ce = RobustCrossEntropyLoss(weight=torch.tensor(list(weights), dtype=torch.float32, device=device),
+                                          ignore_index=inner.ce.ignore_index)
     dice = getattr(inner.dc, "_orig_mod", inner.dc)  # nnU-Net may have compiled it
     dice_weights = weights if dice.do_bg else weights[1:]
     inner.dc = ClassWeightedSoftDice(dice, dice_weights).to(device)

@@ -232,23 +232,29 @@ class SarcoTrainerBase(nnUNetTrainer):
     # ---- loss: the preset may weight labels ---------------------------------------------------------
     def _build_loss(self):
         """nnU-Net's Dice + CE loss; preset `label_loss_weights` (default none: nnU-Net's loss as it is)
-        weights the named labels in its CE and soft Dice (`loss_weights.py`), at every deep-supervision scale."""
+        weights the named labels in its soft Dice and, unless `label_loss_weight_terms` is "dice", its CE
+        (`loss_weights.py`), at every deep-supervision scale."""
+        from sarco_nn.errors import SarcoError
+        from sarco_nn.presets import loss_weight_terms, loss_weight_terms_problem
+
         loss = super()._build_loss()
+        preset = self.plans_manager.plans.get("sarco", {}).get("preset", {}).get("name", "?")
+        problem = loss_weight_terms_problem(self.settings)  # the plans may have been edited after sarco plan
+        if problem:
+            raise SarcoError(f"preset {preset!r}: {problem}", fix="correct the preset (or the plans' sarco.preset).")
         label_weights = self.settings.get("label_loss_weights")
         if not label_weights:
             return loss
         from sarco_nn.training.loss_weights import class_weights, weight_labels
 
         if self.label_manager.has_regions:
-            from sarco_nn.errors import SarcoError
-
             raise SarcoError("label_loss_weights weights labels, but this dataset trains regions",
                              fix="remove training.label_loss_weights from the preset.")
-        preset = self.plans_manager.plans.get("sarco", {}).get("preset", {}).get("name", "?")
         weights = class_weights(label_weights, self.dataset_json["labels"], f"preset {preset!r}")
+        terms = loss_weight_terms(self.settings)
         if getattr(self, "log_file", None):
-            self.print_to_log_file(f"Loss class weights (preset label_loss_weights): {weights}")
-        return weight_labels(loss, weights, self.device, compile_dice=self._do_i_compile())
+            self.print_to_log_file(f"Loss class weights (preset label_loss_weights, in {terms}): {weights}")
+        return weight_labels(loss, weights, self.device, compile_dice=self._do_i_compile(), terms=terms)
 
     # ---- checkpoints: never unpickle arbitrary objects ------------------------------------------
     def load_checkpoint(self, filename_or_checkpoint) -> None:
