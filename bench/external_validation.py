@@ -22,6 +22,10 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
             and weighted soft Dice, sarco_nn/training/loss_weights.py); with tissues4 (`tissues4+muscle2x`)
             it gives muscle back the loss share it loses beside three other tissues (issue #18). Its four-tissue
             arms are compared with the muscle-only arms without it (the model they should match)
+  muscleDice2x  muscle weighted 2 in the soft-Dice term only (label_loss_weight_terms = "dice"): nnU-Net's CE,
+            and so its decision boundary, untouched (muscle2x over-called muscle, #18); a four-tissue remedy
+  muscle1.3x  muscle weighted 1.3 in CE and soft Dice: a smaller muscle2x; a four-tissue remedy.
+            The loss-weight levers (muscle2x, muscleDice2x, muscle1.3x) exclude each other
   long1.5x  1.5 times the preset's epochs (146 x 10 iterations from the cpu preset's 97): the longest
             training that keeps `make demo` within its 15 minutes on 2 cores
   lr2x      twice the trainer's initial learning rate at the same iterations: under-fitting cured without time?
@@ -40,6 +44,7 @@ and muscle Dice, SMA error and issue #18's targets (SAT, VAT ≥ 0.95, IMAT ≥ 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import math
@@ -62,7 +67,15 @@ HU_BINS: tuple[tuple[str, float, float], ...] = (
 DATA = {"train_A": ("A", 1), "train_B": ("B", 11), "test_A": ("A", 2), "test_B": ("B", 3),
         "train_A-wide": ("A-wide", 1)}
 #: Robustness levers, in the order their names are joined in an arm name (what each changes: module doc).
-LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4", "muscle2x", "long1.5x", "long2x", "lr2x", "trunk")
+LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4", "muscle2x", "muscleDice2x", "muscle1.3x", "long1.5x",
+                           "long2x", "lr2x", "trunk")
+#: Loss-weight levers: the preset training fields each sets (sarco_nn/training/loss_weights.py). Four-tissue
+#: remedies (#18): their arms are compared with the muscle-only arms without them; one per arm.
+LOSS_WEIGHT_LEVERS: dict[str, dict[str, Any]] = {
+    "muscle2x": {"label_loss_weights": {"muscle": 2}},
+    "muscleDice2x": {"label_loss_weights": {"muscle": 2}, "label_loss_weight_terms": "dice"},
+    "muscle1.3x": {"label_loss_weights": {"muscle": 1.3}},
+}
 #: Levers that change only the prediction, not the training: their arms reuse a finished trained model.
 PREDICTION_LEVERS: frozenset[str] = frozenset({"trunk"})
 BASELINE = "baseline"
@@ -74,6 +87,9 @@ def parse_levers(text: str | None) -> tuple[str, ...]:
     unknown = [n for n in names if n not in LEVERS]
     if unknown:
         raise ValueError(f"unknown lever(s) {unknown}; use {', '.join(LEVERS)} (combine with '+')")
+    weighting = [n for n in LEVERS if n in names and n in LOSS_WEIGHT_LEVERS]
+    if len(weighting) > 1:
+        raise ValueError(f"levers {' and '.join(weighting)} both set the loss weights; give one of them")
     return tuple(n for n in LEVERS if n in names)
 
 
@@ -274,8 +290,8 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
         plans["sarco"]["preset"]["training"]["seed"] = seed  # the seed is a preset field, recorded in the plans
         if "ctaug" in levers:
             plans["sarco"]["preset"]["training"]["ct_augmentation"] = True
-        if "muscle2x" in levers:
-            plans["sarco"]["preset"]["training"]["label_loss_weights"] = {"muscle": 2}
+        for lever in (n for n in levers if n in LOSS_WEIGHT_LEVERS):
+            plans["sarco"]["preset"]["training"].update(copy.deepcopy(LOSS_WEIGHT_LEVERS[lever]))
         if "long2x" in levers:
             plans["sarco"]["preset"]["training"]["num_epochs"] *= 2
         if "long1.5x" in levers:
@@ -407,9 +423,9 @@ MUSCLE_RULE = ("muscle no worse = the four-tissue model's mean muscle Dice ≥ t
 
 
 def _muscle_only_tag(tag: str) -> str:
-    """The lever tag a four-tissue arm is compared with: the same levers without tissues4 (and without muscle2x,
-    a four-tissue remedy: the muscle-only model is the one to match)."""
-    rest = [n for n in tag.split("+") if n not in ("tissues4", "muscle2x")]
+    """The lever tag a four-tissue arm is compared with: the same levers without tissues4 (and without its
+    loss-weight lever, a four-tissue remedy: the muscle-only model is the one to match)."""
+    rest = [n for n in tag.split("+") if n != "tissues4" and n not in LOSS_WEIGHT_LEVERS]
     return "+".join(rest) if rest else BASELINE
 
 

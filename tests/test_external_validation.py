@@ -94,6 +94,11 @@ def test_lever_names_and_arm_names(bench):
     assert bench.DATA["train_A-wide"] == ("A-wide", bench.DATA["train_A"][1])  # A's patients, widened
     with pytest.raises(ValueError, match="unknown lever"):
         bench.parse_levers("ctaug+bigger")
+    levers = bench.parse_levers("muscle1.3x+tissues4")
+    assert levers == ("tissues4", "muscle1.3x") and bench.arm_name("A", 0, levers) == "trainA_tissues4+muscle1.3x_seed0"
+    assert bench.parse_levers("muscleDice2x+tissues4+ctaug") == ("ctaug", "tissues4", "muscleDice2x")
+    with pytest.raises(ValueError, match="muscle2x and muscleDice2x both set the loss weights"):
+        bench.parse_levers("tissues4+muscleDice2x+muscle2x")  # two loss weightings in one arm: refused
 
 
 def test_lever_arms_are_run_once_and_tabled_beside_the_baseline(bench, tmp_path, monkeypatch, capsys):
@@ -266,6 +271,20 @@ def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypat
     # its four-tissue arms are set beside the muscle-only model they should match, not a muscle2x muscle-only one
     assert bench._muscle_only_tag("tissues4+muscle2x") == "baseline"
     assert bench._muscle_only_tag("ctaug+tissues4+muscle2x") == "ctaug"
+
+    # the Dice-only weighting and the smaller weight: what the trainer reads, and the same comparison arms
+    from sarco_nn.presets import loss_weight_terms_problem
+
+    for text, training in (("tissues4+muscleDice2x", {"label_loss_weights": {"muscle": 2},
+                                                      "label_loss_weight_terms": "dice"}),
+                           ("tissues4+muscle1.3x", {"label_loss_weights": {"muscle": 1.3}})):
+        levers = bench.parse_levers(text)
+        arm = bench.run_arm(bench.arm_name("A", 2, levers), bench.train_key("A", levers), 2, args, levers)
+        assert seen["keep_tissues"] is True and seen["training"] == {"seed": 2, **training}
+        assert loss_weight_terms_problem(seen["training"]) is None  # the trainer accepts what the lever writes
+        assert arm["lever"] == text and bench._muscle_only_tag(text) == "baseline"
+        assert bench._muscle_only_tag("ctaug+" + text) == "ctaug"
+    assert bench.LOSS_WEIGHT_LEVERS["muscle2x"] == {"label_loss_weights": {"muscle": 2}}  # not changed by an arm
 
 
 @pytest.mark.parametrize("family", ["A", "B"])
