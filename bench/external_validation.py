@@ -23,7 +23,8 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
             it gives muscle back the loss share it loses beside three other tissues (issue #18). Its four-tissue
             arms are compared with the muscle-only arms without it (the model they should match)
   muscleDice2x  muscle weighted 2 in the soft-Dice term only (label_loss_weight_terms = "dice"): nnU-Net's CE,
-            and so its decision boundary, untouched (muscle2x over-called muscle, #18); a four-tissue remedy
+            and so its decision boundary, untouched (muscle2x over-called muscle, #18); with tissues4 only
+            (a muscle-only model has one Dice class: weighting it changes nothing)
   muscle1.3x  muscle weighted 1.3 in CE and soft Dice: a smaller muscle2x; a four-tissue remedy.
             The loss-weight levers (muscle2x, muscleDice2x, muscle1.3x) exclude each other
   long1.5x  1.5 times the preset's epochs (146 x 10 iterations from the cpu preset's 97): the longest
@@ -90,6 +91,8 @@ def parse_levers(text: str | None) -> tuple[str, ...]:
     weighting = [n for n in LEVERS if n in names and n in LOSS_WEIGHT_LEVERS]
     if len(weighting) > 1:
         raise ValueError(f"levers {' and '.join(weighting)} both set the loss weights; give one of them")
+    if "muscleDice2x" in names and "tissues4" not in names:  # a weighted mean over one Dice class is that class
+        raise ValueError("lever muscleDice2x changes nothing in a muscle-only model: combine it with tissues4")
     return tuple(n for n in LEVERS if n in names)
 
 

@@ -99,6 +99,8 @@ def test_lever_names_and_arm_names(bench):
     assert bench.parse_levers("muscleDice2x+tissues4+ctaug") == ("ctaug", "tissues4", "muscleDice2x")
     with pytest.raises(ValueError, match="muscle2x and muscleDice2x both set the loss weights"):
         bench.parse_levers("tissues4+muscleDice2x+muscle2x")  # two loss weightings in one arm: refused
+    with pytest.raises(ValueError, match="combine it with tissues4"):
+        bench.parse_levers("muscleDice2x")  # one Dice class: the weighted mean is the plain one, an arm for nothing
 
 
 def test_lever_arms_are_run_once_and_tabled_beside_the_baseline(bench, tmp_path, monkeypatch, capsys):
