@@ -66,6 +66,8 @@ def convert(drop_dir: Path = typer.Argument(..., help="Dropped folder with image
     typer.echo(f"{result.dataset_name}: {result.n_cases} cases written to {result.dataset_dir}")
     for note in result.notes:
         typer.echo(f"  note: {note}")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()

@@ -44,11 +44,13 @@ MAX_LEVEL_SPAN_MM: float = 50.0
 
 
 def level_span_reason(labelled_slices: Iterable[int], spacing_z_mm: float | None,
-                      level: str = DEFAULT_LEVEL) -> Reason | None:
+                      level: str = DEFAULT_LEVEL, fix: str | None = None) -> Reason | None:
     """Why the slices of a 3-D mask measured slice by slice cannot all be at `level`, or None.
 
     `labelled_slices` are the stored indices of the slices holding muscle, `spacing_z_mm` the distance
-    between slices. Blocks the flag: a T11 slice measured against an L3 cut-off is no diagnosis."""
+    between slices. Blocks the flag: a T11 slice measured against an L3 cut-off is no diagnosis.
+    fix: the advice closing the message (None: `sarco measure`'s, --slice or --vertebrae); `sarco convert`
+    warns with the same rule and its own advice."""
     slices = sorted(set(labelled_slices))
     if len(slices) < 2 or not spacing_z_mm:
         return None
@@ -58,7 +60,8 @@ def level_span_reason(labelled_slices: Iterable[int], spacing_z_mm: float | None
     return Reason("slices_span_levels",
                   f"mask holds muscle on {len(slices)} slices spanning {span:.0f} mm (slices {slices[0]}..{slices[-1]}): "
                   f"more than one vertebral level (a lumbar vertebra with its disc is about 40 mm tall), so they "
-                  f"cannot all be at {level}; give the {level} slice (--slice N) or vertebra labels (--vertebrae)")
+                  f"cannot all be at {level}; "
+                  + (fix or f"give the {level} slice (--slice N) or vertebra labels (--vertebrae)"))
 
 
 def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
