@@ -67,7 +67,7 @@ def level_span_reason(labelled_slices: Iterable[int], spacing_z_mm: float | None
 def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
                  labels_present: Iterable[int] | None = None, what: str = "mask",
                  floor_cm2: float = SMA_FLOOR_CM2, ceiling_cm2: float = SMA_CEILING_CM2,
-                 level: str | None = None) -> list[Reason]:
+                 level: str | None = None, scaling: str | None = None) -> list[Reason]:
     """Reasons (status `review`, each blocking the flag) why `measurement` is not a patient's SMA.
 
     measurement: a `sarco_nn.measure.Measurement` (its `n_pixels`, `sma_cm2`).
@@ -76,6 +76,8 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
       slices), to tell "muscle saved under another value" from "nothing segmented".
     what: "mask", "prediction" or "reference", named in the messages.
     level: the vertebral level measured (None: L3), named in the messages.
+    scaling: how the file's header scaled its stored values (`image_io.label_scaling_note`), or None;
+      when given, "label absent" names it as the cause and its fix instead of --label.
     Returns [] for a plausible mask.
     """
     level = level or DEFAULT_LEVEL
@@ -83,9 +85,10 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
     if values is not None and label not in values:
         others = [v for v in values if v != 0]
         if others:
+            fix = (f": {scaling}" if scaling else
+                   f"; give the muscle value with --label (or labels.json), or save muscle as {label}")
             return [Reason("label_absent",
-                           f"{what} holds label value(s) {others[:5]} but none of the muscle label {label}; "
-                           f"give the muscle value with --label (or labels.json), or save muscle as {label}",
+                           f"{what} holds label value(s) {others[:5]} but none of the muscle label {label}{fix}",
                            Status.REVIEW, True)]
     if measurement.n_pixels == 0:
         return [Reason("empty_mask", f"{what} has no muscle pixel (label {label}) on the measured slice; "
