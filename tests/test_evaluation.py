@@ -347,6 +347,20 @@ def test_a_prediction_without_the_muscle_label_is_a_wrong_file_not_a_failed_resu
     assert rule in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_a_clinical_id_differing_only_in_case_is_named_as_predict_names_it(tmp_path):
+    """case_w without a row, 'CASE_W' in the CSV: the problem names the CSV's id (predict's hint, #8)."""
+    full = np.zeros((80, 80), np.uint8)
+    full[5:65, 5:65] = 1
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        for case in ("case_w", "other", "kept"):
+            _write(tmp_path / folder / f"{case}.nii.gz", full, spacing=(1.0, 1.0, 10.0))
+    (tmp_path / "clinical.csv").write_text("case_id,sex,height_m\nCASE_W,F,1.6\nkept,M,1.8\n")
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", tmp_path / "clinical.csv", tmp_path / "out")
+    assert sorted(s["problems"]["no row in clinical.csv"]) == ["case_w (the CSV has 'CASE_W')", "other"]
+    assert s["n_cases_classified"] == 1
+
+
 def test_withheld_prediction_flag_is_scored_as_wrong(tmp_path):
     ref = _rect((60, 62))      # 148.8 cm² man: not sarcopenic under paper
     pred_empty = np.zeros_like(ref)

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from sarco_nn.cases import LABELS_FILE, index_by_case, muscle_label_for, read_labels_json
+from sarco_nn.clinical import missing_row_name, missing_rows
 from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.evaluation import report, tissues
@@ -283,8 +284,9 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
                      f"{case.case_id}: {pred_reasons[0].code}")
 
     record = None if clinical is None else clinical.get(case.case_id)
-    if clinical is not None and record is None:
-        problems.add("no row in clinical.csv", case.case_id)
+    if clinical is not None and record is None:  # named as predict names it: 'CASE_000' in the CSV for case_000 (#8)
+        for missing, near in missing_rows(clinical, [case.case_id]):
+            problems.add("no row in clinical.csv", missing_row_name(missing, near))
     sex = getattr(record, "sex", None)
     height = getattr(record, "height_m", None)
     bmi = getattr(record, "bmi", None)
