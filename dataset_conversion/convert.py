@@ -68,6 +68,8 @@ class ConversionResult:
     dataset_name: str
     n_cases: int
     notes: list[str] = field(default_factory=list)
+    #: converted, but what the dataset will teach or score may not be what was meant (printed as warnings)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
     dataset_name = _check_target(raw_root, name, dataset_id, overwrite)
     problems: list[str] = []
     notes: list[str] = []
+    warnings: list[str] = []
     cases = _pair_cases(drop_dir, problems)
     remap = {}
     try:
@@ -116,7 +119,10 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
             except SarcoError as error:
                 problems.append(f"case {case.case_id!r}: {error}")
                 continue
-            if len(rows) > 1:
+            span = _level_span_warning(case, rows)
+            if span is not None:
+                warnings.append(span)
+            elif len(rows) > 1:
                 notes.append(f"case {case.case_id!r}: muscle annotated on {len(rows)} axial slices "
                              f"→ {len(rows)} training cases ({rows[0]['pid']}…); keep them in one fold")
             manifest.extend(rows)
@@ -136,7 +142,8 @@ def convert_dropin(drop_dir: Path | str, raw_root: Path | str, name: str, datase
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return ConversionResult(dataset_dir=target, dataset_name=dataset_name, n_cases=len(manifest), notes=notes)
+    return ConversionResult(dataset_dir=target, dataset_name=dataset_name, n_cases=len(manifest), notes=notes,
+                            warnings=warnings)
 
 
 # ------------------------------------------------------------------------------ input checks
@@ -323,6 +330,25 @@ def _convert_case(case: _Case, pid: str, staging: Path, drop_dir: Path, muscle_v
             "annotated_slices": len(annotated),
         })
     return rows
+
+
+def _level_span_warning(case: _Case, rows: list[dict]) -> str | None:
+    """A warning when a case's annotated slices span several vertebral levels (a whole-volume mask).
+
+    Why: each slice becomes an "L3" training case, so the model learns every level and `evaluate
+    --crossval` judges T11 slices against L3 cut-offs. Not refused (a model of every level may be
+    wanted); the rule is `mask_checks.level_span_reason`, the one `sarco measure` applies (#84)."""
+    from sarco_nn.mask_checks import level_span_reason
+
+    spacing_z = float(rows[0]["source_spacing_z_mm"]) if rows and rows[0]["source_spacing_z_mm"] else None
+    reason = level_span_reason([int(row["slice_index"]) for row in rows], spacing_z,
+                               fix="the model will learn every level as L3, and `sarco evaluate --crossval` will "
+                                   "judge each slice against L3 cut-offs. Fix: keep only the L3 slice(s) in the "
+                                   "mask for an L3 model")
+    if reason is None:
+        return None
+    return (f"case {case.case_id!r} ({rows[0]['mask_path']}): {len(rows)} training cases "
+            f"({rows[0]['pid']}…, kept in one fold): {reason.message}")
 
 
 # ------------------------------------------------------------------------------------ output

@@ -72,7 +72,7 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
         workspace: sarco workspace folder (None: ``$SARCO_HOME`` or ``./sarco_workspace``).
 
     Returns:
-        `dataset_conversion.convert.ConversionResult` (dataset_dir, dataset_name, n_cases, notes).
+        `dataset_conversion.convert.ConversionResult` (dataset_dir, dataset_name, n_cases, notes, warnings).
 
     Example:
         >>> result = convert("l3_drop", name="Freeman", workspace="ws")  # doctest: +SKIP

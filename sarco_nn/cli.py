@@ -17,7 +17,7 @@ try:  # an import that fails (a broken install) gives the importer its own Ctrl-
     import typer
 
     from sarco_nn import api
-    from sarco_nn.commands.runner import run_app
+    from sarco_nn.commands.runner import resumes, run_app
 except BaseException:
     _restore_ctrl_c()
     raise
@@ -66,6 +66,8 @@ def convert(drop_dir: Path = typer.Argument(..., help="Dropped folder with image
     typer.echo(f"{result.dataset_name}: {result.n_cases} cases written to {result.dataset_dir}")
     for note in result.notes:
         typer.echo(f"  note: {note}")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()
@@ -89,6 +91,7 @@ def plan(dataset: Optional[str] = typer.Argument(None, help="Dataset id or name 
 
 
 @app.command()
+@resumes("run it again with --continue to resume from the fold's last checkpoint (without it, training starts over)")
 def train(fold: str = typer.Argument(..., help="Fold 0-4, `all` (every case, no validation) or `5fold` (0-4 in turn)."),
           dataset: Optional[str] = DatasetOpt,
           trainer: str = typer.Option("smit", "--trainer", "-t", help="smit (default), nnunet, resenc, or an nnU-Net trainer class."),
@@ -131,6 +134,7 @@ def postprocess(dataset: Optional[str] = DatasetOpt,
 
 
 @app.command()
+@resumes()  # finished cases are kept (results.csv, the journal); a rerun does the rest
 def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DICOM series folder, or folder of scans."),
             out_dir: Path = typer.Option(..., "--output", "-o", help="Output folder (masks/, overlays/, results.csv)."),
             clinical: Optional[Path] = typer.Option(None, help="clinical.csv (case_id, sex, height_m) for SMI and flags."),

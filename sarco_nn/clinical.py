@@ -176,17 +176,29 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
     return ClinicalTable(records, problems)
 
 
+def missing_rows(table: dict[str, ClinicalRecord], case_ids: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(case id, the CSV's id differing from it only in letter case, or None) for each case `table` lacks.
+
+    The one rule of which row "almost" matches (#8): `predict` and `evaluate` name it alike."""
+    lowered = {case.lower(): case for case in table}
+    return [(case, lowered.get(case.lower())) for case in case_ids if case and case not in table]
+
+
+def missing_row_name(case: str, near: str | None) -> str:
+    """A case without a row, as the warnings name it: with the CSV's near id (`missing_rows`) when there is one."""
+    return f"{case} (the CSV has {near!r})" if near else case
+
+
 def missing_rows_warning(path: Path | str, table: dict[str, ClinicalRecord], case_ids: Iterable[str]) -> str | None:
     """The one-line warning naming the cases `table` (read from `path`) has no row for, or None.
 
     Why: case ids are matched exactly, so 'CASE_000' in the CSV silently matched scan case_000 and
     its SMI and flag stayed unknown; a row differing only in letter case is named first.
     """
-    lowered = {case.lower(): case for case in table}
-    missing = [(case, lowered.get(case.lower())) for case in case_ids if case and case not in table]
+    missing = missing_rows(table, case_ids)
     if not missing:
         return None
-    named = [f"{case} (the CSV has {near!r})" if near else case for case, near in missing]
+    named = [missing_row_name(case, near) for case, near in missing]
     near_first = [n for n, (_, near) in zip(named, missing) if near] or named
     shown = ", ".join(near_first[:5]) + (" ..." if len(near_first) > 5 else "")
     return (f"warning: {path}: no row for {len(missing)} case(s): {shown}; their SMI and sarcopenia flag "

@@ -82,5 +82,9 @@ CANONICAL_ORIENTATION: str = "LPS"
 #: Plausible body-CT intensity range; outside it an image is probably not CT in HU.
 CT_PLAUSIBLE_RANGE_HU: tuple[float, float] = (-1100.0, 4000.0)
 
+#: Above this a voxel is body (skin, fat, muscle, bone), below it air or lung (one bound for every
+#: "where is the body" question: the CT checks and the reader's HU refusal, the trunk rule, the QC outline).
+BODY_HU: float = -500.0
+
 #: First dataset id sarco uses when it creates nnU-Net datasets.
 FIRST_DATASET_ID: int = 501

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from sarco_nn.constants import BODY_HU as _BODY_HU
 from sarco_nn.errors import InputError
 from sarco_nn.status import Reason, Status
 
@@ -59,9 +60,8 @@ MIN_PIXEL_SPACING_MM: float = 0.12
 #: Smallest body cross-section (cm²): below it the slice holds no body (air, a table, noise).
 MIN_BODY_AREA_CM2: float = 0.5
 
-#: Above this a voxel is body (skin, fat, muscle, bone), below it air or lung (one bound for every
-#: "where is the body" question: the CT checks, the trunk rule, the QC outline).
-BODY_HU = -500.0
+#: `constants.BODY_HU`, named here too: the body bound of every "where is the body" question.
+BODY_HU = _BODY_HU
 _SOFT_TISSUE_HU = (-29.0, 150.0)
 _BONE_HU = 200.0
 #: Fewest soft-tissue voxels (fraction of the body) in a CT slice of a body at L3.

@@ -44,11 +44,13 @@ MAX_LEVEL_SPAN_MM: float = 50.0
 
 
 def level_span_reason(labelled_slices: Iterable[int], spacing_z_mm: float | None,
-                      level: str = DEFAULT_LEVEL) -> Reason | None:
+                      level: str = DEFAULT_LEVEL, fix: str | None = None) -> Reason | None:
     """Why the slices of a 3-D mask measured slice by slice cannot all be at `level`, or None.
 
     `labelled_slices` are the stored indices of the slices holding muscle, `spacing_z_mm` the distance
-    between slices. Blocks the flag: a T11 slice measured against an L3 cut-off is no diagnosis."""
+    between slices. Blocks the flag: a T11 slice measured against an L3 cut-off is no diagnosis.
+    fix: the advice closing the message (None: `sarco measure`'s, --slice or --vertebrae); `sarco convert`
+    warns with the same rule and its own advice."""
     slices = sorted(set(labelled_slices))
     if len(slices) < 2 or not spacing_z_mm:
         return None
@@ -58,13 +60,14 @@ def level_span_reason(labelled_slices: Iterable[int], spacing_z_mm: float | None
     return Reason("slices_span_levels",
                   f"mask holds muscle on {len(slices)} slices spanning {span:.0f} mm (slices {slices[0]}..{slices[-1]}): "
                   f"more than one vertebral level (a lumbar vertebra with its disc is about 40 mm tall), so they "
-                  f"cannot all be at {level}; give the {level} slice (--slice N) or vertebra labels (--vertebrae)")
+                  f"cannot all be at {level}; "
+                  + (fix or f"give the {level} slice (--slice N) or vertebra labels (--vertebrae)"))
 
 
 def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
                  labels_present: Iterable[int] | None = None, what: str = "mask",
                  floor_cm2: float = SMA_FLOOR_CM2, ceiling_cm2: float = SMA_CEILING_CM2,
-                 level: str | None = None) -> list[Reason]:
+                 level: str | None = None, scaling: str | None = None) -> list[Reason]:
     """Reasons (status `review`, each blocking the flag) why `measurement` is not a patient's SMA.
 
     measurement: a `sarco_nn.measure.Measurement` (its `n_pixels`, `sma_cm2`).
@@ -73,6 +76,8 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
       slices), to tell "muscle saved under another value" from "nothing segmented".
     what: "mask", "prediction" or "reference", named in the messages.
     level: the vertebral level measured (None: L3), named in the messages.
+    scaling: how the file's header scaled its stored values (`image_io.label_scaling_note`), or None;
+      when given, "label absent" names it as the cause and its fix instead of --label.
     Returns [] for a plausible mask.
     """
     level = level or DEFAULT_LEVEL
@@ -80,9 +85,10 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
     if values is not None and label not in values:
         others = [v for v in values if v != 0]
         if others:
+            fix = (f": {scaling}" if scaling else
+                   f"; give the muscle value with --label (or labels.json), or save muscle as {label}")
             return [Reason("label_absent",
-                           f"{what} holds label value(s) {others[:5]} but none of the muscle label {label}; "
-                           f"give the muscle value with --label (or labels.json), or save muscle as {label}",
+                           f"{what} holds label value(s) {others[:5]} but none of the muscle label {label}{fix}",
                            Status.REVIEW, True)]
     if measurement.n_pixels == 0:
         return [Reason("empty_mask", f"{what} has no muscle pixel (label {label}) on the measured slice; "

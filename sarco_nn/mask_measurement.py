@@ -76,16 +76,19 @@ def mask_file_reasons(mask: Path | str) -> list[Reason]:
 def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
                     label: int = MUSCLE_LABEL, slice_index: int | None = None, hu_gate: bool = False,
                     mask_name: str | None = None, ct_name: str | None = None, level: str | None = None,
-                    input_reasons=()) -> list[dict]:
-    """One result object per measured slice: numbers, status, reasons and the flag (or "unknown")."""
+                    input_reasons=(), scaling: str | None = None) -> list[dict]:
+    """One result object per measured slice: numbers, status, reasons and the flag (or "unknown").
+
+    scaling: how the mask file's header scaled its labels (`image_io.label_scaling_note`), for its messages."""
     return _measure_objects(mask_img, ct_img, ts, sex_code, height, weight, label=label, slice_index=slice_index,
                             hu_gate=hu_gate, mask_name=mask_name, ct_name=ct_name, level=level,
-                            input_reasons=input_reasons)[0]
+                            input_reasons=input_reasons, scaling=scaling)[0]
 
 
 def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
                      label: int, slice_index: int | None, hu_gate: bool, mask_name: str | None,
-                     ct_name: str | None, level: str | None, input_reasons) -> tuple[list[dict], int]:
+                     ct_name: str | None, level: str | None, input_reasons,
+                     scaling: str | None = None) -> tuple[list[dict], int]:
     """`measure_objects` and the mask's number of axial slices, from the one reoriented stack.
 
     `input_reasons` are the CT's own (`sarco_nn.ct_checks`); they join every slice's verdict.
@@ -109,6 +112,8 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     if not results:
         others = [v for v in present if v != 0]
         found = f" (it holds {others[:5]})" if others else " (it is empty)"
+        if scaling and others:  # the header, not the label value, is the cause
+            raise SarcoError(f"{mask_name}: no slice contains label {label}{found}: {scaling}")
         raise SarcoError(f"{mask_name}: no slice contains label {label}{found}", fix="check --label, or give --slice N.")
     stack = axial_stack(mask_img, mask_name)
     spacing = stack.spacing_yx_mm
@@ -122,7 +127,7 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
         verdict.extend(input_reasons)
         if span is not None:
             verdict.add(span)
-        verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present, level=level))
+        verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present, level=level, scaling=scaling))
         smi_value = smi(m.sma_cm2, height)
         at_level = ts.applies_at(level)
         flag = (ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi, height_m=height)
@@ -197,7 +202,7 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     each with ``level`` and ``level_source``; a flag only where `thresholds` was published for that level.
     `label` None: the muscle value of the labels.json in use (`muscle_label`), else MUSCLE_LABEL.
     """
-    from sarco_nn.image_io import read_image, read_label_image
+    from sarco_nn.image_io import label_scaling_note, read_image, read_label_image
     from sarco_nn.levels import level_slices
     from sarco_nn.thresholds import get_threshold_set
 
@@ -221,7 +226,7 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
         found, n_slices = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
                                            slice_index=at.slice_index, hu_gate=convention == "alberta",
                                            mask_name=mask_name, ct_name=ct_name, level=at.level,
-                                           input_reasons=slice_reasons)
+                                           input_reasons=slice_reasons, scaling=label_scaling_note(mask))
         if tissue_labels is not None:
             add_body_composition(found, mask_img, ct_img, tissue_labels, convention, at.level, sex_code, height_m,
                                  weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name)

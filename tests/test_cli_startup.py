@@ -160,8 +160,39 @@ def test_ctrl_c_while_typer_prints_help_says_nothing_was_done(monkeypatch, capsy
             run_app(cli.app)
         assert stopped.value.code == 130 and capsys.readouterr().err.strip() == INTERRUPTED_BEFORE_LINE, argv
     monkeypatch.undo()
-    monkeypatch.setattr(cli.api, "measure", ctrl_c)  # a command that has started: its work may resume
-    monkeypatch.setattr(sys, "argv", ["sarco", "measure", "mask.nii.gz"])
+    monkeypatch.setattr(cli.api, "predict", ctrl_c)  # a command that has started and resumes
+    monkeypatch.setattr(sys, "argv", ["sarco", "predict", "-i", "scans", "-o", "out"])
     with pytest.raises(SystemExit) as stopped:
         run_app(cli.app)
     assert stopped.value.code == 130 and capsys.readouterr().err.strip() == INTERRUPTED_LINE
+
+
+@pytest.mark.parametrize("function, argv, line", [
+    ("measure", ["measure", "mask.nii.gz"], "no resume"),
+    ("evaluate", ["evaluate", "pred", "-r", "ref"], "no resume"),
+    ("convert", ["convert", "drop", "--name", "Ci"], "no resume"),
+    ("predict", ["predict", "-i", "scans", "-o", "out"], "resume"),
+    ("classify_train", ["classify", "train", "0"], "resume"),
+    ("train", ["train", "0"], "--continue"),
+])
+def test_ctrl_c_says_resume_only_where_the_command_resumes(monkeypatch, capsys, function, argv, line):
+    """measure / evaluate / convert said "run the same command again to resume" (nothing resumes there):
+    the line now follows the command's own `runner.resumes` mark."""
+    import sarco_nn.cli as cli
+    from sarco_nn.commands.runner import INTERRUPTED_LINE, INTERRUPTED_NO_RESUME_LINE, run_app
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.api, function, ctrl_c)
+    monkeypatch.setattr(sys, "argv", ["sarco", *argv])
+    with pytest.raises(SystemExit) as stopped:
+        run_app(cli.app)
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 130
+    if line == "no resume":
+        assert err == INTERRUPTED_NO_RESUME_LINE and "resume;" in err and "start over" in err
+    elif line == "resume":
+        assert err == INTERRUPTED_LINE
+    else:
+        assert err.startswith("interrupted (Ctrl-C): run it again with --continue") and err != INTERRUPTED_LINE

@@ -166,6 +166,29 @@ def test_labels_json_keeps_only_muscle_and_multislice_masks_split(tmp_path):
     assert len(read_clinical_csv(result.dataset_dir / "clinical.csv")) == 2
 
 
+@pytest.mark.parametrize("step_mm, warned", [(20.0, True), (2.5, False)])
+def test_a_mask_whose_slices_span_several_levels_converts_with_a_warning(tmp_path, step_mm, warned):
+    """#84's rule at convert: 4 slices 60 mm apart are several levels (warned, not refused); 7.5 mm apart one."""
+    drop = tmp_path / "drop"
+    hu = phantom_array(nz=5)
+    image = make_image(hu, spacing=(0.7, 0.8, step_mm))
+    labels = muscle_of(hu).astype(np.uint8)
+    labels[0] = 0
+    mask = sitk.GetImageFromArray(labels)
+    mask.CopyInformation(image)
+    add_case(drop, "whole", image, mask)
+    clinical(drop, ["whole"])
+    result = convert_dropin(drop, tmp_path / "raw", "Span", 505)
+    assert result.n_cases == 4
+    if warned:
+        assert len(result.warnings) == 1 and not any("axial slices" in n for n in result.notes)
+        text = result.warnings[0]
+        assert "'whole'" in text and "spanning 60 mm" in text and "slices 1..4" in text
+        assert "L3 cut-offs" in text and "Fix: keep only the L3 slice" in text and "--slice" not in text
+    else:
+        assert result.warnings == [] and any("4 axial slices" in n for n in result.notes)
+
+
 def test_undeclared_label_is_refused(tmp_path):
     drop = tmp_path / "drop"
     lps = make_image(phantom_array())

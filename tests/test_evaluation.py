@@ -320,6 +320,47 @@ def test_empty_prediction_counts_against_the_model_and_empty_reference_is_left_o
     assert (tmp_path / "out" / "overlays" / "worst_1_x.png").is_file()
 
 
+def test_a_prediction_without_the_muscle_label_is_a_wrong_file_not_a_failed_result(tmp_path):
+    """Only 255 (or muscle 1 stored under scl_slope 2, read 2): skipped and listed, in no statistic; the
+    failed_prediction rule says "empty" means all-zero and names this case (#6)."""
+    import struct
+
+    full = np.zeros((80, 80), np.uint8)
+    full[5:65, 5:65] = 1
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        for case in ("w", "v255", "scaled"):
+            _write(tmp_path / folder / f"{case}.nii", full, spacing=(1.0, 1.0, 10.0))
+    _write(tmp_path / "pred" / "v255.nii", full * 255, spacing=(1.0, 1.0, 10.0))
+    scaled = tmp_path / "pred" / "scaled.nii"
+    data = bytearray(scaled.read_bytes())
+    data[112:120] = struct.pack("<2f", 2.0, 0.0)
+    scaled.write_bytes(bytes(data))
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+    assert s["n_cases"] == 1 and s["failed_predictions"] == [] and s["dice_mean"] == pytest.approx(1.0)
+    skipped = {item.split(":")[0]: item for item in s["problems"]["unreadable or inconsistent files (case skipped)"]}
+    assert sorted(skipped) == ["scaled", "v255"]
+    assert "[255]" in skipped["v255"] and "scl_slope" not in skipped["v255"]
+    assert "scl_slope 2" in skipped["scaled"] and "Fix: re-save the mask unscaled" in skipped["scaled"]
+    rule = s["rules"]["failed_prediction"]
+    assert "label-less" not in rule and "all-zero" in rule and "255" in rule and "wrong file" in rule
+    assert rule in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_clinical_id_differing_only_in_case_is_named_as_predict_names_it(tmp_path):
+    """case_w without a row, 'CASE_W' in the CSV: the problem names the CSV's id (predict's hint, #8)."""
+    full = np.zeros((80, 80), np.uint8)
+    full[5:65, 5:65] = 1
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        for case in ("case_w", "other", "kept"):
+            _write(tmp_path / folder / f"{case}.nii.gz", full, spacing=(1.0, 1.0, 10.0))
+    (tmp_path / "clinical.csv").write_text("case_id,sex,height_m\nCASE_W,F,1.6\nkept,M,1.8\n")
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", tmp_path / "clinical.csv", tmp_path / "out")
+    assert sorted(s["problems"]["no row in clinical.csv"]) == ["case_w (the CSV has 'CASE_W')", "other"]
+    assert s["n_cases_classified"] == 1
+
+
 def test_withheld_prediction_flag_is_scored_as_wrong(tmp_path):
     ref = _rect((60, 62))      # 148.8 cm² man: not sarcopenic under paper
     pred_empty = np.zeros_like(ref)

@@ -247,6 +247,37 @@ def test_measure_never_flags_a_mask_without_muscle(tmp_path, value, code):
     assert [r["code"] for r in obj["reasons"]] == [code]
 
 
+def _scaled_nifti(image: sitk.Image, path: Path, slope: float, inter: float = 0.0) -> Path:
+    """`image` written as .nii with its header's scl_slope/scl_inter set (stored values unchanged)."""
+    import struct
+
+    sitk.WriteImage(image, str(path))
+    data = bytearray(path.read_bytes())
+    data[112:120] = struct.pack("<2f", slope, inter)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_mask_scaled_by_its_header_names_the_scaling_and_the_fix(tmp_path):
+    """muscle stored 1 with scl_slope 2 reads 2: the header is named as the cause, not --label."""
+    mask = _scaled_nifti(_square_mask(100), tmp_path / "m.nii", 2.0)
+    obj = json.loads(CliRunner().invoke(_cli(), [str(mask), "--sex", "M", "--json"]).output)
+    assert obj["sarcopenic"] == "unknown" and [r["code"] for r in obj["reasons"]] == ["label_absent"]
+    message = obj["reasons"][0]["message"]
+    assert "[2]" in message and "scl_slope 2, scl_inter 0" in message and "a stored 1 reads as 2" in message
+    assert "Fix: re-save the mask unscaled" in message and "--label" not in message
+    volume_mask = _scaled_nifti(_stack(1), tmp_path / "vol.nii", 2.0)  # 3-D, no --slice: refused in one line
+    result = CliRunner().invoke(_cli(), [str(volume_mask), "--sex", "M"])
+    assert isinstance(result.exception, SarcoError) and "scl_slope 2" in str(result.exception)
+    halved = _scaled_nifti(_square_mask(100), tmp_path / "half.nii", 0.5)  # stored 1 reads 0.5
+    result = CliRunner().invoke(_cli(), [str(halved), "--sex", "M"])
+    assert isinstance(result.exception, InputError)
+    assert "scl_slope 0.5" in str(result.exception) and "non-integer" in str(result.exception)
+    plain = json.loads(CliRunner().invoke(_cli(), [str(_scaled_nifti(_square_mask(100, 255), tmp_path / "p.nii", 1.0)),
+                                                   "--sex", "M", "--json"]).output)
+    assert "--label" in plain["reasons"][0]["message"] and "scl_slope" not in plain["reasons"][0]["message"]
+
+
 def test_measure_empty_slice_chosen_with_slice_is_not_sarcopenic(tmp_path):
     sitk.WriteImage(_stack(-1), str(tmp_path / "vol.nii.gz"))
     result = CliRunner().invoke(_cli(), [str(tmp_path / "vol.nii.gz"), "--slice", "0", "--sex", "F", "--json"])

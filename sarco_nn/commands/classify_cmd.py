@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from sarco_nn import api
+from sarco_nn.commands.runner import resumes
 
 classify_app = typer.Typer(no_args_is_help=True, add_completion=False,
                            help="Sarcopenic / not straight from the L3 slice (DenseNet121, ResNet50, InceptionV3, "
@@ -24,6 +25,7 @@ _THRESHOLDS = typer.Option("paper", "--thresholds", help="Threshold set deriving
 
 
 @classify_app.command("train")
+@resumes()  # a rerun resumes the fold's earlier run unless --restart
 def train(fold: str = typer.Argument(..., help="Fold 0-4 of splits_final.json, `all` (every case) or `5fold` (0-4 in turn)."),
           arch: str = typer.Option("densenet121", "--arch", "-a", help="densenet121, resnet50, inception_v3 or inception_resnet_v2 (needs timm)."),
           weights: Optional[Path] = typer.Option(None, "--weights", help="Local state dict (RadImageNet or ImageNet); random init without it."),

@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from sarco_nn import api
+from sarco_nn.commands.runner import resumes
 from sarco_nn.pretraining.config import PretrainConfig
 
 
@@ -31,6 +32,7 @@ _PARAM = {"spacing_mm": "spacing"}
 _D = SimpleNamespace(**{f.name: f.default for f in fields(PretrainConfig) if f.default is not MISSING})
 
 
+@resumes("run it again with --continue to resume the run in --output where it stopped")
 def pretrain(
     ctx: typer.Context,
     unlabeled_dir: Path = typer.Argument(..., help="Folder of unlabeled CTs (NIfTI/MHA/NRRD files, DICOM series folders)."),

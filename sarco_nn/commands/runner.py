@@ -12,13 +12,33 @@ import typer
 
 from sarco_nn.errors import SarcoError
 
-__all__ = ["INTERRUPTED_BEFORE_LINE", "INTERRUPTED_LINE", "os_error_line", "run_app"]
+__all__ = ["INTERRUPTED_BEFORE_LINE", "INTERRUPTED_LINE", "INTERRUPTED_NO_RESUME_LINE", "RESUME_HINT", "os_error_line",
+           "resumes", "run_app"]
 
 
-#: The line of a Ctrl-C that stopped a command outside predict's per-case loop (which says more).
-INTERRUPTED_LINE = "interrupted (Ctrl-C): run the same command again to resume"
+#: What a rerun of a resuming command does, unless the command says more (`resumes`).
+RESUME_HINT = "run the same command again to resume"
+#: The line of a Ctrl-C that stopped a resuming command (`resumes`) outside predict's per-case loop (which says more).
+INTERRUPTED_LINE = f"interrupted (Ctrl-C): {RESUME_HINT}"
+#: The line of a Ctrl-C that stopped a command whose rerun starts from the beginning (measure, evaluate, convert ...).
+INTERRUPTED_NO_RESUME_LINE = "interrupted (Ctrl-C): this command does not resume; run it again to start over"
 #: The line of a Ctrl-C before any command ran (typer parsing the arguments, printing --help).
 INTERRUPTED_BEFORE_LINE = "interrupted (Ctrl-C) before the command started: nothing was done"
+
+#: The attribute `resumes` sets on a command's function (typer's wrapper copies it: functools.update_wrapper).
+_RESUME_ATTRIBUTE = "sarco_resume_hint"
+
+
+def resumes(hint: str = RESUME_HINT):
+    """Mark a command whose interrupted work a rerun continues (predict, train --continue, ...).
+
+    Why: the Ctrl-C line is the runner's (shared by every command), but only the command knows
+    whether running it again resumes; the mark sits on the command, the runner reads it.
+    `hint` says how to resume (e.g. "run it again with --continue ...")."""
+    def mark(function):
+        setattr(function, _RESUME_ATTRIBUTE, hint)
+        return function
+    return mark
 
 
 def _ctrl_c_of(exc: BaseException | None) -> KeyboardInterrupt | None:
@@ -37,29 +57,44 @@ def _ctrl_c_of(exc: BaseException | None) -> KeyboardInterrupt | None:
 _CLICK_CORE = ("click.core", "typer._click.core")
 
 
-def _command_started(ctrl_c: KeyboardInterrupt) -> bool:
-    """True when the Ctrl-C stopped a running command: click's `Context.invoke` (which calls the
-    command's function) was on the stack. A Ctrl-C while typer parses or prints --help has nothing
-    to resume. Where the frame cannot be named exactly (Python < 3.11: no qualified name), any click
-    `invoke` counts, so the line errs towards "run again to resume"."""
+#: Returned by `_running_command` when a command ran but its function cannot be named.
+_UNNAMED = object()
+
+
+def _running_command(ctrl_c: KeyboardInterrupt):
+    """The function of the command the Ctrl-C stopped (the innermost click `Context.invoke`, which
+    calls it, was on the stack), `_UNNAMED` when a command ran but its function is not found there,
+    or None when no command ran: a Ctrl-C while typer parses or prints --help has nothing to resume.
+    Where the frame cannot be named exactly (Python < 3.11: no qualified name), any click `invoke`
+    counts, so the line errs towards "run again to resume"."""
+    found = None
     tb = ctrl_c.__traceback__
     while tb is not None:
         code = tb.tb_frame.f_code
         if (tb.tb_frame.f_globals.get("__name__") in _CLICK_CORE and code.co_name == "invoke"
                 and getattr(code, "co_qualname", "Context.invoke") == "Context.invoke"):
-            return True
+            callback = tb.tb_frame.f_locals.get(code.co_varnames[1]) if code.co_argcount > 1 else None
+            found = getattr(callback, "callback", callback) if callable(callback) else _UNNAMED
         tb = tb.tb_next
-    return False
+    return found
 
 
 def _interrupted_line(ctrl_c: KeyboardInterrupt) -> str:
-    return INTERRUPTED_LINE if _command_started(ctrl_c) else INTERRUPTED_BEFORE_LINE
+    """The Ctrl-C line: nothing done, how to resume (a command marked with `resumes`), or start over."""
+    command = _running_command(ctrl_c)
+    if command is None:
+        return INTERRUPTED_BEFORE_LINE
+    if command is _UNNAMED:
+        return INTERRUPTED_LINE
+    hint = getattr(command, _RESUME_ATTRIBUTE, None)
+    return INTERRUPTED_NO_RESUME_LINE if hint is None else f"interrupted (Ctrl-C): {hint}"
 
 
 def run_app(typer_app: typer.Typer) -> None:
     """Run a typer app so that user errors become one line on stderr (exit 2), never a traceback;
-    Ctrl-C is one line too (exit 130, the shell's code for SIGINT): "run again to resume" once a
-    command ran, "nothing was done" before (typer still parsing or printing --help)."""
+    Ctrl-C is one line too (exit 130, the shell's code for SIGINT): how to resume once a command
+    marked with `resumes` ran, "does not resume" for the others, "nothing was done" before (typer
+    still parsing or printing --help)."""
     try:
         typer_app()
     except SarcoError as exc:

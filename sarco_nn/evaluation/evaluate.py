@@ -18,10 +18,12 @@ Rules that change a number (also written into summary.json["rules"] and the repo
   localization + segmentation), as `sarco predict` reports it.
 - An empty reference (no muscle voxel) cannot be truth: that case is left out of every
   statistic and listed (cases.csv keeps its row, `in_statistics` = no).
-- An empty, label-less or implausibly small prediction (`sarco_nn.mask_checks`) is the model's
+- An empty (all-zero) or implausibly small prediction (`sarco_nn.mask_checks`) is the model's
   failure and counts against it: Dice 0, HD95/MSD = the slice diagonal, its SMA in the
   agreement, and its withheld flag ("unknown") scored as a wrong answer (a false negative when
-  the reference is sarcopenic, a false positive otherwise).
+  the reference is sarcopenic, a false positive otherwise). A file holding values but none of
+  the muscle label (only 255) is a wrong file, not a result: skipped and listed (issue #6).
+  The wording users read is `RULES["failed_prediction"]` (summary.json, report.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from sarco_nn.cases import LABELS_FILE, index_by_case, muscle_label_for, read_labels_json
+from sarco_nn.clinical import missing_row_name, missing_rows
 from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.evaluation import report, tissues
@@ -44,7 +47,7 @@ from sarco_nn.evaluation.localization import level_summary, predicted_level
 from sarco_nn.evaluation.metrics import HD95_DEFINITION, segmentation_metrics
 from sarco_nn.evaluation.threshold_impact import IMPACT_PERCENTS, at_risk_counts, case_impact
 from sarco_nn.image_io import IMAGE_SUFFIXES as READABLE_SUFFIXES
-from sarco_nn.image_io import check_same_grid, read_image, read_label_image
+from sarco_nn.image_io import check_same_grid, label_scaling_note, read_image, read_label_image
 from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.ct_checks import refuse_unless_ct
 from sarco_nn.mask_checks import SMA_FLOOR_CM2, labels_in, mask_reasons, unknown_label_reason
@@ -62,9 +65,11 @@ RULES: dict[str, str] = {
     "overlap_slice": "Dice/IoU/HD95/MSD/FP/FN compare both masks at the reference's (annotated) slice; "
                      "the predicted SMA is measured at the prediction's own level (end to end)",
     "empty_reference": "a reference without muscle is left out of every statistic and listed",
-    "failed_prediction": "an empty, label-less or implausible prediction (SMA below "
+    "failed_prediction": "an empty (all-zero, or no muscle at the measured slice) or implausible prediction (SMA below "
                          f"{SMA_FLOOR_CM2:g} cm²) counts against the model: Dice 0, HD95/MSD = slice diagonal, "
-                         "SMA kept in the agreement, withheld flag scored as wrong",
+                         "SMA kept in the agreement, withheld flag scored as wrong; a prediction file holding "
+                         f"values but no voxel of the muscle label {MUSCLE_LABEL} (e.g. only 255) is a wrong file, "
+                         "not a result: its case is skipped and listed, in no statistic",
     "cutoffs": "sarcopenic = value strictly below the cut-off, compared in exact decimal arithmetic "
                "(BMI and SMI from the entered height and weight)",
     "undefined_statistics": f"ICC/Pearson on data whose spread is below {REL_TOL:g} of its magnitude: undefined",
@@ -191,6 +196,10 @@ def _require_label(values: list[int], label: int, path: Path, side: str) -> None
     refused (issue #6) rather than scored as empty."""
     others = [v for v in values if v not in (0, label)]
     if others and label not in values:
+        scaling = label_scaling_note(path)
+        if scaling:  # scl_slope 2 read muscle 1 as 2: the header is the cause, not the label value
+            raise InputError(f"{side} mask holds label value(s) {others[:5]} but no voxel of the muscle label "
+                             f"{label}: {scaling}", path=path)
         fix = (f"give the reference's muscle value with --label or labels.json (e.g. --label {others[0]})"
                if side == "reference" else f"save muscle as {label} (0 = background), as `sarco predict` does")
         raise InputError(f"{side} mask holds label value(s) {others[:5]} but no voxel of the muscle label {label}",
@@ -275,8 +284,9 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
                      f"{case.case_id}: {pred_reasons[0].code}")
 
     record = None if clinical is None else clinical.get(case.case_id)
-    if clinical is not None and record is None:
-        problems.add("no row in clinical.csv", case.case_id)
+    if clinical is not None and record is None:  # named as predict names it: 'CASE_000' in the CSV for case_000 (#8)
+        for missing, near in missing_rows(clinical, [case.case_id]):
+            problems.add("no row in clinical.csv", missing_row_name(missing, near))
     sex = getattr(record, "sex", None)
     height = getattr(record, "height_m", None)
     bmi = getattr(record, "bmi", None)

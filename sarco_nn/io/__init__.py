@@ -18,6 +18,7 @@ id, birth date...) travels with a returned image.
 
 from sarco_nn.io.dicom import GANTRY_TILT_TOLERANCE_DEG, PADDING_FILL_HU
 from sarco_nn.io.files import read_image, read_label_image
+from sarco_nn.io.headers import label_scaling_note
 from sarco_nn.io.grid import (AXIAL_TOLERANCE_DEG, MIN_AXIAL_PIXELS, canonical_slice_index, check_same_grid,
                               require_axial, to_canonical)
 from sarco_nn.io.hu import check_ct_intensities
@@ -27,6 +28,6 @@ from sarco_nn.io.slices import SliceSource, extract_axial_slice, load_axial_slic
 __all__ = [
     "AXIAL_TOLERANCE_DEG", "GANTRY_TILT_TOLERANCE_DEG", "IMAGE_SUFFIXES", "MIN_AXIAL_PIXELS", "PADDING_FILL_HU",
     "SliceSource", "canonical_slice_index", "check_ct_intensities", "check_same_grid", "extract_axial_slice",
-    "load_axial_slice", "mask_to_source_geometry", "printable_path", "read_image", "read_label_image",
-    "require_axial", "to_canonical",
+    "label_scaling_note", "load_axial_slice", "mask_to_source_geometry", "printable_path", "read_image",
+    "read_label_image", "require_axial", "to_canonical",
 ]

@@ -12,7 +12,7 @@ from sarco_nn.errors import InputError
 from sarco_nn.io.arrays import _fresh, _hu_array
 from sarco_nn.io.dicom import looks_like_dicom, _read_dicom_files, _read_dicom_folder
 from sarco_nn.io.headers import (_header_spacing_problem, _nifti_payload_problem, nifti_intercept_wrongly_applied,
-                                 qform_sform_disagreement, read_nifti_header)
+                                 label_scaling_note, qform_sform_disagreement, read_nifti_header)
 from sarco_nn.io.paths import IMAGE_SUFFIXES, _image_suffix, _sitk_name
 
 
@@ -87,6 +87,9 @@ def read_label_image(path: Path | str) -> sitk.Image:
     _check_dimensions(image, path)
     array = sitk.GetArrayViewFromImage(image)
     if not np.all(np.isfinite(array)) or np.any(array < 0) or np.any(array != np.round(array)):
+        scaling = label_scaling_note(path)
+        if scaling:  # scl_slope 0.5 turns stored labels into halves: the header is the cause
+            raise InputError(f"mask holds non-integer or negative values: {scaling}", path)
         raise InputError("mask holds non-integer, negative or NaN values", path,
                          "save the mask with integer labels (0 = background, 1 = muscle)")
     if array.max(initial=0) > np.iinfo(np.uint16).max:

@@ -200,6 +200,24 @@ def nifti_intercept_wrongly_applied(header: NiftiHeader | None) -> float:
     return float(header.scl_inter)
 
 
+def label_scaling_note(path: Path | str) -> str | None:
+    """Say how a NIfTI mask's header scaled its stored labels (ITK applies scl_slope/scl_inter), else None.
+
+    Why: a mask saved with ``scl_slope 2`` (muscle stored 1) reads as 2, 4, 6 ..., so "label 1 absent"
+    would send the user looking for the wrong label value; the header is the cause and its fix.
+    A slope of 0 means "no scaling" (standard), but ITK still adds scl_inter (module doc). The text
+    ends with the fix, so a message or an error line can end with it."""
+    header = read_nifti_header(Path(path))
+    if header is None or not all(math.isfinite(v) for v in (header.scl_slope, header.scl_inter)):
+        return None
+    slope = header.scl_slope if header.scl_slope != 0 else 1.0
+    if slope == 1 and header.scl_inter == 0:
+        return None
+    return (f"its stored values were scaled by its NIfTI header (scl_slope {header.scl_slope:g}, scl_inter "
+            f"{header.scl_inter:g}: a stored 1 reads as {slope + header.scl_inter:g}). Fix: re-save the mask "
+            "unscaled (scl_slope 1, scl_inter 0; nibabel: img.header.set_slope_inter(1, 0))")
+
+
 def _quaternion_matrix(b: float, c: float, d: float) -> np.ndarray:
     a = math.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d)))
     return np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from sarco_nn.constants import CT_PLAUSIBLE_RANGE_HU
+from sarco_nn.constants import BODY_HU, CT_PLAUSIBLE_RANGE_HU
 from sarco_nn.errors import InputError, NotCTError
 
 
@@ -55,7 +55,22 @@ def check_ct_intensities(image: sitk.Image, path: Path | str) -> None:
             "no bone, so this is not a CT in Hounsfield units (stored as 8-bit integers, HU clipped or wrapped, or "
             "windowed?)", path, "re-export the CT in HU as 16-bit integers or float, not 8-bit or windowed")
     if array.min() > _AIR_HU:
+        inside = (" or the field of view lies inside the body on every side (a targeted reconstruction: it cuts the "
+                  "abdominal wall, so its SMA is no patient's)" if _body_on_every_edge(image) else "")
         raise NotCTError(
             f"no voxel below {_AIR_HU:.0f} HU (no air; lowest {array.min():.0f}): a CT in HU always shows air near "
-            "-1000 HU, so these values are scaled (a rescale slope lost or applied twice) or windowed",
-            path, "give the CT in HU as the scanner wrote it (slope and intercept applied once), not windowed")
+            f"-1000 HU, so these values are scaled (a rescale slope lost or applied twice) or windowed{inside}",
+            path, "give the CT in HU as the scanner wrote it (slope and intercept applied once), not windowed"
+            + (", with the full field of view" if inside else ""))
+
+
+def _body_on_every_edge(image: sitk.Image) -> bool:
+    """True when every border pixel of every axial plane is body (above `BODY_HU`).
+
+    Why not accept such an image: on the real CT of ../shared/data (example_ct_sm, L3 region) the
+    largest air-free box around the body's centre keeps 27-34 % of the muscle, an SMA above the 30 cm²
+    floor that would read as sarcopenic; and a windowed CT (air clipped to -175) looks the same here.
+    So it is refused as before; the message names this cause too (HOSTILE_FINDINGS #86, #93)."""
+    array = np.asarray(sitk.GetArrayViewFromImage(image))
+    planes = array.reshape((-1, *array.shape[-2:]))
+    return all(bool((p[[0, -1], :] > BODY_HU).all() and (p[:, [0, -1]] > BODY_HU).all()) for p in planes)
