@@ -18,6 +18,10 @@ DEMO_PRESET ?= cpu
 DEMO_TISSUES ?= 1
 DEMO_KEEP_TISSUES = $(if $(filter 4,$(DEMO_TISSUES)),--keep-tissues,)
 PYTEST_ARGS ?=
+# test processes (pytest-xdist): the suite is single-threaded per test (children run with OMP_NUM_THREADS=1),
+# so one worker per core halves its wall time; whole files go to one worker (their module fixtures are built once)
+TEST_WORKERS ?= 2
+TEST_PARALLEL = $(if $(filter 0 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: install test test-fast demo clean-demo bench
 
@@ -29,10 +33,10 @@ $(BIN)/sarco: pyproject.toml
 install: $(BIN)/sarco
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(TEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(TEST_PARALLEL) $(PYTEST_ARGS)
 
 # The demo only ever writes below $(DEMO)/, which it owns and recreates.
 demo: install

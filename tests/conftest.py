@@ -13,6 +13,11 @@ from pathlib import Path
 
 import pytest
 
+# Parallel runs (`make test`: pytest-xdist, one worker per core): each worker computes on one thread, as every
+# `sarco` child already does (_child_env), so two workers never oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 #: `sarco` as a child process: the real entry point (`sarco_nn.cli.main`), with its own interpreter.
 SARCO = [sys.executable, "-m", "sarco_nn.cli"]
 
