@@ -390,8 +390,8 @@ def result_columns(comp: BodyComposition, myo_set: ThresholdSet, sex: str | None
                    withheld: bool = False, unknown: str = "unknown", digits: dict | None = None) -> dict:
     """The RESULT_COLUMNS of one slice for a results table: numbers, myosteatosis flag (or `unknown`).
 
-    withheld: the mask failed its plausibility checks (the sarcopenia flag is withheld too), so no
-    myosteatosis flag either. digits: optional rounding {"area": 4, "hu": 2} for printed output.
+    withheld: a reason blocks the sarcopenia flag (an implausible mask, a CT whose geometry depends on
+    the reader, …), so no myosteatosis flag either; a reason that keeps the flag (no_bone) keeps this one. digits: optional rounding {"area": 4, "hu": 2} for printed output.
     """
     row = {k: v for k, v in comp.to_dict().items() if k in RESULT_COLUMNS}
     if digits:
@@ -400,7 +400,7 @@ def result_columns(comp: BodyComposition, myo_set: ThresholdSet, sex: str | None
                 row[key] = round(value, digits["hu"] if "_hu_" in key or key.endswith("_hu") else digits["area"])
     flag, why = myosteatosis_flag(comp, myo_set, sex, bmi)
     if withheld:
-        flag, why = None, "withheld: the mask is not a plausible muscle mask (see reasons)"
+        flag, why = None, "withheld: a reason blocks every flag (see reasons)"
     row.update({
         "myosteatosis": unknown if flag is None else flag,
         "myosteatosis_set": myo_set.name,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from sarco_nn.constants import MUSCLE_LABEL, SCAN_SUFFIXES
+from sarco_nn.constants import MUSCLE_LABEL, SCAN_SUFFIXES, TISSUE_LABELS
 from sarco_nn.errors import InputError
 from sarco_nn.image_io import printable_path
 
@@ -122,6 +122,10 @@ def read_labels_json(path: Path | str) -> dict[str, int]:
         raise InputError("not valid JSON", path, example) from None
     if not isinstance(labels, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
         raise InputError("must map label names to integers", path, example)
+    miscased = [k for k in labels if k != k.lower() and k.lower() in TISSUE_LABELS]
+    if miscased:  # "VAT" is no tissue name: VAT and SAT were reported absent, status ok
+        raise InputError(f"label name(s) {', '.join(map(repr, miscased))} must be lower case", path,
+                         f"write the tissue names as {', '.join(TISSUE_LABELS)}")
     if "muscle" not in labels:
         raise InputError("declares no 'muscle' label", path, 'add "muscle": <value used for muscle in the masks>')
     values = list(labels.values())

@@ -88,8 +88,10 @@ def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | 
 def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
                      label: int, slice_index: int | None, hu_gate: bool, mask_name: str | None,
                      ct_name: str | None, level: str | None, input_reasons,
-                     scaling: str | None = None) -> tuple[list[dict], int]:
-    """`measure_objects` and the mask's number of axial slices, from the one reoriented stack.
+                     scaling: str | None = None) -> tuple[list[dict], int, list[bool]]:
+    """`measure_objects`, the mask's number of axial slices and, per object, whether a flag may be
+    given (`Verdict.flag_allowed`: the body composition's myosteatosis flag follows it), from the one
+    reoriented stack.
 
     `input_reasons` are the CT's own (`sarco_nn.ct_checks`); they join every slice's verdict.
 
@@ -121,7 +123,7 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     # every labelled slice measured as `level`: refused as a diagnosis when they span several levels
     span = level_span_reason([m.slice_index for m in results], stack.spacing_z_mm, level or DEFAULT_LEVEL) \
         if slice_index is None else None
-    objects = []
+    objects, allowed = [], []
     for m in results:
         verdict = Verdict()
         verdict.extend(input_reasons)
@@ -145,7 +147,8 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
             "status": verdict.status.value,
             "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
         })
-    return objects, int(stack.array.shape[0])
+        allowed.append(verdict.flag_allowed)
+    return objects, int(stack.array.shape[0]), allowed
 
 
 @dataclass(frozen=True)
@@ -223,13 +226,14 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     objects: list[dict] = []
     n_slices = 1
     for at in plan:
-        found, n_slices = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
+        found, n_slices, allowed = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
                                            slice_index=at.slice_index, hu_gate=convention == "alberta",
                                            mask_name=mask_name, ct_name=ct_name, level=at.level,
                                            input_reasons=slice_reasons, scaling=label_scaling_note(mask))
         if tissue_labels is not None:
             add_body_composition(found, mask_img, ct_img, tissue_labels, convention, at.level, sex_code, height_m,
-                                 weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name)
+                                 weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name,
+                                 flag_allowed=allowed)
         objects += [{**o, "level": at.level, "level_source": at.source} for o in found]
     return MaskReport(objects, list(input_reasons), n_slices)
 
@@ -323,17 +327,22 @@ def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | str | N
 
 def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str, int], convention: str,
                          level: str, sex_code: str | None, height: float | None, weight: float | None,
-                         myo_set, *, mask_name: str | None = None, ct_name: str | None = None) -> None:
-    """Add every tissue (areas cm², HU mean/SD, indices) and the myosteatosis flag to each slice's object."""
+                         myo_set, *, mask_name: str | None = None, ct_name: str | None = None,
+                         flag_allowed: Sequence[bool] | None = None) -> None:
+    """Add every tissue (areas cm², HU mean/SD, indices) and the myosteatosis flag to each slice's object.
+
+    flag_allowed: per object, `Verdict.flag_allowed` of its measurement: the myosteatosis flag is withheld
+    exactly where the sarcopenia flag is (predict's rule; a no_bone review kept the sarcopenia flag but lost
+    this one). None: withheld on any reason."""
     from sarco_nn.body_composition import measure_composition_image, result_columns
     from sarco_nn.thresholds import bmi as exact_bmi
 
     bmi = exact_bmi(height, weight)
-    for o in objects:
+    for i, o in enumerate(objects):
         comp = measure_composition_image(mask_img, ct_img, labels, convention, level, height, o["slice_index"],
                                          mask_name=mask_name, ct_name=ct_name,
                                          attenuation_gate=myo_set.hu_gate or MUSCLE_HU_GATE)[0]
-        withheld = o["status"] == "failed" or bool(o["reasons"])  # every measure reason blocks a flag
+        withheld = (o["status"] == "failed" or bool(o["reasons"])) if flag_allowed is None else not flag_allowed[i]
         row = result_columns(comp, myo_set, sex_code, bmi, withheld=withheld, unknown=FLAG_UNKNOWN,
                              digits={"area": 4, "hu": 2})
         o.update({k: v for k, v in row.items() if k not in o})  # shared keys (SMI, muscle HU) are the SMA path's

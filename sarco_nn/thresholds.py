@@ -38,10 +38,14 @@ A user file (JSON; YAML too when PyYAML is installed) follows this schema:
      "male":   52.4,              # a number, or a list of BMI bands:
      "female": [{"bmi_max": 25, "cutoff": 41}, {"bmi_min": 25, "cutoff": 45}],
      "level":  "L3",              # optional: a level or a list of levels (T12…L5); default L3
-     "hu_gate": [-29, 150]}       # optional, muscle_hu only: HU gate of the mean (default −29…150)
+     "hu_gate": [-29, 150],       # optional, muscle_hu only: HU gate of the mean (default −29…150)
+     "source": "Martin 2013"}     # optional free text ("description" too); any other key is refused
 
-A band applies when bmi_min <= BMI < bmi_max (either bound may be omitted); bands must not
-overlap. The first matching band wins.
+A band applies when bmi_min <= BMI < bmi_max (either bound may be omitted; each a finite number);
+bands must not overlap. The first matching band wins. A key the schema does not know (a typo such as
+"levels" or "hugate") is refused, not ignored: ignoring it would apply the cut-offs at L3 or
+within the default gate silently. A set whose male and female cut-offs are the same (Martin's
+myosteatosis set) needs no sex.
 """
 
 from __future__ import annotations
@@ -166,9 +170,19 @@ class ThresholdSet:
     def unit(self) -> str:
         return _UNITS[self.metric]
 
-    def cutoff_for(self, sex: str | None, bmi: float | None = None) -> float | None:
-        """Cut-off for this patient; None when sex is unknown or a BMI band needs a missing BMI."""
+    @property
+    def sex_independent(self) -> bool:
+        """True when men and women have the same cut-offs (Martin 2013's myosteatosis set): no sex needed."""
+        return set(self.bands) == {"M", "F"} and self.bands["M"] == self.bands["F"]
+
+    def _sex_key(self, sex: str | None) -> str | None:
+        """"M"/"F"; for a sex-independent set also when the sex is unknown (its cut-offs are the same)."""
         key = normalise_sex(sex)
+        return "M" if key is None and self.sex_independent else key
+
+    def cutoff_for(self, sex: str | None, bmi: float | None = None) -> float | None:
+        """Cut-off for this patient; None when sex is unknown (and matters) or a BMI band needs a missing BMI."""
+        key = self._sex_key(sex)
         if key is None or key not in self.bands:
             return None
         bands = self.bands[key]
@@ -184,7 +198,7 @@ class ThresholdSet:
     def why_undecidable(self, sex: str | None, sma_cm2: float | None, smi: float | None = None,
                         bmi: float | None = None) -> str | None:
         """Short reason why no flag can be given ("unknown sex", "missing height", …), else None."""
-        key = normalise_sex(sex)
+        key = self._sex_key(sex)
         if key is None:
             return "unknown sex"
         if key not in self.bands:
@@ -220,7 +234,7 @@ class ThresholdSet:
 
     def describe(self, sex: str | None, bmi: float | None = None) -> str:
         """E.g. "SMA<144 cm² (paper, M)"; says why when no cut-off applies."""
-        key = normalise_sex(sex) or "?"
+        key = normalise_sex(sex) or ("any sex" if self.sex_independent else "?")
         cutoff = self.cutoff_for(sex, bmi)
         if cutoff is None:
             reason = self.why_undecidable(sex, 0.0, 0.0, bmi) or "no cut-off"
@@ -305,6 +319,10 @@ def load_threshold_file(path: str | Path) -> ThresholdSet:
     fix = 'expected {"metric": "sma"|"smi"|"muscle_hu", "male": <number or bands>, "female": <number or bands>}.'
     if not isinstance(data, dict):
         raise InputError("threshold file must hold one object", path=path, fix=fix)
+    unknown = sorted(str(k) for k in data if k not in _FILE_KEYS)
+    if unknown:  # a typo ("levels", "hugate") ignored would apply the cut-offs at L3 / the default gate silently
+        raise InputError(f"unknown key(s) {', '.join(map(repr, unknown))} (a typo?)", path=path,
+                         fix=f"use only {', '.join(_FILE_KEYS)}.")
     metric = str(data.get("metric", "")).lower()
     if metric not in _UNITS:
         raise InputError(f"metric must be 'sma', 'smi' or 'muscle_hu', got {data.get('metric')!r}", path=path, fix=fix)
@@ -321,6 +339,10 @@ def load_threshold_file(path: str | Path) -> ThresholdSet:
     elif "hu_gate" in data:
         raise InputError("'hu_gate' applies to metric 'muscle_hu' only", path=path, fix="remove it or use muscle_hu.")
     return ThresholdSet(name, metric, bands, levels, hu_gate)
+
+
+#: Keys a threshold file may hold (the schema in the module docstring); any other is refused.
+_FILE_KEYS = ("name", "metric", "male", "female", "level", "hu_gate", "source", "description")
 
 
 def _parse_levels(value, path: Path, fix: str) -> tuple[str, ...]:
@@ -355,16 +377,30 @@ def _parse_bands(value, key: str, path: Path, fix: str, any_sign: bool = False) 
         if not isinstance(item, dict) or "cutoff" not in item or set(item) - {"cutoff", "bmi_min", "bmi_max"}:
             raise InputError(f"'{key}' band {item!r} needs 'cutoff' and optional 'bmi_min'/'bmi_max' only",
                              path=path, fix=fix)
-        lo, hi = item.get("bmi_min"), item.get("bmi_max")
-        if lo is not None and hi is not None and not float(lo) < float(hi):
+        lo, hi = (_bmi_bound(item.get(b), b, key, path, fix) for b in ("bmi_min", "bmi_max"))
+        if lo is not None and hi is not None and not lo < hi:
             raise InputError(f"'{key}' band has bmi_min >= bmi_max", path=path, fix=fix)
-        bands.append(BmiBand(_positive(item["cutoff"], key, path, fix, any_sign),
-                             None if lo is None else float(lo), None if hi is None else float(hi)))
+        bands.append(BmiBand(_positive(item["cutoff"], key, path, fix, any_sign), lo, hi))
     for i, a in enumerate(bands):  # overlapping bands would make the answer order-dependent
         for b in bands[i + 1:]:
             if _lo(a) < _hi(b) and _lo(b) < _hi(a):
                 raise InputError(f"'{key}' BMI bands overlap", path=path, fix=fix)
     return tuple(bands)
+
+
+def _bmi_bound(value, bound: str, key: str, path: Path, fix: str) -> float | None:
+    """A band's bmi_min/bmi_max as a finite float (None when omitted): "abc" was a traceback, NaN and
+    Infinity were accepted and failed only when a patient's BMI met them."""
+    if value is None:
+        return None
+    try:
+        number = None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise InputError(f"'{key}' band {bound} {value!r} is not a finite number", path=path,
+                         fix="give the BMI bound in kg/m², e.g. 25, or omit it for an open band.")
+    return number
 
 
 def _lo(band: BmiBand) -> float:
@@ -376,6 +412,8 @@ def _hi(band: BmiBand) -> float:
 
 
 def _positive(value, key: str, path: Path, fix: str, allow_negative: bool = False) -> float:
+    if isinstance(value, bool):  # float(true) is 1.0: a cut-off of 1 cm² from a slip
+        raise InputError(f"'{key}' cut-off {value!r} is not a number", path=path, fix=fix)
     try:
         number = float(value)
     except (TypeError, ValueError):

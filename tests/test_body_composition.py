@@ -3,6 +3,7 @@ undefined values, derived IMAT, myosteatosis sets, levels and `sarco measure --t
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from fractions import Fraction
@@ -540,3 +541,59 @@ def test_label_map_with_a_shared_value_is_refused_and_myosteatosis_set_describes
     assert ts.describe("M", 25) == "muscle HU<33 HU (martin_myosteatosis, M)"
     with pytest.raises(SarcoError, match="martin_myosteatosis"):
         get_threshold_set("no_such_set")
+
+
+def test_myosteatosis_follows_the_sarcopenia_flag_rule_a_no_bone_review_keeps_both(four_tissue, tmp_path):
+    """HOSTILE_FINDINGS #99: a CT slice without bone (`no_bone`, a review that keeps the sarcopenia flag)
+    lost its myosteatosis flag in `sarco measure` only (predict kept it), as `withheld: the mask is not a
+    plausible muscle mask`."""
+    mask_path, _, mask, ct = four_tissue
+    boneless = ct.copy()
+    boneless[boneless >= 200] = 45
+    ct_path = _write(boneless, tmp_path / "boneless.nii.gz")
+    res = CliRunner().invoke(_cli(), [str(mask_path), "--image", str(ct_path), "--sex", "F", "--height", "1.6",
+                                      "--weight", "50", "--json"])
+    assert res.exit_code == 0, res.output
+    o = json.loads(res.output)
+    assert [r["code"] for r in o["reasons"]] == ["no_bone"] and o["sarcopenic"] is True
+    attenuation = boneless[(mask == 1) & (boneless >= -29) & (boneless <= 150)].mean()
+    assert o["muscle_attenuation_hu"] == round(float(attenuation), 2) and attenuation >= 41  # BMI 19.5: < 41 HU
+    assert o["myosteatosis"] is False and o["myosteatosis_threshold"] == "muscle HU<41 HU (martin_myosteatosis, F)"
+    tiny = mask.copy()
+    tiny[mask == 1] = 0
+    tiny[5:15, 5:15] = 1  # 0.56 cm²: below the floor, a blocking reason withholds both flags
+    res = CliRunner().invoke(_cli(), [str(_write(tiny, tmp_path / "tiny.nii.gz")), "--image", str(ct_path),
+                                      "--sex", "F", "--height", "1.6", "--weight", "50", "--json"])
+    o = json.loads(res.output)
+    assert o["sarcopenic"] == "unknown" and o["myosteatosis"] == "unknown"
+    assert o["myosteatosis_threshold"] == "withheld: a reason blocks every flag (see reasons)"
+
+
+def test_a_muscle_only_prediction_among_four_tissue_ones_counts_its_tissues_as_not_predicted(tmp_path):
+    """HOSTILE_FINDINGS #100: tissues were compared per case only where that prediction held a fat value, so
+    a four-tissue model's case with no fat predicted left the tissue statistics, unsaid (VAT Dice 1.0 over 2
+    cases instead of 0.5); a four-tissue reference without labels.json got no tissue section, unsaid (#101)."""
+    from sarco_nn.evaluation.evaluate import evaluate_folder
+
+    spacing = (0.75, 0.75)
+    for d in ("ref", "pred"):
+        (tmp_path / d).mkdir()
+    ref, _, _ = _tissue_case(0)
+    for case in ("a", "b"):
+        _write(ref, tmp_path / "ref" / f"{case}.nii.gz", spacing)
+    _write(ref, tmp_path / "pred" / "a.nii.gz", spacing)
+    _write((ref == 1).astype(np.uint8), tmp_path / "pred" / "b.nii.gz", spacing)  # muscle only: no fat predicted
+    bare = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "bare")
+    assert bare["tissues"] == {} and any("no labels.json names them" in k for k in bare["problems"])
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps(LABELS))
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+    pixel = Fraction("0.5625") / 100
+    for t in ("imat", "vat", "sat"):
+        assert s["tissues"][t]["n"] == 2 and s["tissues"][t]["dice_mean"] == pytest.approx(0.5)
+        want_bias = -float(int((ref == LABELS[t]).sum()) * pixel) / 2  # case b: 0 predicted
+        assert s["tissues"][t]["area_agreement_cm2"]["bias"] == pytest.approx(want_bias, abs=1e-9)
+    assert s["tissues"]["muscle"]["n"] == 2
+    assert [k for k in s["problems"] if "muscle only beside multi-tissue" in k] and \
+        s["problems"][[k for k in s["problems"] if "muscle only beside" in k][0]] == ["b"]
+    rows = {r["case_id"]: r for r in csv.DictReader((tmp_path / "out" / "cases.csv").open())}
+    assert rows["b"]["vat_dice"] == "0" and rows["b"]["vat_area_pred_cm2"] == "0"

@@ -107,3 +107,12 @@ def test_convert_uses_the_same_case_id_rule(tmp_path):
     found, duplicated = _list_entries(tmp_path, problems, "CT images")
     assert set(found) == {"a", "b"} and not duplicated
     assert any("empty case id" in p for p in problems)
+
+
+@pytest.mark.parametrize("content", ['{"muscle": 1, "imat": 2, "VAT": 3, "SAT": 4}', '{"Muscle": 1}'])
+def test_a_tissue_name_in_another_letter_case_is_refused_not_ignored(content, tmp_path):
+    """HOSTILE_FINDINGS #98: "VAT"/"SAT" named no tissue, so measure reported VAT and SAT `absent`, status ok."""
+    (tmp_path / "labels.json").write_text(content)
+    with pytest.raises(InputError, match="must be lower case") as info:
+        read_labels_json(tmp_path / "labels.json")
+    assert "muscle, imat, vat, sat" in str(info.value) and "\n" not in str(info.value)

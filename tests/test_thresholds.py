@@ -102,6 +102,17 @@ def test_user_yaml_file(tmp_path):
     ('{"metric": "smi", "male": [{"bmi_max": 30, "cutoff": 43}, {"bmi_min": 25, "cutoff": 53}], "female": 41}',
      "overlap"),
     ('{"metric": "smi", "male": [{"cut": 43}], "female": 41}', "needs 'cutoff'"),
+    # HOSTILE_FINDINGS #94: a typo'd key was ignored (cut-offs applied at L3 / the default gate, silently)
+    ('{"metric": "muscle_hu", "male": 41, "female": 41, "levels": ["L1"]}', "unknown key.*'levels'"),
+    ('{"metric": "muscle_hu", "male": 41, "female": 41, "hugate": [-50, 150]}', "unknown key.*'hugate'"),
+    # #95: a BMI bound that is no number was a traceback; NaN / Infinity were accepted, then a traceback per patient
+    ('{"metric": "smi", "male": [{"bmi_max": 25, "cutoff": 43}, {"bmi_min": "abc", "cutoff": 53}], "female": 41}',
+     "bmi_min 'abc' is not a finite number"),
+    ('{"metric": "smi", "male": [{"bmi_min": NaN, "cutoff": 43}], "female": 41}', "bmi_min nan is not a finite"),
+    ('{"metric": "smi", "male": [{"bmi_max": Infinity, "cutoff": 43}], "female": 41}', "bmi_max inf is not a finite"),
+    # #96: a boolean cut-off in a band read as 1 (SMI < 1 cm²/m²)
+    ('{"metric": "smi", "male": [{"bmi_max": 25, "cutoff": true}, {"bmi_min": 25, "cutoff": 53}], "female": 41}',
+     "cut-off True is not a number"),
 ])
 def test_bad_user_files_are_one_line_input_errors(tmp_path, content, message):
     path = tmp_path / "bad.json"
@@ -150,3 +161,19 @@ def test_one_sex_rule_for_every_command():
 
     for text in ("woman", "Man", "MALE", "female", "M", "f"):
         assert normalise_sex(text) == _parse_sex(text, []) is not None
+
+
+def test_a_sex_independent_set_needs_no_sex_and_a_sex_specific_one_still_does(tmp_path):
+    """HOSTILE_FINDINGS #97: Martin 2013's myosteatosis cut-offs are the same for men and women, yet a
+    patient without a recorded sex got myosteatosis `unknown (unknown sex)`."""
+    from sarco_nn.thresholds import MYOSTEATOSIS_SETS
+
+    myo = MYOSTEATOSIS_SETS["martin_myosteatosis"]
+    assert myo.sex_independent and myo.cutoff_for(None, 25) == 33 and myo.cutoff_for(None, 24.9) == 41
+    assert myo.is_low(None, 32.5, 25) is True and myo.is_low(None, 33, 25) is False  # strict <, BMI 25 upper band
+    assert myo.why_undecidable(None, None, None, 25) is None and "any sex" in myo.describe(None, 25)
+    assert myo.why_undecidable(None, None, None, None) == "missing BMI (height/weight)"
+    assert not THRESHOLD_SETS["paper"].sex_independent and THRESHOLD_SETS["paper"].is_sarcopenic(None, 50.0) is None
+    same = tmp_path / "same.json"
+    same.write_text('{"metric": "sma", "male": 100, "female": 100}')
+    assert get_threshold_set(same).is_sarcopenic(None, 99.0) is True

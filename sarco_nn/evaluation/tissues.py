@@ -2,8 +2,10 @@
 
 Rules (also in the report):
   * A tissue is evaluated when BOTH sides carry it: the reference's label map (labels.json)
-    names it, and the prediction is a multi-tissue mask (it holds a value of another tissue of
-    `constants.TISSUE_LABELS`; sarco's multi-label models write those values).
+    names it, and the predictions are multi-tissue masks (one of them holds a value of another tissue
+    of `constants.TISSUE_LABELS`; sarco's multi-label models write those values). Judged over the
+    prediction SET: a case whose prediction holds muscle only, beside multi-tissue ones, is compared
+    too (its IMAT/VAT/SAT not predicted: Dice 0 where the reference has them), never left out.
   * Compared at the reference's (annotated) slice, every labelled pixel counted (the "label" HU
     convention), so Dice and areas describe the segmentation, not an HU rule.
   * Area agreement reuses `evaluation.agreement` (Bland–Altman bias and 95 % LoA, ICC(2,1)/(3,1));
@@ -24,8 +26,9 @@ from sarco_nn.evaluation.agreement import agreement
 from sarco_nn.evaluation.metrics import dice_iou
 from sarco_nn.measure import label_mask, area_cm2
 
-TISSUE_RULE = ("each tissue named by the reference's labels.json and present as a tissue value in a multi-tissue "
-               "prediction is compared at the reference's slice, every labelled pixel counted; "
+TISSUE_RULE = ("each tissue named by the reference's labels.json is compared, when the predictions are multi-tissue "
+               "masks (any one holds a tissue value beyond muscle), in every case (a prediction holding muscle only "
+               "then predicted none of the other tissues), at the reference's slice, every labelled pixel counted; "
                "HU bias = mean(predicted − reference mean HU)")
 
 #: Per-case columns (cases.csv) for every evaluated tissue.
@@ -39,12 +42,27 @@ ALL_CASE_COLUMNS: tuple[str, ...] = tuple(c for t in TISSUES for c in case_colum
 _NAMES = {"muscle": "Skeletal muscle", "imat": "IMAT", "vat": "VAT", "sat": "SAT"}
 
 
-def carried_tissues(ref_labels: dict[str, int] | None, pred_values) -> dict[str, tuple[int, int]]:
-    """{tissue: (reference value, prediction value)} for the tissues both sides carry; {} for muscle-only."""
+def holds_tissues(values) -> bool:
+    """True when a mask's label values include a tissue beyond muscle (a multi-tissue mask)."""
+    others = {v for k, v in TISSUE_LABELS.items() if k != "muscle"}
+    return bool(others & {int(v) for v in values})
+
+
+def carries_tissues(row: dict) -> bool:
+    """True when a cases.csv row was compared per tissue (it has tissue Dice columns)."""
+    return any(row.get(f"{t}_dice") is not None for t in TISSUES)
+
+
+def carried_tissues(ref_labels: dict[str, int] | None, pred_values,
+                    multi_tissue: bool | None = None) -> dict[str, tuple[int, int]]:
+    """{tissue: (reference value, prediction value)} for the tissues both sides carry; {} for muscle-only.
+
+    multi_tissue: the prediction set is multi-tissue (`evaluate_cases` decides it over every case), so
+    this case is compared even when its prediction holds muscle only; None: judged from `pred_values`.
+    """
     if not ref_labels:
         return {}
-    others = {v for k, v in TISSUE_LABELS.items() if k != "muscle"}
-    if not others & {int(v) for v in pred_values}:
+    if not (holds_tissues(pred_values) if multi_tissue is None else multi_tissue):
         return {}
     carried = {t: (int(ref_labels[t]), TISSUE_LABELS[t]) for t in TISSUES if t in ref_labels}
     return carried if len(carried) > 1 else {}
@@ -162,5 +180,6 @@ def report_lines(tissues: dict | None, fmt, plots: dict[str, str] | None = None)
     return lines
 
 
-__all__ = ["ALL_CASE_COLUMNS", "TISSUE_RULE", "carried_tissues", "case_columns", "case_tissue_metrics",
+__all__ = ["ALL_CASE_COLUMNS", "TISSUE_RULE", "carried_tissues", "carries_tissues", "case_columns", "case_tissue_metrics",
+           "holds_tissues",
            "console_line", "plot_key", "report_lines", "tissue_summary", "write_plots"]
