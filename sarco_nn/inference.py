@@ -300,7 +300,7 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
     from sarco_nn.postprocessing import ensure_postprocessing, postprocessing_functions
     from sarco_nn.predict_settings import (CASE_INPUTS, case_inputs, describe_changes, locator_identities, run_records,
                                            run_settings)
-    from sarco_nn.thresholds import get_threshold_set
+    from sarco_nn.thresholds import sarcopenia_set
     from sarco_nn.devices import resolve_device
 
     test_hook = _test_signal_hook()  # None outside the crash-safety tests
@@ -317,7 +317,7 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
     # what this run (part) was given, so predict-merge can name a part that lacks cases
     record = inputs_record(printable_path(os.path.abspath(inputs)), listed,
                            {printable_path(os.path.abspath(s.path)): s.case_id for s in scans})
-    threshold_set = get_threshold_set(o.thresholds)
+    threshold_set = sarcopenia_set(o.thresholds)  # a muscle_hu set refused before any scan
     clinical = read_clinical_csv(o.clinical_csv) if o.clinical_csv else {}
     if o.clinical_csv:  # before the network runs: a case id off by letter case would silently lose its SMI
         note = missing_rows_warning(o.clinical_csv, clinical, [s.case_id for s in scans])

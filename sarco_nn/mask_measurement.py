@@ -207,9 +207,9 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     """
     from sarco_nn.image_io import label_scaling_note, read_image, read_label_image
     from sarco_nn.levels import level_slices
-    from sarco_nn.thresholds import get_threshold_set
+    from sarco_nn.thresholds import get_threshold_set, sarcopenia_set
 
-    ts = get_threshold_set(thresholds)
+    ts = sarcopenia_set(thresholds)
     label = muscle_label(Path(mask), labels_file, label, cli=cli)
     sex_code = check_patient(sex, height_m, weight_kg, label, cli=cli)
     levels, convention = check_measure_options(image, hu_gate, level, hu_convention, cli=cli)

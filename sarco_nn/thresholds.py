@@ -297,6 +297,18 @@ def get_threshold_set(name_or_path: str | Path) -> ThresholdSet:
     )
 
 
+def sarcopenia_set(name_or_path: str | Path) -> ThresholdSet:
+    """`get_threshold_set` for a command's --thresholds: a myosteatosis (muscle_hu) set is refused here, once,
+    before any image is read. Why: `sarco evaluate` skipped every case as "unreadable or inconsistent files",
+    the fix naming a --myosteatosis option it does not have."""
+    ts = get_threshold_set(name_or_path)
+    if ts.kind != "sarcopenia":
+        raise SarcoError(f"threshold set {ts.name!r} is a myosteatosis set (metric muscle_hu), not a sarcopenia set",
+                         fix=f"give --thresholds {', '.join(THRESHOLD_SETS)} or a file with \"metric\": \"sma\" or "
+                             "\"smi\" (sarco measure takes a myosteatosis set with --myosteatosis).")
+    return ts
+
+
 def load_threshold_file(path: str | Path) -> ThresholdSet:
     """Parse and validate a user threshold file; every problem is a one-line InputError."""
     path = Path(path)
@@ -433,5 +445,5 @@ def _nan(value) -> bool:
 
 __all__ = [
     "DEFAULT_MYOSTEATOSIS_SET", "DEFAULT_THRESHOLD_SET", "MYOSTEATOSIS_SETS", "THRESHOLD_SETS", "SEX_CODES", "BmiBand", "ThresholdSet", "bmi", "exact",
-    "get_threshold_set", "is_named_set", "load_threshold_file", "normalise_sex", "smi_exact",
+    "get_threshold_set", "is_named_set", "load_threshold_file", "normalise_sex", "sarcopenia_set", "smi_exact",
 ]

@@ -177,3 +177,21 @@ def test_a_sex_independent_set_needs_no_sex_and_a_sex_specific_one_still_does(tm
     same = tmp_path / "same.json"
     same.write_text('{"metric": "sma", "male": 100, "female": 100}')
     assert get_threshold_set(same).is_sarcopenic(None, 99.0) is True
+
+
+def test_a_myosteatosis_set_given_as_thresholds_is_refused_once_before_any_case(tmp_path):
+    """HOSTILE_FINDINGS #102: `sarco evaluate --thresholds myo.json` (metric muscle_hu) skipped every case as
+    "unreadable or inconsistent files", its fix naming a --myosteatosis option evaluate does not have."""
+    from sarco_nn.evaluation.evaluate import evaluate_folder
+    from sarco_nn.thresholds import sarcopenia_set
+
+    assert sarcopenia_set("prado").name == "prado"
+    with pytest.raises(SarcoError, match="is a myosteatosis set") as info:
+        sarcopenia_set("martin_myosteatosis")
+    assert "--thresholds paper, derstine, prado, martin" in str(info.value) and "\n" not in str(info.value)
+    for d in ("pred", "ref"):
+        (tmp_path / d).mkdir()  # empty: the set is refused before any mask is looked for
+    myo = tmp_path / "myo.json"
+    myo.write_text('{"metric": "muscle_hu", "male": 41, "female": 41}')
+    with pytest.raises(SarcoError, match="'myo' is a myosteatosis set"):
+        evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out", thresholds=str(myo))

@@ -54,7 +54,7 @@ from sarco_nn.mask_checks import SMA_FLOOR_CM2, labels_in, mask_reasons, unknown
 from sarco_nn.mask_measurement import mask_file_reasons
 from sarco_nn.measure import axial_stack, measure_slice, smi
 from sarco_nn.status import FLAG_UNKNOWN, Reason, Status, Verdict
-from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, ThresholdSet, get_threshold_set
+from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET, ThresholdSet, sarcopenia_set
 
 #: Mask file endings: every file format `image_io` reads (NIfTI, MHA/MHD, NRRD).
 MASK_ENDINGS: tuple[str, ...] = READABLE_SUFFIXES
@@ -502,7 +502,7 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
     ref_tissue_labels: the reference's full label map (labels.json / dataset.json): tissues other
     than muscle it names are evaluated per tissue against multi-tissue predictions (`tissues`).
     """
-    ts = get_threshold_set(thresholds)
+    ts = sarcopenia_set(thresholds)
     problems = problems or _Problems()
     rows, inputs = [], {}
     for case in cases:
@@ -630,6 +630,7 @@ def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: 
     beside it), else sarco's MUSCLE_LABEL. Predictions are read with MUSCLE_LABEL.
     Returns the summary (also written to out_dir/summary.json).
     """
+    sarcopenia_set(thresholds)  # a myosteatosis set given as --thresholds: refused before any file is read
     reference_dir = Path(reference_dir)
     if not reference_dir.is_dir():
         raise InputError("reference mask folder not found", path=reference_dir, fix="pass --reference MASKS_DIR.")
@@ -681,6 +682,7 @@ def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=
     trainer: the result folder name Trainer__Plans__config (or a part of it) when several exist.
     out_dir: default <model folder>/sarco_evaluation.
     """
+    sarcopenia_set(thresholds)  # refused before the model folders are searched
     from sarco_nn.workspace import Workspace
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
