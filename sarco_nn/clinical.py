@@ -43,6 +43,10 @@ _MIN_HEIGHT_M = 0.5
 #: value is a unit slip (grams, or a lost decimal point) that would put BMI, and with it the BMI-dependent
 #: cut-off of the martin set, in the obese band.
 _MAX_WEIGHT_KG = 650.0
+#: Nobody lighter than this (in kg) is an adult with a CT: the lightest adult on record weighed 2.1 kg, so a
+#: smaller value is a unit slip (tonnes: 0.072 for 72 kg) that would put BMI near 0 and with it the martin
+#: sets' lower-BMI cut-offs (SMI 43 not 53, muscle HU 41 not 33) on the patient, silently.
+_MIN_WEIGHT_KG = 2.0
 
 
 def height_problem(height: float, name: str = "height_m", shown: str | None = None) -> str | None:
@@ -67,6 +71,9 @@ def weight_problem(weight: float, name: str = "weight_kg", shown: str | None = N
     if weight > _MAX_WEIGHT_KG:
         return (f"{said} is above {_MAX_WEIGHT_KG:g} kg (the heaviest person on record weighed 635 kg), grams or a "
                 "lost decimal point; give the weight in kg (e.g. 72.5)")
+    if weight < _MIN_WEIGHT_KG:
+        return (f"{said} is below {_MIN_WEIGHT_KG:g} kg (the lightest adult on record weighed 2.1 kg), tonnes or a "
+                "unit slip; give the weight in kg (e.g. 72.5)")
     return None
 
 

@@ -51,6 +51,7 @@ def test_measure_returns_the_phantoms_true_area_smi_and_flag(drop):
     ({"weight_kg": -70.0}, "must be positive"),
     ({"height_m": 0.176}, "below 0.5 m"),  # HOSTILE_FINDINGS #81: SMI 4937.99, status ok
     ({"weight_kg": 7000.0}, "above 650 kg"),  # HOSTILE_FINDINGS #81: BMI 2197, martin's obese cut-off: flag flipped
+    ({"weight_kg": 0.072}, "below 2 kg"),  # HOSTILE_FINDINGS #103: tonnes, BMI 0.02: martin's lower-BMI cut-offs
 ])
 def test_measure_refuses_bad_options_with_a_fix(drop, kwargs, message):
     case = _rows(drop / "truth.csv")[0]["case_id"]

@@ -58,6 +58,16 @@ def test_weight_in_grams_is_refused(tmp_path):
     assert read_clinical_csv(path, strict=False)["b"].weight_kg == 635
 
 
+def test_weight_in_tonnes_is_refused(tmp_path):
+    """HOSTILE_FINDINGS #103: weight 0.072 (tonnes) gave BMI 0.02, so martin's lower-BMI cut-offs (SMI 43,
+    muscle HU 41) applied to a patient of BMI 22-30, silently; 2.1 kg is the lightest adult on record."""
+    path = csv_file(tmp_path, "case_id,sex,height_m,weight_kg\na,M,1.8,0.072\nb,F,1.6,2.1\n")
+    with pytest.raises(ClinicalDataError, match=r"row 2 \(a\): weight_kg '0.072' is below 2 kg") as info:
+        read_clinical_csv(path)
+    assert "row 3" not in str(info.value)
+    assert read_clinical_csv(path, strict=False)["b"].weight_kg == 2.1
+
+
 def test_unknown_sex_names_file_row_and_value(tmp_path):
     path = csv_file(tmp_path, "case_id,sex,height_m\na,M,1.8\nb,X,1.7\n")
     with pytest.raises(ClinicalDataError) as info:
