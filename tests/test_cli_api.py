@@ -49,7 +49,7 @@ def _measurement(**record: Any) -> api.MuscleMeasurement:
 _LOCATION = SimpleNamespace(slice_index=3, stored_index=4, z_mm=-12.5, method="vertebrae", rule="centroid",
                             confidence=1.0, as_dict=lambda: {"slice_index": 3})
 _PRETRAINED = SimpleNamespace(stopped_early=False, steps_done=2, epochs_done=1, encoder=Path("pre/encoder.pt"))
-_CONVERTED = SimpleNamespace(dataset_name="Dataset501_X", n_cases=2, dataset_dir=Path("ws/raw/Dataset501_X"), notes=[])
+_CONVERTED = SimpleNamespace(dataset_name="Dataset501_X", n_cases=2, dataset_dir=Path("ws/raw/Dataset501_X"), notes=[], warnings=[])
 _PLANNED = {"dataset": "Dataset501_X", "preset": "cpu", "plans": "sarcoPlans_cpu", "cases": 2,
             "median_inplane_spacing_mm": 0.8, "target_spacing_mm": 0.8, "patch_size": [256, 256], "batch_size": 2,
             "network": "smit", "normalization": "window"}
