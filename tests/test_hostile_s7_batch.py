@@ -137,16 +137,17 @@ def test_predict_merge_command_refuses_an_incomplete_batch_or_says_how_many_are_
 
 
 # ------------------------------------------------------------------ #44 Ctrl-C outside the case loop
-def _run_app_raising(exc: BaseException, monkeypatch, capsys) -> tuple[int, str]:
+def _run_app_raising(exc: BaseException, monkeypatch, capsys, resuming: bool = True) -> tuple[int, str]:
     import typer
 
-    from sarco_nn.commands.runner import run_app
+    from sarco_nn.commands.runner import resumes, run_app
 
     app = typer.Typer()
 
-    @app.command()
     def work() -> None:
         raise exc
+
+    app.command()(resumes()(work) if resuming else work)
 
     monkeypatch.setattr(sys, "argv", ["sarco"])
     with pytest.raises(SystemExit) as stopped:
@@ -158,6 +159,9 @@ def test_ctrl_c_while_a_model_loads_is_one_line_not_a_silent_exit(monkeypatch, c
     """typer turns Ctrl-C into a silent exit 130: the user saw nothing (predict said more only inside its case loop)."""
     code, err = _run_app_raising(KeyboardInterrupt(), monkeypatch, capsys)
     assert code == 130 and err.strip() == "interrupted (Ctrl-C): run the same command again to resume"
+    # a command that does not resume (measure, evaluate, convert ...) says so (#90)
+    code, err = _run_app_raising(KeyboardInterrupt(), monkeypatch, capsys, resuming=False)
+    assert code == 130 and err.strip() == "interrupted (Ctrl-C): this command does not resume; run it again to start over"
 
 
 def test_ctrl_c_in_the_case_loop_exits_130_like_any_other_ctrl_c(monkeypatch, capsys):
