@@ -225,11 +225,12 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     plan = level_slices(levels, mask_img, vertebrae, slice_index=slice_index, mask_name=mask_name)
     objects: list[dict] = []
     n_slices = 1
+    scaling = label_scaling_note(mask)  # the header is read once, not per level
     for at in plan:
         found, n_slices, allowed = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
                                            slice_index=at.slice_index, hu_gate=convention == "alberta",
                                            mask_name=mask_name, ct_name=ct_name, level=at.level,
-                                           input_reasons=slice_reasons, scaling=label_scaling_note(mask))
+                                           input_reasons=slice_reasons, scaling=scaling)
         if tissue_labels is not None:
             add_body_composition(found, mask_img, ct_img, tissue_labels, convention, at.level, sex_code, height_m,
                                  weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name,
@@ -327,13 +328,13 @@ def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | str | N
 
 def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str, int], convention: str,
                          level: str, sex_code: str | None, height: float | None, weight: float | None,
-                         myo_set, *, mask_name: str | None = None, ct_name: str | None = None,
-                         flag_allowed: Sequence[bool] | None = None) -> None:
+                         myo_set, *, flag_allowed: Sequence[bool], mask_name: str | None = None,
+                         ct_name: str | None = None) -> None:
     """Add every tissue (areas cm², HU mean/SD, indices) and the myosteatosis flag to each slice's object.
 
     flag_allowed: per object, `Verdict.flag_allowed` of its measurement: the myosteatosis flag is withheld
     exactly where the sarcopenia flag is (predict's rule; a no_bone review kept the sarcopenia flag but lost
-    this one). None: withheld on any reason."""
+    this one)."""
     from sarco_nn.body_composition import measure_composition_image, result_columns
     from sarco_nn.thresholds import bmi as exact_bmi
 
@@ -342,7 +343,6 @@ def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str
         comp = measure_composition_image(mask_img, ct_img, labels, convention, level, height, o["slice_index"],
                                          mask_name=mask_name, ct_name=ct_name,
                                          attenuation_gate=myo_set.hu_gate or MUSCLE_HU_GATE)[0]
-        withheld = (o["status"] == "failed" or bool(o["reasons"])) if flag_allowed is None else not flag_allowed[i]
-        row = result_columns(comp, myo_set, sex_code, bmi, withheld=withheld, unknown=FLAG_UNKNOWN,
+        row = result_columns(comp, myo_set, sex_code, bmi, withheld=not flag_allowed[i], unknown=FLAG_UNKNOWN,
                              digits={"area": 4, "hu": 2})
         o.update({k: v for k, v in row.items() if k not in o})  # shared keys (SMI, muscle HU) are the SMA path's

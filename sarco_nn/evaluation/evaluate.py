@@ -196,14 +196,13 @@ def _require_label(values: list[int], label: int, path: Path, side: str) -> None
     refused (issue #6) rather than scored as empty."""
     others = [v for v in values if v not in (0, label)]
     if others and label not in values:
+        message = f"{side} mask holds label value(s) {others[:5]} but no voxel of the muscle label {label}"
         scaling = label_scaling_note(path)
-        if scaling:  # scl_slope 2 read muscle 1 as 2: the header is the cause, not the label value
-            raise InputError(f"{side} mask holds label value(s) {others[:5]} but no voxel of the muscle label "
-                             f"{label}: {scaling}", path=path)
+        if scaling:  # scl_slope 2 read muscle 1 as 2: the header is the cause (its note ends with the fix)
+            raise InputError(f"{message}: {scaling}", path=path)
         fix = (f"give the reference's muscle value with --label or labels.json (e.g. --label {others[0]})"
                if side == "reference" else f"save muscle as {label} (0 = background), as `sarco predict` does")
-        raise InputError(f"{side} mask holds label value(s) {others[:5]} but no voxel of the muscle label {label}",
-                         path=path, fix=fix + ".")
+        raise InputError(message, path=path, fix=fix + ".")
 
 
 def _read_mask_stack(path: Path, ref_img=None, ref_path: Path | None = None, label: int | None = None,
