@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from sarco_nn.constants import BODY_HU as _BODY_HU
+from sarco_nn.constants import BODY_HU
 from sarco_nn.errors import InputError
 from sarco_nn.status import Reason, Status
 
-__all__ = ["BODY_HU", "body_region", "ct_reasons", "disc_opening", "file_reasons", "reason_error", "refuse_unless_ct",
+__all__ = ["body_region", "ct_reasons", "disc_opening", "file_reasons", "reason_error", "refuse_unless_ct",
            "spacing_reason", "MAX_BODY_EXTENT_CM", "MIN_BODY_AREA_CM2", "MIN_PIXEL_SPACING_MM"]
 
 #: Widest body extent (cm) taken as plausible for an abdominal CT slice; beyond it the pixel spacing
@@ -60,8 +60,6 @@ MIN_PIXEL_SPACING_MM: float = 0.12
 #: Smallest body cross-section (cm²): below it the slice holds no body (air, a table, noise).
 MIN_BODY_AREA_CM2: float = 0.5
 
-#: `constants.BODY_HU`, named here too: the body bound of every "where is the body" question.
-BODY_HU = _BODY_HU
 _SOFT_TISSUE_HU = (-29.0, 150.0)
 _BONE_HU = 200.0
 #: Fewest soft-tissue voxels (fraction of the body) in a CT slice of a body at L3.

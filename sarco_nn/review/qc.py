@@ -179,7 +179,8 @@ FAT_WINDOW_HU: tuple[float, float] = (-250.0, 0.0)
 #: Probabilities in this open interval count as unsure for ``border_entropy``.
 UNSURE_P: tuple[float, float] = (0.1, 0.9)
 
-from sarco_nn.ct_checks import BODY_HU, body_region, disc_opening  # noqa: E402  (the one body bound, outline, opening)
+from sarco_nn.constants import BODY_HU  # noqa: E402  (the one body bound)
+from sarco_nn.ct_checks import body_region, disc_opening  # noqa: E402  (the one outline, opening)
 
 _MESSAGES: dict[str, str] = {
     "fold_disagreement": "the cross-validation folds disagree on this mask ({detail}); check the overlay",
