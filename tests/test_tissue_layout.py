@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from dataset_conversion.phantoms.writer import dropin_case
+from helpers import DATA, needs_data
 from sarco_nn.body_composition import measure_composition_slice, predicted_composition
 from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.tissue_layout import MIN_MISPLACED_CM2, layout_reason, muscle_hull_sides
@@ -52,6 +53,23 @@ def test_every_phantom_family_lies_as_a_body_does_and_its_planted_relabellings_d
             as_imat = np.where(mask == S, I, mask)  # #105: the SAT ring saved as IMAT (no SAT left)
             reason = layout_reason(as_imat, {k: v for k, v in TISSUE_LABELS.items() if k != "sat"}, spacing)
             assert reason is not None and "IMAT (value 2" in reason.message, family
+
+
+@needs_data
+def test_a_real_ct_tissue_segmentation_lies_as_a_body_does():
+    """TotalSegmentator's skeletal muscle, torso fat (as VAT) and subcutaneous fat of the real CT, 30 slices
+    T11-L2: none flagged (SAT inside the hull 0.08-0.15, VAT 0.99-1.0); every slice with VAT/SAT swapped is."""
+    folder = DATA / "totalsegmentator" / "example_seg_tissue_types"
+    part = {n: sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{n}.nii.gz"))) > 0
+            for n in ("skeletal_muscle", "torso_fat", "subcutaneous_fat")}
+    spacing = sitk.ReadImage(str(folder / "skeletal_muscle.nii.gz")).GetSpacing()[1::-1]
+    volume = np.zeros(part["torso_fat"].shape, np.uint8)
+    volume[part["torso_fat"]], volume[part["subcutaneous_fat"]], volume[part["skeletal_muscle"]] = V, S, M
+    judged = [z for z in range(len(volume)) if (volume[z] == M).sum() >= 10]
+    assert len(judged) == 30
+    for z in judged:
+        assert layout_reason(volume[z], TISSUE_LABELS, spacing) is None, z
+        assert layout_reason(_swap(volume[z], V, S), TISSUE_LABELS, spacing) is not None, z
 
 
 def test_shares_match_a_hand_count():
@@ -133,3 +151,43 @@ def test_sarco_measure_reports_a_swapped_mask_as_review_with_its_numbers(phantom
     assert out["swapped"]["vat_sat_ratio"] == pytest.approx(areas["sat"] / areas["vat"], rel=1e-3)
     assert out["sat_as_imat"]["imat_area_cm2"] == pytest.approx(areas["imat"] + areas["sat"], abs=1e-3)
     assert out["sat_as_imat"]["sat_source"] == "absent"
+
+
+def test_predict_of_a_four_tissue_model_with_swapped_outputs_is_a_review_without_flags(phantoms, tmp_path, monkeypatch):
+    """The predict path (`inference._segment_and_measure`, network stubbed): the reason joins the verdict
+    before the flag is decided, so the row is review, `unknown`, and keeps its areas."""
+    from types import SimpleNamespace
+
+    import sarco_nn.inference as inference
+    import sarco_nn.review.fold_ensemble as fold_ensemble
+    from helpers import make_image, write
+    from sarco_nn.clinical import ClinicalRecord
+    from sarco_nn.status import Verdict
+    from sarco_nn.thresholds import get_threshold_set
+
+    ph = phantoms["A"][0]
+    scan_path = write(make_image(ph.ct_hu, spacing=ph.spacing_mm), tmp_path / "scans" / "p1.nii.gz")
+    scan = inference.discover_scans(scan_path)[0]
+    monkeypatch.setattr(inference, "_huge_network_grid", lambda *args: None)  # no network, no plans
+    monkeypatch.setattr(fold_ensemble, "preprocess", lambda *args: None)
+    context = inference._ReadContext(l3_slice=None, l3_rows={}, l3_from=None, locator="auto", l3_rule="centroid",
+                                     l3_dir=tmp_path / "no_localizer", slab=1, predictor=None)
+    case = inference._prepare_case(scan, context)
+    assert case.error is None and case.reasons == [], (case.error, case.reasons)
+    assert case.ct.shape[1:] == ph.tissue_mask.shape  # the phantom's LPS layout is predict's canonical one
+    rows = {}
+    for name, seg in (("normal", ph.tissue_mask), ("swapped", _swap(ph.tissue_mask, V, S))):
+        onehot = np.stack([(seg == v) for v in range(5)]).astype(np.float32)[:, None]  # (C, 1, y, x): a certain model
+        monkeypatch.setattr(fold_ensemble, "predict_folds", lambda *a, onehot=onehot, seg=seg, **k:
+                            fold_ensemble.FoldPrediction(onehot[None], onehot, seg[None].astype(np.uint8)))
+        verdict = Verdict()
+        cells, _ = inference._segment_and_measure(
+            scan, "p1", case, verdict, predictor=SimpleNamespace(dataset_json={"labels": FOUR}), pp_functions=[],
+            out_dir=tmp_path / "out", clinical={"p1": ClinicalRecord("p1", ph.sex, ph.height_m)},
+            threshold_set=get_threshold_set("paper"), gate=None, slab=1, trunk_only=False)
+        rows[name] = (cells, [r.code for r in verdict.reasons])
+    assert "tissue_layout" not in rows["normal"][1] and rows["normal"][0]["sarcopenic"] != "unknown"
+    cells, codes = rows["swapped"]
+    assert "tissue_layout" in codes and cells["sarcopenic"] == "unknown" and cells["myosteatosis"] == "unknown"
+    assert cells["vat_source"] == "model" and float(cells["vat_area_cm2"]) == pytest.approx(ph.tissue_areas_cm2()["sat"],
+                                                                                           abs=1e-3)
