@@ -4,8 +4,7 @@ For every phantom family (A, B, A-wide) it draws `--cases` L3 slices (`--matrix`
 slice of T12-S1 volumes at 128²), and, where the real CT is present, the 30 slices of TotalSegmentator's
 `example_ct_sm` with its own tissue segmentation (skeletal muscle 1, torso fat as VAT 3, subcutaneous fat
 as SAT 4). Each slice is judged as it is and with its labels planted wrong (VAT/SAT swapped, SAT saved as
-IMAT, IMAT/SAT swapped, muscle/SAT swapped; normal only for volumes and the real CT, whose swaps are
-printed too). Printed per family and variant: slices flagged, and the extremes of each tissue's share
+IMAT, IMAT/SAT swapped, muscle/SAT swapped). Printed per family and variant: slices flagged, and the extremes of each tissue's share
 inside the muscle hull and of IMAT's outside area over the SAT area.
 
     PYTHONPATH=$PWD python bench/tissue_layout_margins.py --cases 30 --matrix 512
@@ -26,17 +25,19 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalse
 M, I, V, S = (TISSUE_LABELS[t] for t in ("muscle", "imat", "vat", "sat"))
 
 
+def _swap(mask: np.ndarray, a: int, b: int) -> np.ndarray:
+    out = mask.copy()
+    out[mask == a], out[mask == b] = b, a
+    return out
+
+
 def planted(mask: np.ndarray):
     """(name, mask) of the slice as labelled and with its labels planted wrong."""
     yield "normal", mask
-    out = mask.copy(); out[mask == V] = S; out[mask == S] = V
-    yield "vat_sat_swap", out
-    out = mask.copy(); out[mask == S] = I
-    yield "sat_as_imat", out
-    out = mask.copy(); out[mask == I] = S; out[mask == S] = I
-    yield "imat_sat_swap", out
-    out = mask.copy(); out[mask == M] = S; out[mask == S] = M
-    yield "muscle_sat_swap", out
+    yield "vat_sat_swap", _swap(mask, V, S)
+    yield "sat_as_imat", np.where(mask == S, I, mask)
+    yield "imat_sat_swap", _swap(mask, I, S)
+    yield "muscle_sat_swap", _swap(mask, M, S)
 
 
 def phantom_slices(family: str, cases: int, matrix: int, volumes: bool):

@@ -191,3 +191,23 @@ def test_predict_of_a_four_tissue_model_with_swapped_outputs_is_a_review_without
     assert "tissue_layout" in codes and cells["sarcopenic"] == "unknown" and cells["myosteatosis"] == "unknown"
     assert cells["vat_source"] == "model" and float(cells["vat_area_cm2"]) == pytest.approx(ph.tissue_areas_cm2()["sat"],
                                                                                            abs=1e-3)
+
+
+def test_the_margin_bench_runs_and_flags_no_normal_phantom():
+    """`bench/tissue_layout_margins.py` (the docstring's figures) at one 64² slice per family."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "bench" / "tissue_layout_margins.py"), "--cases", "1",
+                             "--matrix", "64"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if " flagged " in line]
+    families = {row[0] for row in rows if row[0] in ("A", "B", "A-wide")}
+    assert families == {"A", "B", "A-wide"}
+    for row in rows:
+        flagged, n = row[row.index("flagged") + 1].split("/")
+        assert flagged == ("0" if "normal" in row else n), row
