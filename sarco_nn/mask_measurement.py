@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from sarco_nn.body_composition import BodyComposition
 
 __all__ = ["MaskReport", "add_body_composition", "check_measure_options", "check_patient", "composition_at",
-           "ct_input_reasons",
-           "mask_file_reasons", "measure_mask", "measure_objects", "resolve_tissue_labels"]
+           "ct_input_reasons", "mask_file_reasons", "measure_mask", "measure_objects", "resolve_tissue_labels"]
 
 
 def check_patient(sex: str | None, height: float | None, weight: float | None, label: int,
