@@ -22,6 +22,9 @@ Conventions (one place each):
     = IMAT + VAT + SAT (cm², needs all three); IMAT % of SMA = 100 · IMAT / SMA.
   * Muscle attenuation for myosteatosis: mean HU of the muscle-labelled pixels within the gate
     the threshold set assumes (Martin 2013: −29…150 HU), whatever the area convention.
+  * Layout: a labelled tissue lying mostly on the wrong side of the muscle wall (SAT inside it, VAT
+    or IMAT outside: `tissue_layout`) makes the slice's `reasons` a `tissue_layout` review; the
+    areas stay those of the labels given.
   * Level: T12…L5. A flag (sarcopenia or myosteatosis) is given only when the threshold set was
     published for that level (`ThresholdSet.levels`); otherwise areas only, with the reason.
 """
@@ -50,6 +53,8 @@ from sarco_nn.constants import (
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.image_io import check_same_grid
 from sarco_nn.measure import area_exact, axial_stack, label_mask, measure_slice
+from sarco_nn.status import Reason
+from sarco_nn.tissue_layout import layout_reason
 from sarco_nn.thresholds import ThresholdSet, exact, smi_exact
 
 TISSUES: tuple[str, ...] = ("muscle", *ADIPOSE_TISSUES)
@@ -87,6 +92,8 @@ class BodyComposition:
     muscle_attenuation: Fraction | float | None = None  # mean muscle HU within attenuation_gate
     attenuation_gate: tuple[float, float] = MUSCLE_HU_GATE
     notes: list[str] = field(default_factory=list)
+    #: why the slice's tissue labels cannot be right (`tissue_layout`): the caller's verdict takes them
+    reasons: list[Reason] = field(default_factory=list)
 
     def index(self, tissue: str) -> float | None:
         """area / height² (cm²/m²) exactly, rounded once; None without a height or the tissue."""
@@ -277,8 +284,11 @@ def measure_composition_slice(
     attenuation = None
     if ct is not None:
         attenuation, _ = hu_stats(ct[muscle_label & _in_gate(ct, attenuation_gate)])
+    # where the labelled tissues lie (the label positions, not the HU-gated pixels): one rule for measure and predict
+    layout = layout_reason(mask2d, labels, spacing_yx_mm, "prediction" if label_source == SOURCE_MODEL else "mask")
     return BodyComposition(level, slice_index, convention, tissues, height_m, attenuation,
-                           (float(attenuation_gate[0]), float(attenuation_gate[1])))
+                           (float(attenuation_gate[0]), float(attenuation_gate[1])),
+                           reasons=[layout] if layout else [])
 
 
 def predicted_composition(seg2d: np.ndarray, spacing_yx_mm: tuple[float, float], ct2d_hu: np.ndarray,

@@ -726,6 +726,10 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
     record = clinical.get(scan.case_id)
     sex = record.sex if record else None
     height = record.height_m if record else None
+    dataset_labels = (getattr(predictor, "dataset_json", None) or {}).get("labels")  # a 4-tissue model's map
+    tissue_labels = model_tissue_labels(dataset_labels)
+    composition = predicted_composition(seg[0], spacing_yx, ct[0], dataset_labels, bool(gate), height)
+    verdict.extend(composition.reasons)  # tissues on the wrong side of the muscle wall (tissue_layout), before the flag
     bmi = record.bmi if record else None
     smi_value = smi(measurement.sma_cm2, height)
     quality = qc_score(CaseEvidence(
@@ -736,9 +740,6 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
     quality.apply(verdict)
     flag = (threshold_set.is_sarcopenic(sex, measurement.sma_cm2, smi_value, bmi, height_m=height)
             if verdict.flag_allowed else None)
-    dataset_labels = (getattr(predictor, "dataset_json", None) or {}).get("labels")  # a 4-tissue model's map
-    tissue_labels = model_tissue_labels(dataset_labels)
-    composition = predicted_composition(seg[0], spacing_yx, ct[0], dataset_labels, bool(gate), height)
     mask_rel = Path("masks") / f"{stem}.nii.gz"
     overlay_rel = Path("overlays") / f"{stem}.png"
     flag_text = "sarcopenic" if flag else "not sarcopenic" if flag is False else "flag n/a"

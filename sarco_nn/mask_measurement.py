@@ -8,9 +8,11 @@ flag at a level the threshold set was not published for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sarco_nn.clinical import height_problem, weight_problem
 from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_HU_GATE, MUSCLE_LABEL, TISSUE_LABELS
@@ -18,8 +20,11 @@ from sarco_nn.errors import SarcoError
 from sarco_nn.status import FLAG_UNKNOWN, Reason
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, normalise_sex
 
-__all__ = ["MaskReport", "add_body_composition", "check_measure_options", "check_patient", "ct_input_reasons",
-           "mask_file_reasons", "measure_mask", "measure_objects", "resolve_tissue_labels"]
+if TYPE_CHECKING:
+    from sarco_nn.body_composition import BodyComposition
+
+__all__ = ["MaskReport", "add_body_composition", "check_measure_options", "check_patient", "composition_at",
+           "ct_input_reasons", "mask_file_reasons", "measure_mask", "measure_objects", "resolve_tissue_labels"]
 
 
 def check_patient(sex: str | None, height: float | None, weight: float | None, label: int,
@@ -88,12 +93,16 @@ def measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | 
 def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float | None, weight: float | None, *,
                      label: int, slice_index: int | None, hu_gate: bool, mask_name: str | None,
                      ct_name: str | None, level: str | None, input_reasons,
-                     scaling: str | None = None) -> tuple[list[dict], int, list[bool]]:
-    """`measure_objects`, the mask's number of axial slices and, per object, whether a flag may be
-    given (`Verdict.flag_allowed`: the body composition's myosteatosis flag follows it), from the one
-    reoriented stack.
+                     scaling: str | None = None,
+                     composition: Callable[[int | None], BodyComposition] | None = None,
+                     ) -> tuple[list[dict], int, list[bool], list[BodyComposition | None]]:
+    """`measure_objects`, the mask's number of axial slices, per object whether a flag may be given
+    (`Verdict.flag_allowed`: the body composition's myosteatosis flag follows it) and its body
+    composition (None without `composition`), from the one reoriented stack.
 
     `input_reasons` are the CT's own (`sarco_nn.ct_checks`); they join every slice's verdict.
+    `composition`: the body composition of a stored slice index; its reasons (`tissue_layout`) join that
+    slice's verdict before the flag is decided.
 
     The flag is withheld ("unknown") when the mask is empty, lacks the label or is implausibly
     small (`sarco_nn.mask_checks`), or when the threshold set cannot decide (sex, height, BMI),
@@ -123,13 +132,17 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
     # every labelled slice measured as `level`: refused as a diagnosis when they span several levels
     span = level_span_reason([m.slice_index for m in results], stack.spacing_z_mm, level or DEFAULT_LEVEL) \
         if slice_index is None else None
-    objects, allowed = [], []
+    objects, allowed, compositions = [], [], []
     for m in results:
         verdict = Verdict()
         verdict.extend(input_reasons)
         if span is not None:
             verdict.add(span)
         verdict.extend(mask_reasons(m, spacing, label=label, labels_present=present, level=level, scaling=scaling))
+        comp = None if composition is None else composition(m.slice_index)
+        if comp is not None:
+            verdict.extend(comp.reasons)
+        compositions.append(comp)
         smi_value = smi(m.sma_cm2, height)
         at_level = ts.applies_at(level)
         flag = (ts.is_sarcopenic(sex_code, m.sma_cm2, smi_value, bmi, height_m=height)
@@ -148,7 +161,7 @@ def _measure_objects(mask_img, ct_img, ts, sex_code: str | None, height: float |
             "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
         })
         allowed.append(verdict.flag_allowed)
-    return objects, int(stack.array.shape[0]), allowed
+    return objects, int(stack.array.shape[0]), allowed, compositions
 
 
 @dataclass(frozen=True)
@@ -226,15 +239,17 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     objects: list[dict] = []
     n_slices = 1
     scaling = label_scaling_note(mask)  # the header is read once, not per level
+    myo_set = None if tissue_labels is None else get_threshold_set(myosteatosis)
     for at in plan:
-        found, n_slices, allowed = _measure_objects(mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label,
-                                           slice_index=at.slice_index, hu_gate=convention == "alberta",
-                                           mask_name=mask_name, ct_name=ct_name, level=at.level,
-                                           input_reasons=slice_reasons, scaling=scaling)
-        if tissue_labels is not None:
-            add_body_composition(found, mask_img, ct_img, tissue_labels, convention, at.level, sex_code, height_m,
-                                 weight_kg, get_threshold_set(myosteatosis), mask_name=mask_name, ct_name=ct_name,
-                                 flag_allowed=allowed)
+        compose = None if myo_set is None else partial(
+            composition_at, mask_img, ct_img, tissue_labels, convention, at.level, height_m,
+            myo_set.hu_gate or MUSCLE_HU_GATE, mask_name=mask_name, ct_name=ct_name)
+        found, n_slices, allowed, comps = _measure_objects(
+            mask_img, ct_img, ts, sex_code, height_m, weight_kg, label=label, slice_index=at.slice_index,
+            hu_gate=convention == "alberta", mask_name=mask_name, ct_name=ct_name, level=at.level,
+            input_reasons=slice_reasons, scaling=scaling, composition=compose)
+        if myo_set is not None:
+            add_body_composition(found, comps, sex_code, height_m, weight_kg, myo_set, flag_allowed=allowed)
         objects += [{**o, "level": at.level, "level_source": at.source} for o in found]
     return MaskReport(objects, list(input_reasons), n_slices)
 
@@ -326,23 +341,30 @@ def resolve_tissue_labels(mask_img, mask_path: Path, labels_file: Path | str | N
     return labels
 
 
-def add_body_composition(objects: list[dict], mask_img, ct_img, labels: dict[str, int], convention: str,
-                         level: str, sex_code: str | None, height: float | None, weight: float | None,
-                         myo_set, *, flag_allowed: Sequence[bool], mask_name: str | None = None,
-                         ct_name: str | None = None) -> None:
+def composition_at(mask_img, ct_img, labels: dict[str, int], convention: str, level: str, height: float | None,
+                   attenuation_gate: tuple[float, float], slice_index: int | None, *, mask_name: str | None = None,
+                   ct_name: str | None = None) -> BodyComposition:
+    """The body composition of one stored slice of the mask (`body_composition.measure_composition_image`)."""
+    from sarco_nn.body_composition import measure_composition_image
+
+    return measure_composition_image(mask_img, ct_img, labels, convention, level, height, slice_index,
+                                     mask_name=mask_name, ct_name=ct_name, attenuation_gate=attenuation_gate)[0]
+
+
+def add_body_composition(objects: list[dict], compositions: Sequence[BodyComposition], sex_code: str | None,
+                         height: float | None, weight: float | None, myo_set, *,
+                         flag_allowed: Sequence[bool]) -> None:
     """Add every tissue (areas cm², HU mean/SD, indices) and the myosteatosis flag to each slice's object.
 
-    flag_allowed: per object, `Verdict.flag_allowed` of its measurement: the myosteatosis flag is withheld
-    exactly where the sarcopenia flag is (predict's rule; a no_bone review kept the sarcopenia flag but lost
-    this one)."""
-    from sarco_nn.body_composition import measure_composition_image, result_columns
+    compositions: per object, its slice's body composition (`composition_at`; its reasons are already in
+    the object's verdict). flag_allowed: per object, `Verdict.flag_allowed` of its measurement: the
+    myosteatosis flag is withheld exactly where the sarcopenia flag is (predict's rule; a no_bone review
+    kept the sarcopenia flag but lost this one)."""
+    from sarco_nn.body_composition import result_columns
     from sarco_nn.thresholds import bmi as exact_bmi
 
     bmi = exact_bmi(height, weight)
-    for i, o in enumerate(objects):
-        comp = measure_composition_image(mask_img, ct_img, labels, convention, level, height, o["slice_index"],
-                                         mask_name=mask_name, ct_name=ct_name,
-                                         attenuation_gate=myo_set.hu_gate or MUSCLE_HU_GATE)[0]
+    for i, (o, comp) in enumerate(zip(objects, compositions, strict=True)):
         row = result_columns(comp, myo_set, sex_code, bmi, withheld=not flag_allowed[i], unknown=FLAG_UNKNOWN,
                              digits={"area": 4, "hu": 2})
         o.update({k: v for k, v in row.items() if k not in o})  # shared keys (SMI, muscle HU) are the SMA path's

@@ -86,8 +86,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
 #: the body; predict's default since the rule was measured). The barely trained fixture models of
 #: the suite often earn them (a high qc_score, a tiny mask, 45-61 % of their "muscle" in the air
 #: around the body), so an input test asks "was this input accepted and measured?", not "status ok".
+#: `tissue_layout`: a four-tissue model's fat on the wrong side of its muscle wall (`sarco_nn.tissue_layout`).
 MODEL_REASON_CODES = ("qc_", "empty_mask", "label_absent", "sma_below_floor", "sma_above_ceiling",
-                      "muscle_outside_trunk")
+                      "muscle_outside_trunk", "tissue_layout")
 
 
 def accepted_and_measured(row: dict) -> bool:

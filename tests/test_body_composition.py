@@ -311,18 +311,20 @@ def _cli():
 
 @pytest.fixture()
 def four_tissue(tmp_path):
+    # laid out as a body is (sarco_nn.tissue_layout): SAT under the skin, the muscle wall, VAT inside it
     mask = np.zeros((120, 120), np.uint8)
-    mask[5:85, 5:85] = 1  # 35.84 cm²: above the 30 cm² plausibility floor, below every SMA cut-off
-    mask[6, 6:9] = 2
-    mask[90:100, :] = 3
-    mask[102:115, :] = 4
+    mask[4:116, 4:116] = 4
+    mask[10:110, 10:110] = 1  # a 100² wall around 60²: 35.84 cm², above the 30 cm² floor, below every cut-off
+    mask[30:90, 30:90] = 3
+    mask[11, 11:14] = 2
+    mask[55:65, 50:60] = 0
     ct = np.full(mask.shape, 45, np.int16)
     ct[mask == 2] = -50
     ct[mask == 3] = -90
     ct[mask == 4] = -110
     ct[10, 10] = -29
-    ct[86:89, 50:60] = 700  # a vertebra in the background: a plausible CT slice has bone (sarco_nn.ct_checks)
-    ct[116:, :] = -1000  # and air outside the body (sarco_nn.io.hu)
+    ct[55:65, 50:60] = 700  # a vertebra inside the wall: a plausible CT slice has bone (sarco_nn.ct_checks)
+    ct[mask == 0] = np.where(ct[mask == 0] == 700, 700, -1000)  # and air outside the body (sarco_nn.io.hu)
     return _write(mask, tmp_path / "mask.nii.gz"), _write(ct, tmp_path / "ct.nii.gz"), mask, ct
 
 

@@ -12,21 +12,33 @@ import json
 import numpy as np
 
 from conftest import sarco_inprocess
-from helpers import square_label_map
+
+
+def _muscle_with_imat(path, muscle: int, imat: int) -> None:
+    """A 1 mm map: muscle 10000 px (100 cm²) around a 20×20 IMAT square (4 cm²) lying within it, as IMAT
+    does (`sarco_nn.tissue_layout`: IMAT beside the muscle, with no SAT, is a tissue_layout review)."""
+    import SimpleITK as sitk
+
+    arr = np.zeros((200, 200), np.uint8)
+    arr[:100, :104] = muscle
+    arr[40:60, 40:60] = imat
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((1.0, 1.0))
+    sitk.WriteImage(image, str(path))
 
 
 def _drop(tmp_path, labels: dict[str, int]):
-    """drop/labels.json + drop/masks/m.nii.gz with muscle 100×100 px at labels['muscle'], IMAT 20×20 at labels['imat']."""
+    """drop/labels.json + drop/masks/m.nii.gz with muscle 100 cm² at labels['muscle'], IMAT 4 cm² at labels['imat']."""
     (tmp_path / "masks").mkdir()
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     mask = tmp_path / "masks" / "m.nii.gz"
-    square_label_map(mask, {labels["muscle"]: 100, labels["imat"]: 20}, dtype=np.uint8)
+    _muscle_with_imat(mask, labels["muscle"], labels["imat"])
     return mask
 
 
 def test_measure_reads_muscle_from_the_labels_json_given_with_labels(tmp_path):
     mask = tmp_path / "m.nii.gz"
-    square_label_map(mask, {2: 100, 1: 20}, dtype=np.uint8)  # muscle 2 (100 cm²), IMAT 1 (4 cm²)
+    _muscle_with_imat(mask, 2, 1)  # muscle 2 (100 cm²), IMAT 1 (4 cm²)
     (tmp_path / "l.json").write_text('{"muscle": 2, "imat": 1}')
     obj = json.loads(sarco_inprocess("measure", mask, "--labels", tmp_path / "l.json", "--sex", "M", "--json").stdout)
     assert obj["sma_cm2"] == 100.0 and obj["imat_area_cm2"] == 4.0, obj
