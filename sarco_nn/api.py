@@ -289,6 +289,7 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
     """
     from sarco_nn.inference import predict as run_predict
 
+    _require("path", inputs=inputs, output=output)
     if Path(output).exists() and not Path(output).is_dir():  # before any model is loaded
         raise InputError("the output is a file, not a folder", output,
                          "give -o a new or empty folder (predict writes masks/, overlays/ and results.csv into it)")
@@ -331,6 +332,13 @@ def predict_merge(parts: Sequence[PathLike], *, output: PathLike, allow_incomple
     """
     from sarco_nn.inference import merge_predictions
 
+    if isinstance(parts, (str, os.PathLike)):  # a str is a Sequence: "out/p0" was merged as the parts "o", "u", ...
+        raise SarcoError(f"parts={str(parts)!r} is one path, not a list of part folders",
+                         fix="pass a list of the parts' -o folders, e.g. parts=['out/part0', 'out/part1'].")
+    _require("path", output=output)
+    _require("flag", allow_incomplete=allow_incomplete)
+    for part in parts:
+        _require("path", part=part)
     return merge_predictions([Path(p) for p in parts], Path(output), allow_incomplete=allow_incomplete)
 
 
@@ -515,6 +523,11 @@ def evaluate(predictions: PathLike | None = None, *, reference: PathLike | None 
     """
     from sarco_nn.evaluation.evaluate import evaluate_crossval, evaluate_folder
 
+    _require("path", optional=True, predictions=predictions, reference=reference, clinical=clinical, output=output,
+             images=images, at_annotated=at_annotated)
+    _require("path", thresholds=thresholds)
+    _require("whole", optional=True, label=label)
+    _require("flag", crossval=crossval, cli_names=cli_names)
     if crossval:
         if predictions is not None or reference is not None:
             raise SarcoError(f"{'--' if cli_names else ''}crossval finds predictions and references itself",

@@ -136,3 +136,21 @@ def test_a_threshold_file_with_a_cut_off_that_flags_everyone_or_no_one_is_refuse
     for ts in THRESHOLD_SETS.values():  # every published set lies inside
         low, high = cutoff_bounds(ts.metric)
         assert all(low < b.cutoff < high for bands in ts.bands.values() for b in bands)
+
+
+def test_api_predict_merge_of_one_path_string_and_evaluate_of_wrong_types_are_one_line(tmp_path):
+    """#118: predict_merge("out/p0") merged the characters of the string as part folders ("o/sarco_predict.json:
+    not a `sarco predict` output folder"); evaluate(123) and predict(None) were TypeErrors."""
+    import pytest
+
+    from sarco_nn import api
+    from sarco_nn.errors import SarcoError
+
+    with pytest.raises(SarcoError, match="is one path, not a list of part folders"):
+        api.predict_merge(str(tmp_path / "p0"), output=tmp_path / "all")
+    with pytest.raises(SarcoError, match="predictions=123 is int"):
+        api.evaluate(123, reference=tmp_path, output=tmp_path / "r")
+    with pytest.raises(SarcoError, match=r"reference=\[.* is list"):
+        api.evaluate(tmp_path, reference=[tmp_path], output=tmp_path / "r")
+    with pytest.raises(SarcoError, match="inputs=None"):
+        api.predict(None, tmp_path / "out")

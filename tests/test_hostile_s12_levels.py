@@ -91,3 +91,14 @@ def test_measure_with_a_v1_vertebra_map_is_one_line_not_a_t6_sma(tmp_path):
     result = sarco_inprocess("measure", tmp_path / "mask.nii.gz", "--vertebrae", tmp_path / "vert.nii.gz")
     assert result.code == 2 and len(result.error_lines()) == 1 and "v1 numbering" in result.output
     assert "SMA" not in result.stdout
+
+
+def test_l3_whose_lower_half_carries_the_l4_label_is_refused():
+    """#119: the centre of the remaining upper half was measured as L3 (a slice near the L2 disc)."""
+    labels = _column(V2)
+    l3 = np.flatnonzero((labels == V2["L3"]).any(axis=(1, 2)))
+    lower = labels[l3[0]:l3[0] + HEIGHT // 2]  # a view: the lower half of L3 relabelled L4
+    lower[lower == V2["L3"]] = V2["L4"]
+    # L3 keeps 3 of 6 slices, L4 grows to 9: L3 holds 3/9 of its lower neighbour's voxels
+    with pytest.raises(LevelMislabelled, match=r"only 0\.33x the voxels of its neighbour L4"):
+        level_index_from_labels(labels, "L3")

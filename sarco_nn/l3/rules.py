@@ -16,7 +16,8 @@ vertebra is cut and neither rule can be trusted.
 
 "L3 cannot be placed" (LevelInPieces, LevelMislabelled): the label is in separate pieces along z, or the labels
 around it do not read as a v2 column (`column_problem`): TotalSegmentator v1 numbering (L5 = 18, so its 29 is T6),
-the level not between its neighbours (swapped labels), or a label over two vertebrae (far larger than a neighbour).
+the level not between its neighbours (swapped labels), or a label over two vertebrae or over part of one (far larger
+or smaller than a neighbour).
 """
 
 from __future__ import annotations
@@ -106,13 +107,13 @@ def level_index_from_labels(labels_zyx: np.ndarray, level: str, rule: str = "cen
         raise LevelInPieces(level, f"its label {value} lies in {len(starts)} separate pieces along the slices "
                             f"(canonical slices {pieces}); a vertebra is one piece, so part of it is another "
                             "vertebra", where)
-    problem = column_problem(labels_zyx, level, counts)
-    if problem is not None:
-        raise LevelMislabelled(level, problem, where)
     n = len(per_slice)
     if occupied[0] == 0 or occupied[-1] == n - 1:
         edge = "lower (caudal)" if occupied[0] == 0 else "upper (cranial)"
         raise missing(f"{level} (label {value}) touches the {edge} edge of the scan, so the vertebra is cut")
+    problem = column_problem(labels_zyx, level, counts)  # after "cut": a cut level is small for that reason
+    if problem is not None:
+        raise LevelMislabelled(level, problem, where)
     centroid = float(np.sum(np.arange(n) * per_slice) / per_slice.sum())
     if rule == "centroid":
         return int(np.floor(centroid + 0.5))
@@ -172,7 +173,8 @@ def column_problem(labels_zyx: np.ndarray, level: str, counts: np.ndarray | None
 
     TotalSegmentator v1 numbering; `level` not above the nearest vertebra below it and below the nearest above it
     (swapped labels, or a numbering running the other way); `level` over MAX_NEIGHBOUR_VOLUME_RATIO times an uncut
-    adjacent lumbar/thoracic vertebra (one label over two vertebrae). S1 (a part of the sacrum in TotalSegmentator)
+    adjacent lumbar/thoracic vertebra (one label over two vertebrae), or under 1/MAX_NEIGHBOUR_VOLUME_RATIO of it
+    (part of it labelled as the neighbour: its centre is off). S1 (a part of the sacrum in TotalSegmentator)
     and cut neighbours are not compared by volume. Only the level's own neighbours are judged, so a mislabel in the
     neck does not block L3.
     """
@@ -194,6 +196,8 @@ def column_problem(labels_zyx: np.ndarray, level: str, counts: np.ndarray | None
         return (f"{level} (label {value}) does not lie below {_NAMES[above[0]]} (label {above[0]}): the labels are "
                 "swapped, or not in TotalSegmentator v2 numbering")
     n = counts.shape[0]
+    if own[0] == 0 or own[1] == n - 1:  # cut by the scan: its volume says nothing
+        return None
     for v in (value - 1, value + 1):
         name = _NAMES.get(v, "")
         e = _extent(counts, v)
@@ -202,6 +206,9 @@ def column_problem(labels_zyx: np.ndarray, level: str, counts: np.ndarray | None
         if own[3] > MAX_NEIGHBOUR_VOLUME_RATIO * e[3]:
             return (f"{level} (label {value}) holds {own[3] / e[3]:.1f}x the voxels of its neighbour {name} "
                     f"(label {v}): one label over two vertebrae")
+        if own[3] * MAX_NEIGHBOUR_VOLUME_RATIO < e[3]:
+            return (f"{level} (label {value}) holds only {own[3] / e[3]:.2f}x the voxels of its neighbour {name} "
+                    f"(label {v}): part of {level} carries another label, so its centre is off")
     return None
 
 
