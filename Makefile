@@ -19,9 +19,10 @@ DEMO_TISSUES ?= 1
 DEMO_KEEP_TISSUES = $(if $(filter 4,$(DEMO_TISSUES)),--keep-tissues,)
 PYTEST_ARGS ?=
 # test processes (pytest-xdist): the suite is single-threaded per test (children run with OMP_NUM_THREADS=1),
-# so one worker per core halves its wall time; whole files go to one worker (their module fixtures are built once)
+# so one worker per core halves its wall time; whole files go to one worker (their module fixtures are built once),
+# in collection order (--no-loadscope-reorder), which starts the slowest files first (tests/conftest.py HEAVY_TEST_FILES)
 TEST_WORKERS ?= 2
-TEST_PARALLEL = $(if $(filter 0 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+TEST_PARALLEL = $(if $(filter 0 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: install test test-fast demo clean-demo bench
 

@@ -386,8 +386,8 @@ def table(results: list[dict]) -> str:
                 bins.append(f"| {label} | " + " | ".join(cells) + " |")
                 with_tissues = [r["tissues"] for r in rows if r.get("tissues")]
                 if with_tissues:
-                    cells = [_fmt([t[name]["dice_mean"] for t in with_tissues if name in t], min)
-                             for name in tissue_names]
+                    cells = [_fmt([t[name]["dice_mean"] for t in with_tissues  # None: absent in every case
+                                   if name in t and t[name]["dice_mean"] is not None], min) for name in tissue_names]
                     tissues.append(f"| {label} | {len(with_tissues)} | " + " | ".join(cells) + " |")
     body = body_composition_table(results)
     regions = structure_table(results)

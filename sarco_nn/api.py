@@ -22,6 +22,8 @@ nnU-Net) are imported only when a function that needs them runs.
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +56,35 @@ def _ws(workspace: PathLike | Workspace | None) -> Workspace:
 
 def _path(value: PathLike | None) -> Path | None:
     return None if value is None else Path(value)
+
+
+def _is_bool(value: Any) -> bool:
+    kind = type(value)
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_"))  # numpy's too
+
+
+#: What an argument kind accepts (None is accepted where the argument is optional), and how it is named.
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "number": (lambda v: isinstance(v, numbers.Real) and not _is_bool(v), "a number"),
+    "whole": (lambda v: isinstance(v, numbers.Integral) and not _is_bool(v), "a whole number"),
+    "flag": (_is_bool, "True or False"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "path": (lambda v: isinstance(v, (str, os.PathLike)), "a file path (str or pathlib.Path)"),
+    "levels": (lambda v: isinstance(v, str) or (isinstance(v, Sequence) and all(isinstance(x, str) for x in v)),
+               'a level name or a list of them (e.g. "L3" or ["L1", "L3"])'),
+}
+
+
+def _require(kind: str, optional: bool = False, **arguments: Any) -> None:
+    """Refuse an argument of the wrong type in one line, before any file is read: a script's height_m="1.7" or
+    slice_index=0.7 gave a TypeError deep in the library, label=1.5 was measured as label 1, hu_gate="no" as True."""
+    accepts, what = _KINDS[kind]
+    for name, value in arguments.items():
+        if (value is None and optional) or accepts(value):
+            continue
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise SarcoError(f"{name}={shown} is {type(value).__name__}, not {what}",
+                         fix=f"pass {name} as {what}{' or None' if optional else ''}.")
 
 
 # ------------------------------------------------------------------------------------ convert
@@ -258,6 +289,7 @@ def predict(inputs: PathLike, output: PathLike, options: PredictOptions = Predic
     """
     from sarco_nn.inference import predict as run_predict
 
+    _require("path", inputs=inputs, output=output)
     if Path(output).exists() and not Path(output).is_dir():  # before any model is loaded
         raise InputError("the output is a file, not a folder", output,
                          "give -o a new or empty folder (predict writes masks/, overlays/ and results.csv into it)")
@@ -300,6 +332,13 @@ def predict_merge(parts: Sequence[PathLike], *, output: PathLike, allow_incomple
     """
     from sarco_nn.inference import merge_predictions
 
+    if isinstance(parts, (str, os.PathLike)):  # a str is a Sequence: "out/p0" was merged as the parts "o", "u", ...
+        raise SarcoError(f"parts={str(parts)!r} is one path, not a list of part folders",
+                         fix="pass a list of the parts' -o folders, e.g. parts=['out/part0', 'out/part1'].")
+    _require("path", output=output)
+    _require("flag", allow_incomplete=allow_incomplete)
+    for part in parts:
+        _require("path", part=part)
     return merge_predictions([Path(p) for p in parts], Path(output), allow_incomplete=allow_incomplete)
 
 
@@ -402,6 +441,14 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
     """
     from sarco_nn.mask_measurement import measure_mask
 
+    _require("path", mask=mask)
+    _require("path", optional=True, image=image, labels_file=labels_file, vertebrae=vertebrae)
+    _require("whole", optional=True, slice_index=slice_index, label=label)
+    _require("number", optional=True, height_m=height_m, weight_kg=weight_kg)
+    _require("text", optional=True, sex=sex, hu_convention=hu_convention)
+    _require("path", thresholds=thresholds, myosteatosis=myosteatosis)  # a set name or a file
+    _require("flag", hu_gate=hu_gate, tissues=tissues, cli_names=cli_names)
+    _require("levels", level=level)
     report = measure_mask(mask, image=image, slice_index=slice_index, label=label, sex=sex, height_m=height_m,
                           weight_kg=weight_kg, hu_gate=hu_gate, thresholds=thresholds, tissues=tissues,
                           labels_file=labels_file, level=level, vertebrae=vertebrae, hu_convention=hu_convention,
@@ -476,6 +523,11 @@ def evaluate(predictions: PathLike | None = None, *, reference: PathLike | None 
     """
     from sarco_nn.evaluation.evaluate import evaluate_crossval, evaluate_folder
 
+    _require("path", optional=True, predictions=predictions, reference=reference, clinical=clinical, output=output,
+             images=images, at_annotated=at_annotated)
+    _require("path", thresholds=thresholds)
+    _require("whole", optional=True, label=label)
+    _require("flag", crossval=crossval, cli_names=cli_names)
     if crossval:
         if predictions is not None or reference is not None:
             raise SarcoError(f"{'--' if cli_names else ''}crossval finds predictions and references itself",

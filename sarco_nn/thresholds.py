@@ -45,7 +45,8 @@ A band applies when bmi_min <= BMI < bmi_max (either bound may be omitted; each 
 bands must not overlap. The first matching band wins. A key the schema does not know (a typo such as
 "levels" or "hugate") is refused, not ignored: ignoring it would apply the cut-offs at L3 or
 within the default gate silently. A set whose male and female cut-offs are the same (Martin's
-myosteatosis set) needs no sex.
+myosteatosis set) needs no sex. A cut-off outside `cutoff_bounds` (it would flag every patient or none: SMI 524
+for 52.4) is refused.
 """
 
 from __future__ import annotations
@@ -350,7 +351,41 @@ def load_threshold_file(path: str | Path) -> ThresholdSet:
         hu_gate = _parse_gate(data.get("hu_gate", list(_DEFAULT_HU_GATE)), path)
     elif "hu_gate" in data:
         raise InputError("'hu_gate' applies to metric 'muscle_hu' only", path=path, fix="remove it or use muscle_hu.")
+    _check_cutoff_range(metric, bands, hu_gate, path)
     return ThresholdSet(name, metric, bands, levels, hu_gate)
+
+
+#: Adult heights (m) that turn the plausible SMA into the plausible SMI of `cutoff_bounds`.
+_ADULT_HEIGHT_M = (1.2, 2.2)
+
+
+def cutoff_bounds(metric: str, hu_gate: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(low, high): a cut-off outside flags every plausible patient or none (a decimal slip: SMI 524 for 52.4).
+
+    SMA: mask_checks' plausible adult SMA (SMA_FLOOR_CM2..SMA_CEILING_CM2, 30-500 cm²; a measurement outside is a
+    review with no flag); SMI: that SMA over adult heights 1.2-2.2 m (6.2-347 cm²/m²); muscle_hu: the set's HU gate
+    (the mean is taken within it). Published cut-offs lie far inside (SMA 92-144 cm², SMI 38.5-53, HU 33-41).
+    """
+    from sarco_nn.mask_checks import SMA_CEILING_CM2, SMA_FLOOR_CM2
+
+    if metric == "muscle_hu":
+        return hu_gate or _DEFAULT_HU_GATE
+    if metric == "smi":
+        return SMA_FLOOR_CM2 / _ADULT_HEIGHT_M[1] ** 2, SMA_CEILING_CM2 / _ADULT_HEIGHT_M[0] ** 2
+    return SMA_FLOOR_CM2, SMA_CEILING_CM2
+
+
+def _check_cutoff_range(metric: str, bands: dict[str, tuple[BmiBand, ...]], hu_gate, path: Path) -> None:
+    low, high = cutoff_bounds(metric, hu_gate)
+    unit = _UNITS[metric]
+    for sex, key in (("M", "male"), ("F", "female")):
+        for band in bands[sex]:
+            if not low < band.cutoff < high:
+                every = "every patient" if band.cutoff >= high else "no patient"
+                raise InputError(f"'{key}' cut-off {band.cutoff:g} {unit} lies outside {low:.4g}..{high:.4g} {unit}: "
+                                 f"it would flag {every} (a decimal or unit slip?)", path=path,
+                                 fix=f"give the published cut-off in {unit} (e.g. prado: SMI 52.4 / 38.5 cm²/m²; "
+                                     "martin_myosteatosis: 41 / 33 HU).")
 
 
 #: Keys a threshold file may hold (the schema in the module docstring); any other is refused.
@@ -445,5 +480,5 @@ def _nan(value) -> bool:
 
 __all__ = [
     "DEFAULT_MYOSTEATOSIS_SET", "DEFAULT_THRESHOLD_SET", "MYOSTEATOSIS_SETS", "THRESHOLD_SETS", "SEX_CODES", "BmiBand", "ThresholdSet", "bmi", "exact",
-    "get_threshold_set", "is_named_set", "load_threshold_file", "normalise_sex", "sarcopenia_set", "smi_exact",
+    "cutoff_bounds", "get_threshold_set", "is_named_set", "load_threshold_file", "normalise_sex", "sarcopenia_set", "smi_exact",
 ]

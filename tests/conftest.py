@@ -18,6 +18,23 @@ import pytest
 if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = "1"
 
+#: The test files that take longest (minutes each: they train a model in a module fixture), started first.
+#: `make test` runs pytest-xdist with `--dist loadfile --no-loadscope-reorder`: the scheduler (xdist's
+#: `LoadScopeScheduling.schedule`) queues whole files in the order of the collected items and hands each idle worker
+#: the next one, so a heavy file collected last (the default: alphabetical) ran alone at the end, the other worker
+#: idle. Without `--no-loadscope-reorder` xdist sorts the files by their number of tests instead, and these files
+#: have few. Durations of the last CI run (2 cores): test_default_preset ~230 s, test_demo ~220 s, test_end_to_end
+#: (the cross-validation and the whole-volume predict) ~220 s.
+HEAVY_TEST_FILES = ("test_default_preset.py", "test_demo.py", "test_end_to_end.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Move the items of HEAVY_TEST_FILES to the front, in that order, each file's own order kept."""
+    rank = {name: i for i, name in enumerate(HEAVY_TEST_FILES)}
+    heavy = len(HEAVY_TEST_FILES)
+    items[:] = sorted(items, key=lambda item: rank.get(item.path.name, heavy))  # sorted() is stable
+
+
 #: `sarco` as a child process: the real entry point (`sarco_nn.cli.main`), with its own interpreter.
 SARCO = [sys.executable, "-m", "sarco_nn.cli"]
 

@@ -181,6 +181,6 @@ def test_rerun_after_editing_the_threshold_file_is_refused_not_kept(tiny_model, 
     args = ["predict", "-i", images, "-o", tmp_path / "out", "--fast", "--device", "cpu", "--thresholds", cut,
             "-w", tiny_model.workspace]
     assert sarco_subprocess(*args).code in (0, 1)
-    cut.write_text('{"name": "site", "metric": "sma", "male": 500, "female": 500}')
+    cut.write_text('{"name": "site", "metric": "sma", "male": 400, "female": 400}')
     again = sarco_subprocess(*args)
     assert again.code == 2 and "another model/settings" in again.output, again.output

@@ -77,11 +77,11 @@ def test_one_row_per_level_with_level_column_and_a_flag_only_at_l3(volume):
 def test_a_set_published_for_l1_flags_at_l1_and_not_at_l3(volume, tmp_path):
     _, paths = volume
     custom = tmp_path / "l1_set.json"
-    custom.write_text(json.dumps({"name": "l1_only", "metric": "sma", "male": 1000, "female": 1000, "level": "L1"}))
+    custom.write_text(json.dumps({"name": "l1_only", "metric": "sma", "male": 450, "female": 450, "level": "L1"}))
     rows = json.loads(_measure(paths, "--level", "L3", "--level", "L1", "--vertebrae", paths["vert"],
                                "--thresholds", custom).stdout)
     assert [r["level"] for r in rows] == ["L3", "L1"]
-    assert rows[1]["sarcopenic"] is True  # SMA < 1000 cm² at L1
+    assert rows[1]["sarcopenic"] is True  # SMA < 450 cm² at L1 (1000 would flag every patient: refused, #117)
     assert rows[0]["sarcopenic"] == "unknown" and "no l1_only cut-off published for L3" in rows[0]["threshold"]
 
 

@@ -10,7 +10,9 @@ Rules (also in the report):
     convention), so Dice and areas describe the segmentation, not an HU rule.
   * Area agreement reuses `evaluation.agreement` (Bland–Altman bias and 95 % LoA, ICC(2,1)/(3,1));
     HU bias = mean over cases of (predicted − reference) mean HU, where both are defined.
-  * Both masks empty of a tissue: Dice 1 (as `metrics.dice_iou`), area 0 on both sides.
+  * Both masks empty of a tissue: Dice 1 in that case's row (as `metrics.dice_iou`), area 0 on both sides;
+    the summary's Dice counts only the cases where either mask holds the tissue (`dice_n`): a tissue absent
+    from every reference and prediction (an annotation protocol without VAT) has no Dice (n/a), not 1.000.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from sarco_nn.measure import label_mask, area_cm2
 TISSUE_RULE = ("each tissue named by the reference's labels.json is compared, when the predictions are multi-tissue "
                "masks (any one holds a tissue value beyond muscle), in every case (a prediction holding muscle only "
                "then predicted none of the other tissues), at the reference's slice, every labelled pixel counted; "
-               "HU bias = mean(predicted − reference mean HU)")
+               "HU bias = mean(predicted − reference mean HU); the Dice summary counts only the cases where either "
+               "mask holds the tissue (both empty: no evidence either way)")
 
 #: Per-case columns (cases.csv) for every evaluated tissue.
 def case_columns(tissue: str) -> tuple[str, ...]:
@@ -98,14 +101,16 @@ def tissue_summary(rows: list[dict]) -> dict:
         have = [r for r in rows if r.get(f"{tissue}_dice") is not None]
         if not have:
             continue
-        dice = np.array([r[f"{tissue}_dice"] for r in have], dtype=float)
+        held = [r for r in have if r[f"{tissue}_area_ref_cm2"] > 0 or r[f"{tissue}_area_pred_cm2"] > 0]
+        dice = np.array([r[f"{tissue}_dice"] for r in held], dtype=float)
         area = agreement([r[f"{tissue}_area_pred_cm2"] for r in have], [r[f"{tissue}_area_ref_cm2"] for r in have])
         hu_err = [r[f"{tissue}_hu_error"] for r in have if r.get(f"{tissue}_hu_error") is not None]
         summary[tissue] = {
             "n": len(have),
-            "dice_mean": float(dice.mean()),
-            "dice_median": float(np.median(dice)),
-            "dice_min": float(dice.min()),
+            "dice_n": len(held),
+            "dice_mean": float(dice.mean()) if held else None,
+            "dice_median": float(np.median(dice)) if held else None,
+            "dice_min": float(dice.min()) if held else None,
             "area_agreement_cm2": area.to_dict(),
             "hu_n": len(hu_err),
             "hu_bias": float(np.mean(hu_err)) if hu_err else math.nan,
@@ -151,7 +156,7 @@ def console_line(tissues: dict | None) -> str | None:
     def num(value, digits: int, sign: str = "") -> str:
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{sign}.{digits}f}"
 
-    parts = [f"{_NAMES.get(t, t)} {num(v['dice_mean'], 3)} / {num(v['area_agreement_cm2'].get('bias'), 2, '+')} cm² / "
+    parts = [f"{_NAMES.get(t, t)} {num(v['dice_mean'], 3)}{'' if v.get('dice_n', 1) else ' (absent in every case)'} / {num(v['area_agreement_cm2'].get('bias'), 2, '+')} cm² / "
              f"{num(v['hu_bias'], 1, '+')} HU" for t, v in tissues.items()]
     return "per tissue (Dice mean / area bias / HU bias): " + " · ".join(parts)
 
@@ -175,6 +180,8 @@ def report_lines(tissues: dict | None, fmt, plots: dict[str, str] | None = None)
             f"{fmt(a['bias'])} | {fmt(a['loa_low'])} … {fmt(a['loa_high'])} | {fmt(a['icc_2_1'], 3)} | "
             f"{fmt(a['icc_3_1'], 3)} | {fmt(t['hu_bias'])} ({t['hu_n']}) |",
             "",
+            *([f"Dice over the {t['dice_n']} of {t['n']} case(s) where either mask holds it; in the others "
+               "neither does (Dice undefined, not counted).", ""] if t.get("dice_n", t["n"]) < t["n"] else []),
             *([f"![{plot_key(tissue)}]({plots[plot_key(tissue)]})", ""] if plot_key(tissue) in plots else []),
         ]
     return lines

@@ -76,7 +76,7 @@ def _read_dicom_files(where: Path, paths: list[Path]) -> sitk.Image:
             if modality in _NON_IMAGE_MODALITIES and len(paths) > 1:
                 continue  # a segmentation or report stored beside the series
             images.append(_DicomFile(path, header))
-        axial = [i for i in images if not _is_localizer(i.header)]
+        axial = [i for i in images if not is_localizer(i.header)]
         images = axial or images  # a scout stored in the series is no slice of it (one alone: refused below)
         if not images:
             raise InputError("folder holds no DICOM images (only segmentations or reports)", where,
@@ -94,7 +94,7 @@ def _read_dicom_files(where: Path, paths: list[Path]) -> sitk.Image:
     return _assemble(ordered, spacing_z, where)
 
 
-def _is_localizer(header) -> bool:
+def is_localizer(header) -> bool:
     """A scout / topogram (ImageType value 3 LOCALIZER): a projection, not an axial slice of the series."""
     image_type = header.get("ImageType") or []
     values = [image_type] if isinstance(image_type, str) else list(image_type)

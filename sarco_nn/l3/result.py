@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sarco_nn.errors import SarcoError
 
-__all__ = ["L3Location", "L3NotFound", "LevelInPieces", "LevelNotFound", "NoL3Locator"]
+__all__ = ["L3Location", "L3NotFound", "LevelInPieces", "LevelMislabelled", "LevelNotFound", "NoL3Locator"]
 
 
 class L3NotFound(SarcoError):
@@ -45,6 +45,16 @@ class LevelInPieces(L3NotFound):
         SarcoError.__init__(self, f"{level} cannot be placed: {reason}", path,
                             "correct the vertebra labels (one piece per vertebra), or give the slice yourself "
                             "(--slice N / --l3-slice N)")
+
+
+class LevelMislabelled(L3NotFound):
+    """The vertebra labels around a level do not read as one TotalSegmentator v2 column (another numbering,
+    swapped labels, one label over two vertebrae): no slice is chosen. A kind of L3NotFound, as LevelInPieces."""
+
+    def __init__(self, level: str, reason: str, path: str | Path | None = None, fix: str | None = None):
+        SarcoError.__init__(self, f"{level} cannot be placed: {reason}", path,
+                            fix or "correct the vertebra labels (TotalSegmentator v2 numbering, L3 = 29), or give "
+                                   "the slice yourself (--slice N / --l3-slice N)")
 
 
 @dataclass(frozen=True)

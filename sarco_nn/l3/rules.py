@@ -13,6 +13,11 @@ Rules for "the L3 slice" (both are used in the literature; on real CT they diffe
 
 "L3 not in field of view" (L3NotFound): label 29 is absent, or it touches the first or last slice, so the
 vertebra is cut and neither rule can be trusted.
+
+"L3 cannot be placed" (LevelInPieces, LevelMislabelled): the label is in separate pieces along z, or the labels
+around it do not read as a v2 column (`column_problem`): TotalSegmentator v1 numbering (L5 = 18, so its 29 is T6),
+the level not between its neighbours (swapped labels), or a label over two vertebrae or over part of one (far larger
+or smaller than a neighbour).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from sarco_nn.l3.result import L3Location, L3NotFound
 
 __all__ = [
     "L3_LABEL", "RULES", "TOTALSEG_L3_FILE", "VERTEBRA_LABELS", "check_rule", "describe_vertebrae",
-    "l3_index_from_labels", "level_index_from_labels", "locate_from_vertebrae", "read_vertebra_mask"
+    "MAX_NEIGHBOUR_VOLUME_RATIO", "V1_VERTEBRA_OFFSET", "column_problem", "l3_index_from_labels", "level_index_from_labels", "locate_from_vertebrae", "read_vertebra_mask"
 ]
 
 #: TotalSegmentator v2 vertebra label ids, caudal to cranial (S1 = 26 ... C1 = 50).
@@ -37,6 +42,12 @@ VERTEBRA_LABELS: dict[str, int] = {
 }
 L3_LABEL: int = VERTEBRA_LABELS["L3"]
 _NAMES = {v: k for k, v in VERTEBRA_LABELS.items()}
+
+#: TotalSegmentator v1 numbered the vertebrae L5 = 18 ... C1 = 41 (v2's value minus 9; 18-25 are organs in v2).
+V1_VERTEBRA_OFFSET = 9
+#: Two uncut neighbouring vertebrae differ in labelled volume by far less (example_ct L1-L5: at most 1.05x; lumbar
+#: vertebrae grow a few per cent a level); a label this much larger than a neighbour's covers two vertebrae.
+MAX_NEIGHBOUR_VOLUME_RATIO = 1.6
 
 #: Rules for choosing the L3 slice from labels (documented in the module docstring).
 RULES: tuple[str, ...] = ("centroid", "max-area")
@@ -71,7 +82,7 @@ def level_index_from_labels(labels_zyx: np.ndarray, level: str, rule: str = "cen
 
     Raises L3NotFound for L3 and LevelNotFound for another level when the vertebra is absent or cut.
     """
-    from sarco_nn.l3.result import LevelInPieces, LevelNotFound
+    from sarco_nn.l3.result import LevelInPieces, LevelMislabelled, LevelNotFound
 
     check_rule(rule)
     if level not in VERTEBRA_LABELS:
@@ -81,8 +92,11 @@ def level_index_from_labels(labels_zyx: np.ndarray, level: str, rule: str = "cen
     def missing(reason: str) -> Exception:
         return L3NotFound(reason, where) if level == "L3" else LevelNotFound(level, reason, where)
 
-    body = np.asarray(labels_zyx) == value
-    per_slice = body.reshape(body.shape[0], -1).sum(axis=1)
+    counts = _slice_counts(labels_zyx)
+    numbering = _v1_numbering(counts)
+    if numbering is not None:  # before "absent" or "cut": in v1 numbering label 29 is another vertebra, if any
+        raise LevelMislabelled(level, numbering, where, _V1_FIX)
+    per_slice = counts[:, value]
     occupied = np.flatnonzero(per_slice)
     if occupied.size == 0:
         raise missing(f"the vertebra mask has no {level} (label {value}); it shows {describe_vertebrae(labels_zyx)}")
@@ -97,11 +111,105 @@ def level_index_from_labels(labels_zyx: np.ndarray, level: str, rule: str = "cen
     if occupied[0] == 0 or occupied[-1] == n - 1:
         edge = "lower (caudal)" if occupied[0] == 0 else "upper (cranial)"
         raise missing(f"{level} (label {value}) touches the {edge} edge of the scan, so the vertebra is cut")
+    problem = column_problem(labels_zyx, level, counts)  # after "cut": a cut level is small for that reason
+    if problem is not None:
+        raise LevelMislabelled(level, problem, where)
     centroid = float(np.sum(np.arange(n) * per_slice) / per_slice.sum())
     if rule == "centroid":
         return int(np.floor(centroid + 0.5))
     best = np.flatnonzero(per_slice == per_slice.max())
     return int(best[np.argmin(np.abs(best - centroid))])
+
+
+_V1_FIX = ("run TotalSegmentator 2.x, or renumber the map to v2 (add 9 to v1's vertebra values 18-41: L3 20 -> 29), "
+           "or give the slice yourself (--slice N / --l3-slice N)")
+
+
+def _slice_counts(labels_zyx: np.ndarray) -> np.ndarray:
+    """(z, value) voxel counts of the values 0..50 (larger values, organs of TotalSegmentator, count as 0)."""
+    array = np.asarray(labels_zyx)
+    top = max(VERTEBRA_LABELS.values()) + 1
+    out = np.zeros((array.shape[0], top), np.int64)
+    for z, plane in enumerate(array.reshape(array.shape[0], -1)):
+        values = plane.astype(np.int64, copy=False)
+        out[z] = np.bincount(np.where((values > 0) & (values < top), values, 0), minlength=top)[:top]
+    out[:, 0] = 0
+    return out
+
+
+def _extent(counts: np.ndarray, value: int) -> tuple[int, int, float, int] | None:
+    """(first slice, last slice, centroid slice, voxels) of `value`, None when absent."""
+    column = counts[:, value]
+    occupied = np.flatnonzero(column)
+    if occupied.size == 0:
+        return None
+    total = int(column.sum())
+    return int(occupied[0]), int(occupied[-1]), float(np.sum(np.arange(len(column)) * column) / total), total
+
+
+def _v1_numbering(counts: np.ndarray) -> str | None:
+    """Why the map reads as TotalSegmentator v1 numbering, or None: three or more of the values 18-25 stacked
+    along z like vertebrae (each above the last, none reaching the centre of a value beyond its neighbours) below
+    the v2 vertebrae. In v2 these are organs (colon spans the abdomen, the bladder lies below the bowel)."""
+    chain = [(v, e) for v in range(18, 26) if (e := _extent(counts, v)) is not None]
+    if len(chain) < 3:
+        return None
+    centres = [e[2] for _, e in chain]
+    first_v2 = next((e for v in range(26, counts.shape[1]) if (e := _extent(counts, v)) is not None), None)
+    if first_v2 is not None:
+        centres.append(first_v2[2])
+    stacked = all(a < b for a, b in zip(centres, centres[1:])) and not any(  # neighbours overlap (arches), no more
+        lo < c < hi for i, (_, (lo, hi, _, _)) in enumerate(chain) for j, c in enumerate(centres) if abs(i - j) > 1)
+    if not stacked:
+        return None
+    values = ", ".join(str(v) for v, _ in chain)
+    return (f"labels {values} are stacked along the spine like vertebrae: TotalSegmentator v1 numbering "
+            f"(L5 = 18, L3 = 20, T12 = 23; in v1 label 29 is T6), where v2 has organs there (small bowel 18 ... "
+            "sacrum 25)")
+
+
+def column_problem(labels_zyx: np.ndarray, level: str, counts: np.ndarray | None = None) -> str | None:
+    """Why the labels around `level` do not read as one TotalSegmentator v2 column, or None.
+
+    TotalSegmentator v1 numbering; `level` not above the nearest vertebra below it and below the nearest above it
+    (swapped labels, or a numbering running the other way); `level` over MAX_NEIGHBOUR_VOLUME_RATIO times an uncut
+    adjacent lumbar/thoracic vertebra (one label over two vertebrae), or under 1/MAX_NEIGHBOUR_VOLUME_RATIO of it
+    (part of it labelled as the neighbour: its centre is off). S1 (a part of the sacrum in TotalSegmentator)
+    and cut neighbours are not compared by volume. Only the level's own neighbours are judged, so a mislabel in the
+    neck does not block L3.
+    """
+    counts = _slice_counts(labels_zyx) if counts is None else counts
+    numbering = _v1_numbering(counts)
+    if numbering is not None:
+        return numbering
+    value = VERTEBRA_LABELS[level]
+    own = _extent(counts, value)
+    if own is None:
+        return None
+    top = max(VERTEBRA_LABELS.values())
+    below = next(((v, e) for v in range(value - 1, 25, -1) if (e := _extent(counts, v)) is not None), None)
+    above = next(((v, e) for v in range(value + 1, top + 1) if (e := _extent(counts, v)) is not None), None)
+    if below is not None and below[1][2] >= own[2]:
+        return (f"{level} (label {value}) does not lie above {_NAMES[below[0]]} (label {below[0]}): the labels are "
+                "swapped, or not in TotalSegmentator v2 numbering")
+    if above is not None and above[1][2] <= own[2]:
+        return (f"{level} (label {value}) does not lie below {_NAMES[above[0]]} (label {above[0]}): the labels are "
+                "swapped, or not in TotalSegmentator v2 numbering")
+    n = counts.shape[0]
+    if own[0] == 0 or own[1] == n - 1:  # cut by the scan: its volume says nothing
+        return None
+    for v in (value - 1, value + 1):
+        name = _NAMES.get(v, "")
+        e = _extent(counts, v)
+        if e is None or name in ("S1", "") or name.startswith("C") or e[0] == 0 or e[1] == n - 1:
+            continue
+        if own[3] > MAX_NEIGHBOUR_VOLUME_RATIO * e[3]:
+            return (f"{level} (label {value}) holds {own[3] / e[3]:.1f}x the voxels of its neighbour {name} "
+                    f"(label {v}): one label over two vertebrae")
+        if own[3] * MAX_NEIGHBOUR_VOLUME_RATIO < e[3]:
+            return (f"{level} (label {value}) holds only {own[3] / e[3]:.2f}x the voxels of its neighbour {name} "
+                    f"(label {v}): part of {level} carries another label, so its centre is off")
+    return None
 
 
 def read_vertebra_mask(mask: sitk.Image | str | Path) -> tuple[sitk.Image, str]:

@@ -89,8 +89,11 @@ class SegResult:
 
 
 def read_source_series(source: Path) -> list:
-    """The CT image instances of a DICOM file or series folder (pydicom datasets, with pixels)."""
+    """The CT image instances of a DICOM file or series folder (pydicom datasets, with pixels), a scout
+    (LOCALIZER) stored in the series left out as the image reader leaves it out: highdicom refused the SEG."""
     import pydicom
+
+    from sarco_nn.io.dicom import is_localizer
 
     source = Path(source)
     files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
@@ -102,6 +105,8 @@ def read_source_series(source: Path) -> list:
             continue
         if "ImagePositionPatient" in ds and "PixelData" in ds and str(ds.get("Modality", "CT")).upper() == "CT":
             datasets.append(ds)
+    axial = [ds for ds in datasets if not is_localizer(ds)]  # the reader's rule: a scout is no slice of the series
+    datasets = axial or datasets
     if not datasets:
         raise InputError("no DICOM CT images to reference", source, "--dicom-seg needs DICOM input; give the series")
     return datasets

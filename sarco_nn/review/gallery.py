@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -87,10 +88,10 @@ def write_review_html(out_dir: Path, results_csv: Path | None = None, title: str
     out_dir = Path(out_dir)
     rows = gallery_rows(results_csv or out_dir / "results.csv")
     columns = [{"key": key, "label": label, "numeric": numeric} for _, key, label, numeric in COLUMNS]
-    page_title = html.escape(title or f"sarco review: {out_dir.name}")
-    text = (_TEMPLATE.replace("{{TITLE}}", page_title)
-            .replace("{{COLUMNS}}", _json_for_script(columns))
-            .replace("{{ROWS}}", _json_for_script(rows)))
+    fills = {"TITLE": html.escape(title or f"sarco review: {out_dir.name}"), "COLUMNS": _json_for_script(columns),
+             "ROWS": _json_for_script(rows)}
+    # one pass: a folder named "{{ROWS}}" (or a case id holding "{{TITLE}}") is text, not another placeholder
+    text = re.sub(r"\{\{(TITLE|COLUMNS|ROWS)\}\}", lambda m: fills[m.group(1)], _TEMPLATE)
     path = out_dir / REVIEW_FILE
     write_text_atomic(path, text)
     return path
