@@ -7,7 +7,10 @@ case is named and paired the same way at training and at evaluation:
   image ending (the longest of :data:`IMAGE_SUFFIXES`, any case) and then nnU-Net's channel
   suffix ``_0000``; a file with another ending loses a non-numeric extension (``scan.ima`` →
   ``scan``; ``1.2.840.5`` stays whole, a DICOM UID). Names that are not UTF-8 are escaped
-  (``image_io.printable_path``). An empty id (``_0000.nii.gz``, ``.nii.gz``) is refused.
+  (``image_io.printable_path``). An empty id (``_0000.nii.gz``, ``.nii.gz``) is refused, and so is
+  one starting with a spreadsheet formula character (:data:`FORMULA_PREFIXES`): results.csv opened
+  in a spreadsheet would run ``=HYPERLINK(...)`` as a formula (CSV injection), and quoting it there
+  would change the id that joins results with clinical.csv and masks.
 - Pairing (:func:`pair_by_case`): image and mask share a case id; two files with the same id on
   one side are refused, naming both, never "the last one wins".
 - Labels (:func:`read_labels_json`): a drop's ``labels.json`` maps names to mask values and
@@ -26,7 +29,7 @@ from sarco_nn.errors import InputError
 from sarco_nn.image_io import printable_path
 
 __all__ = [
-    "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "LABELS_FILE", "case_id_from_path", "case_entries", "group_by_case",
+    "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "FORMULA_PREFIXES", "LABELS_FILE", "case_id_from_path", "case_entries", "group_by_case",
     "index_by_case", "index_folder",
     "Pairing", "pair_by_case", "read_labels_json", "muscle_label_for",
 ]
@@ -38,6 +41,9 @@ IMAGE_SUFFIXES: tuple[str, ...] = tuple(sorted(SCAN_SUFFIXES, key=len, reverse=T
 CHANNEL_SUFFIX = "_0000"
 #: Pixel-data files beside a .mhd header: part of that image, not cases of their own.
 COMPANION_SUFFIXES: tuple[str, ...] = (".raw", ".zraw", ".raw.gz")
+#: First characters a spreadsheet reads as a formula in a CSV cell (OWASP "CSV injection"): no case
+#: id may start with one.
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 #: The file of a drop (beside images/ and masks/) that declares the mask label values.
 LABELS_FILE = "labels.json"
 
@@ -58,6 +64,11 @@ def case_id_from_path(path: Path | str) -> str:
     if not name.strip():
         raise InputError("file name gives an empty case id", path=path,
                          fix="name the file <case>.nii.gz (or <case>_0000.nii.gz), e.g. patient01.nii.gz.")
+    if name.startswith(FORMULA_PREFIXES):
+        raise InputError(f"case id {name!r} starts with {name[0]!r}, which a spreadsheet opening results.csv "
+                         "runs as a formula", path=path,
+                         fix="rename the file (and its clinical.csv id) to start with a letter or digit, e.g. p"
+                             f"{name.lstrip(''.join(FORMULA_PREFIXES))[:20] or '01'}.")
     return name
 
 

@@ -116,3 +116,17 @@ def test_a_tissue_name_in_another_letter_case_is_refused_not_ignored(content, tm
     with pytest.raises(InputError, match="must be lower case") as info:
         read_labels_json(tmp_path / "labels.json")
     assert "muscle, imat, vat, sat" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ['=HYPERLINK("x","y").nii.gz', "+1-2.nii.gz", "-5_0000.nii.gz",
+                                  "@SUM(A1).nii", "\tp01.nii.gz"])
+def test_a_case_id_a_spreadsheet_would_run_as_a_formula_is_refused_naming_the_file(tmp_path, name):
+    """HOSTILE #120: results.csv opened in a spreadsheet must never hold a formula for a case id."""
+    with pytest.raises(InputError) as err:
+        case_id_from_path(tmp_path / name)
+    text = str(err.value)
+    assert "formula" in text and "rename" in text and name[:3] in text
+
+
+def test_formula_characters_inside_an_id_are_kept(tmp_path):
+    assert case_id_from_path(tmp_path / "p-01+x=y@z.nii.gz") == "p-01+x=y@z"
