@@ -29,7 +29,7 @@ from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MIS
                             rekey_moved_rows, restamp_rows, row_fingerprint, run_settings_in, settings_digest,
                             write_rows)
 from sarco_nn.batch_merge import MergeResult
-from sarco_nn.cases import IMAGE_SUFFIXES
+from sarco_nn.cases import FORMULA_PREFIXES, IMAGE_SUFFIXES
 from sarco_nn.cases import case_id_from_path as _rule_case_id
 from sarco_nn.errors import InputError, Interrupted, SarcoError
 from sarco_nn.image_io import printable_path
@@ -103,7 +103,20 @@ _FIX_UNKNOWN = "keep only CT scans in the input folder (NIfTI/MHA/NRRD files, DI
 
 
 def _scan_for_entry(entry: Path, root: Path) -> Scan | None:
-    """The Scan of one entry of the input folder (None for a companion file of another input)."""
+    """The Scan of one entry of the input folder (None for a companion file of another input); a name
+    a spreadsheet would run as a formula (`cases.FORMULA_PREFIXES`, whichever way the id was read: file,
+    series folder, odd-named DICOM file) is a `failed` row whose id is quoted with a leading `'`, so
+    results.csv never holds a formula (HOSTILE #120)."""
+    scan = _entry_scan(entry, root)
+    if scan is None or not scan.case_id.startswith(FORMULA_PREFIXES):
+        return scan
+    return Scan("'" + scan.case_id, entry, f"the name gives case id {scan.case_id!r}, which a spreadsheet opening "
+                                           "results.csv runs as a formula. Fix: rename it to start with a letter or "
+                                           "digit", scan.relative)
+
+
+def _entry_scan(entry: Path, root: Path) -> Scan | None:
+    """`_scan_for_entry` before the formula check."""
     relative = _relative(entry, root)
     name = printable_path(entry.name)
     problem = _link_problem(entry) if entry.is_symlink() or not entry.exists() else None

@@ -130,3 +130,18 @@ def test_a_case_id_a_spreadsheet_would_run_as_a_formula_is_refused_naming_the_fi
 
 def test_formula_characters_inside_an_id_are_kept(tmp_path):
     assert case_id_from_path(tmp_path / "p-01+x=y@z.nii.gz") == "p-01+x=y@z"
+
+
+def test_predict_discovery_makes_a_formula_named_input_a_failed_row_with_a_quoted_id(tmp_path):
+    """HOSTILE #120 through `sarco predict`'s discovery: a file, a series folder and an odd-named file."""
+    from sarco_nn.inference import discover_scans
+
+    (tmp_path / "=cmd.nii.gz").write_bytes(b"x")
+    (tmp_path / "@series").mkdir()
+    (tmp_path / "+1").write_bytes(b"x")
+    (tmp_path / "p01.nii.gz").write_bytes(b"x")
+    scans = {s.case_id: s for s in discover_scans(tmp_path)}
+    assert set(scans) == {"'=cmd.nii.gz", "'@series", "'+1", "p01"}
+    for cid in ("'=cmd.nii.gz", "'@series", "'+1"):
+        assert "formula" in scans[cid].problem and "rename" in scans[cid].problem
+    assert scans["p01"].problem is None
