@@ -10,7 +10,8 @@ and copied to folds 0-4; one L3 localizer is trained for all presets. The stage 
 own functions (`sarco_nn.inference`: `_prepare_case`, `_segment_and_measure`, the write job) case
 by case, timing the library calls inside them; the batch arms time `sarco_nn.inference.predict`.
 
-Speed levers (`sarco_nn.inference_settings`: bf16 autocast, tile step, one whole-slice tile) are
+Speed levers (`sarco_nn.inference_settings`: bf16 autocast, tile step, one whole-slice tile, the body
+crop; `crop+jit` is the crop with the answer-keeping frozen trace) are
 chosen with --inference NAME (one of LEVERS; `preset`: the model's own settings) for the stage arms;
 every row records the settings that computed it (`inference`) and its file name carries them. The
 agreement arm (--agreement DROP...) runs each lever and nnU-Net's reference (fp32, step 0.5) on
@@ -77,6 +78,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "whole": {"bf16": False, "whole_slice": True},
     "bf16+whole": {"bf16": True, "whole_slice": True},
     "jit": {"bf16": False, "jit_freeze": True},
+    "crop": {"bf16": False, "body_crop": True},
+    "crop+jit": {"bf16": False, "body_crop": True, "jit_freeze": True},
 }
 REFERENCE = "fp32"
 #: Appended to every arm's JSON name: "__loaded" for --machine loaded (shared-machine figures).
