@@ -30,6 +30,10 @@ Speed levers on a quiet machine (each arm < 3 min on 2 cores; WS = a trained `cp
 e.g. bench_runs/external_validation/trainA_seed0/ws; DROP_A/B = held-out drops with truth, e.g.
 bench_runs/external_validation/data/test_A_12_512 and test_B_12_512):
     taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --agreement DROP_A DROP_B
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --agreement DROP_A DROP_B \
+        --levers fp32 crop crop+jit   # the body crop (its own file: a subset of the levers)
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --inference crop+jit \
+        --configs 1-fold 5-folds
     taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS   # the preset's (bf16)
     taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --inference bf16+whole \\
         --configs 1-fold 5-folds

@@ -12,9 +12,10 @@ and accuracy in `bench/inference_bench.py --agreement` (README "Inference speed"
   here. Slices with an edge over ``whole_slice_max_px`` keep the sliding window (memory).
 - ``body_crop``: the sliding window (or whole-slice tile) runs on the box around what the network can
   see of the body (`body_crop_box`: every region, arms included, plus `BODY_CROP_MARGIN_MM`, never
-  smaller than the patch); outside it the logits are background's. A 512² slice at 1 mm whose body
-  spans 350 x 250 mm is 6 tiles of 256² at step 0.5 instead of 9. Not answer-keeping to the bit (the
-  tiles sit elsewhere, so the Gaussian blend differs), so it is part of the settings; off by default.
+  smaller than the patch); outside it the logits are background's. On 512² phantom slices at 1 mm a
+  9-tile slice (256², step 0.5) needs 3-6 (`bench/body_crop_tiles.py`). Not answer-keeping to the bit
+  (the tiles sit elsewhere, and each tile's output depends on all of it), so it is part of the
+  settings; off by default.
 
 One lever that keeps the answers (`sarco_nn.predictor.FrozenFolds`), so it is no part of a result's
 settings (`as_dict`, `label`):

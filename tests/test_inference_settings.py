@@ -511,8 +511,10 @@ def test_body_crop_keeps_the_tiny_models_masks_and_marks_its_results(tiny_model,
 
     import SimpleITK as sitk
     import torch
+    from scipy import ndimage
 
     from sarco_nn.inference import RUN_FILE, predict
+    from sarco_nn.inference_settings import BODY_CROP_MARGIN_MM
     from sarco_nn.model_store import build_predictor, find_model
     from sarco_nn.review.fold_ensemble import predict_folds, preprocess
     from sarco_nn.workspace import Workspace
@@ -531,13 +533,30 @@ def test_body_crop_keeps_the_tiny_models_masks_and_marks_its_results(tiny_model,
     spacing = [10.0, *list(image.GetSpacing())[:2][::-1]]
     for plane in (wide, cut):
         x = plane[None, None]
-        assert on.body_box(preprocess(on, x, {"spacing": spacing})["data"]) is not None  # the crop ran
+        data = preprocess(on, x, {"spacing": spacing})["data"]
+        box = on.body_box(data)
+        assert box is not None  # the crop ran
         a = predict_folds(off, x, {"spacing": spacing})
         b = predict_folds(on, x, {"spacing": spacing})
-        assert a.probabilities.shape == b.probabilities.shape
-        confident = np.abs(a.probabilities[1] - 0.5) > 0.1
-        assert (a.segmentation == b.segmentation)[confident].mean() > 0.995
-        assert np.abs(a.probabilities - b.probabilities).max() < 0.1
+        assert a.probabilities.shape == b.probabilities.shape and a.segmentation.shape == (1, *plane.shape)
+        body = plane > -500
+        # where the network ran in both, the same mask up to the model's indecision: each tile's output
+        # depends on all of the tile (window attention, instance norms see its air), and the crop's
+        # tiles sit elsewhere; a 2-epoch model's probabilities sit near 0.5 (measured: 97-98 % of all
+        # body pixels agree, confident ones more). The trained `cpu` model's figures: README.
+        confident = body & (np.abs(a.probabilities[1, 0] - 0.5) > 0.2)
+        assert (a.segmentation[0] == b.segmentation[0])[body].mean() > 0.95
+        assert (a.segmentation[0] == b.segmentation[0])[confident].mean() > 0.98
+        # outside the box (mapped to the file's grid, 2 network voxels of resampling kept clear): only
+        # background, with probability 1, whatever this untrained model says there without the crop
+        inside = []
+        for n, n_net, mm, edges in zip(plane.shape, data.shape[-2:], spacing[1:], box[-2:]):
+            net_mm = mm * n / n_net  # the network grid's voxel, as nnU-Net resampled to it
+            at = np.arange(n) * mm
+            inside.append((at >= (edges.start - 2) * net_mm) & (at < (edges.stop + 2) * net_mm))
+        far = ~(inside[0][:, None] & inside[1][None, :])
+        assert far.any() and not b.segmentation[0][far].any() and b.probabilities[0, 0][far].min() > 0.999
+        assert ndimage.distance_transform_edt(~body, sampling=spacing[1:])[far].min() > BODY_CROP_MARGIN_MM
 
     # sarco predict with the lever in the model's preset: recorded; an all-air slice is a failed row
     ws_root = tmp_path / "ws"
