@@ -10,7 +10,8 @@ and copied to folds 0-4; one L3 localizer is trained for all presets. The stage 
 own functions (`sarco_nn.inference`: `_prepare_case`, `_segment_and_measure`, the write job) case
 by case, timing the library calls inside them; the batch arms time `sarco_nn.inference.predict`.
 
-Speed levers (`sarco_nn.inference_settings`: bf16 autocast, tile step, one whole-slice tile) are
+Speed levers (`sarco_nn.inference_settings`: bf16 autocast, tile step, one whole-slice tile, the body
+crop; `crop+jit` is the crop with the answer-keeping frozen trace) are
 chosen with --inference NAME (one of LEVERS; `preset`: the model's own settings) for the stage arms;
 every row records the settings that computed it (`inference`) and its file name carries them. The
 agreement arm (--agreement DROP...) runs each lever and nnU-Net's reference (fp32, step 0.5) on
@@ -29,6 +30,10 @@ Speed levers on a quiet machine (each arm < 3 min on 2 cores; WS = a trained `cp
 e.g. bench_runs/external_validation/trainA_seed0/ws; DROP_A/B = held-out drops with truth, e.g.
 bench_runs/external_validation/data/test_A_12_512 and test_B_12_512):
     taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --agreement DROP_A DROP_B
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --agreement DROP_A DROP_B \
+        --levers fp32 crop crop+jit   # the body crop (its own file: a subset of the levers)
+    taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --inference crop+jit \
+        --configs 1-fold 5-folds
     taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS   # the preset's (bf16)
     taskset -c 0,1 python bench/inference_bench.py --presets cpu --threads 2 --from-workspace WS --inference bf16+whole \\
         --configs 1-fold 5-folds
@@ -77,6 +82,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "whole": {"bf16": False, "whole_slice": True},
     "bf16+whole": {"bf16": True, "whole_slice": True},
     "jit": {"bf16": False, "jit_freeze": True},
+    "crop": {"bf16": False, "body_crop": True},
+    "crop+jit": {"bf16": False, "body_crop": True, "jit_freeze": True},
 }
 REFERENCE = "fp32"
 #: Appended to every arm's JSON name: "__loaded" for --machine loaded (shared-machine figures).

@@ -1,6 +1,6 @@
 """How the network is run at prediction time: the preset's `inference` block, one place for its defaults.
 
-Three speed levers, each measured against nnU-Net's own setting (fp32, tile step 0.5) for agreement
+Four speed levers, each measured against nnU-Net's own setting (fp32, tile step 0.5) for agreement
 and accuracy in `bench/inference_bench.py --agreement` (README "Inference speed"):
 
 - ``bf16``: the forward under CPU bfloat16 autocast (`sarco_nn.training.cpu_autocast`, as training
@@ -10,6 +10,12 @@ and accuracy in `bench/inference_bench.py --agreement` (README "Inference speed"
 - ``whole_slice``: one tile spanning the whole slice (rounded up to the network's size divisor)
   instead of the plan's training patch: a 400-px slice at a 256 patch is 9 tiles at step 0.5 or one
   here. Slices with an edge over ``whole_slice_max_px`` keep the sliding window (memory).
+- ``body_crop``: the sliding window (or whole-slice tile) runs on the box around what the network can
+  see of the body (`body_crop_box`: every region, arms included, plus `BODY_CROP_MARGIN_MM`, never
+  smaller than the patch); outside it the logits are background's. On 512² phantom slices at 1 mm a
+  9-tile slice (256², step 0.5) needs 3-6 (`bench/body_crop_tiles.py`). Not answer-keeping to the bit
+  (the tiles sit elsewhere, and each tile's output depends on all of it), so it is part of the
+  settings; off by default.
 
 One lever that keeps the answers (`sarco_nn.predictor.FrozenFolds`), so it is no part of a result's
 settings (`as_dict`, `label`):
@@ -30,7 +36,25 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
+from sarco_nn.constants import CT_WINDOW_HU
 from sarco_nn.errors import SarcoError
+
+#: Margin (mm) kept around the body's box. Context beyond the body is not needed: air is air, and
+#: outside the box the network's input is the window's floor, the value nnU-Net pads with too. The
+#: margin only has to cover what the box's level cannot see (skin's partial volume, fat below the
+#: window, the ringing of nnU-Net's resampling: a few mm) and keep the network's predicted background
+#: band around the skin inside the crop, so the pasted background never meets tissue.
+BODY_CROP_MARGIN_MM: float = 15.0
+
+#: The level (HU) above which a voxel of the network's input counts as body for the box. The box is
+#: taken on nnU-Net's preprocessed input, where the CT window clips everything at or below its floor
+#: (`constants.CT_WINDOW_HU`, -175 HU) to one value: `constants.BODY_HU` (-500) cannot be seen there, and
+#: what the network cannot tell apart from air needs no tile. 25 HU above the floor, so the tails of the
+#: cubic resampling around the clipped floor (hundredths of the window, decaying by ~4x per voxel) are
+#: not taken for body. Every region counts (arms, table): the box only has to hold all the network sees.
+BODY_CROP_LEVEL_HU: float = CT_WINDOW_HU[0] + 25.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,7 @@ class InferenceSettings:
     whole_slice: bool = False
     whole_slice_max_px: int = 1024
     jit_freeze: bool = False
+    body_crop: bool = False
 
     @classmethod
     def from_dict(cls, block: dict[str, Any] | None) -> "InferenceSettings":
@@ -82,17 +107,25 @@ class InferenceSettings:
 
     def as_dict(self) -> dict[str, Any]:
         """The fields that may change a result (the answer-keeping ones left out: rows and output
-        folders computed with and without them are the same results)."""
-        return {k: v for k, v in asdict(self).items() if k not in ANSWER_KEEPING}
+        folders computed with and without them are the same results).
+        The off value of a lever added later (`OFF_WHEN_ABSENT`) is left out too: it is what every
+        result computed before the lever existed ran with, so their folders keep their signature."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ANSWER_KEEPING and not (k in OFF_WHEN_ABSENT and v == OFF_WHEN_ABSENT[k])}
 
     def label(self) -> str:
-        """Short text for results.csv's `inference` column, e.g. `bf16, whole slice` or `fp32, step 0.5`."""
+        """Short text for results.csv's `inference` column, e.g. `bf16, whole slice` or `fp32, step 0.5`
+        (`, body crop 15 mm` appended when `body_crop` runs)."""
         tiles = f"whole slice <= {self.whole_slice_max_px} px" if self.whole_slice else f"step {self.tile_step_size:g}"
-        return f"{'bf16' if self.bf16 else 'fp32'}, {tiles}"
+        crop = f", body crop {BODY_CROP_MARGIN_MM:g} mm" if self.body_crop else ""
+        return f"{'bf16' if self.bf16 else 'fp32'}, {tiles}{crop}"
 
 
 #: Settings that change the speed only, never a logit: not part of a result's settings.
 ANSWER_KEEPING = frozenset({"jit_freeze"})
+
+#: Levers added after results were first recorded, with their off value: recorded only when on.
+OFF_WHEN_ABSENT: dict[str, Any] = {"body_crop": False}
 
 
 def invalid_inference_block(block: Any) -> str | None:
@@ -105,7 +138,7 @@ def invalid_inference_block(block: Any) -> str | None:
     unknown = sorted(set(block) - known)
     if unknown:
         return f"unknown field(s) {unknown} (known: {sorted(known)})"
-    for key in ("bf16", "whole_slice", "jit_freeze"):
+    for key in ("bf16", "whole_slice", "jit_freeze", "body_crop"):
         if key in block and not isinstance(block[key], bool):
             return f"{key} {block[key]!r} must be true or false"
     step = block.get("tile_step_size", 0.5)
@@ -122,3 +155,37 @@ def whole_slice_tile(spatial: tuple[int, ...] | list[int], divisors: list[int], 
     would exceed `max_px` (then the plan's sliding window runs)."""
     tile = [max(d, int(math.ceil(s / d)) * d) for s, d in zip(spatial, divisors)]
     return None if max(tile) > max_px else tile
+
+
+def body_crop_box(body: np.ndarray, spacing_mm: tuple[float, ...] | list[float], patch: tuple[int, ...] | list[int],
+                  margin_mm: float = BODY_CROP_MARGIN_MM) -> tuple[slice, ...] | None:
+    """The box (one slice per axis of `body`) the network runs on with `body_crop`, or None when it
+    would be the whole image (nothing to gain) or `body` is empty (no body: the whole image runs, as
+    without the lever, and the result's own checks say what it is).
+
+    body: bool array over the patch's axes (e.g. (y, x)), True where the network sees body.
+    The box is the body's bounding box plus `margin_mm` (rounded up to whole voxels of `spacing_mm`),
+    then grown about its centre to at least `patch` on each axis (a smaller crop would only be padded
+    by nnU-Net, with zeros, not with the image) and kept inside the image (shifted, then clipped)."""
+    body = np.asarray(body, bool)
+    if body.ndim != len(patch) or len(spacing_mm) != len(patch):
+        raise ValueError(f"body_crop_box: body {body.shape}, spacing {list(spacing_mm)} and patch {list(patch)} "
+                         "must have one entry per axis")
+    if not body.any():
+        return None
+    box = []
+    for axis, (size, sp, tile) in enumerate(zip(body.shape, spacing_mm, patch)):
+        hit = np.flatnonzero(body.any(axis=tuple(a for a in range(body.ndim) if a != axis)))
+        margin = int(math.ceil(margin_mm / float(sp) - 1e-9))
+        lo, hi = max(0, int(hit[0]) - margin), min(size, int(hit[-1]) + 1 + margin)
+        short = int(tile) - (hi - lo)
+        if short > 0:  # grow about the centre, then shift back inside the image
+            lo -= short // 2
+            hi += short - short // 2
+            lo, hi = (0, hi - lo) if lo < 0 else (lo, hi)
+            lo, hi = (lo - (hi - size), size) if hi > size else (lo, hi)
+            lo = max(0, lo)
+        box.append(slice(lo, hi))
+    if all(b.start == 0 and b.stop == size for b, size in zip(box, body.shape)):
+        return None
+    return tuple(box)

@@ -5,7 +5,10 @@ tile swaps the configuration's patch size for the duration of one
 `predict_sliding_window_return_logits` call, so nnU-Net pads and tiles with it as with the plan's
 patch (without Gaussian weighting: one tile needs none); bf16 is `cpu_autocast`'s forward hooks on
 the network, so every tile and mirrored copy runs in bf16 and returns float32 logits to nnU-Net's
-accumulation. `jit_freeze` wraps the network in `FrozenFolds` (below) at either of nnU-Net's
+accumulation. `body_crop` hands nnU-Net's `predict_sliding_window_return_logits` (with or without
+the whole-slice tile) the box around the body and pastes its logits into a grid of background
+logits, once per fold inside nnU-Net's own fold loop, so mirroring, the ensemble and resampling are
+nnU-Net's. `jit_freeze` wraps the network in `FrozenFolds` (below) at either of nnU-Net's
 initialisations, so nnU-Net's own fold loop (`load_state_dict`, then the tile forwards) runs a
 frozen graph per fold.
 """
@@ -21,7 +24,14 @@ from torch._dynamo import OptimizedModule
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from sarco_nn.inference_settings import InferenceSettings, whole_slice_tile
+from sarco_nn.inference_settings import BODY_CROP_LEVEL_HU, InferenceSettings, body_crop_box, whole_slice_tile
+from sarco_nn.windowing import hu_to_window_units
+
+#: Logit of every foreground channel outside the body crop (background's is 0): softmax gives
+#: background 1 - 4e-44, i.e. 1.0 in float32, and the rest 0, what nnU-Net's own revert of its crop
+#: writes in probabilities. Finite, because nnU-Net interpolates logits when it resamples, and far
+#: inside float16's range (65504), in which nnU-Net sums the folds.
+_OUTSIDE_LOGIT = -100.0
 
 
 def _snapshot(state_dict) -> dict[str, torch.Tensor] | None:
@@ -123,8 +133,20 @@ class FrozenFolds(torch.nn.Module):
         return frozen
 
 
+def background_logits(label_manager, spatial: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+    """Logits of pure background on a grid of `spatial` (heads first): background channel 0 and the
+    others `_OUTSIDE_LOGIT` (softmax: background 1); with regions (sigmoid per channel) every channel
+    `_OUTSIDE_LOGIT` (no region)."""
+    heads = label_manager.num_segmentation_heads
+    logits = torch.full((heads, *spatial), _OUTSIDE_LOGIT, dtype=dtype, device=device)
+    if not getattr(label_manager, "has_regions", False):
+        logits[0] = 0.0
+    return logits
+
+
 class SarcoPredictor(nnUNetPredictor):
-    """`nnUNetPredictor` that runs a whole slice as one tile when `settings.whole_slice` asks for it."""
+    """`nnUNetPredictor` that runs a whole slice as one tile when `settings.whole_slice` asks for it,
+    and only the box around the body when `settings.body_crop` does."""
 
     def __init__(self, settings: InferenceSettings, divisors: list[int] | None = None, **kwargs) -> None:
         super().__init__(tile_step_size=settings.tile_step_size, **kwargs)
@@ -153,7 +175,29 @@ class SarcoPredictor(nnUNetPredictor):
         if not self._bf16_hooks:
             self._bf16_hooks = attach_cpu_bf16_autocast(self.network)
 
+    def body_box(self, input_image: torch.Tensor) -> tuple[slice, ...] | None:
+        """The index of the body crop in `input_image` (channels first, then every axis), or None
+        (no body seen, or the box is the whole image). Every channel and every plane of a volume
+        counts: one box for the stack, so a volume runs as one call, as nnU-Net runs it."""
+        plan = self.configuration_manager
+        axes = len(plan.patch_size)
+        level = float(hu_to_window_units(BODY_CROP_LEVEL_HU))
+        seen = (input_image > level)
+        seen = seen.reshape(-1, *seen.shape[-axes:]).any(0).cpu().numpy()
+        box = body_crop_box(seen, list(plan.spacing)[-axes:], plan.patch_size)
+        return None if box is None else (slice(None),) * (input_image.ndim - axes) + box
+
     def predict_sliding_window_return_logits(self, input_image):
+        box = self.body_box(input_image) if self.sarco_settings.body_crop else None
+        if box is None:
+            return self._tiles(input_image)
+        crop = self._tiles(input_image[box].contiguous())
+        logits = background_logits(self.label_manager, tuple(input_image.shape[1:]), crop.dtype, crop.device)
+        logits[box] = crop
+        return logits
+
+    def _tiles(self, input_image):
+        """nnU-Net's sliding window over `input_image`, as one whole-slice tile when asked for."""
         settings, plan = self.sarco_settings, self.configuration_manager
         if not settings.whole_slice:
             return super().predict_sliding_window_return_logits(input_image)

@@ -58,15 +58,17 @@ def test_whole_slice_tile_rounds_up_to_the_divisor_and_respects_the_cap():
     assert whole_slice_tile((1100, 300), [64, 64], 1024) is None  # then the plan's sliding window runs
 
 
-def _toy_predictor(settings: InferenceSettings, patch=(32, 32), divisors=(16, 16)):
-    """A SarcoPredictor around a 2-layer conv net, wired by hand (what manual_initialization sets)."""
+def _toy_predictor(settings: InferenceSettings, patch=(32, 32), divisors=(16, 16), kernel: int = 3):
+    """A SarcoPredictor around a 2-layer conv net, wired by hand (what manual_initialization sets);
+    `kernel` 1 makes every pixel's logits a function of that pixel alone, whatever the tiling."""
     import torch
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
     from sarco_nn.predictor import SarcoPredictor
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 3, padding=1))
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, kernel, padding=kernel // 2), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 2, kernel, padding=kernel // 2))
     predictor = SarcoPredictor(settings, list(divisors), use_gaussian=True, use_mirroring=False,
                                perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
                                allow_tqdm=False)
@@ -74,7 +76,8 @@ def _toy_predictor(settings: InferenceSettings, patch=(32, 32), divisors=(16, 16
     predictor.label_manager = SimpleNamespace(num_segmentation_heads=2)
     predictor.allowed_mirroring_axes = None
     predictor.configuration_manager = ConfigurationManager(
-        {"patch_size": list(patch), "architecture": {"network_class_name": "toy", "arch_kwargs": {},
+        {"patch_size": list(patch), "spacing": [1.0] * len(patch),
+         "architecture": {"network_class_name": "toy", "arch_kwargs": {},
                                                      "_kw_requires_import": []}})
     seen: list[tuple] = []
     net[0].register_forward_pre_hook(lambda module, args: seen.append(  # inside the network's own hooks
@@ -364,3 +367,214 @@ def test_jit_freeze_traces_the_smit_network_to_the_same_logits_and_masks():
     b = frozen.predict_logits_from_preprocessed_data(image).float()
     assert frozen.network.traces == 1 and a.shape == (2, 1, 100, 90)
     assert (a - b).abs().max() < 1e-3 and torch.equal(a.argmax(0), b.argmax(0))
+
+
+# --------------------------------------------------------------------------- body_crop
+
+def test_body_crop_is_validated_recorded_only_when_on_and_changes_the_signature():
+    from sarco_nn.batch import settings_digest
+    from sarco_nn.inference_settings import BODY_CROP_MARGIN_MM
+
+    assert "body_crop" in invalid_inference_block({"body_crop": 1})
+    off, on = InferenceSettings(), InferenceSettings.from_dict({"body_crop": True})
+    # off: the form every result had before the lever existed, so their folders keep their signature
+    assert off.as_dict() == {"bf16": False, "tile_step_size": 0.5, "whole_slice": False, "whole_slice_max_px": 1024}
+    assert on.as_dict() == {**off.as_dict(), "body_crop": True}
+    assert settings_digest({"inference": on.as_dict()}) != settings_digest({"inference": off.as_dict()})
+    assert on.label() == f"fp32, step 0.5, body crop {BODY_CROP_MARGIN_MM:g} mm" and off.label() == "fp32, step 0.5"
+    assert on.effective("cuda").body_crop and on.effective("cpu", cpu_bf16=True).body_crop
+
+
+def test_body_crop_box_adds_the_margin_grows_to_the_patch_and_stays_inside_the_image():
+    from sarco_nn.inference_settings import body_crop_box
+
+    body = np.zeros((120, 100), bool)
+    body[40:60, 30:55] = True
+    # margin 15 mm: 15 rows at 1 mm, ceil(15 / 2) = 8 columns at 2 mm
+    assert body_crop_box(body, (1.0, 2.0), (32, 32), 15.0) == (slice(25, 75), slice(22, 63))
+    # a 64² patch: each edge grown about its centre (50 -> 64 rows, 41 -> 64 columns)
+    assert body_crop_box(body, (1.0, 2.0), (64, 64), 15.0) == (slice(18, 82), slice(11, 75))
+    edge = np.zeros((120, 100), bool)
+    edge[0:10, 90:100] = True  # a body touching the top and right edges: shifted back inside
+    assert body_crop_box(edge, (1.0, 1.0), (64, 64), 15.0) == (slice(0, 64), slice(36, 100))
+    assert body_crop_box(np.zeros((120, 100), bool), (1.0, 1.0), (32, 32)) is None  # no body: the whole image
+    assert body_crop_box(np.ones((120, 100), bool), (1.0, 1.0), (32, 32)) is None  # the box is the image
+    assert body_crop_box(body, (1.0, 1.0), (128, 128)) is None  # the patch covers the image anyway
+
+
+def _crop_pair(mirroring: bool = False, folds: int = 1):
+    """Toy predictors (1x1 kernels: logits per pixel, whatever the tiling) without and with body_crop,
+    sharing one network and `folds` weight sets."""
+    import torch
+
+    pair = []
+    for on in (False, True):
+        predictor, seen = _toy_predictor(InferenceSettings(body_crop=on), kernel=1)
+        predictor.use_mirroring = mirroring
+        predictor.allowed_mirroring_axes = (0, 1) if mirroring else None
+        pair.append((predictor, seen))
+    torch.manual_seed(3)
+    base = {k: v.clone() for k, v in pair[0][0].network.state_dict().items()}
+    weights = [base] + [{k: v + 0.2 * torch.randn_like(v) for k, v in base.items()} for _ in range(folds - 1)]
+    for predictor, _ in pair:
+        predictor.network.load_state_dict(base)
+        predictor.list_of_parameters = weights
+    return pair, weights
+
+
+def _per_pixel_logits(network, weights, image):
+    """The fold-mean logits computed directly on the whole image (no tiles, no crop): the truth a
+    per-pixel network's sliding window must give wherever it ran."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for params in weights:
+            network.load_state_dict(params)
+            planes = image.permute(1, 0, 2, 3)  # (z, c, y, x): each plane a batch entry
+            out.append(network(planes).permute(1, 0, 2, 3))
+    return torch.stack(out).mean(0)
+
+
+@pytest.mark.parametrize("mirroring, folds", [(False, 1), (True, 2)])
+def test_body_crop_runs_the_box_through_nnunets_fold_loop_and_pastes_background_outside(mirroring, folds):
+    import torch
+
+    (plain, plain_seen), (cropped, crop_seen) = _crop_pair(mirroring, folds)[0]
+    image = torch.zeros(1, 1, 120, 100)  # the window's floor (air), a body of 20 x 25 px
+    image[0, 0, 40:60, 30:55] = 0.2 + torch.rand(20, 25)
+    a = plain.predict_logits_from_preprocessed_data(image).float()
+    b = cropped.predict_logits_from_preprocessed_data(image).float()
+    passes = (4 if mirroring else 1) * folds
+    assert len(plain_seen) == 42 * passes and len(crop_seen) == 9 * passes  # 7 x 6 tiles -> 3 x 3
+    truth = _per_pixel_logits(plain.network, plain.list_of_parameters, image)
+    box = cropped.body_box(image)
+    assert box == (slice(None), slice(None), slice(25, 75), slice(15, 70))  # 15 px margin at 1 mm
+    assert a.shape == b.shape == (2, 1, 120, 100)
+    assert (b[box] - truth[box]).abs().max() < 2e-2 and (a - truth).abs().max() < 2e-2  # float16 accumulation
+    outside = torch.ones(120, 100, dtype=torch.bool)
+    outside[25:75, 15:70] = False
+    assert torch.equal(b[0, 0][outside], torch.zeros(int(outside.sum())))
+    assert torch.equal(b[1, 0][outside], torch.full((int(outside.sum()),), -100.0))
+    assert torch.softmax(b[:, 0], 0)[0][outside].min() == 1.0  # background probability 1 in float32
+    assert torch.equal(a.argmax(0)[:, 40:60, 30:55], b.argmax(0)[:, 40:60, 30:55])
+
+
+def test_body_crop_takes_one_box_for_a_volume_and_leaves_an_air_slice_and_an_edge_body_alone():
+    import torch
+
+    (plain, plain_seen), (cropped, crop_seen) = _crop_pair()[0]
+    volume = torch.zeros(1, 3, 120, 100)
+    volume[0, 0, 10:20, 10:20] = 0.5  # bodies in other places on each plane: the box holds them all
+    volume[0, 2, 80:90, 60:70] = 0.5
+    box = cropped.body_box(volume)
+    assert box == (slice(None), slice(None), slice(0, 105), slice(0, 85))
+    got = cropped.predict_sliding_window_return_logits(volume).float()
+    truth = _per_pixel_logits(plain.network, plain.list_of_parameters, volume)
+    assert got.shape == (2, 3, 120, 100) and (got[box] - truth[box]).abs().max() < 2e-2
+    assert torch.equal(got[1, :, 110:, :], torch.full((3, 10, 100), -100.0))
+
+    air = torch.zeros(1, 1, 120, 100)  # no body: the whole image runs, exactly as without the lever
+    assert cropped.body_box(air) is None
+    plain_seen.clear(), crop_seen.clear()
+    assert torch.equal(plain.predict_sliding_window_return_logits(air), cropped.predict_sliding_window_return_logits(air))
+    assert len(plain_seen) == len(crop_seen) == 42
+
+    edge = torch.zeros(1, 1, 120, 100)
+    edge[0, 0, 0:30, 70:100] = 0.6  # a body cut by the top and right edges of the field of view
+    box = cropped.body_box(edge)
+    assert box == (slice(None), slice(None), slice(0, 45), slice(55, 100))
+    got = cropped.predict_sliding_window_return_logits(edge).float()
+    truth = _per_pixel_logits(plain.network, plain.list_of_parameters, edge)
+    assert (got[box] - truth[box]).abs().max() < 2e-2 and torch.equal(got[1, 0, 50:, :], torch.full((70, 100), -100.0))
+
+
+def test_body_crop_sees_the_body_above_the_window_floor_only():
+    """The box is taken on nnU-Net's windowed input: the clipped floor (air and anything at or below
+    -175 HU) and the small tails of its cubic resampling are not body."""
+    import torch
+
+    from sarco_nn.windowing import apply_window
+
+    predictor, _ = _toy_predictor(InferenceSettings(body_crop=True))
+    hu = np.full((120, 100), -1000.0, np.float32)
+    hu[50:60, 40:50] = 40.0  # soft tissue
+    hu[0:5, 0:5] = -180.0  # below the window: the network sees air
+    image = torch.from_numpy(apply_window(hu))[None, None]
+    image[0, 0, 100:, 80:] += 0.02  # a resampling tail: 8.5 HU above the floor
+    assert predictor.body_box(image) == (slice(None), slice(None), slice(35, 75), slice(25, 65))
+
+
+@pytest.mark.slow  # needs the tiny trained model
+def test_body_crop_keeps_the_tiny_models_masks_and_marks_its_results(tiny_model, tmp_path):
+    import csv
+
+    import SimpleITK as sitk
+    import torch
+    from scipy import ndimage
+
+    from sarco_nn.inference import RUN_FILE, predict
+    from sarco_nn.inference_settings import BODY_CROP_MARGIN_MM
+    from sarco_nn.model_store import build_predictor, find_model
+    from sarco_nn.review.fold_ensemble import predict_folds, preprocess
+    from sarco_nn.workspace import Workspace
+
+    model = find_model(Workspace(tiny_model.workspace))
+    off = build_predictor(model, torch.device("cpu"), settings=InferenceSettings())
+    on = build_predictor(model, torch.device("cpu"), settings=InferenceSettings(body_crop=True))
+    assert on.sarco_settings.body_crop and len(on.list_of_parameters) == len(off.list_of_parameters)
+    path = sorted((tiny_model.held / "images").iterdir())[0]
+    image = sitk.ReadImage(str(path))
+    ct = sitk.GetArrayFromImage(image).astype("float32").reshape(image.GetSize()[:2][::-1])
+    h, w = ct.shape
+    wide = np.full((2 * h, 2 * w), -1000.0, np.float32)  # the phantom in a field of view twice its size
+    wide[h // 2: h // 2 + h, w // 4: w // 4 + w] = ct
+    cut = ct[h // 3:, : 2 * w // 3]  # the body cut by the top and right edges
+    spacing = [10.0, *list(image.GetSpacing())[:2][::-1]]
+    for plane in (wide, cut):
+        x = plane[None, None]
+        data = preprocess(on, x, {"spacing": spacing})["data"]
+        box = on.body_box(data)
+        assert box is not None  # the crop ran
+        a = predict_folds(off, x, {"spacing": spacing})
+        b = predict_folds(on, x, {"spacing": spacing})
+        assert a.probabilities.shape == b.probabilities.shape and a.segmentation.shape == (1, *plane.shape)
+        body = plane > -500
+        # where the network ran in both, the same mask up to the model's indecision: each tile's output
+        # depends on all of the tile (window attention, instance norms see its air), and the crop's
+        # tiles sit elsewhere; a 2-epoch model's probabilities sit near 0.5 (measured: 97-98 % of all
+        # body pixels agree, confident ones more). The trained `cpu` model's figures: README.
+        confident = body & (np.abs(a.probabilities[1, 0] - 0.5) > 0.2)
+        assert (a.segmentation[0] == b.segmentation[0])[body].mean() > 0.95
+        assert (a.segmentation[0] == b.segmentation[0])[confident].mean() > 0.98
+        # outside the box (mapped to the file's grid, 2 network voxels of resampling kept clear): only
+        # background, with probability 1, whatever this untrained model says there without the crop
+        inside = []
+        for n, n_net, mm, edges in zip(plane.shape, data.shape[-2:], spacing[1:], box[-2:]):
+            net_mm = mm * n / n_net  # the network grid's voxel, as nnU-Net resampled to it
+            at = np.arange(n) * mm
+            inside.append((at >= (edges.start - 2) * net_mm) & (at < (edges.stop + 2) * net_mm))
+        far = ~(inside[0][:, None] & inside[1][None, :])
+        assert far.any() and not b.segmentation[0][far].any() and b.probabilities[0, 0][far].min() > 0.999
+        assert ndimage.distance_transform_edt(~body, sampling=spacing[1:])[far].min() > BODY_CROP_MARGIN_MM
+
+    # sarco predict with the lever in the model's preset: recorded; an all-air slice is a failed row
+    ws_root = tmp_path / "ws"
+    shutil.copytree(tiny_model.workspace, ws_root)
+    plans_path = next(ws_root.glob("nnUNet_results/*/*__*__2d/plans.json"))
+    plans = json.loads(plans_path.read_text())
+    plans["sarco"]["preset"]["inference"] = {"body_crop": True}
+    plans_path.write_text(json.dumps(plans))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(path, inputs / path.name)
+    air = sitk.GetImageFromArray(np.full(sitk.GetArrayFromImage(image).shape, -1000, np.int16))
+    air.CopyInformation(image)
+    sitk.WriteImage(air, str(inputs / "air.nii.gz"))
+    results, _ = predict(Workspace(ws_root), inputs, tmp_path / "out", fast=True, device="cpu", progress=False)
+    with open(results, newline="", encoding="utf-8") as handle:
+        rows = {r["case_id"]: r for r in csv.DictReader(handle)}
+    assert rows["air"]["status"] == "failed" and "no_body" in rows["air"]["reasons"]
+    case = rows[path.name[: -len(".nii.gz")]]
+    assert case["inference"] == InferenceSettings(body_crop=True).label()
+    assert json.loads((tmp_path / "out" / RUN_FILE).read_text())["inference"]["body_crop"] is True
