@@ -27,6 +27,9 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
             (a muscle-only model has one Dice class: weighting it changes nothing)
   muscle1.3x  muscle weighted 1.3 in CE and soft Dice: a smaller muscle2x; a four-tissue remedy.
             The loss-weight levers (muscle2x, muscleDice2x, muscle1.3x) exclude each other
+  embed32   the SMIT network widened from the cpu preset's embed 24 to 32 (decoder widths follow; ~1.8x the
+            FLOPs): does a four-tissue model lack capacity at the demo's iterations (#18)? A four-tissue
+            remedy like the loss weights: its arms are compared with the muscle-only arms without it
   long1.5x  1.5 times the preset's epochs (146 x 10 iterations from the cpu preset's 97): the longest
             training that keeps `make demo` within its 15 minutes on 2 cores
   lr2x      twice the trainer's initial learning rate at the same iterations: under-fitting cured without time?
@@ -68,8 +71,8 @@ HU_BINS: tuple[tuple[str, float, float], ...] = (
 DATA = {"train_A": ("A", 1), "train_B": ("B", 11), "test_A": ("A", 2), "test_B": ("B", 3),
         "train_A-wide": ("A-wide", 1)}
 #: Robustness levers, in the order their names are joined in an arm name (what each changes: module doc).
-LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4", "muscle2x", "muscleDice2x", "muscle1.3x", "long1.5x",
-                           "long2x", "lr2x", "trunk")
+LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4", "muscle2x", "muscleDice2x", "muscle1.3x", "embed32",
+                           "long1.5x", "long2x", "lr2x", "trunk")
 #: Loss-weight levers: the preset training fields each sets (sarco_nn/training/loss_weights.py). Four-tissue
 #: remedies (#18): their arms are compared with the muscle-only arms without them; one per arm.
 LOSS_WEIGHT_LEVERS: dict[str, dict[str, Any]] = {
@@ -77,6 +80,11 @@ LOSS_WEIGHT_LEVERS: dict[str, dict[str, Any]] = {
     "muscleDice2x": {"label_loss_weights": {"muscle": 2}, "label_loss_weight_terms": "dice"},
     "muscle1.3x": {"label_loss_weights": {"muscle": 1.3}},
 }
+#: Network-width levers: the SMIT `network` settings each sets in the trainer's overrides. Four-tissue remedies
+#: (#18), compared like the loss-weight levers with the muscle-only arms without them.
+NETWORK_LEVERS: dict[str, dict[str, Any]] = {"embed32": {"embed_dim": 32}}
+#: Four-tissue remedies: levers whose arms are judged against the muscle-only model without them.
+FOUR_TISSUE_REMEDIES: frozenset[str] = frozenset(LOSS_WEIGHT_LEVERS) | frozenset(NETWORK_LEVERS)
 #: Levers that change only the prediction, not the training: their arms reuse a finished trained model.
 PREDICTION_LEVERS: frozenset[str] = frozenset({"trunk"})
 BASELINE = "baseline"
@@ -295,6 +303,9 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
             plans["sarco"]["preset"]["training"]["ct_augmentation"] = True
         for lever in (n for n in levers if n in LOSS_WEIGHT_LEVERS):
             plans["sarco"]["preset"]["training"].update(copy.deepcopy(LOSS_WEIGHT_LEVERS[lever]))
+        for lever in (n for n in levers if n in NETWORK_LEVERS):
+            overrides = plans["sarco"]["preset"]["trainer_overrides"][args.trainer]
+            overrides["network"] = {**overrides.get("network", {}), **NETWORK_LEVERS[lever]}
         if "long2x" in levers:
             plans["sarco"]["preset"]["training"]["num_epochs"] *= 2
         if "long1.5x" in levers:
@@ -428,7 +439,7 @@ MUSCLE_RULE = ("muscle no worse = the four-tissue model's mean muscle Dice ≥ t
 def _muscle_only_tag(tag: str) -> str:
     """The lever tag a four-tissue arm is compared with: the same levers without tissues4 (and without its
     loss-weight lever, a four-tissue remedy: the muscle-only model is the one to match)."""
-    rest = [n for n in tag.split("+") if n != "tissues4" and n not in LOSS_WEIGHT_LEVERS]
+    rest = [n for n in tag.split("+") if n != "tissues4" and n not in FOUR_TISSUE_REMEDIES]
     return "+".join(rest) if rest else BASELINE
 
 

@@ -228,11 +228,14 @@ def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypat
     def fake_plan(ws, dataset_id, preset):
         folder = ws.preprocessed / "Dataset501_ExtVal"
         folder.mkdir(parents=True)
-        (folder / "sarcoPlans_smoke.json").write_text(json.dumps({"sarco": {"preset": {"training": {"seed": 0}}}}))
+        overrides = {"smit": {"initial_lr": 0.001, "network": {"embed_dim": 24, "num_heads": [2, 2, 2, 2]}}}
+        (folder / "sarcoPlans_smoke.json").write_text(json.dumps(
+            {"sarco": {"preset": {"name": "smoke", "training": {"seed": 0}, "trainer_overrides": overrides}}}))
 
     def fake_train(ws, *args):
         plans = json.loads(next((ws.preprocessed / "Dataset501_ExtVal").glob("*.json")).read_text())
         seen["training"] = plans["sarco"]["preset"]["training"]
+        seen["preset"] = plans["sarco"]["preset"]
 
     def fake_predict(ws, images, out, *args, **kwargs):
         Path(out).mkdir(parents=True)
@@ -287,6 +290,19 @@ def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypat
         assert arm["lever"] == text and bench._muscle_only_tag(text) == "baseline"
         assert bench._muscle_only_tag("ctaug+" + text) == "ctaug"
     assert bench.LOSS_WEIGHT_LEVERS["muscle2x"] == {"label_loss_weights": {"muscle": 2}}  # not changed by an arm
+
+    # the network-width remedy: the preset's own network widened (heads kept), valid for the trainer, and
+    # judged against the muscle-only model without it
+    from sarco_nn.presets import smit_network_config
+
+    levers = bench.parse_levers("embed32+tissues4")
+    arm = bench.run_arm(bench.arm_name("A", 0, levers), bench.train_key("A", levers), 0, args, levers)
+    assert seen["keep_tissues"] is True and seen["training"] == {"seed": 0}
+    assert seen["preset"]["trainer_overrides"]["smit"]["network"] == {"embed_dim": 32, "num_heads": [2, 2, 2, 2]}
+    assert smit_network_config(seen["preset"]).embed_dim == 32
+    assert seen["preset"]["trainer_overrides"]["smit"]["initial_lr"] == 0.001
+    assert arm["lever"] == "tissues4+embed32" and bench._muscle_only_tag("tissues4+embed32") == "baseline"
+    assert bench.NETWORK_LEVERS == {"embed32": {"embed_dim": 32}}  # not changed by an arm
 
 
 @pytest.mark.parametrize("family", ["A", "B"])
