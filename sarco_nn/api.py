@@ -72,6 +72,9 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "path": (lambda v: isinstance(v, (str, os.PathLike)), "a file path (str or pathlib.Path)"),
     "levels": (lambda v: isinstance(v, str) or (isinstance(v, Sequence) and all(isinstance(x, str) for x in v)),
                'a level name or a list of them (e.g. "L3" or ["L1", "L3"])'),
+    "folds": (lambda v: not isinstance(v, str) and isinstance(v, Sequence)
+              and all(isinstance(x, (str, numbers.Integral)) and not _is_bool(x) for x in v),
+              'a list of fold names (e.g. ["0", "1"] or [0, 1])'),
 }
 
 
@@ -110,6 +113,10 @@ def convert(drop_dir: PathLike, *, name: str, dataset_id: int | None = None, ove
         >>> result.dataset_name  # doctest: +SKIP
         'Dataset501_Freeman'
     """
+    _require("path", drop_dir=drop_dir)
+    _require("text", name=name)
+    _require("whole", optional=True, dataset_id=dataset_id)
+    _require("flag", overwrite=overwrite, keep_tissues=keep_tissues)
     from dataset_conversion.convert import convert_dropin
     from sarco_nn.constants import FIRST_DATASET_ID
 
@@ -146,6 +153,8 @@ def plan(dataset: str | int | None = None, *, preset: str = "default", processes
         >>> summary["patch_size"]  # doctest: +SKIP
         [256, 256]
     """
+    _require("path", preset=preset)  # a preset name or a JSON file
+    _require("whole", optional=True, processes=processes)
     from sarco_nn.planning import plan_dataset
     from sarco_nn.presets import load_preset, plans_identifier
 
@@ -193,6 +202,16 @@ class TrainOptions:
     validate: bool | None = None
     num_gpus: int = 1
     val_best: bool = False
+
+    def __post_init__(self) -> None:
+        """A script's epochs="5" or validate="no" is one line here, not a TypeError inside nnU-Net."""
+        _require("whole", optional=True, epochs=self.epochs, iterations=self.iterations)
+        _require("whole", num_gpus=self.num_gpus)
+        _require("text", trainer=self.trainer, device=self.device)
+        _require("text", optional=True, preset=self.preset)
+        _require("flag", continue_training=self.continue_training, val_best=self.val_best)
+        _require("flag", optional=True, validate=self.validate)
+        _require("path", optional=True, pretrained=self.pretrained)
 
 
 def train(fold: int | str = 0, options: TrainOptions = TrainOptions(), *,
@@ -568,6 +587,10 @@ def demo_data(out_dir: PathLike, *, cases: int = 40, seed: int = 0, matrix: int 
         >>> demo_data("demo/drop", cases=4, matrix=128)  # doctest: +SKIP
         PosixPath('demo/drop')
     """
+    _require("path", out_dir=out_dir)
+    _require("whole", cases=cases, seed=seed, matrix=matrix)
+    _require("flag", volumes=volumes)
+    _require("text", case_prefix=case_prefix, family=family)
     from dataset_conversion.phantom import write_dropin_dataset
 
     return write_dropin_dataset(Path(out_dir), n_cases=cases, seed=seed, matrix=matrix, volumes=volumes,
@@ -710,6 +733,14 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
         >>> pretrain("ct_archive", output="pre2d", settings={"dims": 2, "crop_size": 256}).encoder  # doctest: +SKIP
         PosixPath('pre2d/encoder.pt')
     """
+    _require("path", unlabeled_dir=unlabeled_dir, output=output)
+    _require("path", optional=True, preset=preset)
+    _require("text", device=device)
+    _require("flag", resume=resume, progress=progress)
+    _require("whole", optional=True, workers=workers)
+    if settings is not None and not isinstance(settings, Mapping):
+        raise SarcoError(f"settings is {type(settings).__name__}, not a mapping of PretrainConfig fields",
+                         fix='pass settings as a dict, e.g. {"dims": 2, "crop_size": 256}, or None.')
     from sarco_nn.presets import load_preset, pretraining_defaults, training_settings
     from sarco_nn.pretraining.config import PretrainConfig
     from sarco_nn.pretraining.trainer import run_pretraining
@@ -760,6 +791,9 @@ def locate_l3(volume: PathLike, *, l3_from: PathLike | None = None, rule: str = 
     """
     from sarco_nn.body_composition import check_level
 
+    _require("path", volume=volume)
+    _require("path", optional=True, l3_from=l3_from, model_dir=model_dir, thumbnail=thumbnail)
+    _require("text", rule=rule, locator=locator, level=level)
     level = check_level(level)  # a bad level is one line before any file is read or folder made
     from sarco_nn.l3.locate import locate_l3 as run_locate
     from sarco_nn.l3.locate import read_volume
@@ -818,6 +852,11 @@ def train_l3(source: PathLike | None = None, *, drop_dir: PathLike | None = None
     """
     from sarco_nn.body_composition import check_level
 
+    _require("path", optional=True, source=source, drop_dir=drop_dir, model_dir=model_dir)
+    _require("whole", phantoms=phantoms, steps=steps, seed=seed)
+    _require("number", validation=validation)
+    _require("number", optional=True, max_minutes=max_minutes)
+    _require("text", level=level)
     level = check_level(level)  # before torch loads or a localizer_<LEVEL> folder is named
     if source is None and phantoms < 1:
         raise SarcoError("nothing to train on", fix="give a drop-in folder of volumes, or --phantoms N")
@@ -867,6 +906,14 @@ def classify_train(fold: int | str = 0, *, arch: str = "densenet121", weights: P
         >>> classify_train(0, arch="densenet121", weights="RadImageNet-DenseNet121.pt")  # doctest: +SKIP
         PosixPath('sarco_workspace/sarco_classification/Dataset501_Freeman/densenet121/fold_0')
     """
+    _require("text", arch=arch, balance=balance, device=device)
+    _require("text", optional=True, unfreeze=unfreeze)
+    _require("path", optional=True, weights=weights)
+    _require("path", thresholds=thresholds)  # a set name or a file
+    _require("whole", optional=True, epochs=epochs, input_size=input_size)
+    _require("whole", batch_size=batch_size, patience=patience)
+    _require("number", lr=lr)
+    _require("flag", restart=restart)
     from sarco_nn.classification.train import train_fold
 
     return train_fold(_ws(workspace), str(fold), dataset, arch, _path(weights), unfreeze, epochs, device,
@@ -906,10 +953,15 @@ def classify_predict(inputs: PathLike, output: PathLike, *, arch: str | None = N
         >>> classify_predict("scans/", "classified/").n_failed  # doctest: +SKIP
         0
     """
+    _require("path", inputs=inputs, output=output)
+    _require("text", optional=True, arch=arch)
+    _require("whole", optional=True, l3_slice=l3_slice)
+    _require("text", device=device)
+    _require("folds", optional=True, folds=folds)
     from sarco_nn.classification.predict import predict_scans
 
     path, failures = predict_scans(_ws(workspace), Path(inputs), Path(output), dataset, arch,
-                                   None if folds is None else list(folds), device, l3_slice, log=log)
+                                   None if folds is None else [str(f) for f in folds], device, l3_slice, log=log)
     return ClassifierPredictions(Path(path), int(failures))
 
 

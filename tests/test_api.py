@@ -150,3 +150,35 @@ def test_api_measure_follows_the_command_lines_rules(tmp_path):
     [m] = api.measure(tmp_path / "big.nii.gz", sex="M", height_m=1.6, weight_kg=64, thresholds="martin")
     assert m.smi_cm2_m2 == pytest.approx(50.0, abs=1e-6) and m.status == "ok"
     assert m.sarcopenic is True  # 50 < 53 (BMI ≥ 25 band); the float BMI 24.999… would give 50 ≥ 43 → False
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda tmp: api.convert(tmp, name=5), "name=5"),
+    (lambda tmp: api.convert(tmp, name="X", dataset_id="501"), "dataset_id='501'"),
+    (lambda tmp: api.convert(tmp, name="X", keep_tissues="yes"), "keep_tissues='yes'"),
+    (lambda tmp: api.plan(preset=None), "preset=None"),
+    (lambda tmp: api.plan(preset="cpu", processes=2.5), "processes=2.5"),
+    (lambda tmp: api.TrainOptions(epochs="5"), "epochs='5'"),
+    (lambda tmp: api.TrainOptions(validate="no"), "validate='no'"),
+    (lambda tmp: api.TrainOptions(num_gpus=True), "num_gpus=True"),
+    (lambda tmp: api.pretrain(tmp, settings=[("dims", 2)]), "settings is list"),
+    (lambda tmp: api.pretrain(tmp, resume="no"), "resume='no'"),
+    (lambda tmp: api.locate_l3(tmp, rule=1), "rule=1"),
+    (lambda tmp: api.train_l3(phantoms="3"), "phantoms='3'"),
+    (lambda tmp: api.train_l3(phantoms=3, validation="0.2"), "validation='0.2'"),
+    (lambda tmp: api.classify_train(0, epochs=2.0), "epochs=2.0"),
+    (lambda tmp: api.classify_train(0, lr="1e-3"), "lr='1e-3'"),
+    (lambda tmp: api.classify_predict(tmp, tmp, folds="01"), "folds='01'"),
+    (lambda tmp: api.classify_predict(tmp, tmp, l3_slice=3.5), "l3_slice=3.5"),
+    (lambda tmp: api.demo_data(tmp / "d", cases="4"), "cases='4'"),
+    (lambda tmp: api.demo_data(tmp / "d", volumes=1), "volumes=1"),
+])
+def test_every_verb_refuses_an_argument_of_the_wrong_type_in_one_line(tmp_path, call, name):
+    """A script's epochs="5" or volumes=1 is one SarcoError naming the argument and its type, before any work:
+    nothing is written (no workspace, no demo folder) and no torch-deep TypeError."""
+    with pytest.raises(SarcoError) as caught:
+        call(tmp_path)
+    text = str(caught.value)
+    assert name in text and "\n" not in text.split("Fix")[0].strip()
+    assert caught.value.fix and "pass" in caught.value.fix or "settings" in text
+    assert not (tmp_path / "d").exists() and not (tmp_path / "sarco_workspace").exists()
