@@ -30,6 +30,9 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
   embed32   the SMIT network widened from the cpu preset's embed 24 to 32 (decoder widths follow; ~1.8x the
             FLOPs): does a four-tissue model lack capacity at the demo's iterations (#18)? A four-tissue
             remedy like the loss weights: its arms are compared with the muscle-only arms without it
+  light     a lighter SMIT (embed 16, decoder base 8: ~0.45x the cpu network's CPU per 256² tile) predicted with
+            tile step 1.0 (4 instead of 9 tiles on a 512² slice): issue #16's road to a 5-fold cpu ensemble
+            <= 1 s per slice, at what accuracy? Compared with the baseline like any lever; not with embed32
   long1.5x  1.5 times the preset's epochs (146 x 10 iterations from the cpu preset's 97): the longest
             training that keeps `make demo` within its 15 minutes on 2 cores
   lr2x      twice the trainer's initial learning rate at the same iterations: under-fitting cured without time?
@@ -72,7 +75,7 @@ DATA = {"train_A": ("A", 1), "train_B": ("B", 11), "test_A": ("A", 2), "test_B":
         "train_A-wide": ("A-wide", 1)}
 #: Robustness levers, in the order their names are joined in an arm name (what each changes: module doc).
 LEVERS: tuple[str, ...] = ("ctaug", "wideA", "tissues4", "muscle2x", "muscleDice2x", "muscle1.3x", "embed32",
-                           "long1.5x", "long2x", "lr2x", "trunk")
+                           "light", "long1.5x", "long2x", "lr2x", "trunk")
 #: Loss-weight levers: the preset training fields each sets (sarco_nn/training/loss_weights.py). Four-tissue
 #: remedies (#18): their arms are compared with the muscle-only arms without them; one per arm.
 LOSS_WEIGHT_LEVERS: dict[str, dict[str, Any]] = {
@@ -82,9 +85,12 @@ LOSS_WEIGHT_LEVERS: dict[str, dict[str, Any]] = {
 }
 #: Network-width levers: the SMIT `network` settings each sets in the trainer's overrides. Four-tissue remedies
 #: (#18), compared like the loss-weight levers with the muscle-only arms without them.
-NETWORK_LEVERS: dict[str, dict[str, Any]] = {"embed32": {"embed_dim": 32}}
+NETWORK_LEVERS: dict[str, dict[str, Any]] = {"embed32": {"embed_dim": 32},
+                                             "light": {"embed_dim": 16, "decoder_base": 8}}
+#: Prediction settings a lever writes into the preset's `inference` block (sarco_nn/inference_settings.py).
+INFERENCE_LEVERS: dict[str, dict[str, Any]] = {"light": {"tile_step_size": 1.0}}
 #: Four-tissue remedies: levers whose arms are judged against the muscle-only model without them.
-FOUR_TISSUE_REMEDIES: frozenset[str] = frozenset(LOSS_WEIGHT_LEVERS) | frozenset(NETWORK_LEVERS)
+FOUR_TISSUE_REMEDIES: frozenset[str] = frozenset(LOSS_WEIGHT_LEVERS) | frozenset({"embed32"})
 #: Levers that change only the prediction, not the training: their arms reuse a finished trained model.
 PREDICTION_LEVERS: frozenset[str] = frozenset({"trunk"})
 BASELINE = "baseline"
@@ -99,6 +105,9 @@ def parse_levers(text: str | None) -> tuple[str, ...]:
     weighting = [n for n in LEVERS if n in names and n in LOSS_WEIGHT_LEVERS]
     if len(weighting) > 1:
         raise ValueError(f"levers {' and '.join(weighting)} both set the loss weights; give one of them")
+    networks = [n for n in LEVERS if n in names and n in NETWORK_LEVERS]
+    if len(networks) > 1:
+        raise ValueError(f"levers {' and '.join(networks)} both set the network; give one of them")
     if "muscleDice2x" in names and "tissues4" not in names:  # a weighted mean over one Dice class is that class
         raise ValueError("lever muscleDice2x changes nothing in a muscle-only model: combine it with tissues4")
     return tuple(n for n in LEVERS if n in names)
@@ -306,6 +315,9 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
         for lever in (n for n in levers if n in NETWORK_LEVERS):
             overrides = plans["sarco"]["preset"]["trainer_overrides"][args.trainer]
             overrides["network"] = {**overrides.get("network", {}), **NETWORK_LEVERS[lever]}
+        for lever in (n for n in levers if n in INFERENCE_LEVERS):
+            preset = plans["sarco"]["preset"]
+            preset["inference"] = {**(preset.get("inference") or {}), **INFERENCE_LEVERS[lever]}
         if "long2x" in levers:
             plans["sarco"]["preset"]["training"]["num_epochs"] *= 2
         if "long1.5x" in levers:

@@ -302,7 +302,19 @@ def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypat
     assert smit_network_config(seen["preset"]).embed_dim == 32
     assert seen["preset"]["trainer_overrides"]["smit"]["initial_lr"] == 0.001
     assert arm["lever"] == "tissues4+embed32" and bench._muscle_only_tag("tissues4+embed32") == "baseline"
-    assert bench.NETWORK_LEVERS == {"embed32": {"embed_dim": 32}}  # not changed by an arm
+    assert bench.NETWORK_LEVERS["embed32"] == {"embed_dim": 32}  # not changed by an arm
+
+    # the lighter network (#16's speed road): its network and its prediction tiles, both valid for sarco
+    from sarco_nn.inference_settings import InferenceSettings
+
+    arm = bench.run_arm(bench.arm_name("A", 0, ("light",)), "train_A", 0, args, ("light",))
+    assert seen["keep_tissues"] is False and arm["lever"] == "light"
+    config = smit_network_config(seen["preset"])
+    assert (config.embed_dim, config.base_channels, config.num_heads) == (16, 8, (2, 2, 2, 2))
+    assert InferenceSettings.from_dict(seen["preset"]["inference"]).tile_step_size == 1.0
+    assert bench._muscle_only_tag("tissues4+light") == "light"  # a speed lever, not a four-tissue remedy
+    with pytest.raises(ValueError, match="both set the network"):
+        bench.parse_levers("light+embed32")
 
 
 @pytest.mark.parametrize("family", ["A", "B"])
