@@ -102,9 +102,9 @@ def implausible(side: TissueSide, sat_cm2: float) -> bool:
     return side.tissue != "imat" or side.wrong_cm2 > sat_cm2  # IMAT's rim outside the hull lies beneath the SAT
 
 
-def _inside_hull(muscle: np.ndarray, points: np.ndarray) -> np.ndarray | None:
-    """Which `points` (n, 2 pixel coordinates) lie in the convex hull of the muscle pixel centres;
-    None when the muscle has no 2-D hull (under three pixels, or all on one line)."""
+def inside_hull(muscle: np.ndarray, points: np.ndarray, margin_px: float = 0.0) -> np.ndarray | None:
+    """Which `points` (n, 2 pixel coordinates) lie in the convex hull of the muscle pixel centres, grown
+    by `margin_px` pixels; None when the muscle has no 2-D hull (under three pixels, or all on one line)."""
     from scipy.spatial import ConvexHull, QhullError
 
     coords = np.argwhere(muscle).astype(np.float64)
@@ -115,7 +115,7 @@ def _inside_hull(muscle: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     except QhullError:  # collinear: no area to be inside of
         return None
     normals, offsets = hull.equations[:, :2], hull.equations[:, 2]
-    return np.all(points @ normals.T + offsets <= 1e-9, axis=1)
+    return np.all(points @ normals.T + offsets <= margin_px + 1e-9, axis=1)
 
 
 def muscle_hull_sides(mask2d: np.ndarray, labels: Mapping[str, int] | None,
@@ -135,7 +135,7 @@ def muscle_hull_sides(mask2d: np.ndarray, labels: Mapping[str, int] | None,
     pixel_cm2 = float(spacing_yx_mm[0]) * float(spacing_yx_mm[1]) / 100.0
     sides = []
     for tissue, value, selected in present:
-        inside = _inside_hull(muscle, np.argwhere(selected).astype(np.float64))
+        inside = inside_hull(muscle, np.argwhere(selected).astype(np.float64))
         if inside is None:
             return []
         sides.append(TissueSide(tissue, value, int(selected.sum()) * pixel_cm2, float(inside.mean())))

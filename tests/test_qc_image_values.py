@@ -1,0 +1,106 @@
+"""qc's image beside the mask: muscle-HU tissue just outside the mask (under-call) and mask pixels that are
+not muscle HU (over-call), checked against the pixels a known erosion / dilation moved."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from sarco_nn.review.qc import (OVERCALL_EDGE_SHARE, OVERCALL_ERROR_PER_SHARE, CaseEvidence, measure, qc_score,
+                                undercall_pixels)
+
+N = 160
+SPACING = (1.0, 1.0)
+
+
+def _abdomen() -> tuple[np.ndarray, np.ndarray]:
+    """CT (HU) and muscle mask: a fat ellipse in air with a muscle ring, two psoas discs and, inside the
+    ring, a muscle-HU organ 8 px from the muscle (bowel, kidney: not muscle, not next to it)."""
+    yy, xx = np.mgrid[:N, :N].astype(float)
+    r = np.sqrt(((xx - N / 2) / 70) ** 2 + ((yy - N / 2) / 50) ** 2)
+    ct = np.full((N, N), -1000.0)
+    ct[r < 1.0] = -100.0
+    muscle = (r > 0.78) & (r < 0.9)
+    for side in (-1, 1):
+        muscle |= ((xx - N / 2 - side * 18) ** 2 + (yy - N / 2 - 14) ** 2) < 64
+    organ = ((xx - N / 2) ** 2 + (yy - N / 2 + 10) ** 2) < 100
+    ct[muscle] = 45.0
+    ct[organ] = 40.0
+    return ct, muscle
+
+
+def _values(mask: np.ndarray, ct: np.ndarray) -> dict[str, float]:
+    return measure(CaseEvidence(mask=mask, spacing_yx_mm=SPACING, ct_hu=ct))
+
+
+def test_a_correct_mask_shows_neither_under_nor_over_call():
+    ct, truth = _abdomen()
+    v = _values(truth, ct)
+    assert v["undercall_share"] < 0.01  # fat outside; the organ is beyond the ring
+    assert v["overcall_share"] < 0.05  # only the blurred edge pixels
+
+
+def test_an_eroded_mask_next_to_muscle_tissue_raises_under_call_by_the_eroded_area():
+    ct, truth = _abdomen()
+    eroded = ndimage.binary_erosion(truth, iterations=2)
+    removed = int(truth.sum() - eroded.sum())  # the independent count: what the erosion took away
+    v = _values(eroded, ct)
+    found = v["undercall_share"] * eroded.sum()
+    assert removed > 0.3 * truth.sum()
+    assert found == pytest.approx(removed, rel=0.1)
+    assert v["overcall_share"] < 0.01
+    # the pixels found are the eroded ones (not the organ, not fat)
+    pixels = undercall_pixels(eroded, (ct > -29) & (ct < 150), SPACING)
+    assert (pixels & ~truth).sum() == 0 and (pixels & truth & ~eroded).sum() == removed
+
+
+def test_a_dilated_mask_into_fat_raises_over_call_by_the_added_area():
+    ct, truth = _abdomen()
+    dilated = ndimage.binary_dilation(truth, iterations=2) & (ct > -500)
+    added = int(dilated.sum() - truth.sum())
+    v = _values(dilated, ct)
+    assert v["overcall_share"] * dilated.sum() == pytest.approx(added, rel=0.25)  # blur keeps a few edge pixels
+    assert v["undercall_share"] < 0.01
+
+
+def test_muscle_tissue_cut_off_by_fat_is_not_counted_as_missed():
+    ct, truth = _abdomen()
+    mask = truth.copy()
+    mask[:, : N // 2 - 40] = False  # left part of the ring left out ...
+    ct_gap = ct.copy()
+    ct_gap[:, N // 2 - 44: N // 2 - 40] = -100.0  # ... but a fat line 4 px wide separates it from the mask
+    assert _values(mask, ct_gap)["undercall_share"] < 0.01
+    assert _values(mask, ct)["undercall_share"] > 0.003  # without the gap, the ring beside the cut is muscle
+
+
+def test_contrast_and_noise_leave_a_correct_mask_quiet():
+    ct, truth = _abdomen()
+    bright = np.where(ct > -200, ct + 90.0, ct)  # every soft tissue +90 HU: the gate moves with the fat
+    v = _values(truth, bright)
+    assert v["undercall_share"] < 0.01 and v["overcall_share"] < 0.05
+    noisy = ct + np.random.default_rng(0).normal(0.0, 100.0, ct.shape)
+    v = _values(truth, noisy)
+    assert v["undercall_share"] < 0.1 and v["overcall_share"] < 0.2
+    eroded = ndimage.binary_erosion(truth, iterations=2)
+    assert _values(eroded, noisy)["undercall_share"] > 0.3  # the missed muscle still shows through the noise
+
+
+def test_over_call_is_scored_and_names_itself_while_under_call_is_only_measured():
+    ct, truth = _abdomen()
+    dilated = ndimage.binary_dilation(truth, iterations=3) & (ct > -500)
+    clean, over = qc_score(CaseEvidence(mask=truth, spacing_yx_mm=SPACING, ct_hu=ct)), \
+        qc_score(CaseEvidence(mask=dilated, spacing_yx_mm=SPACING, ct_hu=ct))
+    share = over.values["overcall_share"]
+    assert over.components["over_call"] == pytest.approx(
+        OVERCALL_ERROR_PER_SHARE * (share - OVERCALL_EDGE_SHARE))
+    assert clean.components["over_call"] == 0.0 and over.score > clean.score
+    assert "qc_over_call" in {r.code for r in over.reasons}
+    eroded = qc_score(CaseEvidence(mask=ndimage.binary_erosion(truth, iterations=2), spacing_yx_mm=SPACING, ct_hu=ct))
+    assert eroded.values["undercall_share"] > 0.3 and not any("undercall" in c for c in eroded.components)
+
+
+def test_no_ct_no_image_values():
+    _, truth = _abdomen()
+    v = measure(CaseEvidence(mask=truth, spacing_yx_mm=SPACING))
+    assert not {"undercall_share", "overcall_share"} & set(v)
