@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sarco_nn.review.qc import (OVERCALL_EDGE_SHARE, OVERCALL_ERROR_PER_SHARE, CaseEvidence, measure, qc_score,
-                                undercall_pixels)
+from sarco_nn.review.qc import CaseEvidence, measure, qc_score, undercall_pixels
 
 N = 160
 SPACING = (1.0, 1.0)
@@ -86,18 +85,18 @@ def test_contrast_and_noise_leave_a_correct_mask_quiet():
     assert _values(eroded, noisy)["undercall_share"] > 0.3  # the missed muscle still shows through the noise
 
 
-def test_over_call_is_scored_and_names_itself_while_under_call_is_only_measured():
+def test_both_shares_are_measured_but_neither_moves_the_score():
+    """Scoring over-call sent 92 % of the proxy bench to review for an AUROC gain inside its interval (#19):
+    the values are kept for --rescore, the score is what it was without them."""
+    from sarco_nn.review.qc import score_values
+
     ct, truth = _abdomen()
     dilated = ndimage.binary_dilation(truth, iterations=3) & (ct > -500)
-    clean, over = qc_score(CaseEvidence(mask=truth, spacing_yx_mm=SPACING, ct_hu=ct)), \
-        qc_score(CaseEvidence(mask=dilated, spacing_yx_mm=SPACING, ct_hu=ct))
-    share = over.values["overcall_share"]
-    assert over.components["over_call"] == pytest.approx(
-        OVERCALL_ERROR_PER_SHARE * (share - OVERCALL_EDGE_SHARE))
-    assert clean.components["over_call"] == 0.0 and over.score > clean.score
-    assert "qc_over_call" in {r.code for r in over.reasons}
-    eroded = qc_score(CaseEvidence(mask=ndimage.binary_erosion(truth, iterations=2), spacing_yx_mm=SPACING, ct_hu=ct))
-    assert eroded.values["undercall_share"] > 0.3 and not any("undercall" in c for c in eroded.components)
+    over = qc_score(CaseEvidence(mask=dilated, spacing_yx_mm=SPACING, ct_hu=ct))
+    assert over.values["overcall_share"] > 0.1
+    without = {k: v for k, v in over.values.items() if k not in ("overcall_share", "undercall_share")}
+    assert score_values(without).score == over.score
+    assert not any("call" in c for c in over.components) and not any("call" in r.code for r in over.reasons)
 
 
 def test_no_ct_no_image_values():
