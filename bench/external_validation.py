@@ -286,6 +286,7 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
     from sarco_nn.evaluation.evaluate import evaluate_folder
     from sarco_nn.inference import predict
     from sarco_nn.planning import plan_dataset
+    from sarco_nn.presets import load_preset
     from sarco_nn.training.run import train_fold
     from sarco_nn.workspace import Workspace
 
@@ -312,6 +313,12 @@ def run_arm(arm: str, train_key: str, seed: int, args: argparse.Namespace, lever
             plans["sarco"]["preset"]["training"]["ct_augmentation"] = True
         for lever in (n for n in levers if n in LOSS_WEIGHT_LEVERS):
             plans["sarco"]["preset"]["training"].update(copy.deepcopy(LOSS_WEIGHT_LEVERS[lever]))
+        # every arm starts from the preset's own network, not the planner's multi-tissue choice
+        # (presets.preset_for_dataset): a tissues4 arm stays the model it was when measured
+        own = (load_preset(args.preset).get("trainer_overrides") or {}).get(args.trainer, {}).get("network")
+        overrides = plans["sarco"]["preset"].get("trainer_overrides", {}).get(args.trainer)
+        if overrides is not None and own is not None:
+            overrides["network"] = dict(own)
         for lever in (n for n in levers if n in NETWORK_LEVERS):
             overrides = plans["sarco"]["preset"]["trainer_overrides"][args.trainer]
             overrides["network"] = {**overrides.get("network", {}), **NETWORK_LEVERS[lever]}

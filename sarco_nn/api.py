@@ -704,7 +704,7 @@ def _target_encoder(file: Path, dims: int, preset: str | None):
 
 # ----------------------------------------------------------------------------------- pretrain
 def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", preset: str | None = None,
-             settings: Mapping[str, Any] | None = None, device: str = "auto", resume: bool = False,
+             tissues: int = 1, settings: Mapping[str, Any] | None = None, device: str = "auto", resume: bool = False,
              workers: int | None = None, progress: bool = True,
              echo: Callable[[str], None] | None = None) -> PretrainResult:
     """Self-supervised SMIT pretraining on unlabeled CT; writes encoder.pt for ``train(pretrained=...)``.
@@ -717,6 +717,8 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
         unlabeled_dir: folder of unlabeled CTs (NIfTI/MHA/NRRD files, DICOM series folders).
         output: checkpoint folder (encoder.pt, card.json, loss_curve.png, checkpoint.pt).
         preset: pretrain the SMIT encoder this plan preset fine-tunes (None: Trans-Small).
+        tissues: with `preset`, the number of tissues the model will segment: the planner gives a dataset of
+            several its preset's `multi_tissue_network` (`presets.preset_for_dataset`), and so does this.
         settings: `PretrainConfig` fields to change, e.g. ``{"dims": 2, "crop_size": 256,
             "spacing_mm": 1.5, "epochs": 100}`` (crop edge in voxels, spacing in mm).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -738,10 +740,13 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
     _require("text", device=device)
     _require("flag", resume=resume, progress=progress)
     _require("whole", optional=True, workers=workers)
+    _require("whole", tissues=tissues)
+    if tissues < 1:
+        raise SarcoError(f"tissues={tissues} must be at least 1", fix="pass 1 (muscle only) or 4 (four tissues).")
     if settings is not None and not isinstance(settings, Mapping):
         raise SarcoError(f"settings is {type(settings).__name__}, not a mapping of PretrainConfig fields",
                          fix='pass settings as a dict, e.g. {"dims": 2, "crop_size": 256}, or None.')
-    from sarco_nn.presets import load_preset, pretraining_defaults, training_settings
+    from sarco_nn.presets import load_preset, preset_for_dataset, pretraining_defaults, training_settings
     from sarco_nn.pretraining.config import PretrainConfig
     from sarco_nn.pretraining.trainer import run_pretraining
 
@@ -749,7 +754,7 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
     if preset is not None:
         if "encoder" in chosen:
             raise SarcoError("preset and settings['encoder'] both name the encoder", fix="give one of them.")
-        loaded = load_preset(preset)
+        loaded = preset_for_dataset(load_preset(preset), tissues)
         chosen = {**pretraining_defaults(loaded), **chosen,
                   "encoder": training_settings(loaded, "smit").get("network")}
     try:

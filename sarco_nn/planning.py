@@ -19,7 +19,7 @@ from typing import Any
 from sarco_nn.atomic import write_json_atomic
 from sarco_nn.constants import CT_WINDOW_HU, SLICE_AXIS_SPACING_MM
 from sarco_nn.errors import SarcoError
-from sarco_nn.presets import load_preset, plans_identifier, smit_network_config
+from sarco_nn.presets import load_preset, plans_identifier, preset_for_dataset, smit_network_config
 from sarco_nn.workspace import Workspace
 
 CONFIGURATION = "2d"
@@ -75,10 +75,15 @@ def _make_planner_class(preset: dict[str, Any]):
             return self.plans_identifier + "_" + configuration_name
 
         def save_plans(self, plans: dict) -> None:
-            apply_preset(plans, preset)
+            apply_preset(plans, preset_for_dataset(preset, foreground_label_count(self.dataset_json)))
             super().save_plans(plans)
 
     return SarcoPlanner
+
+
+def foreground_label_count(dataset_json: dict[str, Any]) -> int:
+    """Classes a model of this dataset segments (dataset.json labels without background and ignore)."""
+    return sum(1 for name in dataset_json.get("labels", {}) if name not in ("background", "ignore"))
 
 
 def _patient_groups(raw_dataset_dir: Path, case_ids: list[str]) -> dict[str, list[str]]:

@@ -141,6 +141,26 @@ def smit_network_config(preset: dict[str, Any]):
                          fix="correct trainer_overrides.smit.network (see sarco_nn/plans/cpu.json).") from None
 
 
+#: A preset's SMIT network for a dataset of several tissues (`trainer_overrides.smit.multi_tissue_network`,
+#: merged over `network`): four classes share what one network learns, and at the cpu budget the width of
+#: the muscle-only network cost the four-tissue model's muscle (issue #18, bench/external_validation.py).
+MULTI_TISSUE_NETWORK = "multi_tissue_network"
+
+
+def preset_for_dataset(preset: dict[str, Any], foreground_labels: int) -> dict[str, Any]:
+    """The preset as it applies to a dataset of that many foreground labels: with more than one, the SMIT
+    network gets the preset's `multi_tissue_network` settings (none: unchanged). What the planner records in
+    the plans, so the trainer and the predictor read one network from there."""
+    smit = (preset.get("trainer_overrides") or {}).get("smit") or {}
+    extra = smit.get(MULTI_TISSUE_NETWORK)
+    if foreground_labels <= 1 or not extra:
+        return preset
+    merged = {**preset, "trainer_overrides": {**preset["trainer_overrides"],
+                                              "smit": {**smit, "network": {**(smit.get("network") or {}), **extra}}}}
+    smit_network_config(merged)  # refuse a bad multi-tissue network in the preset's own words
+    return merged
+
+
 def training_settings(preset: dict[str, Any], trainer_key: str) -> dict[str, Any]:
     """Common training settings merged with the ones specific to one trainer family."""
     settings = dict(preset.get("training", {}))

@@ -207,6 +207,13 @@ def test_compare_reports_shows_per_tissue_dice(bench, tmp_path):
     assert "| flag accuracy | n/a |" in bench.compare_reports([f"x={tmp_path / 'noclin'}"])
 
 
+def _write_plans(ws, overrides):
+    folder = ws.preprocessed / "Dataset501_ExtVal"
+    folder.mkdir(parents=True)
+    (folder / "sarcoPlans_smoke.json").write_text(json.dumps(
+        {"sarco": {"preset": {"name": "smoke", "training": {"seed": 0}, "trainer_overrides": overrides}}}))
+
+
 def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypatch):
     """ctaug reaches the plans the trainer reads, wideA trains on its own A-wide drop, tissues4 converts
     with the tissues kept and records per-tissue Dice; the training and prediction are stubbed."""
@@ -226,11 +233,7 @@ def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypat
         seen["drop"], seen["keep_tissues"] = Path(drop).name, keep_tissues
 
     def fake_plan(ws, dataset_id, preset):
-        folder = ws.preprocessed / "Dataset501_ExtVal"
-        folder.mkdir(parents=True)
-        overrides = {"smit": {"initial_lr": 0.001, "network": {"embed_dim": 24, "num_heads": [2, 2, 2, 2]}}}
-        (folder / "sarcoPlans_smoke.json").write_text(json.dumps(
-            {"sarco": {"preset": {"name": "smoke", "training": {"seed": 0}, "trainer_overrides": overrides}}}))
+        _write_plans(ws, {"smit": {"initial_lr": 0.001, "network": {"embed_dim": 24, "num_heads": [2, 2, 2, 2]}}})
 
     def fake_train(ws, *args):
         plans = json.loads(next((ws.preprocessed / "Dataset501_ExtVal").glob("*.json")).read_text())
@@ -315,6 +318,19 @@ def test_run_arm_applies_each_lever_to_the_real_chain(bench, tmp_path, monkeypat
     assert bench._muscle_only_tag("tissues4+light") == "light"  # a speed lever, not a four-tissue remedy
     with pytest.raises(ValueError, match="both set the network"):
         bench.parse_levers("light+embed32")
+
+    # an arm starts from the preset's own network, whatever the planner chose for several tissues, so a
+    # tissues4 arm planned today is the model measured before presets.preset_for_dataset existed
+    from sarco_nn.presets import load_preset
+
+    cpu_network = load_preset("cpu")["trainer_overrides"]["smit"]["network"]
+    planned_wide = {"smit": {"initial_lr": 0.001, "network": {**cpu_network, "embed_dim": 32}}}
+    monkeypatch.setattr(planning, "plan_dataset", lambda ws, dataset_id, preset: _write_plans(ws, planned_wide))
+    cpu_args = argparse.Namespace(**{**vars(args), "preset": "cpu"})
+    bench.run_arm(bench.arm_name("A", 5, ("tissues4",)), "train_A", 5, cpu_args, ("tissues4",))
+    assert seen["preset"]["trainer_overrides"]["smit"]["network"] == cpu_network
+    bench.run_arm(bench.arm_name("A", 5, ("tissues4", "embed32")), "train_A", 5, cpu_args, ("tissues4", "embed32"))
+    assert seen["preset"]["trainer_overrides"]["smit"]["network"] == {**cpu_network, "embed_dim": 32}
 
 
 @pytest.mark.parametrize("family", ["A", "B"])

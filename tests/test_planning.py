@@ -90,3 +90,33 @@ def test_invalid_smit_network_in_a_preset_is_refused_at_plan_time():
     preset["trainer_overrides"]["smit"]["network"] = {"embed_dim": 30}  # 30 is not divisible by 4 heads
     with pytest.raises(SarcoError, match="invalid SMIT network settings"):
         apply_preset(_plans(), preset)
+
+
+def test_a_dataset_of_several_tissues_gets_the_presets_multi_tissue_network():
+    """#18: at the cpu budget four classes need a wider SMIT than muscle alone (bench/external_validation.py,
+    lever embed32); the planner records that choice in the plans, where trainer and predictor read it."""
+    from sarco_nn.planning import foreground_label_count
+    from sarco_nn.presets import MULTI_TISSUE_NETWORK, preset_for_dataset, smit_network_config
+
+    cpu = load_preset("cpu")
+    muscle_only = {"labels": {"background": 0, "muscle": 1}}
+    four = {"labels": {"background": 0, "muscle": 1, "imat": 2, "vat": 3, "sat": 4}}
+    assert foreground_label_count(muscle_only) == 1 and foreground_label_count(four) == 4
+    assert foreground_label_count({"labels": {"background": 0, "muscle": 1, "ignore": 5}}) == 1
+    assert preset_for_dataset(cpu, 1) is cpu
+    wide = preset_for_dataset(cpu, 4)
+    base, chosen = smit_network_config(cpu), smit_network_config(wide)
+    extra = cpu["trainer_overrides"]["smit"][MULTI_TISSUE_NETWORK]
+    assert chosen.embed_dim == extra["embed_dim"] > base.embed_dim and chosen.num_heads == base.num_heads
+    assert load_preset("cpu") == cpu  # the loaded preset is not changed by it
+    # the plans record the chosen network: apply_preset writes what the trainer reads
+    plans = _plans()
+    apply_preset(plans, wide)
+    assert smit_network_config(plans["sarco"]["preset"]).embed_dim == extra["embed_dim"]
+    # a preset without the key, and a bad one refused in the preset's words
+    smoke = load_preset("smoke")
+    assert preset_for_dataset(smoke, 4) is smoke
+    bad = {**cpu, "trainer_overrides": {**cpu["trainer_overrides"],
+                                         "smit": {**cpu["trainer_overrides"]["smit"], MULTI_TISSUE_NETWORK: {"embed_dim": 33}}}}
+    with pytest.raises(SarcoError, match="invalid SMIT network"):
+        preset_for_dataset(bad, 4)

@@ -334,3 +334,22 @@ def test_the_cpu_preset_pretrains_with_masked_image_modelling_only(tmp_path, mon
     assert (seen[-1].cls_weight, seen[-1].patch_weight) == (PretrainConfig().cls_weight, PretrainConfig().patch_weight)
     api.pretrain(tmp_path, preset="cpu", settings={"cls_weight": 0.1})
     assert (seen[-1].cls_weight, seen[-1].patch_weight) == (0.1, 0.0)
+
+
+def test_pretraining_for_a_four_tissue_model_gets_the_network_the_planner_gives_it(tmp_path, monkeypatch):
+    """`sarco pretrain -p cpu --tissues 4`: the encoder of the wider network a four-tissue cpu plan trains
+    (presets.preset_for_dataset), so `train --pretrained` matches every key; without it, the muscle-only one."""
+    import sarco_nn.pretraining.trainer as trainer_module
+    from sarco_nn import api
+    from sarco_nn.errors import SarcoError
+    from sarco_nn.presets import load_preset, preset_for_dataset, smit_network_config
+
+    seen = []
+    monkeypatch.setattr(trainer_module, "run_pretraining", lambda data, out, cfg, **kw: seen.append(cfg))
+    api.pretrain(tmp_path, preset="cpu", tissues=4)
+    assert seen[-1].encoder["embed_dim"] == smit_network_config(preset_for_dataset(load_preset("cpu"), 4)).embed_dim
+    assert seen[-1].encoder["embed_dim"] != smit_network_config(load_preset("cpu")).embed_dim
+    api.pretrain(tmp_path, preset="cpu")
+    assert seen[-1].encoder == load_preset("cpu")["trainer_overrides"]["smit"]["network"]
+    with pytest.raises(SarcoError, match="tissues=0"):
+        api.pretrain(tmp_path, preset="cpu", tissues=0)

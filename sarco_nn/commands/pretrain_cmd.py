@@ -41,6 +41,9 @@ def pretrain(
     preset: Optional[str] = typer.Option(
         None, "--preset", "-p", help="Pretrain the SMIT encoder this plan preset fine-tunes (default: Trans-Small); "
              "its 'pretraining' section, if any, replaces the defaults shown here."),
+    tissues: int = typer.Option(1, "--tissues", help="With --preset: pretrain the encoder of that preset's model for a "
+                                "dataset of this many tissues (4: muscle, IMAT, VAT, SAT; the planner widens the "
+                                "network for several, e.g. cpu: embed 32)."),
     epochs: int = typer.Option(_D.epochs, help="Epochs (official 500)."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default: one pass over the volumes)."),
     batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Samples (two views each) per step and process."),
@@ -95,7 +98,7 @@ def pretrain(
     # only what the user typed: a preset's `pretraining` section (api.pretrain) fills the rest before
     # the official defaults, so an option left out must not arrive as its official value
     settings = {key: value for key, value in given.items() if _typed(ctx, _PARAM.get(key, key))} or None
-    result = api.pretrain(unlabeled_dir, output=out_dir, preset=preset, settings=settings, device=device,
+    result = api.pretrain(unlabeled_dir, output=out_dir, preset=preset, tissues=tissues, settings=settings, device=device,
                           resume=continue_run, workers=workers, progress=progress, echo=typer.echo)
     state = "stopped (continue with --continue)" if result.stopped_early else "done"
     typer.echo(f"{state}: {result.steps_done} steps, {result.epochs_done} epochs; encoder: {result.encoder} "

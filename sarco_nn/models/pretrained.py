@@ -460,7 +460,8 @@ def check_report(report: LoadReport, min_fraction: float = 0.9) -> None:
     """Raise a one-line SarcoError when the weights must not be used."""
     if report.shape_mismatched:
         raise SarcoError(f"{report.summary_line()}; first mismatch: {report.shape_mismatched[0]}",
-                         fix="use weights of the same SMIT configuration (Trans-Small: embed 48, depths 2-2-4-2)")
+                         fix="use weights of the same SMIT configuration (Trans-Small: embed 48, depths 2-2-4-2; "
+                             "`sarco pretrain --preset P` gives P's, with `--tissues 4` for a four-tissue dataset)")
     if report.fraction_matched < min_fraction:
         raise SarcoError(f"{report.summary_line()}; below the required {100 * min_fraction:.0f} %",
                          fix="check that the file holds SMIT encoder weights (see pretrained_load_report.json)")
