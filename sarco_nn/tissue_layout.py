@@ -145,7 +145,10 @@ def muscle_hull_sides(mask2d: np.ndarray, labels: Mapping[str, int] | None,
 def layout_reason(mask2d: np.ndarray, labels: Mapping[str, int] | None, spacing_yx_mm: tuple[float, float],
                   what: str = "mask") -> Reason | None:
     """`tissue_layout` (review, flags withheld) when a labelled tissue lies mostly where it cannot
-    (the rule: module docstring); None for a plausible slice or one with nothing to judge."""
+    (the rule: module docstring); None for a plausible slice or one with nothing to judge.
+
+    what: the message's first word; "prediction" (a model's output) gets the model's fix, any other
+    ("mask", `sarco evaluate`'s "reference") the label-map fix."""
     sides = muscle_hull_sides(mask2d, labels, spacing_yx_mm)
     sat_cm2 = sum(s.area_cm2 for s in sides if s.tissue == "sat")
     wrong = [s for s in sides if implausible(s, sat_cm2)]
@@ -154,7 +157,7 @@ def layout_reason(mask2d: np.ndarray, labels: Mapping[str, int] | None, spacing_
     found = ", ".join(f"{s.tissue.upper()} (value {s.value}, {s.area_cm2:.1f} cm²) {s.wrong_share:.0%} "
                       f"{_WRONG_SIDE[s.tissue]}" for s in wrong)
     expected = ", ".join(f"{k} {v}" for k, v in TISSUE_LABELS.items())
-    fix = (f"check the mask's label values against the labels.json in use (sarco's: {expected})" if what == "mask"
+    fix = (f"check the mask's label values against the labels.json in use (sarco's: {expected})" if what != "prediction"
            else "look at the overlay; where every scan shows it, check the labels of the model's training data "
                 "(its dataset.json, the drop's labels.json)")
     return Reason("tissue_layout",
