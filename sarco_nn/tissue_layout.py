@@ -124,6 +124,8 @@ def muscle_hull_sides(mask2d: np.ndarray, labels: Mapping[str, int] | None,
     of the muscle label; [] when the muscle has no hull or no such tissue is labelled."""
     from sarco_nn.measure import label_mask
 
+    if np.ndim(mask2d) != 2:  # a (1, y, x) stack's hull is flat in 3-D: it read as "nothing to judge"
+        raise ValueError(f"tissue_layout: mask2d must be one axial slice (y, x), not shape {np.shape(mask2d)}")
     labels = dict(TISSUE_LABELS if labels is None else labels)
     if "muscle" not in labels:
         return []
