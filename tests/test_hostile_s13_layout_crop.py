@@ -111,3 +111,25 @@ def test_body_crop_on_a_slice_smaller_than_the_patch_gives_the_uncropped_logits(
     assert cropped.body_box(image) is None
     assert torch.equal(plain.predict_sliding_window_return_logits(image),
                        cropped.predict_sliding_window_return_logits(image))
+
+
+def test_body_crop_takes_the_body_level_in_the_models_own_window():
+    """#147: the level was put in input units through today's `CT_WINDOW_HU`, not the window the model's
+    plans baked in (`sarco.ct_window_hu`): a model planned with another window was cropped at another HU."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sarco_nn.inference_settings import BODY_CROP_LEVEL_HU, body_crop_level
+    from sarco_nn.windowing import hu_to_window_units
+    from test_inference_settings import _toy_predictor
+
+    assert body_crop_level() == pytest.approx(float(hu_to_window_units(BODY_CROP_LEVEL_HU)))
+    assert body_crop_level([-1000, 1000]) == pytest.approx(25 / 2000)
+    predictor, _ = _toy_predictor(InferenceSettings(body_crop=True))
+    image = torch.zeros(1, 1, 120, 100)
+    image[0, 0, 50:60, 40:50] = 0.03  # -940 HU in a -1000..1000 window (body there); below sarco's level
+    predictor.plans_manager = SimpleNamespace(plans={"sarco": {"ct_window_hu": [-175.0, 250.0]}})
+    assert predictor.body_box(image) is None  # nothing above sarco's level: the whole image runs
+    predictor.plans_manager = SimpleNamespace(plans={"sarco": {"ct_window_hu": [-1000.0, 1000.0]}})
+    assert predictor.body_box(image) == (slice(None), slice(None), slice(35, 75), slice(25, 65))
