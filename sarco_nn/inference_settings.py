@@ -57,6 +57,17 @@ BODY_CROP_MARGIN_MM: float = 15.0
 BODY_CROP_LEVEL_HU: float = CT_WINDOW_HU[0] + 25.0
 
 
+def body_crop_level(window_hu: tuple[float, float] | list[float] | None = None) -> float:
+    """The body level in the network's input units for a model whose plans baked in `window_hu`
+    (their `sarco.ct_window_hu` record; None: `CT_WINDOW_HU`): 25 HU above that window's floor, as
+    `BODY_CROP_LEVEL_HU` is above sarco's. Why the model's own window: its input was normalised with
+    it, so a later change of `CT_WINDOW_HU` must not move the box of a model planned before."""
+    from sarco_nn.windowing import hu_to_window_units
+
+    window = tuple(float(v) for v in (CT_WINDOW_HU if window_hu is None else window_hu))
+    return float(hu_to_window_units(window[0] + (BODY_CROP_LEVEL_HU - CT_WINDOW_HU[0]), window))
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """The preset's `inference` block. Defaults: see README "Inference speed" for the measurements.

@@ -24,8 +24,7 @@ from torch._dynamo import OptimizedModule
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from sarco_nn.inference_settings import BODY_CROP_LEVEL_HU, InferenceSettings, body_crop_box, whole_slice_tile
-from sarco_nn.windowing import hu_to_window_units
+from sarco_nn.inference_settings import InferenceSettings, body_crop_box, body_crop_level, whole_slice_tile
 
 #: Logit of every foreground channel outside the body crop (background's is 0): softmax gives
 #: background 1 - 4e-44, i.e. 1.0 in float32, and the rest 0, what nnU-Net's own revert of its crop
@@ -181,7 +180,8 @@ class SarcoPredictor(nnUNetPredictor):
         counts: one box for the stack, so a volume runs as one call, as nnU-Net runs it."""
         plan = self.configuration_manager
         axes = len(plan.patch_size)
-        level = float(hu_to_window_units(BODY_CROP_LEVEL_HU))
+        plans = getattr(getattr(self, "plans_manager", None), "plans", None) or {}
+        level = body_crop_level((plans.get("sarco") or {}).get("ct_window_hu"))  # the model's own window
         seen = (input_image > level)
         seen = seen.reshape(-1, *seen.shape[-axes:]).any(0).cpu().numpy()
         box = body_crop_box(seen, list(plan.spacing)[-axes:], plan.patch_size)

@@ -124,6 +124,8 @@ def muscle_hull_sides(mask2d: np.ndarray, labels: Mapping[str, int] | None,
     of the muscle label; [] when the muscle has no hull or no such tissue is labelled."""
     from sarco_nn.measure import label_mask
 
+    if np.ndim(mask2d) != 2:  # a (1, y, x) stack's hull is flat in 3-D: it read as "nothing to judge"
+        raise ValueError(f"tissue_layout: mask2d must be one axial slice (y, x), not shape {np.shape(mask2d)}")
     labels = dict(TISSUE_LABELS if labels is None else labels)
     if "muscle" not in labels:
         return []
@@ -145,7 +147,10 @@ def muscle_hull_sides(mask2d: np.ndarray, labels: Mapping[str, int] | None,
 def layout_reason(mask2d: np.ndarray, labels: Mapping[str, int] | None, spacing_yx_mm: tuple[float, float],
                   what: str = "mask") -> Reason | None:
     """`tissue_layout` (review, flags withheld) when a labelled tissue lies mostly where it cannot
-    (the rule: module docstring); None for a plausible slice or one with nothing to judge."""
+    (the rule: module docstring); None for a plausible slice or one with nothing to judge.
+
+    what: the message's first word; "prediction" (a model's output) gets the model's fix, any other
+    ("mask", `sarco evaluate`'s "reference") the label-map fix."""
     sides = muscle_hull_sides(mask2d, labels, spacing_yx_mm)
     sat_cm2 = sum(s.area_cm2 for s in sides if s.tissue == "sat")
     wrong = [s for s in sides if implausible(s, sat_cm2)]
@@ -154,7 +159,7 @@ def layout_reason(mask2d: np.ndarray, labels: Mapping[str, int] | None, spacing_
     found = ", ".join(f"{s.tissue.upper()} (value {s.value}, {s.area_cm2:.1f} cm²) {s.wrong_share:.0%} "
                       f"{_WRONG_SIDE[s.tissue]}" for s in wrong)
     expected = ", ".join(f"{k} {v}" for k, v in TISSUE_LABELS.items())
-    fix = (f"check the mask's label values against the labels.json in use (sarco's: {expected})" if what == "mask"
+    fix = (f"check the mask's label values against the labels.json in use (sarco's: {expected})" if what != "prediction"
            else "look at the overlay; where every scan shows it, check the labels of the model's training data "
                 "(its dataset.json, the drop's labels.json)")
     return Reason("tissue_layout",

@@ -74,6 +74,7 @@ RULES: dict[str, str] = {
                "(BMI and SMI from the entered height and weight)",
     "undefined_statistics": f"ICC/Pearson on data whose spread is below {REL_TOL:g} of its magnitude: undefined",
     "tissues": tissues.TISSUE_RULE,
+    "tissue_layout": tissues.LAYOUT_RULE,
 }
 #: Number of worst cases (largest |SMA error|) drawn as overlays.
 N_WORST = 5
@@ -263,6 +264,11 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
                      '{"muscle": 1, "imat": 2, "vat": 3, "sat": 4}', case.case_id)
     tissue_columns = tissues.case_tissue_metrics(ref_stack.array[z], pred_stack.array[z], carried, spacing,
                                                  None if ct is None else ct[z]) if m_ref.n_pixels else {}
+    ref_layout = pred_layout = None
+    if tissue_columns:  # a per-tissue evaluation: are the labels where the tissues can lie (tissues.LAYOUT_RULE)?
+        layout_columns, ref_layout, pred_layout = tissues.case_layout(ref_stack.array[z], pred_stack.array[z],
+                                                                      ref_tissue_labels, spacing)
+        tissue_columns.update(layout_columns)
 
     ref_reasons = mask_reasons(m_ref, spacing, label=ref_label, labels_present=ref_values, what="reference")
     known = (set(ref_tissue_labels.values()) if ref_tissue_labels
@@ -270,6 +276,7 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
     foreign = unknown_label_reason(ref_values, known, declared=bool(ref_tissue_labels), what="reference")
     ref_reasons += [foreign] if foreign else []  # a multi-organ map is no muscle truth (its 1 may be the spleen)
     ref_reasons += mask_file_reasons(case.reference)  # qform/sform disagree: its area depends on the reader
+    ref_reasons += [ref_layout] if ref_layout else []  # a swapped label in the truth: kept, listed
     pred_reasons = mask_reasons(m_pred, spacing, label=pred_label, labels_present=pred_values, what="prediction")
     in_statistics = m_ref.n_pixels > 0
     verdict = Verdict()
@@ -283,6 +290,10 @@ def _evaluate_case(case: CaseInput, clinical: dict | None, ts: ThresholdSet, ref
             problems.add(f"reference {reason.code} (kept; check the annotation)", case.case_id)
     verdict.extend(pred_reasons)
     withheld = bool(pred_reasons)
+    if pred_layout is not None:  # in the verdict and listed, but kept in every statistic (tissues.LAYOUT_RULE)
+        verdict.add(pred_layout)
+        problems.add("prediction tissue_layout: tissue labels on the wrong side of the muscle wall (kept in every "
+                     "statistic; sarco predict would withhold its flags)", case.case_id)
     if withheld and in_statistics:
         problems.add("failed prediction: empty prediction or SMA below the floor (counted against the model)",
                      f"{case.case_id}: {pred_reasons[0].code}")
@@ -484,6 +495,7 @@ def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) ->
         "worst_cases": [r["case_id"] for r in ranked[:N_WORST]],
         "l3": level_summary(rows),
         "tissues": tissues.tissue_summary(rows),
+        **tissues.layout_summary(rows),
         "problems": problems,
     }
 
@@ -548,7 +560,7 @@ def _compare_every_case_per_tissue(rows: list[dict], inputs: dict[str, CaseInput
         if row["in_statistics"] and not tissues.carries_tissues(row):
             again = _evaluate_case(inputs[row["case_id"]], clinical, ts, label, problems, pred_label,
                                    ref_tissue_labels, multi_tissue=True)
-            row.update({k: again[k] for k in tissues.ALL_CASE_COLUMNS if k in again})
+            row.update({k: again[k] for k in (*tissues.ALL_CASE_COLUMNS, "status", "reasons") if k in again})
             problems.add("prediction holds muscle only beside multi-tissue predictions: its other tissues count "
                          "as not predicted (Dice 0 where the reference has them)", row["case_id"])
 

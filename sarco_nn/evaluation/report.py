@@ -203,9 +203,10 @@ def write_report_md(summary: dict, rows: list[dict], path: Path, plots: dict[str
             "",
         ]
     lines += _l3_section(s.get("l3"))
-    from sarco_nn.evaluation.tissues import plot_key, report_lines as tissue_lines
+    from sarco_nn.evaluation.tissues import layout_lines, plot_key, report_lines as tissue_lines
 
     lines += tissue_lines(s.get("tissues"), _fmt, plots)
+    lines += layout_lines(s)
     plots = {k: v for k, v in plots.items() if k not in {plot_key(t) for t in s.get("tissues") or {}}}
     lines += [
         "## Per fold",

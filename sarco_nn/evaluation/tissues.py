@@ -10,6 +10,11 @@ Rules (also in the report):
     convention), so Dice and areas describe the segmentation, not an HU rule.
   * Area agreement reuses `evaluation.agreement` (Bland–Altman bias and 95 % LoA, ICC(2,1)/(3,1));
     HU bias = mean over cases of (predicted − reference) mean HU, where both are defined.
+  * Tissue layout (`sarco_nn.tissue_layout`, the rule `sarco measure` and `sarco predict` apply): in a
+    per-tissue evaluation both masks are judged at the compared slice, each with its own label map (the
+    prediction with sarco's, the reference with its labels.json); a case either fails is listed and
+    counted, and stays in every statistic (evaluate measures agreement for the labels as given; a
+    swapped reference is a warning about the truth, not a reason to drop the case).
   * Both masks empty of a tissue: Dice 1 in that case's row (as `metrics.dice_iou`), area 0 on both sides;
     the summary's Dice counts only the cases where either mask holds the tissue (`dice_n`): a tissue absent
     from every reference and prediction (an annotation protocol without VAT) has no Dice (n/a), not 1.000.
@@ -27,6 +32,8 @@ from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.evaluation.agreement import agreement
 from sarco_nn.evaluation.metrics import dice_iou
 from sarco_nn.measure import label_mask, area_cm2
+from sarco_nn.status import Reason
+from sarco_nn.tissue_layout import layout_reason
 
 TISSUE_RULE = ("each tissue named by the reference's labels.json is compared, when the predictions are multi-tissue "
                "masks (any one holds a tissue value beyond muscle), in every case (a prediction holding muscle only "
@@ -34,13 +41,25 @@ TISSUE_RULE = ("each tissue named by the reference's labels.json is compared, wh
                "HU bias = mean(predicted − reference mean HU); the Dice summary counts only the cases where either "
                "mask holds the tissue (both empty: no evidence either way)")
 
+LAYOUT_RULE = ("in a per-tissue evaluation, each case's prediction and reference are checked for tissue labels on the "
+               "wrong side of the muscle wall (sarco_nn.tissue_layout, as measure and predict do: SAT mostly inside "
+               "the muscle's convex hull, VAT mostly outside, IMAT outside beyond the SAT beside it), at the compared "
+               "slice, each with its own label map; such a case is listed and stays in every statistic, its flag "
+               "scored as measured (sarco predict would withhold it): evaluate measures agreement for the labels as "
+               "given")
+
+#: Per-case yes/no columns (cases.csv) of a per-tissue evaluation: the tissue-layout check failed
+#: for the prediction / the reference (`LAYOUT_RULE`).
+LAYOUT_COLUMNS: tuple[str, ...] = ("tissue_layout_pred", "tissue_layout_ref")
+
+
 #: Per-case columns (cases.csv) for every evaluated tissue.
 def case_columns(tissue: str) -> tuple[str, ...]:
     return (f"{tissue}_dice", f"{tissue}_area_ref_cm2", f"{tissue}_area_pred_cm2", f"{tissue}_area_error_cm2",
             f"{tissue}_hu_ref", f"{tissue}_hu_pred", f"{tissue}_hu_error")
 
 
-ALL_CASE_COLUMNS: tuple[str, ...] = tuple(c for t in TISSUES for c in case_columns(t))
+ALL_CASE_COLUMNS: tuple[str, ...] = (*(c for t in TISSUES for c in case_columns(t)), *LAYOUT_COLUMNS)
 
 _NAMES = {"muscle": "Skeletal muscle", "imat": "IMAT", "vat": "VAT", "sat": "SAT"}
 
@@ -92,6 +111,44 @@ def case_tissue_metrics(ref2d: np.ndarray, pred2d: np.ndarray, carried: dict[str
             f"{tissue}_hu_error": None if hu_ref is None or hu_pred is None else hu_pred - hu_ref,
         })
     return out
+
+
+def case_layout(ref2d: np.ndarray, pred2d: np.ndarray, ref_labels: dict[str, int],
+                spacing_yx_mm: tuple[float, float]) -> tuple[dict, Reason | None, Reason | None]:
+    """(`LAYOUT_COLUMNS` cells, the reference's reason, the prediction's reason) of one compared slice:
+    `tissue_layout.layout_reason` of each mask with its own label map (the prediction's: sarco's
+    `TISSUE_LABELS`, which its multi-tissue models write)."""
+    ref_reason = layout_reason(ref2d, ref_labels, spacing_yx_mm, "reference")
+    pred_reason = layout_reason(pred2d, TISSUE_LABELS, spacing_yx_mm, "prediction")
+    return ({"tissue_layout_pred": pred_reason is not None, "tissue_layout_ref": ref_reason is not None},
+            ref_reason, pred_reason)
+
+
+def layout_summary(rows: list[dict]) -> dict:
+    """Summary keys of the tissue-layout check: the cases whose prediction / reference failed it
+    (empty lists, and counts 0, also for a muscle-only evaluation, where nothing is judged:
+    `n_tissue_layout_judged` 0 then)."""
+    judged = [r for r in rows if r.get("tissue_layout_pred") is not None]
+    pred = [r["case_id"] for r in judged if r["tissue_layout_pred"]]
+    ref = [r["case_id"] for r in judged if r["tissue_layout_ref"]]
+    return {"n_tissue_layout_judged": len(judged),
+            "n_tissue_layout_predictions": len(pred), "tissue_layout_predictions": pred,
+            "n_tissue_layout_references": len(ref), "tissue_layout_references": ref}
+
+
+def layout_lines(summary: dict) -> list[str]:
+    """The report.md paragraph of the tissue-layout check (none when no case was judged)."""
+    n = summary.get("n_tissue_layout_judged") or 0
+    if not n:
+        return []
+    pred, ref = summary.get("tissue_layout_predictions") or [], summary.get("tissue_layout_references") or []
+    return ["## Tissue layout", "",
+            f"Of {n} case(s) compared per tissue, {len(pred)} prediction(s) ({', '.join(pred) or 'none'}) and "
+            f"{len(ref)} reference(s) ({', '.join(ref) or 'none'}) have tissue labels on the wrong side of the muscle "
+            "wall (`tissue_layout`: swapped or mislabelled tissues). They stay in every statistic above and below: "
+            "evaluate measures agreement for the labels as given (a flagged prediction's sarcopenia flag is scored "
+            "as measured, though `sarco predict` would withhold it); a flagged reference is a doubt about the "
+            "truth: check its labels.", ""]
 
 
 def tissue_summary(rows: list[dict]) -> dict:
@@ -187,6 +244,6 @@ def report_lines(tissues: dict | None, fmt, plots: dict[str, str] | None = None)
     return lines
 
 
-__all__ = ["ALL_CASE_COLUMNS", "TISSUE_RULE", "carried_tissues", "carries_tissues", "case_columns", "case_tissue_metrics",
-           "holds_tissues",
+__all__ = ["ALL_CASE_COLUMNS", "LAYOUT_COLUMNS", "LAYOUT_RULE", "TISSUE_RULE", "carried_tissues", "carries_tissues",
+           "case_columns", "case_layout", "case_tissue_metrics", "holds_tissues", "layout_lines", "layout_summary",
            "console_line", "plot_key", "report_lines", "tissue_summary", "write_plots"]
