@@ -159,7 +159,7 @@ def discover_scans(source: Path) -> list[Scan]:
         return [Scan(named.case_id, source, named.error and _refused(named), "")]
     scans = [scan for scan in (_scan_for_entry(p, source) for p in entries) if scan is not None]
     seen: dict[str, Path] = {}
-    for scan in scans:
+    for scan in (s for s in scans if s.problem is None):  # a failed row joins nothing (HOSTILE #122)
         if scan.case_id in seen:
             raise SarcoError(f"two inputs give case id {scan.case_id!r} ({printable_path(seen[scan.case_id].name)}, "
                              f"{printable_path(scan.path.name)})", path=source, fix="rename one of them.")
@@ -461,12 +461,14 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
                                    "inference": network_settings.label(),
                                    "threshold_set": threshold_set.name}
             verdict = Verdict()
-            others = keys_by_case.setdefault(scan.case_id, set()) - {key}
+            # a failed-at-discovery input (junk file, broken link) joins no clinical row: no duplicate (HOSTILE #122)
+            others = keys_by_case.setdefault(scan.case_id, set()) - {key} if scan.problem is None else set()
             if others:  # two scans, one name: clinical.csv is joined by case id, so its row may be the other's
                 verdict.add(Reason("duplicate_case_id", f"another input of this output folder has case id "
                                    f"{scan.case_id!r} ({sorted(others)[0]}); clinical.csv rows are joined by case id. "
                                    "Fix: rename one scan, or predict it into another -o folder", blocks_flag=False))
-            keys_by_case[scan.case_id].add(key)
+            if scan.problem is None:
+                keys_by_case[scan.case_id].add(key)
             cells: dict[str, Any] = {}
             job = None
             try:

@@ -163,3 +163,16 @@ def test_classify_predict_makes_a_refused_name_a_failed_row_not_a_classified_one
     bad = rows["'=HYPERLINK(1).nii.gz"]
     assert bad["status"] == "failed" and "formula" in bad["reasons"] and bad["probability_sarcopenic"] == ""
     assert all(r["input"].startswith("/") for r in rows.values())  # absolute: never a formula cell
+
+
+def test_a_junk_file_named_like_a_scans_id_is_a_failed_row_not_a_refused_batch(tmp_path):
+    """HOSTILE #122: notes.txt (a failed row named whole) beside notes.txt.nii.gz (id notes.txt) refused the batch."""
+    from sarco_nn.inference import discover_scans
+
+    _slice_ct(tmp_path / "in" / "notes.txt.nii.gz")
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    scans = discover_scans(tmp_path / "in")
+    assert sorted((s.case_id, s.problem is None) for s in scans) == [("notes.txt", False), ("notes.txt", True)]
+    _slice_ct(tmp_path / "in" / "notes.txt.mha")  # two usable scans, one id: still refused, naming both
+    with pytest.raises(SarcoError, match="two inputs give case id 'notes.txt'.*notes.txt.mha"):
+        discover_scans(tmp_path / "in")
