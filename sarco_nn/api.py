@@ -367,8 +367,10 @@ class MuscleMeasurement:
     """One measured axial slice.
 
     Attributes:
-        slice_index: slice along the mask's own slice axis as stored (0 for a 2-D mask).
-        sma_cm2: skeletal muscle area, cm² (pixels x in-plane spacing; slice thickness never enters).
+        slice_index: slice along the mask's own slice axis as stored (0 for a 2-D mask); None for a
+            level the vertebra labels cannot place (status ``failed``, e.g. ``l3_not_in_view``).
+        sma_cm2: skeletal muscle area, cm² (pixels x in-plane spacing; slice thickness never enters);
+            None on a ``failed`` level.
         smi_cm2_m2: skeletal muscle index SMA / height², cm²/m² (None without a height).
         muscle_hu_mean: mean CT value of the counted pixels, HU (None without the CT).
         hu_gate: the (low, high) HU gate applied, or None.
@@ -391,7 +393,7 @@ class MuscleMeasurement:
     """
 
     slice_index: int | None
-    sma_cm2: float
+    sma_cm2: float | None
     smi_cm2_m2: float | None
     muscle_hu_mean: float | None
     hu_gate: tuple[float, float] | None
@@ -448,7 +450,9 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
 
     Returns:
         One `MuscleMeasurement` per measured slice, in slice order; with several levels, per
-        (slice, level) in the order the levels were given.
+        (slice, level) in the order the levels were given. A level the vertebra labels cannot place
+        (cut by the scan edge, absent) is a ``failed`` one (no numbers, its reason and fix) while the
+        others are measured; when no level can be placed, the first one's error is raised.
 
     Example:
         >>> [m] = measure("l3_mask.nii.gz", image="l3_ct.nii.gz", sex="F", height_m=1.62)  # doctest: +SKIP
@@ -474,7 +478,7 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
                           myosteatosis=myosteatosis, cli=cli_names)
     warnings = tuple(str(r) for r in report.input_reasons)
     return [MuscleMeasurement(
-        slice_index=o["slice_index"], sma_cm2=float(o["sma_cm2"]), smi_cm2_m2=o["smi_cm2_m2"],
+        slice_index=o["slice_index"], sma_cm2=None if o["sma_cm2"] is None else float(o["sma_cm2"]), smi_cm2_m2=o["smi_cm2_m2"],
         muscle_hu_mean=o["muscle_hu_mean"], hu_gate=None if o["hu_gate"] is None else tuple(o["hu_gate"]),
         sarcopenic=o["sarcopenic"] if isinstance(o["sarcopenic"], bool) else None, threshold_set=o["threshold_set"],
         threshold=o["threshold"], status=o["status"], reasons=tuple((r["code"], r["message"]) for r in o["reasons"]),

@@ -3,14 +3,15 @@
 One rule each, used by every command (convert, predict, evaluate, classification, train-l3), so a
 case is named and paired the same way at training and at evaluation:
 
-- Case id (:func:`case_id_from_path`): a folder (a DICOM series) is its name; a file loses its
-  image ending (the longest of :data:`IMAGE_SUFFIXES`, any case) and then nnU-Net's channel
-  suffix ``_0000``; a file with another ending loses a non-numeric extension (``scan.ima`` →
+- Case id (:func:`case_id_for_entry`; :func:`case_id_from_path` where a bad name refuses): a folder
+  (a DICOM series) is its name; a file loses its image ending (the longest of :data:`IMAGE_SUFFIXES`,
+  any case) and then nnU-Net's channel suffix ``_0000``; a file with another ending loses a non-numeric extension (``scan.ima`` →
   ``scan``; ``1.2.840.5`` stays whole, a DICOM UID). Names that are not UTF-8 are escaped
   (``image_io.printable_path``). An empty id (``_0000.nii.gz``, ``.nii.gz``) is refused, and so is
   one starting with a spreadsheet formula character (:data:`FORMULA_PREFIXES`): results.csv opened
   in a spreadsheet would run ``=HYPERLINK(...)`` as a formula (CSV injection), and quoting it there
-  would change the id that joins results with clinical.csv and masks.
+  would change the id that joins results with clinical.csv and masks. A batch that writes a `failed`
+  row instead of refusing (predict) names the input by :attr:`EntryId.case_id`, quoted (:func:`csv_safe`).
 - Pairing (:func:`pair_by_case`): image and mask share a case id; two files with the same id on
   one side are refused, naming both, never "the last one wins".
 - Labels (:func:`read_labels_json`): a drop's ``labels.json`` maps names to mask values and
@@ -29,7 +30,8 @@ from sarco_nn.errors import InputError
 from sarco_nn.image_io import printable_path
 
 __all__ = [
-    "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "FORMULA_PREFIXES", "LABELS_FILE", "case_id_from_path", "case_entries", "group_by_case",
+    "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "FORMULA_PREFIXES", "LABELS_FILE", "EntryId", "case_id_for_entry", "case_id_from_path",
+    "csv_safe", "case_entries", "group_by_case",
     "index_by_case", "index_folder",
     "Pairing", "pair_by_case", "read_labels_json", "muscle_label_for",
 ]
@@ -48,10 +50,39 @@ FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 LABELS_FILE = "labels.json"
 
 
-def case_id_from_path(path: Path | str) -> str:
-    """The case id of an image/mask file or a DICOM series folder (rule in the module docstring)."""
+@dataclass(frozen=True)
+class EntryId:
+    """What the one case-id rule makes of one discovered entry (:func:`case_id_for_entry`).
+
+    `case_id`: the rule's id; where the name gives none (`error` set), a stand-in: the entry's whole
+    name, CSV-safe (a `failed` row of a batch can name the input without a formula in the cell).
+    `name`: the entry's whole printable name, CSV-safe (what a row that is no case at all shows).
+    """
+
+    case_id: str
+    name: str
+    error: InputError | None = None
+
+    def required(self) -> str:
+        """The case id, or the rule's refusal (one line naming the file and the fix)."""
+        if self.error is not None:
+            raise self.error
+        return self.case_id
+
+
+def csv_safe(text: str) -> str:
+    """`text` as a CSV cell no spreadsheet runs as a formula: a leading ``'`` before a
+    :data:`FORMULA_PREFIXES` character (OWASP), else unchanged."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def case_id_for_entry(path: Path | str) -> EntryId:
+    """The case id of an image/mask file or a DICOM series folder under the one rule (module
+    docstring), never raising: every discovery (predict, measure, evaluate, convert, classify,
+    train-l3) reads names here, so the rule and its refusals live once."""
     path = Path(path)
-    name = printable_path(path.name)
+    whole = printable_path(path.name)
+    name = whole
     if not path.is_dir():
         lower = name.lower()
         suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
@@ -61,15 +92,23 @@ def case_id_from_path(path: Path | str) -> str:
             name = name.rsplit(".", 1)[0]
         if name.endswith(CHANNEL_SUFFIX):
             name = name[: -len(CHANNEL_SUFFIX)]
+    error = None
     if not name.strip():
-        raise InputError("file name gives an empty case id", path=path,
-                         fix="name the file <case>.nii.gz (or <case>_0000.nii.gz), e.g. patient01.nii.gz.")
-    if name.startswith(FORMULA_PREFIXES):
-        raise InputError(f"case id {name!r} starts with {name[0]!r}, which a spreadsheet opening results.csv "
-                         "runs as a formula", path=path,
-                         fix="rename the file (and its clinical.csv id) to start with a letter or digit, e.g. p"
-                             f"{name.lstrip(''.join(FORMULA_PREFIXES))[:20] or '01'}.")
-    return name
+        error = InputError("file name gives an empty case id", path=path,
+                           fix="name the file <case>.nii.gz (or <case>_0000.nii.gz), e.g. patient01.nii.gz.")
+    elif name.startswith(FORMULA_PREFIXES):
+        error = InputError(f"case id {name!r} starts with {name[0]!r}, which a spreadsheet opening results.csv "
+                           "runs as a formula", path=path,
+                           fix="rename it (and its clinical.csv id) to start with a letter or digit, e.g. p"
+                               f"{name.lstrip(''.join(FORMULA_PREFIXES))[:20] or '01'}.")
+    safe = csv_safe(whole)
+    return EntryId(safe if error else name, safe, error)
+
+
+def case_id_from_path(path: Path | str) -> str:
+    """The case id of an image/mask file or a DICOM series folder; a name that gives none is
+    refused (InputError naming the file and the fix). :func:`case_id_for_entry` without raising."""
+    return case_id_for_entry(path).required()
 
 
 def case_entries(folder: Path | str) -> list[Path]:

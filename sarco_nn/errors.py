@@ -19,6 +19,7 @@ class SarcoError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
         self.path = None if path is None else str(path)
+        self.message = message  # without the path and fix: for callers that re-place it (a batch's failed row)
         self.fix = fix
         parts = [f"{self.path}: {message}" if self.path else message]
         if fix:

@@ -29,8 +29,7 @@ from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MIS
                             rekey_moved_rows, restamp_rows, row_fingerprint, run_settings_in, settings_digest,
                             write_rows)
 from sarco_nn.batch_merge import MergeResult
-from sarco_nn.cases import FORMULA_PREFIXES, IMAGE_SUFFIXES
-from sarco_nn.cases import case_id_from_path as _rule_case_id
+from sarco_nn.cases import IMAGE_SUFFIXES, EntryId, case_id_for_entry
 from sarco_nn.errors import InputError, Interrupted, SarcoError
 from sarco_nn.image_io import printable_path
 from sarco_nn.body_composition import RESULT_COLUMNS as BODY_COMPOSITION_COLUMNS
@@ -68,13 +67,12 @@ class Scan:
     problem: str | None = None  # known unusable at discovery (broken link, unsupported format...)
     relative: str = ""  # path relative to the -i folder: what --part hashes
 
-
-def case_id_from_path(path: Path) -> str:
-    """The one case-id rule (`sarco_nn.cases`); "" where the name gives none (then a `failed` row)."""
-    try:
-        return _rule_case_id(path)
-    except InputError:
-        return ""
+    def refusal(self) -> InputError | None:
+        """The error of a scan known unusable at discovery (its failed row's reason), else None."""
+        if self.problem is None:
+            return None
+        text, _, fix = self.problem.partition(" Fix: ")
+        return InputError(text, printable_path(self.path), fix or None)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -102,28 +100,28 @@ _FIX_PAIR = "convert the image to one .nii.gz file (e.g. nibabel: nib.save(nib.l
 _FIX_UNKNOWN = "keep only CT scans in the input folder (NIfTI/MHA/NRRD files, DICOM files or series folders)"
 
 
+def _refused(named: EntryId) -> str:
+    """A Scan's `problem` from the case-id rule's refusal, so `Scan.refusal` gives that very line back
+    (the path is added again there)."""
+    error = named.error
+    return f"{error.message} Fix: {error.fix}" if error.fix else error.message
+
+
 def _scan_for_entry(entry: Path, root: Path) -> Scan | None:
-    """The Scan of one entry of the input folder (None for a companion file of another input); a name
-    a spreadsheet would run as a formula (`cases.FORMULA_PREFIXES`, whichever way the id was read: file,
-    series folder, odd-named DICOM file) is a `failed` row whose id is quoted with a leading `'`, so
-    results.csv never holds a formula (HOSTILE #120)."""
-    scan = _entry_scan(entry, root)
-    if scan is None or not scan.case_id.startswith(FORMULA_PREFIXES):
-        return scan
-    return Scan("'" + scan.case_id, entry, f"the name gives case id {scan.case_id!r}, which a spreadsheet opening "
-                                           "results.csv runs as a formula. Fix: rename it to start with a letter or "
-                                           "digit", scan.relative)
+    """The Scan of one entry of the input folder (None for a companion file of another input).
 
-
-def _entry_scan(entry: Path, root: Path) -> Scan | None:
-    """`_scan_for_entry` before the formula check."""
+    Its id is the one case-id rule's (`cases.case_id_for_entry`); a name the rule refuses (empty id,
+    a spreadsheet formula: HOSTILE #120) is a `failed` row with the rule's own message, named by the
+    entry's CSV-safe whole name, so results.csv never holds a formula and the batch goes on."""
     relative = _relative(entry, root)
-    name = printable_path(entry.name)
+    named = case_id_for_entry(entry)
     problem = _link_problem(entry) if entry.is_symlink() or not entry.exists() else None
     if problem:
-        return Scan(case_id_from_path(entry) or name, entry, f"{problem}. Fix: {_FIX_LINK}", relative)
+        return Scan(named.case_id, entry, f"{problem}. Fix: {_FIX_LINK}", relative)
+    if named.error is not None:
+        return Scan(named.case_id, entry, _refused(named), relative)
     if entry.is_dir():
-        return Scan(name, entry, None, relative)
+        return Scan(named.case_id, entry, None, relative)
     lower = entry.name.lower()
     if lower.endswith(_COMPANIONS):
         stem = entry.name[: entry.name.rfind(".raw" if ".raw" in lower else ".img")]
@@ -131,19 +129,16 @@ def _entry_scan(entry: Path, root: Path) -> Scan | None:
         if any((entry.parent / f"{stem}{p}").exists() for p in partners):
             return None
     if lower.endswith(".hdr") or lower.endswith(_COMPANIONS):
-        return Scan(name.rsplit(".", 1)[0], entry, f"image pair .hdr/.img (Analyze 7.5 or NIfTI pair) is not "
-                                                   f"supported. Fix: {_FIX_PAIR}", relative)
-    case_id = case_id_from_path(entry)
+        return Scan(named.case_id, entry, f"image pair .hdr/.img (Analyze 7.5 or NIfTI pair) is not "
+                                          f"supported. Fix: {_FIX_PAIR}", relative)
     if lower.endswith(IMAGE_SUFFIXES):
-        if not case_id:
-            return Scan(name, entry, "the file name gives an empty case id. Fix: rename the file "
-                                     "(e.g. patient_0000.nii.gz or patient.nii.gz)", relative)
-        return Scan(case_id, entry, None, relative)
+        return Scan(named.case_id, entry, None, relative)
     from sarco_nn.io.dicom import looks_like_dicom
 
     if looks_like_dicom(entry):
-        return Scan(name, entry, None, relative)  # an extension-less or odd-named DICOM file
-    return Scan(name, entry, f"not a CT image (unknown file type). Fix: {_FIX_UNKNOWN}", relative)
+        return Scan(named.case_id, entry, None, relative)  # an extension-less or odd-named DICOM file
+    # no case: named whole, so notes.txt beside notes.nii.gz is no duplicate id
+    return Scan(named.name, entry, f"not a CT image (unknown file type). Fix: {_FIX_UNKNOWN}", relative)
 
 
 def discover_scans(source: Path) -> list[Scan]:
@@ -156,14 +151,15 @@ def discover_scans(source: Path) -> list[Scan]:
         raise SarcoError("input not found", path=source, fix="give a CT file or a folder of scans with -i.")
     if not source.is_dir():
         entry = _scan_for_entry(source, source.parent)
-        return [entry or Scan(printable_path(source.name), source, f"not a CT image. Fix: {_FIX_UNKNOWN}")]
+        return [entry or Scan(case_id_for_entry(source).name, source, f"not a CT image. Fix: {_FIX_UNKNOWN}")]
     entries = sorted(p for p in source.iterdir() if not p.name.startswith("."))
     kinds = [(p, p.is_dir() or p.name.lower().endswith((*IMAGE_SUFFIXES, ".hdr")) or p.is_symlink()) for p in entries]
     if entries and not any(known for _, known in kinds):
-        return [Scan(printable_path(source.name), source, None, "")]  # the folder itself is one DICOM series
+        named = case_id_for_entry(source)  # the folder itself is one DICOM series
+        return [Scan(named.case_id, source, named.error and _refused(named), "")]
     scans = [scan for scan in (_scan_for_entry(p, source) for p in entries) if scan is not None]
     seen: dict[str, Path] = {}
-    for scan in scans:
+    for scan in (s for s in scans if s.problem is None):  # a failed row joins nothing (HOSTILE #122)
         if scan.case_id in seen:
             raise SarcoError(f"two inputs give case id {scan.case_id!r} ({printable_path(seen[scan.case_id].name)}, "
                              f"{printable_path(scan.path.name)})", path=source, fix="rename one of them.")
@@ -465,12 +461,14 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
                                    "inference": network_settings.label(),
                                    "threshold_set": threshold_set.name}
             verdict = Verdict()
-            others = keys_by_case.setdefault(scan.case_id, set()) - {key}
+            # a failed-at-discovery input (junk file, broken link) joins no clinical row: no duplicate (HOSTILE #122)
+            others = keys_by_case.setdefault(scan.case_id, set()) - {key} if scan.problem is None else set()
             if others:  # two scans, one name: clinical.csv is joined by case id, so its row may be the other's
                 verdict.add(Reason("duplicate_case_id", f"another input of this output folder has case id "
                                    f"{scan.case_id!r} ({sorted(others)[0]}); clinical.csv rows are joined by case id. "
                                    "Fix: rename one scan, or predict it into another -o folder", blocks_flag=False))
-            keys_by_case[scan.case_id].add(key)
+            if scan.problem is None:
+                keys_by_case[scan.case_id].add(key)
             cells: dict[str, Any] = {}
             job = None
             try:
@@ -634,9 +632,9 @@ def _prepare_case(scan: Scan, ctx: _ReadContext) -> _CaseInput:
 
     case = _CaseInput(reasons=[])
     try:
-        if scan.problem is not None:
-            text, _, fix = scan.problem.partition(" Fix: ")
-            raise InputError(text, printable_path(scan.path), fix or None)
+        refused = scan.refusal()
+        if refused is not None:
+            raise refused
         case.reasons.extend(file_reasons(scan.path))
         case.slice_image, case.source, case.location = load_l3_slice(
             scan.path, ctx.l3_slice, ctx.l3_rows.get(scan.case_id), vertebra_mask_for(ctx.l3_from, scan.case_id),

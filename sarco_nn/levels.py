@@ -7,6 +7,10 @@ TotalSegmentator numbering), on the mask's grid. The result has one row per (sca
 (`ThresholdSet.levels`; every built-in set: L3 only), elsewhere areas only and the `threshold`
 cell says why — never L3's cut-offs applied at another level.
 
+A level the vertebra labels cannot place (cut by the scan edge, absent, in pieces, mislabelled) is a
+`failed` row with its reason code (`l3_not_in_view`) and fix while the other levels are measured;
+when no level can be placed the command is refused with the first level's line.
+
 Without vertebra labels one level may be declared (`--level L1`: "this mask's slice is L1");
 several levels then cannot be told apart, which is refused.
 """
@@ -34,6 +38,9 @@ class LevelSlice:
     level: str
     slice_index: int | None
     source: str  # "declared" (the user's --level for the given slice) or "vertebrae (<rule>)"
+    #: Why this level has no slice (cut by the scan edge, absent, in pieces, mislabelled): its row is `failed`
+    #: with the error's reason code and fix, and the other levels are still measured (HOSTILE #121).
+    error: SarcoError | None = None
 
 
 def read_level_labels(vertebrae: Path | str | sitk.Image, levels: list[str]) -> tuple[sitk.Image, str]:
@@ -69,13 +76,15 @@ def read_level_labels(vertebrae: Path | str | sitk.Image, levels: list[str]) -> 
 def level_slices(levels: list[str] | None, mask_img: sitk.Image, vertebrae: Path | str | sitk.Image | None = None,
                  rule: str = "centroid", slice_index: int | None = None,
                  mask_name: str | None = None) -> list[LevelSlice]:
-    """The (level, slice) pairs to measure, in the order asked, each level once.
+    """The (level, slice) pairs to measure, in the order asked, each level once; a level without a
+    slice carries its `error` (all of them without one: that error is raised).
 
     levels: T12…L5 (None or []: the default, L3). vertebrae: label map on the mask's grid; without
     it a single level is taken as declared for the slice(s) `slice_index` or the mask chooses.
     """
     from sarco_nn.body_composition import check_level
     from sarco_nn.image_io import canonical_slice_index, check_same_grid, to_canonical
+    from sarco_nn.l3.result import L3NotFound
     from sarco_nn.l3.rules import check_rule, level_index_from_labels
 
     wanted: list[str] = []
@@ -97,7 +106,13 @@ def level_slices(levels: list[str] | None, mask_img: sitk.Image, vertebrae: Path
     canonical = sitk.GetArrayFromImage(to_canonical(labels))
     out = []
     for level in wanted:
-        index = level_index_from_labels(canonical, level, rule, name)
+        try:
+            index = level_index_from_labels(canonical, level, rule, name)
+        except L3NotFound as error:  # not in view, in pieces, mislabelled: that level's failed row
+            out.append(LevelSlice(level, None, f"vertebrae ({rule})", error))
+            continue
         # the mask's own stored count (it may run the other way than the vertebra file)
         out.append(LevelSlice(level, canonical_slice_index(mask_img, index), f"vertebrae ({rule})"))
+    if all(at.error is not None for at in out):  # nothing to measure: the first level's one-line refusal
+        raise out[0].error
     return out

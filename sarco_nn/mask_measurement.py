@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sarco_nn.clinical import height_problem, weight_problem
 from sarco_nn.constants import DEFAULT_LEVEL, MUSCLE_HU_GATE, MUSCLE_LABEL, TISSUE_LABELS
 from sarco_nn.errors import SarcoError
-from sarco_nn.status import FLAG_UNKNOWN, Reason
+from sarco_nn.status import FLAG_UNKNOWN, Reason, Status
 from sarco_nn.thresholds import DEFAULT_MYOSTEATOSIS_SET, DEFAULT_THRESHOLD_SET, normalise_sex
 
 if TYPE_CHECKING:
@@ -241,6 +241,9 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
     scaling = label_scaling_note(mask)  # the header is read once, not per level
     myo_set = None if tissue_labels is None else get_threshold_set(myosteatosis)
     for at in plan:
+        if at.error is not None:
+            objects.append({"level": at.level, "level_source": at.source, "error": at.error})  # filled below
+            continue
         compose = None if myo_set is None else partial(
             composition_at, mask_img, ct_img, tissue_labels, convention, at.level, height_m,
             myo_set.hu_gate or MUSCLE_HU_GATE, mask_name=mask_name, ct_name=ct_name)
@@ -251,7 +254,27 @@ def measure_mask(mask: Path | str, *, image: Path | str | None = None, slice_ind
         if myo_set is not None:
             add_body_composition(found, comps, sex_code, height_m, weight_kg, myo_set, flag_allowed=allowed)
         objects += [{**o, "level": at.level, "level_source": at.source} for o in found]
-    return MaskReport(objects, list(input_reasons), n_slices)
+    return MaskReport(_with_failed_levels(objects, ts.name), list(input_reasons), n_slices)
+
+
+def _with_failed_levels(objects: list[dict], threshold_set: str) -> list[dict]:
+    """`objects` with each level `level_slices` could not place as a `failed` object of the measured ones'
+    keys: no number (None), flags unknown, its reason code and one-line message with the fix."""
+    template = next(o for o in objects if "error" not in o)  # level_slices refuses when no level is placed
+    out = []
+    for o in objects:
+        error = o.get("error")
+        if error is None:
+            out.append(o)
+            continue
+        failed = dict.fromkeys(template)
+        failed.update(sarcopenic=FLAG_UNKNOWN, threshold_set=threshold_set, threshold="", status=Status.FAILED.value,
+                      reasons=[{"code": error.reason_code, "message": str(error)}],
+                      level=o["level"], level_source=o["level_source"])
+        if "myosteatosis" in failed:
+            failed["myosteatosis"] = FLAG_UNKNOWN
+        out.append(failed)
+    return out
 
 
 def _declared_labels(mask_path: Path, labels_file: Path | str | None) -> dict[str, int] | None:

@@ -190,3 +190,26 @@ def test_a_model_retrained_in_place_is_other_settings(tiny_model, tmp_path):
     assert "model_files" in refused.output and "--overwrite" in refused.output
     redone = sarco_inprocess(*args, "--overwrite")
     assert redone.code == 0 and "computed with other settings (1)" in redone.output, redone.output
+
+
+def test_formula_names_and_a_junk_file_are_failed_rows_and_the_batch_is_measured(tiny_model, tmp_path):
+    """HOSTILE #120/#122 end to end: `=HYPERLINK(1).nii.gz` (a valid CT) is a failed row with a quoted id and the
+    case-id rule's line; `notes.txt` beside `notes.txt.nii.gz` neither refuses the batch nor marks the scan."""
+    held = sorted((tiny_model.held / "images").iterdir())
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    shutil.copyfile(held[0], batch / "=HYPERLINK(1).nii.gz")
+    shutil.copyfile(held[1], batch / "notes.txt.nii.gz")
+    (batch / "notes.txt").write_text("not a scan")
+    result = _predict(tiny_model, batch, tmp_path / "out")
+    assert result.code == 1, result.output  # a failed row: exit 1, the batch finished
+    rows = {Path(r["input"]).name: r for r in _rows(tmp_path / "out" / "results.csv")}
+    formula, junk, scan = rows["=HYPERLINK(1).nii.gz"], rows["notes.txt"], rows["notes.txt.nii.gz"]
+    assert formula["case_id"] == "'=HYPERLINK(1).nii.gz" and formula["status"] == "failed"
+    assert "formula" in formula["reasons"] and "Fix: rename" in formula["reasons"] and formula["sma_cm2"] == ""
+    assert junk["status"] == "failed" and "unknown file type" in junk["reasons"]
+    assert scan["case_id"] == "notes.txt" and scan["status"] != "failed" and float(scan["sma_cm2"]) > 0
+    assert "duplicate_case_id" not in scan["reasons"]
+    with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
+        named = [row[c] for row in csv.DictReader(handle) for c in ("case_id", "input", "reasons", "mask", "overlay")]
+    assert not [cell for cell in named if cell.startswith(("=", "+", "-", "@"))]  # what a file name reaches

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -112,8 +113,12 @@ def _predict_locked(workspace, inputs: Path | str, out_dir: Path | str, dataset:
     log(f"{arch} classifier of {name}, folds {fold_names}: {len(scans)} scan(s)")
     rows, failures = [], 0
     for scan in scans:
-        row = {"case_id": scan.case_id, "input": str(scan.path), "arch": arch, "dataset": name, "folds": fold_names}
+        row = {"case_id": scan.case_id, "input": printable_path(os.path.abspath(scan.path)), "arch": arch,
+               "dataset": name, "folds": fold_names}  # absolute: a cell starting "/" is never a formula
         try:
+            refused = scan.refusal()  # known unusable at discovery (a refused name, a broken link): failed
+            if refused is not None:
+                raise refused
             image, source = load_axial_slice(scan.path, l3_slice)
             verdict = Verdict()
             verdict.extend(file_reasons(scan.path))

@@ -59,14 +59,21 @@ def measure(
                           labels_file=labels_file, level=_levels(level), vertebrae=vertebrae,
                           hu_convention=hu_convention, myosteatosis=myosteatosis, cli_names=True)
     objects = [dict(m.record) for m in results]
+    failed = [o for o in objects if o["status"] == "failed"]
     if as_json:
         single = len(results) == 1 and (slice_index is not None or results[0].mask_slices == 1)
         typer.echo(json.dumps(objects[0] if single else objects, ensure_ascii=False))
+        _exit_if_failed(failed, len(objects))
         return
     for warning in results[0].ct_warnings if results else ():
         typer.echo(f"warning: {warning}", err=True)
     by_level = vertebrae is not None or len({m.level for m in results}) > 1
     for o in objects:
+        if o["status"] == "failed":  # a level the vertebra labels cannot place: no numbers, its reason
+            typer.echo(f"level {o['level']}: status: failed")
+            for reason in o["reasons"]:
+                typer.echo(f"  {reason['code']}: {reason['message']}")
+            continue
         parts = [f"slice {o['slice_index']}" + (f" ({o['level']}):" if by_level else ":"),
                  f"SMA {o['sma_cm2']:.2f} cm²"]
         if o["smi_cm2_m2"] is not None:
@@ -83,6 +90,17 @@ def measure(
             typer.echo("  " + _composition_text(o))
         for reason in o["reasons"]:
             typer.echo(f"  {reason['code']}: {reason['message']}")
+    _exit_if_failed(failed, len(objects))
+
+
+def _exit_if_failed(failed: list[dict], total: int) -> None:
+    """A failed row (a level not in view) is one line on stderr and exit status 1, as `sarco predict` does for a
+    failed case: the measured rows are printed, the failure cannot pass unseen."""
+    if not failed:
+        return
+    named = ", ".join(f"{o['level']} ({o['reasons'][0]['code']})" for o in failed)
+    typer.echo(f"{len(failed)} of {total} row(s) failed: {named}; the others are measured", err=True)
+    raise typer.Exit(1)
 
 
 def _levels(given: Optional[list[str]]) -> str | list[str]:

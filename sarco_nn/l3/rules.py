@@ -111,7 +111,7 @@ def level_index_from_labels(labels_zyx: np.ndarray, level: str, rule: str = "cen
     if occupied[0] == 0 or occupied[-1] == n - 1:
         edge = "lower (caudal)" if occupied[0] == 0 else "upper (cranial)"
         raise missing(f"{level} (label {value}) touches the {edge} edge of the scan, so the vertebra is cut")
-    problem = column_problem(labels_zyx, level, counts)  # after "cut": a cut level is small for that reason
+    problem = _v2_column_problem(counts, level)  # after "cut": a cut level is small; v1 numbering judged above
     if problem is not None:
         raise LevelMislabelled(level, problem, where)
     centroid = float(np.sum(np.arange(n) * per_slice) / per_slice.sum())
@@ -179,9 +179,12 @@ def column_problem(labels_zyx: np.ndarray, level: str, counts: np.ndarray | None
     neck does not block L3.
     """
     counts = _slice_counts(labels_zyx) if counts is None else counts
-    numbering = _v1_numbering(counts)
-    if numbering is not None:
-        return numbering
+    return _v1_numbering(counts) or _v2_column_problem(counts, level)
+
+
+def _v2_column_problem(counts: np.ndarray, level: str) -> str | None:
+    """`column_problem` once the map is known not to be v1 numbering (`level_index_from_labels` judged that
+    first, so the v1 test runs once per map)."""
     value = VERTEBRA_LABELS[level]
     own = _extent(counts, value)
     if own is None:

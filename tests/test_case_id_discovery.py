@@ -1,0 +1,178 @@
+"""One case-id rule for every discovery (HOSTILE #120 at the right depth): predict, measure, evaluate, convert.
+
+A name a spreadsheet would run as a formula never reaches a CSV cell unquoted; predict (and classify
+predict) make it a `failed` row with the rule's own message and fix, the strict commands refuse it
+in one line naming the file and the fix; measure has no case id and measures such a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import make_image, muscle_of, phantom_array, write
+from sarco_nn.cases import EntryId, case_id_for_entry, case_id_from_path, csv_safe
+from sarco_nn.errors import InputError, SarcoError
+
+FORMULA_NAMES = ["=HYPERLINK(1).nii.gz", "-x.nii.gz"]
+
+
+def _slice_ct(path: Path) -> Path:
+    hu = phantom_array(nz=1, ny=64, nx=64)[0]
+    return write(make_image(hu, spacing=(0.8, 0.8)), path)
+
+
+def _muscle_mask(path: Path) -> Path:
+    hu = phantom_array(nz=1, ny=64, nx=64)[0]
+    return write(make_image(muscle_of(hu), spacing=(0.8, 0.8)), path)
+
+
+@pytest.mark.parametrize("name, stem", [("=HYPERLINK(1).nii.gz", "=HYPERLINK(1)"), ("-x.nii.gz", "-x")])
+def test_the_rule_gives_a_csv_safe_stand_in_and_the_refusal_naming_file_and_fix(tmp_path, name, stem):
+    named = case_id_for_entry(tmp_path / name)
+    assert named.case_id == named.name == "'" + name  # the whole name, quoted: never a formula in a cell
+    text = str(named.error)
+    assert name in text and repr(stem) in text and "Fix: rename" in text and "\n" not in text
+    with pytest.raises(InputError) as refused:
+        case_id_from_path(tmp_path / name)
+    assert str(refused.value) == text  # the strict form is the same refusal, not a second rule
+
+
+def test_a_plain_name_has_no_error_and_csv_safe_leaves_it_alone(tmp_path):
+    assert case_id_for_entry(tmp_path / "p-01_0000.nii.gz") == EntryId("p-01", "p-01_0000.nii.gz", None)
+    assert csv_safe("p01") == "p01" and csv_safe("@x") == "'@x" and csv_safe("\tx") == "'\tx"
+
+
+def test_predict_discovery_gives_the_rules_message_and_the_batch_goes_on(tmp_path):
+    """The failed row's reason is the rule's one line (file and fix), not a swallowed error."""
+    from sarco_nn.inference import _failure_reason, _prepare_case, _ReadContext, discover_scans
+
+    for name in (*FORMULA_NAMES, "good.nii.gz"):
+        _slice_ct(tmp_path / "in" / name)
+    scans = {s.case_id: s for s in discover_scans(tmp_path / "in")}
+    assert set(scans) == {"'=HYPERLINK(1).nii.gz", "'-x.nii.gz", "good"}
+    assert scans["good"].problem is None
+    context = _ReadContext(l3_slice=None, l3_rows={}, l3_from=None, locator="auto", l3_rule="centroid",
+                           l3_dir=tmp_path / "no_localizer", slab=1, predictor=None)
+    for case_id, name, stem in (("'=HYPERLINK(1).nii.gz", FORMULA_NAMES[0], "=HYPERLINK(1)"),
+                                ("'-x.nii.gz", FORMULA_NAMES[1], "-x")):
+        expected = str(case_id_for_entry(tmp_path / "in" / name).error)
+        assert str(scans[case_id].refusal()) == expected
+        case = _prepare_case(scans[case_id], context)
+        reason = _failure_reason(case.error, tmp_path / "out")
+        assert reason.message == expected and repr(stem) in reason.message and "Fix: rename" in reason.message
+        assert not str(reason).startswith(("=", "+", "-", "@"))
+
+
+def test_an_empty_id_keeps_its_own_message_not_the_formula_one(tmp_path):
+    from sarco_nn.inference import discover_scans
+
+    _slice_ct(tmp_path / "in" / "_0000.nii.gz")
+    _slice_ct(tmp_path / "in" / "b.nii.gz")
+    [empty] = [s for s in discover_scans(tmp_path / "in") if s.problem]
+    assert empty.case_id == "_0000.nii.gz" and "empty case id" in empty.problem and "formula" not in empty.problem
+
+
+def test_a_formula_named_series_folder_given_as_the_input_itself_is_quoted(tmp_path):
+    """-i =series/ (the folder itself one DICOM series) took the folder name unchecked."""
+    from dicom_factory import write_series
+    from sarco_nn.inference import discover_scans
+
+    hu = phantom_array(nz=2, ny=32, nx=32).astype(np.int16)
+    series = write_series(tmp_path / "=series", hu)
+    [scan] = discover_scans(series)
+    assert scan.case_id == "'=series" and "formula" in scan.problem and "Fix: rename" in scan.problem
+
+
+def test_an_odd_named_dicom_file_is_named_by_the_one_rule(tmp_path):
+    """predict named `scan.ima` whole, the rule (convert, evaluate) `scan`: one rule now."""
+    from dicom_factory import write_series
+    from sarco_nn.inference import discover_scans
+
+    series = write_series(tmp_path / "tmp", phantom_array(nz=1, ny=32, nx=32).astype(np.int16))
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    (series / "IM0000").rename(batch / "scan.ima")
+    _slice_ct(batch / "other.nii.gz")
+    names = {s.case_id: s.problem for s in discover_scans(batch)}
+    assert names == {"scan": None, "other": None} and case_id_from_path(batch / "scan.ima") == "scan"
+
+
+@pytest.mark.parametrize("name", FORMULA_NAMES)
+def test_evaluate_refuses_a_formula_named_mask_in_one_line_naming_it(tmp_path, name):
+    from sarco_nn.evaluation.evaluate import evaluate_folder
+
+    for side in ("pred", "ref"):
+        _muscle_mask(tmp_path / side / "a.nii.gz")
+    _muscle_mask(tmp_path / "pred" / name)
+    with pytest.raises(InputError) as refused:
+        evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+    text = str(refused.value)
+    assert name in text and "formula" in text and "Fix: rename" in text and "\n" not in text
+    assert not (tmp_path / "out" / "cases.csv").exists()
+
+
+def test_convert_lists_a_formula_named_image_among_its_problems(tmp_path):
+    from dataset_conversion.convert import convert_dropin
+
+    drop = tmp_path / "drop"
+    _slice_ct(drop / "images" / "=HYPERLINK(1).nii.gz")
+    _muscle_mask(drop / "masks" / "=HYPERLINK(1).nii.gz")
+    (drop / "clinical.csv").write_text("case_id,sex,height_m\np1,F,1.6\n")
+    with pytest.raises(InputError) as refused:
+        convert_dropin(drop, tmp_path / "raw", "T", 990)
+    text = str(refused.value)
+    assert "=HYPERLINK(1).nii.gz" in text and "formula" in text and "rename" in text
+
+
+@pytest.mark.parametrize("name", FORMULA_NAMES)
+def test_measure_has_no_case_id_and_measures_a_formula_named_mask(tmp_path, name):
+    """measure reads one mask and writes no table: its name is no case id, its area is the plain one's."""
+    from sarco_nn import api
+
+    plain = _muscle_mask(tmp_path / "plain.nii.gz")
+    odd = _muscle_mask(tmp_path / name)
+    [a], [b] = api.measure(plain), api.measure(odd)
+    expected = float(muscle_of(phantom_array(nz=1, ny=64, nx=64)[0]).sum()) * 0.8 * 0.8 / 100
+    assert a.sma_cm2 == b.sma_cm2 == pytest.approx(expected) and b.sma_cm2 > 0
+
+
+def test_classify_predict_makes_a_refused_name_a_failed_row_not_a_classified_one(tmp_path, monkeypatch):
+    """classify predict ignored `Scan.problem`: a formula-named valid CT was classified, status ok."""
+    import csv
+
+    import torch
+
+    from sarco_nn.classification import predict as classify
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[0.0, 1.0]]).expand(x.shape[0], 2)
+
+    monkeypatch.setattr(classify, "find_models", lambda ws, *a: ("Dataset990_T", "fake", [tmp_path / "fold_0"]))
+    monkeypatch.setattr(classify, "load_classifier", lambda d, dev: (Constant(), {"input_size": 32, "fov_mm": 400.0}))
+    for name in ("=HYPERLINK(1).nii.gz", "good.nii.gz"):
+        _slice_ct(tmp_path / "in" / name)
+    target, failures = classify.predict_scans(tmp_path / "ws", tmp_path / "in", tmp_path / "out", device="cpu",
+                                              log=lambda _: None)
+    with open(target, newline="") as handle:
+        rows = {r["case_id"]: r for r in csv.DictReader(handle)}
+    assert failures == 1 and set(rows) == {"'=HYPERLINK(1).nii.gz", "good"}
+    bad = rows["'=HYPERLINK(1).nii.gz"]
+    assert bad["status"] == "failed" and "formula" in bad["reasons"] and bad["probability_sarcopenic"] == ""
+    assert all(r["input"].startswith("/") for r in rows.values())  # absolute: never a formula cell
+
+
+def test_a_junk_file_named_like_a_scans_id_is_a_failed_row_not_a_refused_batch(tmp_path):
+    """HOSTILE #122: notes.txt (a failed row named whole) beside notes.txt.nii.gz (id notes.txt) refused the batch."""
+    from sarco_nn.inference import discover_scans
+
+    _slice_ct(tmp_path / "in" / "notes.txt.nii.gz")
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    scans = discover_scans(tmp_path / "in")
+    assert sorted((s.case_id, s.problem is None) for s in scans) == [("notes.txt", False), ("notes.txt", True)]
+    _slice_ct(tmp_path / "in" / "notes.txt.mha")  # two usable scans, one id: still refused, naming both
+    with pytest.raises(SarcoError, match="two inputs give case id 'notes.txt'.*notes.txt.mha"):
+        discover_scans(tmp_path / "in")
