@@ -27,8 +27,8 @@ Levers (`--lever`, combined with "+"; no lever = the baseline arms trainA_seedN 
             (a muscle-only model has one Dice class: weighting it changes nothing)
   muscle1.3x  muscle weighted 1.3 in CE and soft Dice: a smaller muscle2x; a four-tissue remedy.
             The loss-weight levers (muscle2x, muscleDice2x, muscle1.3x) exclude each other
-  embed32   the SMIT network widened from the cpu preset's embed 24 to 32 (decoder widths follow; ~1.8x the
-            FLOPs): does a four-tissue model lack capacity at the demo's iterations (#18)? A four-tissue
+  embed32   the SMIT network widened from the cpu preset's embed 24 to 32 (decoder widths follow; 1.8x the
+            parameters, 1.4x the CPU per forward tile): does a four-tissue model lack capacity at the demo's iterations (#18)? A four-tissue
             remedy like the loss weights: its arms are compared with the muscle-only arms without it
   light     a lighter SMIT (embed 16, decoder base 8: ~0.45x the cpu network's CPU per 256² tile) predicted with
             tile step 1.0 (4 instead of 9 tiles on a 512² slice): issue #16's road to a 5-fold cpu ensemble

@@ -62,7 +62,7 @@ def test_demo_tissues_chooses_four_tissue_or_muscle_only_conversion(tissues, kee
     assert ("--keep-tissues" in convert) is keep
     default = subprocess.run(["make", "-n", "-C", str(REPO), "demo", f"VENV={_fake_venv(tmp_path)}"],
                              capture_output=True, text=True, timeout=60).stdout
-    assert "--keep-tissues" not in default  # muscle only unless asked (the four-tissue model's muscle is worse: README)
+    assert "--keep-tissues" not in default  # muscle only unless asked (the wider four-tissue model: README)
 
 
 def test_demo_refuses_another_tissue_count_before_touching_the_demo_folder(tmp_path):
