@@ -37,7 +37,7 @@ import SimpleITK as sitk
 
 from sarco_nn import __version__
 from sarco_nn.atomic import pid_alive
-from sarco_nn.cases import case_entries, case_id_from_path, read_labels_json
+from sarco_nn.cases import case_entries, case_id_from_path, read_labels_json, same_id_hint
 from sarco_nn.clinical import ClinicalRecord, read_clinical_csv, write_clinical_csv
 from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM, TISSUE_LABELS
 from sarco_nn.ct_checks import file_reasons, reason_error, refuse_unless_ct
@@ -190,7 +190,7 @@ def _list_entries(folder: Path, problems: list[str], what: str) -> tuple[dict[st
     for case_id, paths in found.items():
         if len(paths) > 1:
             problems.append(f"case {case_id!r}: duplicate case id in {folder.name}/ "
-                            f"({', '.join(p.name for p in paths)}): keep one")
+                            f"({', '.join(p.name for p in paths)}){same_id_hint(p.name for p in paths)}: keep one")
             duplicated.add(case_id)
         else:
             result[case_id] = paths[0]

@@ -7,7 +7,10 @@ case is named and paired the same way at training and at evaluation:
   (a DICOM series) is its name; a file loses its image ending (the longest of :data:`IMAGE_SUFFIXES`,
   any case) and then nnU-Net's channel suffix ``_0000``; a file with another ending loses a non-numeric extension (``scan.ima`` →
   ``scan``; ``1.2.840.5`` stays whole, a DICOM UID). Names that are not UTF-8 are escaped
-  (``image_io.printable_path``). An empty id (``_0000.nii.gz``, ``.nii.gz``) is refused, and so is
+  (``image_io.printable_path``). The id is :func:`normal_case_id`'s: Unicode NFC (macOS writes file
+  names NFD) without white space at either end, as every CSV keyed by case id (clinical.csv,
+  --l3-csv) is read, so ``José.nii.gz`` in NFD and `` p02 .nii.gz`` join their rows; two names that
+  give one id are refused as any duplicate (:func:`same_id_hint` says why they collide). An empty id (``_0000.nii.gz``, ``.nii.gz``) is refused, and so is
   one starting with a spreadsheet formula character (:data:`FORMULA_PREFIXES`): results.csv opened
   in a spreadsheet would run ``=HYPERLINK(...)`` as a formula (CSV injection), and quoting it there
   would change the id that joins results with clinical.csv and masks. A batch that writes a `failed`
@@ -21,6 +24,8 @@ case is named and paired the same way at training and at evaluation:
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -31,7 +36,7 @@ from sarco_nn.image_io import printable_path
 
 __all__ = [
     "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "FORMULA_PREFIXES", "LABELS_FILE", "EntryId", "case_id_for_entry", "case_id_from_path",
-    "csv_safe", "case_entries", "group_by_case",
+    "normal_case_id", "same_id_hint", "csv_safe", "case_entries", "group_by_case",
     "index_by_case", "index_folder",
     "Pairing", "pair_by_case", "read_labels_json", "muscle_label_for",
 ]
@@ -70,10 +75,34 @@ class EntryId:
         return self.case_id
 
 
+def normal_case_id(text: str) -> str:
+    """`text` as case ids compare: Unicode NFC, no white space at either end.
+
+    The one normalisation of both sides of every join by case id: the file-name rule
+    (:func:`case_id_for_entry`) and the case_id cells of clinical.csv and --l3-csv. Why: macOS
+    writes file names in NFD (``e`` + combining accent) and spreadsheets NFC, which print alike
+    but never compared equal; CSV cells were read stripped, file names not (HOSTILE #123, #124)."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def same_id_hint(names: Iterable[str]) -> str:
+    """Why entries whose names look different (or alike) give one case id, as "; ..." to append to a
+    duplicate-id message, or "": the two ways :func:`normal_case_id` merges names a user may not see."""
+    names = list(names)
+    hints = []
+    if any(unicodedata.normalize("NFC", n) != n for n in names):
+        hints.append("a name in Unicode NFD (as macOS writes it) gives the id of its NFC spelling, the same "
+                     f"name to the eye ({', '.join(ascii(n) for n in names)})")
+    if any(re.search(r"^\s|\s(_0000)?(\.[^.]*)*$", n) for n in names):
+        hints.append("white space at either end of a case id does not count")
+    return "; " + "; ".join(hints) if hints else ""
+
+
 def csv_safe(text: str) -> str:
     """`text` as a CSV cell no spreadsheet runs as a formula: a leading ``'`` before a
-    :data:`FORMULA_PREFIXES` character (OWASP), else unchanged."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    :data:`FORMULA_PREFIXES` character (OWASP), also after white space (a spreadsheet may trim it,
+    and the case-id rule does), else unchanged."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) or text.lstrip().startswith(FORMULA_PREFIXES) else text
 
 
 def case_id_for_entry(path: Path | str) -> EntryId:
@@ -82,7 +111,7 @@ def case_id_for_entry(path: Path | str) -> EntryId:
     train-l3) reads names here, so the rule and its refusals live once."""
     path = Path(path)
     whole = printable_path(path.name)
-    name = whole
+    name = normal_case_id(whole)
     if not path.is_dir():
         lower = name.lower()
         suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
@@ -90,10 +119,11 @@ def case_id_for_entry(path: Path | str) -> EntryId:
             name = name[: -len(suffix)]
         elif "." in name.lstrip(".") and not name.rsplit(".", 1)[1].isdigit():
             name = name.rsplit(".", 1)[0]
+        name = name.rstrip()
         if name.endswith(CHANNEL_SUFFIX):
-            name = name[: -len(CHANNEL_SUFFIX)]
+            name = name[: -len(CHANNEL_SUFFIX)].rstrip()
     error = None
-    if not name.strip():
+    if not name:
         error = InputError("file name gives an empty case id", path=path,
                            fix="name the file <case>.nii.gz (or <case>_0000.nii.gz), e.g. patient01.nii.gz.")
     elif name.startswith(FORMULA_PREFIXES):
@@ -138,7 +168,8 @@ def index_by_case(paths: Iterable[Path], where: Path | str | None = None) -> dic
     index: dict[str, Path] = {}
     for case_id, group in group_by_case(paths).items():
         if len(group) > 1:
-            raise InputError(f"two files give case id {case_id!r}: {group[0].name} and {group[1].name}",
+            raise InputError(f"two files give case id {case_id!r}: {group[0].name} and {group[1].name}"
+                             + same_id_hint(p.name for p in group[:2]),
                              path=where if where is not None else group[0].parent, fix="keep one of them (or rename one).")
         index[case_id] = group[0]
     return index

@@ -7,6 +7,8 @@ value), so a user fixes the spreadsheet in one go.
 Format: UTF-8 (an Excel BOM is fine), comma-, semicolon- or tab-separated, a header row with at
 least `case_id, sex, height_m`; optional `weight_kg, age, sarcopenic`; other columns are ignored.
 Cells reading NA, N/A, NaN, null, unknown, ?, - or . are missing values (as an empty cell).
+A case_id is read as the file-name rule makes ids (`cases.normal_case_id`: Unicode NFC, no space at
+either end), so a macOS (NFD) file name joins its row; two rows giving one id are duplicates.
 A row with more filled cells than the header has columns is refused: in a comma-separated file a
 decimal comma ("1,76") splits one value into two, and the row would silently read height 1 m.
 """
@@ -21,6 +23,7 @@ from typing import Iterable
 
 from fractions import Fraction
 
+from sarco_nn.cases import normal_case_id
 from sarco_nn.errors import ClinicalDataError
 from sarco_nn.thresholds import bmi as exact_bmi
 from sarco_nn.thresholds import normalise_sex
@@ -140,13 +143,14 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
     records: dict[str, ClinicalRecord] = {}
     problems: list[str] = []
     seen: dict[str, int] = {}
+    spelled: dict[str, str] = {}  # case id → its cell as first written (an NFD twin of an NFC id prints alike)
     for row_number, row in enumerate(reader, start=2):  # spreadsheet row numbers: header is row 1
         if not any(cell.strip() for cell in row):
             continue
         cell = {name: (row[i].strip() if i < len(row) else "") for name, i in column.items()}
         cell = {name: "" if name != "case_id" and value.lower() in _MISSING_TOKENS else value
                 for name, value in cell.items()}
-        case_id = cell["case_id"]
+        case_id = normal_case_id(cell["case_id"])
         if not case_id:
             problems.append(f"row {row_number}: empty case_id")
             continue
@@ -158,14 +162,17 @@ def read_clinical_csv(path: Path | str, strict: bool = True) -> ClinicalTable:
                             "left over); quote such values or use a '.' decimal point")
             continue
         if case_id in seen:
+            twin = (f" (rows {seen[case_id]} and {row_number} spell it in two Unicode forms, NFC and NFD, that "
+                    "print alike)") if spelled[case_id] != cell["case_id"] else ""
             if strict:
-                problems.append(f"row {row_number}: duplicate case_id {case_id!r}")
+                problems.append(f"row {row_number}: duplicate case_id {case_id!r}{twin}")
             else:
-                problems.append(f"row {row_number}: duplicate case_id {case_id!r} (also row {seen[case_id]}): "
+                problems.append(f"row {row_number}: duplicate case_id {case_id!r} (also row {seen[case_id]}){twin}: "
                                 "both rows ignored")
                 records.pop(case_id, None)
             continue
         seen[case_id] = row_number
+        spelled[case_id] = cell["case_id"]
         errors: list[str] = []
         record = ClinicalRecord(
             case_id=case_id,
@@ -210,7 +217,7 @@ def missing_rows_warning(path: Path | str, table: dict[str, ClinicalRecord], cas
     shown = ", ".join(near_first[:5]) + (" ..." if len(near_first) > 5 else "")
     return (f"warning: {path}: no row for {len(missing)} case(s): {shown}; their SMI and sarcopenia flag "
             "will be unknown. Fix: add rows whose case_id is the scan's file name without its extension "
-            "(matched exactly, case-sensitive)")
+            "(matched exactly, case-sensitive; spaces at either end and Unicode NFC/NFD spelling do not count)")
 
 
 def write_clinical_csv(path: Path | str, records: Iterable[ClinicalRecord]) -> None:

@@ -29,7 +29,7 @@ from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, JOURNAL_FILE, MIS
                             rekey_moved_rows, restamp_rows, row_fingerprint, run_settings_in, settings_digest,
                             write_rows)
 from sarco_nn.batch_merge import MergeResult
-from sarco_nn.cases import IMAGE_SUFFIXES, EntryId, case_id_for_entry
+from sarco_nn.cases import IMAGE_SUFFIXES, EntryId, case_id_for_entry, same_id_hint
 from sarco_nn.errors import InputError, Interrupted, SarcoError
 from sarco_nn.image_io import printable_path
 from sarco_nn.body_composition import RESULT_COLUMNS as BODY_COMPOSITION_COLUMNS
@@ -161,8 +161,9 @@ def discover_scans(source: Path) -> list[Scan]:
     seen: dict[str, Path] = {}
     for scan in (s for s in scans if s.problem is None):  # a failed row joins nothing (HOSTILE #122)
         if scan.case_id in seen:
-            raise SarcoError(f"two inputs give case id {scan.case_id!r} ({printable_path(seen[scan.case_id].name)}, "
-                             f"{printable_path(scan.path.name)})", path=source, fix="rename one of them.")
+            names = [printable_path(seen[scan.case_id].name), printable_path(scan.path.name)]
+            raise SarcoError(f"two inputs give case id {scan.case_id!r} ({', '.join(names)}){same_id_hint(names)}",
+                             path=source, fix="rename one of them.")
         seen[scan.case_id] = scan.path
     if not scans:
         raise SarcoError("no CT images found", path=source, fix="expected .nii/.nii.gz/.mha/.nrrd files or DICOM folders.")

@@ -176,3 +176,123 @@ def test_a_junk_file_named_like_a_scans_id_is_a_failed_row_not_a_refused_batch(t
     _slice_ct(tmp_path / "in" / "notes.txt.mha")  # two usable scans, one id: still refused, naming both
     with pytest.raises(SarcoError, match="two inputs give case id 'notes.txt'.*notes.txt.mha"):
         discover_scans(tmp_path / "in")
+
+
+# HOSTILE #123 (NFC/NFD) and #124 (a space at either end): one normalisation, `normal_case_id`, on both sides
+NFC, NFD = "Jos\u00e9", "Jose\u0301"  # the same name to the eye; macOS writes the second
+
+
+def test_the_rule_gives_nfc_ids_without_spaces_at_either_end(tmp_path):
+    (tmp_path / " p04 ").mkdir()  # a DICOM series folder
+    ids = {name: case_id_for_entry(tmp_path / name).case_id
+           for name in (f"{NFD}.nii.gz", f"{NFC}.nii.gz", " p02.nii.gz", "p01 .nii.gz", "p03 _0000.nii.gz",
+                        "scan .ima", " p04 ")}
+    assert ids == {f"{NFD}.nii.gz": NFC, f"{NFC}.nii.gz": NFC, " p02.nii.gz": "p02", "p01 .nii.gz": "p01",
+                   "p03 _0000.nii.gz": "p03", "scan .ima": "scan", " p04 ": "p04"}
+    assert len(NFD) == len(NFC) + 1 and NFD != NFC  # the test's two spellings really differ
+    assert case_id_for_entry(tmp_path / " .nii.gz").error is not None  # only a space: still an empty id
+
+
+def test_a_space_before_a_formula_character_is_still_refused_and_quoted(tmp_path):
+    named = case_id_for_entry(tmp_path / "\u00a0=x.nii.gz")  # NBSP, then '=' (HOSTILE #125)
+    assert "formula" in str(named.error) and named.case_id.startswith("'")
+    assert csv_safe(" =x") == "' =x" and csv_safe("p =x") == "p =x"
+
+
+@pytest.mark.parametrize("first, second, hint", [(f"{NFC}.nii.gz", f"{NFD}.nii.gz", "NFD"),
+                                                 ("p01.nii.gz", "p01 .nii.gz", "white space"),
+                                                 ("p01.nii.gz", " p01.mha", "white space")])
+def test_two_names_that_normalise_to_one_id_are_refused_as_duplicates_saying_why(tmp_path, first, second, hint):
+    from sarco_nn.cases import index_folder
+    from sarco_nn.inference import discover_scans
+
+    for name in (first, second):
+        _slice_ct(tmp_path / "in" / name)
+    assert len(list((tmp_path / "in").iterdir())) == 2  # the file system kept both names
+    with pytest.raises(SarcoError, match="two inputs give case id") as refused:
+        discover_scans(tmp_path / "in")
+    assert hint in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(InputError, match="two files give case id") as refused:
+        index_folder(tmp_path / "in")
+    assert hint in str(refused.value)
+
+
+def test_a_plain_duplicate_gets_no_normalisation_hint(tmp_path):
+    from sarco_nn.cases import same_id_hint
+
+    assert same_id_hint(["p01.nii.gz", "p01.mha"]) == "" and same_id_hint(["p 01.nii.gz", "p 01.mha"]) == ""
+
+
+def test_an_nfd_or_space_padded_file_name_joins_its_clinical_row(tmp_path):
+    from sarco_nn.clinical import missing_rows_warning, read_clinical_csv
+    from sarco_nn.inference import discover_scans
+
+    for name in (f"{NFD}.nii.gz", " p02.nii.gz", "p03 .nii.gz"):
+        _slice_ct(tmp_path / "in" / name)
+    csv_path = tmp_path / "clinical.csv"
+    csv_path.write_text(f"case_id,sex,height_m\n{NFC},M,1.80\n p02 ,F,1.60\n{'p03'},F,1.70\n", encoding="utf-8")
+    table = read_clinical_csv(csv_path)
+    ids = [s.case_id for s in discover_scans(tmp_path / "in")]
+    assert sorted(ids) == sorted([NFC, "p02", "p03"]) and missing_rows_warning(csv_path, table, ids) is None
+    assert table[NFC].height_m == 1.80 and table["p02"].height_m == 1.60
+
+
+def test_an_nfd_clinical_cell_is_keyed_nfc_and_an_nfc_nfd_pair_is_a_duplicate(tmp_path):
+    from sarco_nn.clinical import read_clinical_csv
+    from sarco_nn.errors import ClinicalDataError
+
+    one = tmp_path / "one.csv"
+    one.write_text(f"case_id,sex,height_m\n{NFD},M,1.80\n", encoding="utf-8")
+    assert list(read_clinical_csv(one)) == [NFC]
+    two = tmp_path / "two.csv"
+    two.write_text(f"case_id,sex,height_m\n{NFC},M,1.80\n{NFD},F,1.60\n", encoding="utf-8")
+    with pytest.raises(ClinicalDataError, match="row 3: duplicate case_id") as refused:
+        read_clinical_csv(two)
+    assert "NFD" in str(refused.value)
+    lenient = read_clinical_csv(two, strict=False)
+    assert NFC not in lenient and any("both rows ignored" in p and "NFD" in p for p in lenient.problems)
+
+
+def test_l3_csv_keys_and_vertebra_masks_use_the_same_normalisation(tmp_path):
+    from sarco_nn.l3.choose import read_l3_csv, vertebra_mask_for
+
+    rows = tmp_path / "l3.csv"
+    rows.write_text(f"case_id,l3_slice\n{NFD},3\n p02 ,4\n", encoding="utf-8")
+    assert read_l3_csv(rows) == {NFC: 3, "p02": 4}
+    vertebrae = tmp_path / "vertebrae"
+    mask = _muscle_mask(vertebrae / f"{NFD}.nii.gz")
+    padded = _muscle_mask(vertebrae / " p02.nii.gz")
+    exact = _muscle_mask(vertebrae / "p05.nii.gz")
+    (vertebrae / "p06.txt").write_text("not a mask")
+    assert vertebra_mask_for(vertebrae, NFC) == mask and vertebra_mask_for(vertebrae, "p02") == padded
+    assert vertebra_mask_for(vertebrae, "p05") == exact
+    with pytest.raises(InputError, match="no vertebra mask for case 'p06'"):
+        vertebra_mask_for(vertebrae, "p06")
+    _muscle_mask(vertebrae / "p02 .mha")
+    with pytest.raises(InputError, match="two vertebra masks give case id 'p02'.*white space"):
+        vertebra_mask_for(vertebrae, "p02")
+
+
+def test_convert_joins_nfd_and_space_padded_names_to_their_nfc_rows(tmp_path):
+    """End to end: the converted clinical.csv carries each source row's height under the case's pid."""
+    import csv
+
+    from dataset_conversion.convert import convert_dropin
+    from sarco_nn import api
+
+    drop = tmp_path / "drop"
+    api.demo_data(drop, cases=2, seed=1)
+    source = {r["case_id"]: r for r in csv.DictReader(open(drop / "clinical.csv", encoding="utf-8"))}
+    new_names = {"case_000": (f"{NFD}.nii.gz", f"{NFD}.nii.gz"), "case_001": (" case_001.nii.gz", "case_001 .nii.gz")}
+    for case, (image, mask) in new_names.items():
+        (drop / "images" / f"{case}.nii.gz").rename(drop / "images" / image)
+        (drop / "masks" / f"{case}.nii.gz").rename(drop / "masks" / mask)
+    text = (drop / "clinical.csv").read_text(encoding="utf-8").replace("case_000,", f"{NFC},")
+    (drop / "clinical.csv").write_text(text, encoding="utf-8")
+    result = convert_dropin(drop, tmp_path / "raw", "T", 991)
+    assert result.n_cases == 2
+    manifest = list(csv.DictReader(open(result.dataset_dir / "manifest.csv", encoding="utf-8")))
+    heights = {r["case_id"]: r["height_m"] for r in csv.DictReader(open(result.dataset_dir / "clinical.csv",
+                                                                         encoding="utf-8"))}
+    joined = {row["source_case_id"]: float(heights[row["pid"]]) for row in manifest}
+    assert joined == {NFC: float(source["case_000"]["height_m"]), "case_001": float(source["case_001"]["height_m"])}

@@ -119,13 +119,19 @@ def test_a_tissue_name_in_another_letter_case_is_refused_not_ignored(content, tm
 
 
 @pytest.mark.parametrize("name", ['=HYPERLINK("x","y").nii.gz', "+1-2.nii.gz", "-5_0000.nii.gz",
-                                  "@SUM(A1).nii", "\tp01.nii.gz"])
+                                  "@SUM(A1).nii", "\t=p01.nii.gz"])
 def test_a_case_id_a_spreadsheet_would_run_as_a_formula_is_refused_naming_the_file(tmp_path, name):
     """HOSTILE #120: results.csv opened in a spreadsheet must never hold a formula for a case id."""
     with pytest.raises(InputError) as err:
         case_id_from_path(tmp_path / name)
     text = str(err.value)
     assert "formula" in text and "rename" in text and name[:3] in text
+
+
+def test_a_tab_or_cr_before_the_id_is_white_space_stripped_not_a_formula(tmp_path):
+    """HOSTILE #124: white space at either end is no part of an id (as in clinical.csv cells), so a
+    leading tab or CR never reaches a cell; what follows it is checked."""
+    assert case_id_from_path(tmp_path / "\tp01.nii.gz") == case_id_from_path(tmp_path / "\rp01.nii.gz") == "p01"
 
 
 def test_formula_characters_inside_an_id_are_kept(tmp_path):

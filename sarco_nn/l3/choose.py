@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from sarco_nn.cases import case_entries, case_id_for_entry, normal_case_id, same_id_hint
 from sarco_nn.errors import InputError
 from sarco_nn.l3.result import L3Location
 
@@ -57,7 +58,7 @@ def read_l3_csv(path: Path | str) -> dict[str, int]:
                                  f"{len(fields)} (a decimal comma or an extra separator?)", path,
                                  "give one case_id,l3_slice pair per line")
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            case, value = row["case_id"], row[column]
+            case, value = normal_case_id(row["case_id"]), row[column]  # as the file-name rule makes ids
             try:
                 index = int(value)
             except ValueError:
@@ -154,6 +155,14 @@ def l3_result_fields(location: L3Location, slab: int = 1, thumbnail: Path | str 
             "l3_thumbnail": "" if thumbnail is None else str(thumbnail)}
 
 
+def _named_by_rule(folder: Path, case_id: str) -> list[Path]:
+    """The image files and series folders of `folder` whose case id (the one rule) is `case_id`."""
+    from sarco_nn.image_io import IMAGE_SUFFIXES
+
+    entries = [p for p in case_entries(folder) if p.is_dir() or p.name.lower().endswith(IMAGE_SUFFIXES)]
+    return [p for p in entries if (named := case_id_for_entry(p)).error is None and named.case_id == case_id]
+
+
 def vertebra_mask_for(l3_from: Path | str | None, case_id: str) -> Path | None:
     """The vertebra mask of one scan from --l3-from: one file (a single scan), a TotalSegmentator output
     folder, or a folder holding <case_id>.nii.gz (any image ending) or <case_id>/ per scan."""
@@ -169,6 +178,12 @@ def vertebra_mask_for(l3_from: Path | str | None, case_id: str) -> Path | None:
         for candidate in [folder / f"{case_id}{suffix}" for suffix in IMAGE_SUFFIXES] + [folder / case_id]:
             if candidate.exists():
                 return candidate
+        named = _named_by_rule(folder, case_id)  # an NFD or space-padded name, as the scan's may be
+        if len(named) > 1:
+            raise InputError(f"two vertebra masks give case id {case_id!r}: {named[0].name} and {named[1].name}"
+                             + same_id_hint(p.name for p in named[:2]), folder, "keep one of them (or rename one).")
+        if named:
+            return named[0]
         raise InputError(f"no vertebra mask for case {case_id!r}", folder,
                          f"add {case_id}.nii.gz (TotalSegmentator numbering, L3 = 29) or leave out --l3-from")
     raise InputError("--l3-from not found", folder, "give a vertebra mask file or a folder of them")
