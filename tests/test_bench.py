@@ -38,7 +38,9 @@ def test_gpu_suite_dry_run_on_cpu_prints_every_row(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     kinds = [r["what"].split(" (")[0] for r in rows]
     assert kinds == ["SMIT Trans-Small train iteration", "nnU-Net default U-Net train iteration",
-                     "SMIT pretraining step 2-D", "SMIT pretraining step 3-D", "predict network work per case"]
+                     "SMIT pretraining step 2-D", "SMIT pretraining step 3-D", "predict network work per case",
+                     "predict network work per case"]
+    assert rows[-1]["what"].endswith("mirrorings batched per fold")
     assert all(r["seconds"] > 0 for r in rows)
     assert "| measurement | time | peak GPU memory |" in result.stdout and "dry run" in result.stdout
 
