@@ -130,7 +130,8 @@ def test_foreground_labels_are_counted_as_nnunets_label_manager_reads_them():
     regions = {"labels": {"background": 0, "body": [1, 2, 3], "muscle": [2, 3], "psoas": 3},
                "regions_class_order": [1, 2, 3]}
     assert foreground_label_count(regions) == 3
-    with_ignore = {"labels": {"background": 0, "body": [1, 2], "muscle": 2, "ignore": 3}, "regions_class_order": [1, 2]}
+    with_ignore = {"labels": {"background": 0, "body": [1, 2], "muscle": 2, "ignore": 3},
+                   "regions_class_order": [1, 2]}
     assert foreground_label_count(with_ignore) == 2
     for bad in ({"labels": {"muscle": 1}}, {"labels": {"background": 0, "muscle": 1, "ignore": 5}}):
         with pytest.raises(SarcoError, match="not nnU-Net labels"):
