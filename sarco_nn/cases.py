@@ -11,9 +11,9 @@ case is named and paired the same way at training and at evaluation:
   names NFD) without white space at either end, as every CSV keyed by case id (clinical.csv,
   --l3-csv) is read, so ``José.nii.gz`` in NFD and `` p02 .nii.gz`` join their rows; two names that
   give one id are refused as any duplicate (:func:`same_id_hint` says why they collide). An empty id (``_0000.nii.gz``, ``.nii.gz``) is refused, and so is
-  one starting with a spreadsheet formula character (:data:`FORMULA_PREFIXES`): results.csv opened
-  in a spreadsheet would run ``=HYPERLINK(...)`` as a formula (CSV injection), and quoting it there
-  would change the id that joins results with clinical.csv and masks. A batch that writes a `failed`
+  one starting with a spreadsheet formula character or its full-width look-alike
+  (:data:`FORMULA_PREFIXES`): results.csv opened in a spreadsheet would run ``=HYPERLINK(...)`` as a
+  formula (CSV injection), and quoting it there would change the id that joins results with clinical.csv and masks. A batch that writes a `failed`
   row instead of refusing (predict) names the input by :attr:`EntryId.case_id`, quoted (:func:`csv_safe`).
 - Pairing (:func:`pair_by_case`): image and mask share a case id; two files with the same id on
   one side are refused, naming both, never "the last one wins".
@@ -36,7 +36,7 @@ from sarco_nn.image_io import printable_path
 
 __all__ = [
     "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "FORMULA_PREFIXES", "LABELS_FILE", "EntryId", "case_id_for_entry", "case_id_from_path",
-    "normal_case_id", "same_id_hint", "csv_safe", "case_entries", "group_by_case",
+    "normal_case_id", "same_id_hint", "starts_like_formula", "csv_safe", "case_entries", "group_by_case",
     "index_by_case", "index_folder",
     "Pairing", "pair_by_case", "read_labels_json", "muscle_label_for",
 ]
@@ -49,7 +49,10 @@ CHANNEL_SUFFIX = "_0000"
 #: Pixel-data files beside a .mhd header: part of that image, not cases of their own.
 COMPANION_SUFFIXES: tuple[str, ...] = (".raw", ".zraw", ".raw.gz")
 #: First characters a spreadsheet reads as a formula in a CSV cell (OWASP "CSV injection"): no case
-#: id may start with one.
+#: id may start with one, nor with a look-alike that Unicode NFKC folds into one (full-width ``＝``
+#: U+FF1D, ``＋``, ``－``, ``＠``, the small forms ``﹦`` ``﹢`` ``﹣`` ``﹫``): an input method may turn a
+#: typed full-width ``＝`` into a formula, and the name cannot be told from ``=`` at a glance
+#: (:func:`starts_like_formula`).
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 #: The file of a drop (beside images/ and masks/) that declares the mask label values.
 LABELS_FILE = "labels.json"
@@ -98,11 +101,24 @@ def same_id_hint(names: Iterable[str]) -> str:
     return "; " + "; ".join(hints) if hints else ""
 
 
+def starts_like_formula(text: str) -> bool:
+    """Does `text` start with a :data:`FORMULA_PREFIXES` character, or one that Unicode NFKC folds
+    into one (``＝x``)? NFKC is for this check only: the id itself keeps its own characters."""
+    return unicodedata.normalize("NFKC", text[:1]).startswith(FORMULA_PREFIXES)
+
+
+def _strip_formula_start(text: str) -> str:
+    """`text` without the formula characters (and look-alikes) it starts with."""
+    while text and starts_like_formula(text):
+        text = text[1:]
+    return text
+
+
 def csv_safe(text: str) -> str:
     """`text` as a CSV cell no spreadsheet runs as a formula: a leading ``'`` before a
-    :data:`FORMULA_PREFIXES` character (OWASP), also after white space (a spreadsheet may trim it,
-    and the case-id rule does), else unchanged."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) or text.lstrip().startswith(FORMULA_PREFIXES) else text
+    :data:`FORMULA_PREFIXES` character or look-alike (OWASP; :func:`starts_like_formula`), also after
+    white space (a spreadsheet may trim it, and the case-id rule does), else unchanged."""
+    return "'" + text if starts_like_formula(text) or starts_like_formula(text.lstrip()) else text
 
 
 def case_id_for_entry(path: Path | str) -> EntryId:
@@ -126,11 +142,11 @@ def case_id_for_entry(path: Path | str) -> EntryId:
     if not name:
         error = InputError("file name gives an empty case id", path=path,
                            fix="name the file <case>.nii.gz (or <case>_0000.nii.gz), e.g. patient01.nii.gz.")
-    elif name.startswith(FORMULA_PREFIXES):
+    elif starts_like_formula(name):
         error = InputError(f"case id {name!r} starts with {name[0]!r}, which a spreadsheet opening results.csv "
                            "runs as a formula", path=path,
                            fix="rename it (and its clinical.csv id) to start with a letter or digit, e.g. p"
-                               f"{name.lstrip(''.join(FORMULA_PREFIXES))[:20] or '01'}.")
+                               f"{_strip_formula_start(name)[:20] or '01'}.")
     safe = csv_safe(whole)
     return EntryId(safe if error else name, safe, error)
 

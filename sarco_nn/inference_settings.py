@@ -17,13 +17,19 @@ and accuracy in `bench/inference_bench.py --agreement` (README "Inference speed"
   (the tiles sit elsewhere, and each tile's output depends on all of it), so it is part of the
   settings; off by default.
 
-One lever that keeps the answers (`sarco_nn.predictor.FrozenFolds`), so it is no part of a result's
-settings (`as_dict`, `label`):
+Two levers that keep the answers, so they are no part of a result's settings (`as_dict`, `label`):
 
 - ``jit_freeze``: each fold's network traced at the plan's patch and frozen (`torch.jit.freeze`:
   weights prepacked for oneDNN), once per fold per process; the same logits (README "Inference
   speed": measured on the trained `cpu` models). Opt-in: the one-off trace (~1-2 CPU s per fold)
   costs more than it saves for a handful of slices.
+- ``batch_mirroring``: each tile's mirrored views (nnU-Net's original plus every combination of
+  mirror axes) stacked along the batch axis and run as one forward (`SarcoPredictor`), then
+  unflipped and averaged as nnU-Net does. Each view's logits are the ones it gets alone (every
+  layer of an eval-mode network works per sample), up to float rounding. At batch 1 a GPU is
+  launch-bound: on one H200 the 5-fold x 2-view network work of a 512² slice took 0.19 s one view at
+  a time and 0.10 s batched (README "GPU suite"). None (the default): on for CUDA, off elsewhere
+  (a CPU gains little from a larger batch, and `jit_freeze` traces once more per batch size).
 
 A model's plans carry its preset (`plans["sarco"]["preset"]`), so a preset's `inference` block
 travels with the model; fields it leaves out take the defaults below. The effective settings (bf16
@@ -84,6 +90,7 @@ class InferenceSettings:
     whole_slice_max_px: int = 1024
     jit_freeze: bool = False
     body_crop: bool = False
+    batch_mirroring: bool | None = None
 
     @classmethod
     def from_dict(cls, block: dict[str, Any] | None) -> "InferenceSettings":
@@ -102,8 +109,10 @@ class InferenceSettings:
     def effective(self, device_type: str, cpu_bf16: bool | None = None) -> "InferenceSettings":
         """What actually runs on `device_type`: bf16 only on a CPU with native bfloat16; jit_freeze
         only on a CPU without bf16 (a graph traced in fp32 does not follow autocast, nor nnU-Net's
-        CUDA autocast)."""
+        CUDA autocast); batch_mirroring as the preset says, else on CUDA only."""
         settings = self._effective_precision(device_type, cpu_bf16)
+        if settings.batch_mirroring is None:  # not asked for either way: where it pays
+            settings = replace(settings, batch_mirroring=device_type == "cuda")
         frozen_ok = device_type == "cpu" and not settings.bf16
         return replace(settings, jit_freeze=False) if settings.jit_freeze and not frozen_ok else settings
 
@@ -133,7 +142,7 @@ class InferenceSettings:
 
 
 #: Settings that change the speed only, never a logit: not part of a result's settings.
-ANSWER_KEEPING = frozenset({"jit_freeze"})
+ANSWER_KEEPING = frozenset({"jit_freeze", "batch_mirroring"})
 
 #: Levers added after results were first recorded, with their off value: recorded only when on.
 OFF_WHEN_ABSENT: dict[str, Any] = {"body_crop": False}
@@ -152,6 +161,8 @@ def invalid_inference_block(block: Any) -> str | None:
     for key in ("bf16", "whole_slice", "jit_freeze", "body_crop"):
         if key in block and not isinstance(block[key], bool):
             return f"{key} {block[key]!r} must be true or false"
+    if block.get("batch_mirroring") is not None and not isinstance(block["batch_mirroring"], bool):
+        return f"batch_mirroring {block['batch_mirroring']!r} must be true, false or null (null: on CUDA only)"
     step = block.get("tile_step_size", 0.5)
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not (0 < step <= 1) or not math.isfinite(step):
         return f"tile_step_size {step!r} must be a number in (0, 1] (nnU-Net's default 0.5)"

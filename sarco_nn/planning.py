@@ -82,8 +82,19 @@ def _make_planner_class(preset: dict[str, Any]):
 
 
 def foreground_label_count(dataset_json: dict[str, Any]) -> int:
-    """Classes a model of this dataset segments (dataset.json labels without background and ignore)."""
-    return sum(1 for name in dataset_json.get("labels", {}) if name not in ("background", "ignore"))
+    """Classes a model of this dataset segments, as nnU-Net's `LabelManager` reads dataset.json: its
+    foreground regions with region-based labels, else its foreground label values (background and the
+    ignore label left out; two names of one value are one class). The planner calls it after nnU-Net's
+    integrity check, which builds the same `LabelManager`; a label dict it refuses is a SarcoError."""
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    try:
+        labels = LabelManager(dataset_json.get("labels") or {}, dataset_json.get("regions_class_order"))
+    except (AssertionError, RuntimeError, TypeError, ValueError) as exc:
+        raise SarcoError(f"dataset.json labels {dataset_json.get('labels')!r} are not nnU-Net labels ({exc})",
+                         fix="background must be 0, the ignore label the highest value (see nnU-Net's "
+                             "dataset format).") from None
+    return len(labels.foreground_regions if labels.has_regions else labels.foreground_labels)
 
 
 def _patient_groups(raw_dataset_dir: Path, case_ids: list[str]) -> dict[str, list[str]]:

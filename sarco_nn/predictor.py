@@ -10,14 +10,16 @@ the whole-slice tile) the box around the body and pastes its logits into a grid 
 logits, once per fold inside nnU-Net's own fold loop, so mirroring, the ensemble and resampling are
 nnU-Net's. `jit_freeze` wraps the network in `FrozenFolds` (below) at either of nnU-Net's
 initialisations, so nnU-Net's own fold loop (`load_state_dict`, then the tile forwards) runs a
-frozen graph per fold.
+frozen graph per fold. `batch_mirroring` replaces nnU-Net's per-tile mirroring hook
+(`_internal_maybe_mirror_and_predict`) with one forward of every view stacked along the batch axis.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch._dynamo import OptimizedModule
@@ -56,11 +58,12 @@ def _same_values(snapshot: dict[str, torch.Tensor], state_dict) -> bool:
 
 @dataclass(eq=False)
 class _Fold:
-    """One weights dict seen by `load_state_dict` and, once its first patch ran, its frozen trace."""
+    """One weights dict seen by `load_state_dict` and, once its first patch ran, its frozen traces
+    (one per batch size: 1, or the views of `batch_mirroring`), all on one device."""
 
     params: dict  # held: matched with `is`, so no other dict can take its place (an id() could be reused)
     snapshot: dict[str, torch.Tensor]  # its values when first loaded: the weights its trace is made of
-    trace: torch.jit.ScriptModule | None = None
+    trace: dict[int, torch.jit.ScriptModule] = field(default_factory=dict)
     device: torch.device | None = None
 
 
@@ -70,10 +73,11 @@ class FrozenFolds(torch.nn.Module):
     nnU-Net's `predict_logits_from_preprocessed_data` calls `network.load_state_dict(params)` with
     each entry of `list_of_parameters` (the same dict objects case after case) and then runs every
     tile through `network(x)`. Here `load_state_dict` also notes which fold is loaded, and the
-    forward of a patch-sized tile runs that fold's frozen trace (made at its first tile: a copy of
-    the network with these weights, traced and frozen, so oneDNN gets prepacked weights and
-    conv+bias folding; the logits are the eager forward's). Any other shape (a whole-slice tile)
-    runs the eager network. Parameters, state_dict and hooks are the wrapped network's.
+    forward of a patch-sized tile runs that fold's frozen trace for its batch size (made at its
+    first such tile: a copy of the network with these weights, traced and frozen, so oneDNN gets
+    prepacked weights and conv+bias folding; the logits are the eager forward's; the batch sizes are
+    1 and, with `batch_mirroring`, the number of views). Any other spatial shape (a whole-slice
+    tile) runs the eager network. Parameters, state_dict and hooks are the wrapped network's.
 
     What the cache protects against: a trace bakes its weights in, so it must never run for weights
     other than those just loaded. Two ways that could happen: another dict taking a traced one's
@@ -115,15 +119,18 @@ class FrozenFolds(torch.nn.Module):
     @property
     def traces(self) -> int:
         """How many folds have a trace now (each made once per process, unless its weights changed)."""
-        return sum(f.trace is not None for f in self._folds)
+        return sum(bool(f.trace) for f in self._folds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fold = self._loaded
-        if fold is None or tuple(x.shape[2:]) != self.patch or x.shape[0] != 1:
+        if fold is None or tuple(x.shape[2:]) != self.patch:
             return self.network(x)
-        if fold.trace is None or fold.device != x.device:
-            fold.trace, fold.device = self._trace(x), x.device
-        return fold.trace(x)
+        if fold.device != x.device:
+            fold.trace, fold.device = {}, x.device
+        batch = int(x.shape[0])
+        if batch not in fold.trace:
+            fold.trace[batch] = self._trace(x)
+        return fold.trace[batch](x)
 
     def _trace(self, x: torch.Tensor) -> torch.jit.ScriptModule:
         with warnings.catch_warnings():  # the trace's notes on Python branches over the (fixed) shape
@@ -143,15 +150,41 @@ def background_logits(label_manager, spatial: tuple[int, ...], dtype: torch.dtyp
     return logits
 
 
+def mirror_views(x: torch.Tensor, mirror_axes) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+    """`x` and its mirrored copies stacked along the batch axis, with the tensor dims each copy is
+    flipped on (() for the original): nnU-Net's views, in its order (the original, then every
+    combination of `mirror_axes`, which count from the first spatial axis)."""
+    dims = [int(m) + 2 for m in mirror_axes]
+    combinations = [c for i in range(len(dims)) for c in itertools.combinations(dims, i + 1)]
+    return torch.cat([x] + [torch.flip(x, axes) for axes in combinations], 0), [()] + combinations
+
+
+def mean_of_views(output: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.Tensor:
+    """nnU-Net's mirroring average of a stacked forward's `output`: each view unflipped, added in
+    nnU-Net's order onto the original's logits, divided by the number of views."""
+    chunks = output.chunk(len(flips), 0)
+    prediction = chunks[0].clone()
+    for chunk, axes in zip(chunks[1:], flips[1:]):
+        prediction += torch.flip(chunk, axes)
+    prediction /= len(flips)
+    return prediction
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+
+
 class SarcoPredictor(nnUNetPredictor):
     """`nnUNetPredictor` that runs a whole slice as one tile when `settings.whole_slice` asks for it,
-    and only the box around the body when `settings.body_crop` does."""
+    only the box around the body when `settings.body_crop` does, and each tile's mirrored views as
+    one batch when `settings.batch_mirroring` does."""
 
     def __init__(self, settings: InferenceSettings, divisors: list[int] | None = None, **kwargs) -> None:
         super().__init__(tile_step_size=settings.tile_step_size, **kwargs)
         self.sarco_settings = settings
         self.sarco_divisors = divisors
         self._bf16_hooks: list = []
+        self._views_fit = True  # False after the stacked views ran out of GPU memory once
 
     def manual_initialization(self, network, *args, **kwargs) -> None:
         super().manual_initialization(network, *args, **kwargs)
@@ -186,6 +219,27 @@ class SarcoPredictor(nnUNetPredictor):
         seen = seen.reshape(-1, *seen.shape[-axes:]).any(0).cpu().numpy()
         box = body_crop_box(seen, list(plan.spacing)[-axes:], plan.patch_size)
         return None if box is None else (slice(None),) * (input_image.ndim - axes) + box
+
+    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's mirroring (the logits averaged over the original and every combination of
+        mirror axes), with `batch_mirroring` as one forward of the views stacked along the batch
+        axis. A GPU that cannot hold the stacked views falls back to nnU-Net's one view at a time,
+        for this predictor's remaining tiles (the answers are the same)."""
+        mirror_axes = self.allowed_mirroring_axes if self.use_mirroring else None
+        if not (self.sarco_settings.batch_mirroring and mirror_axes and self._views_fit):
+            return super()._internal_maybe_mirror_and_predict(x)
+        assert max(mirror_axes) <= x.ndim - 3, "mirror_axes does not match the dimension of the input!"
+        views, flips = mirror_views(x, mirror_axes)
+        try:
+            output = self.network(views)
+        except Exception as error:  # noqa: BLE001 - only running out of memory is handled
+            if not _out_of_memory(error):
+                raise
+            del views
+            self._views_fit = False
+            torch.cuda.empty_cache()
+            return super()._internal_maybe_mirror_and_predict(x)
+        return mean_of_views(output, flips)
 
     def predict_sliding_window_return_logits(self, input_image):
         box = self.body_box(input_image) if self.sarco_settings.body_crop else None

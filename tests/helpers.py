@@ -34,6 +34,13 @@ def muscle_of(hu: np.ndarray) -> np.ndarray:
     return ((hu > 20) & (hu < 150)).astype(np.uint8)
 
 
+def swap_labels(mask: np.ndarray, a: int, b: int) -> np.ndarray:
+    """A copy of `mask` with labels `a` and `b` exchanged (e.g. VAT and SAT: the layout check's case)."""
+    out = mask.copy()
+    out[mask == a], out[mask == b] = b, a
+    return out
+
+
 def make_image(array: np.ndarray, spacing=(0.7, 0.8, 2.5), origin=(-10.0, -20.0, 100.0), direction=None) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing[: image.GetDimension()])

@@ -296,3 +296,18 @@ def test_convert_joins_nfd_and_space_padded_names_to_their_nfc_rows(tmp_path):
                                                                          encoding="utf-8"))}
     joined = {row["source_case_id"]: float(heights[row["pid"]]) for row in manifest}
     assert joined == {NFC: float(source["case_000"]["height_m"]), "case_001": float(source["case_001"]["height_m"])}
+
+
+@pytest.mark.parametrize("first", ["\uff1d", "\uff0b", "\uff0d", "\uff20", "\ufe66"])  # ＝ ＋ － ＠ ﹦
+def test_a_full_width_formula_look_alike_is_refused_and_quoted_as_the_ascii_one(tmp_path, first):
+    """HOSTILE #191: `＝HYPERLINK(...)` passed the rule (only ASCII `=` was checked); NFKC folds it."""
+    from sarco_nn.cases import starts_like_formula
+
+    name = f"{first}HYPERLINK(1).nii.gz"
+    named = case_id_for_entry(tmp_path / name)
+    assert named.error is not None and "formula" in str(named.error)
+    assert named.case_id == named.name == "'" + name  # the stand-in quoted, its own characters kept
+    assert "e.g. pHYPERLINK(1)." in str(named.error)  # the suggested rename drops the look-alike too
+    assert csv_safe(first + "x") == "'" + first + "x" and csv_safe("\u00a0" + first + "x").startswith("'")
+    assert starts_like_formula(first) and not starts_like_formula("p" + first)
+    assert case_id_for_entry(tmp_path / f"p{first}1.nii.gz").error is None  # inside an id it is no formula

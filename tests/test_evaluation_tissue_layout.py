@@ -13,6 +13,8 @@ import pytest
 import SimpleITK as sitk
 from typer.testing import CliRunner
 
+from helpers import swap_labels
+
 from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.tissue_layout import layout_reason
 
@@ -28,12 +30,6 @@ def _body() -> np.ndarray:
     mask[26:94, 26:94] = V
     mask[18:22, 40:80] = I
     return mask
-
-
-def _swap(mask: np.ndarray) -> np.ndarray:
-    out = mask.copy()
-    out[mask == V], out[mask == S] = S, V
-    return out
 
 
 def _write(array: np.ndarray, path) -> None:
@@ -53,7 +49,8 @@ def drop(tmp_path):
         (tmp_path / d).mkdir()
     (tmp_path / "ref" / "labels.json").write_text(json.dumps(TISSUE_LABELS))
     body = _body()
-    pairs = {"ok": (body, body), "pred_swapped": (body, _swap(body)), "ref_swapped": (_swap(body), body)}
+    swapped = swap_labels(body, V, S)
+    pairs = {"ok": (body, body), "pred_swapped": (body, swapped), "ref_swapped": (swapped, body)}
     for case, (ref, pred) in pairs.items():
         _write(ref, tmp_path / "ref" / f"{case}.nii.gz")
         _write(pred, tmp_path / "pred" / f"{case}.nii.gz")
@@ -65,7 +62,7 @@ def test_a_swapped_prediction_or_reference_is_flagged_counted_and_kept_in_the_st
 
     root, pairs = drop
     assert layout_reason(_body(), TISSUE_LABELS, SPACING) is None  # the oracle: tissue_layout's own verdicts
-    assert layout_reason(_swap(_body()), TISSUE_LABELS, SPACING) is not None
+    assert layout_reason(swap_labels(_body(), V, S), TISSUE_LABELS, SPACING) is not None
     s = evaluate_folder(root / "pred", root / "ref", None, root / "out")
     assert s["n_tissue_layout_judged"] == 3
     assert s["tissue_layout_predictions"] == ["pred_swapped"] and s["n_tissue_layout_predictions"] == 1
@@ -116,7 +113,7 @@ def test_a_muscle_only_prediction_beside_four_tissue_ones_still_gets_its_referen
     body = _body()
     _write(body, tmp_path / "ref" / "a.nii.gz")
     _write(body, tmp_path / "pred" / "a.nii.gz")
-    _write(_swap(body), tmp_path / "ref" / "b.nii.gz")
+    _write(swap_labels(body, V, S), tmp_path / "ref" / "b.nii.gz")
     _write((body == M).astype(np.uint8), tmp_path / "pred" / "b.nii.gz")  # the model found no fat
     s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
     assert s["tissue_layout_references"] == ["b"] and s["tissue_layout_predictions"] == []

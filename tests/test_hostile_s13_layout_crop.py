@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import swap_labels
+
 from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.inference_settings import InferenceSettings, body_crop_box
 from sarco_nn.tissue_layout import MIN_MISPLACED_CM2, layout_reason, muscle_hull_sides
@@ -22,15 +24,9 @@ def _body(n: int = 200, sat: int = 6, wall: int = 10) -> np.ndarray:
     return mask
 
 
-def _swap(mask: np.ndarray) -> np.ndarray:
-    out = mask.copy()
-    out[mask == V], out[mask == S] = S, V
-    return out
-
-
 def test_a_stack_of_one_slice_is_refused_not_read_as_nothing_to_judge():
     """#140: a (1, y, x) mask's hull is flat in 3-D (QhullError): it returned None, a swapped slice unjudged."""
-    swapped = _swap(_body())
+    swapped = swap_labels(_body(), V, S)
     assert layout_reason(swapped, TISSUE_LABELS, (1.0, 1.0)) is not None
     for stack in (swapped[None], swapped[None, None], swapped[0]):
         with pytest.raises(ValueError, match="one axial slice"):
@@ -42,7 +38,7 @@ def test_a_one_or_two_pixel_sat_ring_is_judged_both_ways(sat):
     """#141: the 2 cm² floor does not hide a thin SAT ring: the normal slice passes, its swap is flagged."""
     for spacing in ((0.8, 0.8), (0.5, 2.0)):
         assert layout_reason(_body(sat=sat), TISSUE_LABELS, spacing) is None
-        assert layout_reason(_swap(_body(sat=sat)), TISSUE_LABELS, spacing) is not None
+        assert layout_reason(swap_labels(_body(sat=sat), V, S), TISSUE_LABELS, spacing) is not None
 
 
 def test_the_floor_and_the_hull_use_both_pixel_spacings():
@@ -84,7 +80,7 @@ def test_degenerate_muscles_and_missing_tissues_are_not_judged():
     extra = _body()
     extra[0:5, 0:5], extra[5:8, :] = 7, 255  # bone, a 255 border: ignored, the four tissues judged
     assert layout_reason(extra, TISSUE_LABELS, (1.0, 1.0)) is None
-    assert layout_reason(_swap(extra), TISSUE_LABELS, (1.0, 1.0)) is not None
+    assert layout_reason(swap_labels(extra, V, S), TISSUE_LABELS, (1.0, 1.0)) is not None
 
 
 def test_body_crop_box_margin_in_px_per_axis_and_a_slice_smaller_than_the_patch():

@@ -578,3 +578,138 @@ def test_body_crop_keeps_the_tiny_models_masks_and_marks_its_results(tiny_model,
     case = rows[path.name[: -len(".nii.gz")]]
     assert case["inference"] == InferenceSettings(body_crop=True).label()
     assert json.loads((tmp_path / "out" / RUN_FILE).read_text())["inference"]["body_crop"] is True
+
+
+# --------------------------------------------------------------------------- batch_mirroring
+
+def test_batch_mirroring_is_validated_round_trips_and_runs_on_cuda_unless_the_preset_says():
+    from dataclasses import asdict
+
+    from sarco_nn.batch import settings_digest
+
+    assert "batch_mirroring" in invalid_inference_block({"batch_mirroring": "yes"})
+    assert "batch_mirroring" in invalid_inference_block({"batch_mirroring": 1})
+    for block in ({"batch_mirroring": True}, {"batch_mirroring": False}, {"batch_mirroring": None}, {}):
+        settings = InferenceSettings.from_dict(block)
+        assert settings.batch_mirroring is block.get("batch_mirroring")
+        assert InferenceSettings.from_dict(asdict(settings)) == settings  # a block of every field reads back
+        plans = {"sarco": {"preset": {"inference": block}}}
+        assert InferenceSettings.of_plans(plans) == settings
+    auto = InferenceSettings()
+    assert auto.effective("cuda").batch_mirroring is True and auto.effective("cpu").batch_mirroring is False
+    assert InferenceSettings(batch_mirroring=True).effective("cpu").batch_mirroring is True  # the preset says
+    assert InferenceSettings(batch_mirroring=False).effective("cuda").batch_mirroring is False
+    # the same answers: no part of the results' settings, so no folder's signature moves, on either device
+    reference = settings_digest({"inference": InferenceSettings().as_dict()})
+    for device in ("cpu", "cuda"):
+        for value in (None, True, False):
+            settings = InferenceSettings(batch_mirroring=value).effective(device, cpu_bf16=False)
+            assert "batch_mirroring" not in settings.as_dict() and settings.label() == "fp32, step 0.5"
+            assert settings_digest({"inference": settings.as_dict()}) == reference
+
+
+def _mirror_predictor(batch: bool, mirror_axes, spatial_dims: int = 2):
+    """A toy predictor (conv, instance norm as nnU-Net's networks have, conv) mirroring on `mirror_axes`,
+    with every forward's input shape noted."""
+    import torch
+
+    from sarco_nn.predictor import SarcoPredictor
+
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d
+    norm = torch.nn.InstanceNorm2d if spatial_dims == 2 else torch.nn.InstanceNorm3d
+    net = torch.nn.Sequential(conv(1, 6, 3, padding=1), norm(6, affine=True), torch.nn.LeakyReLU(),
+                              conv(6, 3, 3, padding=1)).eval()
+    predictor = SarcoPredictor(InferenceSettings(batch_mirroring=batch), use_mirroring=True,
+                               perform_everything_on_device=False, device=torch.device("cpu"),
+                               verbose=False, allow_tqdm=False)
+    predictor.network, predictor.allowed_mirroring_axes = net, tuple(mirror_axes)
+    seen: list[tuple] = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    return predictor, seen
+
+
+@pytest.mark.parametrize("mirror_axes, spatial_dims", [((1,), 2), ((0, 1), 2), ((0, 1, 2), 3)])
+def test_batch_mirroring_gives_nnunets_mirrored_logits_in_one_forward(mirror_axes, spatial_dims):
+    import torch
+
+    views = 2 ** len(mirror_axes)  # the original and every combination of the axes
+    shape = (1, 1, 24, 20) if spatial_dims == 2 else (1, 1, 10, 12, 8)
+    x = torch.randn(*shape)
+    loop, loop_seen = _mirror_predictor(False, mirror_axes, spatial_dims)
+    batched, batched_seen = _mirror_predictor(True, mirror_axes, spatial_dims)
+    with torch.inference_mode():
+        expected = loop._internal_maybe_mirror_and_predict(x.clone())  # nnU-Net's own loop
+        got = batched._internal_maybe_mirror_and_predict(x.clone())
+        plain = loop.network(x)
+    assert loop_seen == [shape] * (views + 1)  # nnU-Net: one forward per view (+ the plain one above)
+    assert batched_seen == [(views, *shape[1:])]  # one forward of the stacked views
+    assert got.shape == expected.shape == plain.shape
+    assert (got - expected).abs().max() < 1e-5
+    assert (expected - plain).abs().max() > 1e-3  # the views differ: a wrong unflip could not pass
+
+
+def test_batch_mirroring_runs_through_nnunets_sliding_window_and_fold_loop():
+    import torch
+
+    image = torch.randn(1, 1, 40, 40)
+    out = []
+    for batch in (False, True):
+        predictor, seen = _toy_predictor(InferenceSettings(batch_mirroring=batch))
+        predictor.use_mirroring, predictor.allowed_mirroring_axes = True, (0, 1)
+        torch.manual_seed(2)
+        base = {k: v.clone() for k, v in predictor.network.state_dict().items()}
+        predictor.list_of_parameters = [base, {k: v + 0.1 * torch.randn_like(v) for k, v in base.items()}]
+        out.append(predictor.predict_logits_from_preprocessed_data(image).float())
+        tiles = 2 * 2 * 2  # 2 x 2 tiles of 32² at step 0.5 per fold, 2 folds
+        assert [s[0] for s in seen] == ([(1, 1, 32, 32)] * 4 * tiles if not batch else [(4, 1, 32, 32)] * tiles)
+    assert (out[0] - out[1]).abs().max() < 2e-3 and torch.equal(out[0].argmax(0), out[1].argmax(0))
+
+
+def test_batch_mirroring_with_jit_freeze_traces_once_per_fold_and_batch_size():
+    import torch
+
+    from sarco_nn.predictor import FrozenFolds
+
+    predictor, _ = _mirror_predictor(True, (0, 1))
+    eager = predictor.network
+    predictor.network = FrozenFolds(eager, (24, 20))
+    folds = [{k: v.clone() for k, v in eager.state_dict().items()}]
+    folds.append({k: v + 0.05 * torch.randn_like(v) for k, v in folds[0].items()})
+    x = torch.randn(1, 1, 24, 20)
+    with torch.inference_mode():
+        for params in folds + folds:
+            predictor.network.load_state_dict(params)
+            got = predictor._internal_maybe_mirror_and_predict(x.clone())
+            predictor.sarco_settings = InferenceSettings(batch_mirroring=False)
+            expected = predictor._internal_maybe_mirror_and_predict(x.clone())  # nnU-Net's loop: the batch-1 trace
+            predictor.sarco_settings = InferenceSettings(batch_mirroring=True)
+            eager.load_state_dict(params)
+            loop, _ = _mirror_predictor(False, (0, 1))
+            loop.network.load_state_dict(params)
+            truth = loop._internal_maybe_mirror_and_predict(x.clone())
+            assert (got - truth).abs().max() < 1e-5 and (expected - truth).abs().max() < 1e-5
+    assert predictor.network.traces == 2 and all(set(f.trace) == {1, 4} for f in predictor.network._folds)
+
+
+def test_batch_mirroring_falls_back_to_one_view_at_a_time_when_the_views_do_not_fit(monkeypatch):
+    import torch
+
+    x = torch.randn(1, 1, 24, 20)
+    loop, _ = _mirror_predictor(False, (0, 1))
+    batched, seen = _mirror_predictor(True, (0, 1))
+
+    def refuse_big_batches(module, args):
+        if args[0].shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    batched.network.register_forward_pre_hook(refuse_big_batches)
+    with torch.inference_mode():
+        expected = loop._internal_maybe_mirror_and_predict(x.clone())
+        for _ in range(2):
+            assert (batched._internal_maybe_mirror_and_predict(x.clone()) - expected).abs().max() < 1e-6
+    assert seen == [(4, 1, 24, 20)] + [(1, 1, 24, 20)] * 8  # tried once, then nnU-Net's loop for the rest
+    other, _ = _mirror_predictor(True, (0, 1))
+    other.network.register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(ValueError("a real bug")))
+    with pytest.raises(ValueError, match="a real bug"), torch.inference_mode():
+        other._internal_maybe_mirror_and_predict(x)  # anything but memory is no reason to fall back

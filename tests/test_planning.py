@@ -102,7 +102,7 @@ def test_a_dataset_of_several_tissues_gets_the_presets_multi_tissue_network():
     muscle_only = {"labels": {"background": 0, "muscle": 1}}
     four = {"labels": {"background": 0, "muscle": 1, "imat": 2, "vat": 3, "sat": 4}}
     assert foreground_label_count(muscle_only) == 1 and foreground_label_count(four) == 4
-    assert foreground_label_count({"labels": {"background": 0, "muscle": 1, "ignore": 5}}) == 1
+    assert foreground_label_count({"labels": {"background": 0, "muscle": 1, "ignore": 2}}) == 1
     assert preset_for_dataset(cpu, 1) is cpu
     wide = preset_for_dataset(cpu, 4)
     base, chosen = smit_network_config(cpu), smit_network_config(wide)
@@ -120,3 +120,19 @@ def test_a_dataset_of_several_tissues_gets_the_presets_multi_tissue_network():
                                          "smit": {**cpu["trainer_overrides"]["smit"], MULTI_TISSUE_NETWORK: {"embed_dim": 33}}}}
     with pytest.raises(SarcoError, match="invalid SMIT network"):
         preset_for_dataset(bad, 4)
+
+
+def test_foreground_labels_are_counted_as_nnunets_label_manager_reads_them():
+    from sarco_nn.planning import foreground_label_count
+
+    # two names of one value are one class; regions count as nnU-Net's heads (foreground regions)
+    assert foreground_label_count({"labels": {"background": 0, "muscle": 1, "psoas": 1, "vat": 2}}) == 2
+    regions = {"labels": {"background": 0, "body": [1, 2, 3], "muscle": [2, 3], "psoas": 3},
+               "regions_class_order": [1, 2, 3]}
+    assert foreground_label_count(regions) == 3
+    with_ignore = {"labels": {"background": 0, "body": [1, 2], "muscle": 2, "ignore": 3},
+                   "regions_class_order": [1, 2]}
+    assert foreground_label_count(with_ignore) == 2
+    for bad in ({"labels": {"muscle": 1}}, {"labels": {"background": 0, "muscle": 1, "ignore": 5}}):
+        with pytest.raises(SarcoError, match="not nnU-Net labels"):
+            foreground_label_count(bad)

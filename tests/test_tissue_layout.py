@@ -11,19 +11,13 @@ import pytest
 import SimpleITK as sitk
 
 from dataset_conversion.phantoms.writer import dropin_case
-from helpers import DATA, needs_data
+from helpers import DATA, needs_data, swap_labels
 from sarco_nn.body_composition import measure_composition_slice, predicted_composition
 from sarco_nn.constants import TISSUE_LABELS
 from sarco_nn.tissue_layout import MIN_MISPLACED_CM2, layout_reason, muscle_hull_sides
 
 M, I, V, S = (TISSUE_LABELS[t] for t in ("muscle", "imat", "vat", "sat"))
 FOUR = {"background": 0, **TISSUE_LABELS}
-
-
-def _swap(mask: np.ndarray, a: int, b: int) -> np.ndarray:
-    out = mask.copy()
-    out[mask == a], out[mask == b] = b, a
-    return out
 
 
 def _body() -> np.ndarray:
@@ -47,7 +41,7 @@ def test_every_phantom_family_lies_as_a_body_does_and_its_planted_relabellings_d
         for ph in slices:
             mask, spacing = ph.tissue_mask, ph.spacing_mm
             assert layout_reason(mask, TISSUE_LABELS, spacing) is None, (family, muscle_hull_sides(mask, None, spacing))
-            swapped = layout_reason(_swap(mask, V, S), TISSUE_LABELS, spacing)
+            swapped = layout_reason(swap_labels(mask, V, S), TISSUE_LABELS, spacing)
             assert swapped is not None and swapped.code == "tissue_layout", family
             assert "VAT (value 3" in swapped.message and "SAT (value 4" in swapped.message
             as_imat = np.where(mask == S, I, mask)  # #105: the SAT ring saved as IMAT (no SAT left)
@@ -69,7 +63,7 @@ def test_a_real_ct_tissue_segmentation_lies_as_a_body_does():
     assert len(judged) == 30
     for z in judged:
         assert layout_reason(volume[z], TISSUE_LABELS, spacing) is None, z
-        assert layout_reason(_swap(volume[z], V, S), TISSUE_LABELS, spacing) is not None, z
+        assert layout_reason(swap_labels(volume[z], V, S), TISSUE_LABELS, spacing) is not None, z
 
 
 def test_shares_match_a_hand_count():
@@ -82,7 +76,7 @@ def test_shares_match_a_hand_count():
     imat = {s.tissue: s for s in muscle_hull_sides(half, TISSUE_LABELS, (1.0, 1.0))}["imat"]
     assert imat.inside_share == 0.5 and imat.wrong_cm2 == pytest.approx(0.4)
     assert layout_reason(mask, TISSUE_LABELS, (1.0, 1.0)) is None
-    assert layout_reason(_swap(mask, V, S), TISSUE_LABELS, (1.0, 1.0)) is not None
+    assert layout_reason(swap_labels(mask, V, S), TISSUE_LABELS, (1.0, 1.0)) is not None
 
 
 def test_missing_tissues_and_specks_are_not_judged():
@@ -106,7 +100,7 @@ def test_missing_tissues_and_specks_are_not_judged():
 def test_the_reason_reaches_measure_and_predict_compositions_and_blocks_the_flags(phantoms):
     ph = phantoms["A"][0]
     ct = ph.ct_hu
-    swapped = _swap(ph.tissue_mask, V, S)
+    swapped = swap_labels(ph.tissue_mask, V, S)
     comp = measure_composition_slice(swapped, ph.spacing_mm, ct, TISSUE_LABELS)
     assert [r.code for r in comp.reasons] == ["tissue_layout"] and comp.reasons[0].blocks_flag
     assert comp.reasons[0].status.value == "review" and comp.reasons[0].message.startswith("mask:")
@@ -131,7 +125,7 @@ def test_sarco_measure_reports_a_swapped_mask_as_review_with_its_numbers(phantom
     from sarco_nn.cli import app
 
     ph = phantoms["B"][0]
-    cases = {"normal": ph.tissue_mask, "swapped": _swap(ph.tissue_mask, V, S),
+    cases = {"normal": ph.tissue_mask, "swapped": swap_labels(ph.tissue_mask, V, S),
              "sat_as_imat": np.where(ph.tissue_mask == S, I, ph.tissue_mask)}
     out = {}
     for name, mask in cases.items():
@@ -176,7 +170,7 @@ def test_predict_of_a_four_tissue_model_with_swapped_outputs_is_a_review_without
     assert case.error is None and case.reasons == [], (case.error, case.reasons)
     assert case.ct.shape[1:] == ph.tissue_mask.shape  # the phantom's LPS layout is predict's canonical one
     rows = {}
-    for name, seg in (("normal", ph.tissue_mask), ("swapped", _swap(ph.tissue_mask, V, S))):
+    for name, seg in (("normal", ph.tissue_mask), ("swapped", swap_labels(ph.tissue_mask, V, S))):
         onehot = np.stack([(seg == v) for v in range(5)]).astype(np.float32)[:, None]  # (C, 1, y, x): a certain model
         monkeypatch.setattr(fold_ensemble, "predict_folds", lambda *a, onehot=onehot, seg=seg, **k:
                             fold_ensemble.FoldPrediction(onehot[None], onehot, seg[None].astype(np.uint8)))
