@@ -47,7 +47,7 @@ __all__ = [
     "JOURNAL_FILE", "RESULTS_FILE", "FINGERPRINT_COLUMN", "MISSING", "file_identity", "normalised_settings",
     "settings_digest", "changed_settings", "row_fingerprint", "fingerprint_changes", "part_of", "Journal", "read_results", "write_results",
     "fold_journal", "part_rows", "lies_inside", "check_output_location", "INPUTS_RECORD", "inputs_record", "run_settings_in",
-    "recorded_input_folder", "rekey_moved_rows", "write_rows", "MODEL_RECORD", "PATHS_RECORD", "restamp_rows",
+    "recorded_input_folder", "rekey_moved_rows", "write_rows", "MODEL_RECORD", "PATHS_RECORD", "TABLES_RECORD", "restamp_rows",
 ]
 
 JOURNAL_FILE = "journal.jsonl"
@@ -399,8 +399,13 @@ MODEL_RECORD = "model_folder"
 #: per case or by definition (`predict_settings`), so a batch resumed where they are mounted elsewhere
 #: (or copied next to the new mount) is the same settings.
 PATHS_RECORD = "setting_paths"
+#: Key of the run file that records the content identity (`file_identity(..., by="content")`) of each
+#: per-case table a run was given ({"clinical": ..., "l3_csv": ...}; ``None``: not given). Not a setting
+#: (an edited height recomputes that case only, `predict_settings.case_inputs`), but one batch's parts
+#: must have read the same tables: `predict-merge` refuses parts whose records differ.
+TABLES_RECORD = "table_contents"
 #: The keys of a run file that record what a run was given or used, never compared.
-_RECORDS = (INPUTS_RECORD, MODEL_RECORD, PATHS_RECORD)
+_RECORDS = (INPUTS_RECORD, MODEL_RECORD, PATHS_RECORD, TABLES_RECORD)
 
 
 def run_settings_in(run: dict[str, Any]) -> dict[str, Any]:

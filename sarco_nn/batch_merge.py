@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, RESULTS_FILE, changed_settings, part_rows,
-                            lies_inside, run_settings_in, settings_digest, write_results)
+from sarco_nn.batch import (FINGERPRINT_COLUMN, INPUTS_RECORD, RESULTS_FILE, TABLES_RECORD, changed_settings,
+                            part_rows, lies_inside, run_settings_in, settings_digest, write_results)
 from sarco_nn.errors import SarcoError
 from sarco_nn.predict_settings import current_form
 from sarco_nn.run_lock import LockHolder, live_holder
@@ -43,7 +43,7 @@ class MergeResult:
         n_parts: parts merged.
         missing: part index → case ids that part has not finished (empty for a complete batch).
         warnings: one line each for what the merge could not vouch for (an incomplete batch, a part
-            whose run file records no inputs).
+            whose run file records no inputs) or left out (rows of an earlier batch in a part folder).
     """
 
     results_csv: Path
@@ -65,6 +65,7 @@ class _Part:
     settings: dict[str, Any]
     record: dict[str, Any] | None
     rows: dict[str, dict[str, str]]
+    tables: dict[str, Any] | None = None  # content of each per-case table its run read (`batch.TABLES_RECORD`)
     running: LockHolder | None = None  # the live lock of a `sarco predict` still writing this folder
 
     def unfinished(self) -> str:
@@ -92,10 +93,11 @@ def _read_part(part_dir: Path, run_file: str, columns: list[str], key_column: st
     if part is None or parts is None:
         raise SarcoError("this output folder was not written with --part/--parts", part_dir,
                          "merge only the folders of one `sarco predict --part I --parts N` batch")
-    record = run.get(INPUTS_RECORD)
+    record, tables = run.get(INPUTS_RECORD), run.get(TABLES_RECORD)
     running = live_holder(part_dir)  # before its rows: a part that finishes meanwhile is then complete
     return _Part(part_dir, int(part), int(parts), run_settings_in(run), record if isinstance(record, dict) else None,
-                 part_rows(part_dir, columns, key_column), running)
+                 part_rows(part_dir, columns, key_column), tables if isinstance(tables, dict) else None,
+                 running=running)
 
 
 def check_merge_output(out_dir: Path, part_dirs: list[Path], run_file: str) -> None:
@@ -124,6 +126,7 @@ def _check_same_batch(parts: list[_Part]) -> None:
             raise SarcoError(f"the parts were predicted with different models or settings (part {other.index} "
                              f"differs from part {first.index} in: {', '.join(changed)})",
                              fix="merge the parts of one batch (the same model and options for every part)")
+    _check_same_tables(parts)
     seen: dict[int, Path] = {}
     for part in parts:
         if part.index in seen:
@@ -134,6 +137,46 @@ def _check_same_batch(parts: list[_Part]) -> None:
     if set(seen) != expected:
         missing = sorted(expected - set(seen))
         raise SarcoError(f"part(s) {missing} of {len(expected)} missing", fix="give the -o folder of every part")
+
+
+#: What each per-case table is called in a message (`batch.TABLES_RECORD` keys).
+_TABLE_OPTION = {"clinical": "--clinical", "l3_csv": "--l3-csv"}
+
+
+def _check_same_tables(parts: list[_Part]) -> None:
+    """Refuse parts given different per-case tables (another --clinical or --l3-csv file, or one edited
+    between their runs, or given to one part only): their rows' SMI and flags (or L3 slices) would come
+    from two tables in one results.csv. These are no settings (a rerun recomputes only the cases whose
+    record changed), so `_check_same_batch` does not see them; the run files record their contents.
+    A part whose run file records none (an earlier sarco) is not compared."""
+    for name in sorted({n for p in parts if p.tables for n in p.tables}):
+        groups: dict[str, list[int]] = {}
+        for part in sorted(parts, key=lambda p: p.index):
+            if part.tables is not None and name in part.tables:
+                groups.setdefault(str(part.tables[name] or "not given"), []).append(part.index)
+        if len(groups) > 1:
+            option = _TABLE_OPTION.get(name, name)
+            seen = "; ".join(f"part(s) {', '.join(map(str, idx))}: "
+                             f"{'not given' if what == 'not given' else 'file ' + what.split(':')[-1][:8]}"
+                             for what, idx in groups.items())
+            raise SarcoError(f"the parts were given different {option} files ({seen}; content digests): their rows "
+                             f"would mix two {option} tables in one results.csv",
+                             fix=f"run the named parts' `sarco predict` again with the one {option} file of the "
+                                 "batch (only the cases whose rows change are recomputed), then merge again")
+
+
+def _leave_out_stale_rows(part: _Part) -> int:
+    """Drop (from the merge, never from the part folder) the rows of inputs the part's last run was
+    not given: an earlier batch's rows left in the same -o folder (predict keeps them, a later run
+    over them may resume them), which merged would read as this batch's patients. Returns how many;
+    a part whose run file records no inputs keeps every row (merge cannot tell)."""
+    if part.record is None:
+        return 0
+    cases = part.record.get("cases") or {}
+    stale = [key for key in part.rows if key not in cases]
+    for key in stale:
+        del part.rows[key]
+    return len(stale)
 
 
 def _check_rows_of_this_run(part: _Part) -> None:
@@ -185,9 +228,14 @@ def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_co
     check_merge_output(out_dir, part_dirs, run_file)
     parts = [_read_part(p, run_file, columns, key_column) for p in part_dirs]
     _check_same_batch(parts)
+    warnings = []
+    stale = {part.index: n for part in sorted(parts, key=lambda p: p.index) if (n := _leave_out_stale_rows(part))}
+    if stale:
+        warnings.append(f"left out {sum(stale.values())} row(s) of inputs the parts' last runs were not given "
+                        f"({', '.join(f'part {i}: {n}' for i, n in stale.items())}): an earlier batch's rows in the "
+                        "same -o folder, not this batch's. Fix: give each batch its own -o folders")
     for part in parts:
         _check_rows_of_this_run(part)
-    warnings = []
     unrecorded = [p.index for p in sorted(parts, key=lambda p: p.index) if p.record is None]
     if unrecorded:
         warnings.append(f"part(s) {', '.join(map(str, unrecorded))}: the run file records no inputs (written by an "

@@ -140,7 +140,7 @@ def predict(inputs: Path = typer.Option(..., "--input", "-i", help="CT file, DIC
             clinical: Optional[Path] = typer.Option(None, help="clinical.csv (case_id, sex, height_m) for SMI and flags."),
             thresholds: str = typer.Option("paper", help="Threshold set: paper, prado, martin, or a JSON file."),
             fast: bool = typer.Option(False, "--fast", help="No test-time mirroring."),
-            l3_slice: Optional[int] = typer.Option(None, "--l3-slice", help="L3 slice of a volume, counted along the file's own slice axis."),
+            l3_slice: Optional[int] = typer.Option(None, "--l3-slice", help="L3 slice of every volume, counted along the file's own slice axis (not with --l3-csv or --l3-from: refused)."),
             l3_csv: Optional[Path] = typer.Option(None, "--l3-csv", help="CSV case_id,l3_slice giving each volume's L3 slice."),
             l3_from: Optional[Path] = typer.Option(None, "--l3-from", help="Vertebra label map (TotalSegmentator numbering, L3 = 29): a file or a folder of <case>.nii.gz."),
             locator: str = typer.Option("auto", "--locator", help="L3 localizer for volumes: auto, vertebrae, model, totalsegmentator."),

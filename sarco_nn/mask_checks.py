@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from sarco_nn.constants import DEFAULT_LEVEL
-from sarco_nn.status import Reason, Status
+from sarco_nn.status import Reason, Status, shown_against
 
 __all__ = ["SMA_FLOOR_CM2", "SMA_CEILING_CM2", "MAX_LEVEL_SPAN_MM", "mask_reasons", "labels_in", "unknown_label_reason",
            "level_span_reason"]
@@ -96,14 +96,14 @@ def mask_reasons(measurement, spacing_yx_mm: tuple[float, float], *, label: int,
     if measurement.sma_cm2 < floor_cm2:
         pixel_mm2 = float(spacing_yx_mm[0]) * float(spacing_yx_mm[1])
         return [Reason("sma_below_floor",
-                       f"{what} SMA {measurement.sma_cm2:.2f} cm² ({measurement.n_pixels} pixels of {pixel_mm2:.3g} mm²) "
-                       f"is below the physiological floor of {floor_cm2:g} cm² for an adult at {level}: a failed or "
+                       f"{what} SMA {shown_against(measurement.sma_cm2, floor_cm2)} cm² ({measurement.n_pixels} pixels "
+                       f"of {pixel_mm2:.3g} mm²) is below the physiological floor of {floor_cm2:g} cm² for an adult at {level}: a failed or "
                        f"partial segmentation, or the slice is not at {level}; review the mask", Status.REVIEW, True)]
     if measurement.sma_cm2 > ceiling_cm2:
         pixel_mm2 = float(spacing_yx_mm[0]) * float(spacing_yx_mm[1])
         return [Reason("sma_above_ceiling",
-                       f"{what} SMA {measurement.sma_cm2:.2f} cm² ({measurement.n_pixels} pixels of {pixel_mm2:.3g} mm²) "
-                       f"is above the physiological ceiling of {ceiling_cm2:g} cm² for a person at {level}: a wrong pixel "
+                       f"{what} SMA {shown_against(measurement.sma_cm2, ceiling_cm2)} cm² ({measurement.n_pixels} pixels "
+                       f"of {pixel_mm2:.3g} mm²) is above the physiological ceiling of {ceiling_cm2:g} cm² for a person at {level}: a wrong pixel "
                        "spacing in the header, a wrong label or a mask of the whole body; review the mask and the "
                        "spacing", Status.REVIEW, True)]
     return []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sarco_nn.constants import DEFAULT_TRUNK_ONLY
+from sarco_nn.errors import SarcoError
 from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET
 
@@ -34,7 +35,8 @@ class PredictOptions:
         thresholds: threshold set for the sarcopenia flag: ``paper``, ``prado``, ``martin`` or a file.
         fast: skip test-time mirroring (about 4x faster in 2D, slightly less accurate).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        l3_slice: L3 slice of a volume, counted along the file's own slice axis (0-based).
+        l3_slice: L3 slice of a volume, counted along the file's own slice axis (0-based); one slice for
+            every volume, so not with ``l3_csv`` or ``l3_from`` (refused: it would silently replace them).
         l3_csv: CSV ``case_id,l3_slice`` giving each volume's L3 slice.
         l3_from: vertebra label map (TotalSegmentator numbering, L3 = 29): a file or a folder.
         locator: L3 localizer for volumes: ``auto``, ``vertebrae``, ``model``, ``totalsegmentator``.
@@ -76,6 +78,16 @@ class PredictOptions:
     dicom_seg: bool = False
     io_workers: int = DEFAULT_IO_WORKERS
     trunk_only: bool = DEFAULT_TRUNK_ONLY
+
+    def __post_init__(self) -> None:
+        """Refuse `l3_slice` beside a per-case L3 source: it would win for every volume (the order of
+        `l3.choose.choose_slice`), so the --l3-csv rows or --l3-from vertebra masks given were silently
+        never read."""
+        if self.l3_slice is not None and (self.l3_csv is not None or self.l3_from is not None):
+            given = " and ".join(n for n, v in (("--l3-csv", self.l3_csv), ("--l3-from", self.l3_from)) if v is not None)
+            raise SarcoError(f"--l3-slice {self.l3_slice} with {given}: --l3-slice gives every volume that one slice, "
+                             f"so {given} would never be read",
+                             fix=f"give either --l3-slice (one slice for every volume) or {given} (each volume's own)")
 
     def with_paths(self) -> PredictOptions:
         """These options with every file/folder field (typed `PathLike`) as a `Path` (None stays None)."""

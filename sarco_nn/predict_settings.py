@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import os
 
-from sarco_nn.batch import MODEL_RECORD, PATHS_RECORD, file_identity, settings_digest
+from sarco_nn.batch import MODEL_RECORD, PATHS_RECORD, TABLES_RECORD, file_identity, settings_digest
 from sarco_nn.errors import SarcoError
 
 __all__ = ["FINGERPRINT_VERSION", "CASE_INPUTS", "run_settings", "run_records", "threshold_setting", "current_form",
@@ -122,15 +122,24 @@ def threshold_setting(thresholds: str | PurePath) -> str:
     return str(thresholds) if is_named_set(thresholds) else PurePath(str(thresholds)).name
 
 
-def run_records(model, *, thresholds: str, l3_csv: Path | None, l3_from: Path | None) -> dict[str, Any]:
-    """The records a run file keeps beside its settings, for people, never compared: the model's
+#: `run_records`' default for a table its caller does not pass: not recorded (unknown), unlike None (not given).
+_NOT_PASSED: Any = object()
+
+
+def run_records(model, *, thresholds: str, l3_csv: Path | None, l3_from: Path | None,
+                clinical_csv: Path | None = _NOT_PASSED) -> dict[str, Any]:
+    """The records a run file keeps beside its settings, never compared by a rerun: the model's
     absolute folder (`batch.MODEL_RECORD`) and the absolute path of each setting given as a file or
-    folder (`batch.PATHS_RECORD`)."""
+    folder (`batch.PATHS_RECORD`), for people; the content of each per-case table given
+    (`batch.TABLES_RECORD`: --l3-csv, and --clinical when passed), so `predict-merge` can refuse
+    parts of one batch that were given different tables."""
     from sarco_nn.thresholds import is_named_set
 
     given = {"l3_csv": l3_csv, "l3_from": l3_from, "thresholds": None if is_named_set(thresholds) else thresholds}
     paths = {name: os.path.abspath(os.path.expanduser(str(value))) for name, value in given.items() if value}
-    return {MODEL_RECORD: str(model.folder), PATHS_RECORD: paths}
+    tables = {"l3_csv": l3_csv, **({} if clinical_csv is _NOT_PASSED else {"clinical": clinical_csv})}
+    contents = {name: file_identity(Path(value), by="content") if value else None for name, value in tables.items()}
+    return {MODEL_RECORD: str(model.folder), PATHS_RECORD: paths, TABLES_RECORD: contents}
 
 
 def current_form(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from enum import Enum
 
 __all__ = [
     "Status", "Reason", "Verdict", "REASON_SEPARATOR", "STATUS_COLUMNS", "FLAG_UNKNOWN",
-    "format_reasons", "parse_reasons", "is_finished",
+    "format_reasons", "parse_reasons", "is_finished", "shown_against",
 ]
 
 
@@ -137,3 +137,14 @@ def parse_reasons(cell: str | None) -> list[tuple[str, str]]:
 def is_finished(status: str | None) -> bool:
     """Resume rule shared by every batch: ok and review rows are done, failed rows are retried."""
     return status in (Status.OK.value, Status.REVIEW.value)
+
+
+def shown_against(value: float, bound: float, digits: int = 2) -> str:
+    """`value` with `digits` decimals, or more where that rounding would hide the comparison a message
+    states (an SMA of 29.996 cm² "below the floor of 30" printed as "30.00"): the text then shows a
+    number on the same side of `bound` as the value itself (up to 6 decimals)."""
+    for shown_digits in range(digits, 7):
+        text = f"{value:.{shown_digits}f}"
+        if (float(text) < bound) == (value < bound) and (float(text) > bound) == (value > bound):
+            return text
+    return f"{value:.6f}"

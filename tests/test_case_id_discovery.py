@@ -101,17 +101,23 @@ def test_an_odd_named_dicom_file_is_named_by_the_one_rule(tmp_path):
 
 
 @pytest.mark.parametrize("name", FORMULA_NAMES)
-def test_evaluate_refuses_a_formula_named_mask_in_one_line_naming_it(tmp_path, name):
+def test_evaluate_gives_a_formula_named_mask_a_failed_row_naming_why(tmp_path, name):
+    # before session 15 (HOSTILE #173): the one bad name refused the whole evaluation
+    import csv
+
+    from sarco_nn.cases import csv_safe
     from sarco_nn.evaluation.evaluate import evaluate_folder
 
     for side in ("pred", "ref"):
         _muscle_mask(tmp_path / side / "a.nii.gz")
     _muscle_mask(tmp_path / "pred" / name)
-    with pytest.raises(InputError) as refused:
-        evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
-    text = str(refused.value)
-    assert name in text and "formula" in text and "Fix: rename" in text and "\n" not in text
-    assert not (tmp_path / "out" / "cases.csv").exists()
+    summary = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
+    assert summary["n_cases"] == 1 and summary["skipped_cases"] == [csv_safe(name)]
+    with open(tmp_path / "out" / "cases.csv", newline="", encoding="utf-8") as handle:
+        rows = {r["case_id"]: r for r in csv.DictReader(handle)}
+    row = rows[csv_safe(name)]  # the cell is no formula
+    assert row["status"] == "failed" and row["in_statistics"] == "no" and not row["sma_pred_cm2"]
+    assert name in row["reasons"] and "formula" in row["reasons"] and "Fix: rename" in row["reasons"]
 
 
 def test_convert_lists_a_formula_named_image_among_its_problems(tmp_path):

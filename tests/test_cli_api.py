@@ -105,7 +105,7 @@ def _expect_predict(tmp, calls):
     assert (inputs, out, kw) == (Path("scans"), Path("out"), {"workspace": Path("ws")})
     assert options == api.PredictOptions(
         dataset="X", trainer="smit", preset="cpu", clinical_csv=Path("c.csv"), thresholds="prado", fast=True,
-        device="cpu", l3_slice=5, l3_csv=Path("l3.csv"), l3_from=Path("vert"), locator="vertebrae", l3_rule="max-area",
+        device="cpu", l3_csv=Path("l3.csv"), l3_from=Path("vert"), locator="vertebrae", l3_rule="max-area",
         slab=3, hu_gate=True, overwrite=True, part=1, parts=2, dicom_seg=True)
 
 
@@ -190,7 +190,7 @@ CASES: dict[str, Case] = {
     "postprocess": Case(["postprocess", "-d", "X", "-t", "smit", "-p", "cpu", "-w", "ws"], "postprocess",
                         lambda t: {"postprocessing_fns": []}, _expect_postprocess),
     "predict": Case(["predict", "-i", "scans", "-o", "out", "--clinical", "c.csv", "--thresholds", "prado", "--fast",
-                     "--l3-slice", "5", "--l3-csv", "l3.csv", "--l3-from", "vert", "--locator", "vertebrae",
+                     "--l3-csv", "l3.csv", "--l3-from", "vert", "--locator", "vertebrae",
                      "--l3-rule", "max-area", "--slab", "3", "--hu-gate", "-d", "X", "-t", "smit", "-p", "cpu",
                      "--device", "cpu", "--overwrite", "--dicom-seg", "--part", "1", "--parts", "2", "-w", "ws"],
                     "predict", lambda t: api.PredictResult(t / "results.csv", 1, ("not_ct: not a CT",)), _expect_predict,

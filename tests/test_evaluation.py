@@ -232,7 +232,10 @@ def test_evaluate_folder_end_to_end(tmp_path):
     assert s["folds"][1]["dice_mean"] == pytest.approx(np.mean([1.0, 2 * 2400 / 4900]))
     with open(out / "cases.csv", newline="") as handle:
         rows = {r["case_id"]: r for r in csv.DictReader(handle)}
-    assert set(rows) == set(CASES)
+    assert set(rows) == set(CASES) | {"orphan", "unpredicted"}  # the two unpaired: failed rows saying why
+    assert [rows[c]["status"] for c in ("orphan", "unpredicted")] == ["failed", "failed"]
+    assert rows["orphan"]["reasons"].startswith("unpaired: ") and rows["orphan"]["in_statistics"] == "no"
+    assert s["n_cases_skipped"] == 2 and s["skipped_cases"] == ["orphan", "unpredicted"]
     assert float(rows["a"]["sma_ref_cm2"]) == pytest.approx(148.8) and rows["a"]["flag_correct"] == "no"
     assert rows["a"]["flip_k_percent"] == "4" and rows["d"]["sarcopenic_ref"] == ""
     report_md = (out / "report.md").read_text()

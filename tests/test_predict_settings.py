@@ -202,8 +202,11 @@ def test_settings_given_as_files_enter_by_what_they_are_not_where_they_are_mount
         "thresholds"]
     records = run_records(model, thresholds=str(tmp_path / "a" / "site.json"), l3_csv=tmp_path / "a" / "l3.csv",
                           l3_from=None)
+    from sarco_nn.batch import TABLES_RECORD, file_identity
+
     assert records == {MODEL_RECORD: str(model.folder), PATHS_RECORD: {
-        "l3_csv": str(tmp_path / "a" / "l3.csv"), "thresholds": str(tmp_path / "a" / "site.json")}}
+        "l3_csv": str(tmp_path / "a" / "l3.csv"), "thresholds": str(tmp_path / "a" / "site.json")},
+        TABLES_RECORD: {"l3_csv": file_identity(tmp_path / "a" / "l3.csv", by="content")}}
     assert run_records(model, thresholds="Paper", l3_csv=None, l3_from=None)[PATHS_RECORD] == {}
     run = {**normalised_settings(at("a")), **records}
     assert run_settings_in(run) == normalised_settings(at("a"))  # records are never compared

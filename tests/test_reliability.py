@@ -239,11 +239,14 @@ def test_evaluate_refuses_a_bad_prediction_mask(item, tmp_path):
 def test_evaluate_skips_a_bad_case_names_it_and_scores_the_rest(tmp_path):
     item = next(i for i in BY_KIND["mask"] if i.name == "mask_255_for_muscle")
     result = _evaluate_pair(tmp_path, item.path, case_id=item.case_id, n_good=2)
-    assert result.code == 0 and "Traceback" not in result.output, result.output
+    # exit 1: a case was skipped (the report is still written; session 15, HOSTILE #171)
+    assert result.code == 1 and "Traceback" not in result.output, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert any(item.path.name in line and "255" in line for line in warnings), result.stderr
+    assert f"skipped 1 (not evaluated, failed rows in cases.csv: {item.case_id})" in result.stdout
     rows = _read_rows(tmp_path / "report" / "cases.csv")
-    assert set(rows) == {"good0", "good1"}  # no SMA from the bad mask
+    assert set(rows) == {"good0", "good1", item.case_id}
+    assert rows[item.case_id]["status"] == "failed" and not rows[item.case_id]["sma_pred_cm2"]  # no SMA from it
 
 
 def test_evaluate_empty_prediction_is_a_result_not_an_error(tmp_path):

@@ -35,6 +35,11 @@ def evaluate(
 ):
     """Dice/HD95, SMA agreement (Bland–Altman, ICC), sarcopenia accuracy with Wilson CIs, threshold impact.
 
+    Exit status 1 when a case was skipped (a prediction or reference without its pair, an unreadable
+    file, a file name that gives no case id): the report is still written, each skipped case is a
+    `failed` row of cases.csv saying why, and the summary line counts them; a script then sees that
+    the statistics cover fewer cases than were given.
+
     Whole volumes: the prediction's level (the slice `sarco predict` chose) is compared with the
     annotated slice, in slices and mm, and SMA is measured at each one's own level.
 
@@ -47,6 +52,8 @@ def evaluate(
                            trainer=trainer, label=label, workspace=workspace, cli_names=True)
     _print_cases(Path(summary["report_dir"]) / "cases.csv")
     _print_summary(summary)
+    if summary.get("n_cases_skipped"):
+        raise typer.Exit(1)
 
 
 def _print_cases(cases_csv: Path, limit: int = 50) -> None:
@@ -78,8 +85,11 @@ def _print_summary(s: dict) -> None:
             return "n/a"
         return f"{value * 100:.1f} %" if pct else f"{value:.{digits}f}"
 
+    skipped = s.get("n_cases_skipped") or 0
     typer.echo(f"cases: {s['n_cases']} (in the statistics {s['n_cases_in_statistics']}, classified "
-               f"{s['n_cases_classified']}), threshold set {s['threshold_set']}")
+               f"{s['n_cases_classified']}), threshold set {s['threshold_set']}"
+               + (f"; skipped {skipped} (not evaluated, failed rows in cases.csv: "
+                  f"{', '.join(s['skipped_cases'][:5])}{', …' if skipped > 5 else ''})" if skipped else ""))
     if s["excluded_from_statistics"]:
         typer.echo(f"left out of the statistics (reference without muscle): {', '.join(s['excluded_from_statistics'])}")
     if s["failed_predictions"]:

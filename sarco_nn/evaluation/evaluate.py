@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sarco_nn.cases import LABELS_FILE, index_by_case, muscle_label_for, read_labels_json
+from sarco_nn.cases import (LABELS_FILE, case_id_for_entry, csv_safe, index_by_case, muscle_label_for,
+                            read_labels_json)
 from sarco_nn.clinical import missing_row_name, missing_rows
 from sarco_nn.constants import MUSCLE_LABEL
 from sarco_nn.errors import InputError, SarcoError
@@ -100,23 +101,59 @@ class _Problems:
     """kind -> case ids (or "case: detail"); ordered as first seen."""
 
     items: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: case id -> (kind, reason) of each case left out of the evaluation (a `failed` row in cases.csv)
+    skipped: dict[str, tuple[str, Reason]] = field(default_factory=dict)
 
     def add(self, kind: str, case: str) -> None:
         if case not in self.items[kind]:
             self.items[kind].append(case)
+
+    def skip(self, kind: str, case_id: str, code: str, message: str, detail: str | None = None) -> None:
+        """Leave `case_id` out of every statistic, listed under `kind` and as a `failed` row of cases.csv
+        (so a case never drops out of the report unseen, and the command can exit non-zero)."""
+        self.add(kind, case_id if detail is None else f"{case_id}: {detail}")
+        self.skipped.setdefault(case_id, (kind, Reason(code, message, Status.FAILED)))
+
+    def drop(self, kind: str) -> None:
+        """Forget a kind that is no problem in this evaluation (crossval: untrained folds' references)."""
+        self.items.pop(kind, None)
+        self.skipped = {c: v for c, v in self.skipped.items() if v[0] != kind}
+
+    def skipped_rows(self) -> list[dict]:
+        """One cases.csv row per skipped case: status failed, the reason, in no statistic."""
+        return [{"case_id": csv_safe(case_id), **Verdict([reason]).columns(), "in_statistics": False}
+                for case_id, (_, reason) in sorted(self.skipped.items())]
 
     def as_dict(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self.items.items() if v}
 
 
 # ---------------------------------------------------------------------------- discovery
-def list_masks(folder: Path) -> dict[str, Path]:
+def list_masks(folder: Path, problems: _Problems | None = None) -> dict[str, Path]:
     """case id -> mask file for every mask file in `folder` (not recursive), by `sarco_nn.cases`'
-    one case-id rule; two files giving one case id are refused (InputError naming both)."""
+    one case-id rule; two files giving one case id are refused (InputError naming both).
+
+    With `problems`, a file whose name the rule refuses (a formula character first, an empty id) is
+    a skipped case (a `failed` row naming the reason) instead of refusing every other case."""
     folder = Path(folder)
     paths = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
              and p.name.lower().endswith(MASK_ENDINGS)]
-    return index_by_case(paths, folder)
+    return index_by_case(_named_by_the_rule(paths, problems), folder)
+
+
+def _named_by_the_rule(paths: list[Path], problems: _Problems | None) -> list[Path]:
+    """`paths` whose names give a case id; the others skipped into `problems` (None: kept, so refused)."""
+    if problems is None:
+        return paths
+    kept = []
+    for path in paths:
+        entry = case_id_for_entry(path)
+        if entry.error is None:
+            kept.append(path)
+        else:
+            problems.skip("file name gives no usable case id (case skipped)", entry.case_id, "unreadable",
+                          str(entry.error))
+    return kept
 
 
 def _prediction_folder(pred_dir: Path) -> Path:
@@ -125,9 +162,39 @@ def _prediction_folder(pred_dir: Path) -> Path:
     if not pred_dir.is_dir():
         raise InputError("prediction folder not found", path=pred_dir, fix="give the folder of predicted masks.")
     inner = pred_dir / PREDICT_MASK_FOLDER
-    if inner.is_dir() and not list_masks(pred_dir):
+    if inner.is_dir() and not _mask_files(pred_dir):
         return inner
     return pred_dir
+
+
+def _mask_files(folder: Path) -> list[Path]:
+    return [p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")
+            and p.name.lower().endswith(MASK_ENDINGS)]
+
+
+def list_predictions(pred_dir: Path, problems: _Problems | None = None) -> dict[str, Path]:
+    """case id -> predicted mask of a masks folder, a `sarco predict` output folder (its masks/), or a
+    `sarco predict-merge` output folder: that one holds no masks, its results.csv names each row's
+    mask in its part's folder (`mask`, relative to it), so those files are taken, named by the same
+    case-id rule as in a single predict folder. A row whose mask file is gone is a skipped case."""
+    folder = _prediction_folder(Path(pred_dir))
+    results = folder / "results.csv"
+    if _mask_files(folder) or (folder / PREDICT_MASK_FOLDER).is_dir() or not results.is_file():
+        return list_masks(folder, problems)
+    import csv
+
+    with open(results, newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if (r.get("mask") or "").strip()]
+    paths = []
+    for row in rows:
+        path = folder / row["mask"]
+        if path.is_file():
+            paths.append(path)
+        elif problems is not None:
+            problems.skip("predicted mask named in results.csv not found (case skipped)", row.get("case_id") or
+                          path.name, "unreadable", f"mask {path} named in {results} not found (a part folder "
+                          "moved or deleted?); give the part folders where predict-merge found them")
+    return index_by_case(_named_by_the_rule(paths, problems), folder)
 
 
 def find_image(images_dir: Path | None, case_id: str) -> Path | None:
@@ -144,7 +211,12 @@ def _pair_cases(predictions: dict[str, Path], references: dict[str, Path], image
     images = list_masks(Path(images_dir)) if images_dir is not None else {}
     for case_id, pred in predictions.items():
         if case_id not in references:
-            problems.add("prediction without reference mask", case_id)
+            problems.skip("prediction without reference mask", case_id, "unpaired",
+                          "a prediction without a reference mask of the same case id: not evaluated")
+            continue
+        if _same_file(pred, references[case_id]):
+            problems.skip("prediction is the reference file itself (case skipped)", case_id, "unpaired",
+                          f"the prediction {pred} is the reference mask itself: it would score Dice 1")
             continue
         image = images.get(case_id)
         if images_dir is not None and image is None:
@@ -155,8 +227,17 @@ def _pair_cases(predictions: dict[str, Path], references: dict[str, Path], image
                                (annotated or {}).get(case_id)))
     for case_id in references:
         if case_id not in predictions:
-            problems.add("reference mask without prediction", case_id)
+            problems.skip("reference mask without prediction", case_id, "unpaired",
+                          "a reference mask without a prediction of the same case id (predict failed, or "
+                          "was not run for it): not evaluated")
     return cases
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).samefile(b)
+    except OSError:
+        return False
 
 
 def _read_clinical(clinical_csv: Path | None, problems: _Problems) -> dict | None:
@@ -520,7 +601,8 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
         try:
             row = _evaluate_case(case, clinical, ts, label, problems, pred_label, ref_tissue_labels)
         except SarcoError as exc:
-            problems.add("unreadable or inconsistent files (case skipped)", f"{case.case_id}: {exc}")
+            problems.skip("unreadable or inconsistent files (case skipped)", case.case_id, "unreadable", str(exc),
+                          str(exc))
             continue
         rows.append(row)
         inputs[case.case_id] = case
@@ -530,14 +612,16 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
         raise SarcoError(f"no case could be evaluated ({listing or 'no predictions found'})",
                          fix="check that predictions and reference masks share case names and geometry.")
     summary = summarise(rows, ts, label, problems.as_dict())
-    summary.update(label_prediction=pred_label, label_source=label_source)
+    skipped = problems.skipped_rows()
+    summary.update(label_prediction=pred_label, label_source=label_source, n_cases_skipped=len(skipped),
+                   skipped_cases=[r["case_id"] for r in skipped])
     out_dir = Path(out_dir)
     summary.update(extra or {})
     summary["report_dir"] = str(out_dir.resolve())
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = _write_plots(rows, summary, inputs, label, pred_label, out_dir, ref_tissue_labels)
     summary["plots"] = plots
-    report.write_cases_csv(rows, out_dir / "cases.csv")
+    report.write_cases_csv([*rows, *skipped], out_dir / "cases.csv")  # a skipped case: a failed row, why
     annotated_levels = [r for r in rows if r.get("l3_slice_ref") is not None]
     if annotated_levels:  # lets `sarco predict --l3-csv` segment the annotated slices, for --at-annotated
         report.write_csv(out_dir / ANNOTATED_L3_CSV, ("case_id", "l3_slice"),
@@ -651,19 +735,22 @@ def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: 
 
     # the report never lands among the files it reads (a rerun would take report files for masks)
     check_output_location(Path(out_dir), references=[reference_dir, *([Path(images_dir)] if images_dir else [])])
-    predictions = list_masks(_prediction_folder(Path(pred_dir)))
-    if not predictions:
-        raise InputError("no predicted masks (*.nii.gz) found", path=pred_dir, fix="run `sarco predict` first.")
+    if _same_file(_prediction_folder(Path(pred_dir)), reference_dir):
+        raise InputError("the predictions and the reference masks are one folder: every case would score Dice 1",
+                         path=reference_dir, fix="give --reference the manual masks, and PRED_DIR the predictions.")
     problems = _Problems()
+    predictions = list_predictions(Path(pred_dir), problems)
+    if not predictions and not problems.skipped:
+        raise InputError("no predicted masks (*.nii.gz) found", path=pred_dir, fix="run `sarco predict` first.")
     clinical = _read_clinical(clinical_csv, problems)
     annotated = None
     if annotated_dir is not None:
-        annotated = list_masks(_prediction_folder(Path(annotated_dir)))
+        annotated = list_predictions(Path(annotated_dir))
         if not annotated:
             raise InputError("no predicted masks (*.nii.gz) found", path=annotated_dir,
                              fix=f"run `sarco predict --l3-csv REPORT/{ANNOTATED_L3_CSV}` into that folder first.")
-    cases = _pair_cases(predictions, list_masks(reference_dir), images_dir and Path(images_dir), folds, problems,
-                        annotated)
+    cases = _pair_cases(predictions, list_masks(reference_dir, problems), images_dir and Path(images_dir), folds,
+                        problems, annotated)
     ref_label, source = muscle_label_for(reference_dir, label)
     ref_tissues = read_labels_json(source) if source.endswith(LABELS_FILE) else None
     return evaluate_cases(cases, clinical, Path(out_dir), thresholds, ref_label, problems, label_source=source,
@@ -716,7 +803,7 @@ def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=
                        key=lambda f: int(_FOLD_RE.match(f.name).group(1)))
     for fold_dir in fold_dirs:
         fold = _FOLD_RE.match(fold_dir.name).group(1)
-        for case_id, path in list_masks(fold_dir / "validation").items():
+        for case_id, path in list_masks(fold_dir / "validation", problems).items():
             if case_id in predictions:
                 problems.add("case predicted in several folds (first fold kept)", f"{case_id}: fold {fold}")
                 continue
@@ -728,11 +815,11 @@ def evaluate_crossval(workspace=None, dataset: str | int | None = None, out_dir=
         raise InputError("reference labels not found", path=labels_dir, fix="convert the dataset with `sarco convert`.")
     clinical_csv = raw / "clinical.csv"
     clinical = _read_clinical(clinical_csv if clinical_csv.is_file() else None, problems)
-    references = list_masks(labels_dir)
+    references = list_masks(labels_dir, problems)
     # A crossval covers only the folds trained so far: untrained cases are not "missing predictions".
     cases = _pair_cases(predictions, references, raw / "imagesTr" if (raw / "imagesTr").is_dir() else None,
                         folds, problems)
-    problems.items.pop("reference mask without prediction", None)
+    problems.drop("reference mask without prediction")
     out = Path(out_dir) if out_dir is not None else model_dir / "sarco_evaluation"
     ref_label = MUSCLE_LABEL if label is None else int(label)  # labelsTr: `sarco convert` writes muscle as 1
     return evaluate_cases(cases, clinical, out, thresholds, ref_label, problems,

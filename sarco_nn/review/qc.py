@@ -87,7 +87,7 @@ from itertools import combinations
 
 import numpy as np
 
-from sarco_nn.status import Reason, Status, Verdict
+from sarco_nn.status import Reason, Status, Verdict, shown_against
 
 __all__ = ["CaseEvidence", "QcResult", "qc_score", "measure", "score_values", "estimated_error", "REVIEW_THRESHOLD",
            "REFERENCE_ERROR", "REFERENCE_L3", "MODEL_DOUBT", "LEVEL_DOUBT", "wall_bone_values"]
@@ -199,7 +199,7 @@ from sarco_nn.ct_checks import body_region, disc_opening  # noqa: E402  (the one
 
 _MESSAGES: dict[str, str] = {
     "fold_disagreement": "the cross-validation folds disagree on this mask ({detail}); check the overlay",
-    "border_entropy": "the model is unsure about {detail} of the muscle area; check the overlay's borders",
+    "border_entropy": "the model is unsure along the muscle borders ({detail}); check the overlay's borders",
     "sma_implausible": "{detail}, far outside the adult range; check the mask and the L3 level",
     "fov_edge": "{detail}: the field of view may cut the muscle, the SMA may be too low",
     "hu_implausible": "mean muscle HU {detail} is implausible for muscle; check contrast phase and mask",
@@ -515,7 +515,9 @@ def _entropy_term(v: dict) -> tuple[float, str] | None:
     if "entropy_area_ratio" not in v:
         return None
     e = ENTROPY_ERROR_PER_BIT * max(0.0, v["entropy_area_ratio"] - ENTROPY_SHARP_EDGE)
-    return e, f"{v['entropy_area_ratio']:.0%}"
+    # not a share of the area: the unsure band lies on both sides of the edge, so the ratio can pass 1
+    return e, (f"{v['entropy_area_ratio']:.2f} bit of border entropy per muscle pixel; a clean edge has about "
+               f"{ENTROPY_SHARP_EDGE:.2f}")
 
 
 def _plausibility_term(v: dict) -> tuple[float, str] | None:
@@ -605,7 +607,8 @@ def score_values(values: dict, threshold: float = REVIEW_THRESHOLD) -> QcResult:
         drivers = sorted((n for n in components if components[n] >= DRIVER_SHARE * expected and components[n] > 0),
                          key=lambda n: -components[n])
         names = ", ".join(drivers) or "several weak signs"
-        reasons.append(Reason("qc_score_high", f"suspicion score {score:.2f} >= {threshold:.2f} (higher = more "
+        reasons.append(Reason("qc_score_high", f"suspicion score {shown_against(score, threshold)} >= "
+                                               f"{threshold:.2f} (higher = more "
                                                f"suspicious; SMA error estimated at {expected:.0%}: {names}); look at "
                                                "the overlay before using the numbers",
                               Status.REVIEW, blocks_flag=False))
