@@ -706,7 +706,7 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
     from functools import partial
 
     from sarco_nn.l3.choose import l3_result_fields
-    from sarco_nn.body_composition import model_tissue_labels, predicted_composition, result_columns
+    from sarco_nn.body_composition import hu_range_text, model_tissue_labels, predicted_composition, result_columns
     from sarco_nn.constants import MUSCLE_LABEL
     from sarco_nn.mask_checks import labels_in, mask_reasons
     from sarco_nn.measure import measure_slice, smi
@@ -764,7 +764,7 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
     cells = {
         "sma_cm2": _fmt(measurement.sma_cm2), "smi_cm2_m2": _fmt(smi_value),
         "muscle_hu_mean": _fmt(measurement.muscle_hu_mean, 1),
-        "hu_gate": f"{gate[0]:g}..{gate[1]:g}" if gate else "off",
+        "hu_gate": hu_range_text(gate) if gate else "off",
         "sex": sex or "", "height_m": _fmt(height, 3), "threshold": threshold_set.describe(sex, bmi),
         "sarcopenic": _fmt(flag) if flag is not None else FLAG_UNKNOWN,
         "slice_index": _fmt(source.stored_index), "z_mm": _fmt(source.z_mm),
