@@ -154,7 +154,7 @@ def score_case(predictor, case: HeldCase, pp_functions=(), trunk_only: bool = Fa
     result = qc_score(CaseEvidence(mask=mask, spacing_yx_mm=spacing, ct_hu=ct,
                                    fold_probabilities=pred.muscle_probabilities()[:, 0], sma_cm2=sma,
                                    smi_cm2_m2=smi(sma, case.height_m), muscle_hu_mean=measurement.muscle_hu_mean,
-                                   sex=case.sex))
+                                   sex=case.sex), image_values=True)  # stored for --rescore
     overlap = dice(mask, case.truth_mask) if mask.shape == case.truth_mask.shape else None
     return sma, overlap, result, removed
 

@@ -38,7 +38,7 @@ import SimpleITK as sitk
 from sarco_nn import __version__
 from sarco_nn.atomic import pid_alive
 from sarco_nn.cases import case_entries, case_id_from_path, read_labels_json, same_id_hint
-from sarco_nn.clinical import ClinicalRecord, read_clinical_csv, write_clinical_csv
+from sarco_nn.clinical import ClinicalRecord, missing_row_name, missing_rows, read_clinical_csv, write_clinical_csv
 from sarco_nn.constants import CHANNEL_NAMES, FILE_ENDING, LABELS, MUSCLE_LABEL, SLICE_AXIS_SPACING_MM, TISSUE_LABELS
 from sarco_nn.ct_checks import file_reasons, reason_error, refuse_unless_ct
 from sarco_nn.errors import ClinicalDataError, InputError, SarcoError
@@ -256,12 +256,10 @@ def _read_clinical(path: Path, cases: list[_Case], problems: list[str], notes: l
     except ClinicalDataError as error:
         problems.append(str(error))
         return {}
-    lower = {k.lower(): k for k in clinical}
-    for case in cases:
-        if case.case_id not in clinical:
-            hint = f" (found {lower[case.case_id.lower()]!r}: ids are case-sensitive)" \
-                if case.case_id.lower() in lower else ""
-            problems.append(f"case {case.case_id!r}: missing from {path.name}{hint}: add a row for it")
+    for case_id, near in missing_rows(clinical, [c.case_id for c in cases]):  # the one near-id rule (#8)
+        rule = " (ids are matched exactly, case-sensitive)" if near else ""
+        problems.append(f"case {missing_row_name(repr(case_id), near)}: missing from {path.name}: add a row for "
+                        f"it{rule}")
     extra = sorted(set(clinical) - {c.case_id for c in cases})
     if extra:
         notes.append(f"{len(extra)} row(s) of {path.name} have no image and were ignored: {', '.join(extra[:5])}")

@@ -124,8 +124,8 @@ class BodyComposition:
             "level": self.level,
             "slice_index": self.slice_index,
             "hu_convention": self.hu_convention,
-            "muscle_hu_range": _gate_text(conv["muscle"]),
-            "adipose_hu_range": _gate_text(conv["adipose"]),
+            "muscle_hu_range": hu_range_text(conv["muscle"]),
+            "adipose_hu_range": hu_range_text(conv["adipose"]),
         }
         for name in TISSUES:
             t = self.tissues[name]
@@ -141,7 +141,7 @@ class BodyComposition:
             "total_adipose_cm2": self.total_adipose_cm2,
             "imat_pct_of_sma": self.imat_pct_of_sma,
             "muscle_attenuation_hu": None if self.muscle_attenuation is None else float(self.muscle_attenuation),
-            "muscle_attenuation_hu_range": _gate_text(self.attenuation_gate),
+            "muscle_attenuation_hu_range": hu_range_text(self.attenuation_gate),
         })
         return out
 
@@ -374,8 +374,8 @@ def myosteatosis_flag(comp: BodyComposition, ts: ThresholdSet, sex: str | None,
         return None, level_note(ts, comp.level)
     gate = ts.hu_gate or MUSCLE_HU_GATE
     if tuple(map(float, gate)) != tuple(comp.attenuation_gate):
-        raise SarcoError(f"muscle attenuation was measured within {_gate_text(comp.attenuation_gate)} HU but "
-                         f"{ts.name} assumes {_gate_text(gate)} HU",
+        raise SarcoError(f"muscle attenuation was measured within {hu_range_text(comp.attenuation_gate)} HU but "
+                         f"{ts.name} assumes {hu_range_text(gate)} HU",
                          fix="measure with attenuation_gate set to the set's hu_gate (sarco measure does so).")
     if comp.muscle_attenuation is None:
         return None, "no muscle attenuation (needs the CT and muscle pixels within the gate)"
@@ -439,11 +439,14 @@ def _in_gate(ct: np.ndarray | None, gate: tuple[float, float]) -> np.ndarray:
     return (ct >= float(gate[0])) & (ct <= float(gate[1]))
 
 
-def _gate_text(gate) -> str | None:
-    return None if gate is None else f"{float(gate[0]):g}..{float(gate[1]):g}"
+def hu_range_text(gate) -> str | None:
+    """An HU range as a table cell, ``[-29, 150]`` (both bounds inclusive), or None: every range cell of
+    results.csv and --json alike. Bracketed because a cell starting with ``-`` (``-29..150``) is one a
+    spreadsheet may run as a formula (HOSTILE #130): ``[`` is no formula prefix (`cases.FORMULA_PREFIXES`)."""
+    return None if gate is None else f"[{float(gate[0]):g}, {float(gate[1]):g}]"
 
 
 __all__ = [
     "RESULT_COLUMNS", "SOURCE_ABSENT", "SOURCE_DERIVED", "SOURCE_LABEL", "SOURCE_MODEL", "TISSUES", "BodyComposition", "model_tissue_labels", "predicted_composition", "result_columns", "TissueMeasure", "check_convention", "check_level", "derived_imat", "hu_stats",
-    "level_note", "measure_composition_image", "measure_composition_slice", "myosteatosis_flag", "sarcopenia_flag",
+    "hu_range_text", "level_note", "measure_composition_image", "measure_composition_slice", "myosteatosis_flag", "sarcopenia_flag",
 ]

@@ -86,5 +86,14 @@ CT_PLAUSIBLE_RANGE_HU: tuple[float, float] = (-1100.0, 4000.0)
 #: "where is the body" question: the CT checks and the reader's HU refusal, the trunk rule, the QC outline).
 BODY_HU: float = -500.0
 
+#: The one exception to BODY_HU: the L3 localizer centres its sagittal and coronal maximum-intensity
+#: projections on the columns above this (`l3.localizer.projection_input`). On a MIP a ray through the body
+#: always reaches fat or denser tissue, so this does not decide what is body but where the canvas is centred,
+#: and the trained localizers learnt inputs centred this way: at BODY_HU the canvas moves by one 8-mm column
+#: on 5 of 24 phantom volumes (seeds 0-11, 96² and 128²; none on the TotalSegmentator example CT), a shift
+#: a checkpoint was not trained for (tests/test_l3.py pins the centring). Change it only
+#: with retrained localizers.
+LOCALIZER_BODY_HU: float = -300.0
+
 #: First dataset id sarco uses when it creates nnU-Net datasets.
 FIRST_DATASET_ID: int = 501

@@ -136,10 +136,9 @@ def spacing_reason(image: sitk.Image, name: str | Path) -> Reason | None:
     sx, sy = _in_plane_spacing(image)
     if min(sx, sy) >= MIN_PIXEL_SPACING_MM:
         return None
-    return Reason("implausible_spacing",
-                  f"{name}: in-plane pixel spacing {sx:g} x {sy:g} mm is below {MIN_PIXEL_SPACING_MM:g} mm, finer "
-                  "than any CT of a body: the header's spacing is wrong (written in metres or cm?). "
-                  f"Fix: {_FIX_SPACING}", Status.FAILED)
+    return Reason.of("implausible_spacing", InputError(
+        f"in-plane pixel spacing {sx:g} x {sy:g} mm is below {MIN_PIXEL_SPACING_MM:g} mm, finer than any CT of a "
+        "body: the header's spacing is wrong (written in metres or cm?).", name, _FIX_SPACING), Status.FAILED)
 
 
 def ct_reasons(image: sitk.Image, name: str | Path) -> list[Reason]:
@@ -153,7 +152,7 @@ def ct_reasons(image: sitk.Image, name: str | Path) -> list[Reason]:
 
         check_ct_intensities(image, name)
     except InputError as exc:  # a NotCTError: the code predict gives the same refusal (`errors.SarcoError.reason_code`)
-        return [Reason(exc.reason_code, str(exc), Status.FAILED)]
+        return [Reason.of(exc.reason_code, exc, Status.FAILED)]
     planes = _in_plane_slices(image)
     sx, sy = image.GetSpacing()[:2]
     # the plane with the most body stands for the scan (the L3 slice when one slice is given)
@@ -162,29 +161,29 @@ def ct_reasons(image: sitk.Image, name: str | Path) -> list[Reason]:
     body = _largest_region(plane > BODY_HU) if body_counts.max() else np.zeros(plane.shape, bool)
     area_cm2 = float(body.sum()) * sx * sy / 100.0
     if area_cm2 < MIN_BODY_AREA_CM2:
-        return [Reason("no_body", f"{name}: no body in the image (largest region above {BODY_HU:.0f} HU: "
-                                  f"{area_cm2:.2f} cm²): an empty or all-air slice. Fix: give the L3 slice of the CT",
-                       Status.FAILED)]
+        return [Reason.of("no_body", InputError(f"no body in the image (largest region above {BODY_HU:.0f} HU: "
+                                                f"{area_cm2:.2f} cm²): an empty or all-air slice.", name,
+                                                "give the L3 slice of the CT"), Status.FAILED)]
     values = plane[body]
     reasons: list[Reason] = []
     soft = np.mean((values >= _SOFT_TISSUE_HU[0]) & (values <= _SOFT_TISSUE_HU[1]))
     if soft < _MIN_SOFT_TISSUE_FRACTION:
-        reasons.append(Reason("not_ct", f"{name}: only {soft:.1%} of the body lies in the soft-tissue range "
-                                        f"{_SOFT_TISSUE_HU[0]:.0f}..{_SOFT_TISSUE_HU[1]:.0f} HU: not a CT of a body "
-                                        "in HU. Fix: give the CT in Hounsfield units", Status.FAILED))
+        reasons.append(Reason.of("not_ct", InputError(
+            f"only {soft:.1%} of the body lies in the soft-tissue range {_SOFT_TISSUE_HU[0]:.0f}..{_SOFT_TISSUE_HU[1]:.0f}"
+            " HU: not a CT of a body in HU.", name, "give the CT in Hounsfield units"), Status.FAILED))
     rows, cols = np.nonzero(body)
     height_cm = (rows.max() - rows.min() + 1) * sy / 10.0
     width_cm = (cols.max() - cols.min() + 1) * sx / 10.0
     extent = max(width_cm, height_cm)
     if extent > MAX_BODY_EXTENT_CM:
-        reasons.append(Reason("implausible_body_size",
-                              f"{name}: the body measures {width_cm:.1f} x {height_cm:.1f} cm with pixel spacing "
-                              f"{sx:g} x {sy:g} mm (a body at L3 is at most {MAX_BODY_EXTENT_CM:g} cm wide). "
-                              f"Fix: {_FIX_SPACING}"))
+        reasons.append(Reason.of("implausible_body_size", InputError(
+            f"the body measures {width_cm:.1f} x {height_cm:.1f} cm with pixel spacing {sx:g} x {sy:g} mm (a body "
+            f"at L3 is at most {MAX_BODY_EXTENT_CM:g} cm wide).", name, _FIX_SPACING)))
     if not np.any(values >= _BONE_HU):
         # review, flag kept: the muscle found is muscle, but a person must check the level
-        reasons.append(Reason("no_bone", f"{name}: no bone (>= {_BONE_HU:.0f} HU) in the body: not an L3 slice "
-                                         "or not HU. Fix: check the slice and the HU scaling", blocks_flag=False))
+        reasons.append(Reason.of("no_bone", InputError(f"no bone (>= {_BONE_HU:.0f} HU) in the body: not an L3 slice "
+                                                       "or not HU.", name, "check the slice and the HU scaling"),
+                                 blocks_flag=False))
     return reasons
 
 
@@ -196,10 +195,9 @@ def file_reasons(path: str | Path) -> list[Reason]:
     reasons: list[Reason] = []
     problem = qform_sform_disagreement(read_nifti_header(path)) if path.is_file() else None
     if problem:
-        reasons.append(Reason("qform_sform_disagree",
-                              f"{path}: the NIfTI qform and sform disagree ({problem}); the geometry SimpleITK "
-                              "chose (the qform when the sform has other voxel sizes) was used. Fix: re-export the "
-                              "image with one consistent geometry"))
+        reasons.append(Reason.of("qform_sform_disagree", InputError(
+            f"the NIfTI qform and sform disagree ({problem}); the geometry SimpleITK chose (the qform when the sform "
+            "has other voxel sizes) was used.", path, "re-export the image with one consistent geometry")))
     first = _first_dicom_file(path)
     if first is not None:
         from sarco_nn.io.dicom import rescale_missing
@@ -211,10 +209,10 @@ def file_reasons(path: str | Path) -> list[Reason]:
         except Exception:  # unreadable: the reader reports it
             return reasons
         if str(header.get("Modality", "CT") or "CT").upper() == "CT" and rescale_missing(header):
-            reasons.append(Reason("rescale_missing",
-                                  f"{path}: no RescaleSlope/RescaleIntercept; the stored values are read as HU as "
-                                  "they are (accepted only where they then look like CT, with air near -1000 HU). "
-                                  "Fix: re-export the series with its rescale tags", blocks_flag=False))
+            reasons.append(Reason.of("rescale_missing", InputError(
+                "no RescaleSlope/RescaleIntercept; the stored values are read as HU as they are (accepted only where "
+                "they then look like CT, with air near -1000 HU).", path, "re-export the series with its rescale tags"),
+                blocks_flag=False))
     return reasons
 
 
@@ -242,9 +240,10 @@ def refuse_unless_ct(image: sitk.Image, path: str | Path) -> list[Reason]:
 
 
 def reason_error(reason: Reason, path: str | Path) -> InputError:
-    """A reason as the one-line InputError of a command that refuses instead of writing a row."""
-    message = reason.message
-    prefix = f"{path}: "
-    message = message[len(prefix):] if message.startswith(prefix) else message
-    text, _, fix = message.partition(" Fix: ")
-    return InputError(f"{text} [{reason.code}]", path, fix or None)
+    """A reason as the one-line InputError of a command that refuses instead of writing a row: its
+    structured error's text with the code, `path` and the error's fix (every reason of this module
+    carries one, `Reason.of`; a reason without one keeps its message whole)."""
+    error = reason.error
+    if error is None:
+        return InputError(f"{reason.message} [{reason.code}]", path)
+    return InputError(f"{error.message} [{reason.code}]", path, error.fix)

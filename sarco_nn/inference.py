@@ -64,15 +64,12 @@ _MAX_STEM_BYTES = 180
 class Scan:
     case_id: str
     path: Path
-    problem: str | None = None  # known unusable at discovery (broken link, unsupported format...)
+    error: InputError | None = None  # known unusable at discovery (broken link, unsupported format...)
     relative: str = ""  # path relative to the -i folder: what --part hashes
 
     def refusal(self) -> InputError | None:
         """The error of a scan known unusable at discovery (its failed row's reason), else None."""
-        if self.problem is None:
-            return None
-        text, _, fix = self.problem.partition(" Fix: ")
-        return InputError(text, printable_path(self.path), fix or None)
+        return self.error
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -100,11 +97,15 @@ _FIX_PAIR = "convert the image to one .nii.gz file (e.g. nibabel: nib.save(nib.l
 _FIX_UNKNOWN = "keep only CT scans in the input folder (NIfTI/MHA/NRRD files, DICOM files or series folders)"
 
 
-def _refused(named: EntryId) -> str:
-    """A Scan's `problem` from the case-id rule's refusal, so `Scan.refusal` gives that very line back
-    (the path is added again there)."""
+def _refused(entry: Path, named: EntryId) -> InputError | None:
+    """A Scan's error from the case-id rule's refusal, naming the entry by its printable path."""
     error = named.error
-    return f"{error.message} Fix: {error.fix}" if error.fix else error.message
+    return None if error is None else InputError(error.message, printable_path(entry), error.fix)
+
+
+def _unusable(entry: Path, text: str, fix: str) -> InputError:
+    """The error of an entry that cannot be a scan (its failed row's reason)."""
+    return InputError(text, printable_path(entry), fix)
 
 
 def _scan_for_entry(entry: Path, root: Path) -> Scan | None:
@@ -117,9 +118,9 @@ def _scan_for_entry(entry: Path, root: Path) -> Scan | None:
     named = case_id_for_entry(entry)
     problem = _link_problem(entry) if entry.is_symlink() or not entry.exists() else None
     if problem:
-        return Scan(named.case_id, entry, f"{problem}. Fix: {_FIX_LINK}", relative)
+        return Scan(named.case_id, entry, _unusable(entry, f"{problem}.", _FIX_LINK), relative)
     if named.error is not None:
-        return Scan(named.case_id, entry, _refused(named), relative)
+        return Scan(named.case_id, entry, _refused(entry, named), relative)
     if entry.is_dir():
         return Scan(named.case_id, entry, None, relative)
     lower = entry.name.lower()
@@ -129,8 +130,8 @@ def _scan_for_entry(entry: Path, root: Path) -> Scan | None:
         if any((entry.parent / f"{stem}{p}").exists() for p in partners):
             return None
     if lower.endswith(".hdr") or lower.endswith(_COMPANIONS):
-        return Scan(named.case_id, entry, f"image pair .hdr/.img (Analyze 7.5 or NIfTI pair) is not "
-                                          f"supported. Fix: {_FIX_PAIR}", relative)
+        return Scan(named.case_id, entry, _unusable(entry, "image pair .hdr/.img (Analyze 7.5 or NIfTI pair) is not "
+                                                          "supported.", _FIX_PAIR), relative)
     if lower.endswith(IMAGE_SUFFIXES):
         return Scan(named.case_id, entry, None, relative)
     from sarco_nn.io.dicom import looks_like_dicom
@@ -138,28 +139,29 @@ def _scan_for_entry(entry: Path, root: Path) -> Scan | None:
     if looks_like_dicom(entry):
         return Scan(named.case_id, entry, None, relative)  # an extension-less or odd-named DICOM file
     # no case: named whole, so notes.txt beside notes.nii.gz is no duplicate id
-    return Scan(named.name, entry, f"not a CT image (unknown file type). Fix: {_FIX_UNKNOWN}", relative)
+    return Scan(named.name, entry, _unusable(entry, "not a CT image (unknown file type).", _FIX_UNKNOWN), relative)
 
 
 def discover_scans(source: Path) -> list[Scan]:
     """A file, a DICOM series folder, or a folder of image files and/or DICOM series folders.
 
     Every non-hidden entry of the folder becomes a Scan, so every input appears in results.csv;
-    one that cannot be a scan carries its `problem` and becomes a `failed` row."""
+    one that cannot be a scan carries its `error` and becomes a `failed` row."""
     source = Path(source)
     if not os.path.lexists(source):
         raise SarcoError("input not found", path=source, fix="give a CT file or a folder of scans with -i.")
     if not source.is_dir():
         entry = _scan_for_entry(source, source.parent)
-        return [entry or Scan(case_id_for_entry(source).name, source, f"not a CT image. Fix: {_FIX_UNKNOWN}")]
+        return [entry or Scan(case_id_for_entry(source).name, source,
+                              _unusable(source, "not a CT image.", _FIX_UNKNOWN))]
     entries = sorted(p for p in source.iterdir() if not p.name.startswith("."))
     kinds = [(p, p.is_dir() or p.name.lower().endswith((*IMAGE_SUFFIXES, ".hdr")) or p.is_symlink()) for p in entries]
     if entries and not any(known for _, known in kinds):
         named = case_id_for_entry(source)  # the folder itself is one DICOM series
-        return [Scan(named.case_id, source, named.error and _refused(named), "")]
+        return [Scan(named.case_id, source, _refused(source, named), "")]
     scans = [scan for scan in (_scan_for_entry(p, source) for p in entries) if scan is not None]
     seen: dict[str, Path] = {}
-    for scan in (s for s in scans if s.problem is None):  # a failed row joins nothing (HOSTILE #122)
+    for scan in (s for s in scans if s.error is None):  # a failed row joins nothing (HOSTILE #122)
         if scan.case_id in seen:
             names = [printable_path(seen[scan.case_id].name), printable_path(scan.path.name)]
             raise SarcoError(f"two inputs give case id {scan.case_id!r} ({', '.join(names)}){same_id_hint(names)}",
@@ -320,7 +322,7 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
     if o.dicom_seg:  # before any model is loaded: a SEG needs a DICOM source
         from sarco_nn.review.dicom_seg import check_dicom_seg_inputs
 
-        check_dicom_seg_inputs([s.path for s in scans if s.problem is None], inputs)
+        check_dicom_seg_inputs([s.path for s in scans if s.error is None], inputs)
     listed = [_part_key(s) for s in scans]
     if o.parts is not None:
         scans = [s for s in scans if part_of(_part_key(s), o.parts) == o.part]
@@ -357,7 +359,7 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
     previous_folder = recorded_input_folder(out_dir / RUN_FILE)  # where the earlier run read the inputs
     identities: dict[str, tuple[str, str]] = {}  # key -> (path relative to -i, fingerprint): one stat per scan
     for scan in scans:
-        fp = file_identity(scan.path, by="stamp") if scan.problem is None else ""
+        fp = file_identity(scan.path, by="stamp") if scan.error is None else ""
         identities[printable_path(os.path.abspath(scan.path))] = (_part_key(scan), "" if fp == MISSING else fp)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -407,7 +409,7 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
     if redone:
         print(describe_changes(sum(redone.values()), redone), file=sys.stderr, flush=True)
 
-    needs_network = any(scan.problem is None for scan, _, _ in todo)
+    needs_network = any(scan.error is None for scan, _, _ in todo)
     predictor = (build_predictor(model, torch_device, use_mirroring=not o.fast, settings=network_settings)
                  if needs_network else None)
     pp_functions = postprocessing_functions(decision)
@@ -463,12 +465,12 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
                                    "threshold_set": threshold_set.name}
             verdict = Verdict()
             # a failed-at-discovery input (junk file, broken link) joins no clinical row: no duplicate (HOSTILE #122)
-            others = keys_by_case.setdefault(scan.case_id, set()) - {key} if scan.problem is None else set()
+            others = keys_by_case.setdefault(scan.case_id, set()) - {key} if scan.error is None else set()
             if others:  # two scans, one name: clinical.csv is joined by case id, so its row may be the other's
                 verdict.add(Reason("duplicate_case_id", f"another input of this output folder has case id "
                                    f"{scan.case_id!r} ({sorted(others)[0]}); clinical.csv rows are joined by case id. "
                                    "Fix: rename one scan, or predict it into another -o folder", blocks_flag=False))
-            if scan.problem is None:
+            if scan.error is None:
                 keys_by_case[scan.case_id].add(key)
             cells: dict[str, Any] = {}
             job = None
@@ -704,7 +706,7 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
     from functools import partial
 
     from sarco_nn.l3.choose import l3_result_fields
-    from sarco_nn.body_composition import model_tissue_labels, predicted_composition, result_columns
+    from sarco_nn.body_composition import hu_range_text, model_tissue_labels, predicted_composition, result_columns
     from sarco_nn.constants import MUSCLE_LABEL
     from sarco_nn.mask_checks import labels_in, mask_reasons
     from sarco_nn.measure import measure_slice, smi
@@ -762,7 +764,7 @@ def _segment_and_measure(scan: Scan, stem: str, case: _CaseInput, verdict: Verdi
     cells = {
         "sma_cm2": _fmt(measurement.sma_cm2), "smi_cm2_m2": _fmt(smi_value),
         "muscle_hu_mean": _fmt(measurement.muscle_hu_mean, 1),
-        "hu_gate": f"{gate[0]:g}..{gate[1]:g}" if gate else "off",
+        "hu_gate": hu_range_text(gate) if gate else "off",
         "sex": sex or "", "height_m": _fmt(height, 3), "threshold": threshold_set.describe(sex, bmi),
         "sarcopenic": _fmt(flag) if flag is not None else FLAG_UNKNOWN,
         "slice_index": _fmt(source.stored_index), "z_mm": _fmt(source.z_mm),

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from sarco_nn.errors import SarcoError
+
 __all__ = [
     "Status", "Reason", "Verdict", "REASON_SEPARATOR", "STATUS_COLUMNS", "FLAG_UNKNOWN",
     "format_reasons", "parse_reasons", "is_finished", "shown_against",
@@ -61,12 +63,20 @@ class Reason:
     message: one line for a person, naming the fix where there is one.
     status: the least severe status this reason implies (``review`` or ``failed``).
     blocks_flag: True when no sarcopenia flag may be derived while this reason stands.
+    error: the structured error (text, path, fix) the message was made of (`Reason.of`), for a command
+        that refuses instead of writing a row (`ct_checks.reason_error`): never re-parsed from the message.
     """
 
     code: str
     message: str
     status: Status = Status.REVIEW
     blocks_flag: bool = True
+    error: SarcoError | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, code: str, error: SarcoError, status: Status = Status.REVIEW, blocks_flag: bool = True) -> "Reason":
+        """The reason whose message is `error`'s one line ("path: text Fix: fix"), carrying the error."""
+        return cls(code, str(error), status, blocks_flag, error)
 
     def __post_init__(self) -> None:
         if self.status is Status.OK:

@@ -335,7 +335,7 @@ def test_cli_reports_all_tissues_for_a_multi_label_mask(four_tissue):
     assert result.exit_code == 0, result.output
     o = json.loads(result.output)
     want = oracle(mask, ct, (0.7, 0.8), "alberta", 1.6)
-    assert o["hu_convention"] == "alberta" and o["muscle_hu_range"] == "-29..150" and o["adipose_hu_range"] == "-190..-30"
+    assert o["hu_convention"] == "alberta" and o["muscle_hu_range"] == "[-29, 150]" and o["adipose_hu_range"] == "[-190, -30]"
     for name in LABELS:
         area_key, hu_key = ("sma_cm2", "muscle_hu_mean") if name == "muscle" else (f"{name}_area_cm2", f"{name}_hu_mean")
         assert o[area_key] == round(float(want[name]["area"]), 4)
@@ -599,3 +599,17 @@ def test_a_muscle_only_prediction_among_four_tissue_ones_counts_its_tissues_as_n
         s["problems"][[k for k in s["problems"] if "muscle only beside" in k][0]] == ["b"]
     rows = {r["case_id"]: r for r in csv.DictReader((tmp_path / "out" / "cases.csv").open())}
     assert rows["b"]["vat_dice"] == "0" and rows["b"]["vat_area_pred_cm2"] == "0"
+
+
+def test_every_hu_range_cell_is_spreadsheet_safe_and_reads_back_as_the_gate():
+    """HOSTILE #130: `-29..150` in results.csv starts with '-', a formula prefix; `[-29, 150]` does not, so
+    csv_safe leaves it alone, and it reads back (JSON) as the inclusive gate."""
+    from sarco_nn.body_composition import hu_range_text
+    from sarco_nn.cases import csv_safe
+    from sarco_nn.constants import MUSCLE_HU_GATE
+
+    assert hu_range_text(MUSCLE_HU_GATE) == "[-29, 150]" and hu_range_text(None) is None
+    for gate in (MUSCLE_HU_GATE, (-190.0, -30.0), (-150, -50), (-29.5, 150.25)):
+        cell = hu_range_text(gate)
+        assert csv_safe(cell) == cell and not cell.startswith(("=", "+", "-", "@"))
+        assert json.loads(cell) == [float(gate[0]), float(gate[1])]

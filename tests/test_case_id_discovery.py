@@ -53,7 +53,7 @@ def test_predict_discovery_gives_the_rules_message_and_the_batch_goes_on(tmp_pat
         _slice_ct(tmp_path / "in" / name)
     scans = {s.case_id: s for s in discover_scans(tmp_path / "in")}
     assert set(scans) == {"'=HYPERLINK(1).nii.gz", "'-x.nii.gz", "good"}
-    assert scans["good"].problem is None
+    assert scans["good"].error is None
     context = _ReadContext(l3_slice=None, l3_rows={}, l3_from=None, locator="auto", l3_rule="centroid",
                            l3_dir=tmp_path / "no_localizer", slab=1, predictor=None)
     for case_id, name, stem in (("'=HYPERLINK(1).nii.gz", FORMULA_NAMES[0], "=HYPERLINK(1)"),
@@ -66,13 +66,29 @@ def test_predict_discovery_gives_the_rules_message_and_the_batch_goes_on(tmp_pat
         assert not str(reason).startswith(("=", "+", "-", "@"))
 
 
+def test_a_discovery_refusal_is_the_rules_error_itself_not_a_reparsed_line(tmp_path):
+    """Scan carries the structured error: a name holding " Fix: " keeps the rule's own text and fix
+    (splitting the joined line at the first " Fix: " put half the name into the fix)."""
+    from sarco_nn.inference import _FIX_LINK, discover_scans
+
+    name = "=a Fix: b.nii.gz"
+    _slice_ct(tmp_path / "in" / name)
+    (tmp_path / "in" / "gone.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    scans = {s.path.name: s for s in discover_scans(tmp_path / "in")}
+    rule = case_id_for_entry(tmp_path / "in" / name).error
+    refused = scans[name].refusal()
+    assert (refused.message, refused.fix) == (rule.message, rule.fix) and str(refused) == str(rule)
+    link = scans["gone.nii.gz"].refusal()
+    assert link.fix == _FIX_LINK and link.message.startswith("broken symbolic link") and "Fix" not in link.message
+
+
 def test_an_empty_id_keeps_its_own_message_not_the_formula_one(tmp_path):
     from sarco_nn.inference import discover_scans
 
     _slice_ct(tmp_path / "in" / "_0000.nii.gz")
     _slice_ct(tmp_path / "in" / "b.nii.gz")
-    [empty] = [s for s in discover_scans(tmp_path / "in") if s.problem]
-    assert empty.case_id == "_0000.nii.gz" and "empty case id" in empty.problem and "formula" not in empty.problem
+    [empty] = [s for s in discover_scans(tmp_path / "in") if s.error]
+    assert empty.case_id == "_0000.nii.gz" and "empty case id" in empty.error.message and "formula" not in empty.error.message
 
 
 def test_a_formula_named_series_folder_given_as_the_input_itself_is_quoted(tmp_path):
@@ -83,7 +99,7 @@ def test_a_formula_named_series_folder_given_as_the_input_itself_is_quoted(tmp_p
     hu = phantom_array(nz=2, ny=32, nx=32).astype(np.int16)
     series = write_series(tmp_path / "=series", hu)
     [scan] = discover_scans(series)
-    assert scan.case_id == "'=series" and "formula" in scan.problem and "Fix: rename" in scan.problem
+    assert scan.case_id == "'=series" and "formula" in scan.error.message and scan.error.fix.startswith("rename")
 
 
 def test_an_odd_named_dicom_file_is_named_by_the_one_rule(tmp_path):
@@ -96,7 +112,7 @@ def test_an_odd_named_dicom_file_is_named_by_the_one_rule(tmp_path):
     batch.mkdir()
     (series / "IM0000").rename(batch / "scan.ima")
     _slice_ct(batch / "other.nii.gz")
-    names = {s.case_id: s.problem for s in discover_scans(batch)}
+    names = {s.case_id: s.error for s in discover_scans(batch)}
     assert names == {"scan": None, "other": None} and case_id_from_path(batch / "scan.ima") == "scan"
 
 
@@ -146,7 +162,7 @@ def test_measure_has_no_case_id_and_measures_a_formula_named_mask(tmp_path, name
 
 
 def test_classify_predict_makes_a_refused_name_a_failed_row_not_a_classified_one(tmp_path, monkeypatch):
-    """classify predict ignored `Scan.problem`: a formula-named valid CT was classified, status ok."""
+    """classify predict ignored `Scan.error`: a formula-named valid CT was classified, status ok."""
     import csv
 
     import torch
@@ -178,7 +194,7 @@ def test_a_junk_file_named_like_a_scans_id_is_a_failed_row_not_a_refused_batch(t
     _slice_ct(tmp_path / "in" / "notes.txt.nii.gz")
     (tmp_path / "in" / "notes.txt").write_text("x")
     scans = discover_scans(tmp_path / "in")
-    assert sorted((s.case_id, s.problem is None) for s in scans) == [("notes.txt", False), ("notes.txt", True)]
+    assert sorted((s.case_id, s.error is None) for s in scans) == [("notes.txt", False), ("notes.txt", True)]
     _slice_ct(tmp_path / "in" / "notes.txt.mha")  # two usable scans, one id: still refused, naming both
     with pytest.raises(SarcoError, match="two inputs give case id 'notes.txt'.*notes.txt.mha"):
         discover_scans(tmp_path / "in")

@@ -376,3 +376,22 @@ def test_a_killed_converts_staging_folder_is_removed_by_the_next_convert(good_dr
     convert_dropin(good_drop, raw, "L3test", 501)
     assert not stale.exists() and alive.exists()
     assert sorted(p.name for p in raw.iterdir() if not p.name.startswith(".")) == ["Dataset501_L3test"]
+
+
+def test_a_clinical_row_differing_in_letter_case_is_named_by_the_one_near_id_rule(good_drop, tmp_path):
+    """convert names the CSV's near id as predict's warning does (`clinical.missing_rows`, one rule):
+    'ZETA_lps' for zeta_LPS is refused saying which row was meant; a row with no near id says nothing more."""
+    from sarco_nn.clinical import missing_row_name, missing_rows_warning, read_clinical_csv
+
+    clinical(good_drop, ["ZETA_lps", "alpha_RAS"])
+    with pytest.raises(InputError) as info:
+        convert_dropin(good_drop, tmp_path / "raw", "Near", 507)
+    lines = str(info.value).splitlines()
+    [near] = [line for line in lines if "'zeta_LPS'" in line]
+    assert f"case {missing_row_name(repr('zeta_LPS'), 'ZETA_lps')}: missing from clinical.csv" in near
+    assert "case-sensitive" in near
+    [plain] = [line for line in lines if "'mid_2d'" in line]
+    assert "the CSV has" not in plain and "case-sensitive" not in plain
+    table = read_clinical_csv(good_drop / "clinical.csv")
+    warning = missing_rows_warning(good_drop / "clinical.csv", table, ["zeta_LPS", "alpha_RAS"])
+    assert missing_row_name("zeta_LPS", "ZETA_lps") in warning  # predict's line names the same row

@@ -100,6 +100,30 @@ def test_refuse_unless_ct_raises_one_line_naming_the_file(tmp_path):
         refuse_unless_ct(make_image(air, spacing=(0.8, 0.8)), tmp_path / "air.nii.gz")
 
 
+def test_every_reason_carries_its_structured_error_and_the_refusal_is_built_from_it():
+    """reason_error takes text and fix from the reason's error, never by splitting the row's message at
+    " Fix: ": the row's message and the refusal's line are what they were (path, text, [code], fix)."""
+    from sarco_nn.ct_checks import _FIX_SPACING, reason_error
+
+    air = (-1000 + np.random.default_rng(0).normal(0, 15, (128, 128))).astype(np.int16)
+    hu = phantom_array(nz=1, ny=64, nx=64)[0].astype(np.float32)
+    fine, big = _phantom_slice(512), _phantom_slice(512)
+    fine.SetSpacing((0.08, 0.08))
+    big.SetSpacing((9.0, 9.0))
+    images = {"no_body": make_image(air, spacing=(0.8, 0.8)), "implausible_spacing": fine,
+              "implausible_body_size": big, "not_ct": make_image(((hu + 1000) / 2000).clip(0, 1), spacing=(0.8, 0.8))}
+    name = "in/a Fix: b.nii.gz"  # a name holding the separator the old parse split at
+    for code, image in images.items():
+        [reason] = [r for r in ct_reasons(image, name) if r.code == code]
+        error = reason.error
+        assert isinstance(error, InputError) and error.path == name and error.fix and "Fix:" not in error.message
+        assert reason.message == f"{name}: {error.message} Fix: {error.fix}"
+        refused = reason_error(reason, name)
+        assert (refused.message, refused.path, refused.fix) == (f"{error.message} [{code}]", name, error.fix)
+        assert str(refused) == f"{name}: {error.message} [{code}] Fix: {error.fix}"
+    assert reason_error(ct_reasons(fine, name)[0], name).fix == _FIX_SPACING
+
+
 # -------------------------------------------------------------------------------- NIfTI headers
 
 

@@ -198,7 +198,7 @@ def test_a_myosteatosis_file_with_its_own_gate_is_measured_within_it(tmp_path):
     assert result.code == 0, result.output
     obj = json.loads(result.stdout)
     in_gate = ct[(mask == 1) & (ct >= -190) & (ct <= -30)]
-    assert obj["muscle_attenuation_hu_range"] == "-190..-30"
+    assert obj["muscle_attenuation_hu_range"] == "[-190, -30]"
     assert obj["muscle_attenuation_hu"] == pytest.approx(float(in_gate.mean())) and in_gate.size == 40 * 80
     assert obj["myosteatosis"] is True and obj["myosteatosis_set"] == "fatgate"  # -100 < -50
 

@@ -443,3 +443,22 @@ def test_a_bad_level_is_one_line_before_any_file_is_read_or_folder_made(tmp_path
     message = str(caught.value)
     assert len(message.splitlines()) == 1 and "'L9'" in message.upper() and "T12, L1, L2, L3, L4, L5" in message, message
     assert not ws.exists() and not thumbs.exists() and not (tmp_path / "absent.nii.gz").exists()
+
+
+def test_the_localizer_centres_its_projections_above_its_own_body_bound_not_body_hu():
+    """constants.LOCALIZER_BODY_HU (-300), not BODY_HU (-500): a -400 HU sheet beside the body (a blanket,
+    partial-volume skin) does not move the canvas the trained localizers learnt; centred with BODY_HU the
+    spine's column moves by four 8-mm columns (32 -> 28)."""
+    from sarco_nn.constants import BODY_HU, LOCALIZER_BODY_HU
+    from sarco_nn.l3.localizer import MIP_WIDTH
+
+    assert BODY_HU < -400.0 < LOCALIZER_BODY_HU
+    hu = np.full((40, 64, 128), -1000.0, np.float32)  # (z, y, x), 2-mm voxels
+    hu[:, 16:48, 40:89] = -100.0  # the body: fat, centred on x = 64
+    hu[:, 28:36, 62:67] = 700.0  # the spine
+    hu[:, 16:48, 89:128] = -400.0  # the sheet
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    coronal = projection_input(image).array[1]
+    spine_column = int(np.argmax(coronal.mean(axis=0)))
+    assert abs(spine_column - MIP_WIDTH // 2) <= 1

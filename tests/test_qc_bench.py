@@ -398,3 +398,25 @@ def test_auroc_interval_narrows_with_more_cases(qcb):
         lo, hi = qcb.auroc_interval(positive, score)
         widths.append(hi - lo)
     assert widths[1] < 0.5 * widths[0]  # ~ 1/sqrt(n): ten times the cases, about a third of the width
+
+
+def test_bench_scores_with_the_image_values_that_rescore_keeps(qcb, cases, monkeypatch):
+    """score_case asks qc for the measured-not-scored image values (sarco predict does not): they are the
+    ones --rescore reads back from cases.csv."""
+    import sarco_nn.review.fold_ensemble as fold_ensemble
+
+    case = cases.held_case(0)
+    truth = case.truth_mask.astype("uint8")
+
+    class _Folds:
+        segmentation = truth[None]
+
+        def muscle_probabilities(self):
+            return np.stack([truth, truth]).astype(np.float32)[:, None]
+
+    monkeypatch.setattr(fold_ensemble, "predict_folds", lambda *a, **k: _Folds())
+    sma, overlap, result, _ = qcb.score_case(None, case)
+    assert overlap == pytest.approx(1.0)
+    assert {"overcall_share", "undercall_share"} <= set(result.values)
+    row = qcb.case_row(case, sma, overlap, result, 1.0)
+    assert "overcall_share" in json.loads(row["values"])

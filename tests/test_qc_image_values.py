@@ -30,7 +30,7 @@ def _abdomen() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _values(mask: np.ndarray, ct: np.ndarray) -> dict[str, float]:
-    return measure(CaseEvidence(mask=mask, spacing_yx_mm=SPACING, ct_hu=ct))
+    return measure(CaseEvidence(mask=mask, spacing_yx_mm=SPACING, ct_hu=ct), image_values=True)
 
 
 def test_a_correct_mask_shows_neither_under_nor_over_call():
@@ -92,7 +92,7 @@ def test_both_shares_are_measured_but_neither_moves_the_score():
 
     ct, truth = _abdomen()
     dilated = ndimage.binary_dilation(truth, iterations=3) & (ct > -500)
-    over = qc_score(CaseEvidence(mask=dilated, spacing_yx_mm=SPACING, ct_hu=ct))
+    over = qc_score(CaseEvidence(mask=dilated, spacing_yx_mm=SPACING, ct_hu=ct), image_values=True)
     assert over.values["overcall_share"] > 0.1
     without = {k: v for k, v in over.values.items() if k not in ("overcall_share", "undercall_share")}
     assert score_values(without).score == over.score
@@ -101,5 +101,22 @@ def test_both_shares_are_measured_but_neither_moves_the_score():
 
 def test_no_ct_no_image_values():
     _, truth = _abdomen()
-    v = measure(CaseEvidence(mask=truth, spacing_yx_mm=SPACING))
+    v = measure(CaseEvidence(mask=truth, spacing_yx_mm=SPACING), image_values=True)
     assert not {"undercall_share", "overcall_share"} & set(v)
+
+
+def test_predicts_default_skips_the_image_values_and_scores_the_same(monkeypatch):
+    """`sarco predict` calls qc_score without image_values: the smoothing and hull are not paid for, the
+    score, components, reasons and every other value are what they are with them."""
+    import sarco_nn.review.qc as qc
+
+    ct, truth = _abdomen()
+    ev = CaseEvidence(mask=ndimage.binary_dilation(truth, iterations=3) & (ct > -500), spacing_yx_mm=SPACING, ct_hu=ct)
+    full = qc_score(ev, image_values=True)
+    calls = []
+    monkeypatch.setattr(qc, "_image_values", lambda *a: calls.append(a) or {})
+    default = qc_score(ev)
+    assert not calls and not {"undercall_share", "overcall_share"} & set(default.values)
+    assert default.score == full.score and default.components == full.components
+    assert [r.code for r in default.reasons] == [r.code for r in full.reasons]
+    assert default.values == {k: v for k, v in full.values.items() if not k.endswith("call_share")}

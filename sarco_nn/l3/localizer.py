@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from sarco_nn.constants import LOCALIZER_BODY_HU
 from sarco_nn.errors import SarcoError
 from sarco_nn.l3.result import L3Location, L3NotFound
 from sarco_nn.windowing import apply_window
@@ -49,8 +50,6 @@ MIP_COLUMN_MM: float = 8.0
 MIP_WIDTH: int = 64
 #: Bone window (level 400 / width 1800 HU) mapped to [0, 1] before projecting.
 BONE_WINDOW_HU: tuple[float, float] = (-500.0, 1300.0)
-#: Voxels above this (HU) count as body when centring the projection (excludes air, keeps fat).
-_BODY_HU: float = -300.0
 
 #: Training label: L3 "in view" when its level lies at least this far inside both scan ends...
 PRESENT_MARGIN_MM: float = 16.0
@@ -148,7 +147,7 @@ def projection_input(canonical: sitk.Image) -> MipInput:
     channels = []
     for mip, spacing in ((sagittal, sy), (coronal, sx)):
         windowed = apply_window(mip, BONE_WINDOW_HU)
-        body = mip > _BODY_HU
+        body = mip > LOCALIZER_BODY_HU  # constants.py: why not BODY_HU
         rows = resample_axis(windowed, 0, n_rows, row_mm / sz)
         body_rows = resample_axis(body.astype(np.float32), 0, n_rows, row_mm / sz)
         channels.append(_centre_width(rows, body_rows > 0.5, spacing))

@@ -55,7 +55,8 @@ Components (name: raw value → estimated error):
   cross-sections or a piece of iliac crest (100 mm²) are as sure as a failed locator. Oral contrast
   layering in the colon on the flanks can look the same; real T12-L1 and lower L4-L5 slices show it,
   real L3 slices do not (tests/test_review_qc.py).
-- Measured, not scored (``values``, for ``bench/qc_bench.py --rescore``): ``overcall_share``, the share of the
+- Measured, not scored (``values``, for ``bench/qc_bench.py --rescore``; only when asked, ``image_values``:
+  `sarco predict` does not pay for them): ``overcall_share``, the share of the
   mask's pixels that are not of muscle HU in the image (MUSCLE_HU_GATE on the CT smoothed by IMAGE_SMOOTH_MM,
   so 100 HU of noise falls to about 15; the gate moved with the patient's fat, so contrast is not a wrong
   mask), and ``undercall_share``, muscle-HU tissue in a UNDERCALL_RING_MM ring outside the mask, inside its
@@ -478,8 +479,12 @@ def _image_values(ev: CaseEvidence, mask: np.ndarray, fat_hu: float | None) -> d
     return {"undercall_share": float(under.sum()) / n, "overcall_share": float((mask & ~muscle_hu).sum()) / n}
 
 
-def measure(ev: CaseEvidence) -> dict[str, float]:
-    """Every raw value the score is computed from (the `values` of QcResult; missing evidence: absent)."""
+def measure(ev: CaseEvidence, image_values: bool = False) -> dict[str, float]:
+    """Every raw value the score is computed from (the `values` of QcResult; missing evidence: absent).
+
+    image_values adds the measured-not-scored image beside the mask (`_image_values`): a smoothing and a
+    hull per case that the score never reads, so `sarco predict` leaves it off and bench/qc_bench.py,
+    which stores the values for --rescore, turns it on."""
     mask = np.asarray(ev.mask) > 0
     values: dict[str, float] = {}
     if ev.fold_probabilities is not None:
@@ -495,7 +500,8 @@ def measure(ev: CaseEvidence) -> dict[str, float]:
     values.update(_trunk_values(ev, mask))
     values.update(_fragment_values(mask))
     values.update(_asymmetry_values(ev, mask))
-    values.update(_image_values(ev, mask, values.get("fat_hu")))
+    if image_values:
+        values.update(_image_values(ev, mask, values.get("fat_hu")))
     if ev.l3_confidence is not None:
         values["l3_confidence"] = float(ev.l3_confidence)
     return {k: float(v) for k, v in values.items()}
@@ -618,6 +624,7 @@ def score_values(values: dict, threshold: float = REVIEW_THRESHOLD) -> QcResult:
     return QcResult(score, components, dict(values), reasons, expected)
 
 
-def qc_score(ev: CaseEvidence, threshold: float = REVIEW_THRESHOLD) -> QcResult:
-    """Score one case: `measure` its raw values, then `score_values` (see the module docstring)."""
-    return score_values(measure(ev), threshold)
+def qc_score(ev: CaseEvidence, threshold: float = REVIEW_THRESHOLD, image_values: bool = False) -> QcResult:
+    """Score one case: `measure` its raw values, then `score_values` (see the module docstring). The score
+    is the same with or without image_values (they are only kept in ``values``)."""
+    return score_values(measure(ev, image_values), threshold)
