@@ -10,10 +10,12 @@ API stays light.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
 from sarco_nn.constants import DEFAULT_TRUNK_ONLY
+from sarco_nn.errors import SarcoError
 from sarco_nn.io_pipeline import DEFAULT_IO_WORKERS
 from sarco_nn.thresholds import DEFAULT_THRESHOLD_SET
 
@@ -76,6 +78,13 @@ class PredictOptions:
     dicom_seg: bool = False
     io_workers: int = DEFAULT_IO_WORKERS
     trunk_only: bool = DEFAULT_TRUNK_ONLY
+
+    def __post_init__(self) -> None:
+        """Refuse an option no run can use here, before any scan is read or model loaded: `--slab 0` loaded the
+        model and then failed every volume alike. (The other options are checked in `inference.predict`.)"""
+        if isinstance(self.slab, bool) or not isinstance(self.slab, numbers.Integral) or self.slab < 1:
+            raise SarcoError(f"--slab {self.slab!r} must be a whole number of slices, at least 1",
+                             fix="give --slab 1 (the L3 slice itself) or e.g. --slab 3 (the mean of 3 slices around it).")
 
     def with_paths(self) -> PredictOptions:
         """These options with every file/folder field (typed `PathLike`) as a `Path` (None stays None)."""
