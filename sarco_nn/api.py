@@ -686,7 +686,8 @@ def check_weights(file: PathLike, *, dims: int = 2, min_fraction: float = 0.9, p
                          fix="pass 1 (muscle only) or 4 (muscle, IMAT, VAT, SAT).")
     if tissues > 1 and preset is None:
         raise SarcoError(f"{name('tissues')} {tissues} needs {name('preset')}: the network of a several-tissue model "
-                         "is its preset's multi_tissue_network", fix=f"add {name('preset')} P (the preset you train with).")
+                         "is its preset's multi_tissue_network",
+                         fix=f"add {name('preset')} P (the preset you train with).")
     from sarco_nn.models.pretrained import check_report, inspect_pretrained_encoder
 
     path = Path(file)

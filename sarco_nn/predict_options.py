@@ -84,7 +84,8 @@ class PredictOptions:
         model and then failed every volume alike. (The other options are checked in `inference.predict`.)"""
         if isinstance(self.slab, bool) or not isinstance(self.slab, numbers.Integral) or self.slab < 1:
             raise SarcoError(f"--slab {self.slab!r} must be a whole number of slices, at least 1",
-                             fix="give --slab 1 (the L3 slice itself) or e.g. --slab 3 (the mean of 3 slices around it).")
+                             fix="give --slab 1 (the L3 slice itself) or e.g. --slab 3 (the mean of 3 slices "
+                                 "around it).")
 
     def with_paths(self) -> PredictOptions:
         """These options with every file/folder field (typed `PathLike`) as a `Path` (None stays None)."""

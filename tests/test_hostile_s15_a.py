@@ -100,7 +100,8 @@ def test_weights_holding_nan_or_inf_are_refused_not_reported_as_loadable(tmp_pat
 
     path = _weights(tmp_path / "diverged.pt", poison)
     result = api.check_weights(path)
-    assert not result.loadable and "NaN or infinite" in result.error and "layers2.0.blocks.0.mlp.linear1" in result.error
+    assert not result.loadable and "NaN or infinite" in result.error
+    assert "layers2.0.blocks.0.mlp.linear1" in result.error
     assert result.report.non_finite == ["layers2.0.blocks.0.mlp.linear1.weight"]
     res = sarco_inprocess("check-weights", path)
     assert res.code == 1 and "NaN or infinite" in res.stderr and res.stderr.startswith("error: "), res.output
