@@ -665,7 +665,8 @@ def check_weights(file: PathLike, *, dims: int = 2, min_fraction: float = 0.9, p
 
     Returns:
         `WeightsCheck` (loadable, error, the load report). An unreadable file is a
-        ``loadable=False`` result, not an exception; a wrong ``dims`` raises SarcoError.
+        ``loadable=False`` result, not an exception; a wrong ``dims``, ``min_fraction`` (outside 0..1) or
+        ``tissues`` raises SarcoError.
 
     Example:
         >>> check_weights("pre2d/encoder.pt", dims=2).loadable  # doctest: +SKIP
