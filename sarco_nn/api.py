@@ -648,7 +648,7 @@ class WeightsCheck:
 
 
 def check_weights(file: PathLike, *, dims: int = 2, min_fraction: float = 0.9, preset: str | None = None,
-                  cli_names: bool = False) -> WeightsCheck:
+                  tissues: int = 1, cli_names: bool = False) -> WeightsCheck:
     """Match a weights file against the SMIT encoder ``train --pretrained`` would build, before a long run.
 
     The network is the one the trainer builds: ``preset``'s SMIT config when given, else the
@@ -659,23 +659,41 @@ def check_weights(file: PathLike, *, dims: int = 2, min_fraction: float = 0.9, p
         dims: network to check against: 2 (L3 slices) or 3 (volumes).
         min_fraction: fraction of the encoder's tensors (0..1) that must match.
         preset: check against the SMIT network this plan preset trains.
+        tissues: with `preset`, the number of tissues the model segments: the planner gives a dataset of several
+            its preset's `multi_tissue_network` (`presets.preset_for_dataset`), so 4 checks against that network.
         cli_names: name options in error messages as ``sarco check-weights`` flags (``--dims``).
 
     Returns:
         `WeightsCheck` (loadable, error, the load report). An unreadable file is a
-        ``loadable=False`` result, not an exception; a wrong ``dims`` raises SarcoError.
+        ``loadable=False`` result, not an exception; a wrong ``dims``, ``min_fraction`` (outside 0..1) or
+        ``tissues`` raises SarcoError.
 
     Example:
         >>> check_weights("pre2d/encoder.pt", dims=2).loadable  # doctest: +SKIP
         True
     """
+    def name(option: str) -> str:
+        return f"--{option.replace('_', '-')}" if cli_names else option
+
     if dims not in (2, 3):
-        raise SarcoError(f"{'--dims' if cli_names else 'dims'} must be 2 or 3, got {dims}")
+        raise SarcoError(f"{name('dims')} must be 2 or 3, got {dims}")
+    _require("number", min_fraction=min_fraction)
+    _require("whole", tissues=tissues)
+    if not 0.0 <= min_fraction <= 1.0:  # NaN too: every comparison with it is False, so NaN passed every file
+        raise SarcoError(f"{name('min_fraction')} must be a fraction from 0 to 1, got {min_fraction}",
+                         fix=f"pass e.g. {name('min_fraction')} 0.9 (90 % of the encoder's tensors must match).")
+    if tissues < 1:
+        raise SarcoError(f"{name('tissues')} must be at least 1, got {tissues}",
+                         fix="pass 1 (muscle only) or 4 (muscle, IMAT, VAT, SAT).")
+    if tissues > 1 and preset is None:
+        raise SarcoError(f"{name('tissues')} {tissues} needs {name('preset')}: the network of a several-tissue model "
+                         "is its preset's multi_tissue_network",
+                         fix=f"add {name('preset')} P (the preset you train with).")
     from sarco_nn.models.pretrained import check_report, inspect_pretrained_encoder
 
     path = Path(file)
     try:
-        encoder, against = _target_encoder(path, dims, preset)
+        encoder, against = _target_encoder(path, dims, preset, tissues)
         report, _ = inspect_pretrained_encoder(encoder, path)
     except SarcoError as exc:
         return WeightsCheck(path, False, None, str(exc))
@@ -686,20 +704,22 @@ def check_weights(file: PathLike, *, dims: int = 2, min_fraction: float = 0.9, p
     return WeightsCheck(path, True, against, None, report)
 
 
-def _target_encoder(file: Path, dims: int, preset: str | None):
+def _target_encoder(file: Path, dims: int, preset: str | None, tissues: int = 1):
     """The encoder `train --pretrained` loads into, built from the same config source.
 
     The trainer's network is `build_smit_for_plans(..., config=smit_network_config(preset))` and its
-    encoder is `SMITEncoder(1, dims, that config)`; so is this one, for the named preset. With no
+    encoder is `SMITEncoder(1, dims, that config)`; so is this one, for the named preset (as the planner
+    applies it to a dataset of `tissues` foreground labels: `presets.preset_for_dataset`). With no
     preset, the file's own stored config (a `sarco pretrain` encoder) is what its preset trains.
     """
     from sarco_nn.models.pretrained import config_from_checkpoint
     from sarco_nn.models.smit import TRANS_SMALL, SMITEncoder
 
     if preset is not None:
-        from sarco_nn.presets import load_preset, smit_network_config
+        from sarco_nn.presets import load_preset, preset_for_dataset, smit_network_config
 
-        config, against = smit_network_config(load_preset(preset)), f"the SMIT network of preset {preset!r}"
+        config = smit_network_config(preset_for_dataset(load_preset(preset), tissues))
+        against = f"the SMIT network of preset {preset!r}" + (f" for {tissues} tissues" if tissues > 1 else "")
     else:
         stored = config_from_checkpoint(file)
         config, against = (stored, "the network stored in the file") if stored else (TRANS_SMALL, "Trans-Small")
@@ -867,6 +887,7 @@ def train_l3(source: PathLike | None = None, *, drop_dir: PathLike | None = None
     _require("number", optional=True, max_minutes=max_minutes)
     _require("text", level=level)
     level = check_level(level)  # before torch loads or a localizer_<LEVEL> folder is named
+    _check_l3_training(steps, max_minutes, phantoms, validation)
     if source is None and phantoms < 1:
         raise SarcoError("nothing to train on", fix="give a drop-in folder of volumes, or --phantoms N")
     import torch
@@ -879,6 +900,21 @@ def train_l3(source: PathLike | None = None, *, drop_dir: PathLike | None = None
     path, report = train_from_sources(out, _path(source), _path(drop_dir), phantoms, validation, steps,
                                       None if max_minutes is None else 60.0 * max_minutes, seed, level=level)
     return L3Training(Path(path), report)
+
+
+def _check_l3_training(steps: int, max_minutes: float | None, phantoms: int, validation: float) -> None:
+    """Refuse train-l3 settings that train nothing (or never stop) before any volume is read: --steps 0 saved an
+    untrained localizer as trained, --phantoms -2 beside a drop added none silently, --max-minutes NaN never stopped."""
+    if steps < 1:
+        raise SarcoError(f"steps={steps}: training needs at least 1 step", fix="pass --steps N (default 1500).")
+    if max_minutes is not None and not (0.0 < max_minutes < float("inf")):  # NaN fails this too
+        raise SarcoError(f"max_minutes={max_minutes} is no time limit: give a positive number of minutes",
+                         fix="pass --max-minutes M with M > 0, or leave it out (stop after --steps).")
+    if phantoms < 0:
+        raise SarcoError(f"phantoms={phantoms} is no number of volumes", fix="pass --phantoms N with N >= 0.")
+    if not 0.0 <= validation < 1.0:  # NaN too
+        raise SarcoError(f"validation={validation} must be a share from 0 to below 1 of the volumes held out",
+                         fix="pass e.g. --validation 0.2 (0: hold none out).")
 
 
 # ----------------------------------------------------------------------------------- classify

@@ -40,8 +40,9 @@ _BOOL_CODES = {"1": True, "true": True, "yes": True, "y": True, "0": False, "fal
 #: Anybody taller than this (in metres) has been entered in centimetres.
 _MAX_HEIGHT_M = 3.0
 #: Nobody shorter than this (in metres) has an adult L3 scan: the shortest adult on record measured
-#: 0.55 m, so a smaller value is a unit slip (0.176 for 1.76, decimetres) that would multiply SMI by ~100.
-_MIN_HEIGHT_M = 0.5
+#: 0.546 m, so a smaller value is a unit slip (0.176 for 1.76, decimetres) that would multiply SMI by ~100.
+#: It was 0.5 and inclusive, below that record: `--height 0.5` gave an SMI (HOSTILE_FINDINGS #155).
+_MIN_HEIGHT_M = 0.54
 #: Nobody heavier than this (in kg) has a CT: the heaviest person on record weighed 635 kg, so a larger
 #: value is a unit slip (grams, or a lost decimal point) that would put BMI, and with it the BMI-dependent
 #: cut-off of the martin set, in the obese band.
@@ -61,7 +62,8 @@ def height_problem(height: float, name: str = "height_m", shown: str | None = No
     if height > _MAX_HEIGHT_M:
         return f"{said} looks like centimetres; give metres (e.g. 1.75)"
     if height < _MIN_HEIGHT_M:
-        return f"{said} is below {_MIN_HEIGHT_M:g} m, a unit slip; give metres (e.g. 1.75)"
+        return (f"{said} is below {_MIN_HEIGHT_M:g} m (the shortest adult on record measured 0.546 m), a unit slip; "
+                "give metres (e.g. 1.75)")
     return None
 
 

@@ -85,7 +85,7 @@ def level_slices(levels: list[str] | None, mask_img: sitk.Image, vertebrae: Path
     from sarco_nn.body_composition import check_level
     from sarco_nn.image_io import canonical_slice_index, check_same_grid, to_canonical
     from sarco_nn.l3.result import L3NotFound
-    from sarco_nn.l3.rules import check_rule, level_index_from_labels
+    from sarco_nn.l3.rules import check_rule, level_index_from_labels, refuse_empty_map
 
     wanted: list[str] = []
     for level in levels or [None]:
@@ -104,6 +104,7 @@ def level_slices(levels: list[str] | None, mask_img: sitk.Image, vertebrae: Path
     labels, name = read_level_labels(vertebrae, wanted)
     check_same_grid(mask_img, labels, name, mask_name)
     canonical = sitk.GetArrayFromImage(to_canonical(labels))
+    refuse_empty_map(canonical, name, wanted[0])  # every level would fail: say why once
     out = []
     for level in wanted:
         try:

@@ -10,6 +10,7 @@ API stays light.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +81,14 @@ class PredictOptions:
     trunk_only: bool = DEFAULT_TRUNK_ONLY
 
     def __post_init__(self) -> None:
-        """Refuse `l3_slice` beside a per-case L3 source: it would win for every volume (the order of
-        `l3.choose.choose_slice`), so the --l3-csv rows or --l3-from vertebra masks given were silently
-        never read."""
+        """Refuse an option no run can use here, before any scan is read or model loaded: `--slab 0` loaded the
+        model and then failed every volume alike; `l3_slice` beside a per-case L3 source would win for every
+        volume (the order of `l3.choose.choose_slice`), so the --l3-csv rows or --l3-from vertebra masks given
+        were silently never read. (The other options are checked in `inference.predict`.)"""
+        if isinstance(self.slab, bool) or not isinstance(self.slab, numbers.Integral) or self.slab < 1:
+            raise SarcoError(f"--slab {self.slab!r} must be a whole number of slices, at least 1",
+                             fix="give --slab 1 (the L3 slice itself) or e.g. --slab 3 (the mean of 3 slices "
+                                 "around it).")
         if self.l3_slice is not None and (self.l3_csv is not None or self.l3_from is not None):
             given = " and ".join(n for n, v in (("--l3-csv", self.l3_csv), ("--l3-from", self.l3_from)) if v is not None)
             raise SarcoError(f"--l3-slice {self.l3_slice} with {given}: --l3-slice gives every volume that one slice, "

@@ -130,7 +130,8 @@ def _expect_evaluate(tmp, calls):
 
 
 def _expect_check_weights(tmp, calls):
-    assert _one(calls) == ((Path("enc.pt"),), dict(dims=3, min_fraction=0.5, preset="cpu", cli_names=True))
+    assert _one(calls) == ((Path("enc.pt"),), dict(dims=3, min_fraction=0.5, preset="cpu", tissues=1,
+                                                              cli_names=True))
 
 
 def _expect_pretrain(tmp, calls):

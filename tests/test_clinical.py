@@ -128,7 +128,7 @@ def test_decimal_comma_in_a_comma_separated_file_is_refused_not_read_as_one_metr
 
 def test_height_below_half_a_metre_is_a_unit_slip(tmp_path):
     path = csv_file(tmp_path, "case_id,sex,height_m\na,M,0.176\n")
-    with pytest.raises(ClinicalDataError, match=r"height_m '0.176' is below 0.5 m"):
+    with pytest.raises(ClinicalDataError, match=r"height_m '0.176' is below 0.54 m"):
         read_clinical_csv(path)
 
 

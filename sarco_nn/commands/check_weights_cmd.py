@@ -1,4 +1,5 @@
-"""`sarco check-weights FILE [--dims 2|3] [--preset P] [--json]` (over `api.check_weights`): will these weights load?"""
+"""`sarco check-weights FILE [--dims 2|3] [--preset P [--tissues N]] [--json]` (over `api.check_weights`):
+will these weights load?"""
 
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ def check_weights(
     file: Path = typer.Argument(..., help="Pretrained SMIT weights: official .pt, nnU-Net checkpoint or sarco encoder.pt"),
     dims: int = typer.Option(2, "--dims", help="Network to check against: 2 (L3 slices) or 3 (volumes)"),
     json_output: bool = typer.Option(False, "--json", help="Print the load report as one JSON object"),
-    min_fraction: float = typer.Option(0.9, "--min-fraction", help="Fraction of encoder tensors that must match"),
+    min_fraction: float = typer.Option(0.9, "--min-fraction",
+                                       help="Fraction (0..1) of encoder tensors that must match"),
     preset: Optional[str] = typer.Option(
         None, "--preset", "-p", help="Check against the SMIT network this plan preset trains (what `sarco train "
         "--pretrained` loads into); default: the network stored in a sarco encoder file, else Trans-Small."),
+    tissues: int = typer.Option(1, "--tissues", help="With --preset: check against that preset's network for a dataset "
+                                "of this many tissues (4: muscle, IMAT, VAT, SAT; the planner widens the network for "
+                                "several, e.g. cpu: embed 32), as `sarco pretrain --tissues` builds it."),
 ) -> None:
     """Match FILE against the SMIT encoder `sarco train --pretrained` would build; print the load report (exit 0 = would load)."""
-    result = api.check_weights(file, dims=dims, min_fraction=min_fraction, preset=preset, cli_names=True)
+    result = api.check_weights(file, dims=dims, min_fraction=min_fraction, preset=preset, tissues=tissues,
+                               cli_names=True)
     if json_output:
         typer.echo(json.dumps(result.to_json()))
     elif result.report is not None:

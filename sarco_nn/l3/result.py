@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sarco_nn.errors import SarcoError
 
-__all__ = ["L3Location", "L3NotFound", "LevelInPieces", "LevelMislabelled", "LevelNotFound", "NoL3Locator"]
+__all__ = ["L3Location", "L3NotFound", "LevelInPieces", "LevelMislabelled", "LevelNotFound", "NoL3Locator",
+           "VertebraMapEmpty"]
 
 
 class L3NotFound(SarcoError):
@@ -55,6 +56,20 @@ class LevelMislabelled(L3NotFound):
         SarcoError.__init__(self, f"{level} cannot be placed: {reason}", path,
                             fix or "correct the vertebra labels (TotalSegmentator v2 numbering, L3 = 29), or give "
                                    "the slice yourself (--slice N / --l3-slice N)")
+
+
+class VertebraMapEmpty(L3NotFound):
+    """A vertebra label map that labels nothing (every voxel 0): no slice can come from it. TotalSegmentator
+    writes such a map when no vertebra is in view (an empty vertebrae_L3.nii.gz: L3 is not), and a blank or
+    wrong export looks the same; before, it was refused as "binary mask, not vertebra labels" (`unreadable`).
+    A kind of L3NotFound (`l3_not_in_view`), so every caller makes the same failed row of it."""
+
+    def __init__(self, level: str, path: str | Path | None = None):
+        SarcoError.__init__(self, f"{level} not in field of view: the vertebra map is empty (every voxel 0), it "
+                            "labels no vertebra", path,
+                            "check that it is this scan's vertebra map (TotalSegmentator numbering, L3 = 29; "
+                            "TotalSegmentator leaves it empty when no vertebra is in view), or give the slice "
+                            "yourself (--l3-slice N / --slice N)")
 
 
 @dataclass(frozen=True)

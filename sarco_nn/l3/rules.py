@@ -32,7 +32,8 @@ from sarco_nn.l3.result import L3Location, L3NotFound
 
 __all__ = [
     "L3_LABEL", "RULES", "TOTALSEG_L3_FILE", "VERTEBRA_LABELS", "check_rule", "describe_vertebrae",
-    "MAX_NEIGHBOUR_VOLUME_RATIO", "V1_VERTEBRA_OFFSET", "column_problem", "l3_index_from_labels", "level_index_from_labels", "locate_from_vertebrae", "read_vertebra_mask"
+    "MAX_NEIGHBOUR_VOLUME_RATIO", "V1_VERTEBRA_OFFSET", "column_problem", "l3_index_from_labels", "level_index_from_labels", "locate_from_vertebrae", "read_vertebra_mask",
+    "refuse_empty_map"
 ]
 
 #: TotalSegmentator v2 vertebra label ids, caudal to cranial (S1 = 26 ... C1 = 50).
@@ -215,6 +216,15 @@ def _v2_column_problem(counts: np.ndarray, level: str) -> str | None:
     return None
 
 
+def refuse_empty_map(labels: np.ndarray, where: str | Path | None, level: str = "L3") -> None:
+    """Raise `VertebraMapEmpty` when a vertebra map labels nothing (every voxel 0): the one check of
+    --l3-from / --vertebrae maps, TotalSegmentator's output included, before any rule reads them."""
+    from sarco_nn.l3.result import VertebraMapEmpty
+
+    if not np.any(labels):
+        raise VertebraMapEmpty(level, where)
+
+
 def read_vertebra_mask(mask: sitk.Image | str | Path) -> tuple[sitk.Image, str]:
     """A vertebra label image (as stored) and its name; a TotalSegmentator output folder gives L3 = 29.
 
@@ -250,6 +260,7 @@ def locate_from_vertebrae(mask: sitk.Image | str | Path, image: sitk.Image | Non
         check_same_grid(image, labels, name)
     canonical = to_canonical(labels)
     array = sitk.GetArrayViewFromImage(canonical)
+    refuse_empty_map(array, name)
     values = set(np.unique(array).astype(int).tolist())
     if values <= {0, 1}:
         raise InputError("binary mask, not vertebra labels", name,

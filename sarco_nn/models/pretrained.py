@@ -88,6 +88,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     shape_mismatched: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
+    non_finite: list[str] = field(default_factory=list)  # matched tensors holding NaN or inf
     fraction_matched: float = 0.0
     source_format: str = ""
     source_dims: int = 0
@@ -448,6 +449,8 @@ def inspect_pretrained_encoder(network: nn.Module, path: Path, source_axes: str 
             continue
         new_state[key] = value.to(dtype=ref.dtype)
         report.matched.append(key)
+        if new_state[key].is_floating_point() and not bool(torch.isfinite(new_state[key]).all()):
+            report.non_finite.append(key)
         if value is not tensor:
             report.adapted.append(key)
     for key in set(mapped) - set(own):
@@ -457,11 +460,17 @@ def inspect_pretrained_encoder(network: nn.Module, path: Path, source_axes: str 
 
 
 def check_report(report: LoadReport, min_fraction: float = 0.9) -> None:
-    """Raise a one-line SarcoError when the weights must not be used."""
+    """Raise a one-line SarcoError when the weights must not be used: a shape mismatch, a NaN or
+    infinite value in a tensor that would load (a diverged run's weights "matched 100 %"), too few matched."""
     if report.shape_mismatched:
         raise SarcoError(f"{report.summary_line()}; first mismatch: {report.shape_mismatched[0]}",
                          fix="use weights of the same SMIT configuration (Trans-Small: embed 48, depths 2-2-4-2; "
                              "`sarco pretrain --preset P` gives P's, with `--tissues 4` for a four-tissue dataset)")
+    if report.non_finite:
+        raise SarcoError(f"{report.summary_line()}; {len(report.non_finite)} tensor(s) hold NaN or infinite values "
+                         f"(first: {report.non_finite[0]}), which would train only NaN",
+                         fix="use the weights of a run that did not diverge (an earlier checkpoint), or download "
+                             "them again")
     if report.fraction_matched < min_fraction:
         raise SarcoError(f"{report.summary_line()}; below the required {100 * min_fraction:.0f} %",
                          fix="check that the file holds SMIT encoder weights (see pretrained_load_report.json)")

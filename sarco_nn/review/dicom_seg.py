@@ -147,6 +147,31 @@ def _check_uids(datasets: list, source: Path, uid_policy: str) -> list[str]:
     return missing
 
 
+#: What a source's Specific Character Set may say for DICOM's default repertoire (ISO IR 6): the
+#: attribute empty (allowed, and common in exports) or the non-standard term many writers use.
+_DEFAULT_REPERTOIRE = ("", "ISO_IR 6")
+
+
+def _character_set(ds, source: Path) -> str | list[str] | None:
+    """The Specific Character Set the SEG declares: the source's, with an empty value (DICOM: the
+    default repertoire) read as such. highdicom copies the value as it is and rejects '' with a
+    ValueError, so a series exported with the attribute present but empty got no SEG."""
+    from highdicom.enum import SpecificCharacterSetValues
+
+    raw = ds.get("SpecificCharacterSet")
+    values = [str(v or "").strip() for v in ([raw] if raw is None or isinstance(raw, str) else raw)]
+    if not values or all(v.upper() in _DEFAULT_REPERTOIRE for v in values):
+        return None  # absent: the default repertoire
+    if len(values) > 1 and values[0].upper() in _DEFAULT_REPERTOIRE:
+        values[0] = "ISO 2022 IR 6"  # an empty first value of a code-extension list means IR 6 (PS3.3 C.12.1.1.2)
+    known = {member.value for member in SpecificCharacterSetValues}
+    odd = [v for v in values if v not in known]
+    if odd:
+        raise InputError(f"DICOM series has Specific Character Set {odd[0]!r}, which is no DICOM character set", source,
+                         "re-export the series from PACS (or correct SpecificCharacterSet), or drop --dicom-seg")
+    return values[0] if len(values) == 1 else values
+
+
 def _frame_on_instance(mask: sitk.Image, ds) -> np.ndarray:
     """The mask sampled (nearest neighbour) on one source instance's pixel grid: (rows, cols)."""
     row_dir = np.array([float(v) for v in ds.ImageOrientationPatient[:3]])
@@ -193,6 +218,7 @@ def write_dicom_seg(source: Path, mask: sitk.Image, out_path: Path, labels: dict
     source = Path(source)
     datasets = read_source_series(source)
     generated = _check_uids(datasets, source, uid_policy)
+    charset = _character_set(datasets[0], source)  # highdicom copies the first instance's
     for ds in datasets:  # in memory only: the source files are never modified
         for name in TYPE2_COPIED:
             if name not in ds:
@@ -219,7 +245,8 @@ def write_dicom_seg(source: Path, mask: sitk.Image, out_path: Path, labels: dict
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="sarco_nn",
         manufacturer_model_name=model_name[:64], software_versions=__version__, device_serial_number="0",
         content_description="sarco skeletal muscle segmentation" if list(labels) == ["muscle"] else
-        "sarco body composition segmentation", content_label="SARCO", omit_empty_frames=True)
+        "sarco body composition segmentation", content_label="SARCO", omit_empty_frames=True,
+        specific_character_set=charset)
     with atomic_path(Path(out_path)) as tmp:
         seg.save_as(str(tmp))
     return SegResult(Path(out_path), int(seg.NumberOfFrames), generated)
