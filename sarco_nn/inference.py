@@ -377,7 +377,8 @@ def _predict_locked(workspace: Workspace, inputs: Path, out_dir: Path, o: Predic
         # only now the new -i folder: a run stopped before its moved rows are on disk leaves the old one,
         # so the next resume still finds them (rekey_moved_rows reads it)
         # the model's folder and the files' paths are recorded for people, not compared (mounted elsewhere)
-        records = run_records(model, thresholds=o.thresholds, l3_csv=o.l3_csv, l3_from=o.l3_from)
+        records = run_records(model, thresholds=o.thresholds, l3_csv=o.l3_csv, l3_from=o.l3_from,
+                              clinical_csv=o.clinical_csv)
         write_text_atomic(out_dir / RUN_FILE, json.dumps({**signature, **records, INPUTS_RECORD: record}, indent=2))
     except OSError as exc:
         raise SarcoError(f"cannot write to the output folder ({exc.strerror or exc})", out_dir,

@@ -118,6 +118,33 @@ def test_merge_refuses_parts_given_different_l3_csv_files_end_to_end(tmp_path, m
         _merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all")
 
 
+def test_merge_refuses_parts_given_different_clinical_files_end_to_end(tmp_path, monkeypatch):
+    """The same batch, one part's clinical.csv edited between the runs: SMI and flags would come from two
+    tables in one results.csv, so merge refuses, naming --clinical; the same table on both merges."""
+    from test_batch import _fake_model_predict
+
+    import sarco_nn.inference as inference
+    from sarco_nn.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    _scans(tmp_path / "scans", [f"scan_{i}.nii.gz" for i in range(4)])
+    for part, height in ((0, 1.70), (1, 1.80)):
+        table = tmp_path / f"clinical_{part}.csv"
+        table.write_text("case_id,sex,height_m\n" + "".join(f"scan_{i},F,{height}\n" for i in range(4)))
+        _fake_model_predict(monkeypatch, tmp_path)
+        inference.predict(ws, tmp_path / "scans", tmp_path / f"p{part}", device="cpu", progress=False, part=part,
+                          parts=2, io_workers=1, clinical_csv=table)
+    with pytest.raises(SarcoError, match=r"different --clinical files"):
+        _merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "all")
+    same = tmp_path / "clinical_0.csv"
+    for part in (0, 1):
+        _fake_model_predict(monkeypatch, tmp_path)
+        inference.predict(ws, tmp_path / "scans", tmp_path / f"q{part}", device="cpu", progress=False, part=part,
+                          parts=2, io_workers=1, clinical_csv=same)
+    _merge([tmp_path / "q0", tmp_path / "q1"], tmp_path / "merged")
+    assert (tmp_path / "merged" / "results.csv").exists()
+
+
 # ---------------------------------------------------------------------------- sarco evaluate
 def _mask(path: Path, rows: tuple[int, int] = (40, 40)) -> Path:
     import numpy as np
