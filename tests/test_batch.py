@@ -130,7 +130,7 @@ def test_every_entry_of_a_batch_folder_becomes_a_scan(tmp_path):
     (one / "IM0000").rename(batch / "IM0000")
     scans = {s.case_id: s for s in discover_scans(batch)}
     assert set(scans) == {"good", "_0000.nii.gz", "meta", "dangling", "loop", "analyze", "notes.txt", "IM0000"}
-    problems = {k: (s.problem or "") for k, s in scans.items()}
+    problems = {k: (str(s.error) if s.error else "") for k, s in scans.items()}
     assert problems["good"] == problems["meta"] == problems["IM0000"] == ""
     assert "broken symbolic link" in problems["dangling"] and "loop" in problems["loop"]
     assert ".hdr/.img" in problems["analyze"] and "empty case id" in problems["_0000.nii.gz"]

@@ -149,5 +149,5 @@ def test_predict_discovery_makes_a_formula_named_input_a_failed_row_with_a_quote
     scans = {s.case_id: s for s in discover_scans(tmp_path)}
     assert set(scans) == {"'=cmd.nii.gz", "'@series", "'+1", "p01"}
     for cid in ("'=cmd.nii.gz", "'@series", "'+1"):
-        assert "formula" in scans[cid].problem and "rename" in scans[cid].problem
-    assert scans["p01"].problem is None
+        assert "formula" in str(scans[cid].error) and "rename" in str(scans[cid].error)
+    assert scans["p01"].error is None
