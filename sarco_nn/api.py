@@ -647,6 +647,19 @@ class WeightsCheck:
                 "error": self.error}
 
 
+def _check_tissues(tissues: int, preset: PathLike | None, name: Callable[[str], str]) -> None:
+    """One rule for a tissue count beside a preset (check-weights, pretrain): at least 1, and more than 1 only
+    with a preset, since the network of a several-tissue model is its preset's `multi_tissue_network` (without
+    one, the count was silently ignored)."""
+    if tissues < 1:
+        raise SarcoError(f"{name('tissues')} must be at least 1, got {tissues}",
+                         fix="pass 1 (muscle only) or 4 (muscle, IMAT, VAT, SAT).")
+    if tissues > 1 and preset is None:
+        raise SarcoError(f"{name('tissues')} {tissues} needs {name('preset')}: the network of a several-tissue model "
+                         "is its preset's multi_tissue_network",
+                         fix=f"add {name('preset')} P (the preset you train with).")
+
+
 def check_weights(file: PathLike, *, dims: int = 2, min_fraction: float = 0.9, preset: str | None = None,
                   tissues: int = 1, cli_names: bool = False) -> WeightsCheck:
     """Match a weights file against the SMIT encoder ``train --pretrained`` would build, before a long run.
@@ -682,13 +695,7 @@ def check_weights(file: PathLike, *, dims: int = 2, min_fraction: float = 0.9, p
     if not 0.0 <= min_fraction <= 1.0:  # NaN too: every comparison with it is False, so NaN passed every file
         raise SarcoError(f"{name('min_fraction')} must be a fraction from 0 to 1, got {min_fraction}",
                          fix=f"pass e.g. {name('min_fraction')} 0.9 (90 % of the encoder's tensors must match).")
-    if tissues < 1:
-        raise SarcoError(f"{name('tissues')} must be at least 1, got {tissues}",
-                         fix="pass 1 (muscle only) or 4 (muscle, IMAT, VAT, SAT).")
-    if tissues > 1 and preset is None:
-        raise SarcoError(f"{name('tissues')} {tissues} needs {name('preset')}: the network of a several-tissue model "
-                         "is its preset's multi_tissue_network",
-                         fix=f"add {name('preset')} P (the preset you train with).")
+    _check_tissues(tissues, preset, name)
     from sarco_nn.models.pretrained import check_report, inspect_pretrained_encoder
 
     path = Path(file)
@@ -765,8 +772,7 @@ def pretrain(unlabeled_dir: PathLike, *, output: PathLike = "sarco_pretrain", pr
     _require("flag", resume=resume, progress=progress)
     _require("whole", optional=True, workers=workers)
     _require("whole", tissues=tissues)
-    if tissues < 1:
-        raise SarcoError(f"tissues={tissues} must be at least 1", fix="pass 1 (muscle only) or 4 (four tissues).")
+    _check_tissues(tissues, preset, lambda option: option)
     if settings is not None and not isinstance(settings, Mapping):
         raise SarcoError(f"settings is {type(settings).__name__}, not a mapping of PretrainConfig fields",
                          fix='pass settings as a dict, e.g. {"dims": 2, "crop_size": 256}, or None.')

@@ -84,7 +84,8 @@ class PredictOptions:
         """Refuse an option no run can use here, before any scan is read or model loaded: `--slab 0` loaded the
         model and then failed every volume alike; `l3_slice` beside a per-case L3 source would win for every
         volume (the order of `l3.choose.choose_slice`), so the --l3-csv rows or --l3-from vertebra masks given
-        were silently never read. (The other options are checked in `inference.predict`.)"""
+        were silently never read, and so were they beside a locator that finds L3 itself (`--locator model`).
+        (The other options are checked in `inference.predict`.)"""
         if isinstance(self.slab, bool) or not isinstance(self.slab, numbers.Integral) or self.slab < 1:
             raise SarcoError(f"--slab {self.slab!r} must be a whole number of slices, at least 1",
                              fix="give --slab 1 (the L3 slice itself) or e.g. --slab 3 (the mean of 3 slices "
@@ -94,6 +95,11 @@ class PredictOptions:
             raise SarcoError(f"--l3-slice {self.l3_slice} with {given}: --l3-slice gives every volume that one slice, "
                              f"so {given} would never be read",
                              fix=f"give either --l3-slice (one slice for every volume) or {given} (each volume's own)")
+        if self.l3_from is not None and self.locator in ("model", "totalsegmentator"):
+            raise SarcoError(f"--l3-from with --locator {self.locator}: that locator finds L3 itself, so the vertebra "
+                             "masks given would never be read",
+                             fix="leave --locator out (auto: the vertebra masks where a case has one) or give "
+                                 "--locator vertebrae, or drop --l3-from.")
 
     def with_paths(self) -> PredictOptions:
         """These options with every file/folder field (typed `PathLike`) as a `Path` (None stays None)."""

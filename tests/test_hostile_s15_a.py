@@ -219,3 +219,29 @@ def test_measure_refuses_a_height_below_the_shortest_adult_as_clinical_csv_does(
         read_clinical_csv(csv_path)
     ok = sarco_inprocess("measure", mask, "--sex", "F", "--height", "0.55", "--json")
     assert ok.code == 0 and json.loads(ok.stdout)["smi_cm2_m2"] is not None
+
+
+# ---------------------------------------------------------------------------- lead: the two findings left open
+def test_l3_from_beside_a_locator_that_finds_l3_itself_is_refused(tmp_path):
+    """#158: `--l3-from V --locator model` never read V; now refused before any scan is read."""
+    from sarco_nn.errors import SarcoError
+    from sarco_nn.predict_options import PredictOptions
+
+    for locator in ("model", "totalsegmentator"):
+        with pytest.raises(SarcoError, match="would never be read"):
+            PredictOptions(l3_from=tmp_path, locator=locator)
+    for locator in ("auto", "vertebrae"):
+        assert PredictOptions(l3_from=tmp_path, locator=locator).l3_from == tmp_path
+
+
+def test_pretrain_refuses_tissues_without_a_preset_before_any_volume_is_read(tmp_path):
+    """#159: `sarco pretrain --tissues 4` without --preset ignored the count (the default encoder is the
+    muscle-only one); check-weights and pretrain now share one rule."""
+    from sarco_nn import api
+    from sarco_nn.errors import SarcoError
+
+    with pytest.raises(SarcoError, match="tissues 4 needs preset"):
+        api.pretrain(tmp_path / "missing", output=tmp_path / "out", tissues=4)
+    with pytest.raises(SarcoError, match="--tissues 4 needs --preset"):
+        api.check_weights(tmp_path / "missing.pt", dims=2, tissues=4, cli_names=True)
+    assert not (tmp_path / "out").exists()
