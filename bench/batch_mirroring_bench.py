@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
         @torch.inference_mode()
         def call(p=predictor, key=batched):
-            out[key] = p._internal_maybe_mirror_and_predict(x)
+            # under autocast on CUDA, as nnU-Net's predict_sliding_window_return_logits runs the hook there
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                out[key] = p._internal_maybe_mirror_and_predict(x)
 
         seconds[batched] = _timed(call, args.repeats, device)
     views = 2 ** len(args.axes)
