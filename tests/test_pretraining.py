@@ -351,5 +351,5 @@ def test_pretraining_for_a_four_tissue_model_gets_the_network_the_planner_gives_
     assert seen[-1].encoder["embed_dim"] != smit_network_config(load_preset("cpu")).embed_dim
     api.pretrain(tmp_path, preset="cpu")
     assert seen[-1].encoder == load_preset("cpu")["trainer_overrides"]["smit"]["network"]
-    with pytest.raises(SarcoError, match="tissues=0"):
+    with pytest.raises(SarcoError, match="tissues must be at least 1, got 0"):
         api.pretrain(tmp_path, preset="cpu", tissues=0)
