@@ -4,6 +4,7 @@ is, a predict-merge folder whose every row failed, an earlier run's ``-29..150``
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 import math
 
 import numpy as np
@@ -69,3 +70,30 @@ def test_a_resumed_or_merged_results_csv_rewrites_an_earlier_runs_range_cells(tm
     assert rows["p02"]["hu_gate"] == "off" and rows["p02"]["muscle_hu_range"] == "[-29, 150]"
     assert not any(starts_like_formula(v) for r in rows.values() for v in r.values() if v)
     assert current_range_cell("hu_gate", "-29..150") == "[-29, 150]"
+
+
+# --------------------------------------------------------------------------- #203 merge -o through a symlink
+def test_merge_into_a_folder_reached_through_a_symlink_points_at_the_parts_masks(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from sarco_nn.batch import JOURNAL_FILE, Journal, read_results
+    from sarco_nn.batch_merge import merge_parts
+    from sarco_nn.inference import KEY_COLUMN, PATH_COLUMNS, RESULT_COLUMNS, RUN_FILE
+
+    work, elsewhere = tmp_path / "work", tmp_path / "disk" / "space"
+    elsewhere.mkdir(parents=True)
+    for part, case in ((0, "a"), (1, "c")):
+        folder = work / "out" / f"p{part}"
+        (folder / "masks").mkdir(parents=True)
+        (folder / "masks" / f"{case}.nii.gz").write_bytes(b"x")
+        (folder / RUN_FILE).write_text(json.dumps({"model": "/m", "part": part, "parts": 2}))
+        Journal(folder / JOURNAL_FILE).append(f"/in/{case}", {"case_id": case, "input": f"/in/{case}", "status": "ok",
+                                                              "mask": f"masks/{case}.nii.gz"})
+    os.symlink(elsewhere, work / "link")
+    monkeypatch.chdir(work)  # relative paths as typed: predict-merge out/p0 out/p1 -o link/all
+    merged = merge_parts([Path("out/p0"), Path("out/p1")], Path("link/all"), RESULT_COLUMNS, KEY_COLUMN, RUN_FILE,
+                         PATH_COLUMNS)
+    for key, case, part in (("/in/a", "a", 0), ("/in/c", "c", 1)):
+        mask = Path("link/all") / read_results(merged.results_csv, KEY_COLUMN)[key]["mask"]
+        assert mask.is_file() and mask.samefile(work / "out" / f"p{part}" / "masks" / f"{case}.nii.gz")  # before: no file
