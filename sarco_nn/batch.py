@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sarco_nn.atomic import write_text_atomic
+from sarco_nn.cases import current_range_cell
 from sarco_nn.errors import SarcoError
 
 __all__ = [
@@ -262,8 +263,8 @@ def write_results(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
+    for row in rows:  # an earlier run's range cells (a resumed or merged part) in this version's form
+        writer.writerow({k: current_range_cell(k, v) if isinstance(k, str) else v for k, v in row.items()})
     write_text_atomic(path, buffer.getvalue())
 
 

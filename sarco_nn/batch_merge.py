@@ -267,12 +267,15 @@ def merge_parts(part_dirs: list[Path], out_dir: Path, columns: list[str], key_co
                              f"merge now (each missing scan gets a failed row, reason {NOT_PREDICTED})")
     warnings.extend(f"incomplete batch: {p}" for p in problems)
     rows: dict[str, dict[str, Any]] = {}
+    # resolved first: relpath is lexical, so an -o reached through a symlinked folder got "../.." paths
+    # that the file system walks from the link's target, to no mask (HOSTILE #203)
+    target_dir = out_dir.resolve()
     for part in parts:
         for key, row in part.rows.items():
             merged = dict(row)
             for column in path_columns:
                 if merged.get(column):
-                    merged[column] = os.path.relpath(part.folder / merged[column], out_dir)
+                    merged[column] = os.path.relpath((part.folder / merged[column]).resolve(), target_dir)
             rows[key] = merged
     for index, lacking in missing.items():
         reason = Reason(NOT_PREDICTED, f"part {index} of {parts[0].parts} did not finish this scan "

@@ -50,6 +50,7 @@ from sarco_nn.constants import (
     MUSCLE_HU_GATE,
     TISSUE_LABELS,
 )
+from sarco_nn.cases import range_cell
 from sarco_nn.errors import InputError, SarcoError
 from sarco_nn.image_io import check_same_grid
 from sarco_nn.measure import area_exact, axial_stack, label_mask, measure_slice
@@ -443,7 +444,7 @@ def hu_range_text(gate) -> str | None:
     """An HU range as a table cell, ``[-29, 150]`` (both bounds inclusive), or None: every range cell of
     results.csv and --json alike. Bracketed because a cell starting with ``-`` (``-29..150``) is one a
     spreadsheet may run as a formula (HOSTILE #130): ``[`` is no formula prefix (`cases.FORMULA_PREFIXES`)."""
-    return None if gate is None else f"[{float(gate[0]):g}, {float(gate[1]):g}]"
+    return None if gate is None else range_cell(gate[0], gate[1])
 
 
 __all__ = [

@@ -36,7 +36,7 @@ from sarco_nn.image_io import printable_path
 
 __all__ = [
     "IMAGE_SUFFIXES", "CHANNEL_SUFFIX", "FORMULA_PREFIXES", "LABELS_FILE", "EntryId", "case_id_for_entry", "case_id_from_path",
-    "normal_case_id", "same_id_hint", "starts_like_formula", "csv_safe", "case_entries", "group_by_case",
+    "normal_case_id", "same_id_hint", "starts_like_formula", "csv_safe", "range_cell", "current_range_cell", "case_entries", "group_by_case",
     "index_by_case", "index_folder",
     "Pairing", "pair_by_case", "read_labels_json", "muscle_label_for",
 ]
@@ -119,6 +119,27 @@ def csv_safe(text: str) -> str:
     :data:`FORMULA_PREFIXES` character or look-alike (OWASP; :func:`starts_like_formula`), also after
     white space (a spreadsheet may trim it, and the case-id rule does), else unchanged."""
     return "'" + text if starts_like_formula(text) or starts_like_formula(text.lstrip()) else text
+
+
+def range_cell(low: float, high: float) -> str:
+    """A range (both bounds inclusive) as a table cell, ``[-29, 150]``: bracketed because a cell
+    starting with ``-`` (``-29..150``) is one a spreadsheet may run as a formula (HOSTILE #130);
+    ``[`` is no :data:`FORMULA_PREFIXES` character."""
+    return f"[{float(low):g}, {float(high):g}]"
+
+
+#: A range cell as sarco wrote it before HOSTILE #130 (``-29..150``), in a results.csv of an earlier run.
+_OLD_RANGE = re.compile(r"\s*([-+]?\d+(?:\.\d*)?)\s*\.\.\s*([-+]?\d+(?:\.\d*)?)\s*")
+
+
+def current_range_cell(column: str, value):
+    """`value` of results.csv column `column` in this version's form: an HU-range cell (``hu_gate``,
+    ``*_hu_range``) of an earlier run's ``-29..150`` becomes ``[-29, 150]`` (:func:`range_cell`), so
+    a resumed or merged table has one form and no cell a spreadsheet runs (HOSTILE #202); else unchanged."""
+    if not isinstance(value, str) or not (column == "hu_gate" or column.endswith("_hu_range")):
+        return value
+    old = _OLD_RANGE.fullmatch(value)
+    return range_cell(float(old.group(1)), float(old.group(2))) if old else value
 
 
 def case_id_for_entry(path: Path | str) -> EntryId:

@@ -57,7 +57,9 @@ def height_problem(height: float, name: str = "height_m", shown: str | None = No
     """Why `height` (metres) cannot be a person's height (a unit slip), as "problem; fix", or None.
     The one rule for clinical.csv and `sarco measure --height`; `shown` is the value as the user wrote it."""
     said = f"{name} {height if shown is None else shown}"
-    if math.isnan(height) or height <= 0:
+    if not math.isfinite(height):  # inf is no centimetres, nan no negative: say what it is (HOSTILE #200)
+        return f"{said} is not a finite number; give the height in metres (e.g. 1.75)"
+    if height <= 0:
         return f"{said} must be positive (metres); give the height in metres (e.g. 1.75)"
     if height > _MAX_HEIGHT_M:
         return f"{said} looks like centimetres; give metres (e.g. 1.75)"
@@ -71,7 +73,9 @@ def weight_problem(weight: float, name: str = "weight_kg", shown: str | None = N
     """Why `weight` (kg) cannot be a person's weight (a unit slip), as "problem; fix", or None.
     The one rule for clinical.csv and `sarco measure --weight`; `shown` is the value as the user wrote it."""
     said = f"{name} {weight if shown is None else shown}"
-    if math.isnan(weight) or weight <= 0:
+    if not math.isfinite(weight):
+        return f"{said} is not a finite number; give the weight in kg (e.g. 72.5)"
+    if weight <= 0:
         return f"{said} must be positive; give the weight in kg (e.g. 72.5)"
     if weight > _MAX_WEIGHT_KG:
         return (f"{said} is above {_MAX_WEIGHT_KG:g} kg (the heaviest person on record weighed 635 kg), grams or a "

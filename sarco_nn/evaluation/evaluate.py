@@ -197,6 +197,18 @@ def list_predictions(pred_dir: Path, problems: _Problems | None = None) -> dict[
     return index_by_case(_named_by_the_rule(paths, problems), folder)
 
 
+def _no_predictions(pred_dir: Path) -> None:
+    """Refuse a prediction folder with no mask: "run predict first" unless its results.csv says it ran
+    (a predict-merge folder whose every row failed: rerunning predict alike would not help; HOSTILE #201)."""
+    results = next((f / "results.csv" for f in (pred_dir, _prediction_folder(pred_dir)) if (f / "results.csv").is_file()),
+                   None)
+    if results is not None:
+        raise InputError(f"no predicted masks: {results} names no mask (every case failed?)", path=pred_dir,
+                         fix="read the status and reasons columns of that results.csv; fix those inputs and "
+                             "predict them again.")
+    raise InputError("no predicted masks (*.nii.gz) found", path=pred_dir, fix="run `sarco predict` first.")
+
+
 def find_image(images_dir: Path | None, case_id: str) -> Path | None:
     """<case>.nii.gz or nnU-Net's <case>_0000.nii.gz (any accepted ending) in images_dir."""
     if images_dir is None:
@@ -741,7 +753,7 @@ def evaluate_folder(pred_dir, reference_dir, clinical_csv, out_dir, thresholds: 
     problems = _Problems()
     predictions = list_predictions(Path(pred_dir), problems)
     if not predictions and not problems.skipped:
-        raise InputError("no predicted masks (*.nii.gz) found", path=pred_dir, fix="run `sarco predict` first.")
+        _no_predictions(Path(pred_dir))
     clinical = _read_clinical(clinical_csv, problems)
     annotated = None
     if annotated_dir is not None:
