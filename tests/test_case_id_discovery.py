@@ -116,8 +116,9 @@ def test_an_odd_named_dicom_file_is_named_by_the_one_rule(tmp_path):
     assert names == {"scan": None, "other": None} and case_id_from_path(batch / "scan.ima") == "scan"
 
 
-@pytest.mark.parametrize("name", FORMULA_NAMES)
-def test_evaluate_gives_a_formula_named_mask_a_failed_row_naming_why(tmp_path, name):
+@pytest.mark.parametrize("side", ["pred", "ref"])
+@pytest.mark.parametrize("name", [*FORMULA_NAMES, "+1.nii.gz", "@SUM(1).nii.gz"])
+def test_evaluate_gives_a_formula_named_mask_a_failed_row_naming_why(tmp_path, name, side):
     # before session 15 (HOSTILE #173): the one bad name refused the whole evaluation
     import csv
 
@@ -126,7 +127,7 @@ def test_evaluate_gives_a_formula_named_mask_a_failed_row_naming_why(tmp_path, n
 
     for side in ("pred", "ref"):
         _muscle_mask(tmp_path / side / "a.nii.gz")
-    _muscle_mask(tmp_path / "pred" / name)
+    _muscle_mask(tmp_path / side / name)  # on either side: the prediction's or the reference's
     summary = evaluate_folder(tmp_path / "pred", tmp_path / "ref", None, tmp_path / "out")
     assert summary["n_cases"] == 1 and summary["skipped_cases"] == [csv_safe(name)]
     with open(tmp_path / "out" / "cases.csv", newline="", encoding="utf-8") as handle:
