@@ -95,6 +95,10 @@ class PredictOptions:
             raise SarcoError(f"--l3-slice {self.l3_slice} with {given}: --l3-slice gives every volume that one slice, "
                              f"so {given} would never be read",
                              fix=f"give either --l3-slice (one slice for every volume) or {given} (each volume's own)")
+        if self.l3_slice is not None and self.locator in ("model", "totalsegmentator"):
+            raise SarcoError(f"--l3-slice {self.l3_slice} with --locator {self.locator}: the slice given wins for every "
+                             "volume, so the locator would never run",
+                             fix="give either --l3-slice or --locator (leave --locator out with --l3-slice).")
         if self.l3_from is not None and self.locator in ("model", "totalsegmentator"):
             raise SarcoError(f"--l3-from with --locator {self.locator}: that locator finds L3 itself, so the vertebra "
                              "masks given would never be read",

@@ -97,3 +97,39 @@ def test_merge_into_a_folder_reached_through_a_symlink_points_at_the_parts_masks
     for key, case, part in (("/in/a", "a", 0), ("/in/c", "c", 1)):
         mask = Path("link/all") / read_results(merged.results_csv, KEY_COLUMN)[key]["mask"]
         assert mask.is_file() and mask.samefile(work / "out" / f"p{part}" / "masks" / f"{case}.nii.gz")  # before: no file
+
+
+def test_l3_slice_beside_a_locator_is_refused_and_copied_references_are_warned(tmp_path):
+    """#207: `--l3-slice N --locator model` never ran the locator (refused now, like the other pairs);
+    lead, on #209's list: a copy of the reference folder given as predictions scores Dice 1, warned."""
+    import shutil
+
+    import SimpleITK as sitk
+
+    from sarco_nn.errors import SarcoError
+    from sarco_nn.evaluation.evaluate import IDENTICAL_TO_REFERENCE, evaluate_folder
+    from sarco_nn.predict_options import PredictOptions
+
+    with pytest.raises(SarcoError, match="the locator would never run"):
+        PredictOptions(l3_slice=3, locator="model")
+    assert PredictOptions(l3_slice=3).l3_slice == 3
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i, rows in enumerate((30, 40)):
+        array = np.zeros((1, 96, 96), np.uint8)
+        array[0, 20:20 + rows, 20:60] = 1
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((1.0, 1.0, 1.0))
+        sitk.WriteImage(image, str(ref / f"c{i}.nii.gz"))
+    shutil.copytree(ref, tmp_path / "copy")
+    summary = evaluate_folder(tmp_path / "copy", ref, None, tmp_path / "report")
+    assert summary["problems"][IDENTICAL_TO_REFERENCE] == ["c0", "c1"] and summary["dice_mean"] == 1.0
+    one = tmp_path / "one_differs"
+    shutil.copytree(ref, one)
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(one / "c1.nii.gz")))
+    array[0, 20, 20] = 0
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(image, str(one / "c1.nii.gz"))
+    assert IDENTICAL_TO_REFERENCE not in evaluate_folder(one, ref, None, tmp_path / "report2")["problems"]

@@ -594,6 +594,20 @@ def summarise(rows: list[dict], ts: ThresholdSet, label: int, problems: dict) ->
 
 
 # ---------------------------------------------------------------------------- orchestration
+#: The warning for an evaluation in which every prediction equals its reference voxel for voxel.
+IDENTICAL_TO_REFERENCE = "every prediction equals its reference voxel for voxel (were copies of the references given as predictions?)"
+
+
+def _warn_if_every_prediction_is_its_reference(rows: list[dict], problems: _Problems) -> None:
+    """Dice exactly 1 on every scored case means identical masks: a copy of the reference folder given as
+    predictions scores perfectly without being the same files (which `evaluate_folder` refuses). No model
+    does that on real data, so say so, without changing any statistic."""
+    scored = [r for r in rows if r.get("dice") is not None and math.isfinite(r["dice"])]
+    if scored and all(r["dice"] == 1.0 for r in scored):
+        for r in scored:
+            problems.add(IDENTICAL_TO_REFERENCE, r["case_id"])
+
+
 def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path, thresholds: str = DEFAULT_THRESHOLD_SET,
                    label: int = MUSCLE_LABEL, problems: _Problems | None = None, extra: dict | None = None,
                    pred_label: int = MUSCLE_LABEL, label_source: str = "sarco default",
@@ -623,6 +637,7 @@ def evaluate_cases(cases: list[CaseInput], clinical: dict | None, out_dir: Path,
         listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in problems.as_dict().items())
         raise SarcoError(f"no case could be evaluated ({listing or 'no predictions found'})",
                          fix="check that predictions and reference masks share case names and geometry.")
+    _warn_if_every_prediction_is_its_reference(rows, problems)
     summary = summarise(rows, ts, label, problems.as_dict())
     skipped = problems.skipped_rows()
     summary.update(label_prediction=pred_label, label_source=label_source, n_cases_skipped=len(skipped),
