@@ -409,16 +409,6 @@ class MuscleMeasurement:
     record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-def _number_as_typed(value, name: str, example: str, cli_names: bool):
-    """A number given as text (`sarco measure --height 1,70`) read by clinical.csv's rule for its cells
-    (`clinical.number_from_text`: one decimal comma is a point); any other value as given."""
-    if not isinstance(value, str):
-        return value
-    from sarco_nn.clinical import number_from_text
-
-    return number_from_text(value, f"--{name.split('_')[0]}" if cli_names else name, example)
-
-
 def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int | None = None,
             label: int | None = None, sex: str | None = None, height_m: float | None = None,
             weight_kg: float | None = None, hu_gate: bool = False, thresholds: str = DEFAULT_THRESHOLD_SET,
@@ -437,8 +427,8 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
         label: label value of muscle in the mask (None: the labels.json in use names it, else 1;
             a value contradicting that labels.json is refused).
         sex: ``"M"`` or ``"F"`` (any spelling `thresholds.normalise_sex` knows), for the flag.
-        height_m: height in metres, for SMI; text as typed ("1,70") is read as a clinical.csv cell is.
-        weight_kg: weight in kg (BMI, used by the ``martin`` set); text read likewise.
+        height_m: height in metres, for SMI.
+        weight_kg: weight in kg (BMI, used by the ``martin`` set).
         hu_gate: count only pixels within the muscle HU gate -29..150 HU (needs `image`).
         thresholds: ``paper``, ``prado``, ``martin`` or a JSON/YAML threshold file.
         tissues: also measure the body composition (in `MuscleMeasurement.record`). Without it,
@@ -477,8 +467,6 @@ def measure(mask: PathLike, *, image: PathLike | None = None, slice_index: int |
     _require("path", mask=mask)
     _require("path", optional=True, image=image, labels_file=labels_file, vertebrae=vertebrae)
     _require("whole", optional=True, slice_index=slice_index, label=label)
-    height_m, weight_kg = (_number_as_typed(v, n, e, cli_names)
-                           for v, n, e in ((height_m, "height_m", "1.70"), (weight_kg, "weight_kg", "70")))
     _require("number", optional=True, height_m=height_m, weight_kg=weight_kg)
     _require("text", optional=True, sex=sex, hu_convention=hu_convention)
     _require("path", thresholds=thresholds, myosteatosis=myosteatosis)  # a set name or a file

@@ -272,17 +272,6 @@ def _parse_number(value: str, name: str, errors: list[str], decimal_comma: bool)
     return number
 
 
-def number_from_text(value: str, option: str, example: str) -> float:
-    """A number typed on the command line (`sarco measure --height 1,70`), read as a clinical.csv cell is
-    read: one decimal comma is a decimal point; anything else that is no finite number is one clear line
-    (the plausibility rules, e.g. `height_problem`, then apply as to any height)."""
-    errors: list[str] = []
-    number = _parse_number(value.strip(), option, errors, decimal_comma=True)
-    if errors or number is None:
-        raise ClinicalDataError(errors[0] if errors else f"{option} is empty", fix=f"give e.g. {option} {example}.")
-    return number
-
-
 def _parse_height(value: str, errors: list[str], decimal_comma: bool) -> float | None:
     height = _parse_number(value, "height_m", errors, decimal_comma)
     if height is None:

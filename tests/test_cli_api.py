@@ -116,7 +116,7 @@ def _expect_merge(tmp, calls):
 def _expect_measure(tmp, calls):
     args, kw = _one(calls)
     assert args == (Path("m.nii.gz"),)
-    assert kw == dict(image=Path("ct.nii.gz"), slice_index=4, label=2, sex="F", height_m="1.62", weight_kg="60",
+    assert kw == dict(image=Path("ct.nii.gz"), slice_index=4, label=2, sex="F", height_m=1.62, weight_kg=60.0,
                       hu_gate=True, thresholds="martin", tissues=True, labels_file=Path("labels.json"), level="L4",
                       vertebrae=None, hu_convention="alberta", myosteatosis="martin_myosteatosis", cli_names=True)
 

@@ -28,9 +28,8 @@ def measure(
     label: Optional[int] = typer.Option(None, "--label", help="Label value of muscle in the mask "
                                         "(default: the muscle of labels.json beside the mask or its folder, else 1)."),
     sex: Optional[str] = typer.Option(None, "--sex", help="M/F, male/female or man/woman (for the sarcopenia flag)."),
-    height: Optional[str] = typer.Option(None, "--height", help="Height in metres (for SMI); a decimal comma "
-                                         "(1,70) reads as in clinical.csv."),
-    weight: Optional[str] = typer.Option(None, "--weight", help="Weight in kg (BMI, for the martin set)."),
+    height: Optional[float] = typer.Option(None, "--height", help="Height in metres (for SMI)."),
+    weight: Optional[float] = typer.Option(None, "--weight", help="Weight in kg (BMI, for the martin set)."),
     hu_gate: bool = typer.Option(False, "--hu-gate", help="Count only mask pixels within the muscle HU gate (needs --image)."),
     thresholds: str = typer.Option(DEFAULT_THRESHOLD_SET, "--thresholds", help="paper, prado, martin, or a JSON/YAML file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object; a list for a 3-D mask without --slice)."),
