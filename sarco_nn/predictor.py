@@ -170,10 +170,6 @@ def mean_of_views(output: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.T
     return prediction
 
 
-def _out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
-
-
 class SarcoPredictor(nnUNetPredictor):
     """`nnUNetPredictor` that runs a whole slice as one tile when `settings.whole_slice` asks for it,
     only the box around the body when `settings.body_crop` does, and each tile's mirrored views as
@@ -232,9 +228,7 @@ class SarcoPredictor(nnUNetPredictor):
         views, flips = mirror_views(x, mirror_axes)
         try:
             output = self.network(views)
-        except Exception as error:  # noqa: BLE001 - only running out of memory is handled
-            if not _out_of_memory(error):
-                raise
+        except torch.cuda.OutOfMemoryError:  # torch's one out-of-memory class (torch.OutOfMemoryError too)
             del views
             self._views_fit = False
             torch.cuda.empty_cache()

@@ -136,9 +136,7 @@ def list_masks(folder: Path, problems: _Problems | None = None) -> dict[str, Pat
     With `problems`, a file whose name the rule refuses (a formula character first, an empty id) is
     a skipped case (a `failed` row naming the reason) instead of refusing every other case."""
     folder = Path(folder)
-    paths = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
-             and p.name.lower().endswith(MASK_ENDINGS)]
-    return index_by_case(_named_by_the_rule(paths, problems), folder)
+    return index_by_case(_named_by_the_rule(sorted(_mask_files(folder)), problems), folder)
 
 
 def _named_by_the_rule(paths: list[Path], problems: _Problems | None) -> list[Path]:
@@ -168,6 +166,7 @@ def _prediction_folder(pred_dir: Path) -> Path:
 
 
 def _mask_files(folder: Path) -> list[Path]:
+    """The mask files of `folder` (not recursive, hidden entries left out), in no order."""
     return [p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")
             and p.name.lower().endswith(MASK_ENDINGS)]
 
